@@ -1,0 +1,173 @@
+"""The database boundary: engines from URLs, transactions, fork safety, driver errors made ours.
+
+This is the only module that knows the drivers (psycopg 3 and sqlite3).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy.exc
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.orm import sessionmaker
+
+from taiat.errors import (
+    DatabaseNotInitialised,
+    DatabaseUnavailable,
+    InvalidDatabaseURL,
+    TaiatError,
+)
+
+DEFAULT_DB_FILE = "taiat.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+_SUPPORTED = {"postgresql", "postgresql+psycopg", "sqlite", "sqlite+pysqlite"}
+
+
+def default_url() -> str:
+    """The embedded SQLite file: `$TAIAT_HOME/taiat.db`, or `./taiat.db`."""
+    home = Path(os.environ.get("TAIAT_HOME") or ".")
+    return f"sqlite:///{(home / DEFAULT_DB_FILE).absolute()}"
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The URL given, else `TAIAT_DATABASE_URL`, else the embedded SQLite file."""
+    return url or os.environ.get("TAIAT_DATABASE_URL") or default_url()
+
+
+def engine_from_url(url: str | None = None, **kwargs: Any) -> Engine:
+    """An engine for a PostgreSQL or SQLite URL, set up as the job manager needs it."""
+    url = resolve_url(url)
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise InvalidDatabaseURL(
+            f"cannot parse database URL {url!r}: use postgresql://user@host/db or sqlite:///path"
+        ) from exc
+    if parsed.drivername == "postgres":  # Heroku-style spelling of the same thing
+        parsed = parsed.set(drivername="postgresql")
+    if parsed.drivername not in _SUPPORTED:
+        raise InvalidDatabaseURL(
+            f"unsupported database URL scheme {parsed.drivername!r}: "
+            "use postgresql://user@host/db or sqlite:///path"
+        )
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not Path(database).parent.exists():
+            raise InvalidDatabaseURL(
+                f"the folder of the SQLite file {database!r} does not exist: create it first"
+            )
+        engine = create_engine(parsed, **kwargs)
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        engine = create_engine(parsed, **kwargs)
+    return prepare_engine(engine)
+
+
+def engine_from(source: Any) -> Engine:
+    """An engine from a `sessionmaker` bound to one (as in the seed), an `Engine`, a URL or None."""
+    if source is None or isinstance(source, str):
+        return engine_from_url(source)
+    if isinstance(source, Engine):
+        return prepare_engine(source)
+    if isinstance(source, sessionmaker):
+        bind = source.kw.get("bind")
+        if isinstance(bind, Engine):
+            return prepare_engine(bind)
+        raise InvalidDatabaseURL("the sessionmaker is not bound to an engine: pass bind=engine")
+    raise InvalidDatabaseURL(
+        f"expected a database URL, an Engine or a sessionmaker, got {type(source).__name__}"
+    )
+
+
+def prepare_engine(engine: Engine) -> Engine:
+    """Check the dialect and, for SQLite, make every transaction take the write lock up front."""
+    name = engine.dialect.name
+    if name not in ("postgresql", "sqlite"):
+        raise InvalidDatabaseURL(f"unsupported database {name!r}: use PostgreSQL or SQLite")
+    if name == "sqlite" and not getattr(engine, "_taiat_prepared", False):
+        # pysqlite's own transaction handling begins lazily and in DEFERRED mode, which lets two
+        # writers both read and then deadlock on the upgrade; BEGIN IMMEDIATE serialises them.
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        engine._taiat_prepared = True  # type: ignore[attr-defined]
+    return engine
+
+
+def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def describe(engine: Engine) -> str:
+    """The URL without its password, for messages and logs."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+@contextmanager
+def begin(engine: Engine) -> Iterator[Connection]:
+    """A transaction that commits on success and rolls back on error, driver errors made ours."""
+    with translate_errors(engine):
+        with engine.begin() as conn:
+            yield conn
+
+
+@contextmanager
+def connect(engine: Engine) -> Iterator[Connection]:
+    """A connection outside any explicit transaction (autocommit reads, LISTEN)."""
+    with translate_errors(engine):
+        with engine.connect() as conn:
+            yield conn
+
+
+@contextmanager
+def translate_errors(engine: Engine) -> Iterator[None]:
+    try:
+        yield
+    except TaiatError:
+        raise
+    except sqlalchemy.exc.DBAPIError as exc:
+        ours = translate(exc, engine)
+        if ours is None:
+            raise
+        raise ours from exc
+
+
+def translate(exc: sqlalchemy.exc.DBAPIError, engine: Engine) -> TaiatError | None:
+    """Our error for a driver error; None when it is a bug of ours rather than the database's."""
+    orig = exc.orig
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    if isinstance(orig, psycopg.errors.UndefinedTable) or (
+        isinstance(orig, sqlite3.OperationalError) and "no such table" in str(orig)
+    ):
+        return DatabaseNotInitialised(
+            f"the job tables are missing in {describe(engine)}: run `python -m taiat.init_worker`"
+        )
+    if exc.connection_invalidated or isinstance(
+        orig, psycopg.OperationalError | sqlite3.OperationalError
+    ):
+        return DatabaseUnavailable(f"database {describe(engine)} is unavailable: {text}")
+    return None
+
+
+def after_fork_in_child(engine: Engine) -> None:
+    """Forget the pooled connections inherited from the parent without closing their sockets.
+
+    Closing them would send a terminate message on the parent's live connections.
+    """
+    engine.dispose(close=False)

@@ -1,0 +1,58 @@
+"""The exceptions of the job manager: one root, one subclass per thing a caller can get wrong."""
+
+from __future__ import annotations
+
+
+class TaiatError(Exception):
+    """Taiat job manager error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigurationError(TaiatError):
+    """Raised when a setting (URL, option, environment variable) is invalid."""
+
+
+class InvalidDatabaseURL(ConfigurationError):
+    """Raised when a database URL names a database the job manager cannot use."""
+
+
+class DatabaseError(TaiatError):
+    """Raised when the database cannot serve a request."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """Raised when the database cannot be reached: check the URL and that the server is running."""
+
+
+class DatabaseNotInitialised(DatabaseError):
+    """Raised when the tables are missing: run `python -m taiat.init_worker`."""
+
+
+class SchemaVersionMismatch(DatabaseError):
+    """Raised when the database schema is older or newer than this release."""
+
+
+class JobError(TaiatError):
+    """Raised when a request about a job cannot be carried out."""
+
+
+class InvalidJob(JobError, ValueError):
+    """Raised when a job's fields are invalid; nothing is written."""
+
+
+class InvalidDependency(JobError, ValueError):
+    """Raised when a dependency is unknown, the job itself, part of a cycle, or can never complete."""
+
+
+class DuplicateJob(JobError, ValueError):
+    """Raised when a job id is already taken."""
+
+
+class JobNotFound(JobError, LookupError):
+    """Raised when no job has the given id."""
+
+
+class InvalidTransition(JobError):
+    """Raised when a job is not in a state that allows the requested change."""

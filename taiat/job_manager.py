@@ -1,0 +1,245 @@
+"""`JobManager`: the public API over the store, compatible with the seed's."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from taiat import db, lifecycle, queries, schema
+from taiat.errors import InvalidJob
+from taiat.jobs import Attempt, Job, JobHistoryEntry, JobStatus, JobType
+from taiat.lifecycle import RetryPolicy
+from taiat.specs import build_batch, build_spec, json_text
+
+__all__ = ["JobManager", "JobType", "JobStatus", "Job", "JobHistoryEntry", "RetryPolicy"]
+
+log = logging.getLogger(__name__)
+
+
+class JobManager:
+    """Create, inspect, cancel and retry jobs; and the transitions a supervisor drives.
+
+    `database` is a SQLAlchemy `sessionmaker` bound to an engine (as in the seed), an `Engine`,
+    a URL, or None for `TAIAT_DATABASE_URL` or else the embedded SQLite file.
+    """
+
+    def __init__(self, database: Any = None, *, retry_policy: RetryPolicy | None = None) -> None:
+        self.engine: Engine = db.engine_from(database)
+        self.retry_policy = retry_policy or RetryPolicy()
+        self._schema_checked = False
+
+    def __repr__(self) -> str:
+        return f"JobManager({db.describe(self.engine)!r})"
+
+    @contextmanager
+    def transaction(self) -> Any:
+        """A transaction on a schema this release understands."""
+        with db.begin(self.engine) as conn:
+            if not self._schema_checked:
+                schema.check_version(conn)
+                self._schema_checked = True
+            yield conn
+
+    # -- creating --------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        job_type: JobType | str,
+        name: str,
+        description: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        dependencies: Iterable[str] | None = None,
+        max_retries: int = 3,
+        *,
+        priority: int = 0,
+        timeout_seconds: float | None = None,
+        run_at: datetime | None = None,
+        id: str | None = None,  # noqa: A002 - the column's name
+    ) -> Job:
+        """Create one job; it runs once every dependency has completed (and `run_at` passed)."""
+        spec = build_spec(
+            job_type,
+            name,
+            description,
+            payload,
+            dependencies,
+            max_retries,
+            priority=priority,
+            timeout_seconds=timeout_seconds,
+            run_at=run_at,
+            id=id,
+        )
+        return self._create([spec], {id} if id else set())[0]
+
+    def create_jobs(self, jobs: Iterable[Mapping[str, Any]]) -> list[Job]:
+        """Create a whole DAG in one transaction: all of it, or nothing.
+
+        Each item holds `create_job`'s keyword names, plus an optional `"id"` of the caller's
+        choosing that other items can name in their `dependencies`.
+        """
+        items = list(jobs)
+        specs = build_batch(items)
+        return self._create(specs, {item["id"] for item in items if item.get("id")})
+
+    def _create(self, specs: list[Any], chosen_ids: set[str]) -> list[Job]:
+        if not specs:
+            return []
+        with self.transaction() as conn:
+            lifecycle.create(conn, specs, chosen_ids)
+            rows = {row["id"]: row for row in queries.active_rows(conn, [s.id for s in specs])}
+        for spec in specs:
+            log.debug("created job %s (%s)", spec.id, spec.name)
+        return [Job.from_row(rows[spec.id]) for spec in specs]
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The job, active or finished (then with its final status, result and error); None if
+        no job has that id."""
+        with self.transaction() as conn:
+            row = queries.get_active(conn, job_id)
+            if row is not None:
+                return Job.from_row(row)
+            entry = queries.latest_history(conn, job_id)
+        return None if entry is None else Job.from_history(JobHistoryEntry.from_row(entry))
+
+    def get_ready_jobs(self, limit: int | None = None) -> list[Job]:
+        """Pending jobs whose dependencies have completed and whose `run_at` has passed, in the
+        order supervisors claim them."""
+        with self.transaction() as conn:
+            return [Job.from_row(row) for row in queries.ready_jobs(conn, limit)]
+
+    def list_jobs(
+        self, status: JobStatus | str | None = None, limit: int | None = 100
+    ) -> list[Job]:
+        """Jobs with `status` (any status if None), newest first; finished ones from history."""
+        wanted = _status(status)
+        with self.transaction() as conn:
+            active = []
+            if wanted is None or not wanted.finished:
+                active = [Job.from_row(r) for r in queries.active_jobs(conn, _value(wanted), limit)]
+            finished = []
+            if wanted is None or wanted.finished:
+                rows = queries.history_entries(conn, limit, _value(wanted))
+                finished = [Job.from_history(JobHistoryEntry.from_row(r)) for r in rows]
+        merged = active + finished
+        merged.sort(key=lambda job: job.updated_at or job.created_at or datetime.min, reverse=True)
+        return merged[:limit] if limit is not None else merged
+
+    def get_job_history(
+        self, limit: int | None = 10, status: JobStatus | str | None = None
+    ) -> list[JobHistoryEntry]:
+        """Finished jobs, newest first, each with its attempts."""
+        with self.transaction() as conn:
+            rows = queries.history_entries(conn, limit, _value(_status(status)))
+            found = queries.attempts_for(conn, {row["job_id"] for row in rows})
+        by_job: dict[str, list[Attempt]] = {}
+        for attempt_row in found:
+            by_job.setdefault(attempt_row["job_id"], []).append(Attempt.from_row(attempt_row))
+        return [JobHistoryEntry.from_row(r, tuple(by_job.get(r["job_id"], ()))) for r in rows]
+
+    def get_attempts(self, job_id: str) -> list[Attempt]:
+        """Every run of the job in a child process, oldest first."""
+        with self.transaction() as conn:
+            return [Attempt.from_row(row) for row in queries.attempts_for(conn, [job_id])]
+
+    def count_jobs(self) -> dict[str, int]:
+        """How many jobs there are in each status, active and in history."""
+        with self.transaction() as conn:
+            return queries.count_by_status(conn)
+
+    # -- changing --------------------------------------------------------------------------
+
+    def cancel_job(self, job_id: str) -> bool:
+        """Cancel a pending or running job, and every job waiting on it. False if it had
+        already finished; JobNotFound if no job has that id."""
+        with self.transaction() as conn:
+            cancelled = lifecycle.cancel(conn, job_id)
+        if cancelled:
+            log.info("cancelled job %s", job_id)
+        return cancelled
+
+    def retry_job(self, job_id: str) -> Job:
+        """Run a failed or cancelled job again from the start, its retries reset."""
+        with self.transaction() as conn:
+            lifecycle.retry(conn, job_id)
+            row = queries.get_active(conn, job_id)
+        log.info("job %s queued again", job_id)
+        return Job.from_row(row)
+
+    def cleanup_old_history(self, days: float = 30) -> int:
+        """Delete history entries completed more than `days` ago; returns how many."""
+        if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
+            raise InvalidJob(f"days must be a number >= 0, got {days!r}")
+        with self.transaction() as conn:
+            deleted = queries.delete_history_before(conn, float(days))
+        log.info("deleted %d history entries older than %s days", deleted, days)
+        return deleted
+
+    # -- what a supervisor drives ----------------------------------------------------------
+
+    def claim_jobs(self, worker_id: str, limit: int = 1) -> list[Job]:
+        """Atomically mark up to `limit` ready jobs running for `worker_id`, best first."""
+        if limit <= 0:
+            return []
+        with self.transaction() as conn:
+            rows = queries.claim_jobs(conn, worker_id, limit)
+        jobs = [Job.from_row(row) for row in rows]
+        jobs.sort(key=lambda job: (-job.priority, job.run_at or datetime.min))
+        return jobs
+
+    def complete_job(
+        self, job_id: str, claim_seq: int, result: Any = None, attempt: Attempt | None = None
+    ) -> bool:
+        """Record that this claim of the job succeeded; False when the claim is no longer
+        current (cancelled, taken back), and then nothing changes."""
+        json_text(result, "the result")
+        with self.transaction() as conn:
+            ready = lifecycle.complete(conn, job_id, claim_seq, result, attempt)
+        return ready is not None
+
+    def fail_job(
+        self,
+        job_id: str,
+        claim_seq: int,
+        error: str,
+        attempt: Attempt | None = None,
+        *,
+        retry: bool = True,
+    ) -> JobStatus | None:
+        """Record that this claim failed: PENDING if it will be retried after a backoff,
+        FAILED if that was its last attempt (or `retry` is False), None if the claim is stale."""
+        with self.transaction() as conn:
+            return lifecycle.fail(
+                conn, job_id, claim_seq, error, attempt, self.retry_policy, retry=retry
+            )
+
+    def requeue_job(self, job_id: str, claim_seq: int, attempt: Attempt | None = None) -> bool:
+        """Put this claim's job back to pending at once, no retry spent (a shutdown cut it
+        short); False when the claim is stale."""
+        with self.transaction() as conn:
+            return lifecycle.requeue(conn, job_id, claim_seq, attempt)
+
+    def pending_count(self) -> int:
+        """Pending jobs, ready or not (a retry waiting out its backoff counts)."""
+        with self.transaction() as conn:
+            return queries.count_pending(conn)
+
+
+def _status(status: JobStatus | str | None) -> JobStatus | None:
+    if status is None or isinstance(status, JobStatus):
+        return status
+    try:
+        return JobStatus(str(status).lower())
+    except ValueError:
+        known = ", ".join(s.value for s in JobStatus)
+        raise InvalidJob(f"unknown status {status!r}: use one of {known}") from None
+
+
+def _value(status: JobStatus | None) -> str | None:
+    return None if status is None else status.value

@@ -1,0 +1,171 @@
+"""What a job is: its type, its status, and the records the store hands back."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+
+class JobType(str, enum.Enum):
+    #: Runs a Taiat query: the engine plans which agents produce the goal output.
+    QUERY = "query"
+    #: Calls one registered agent function with the payload's parameters.
+    AGENT = "agent"
+
+
+class JobStatus(str, enum.Enum):
+    #: Waiting: for its dependencies, for its `run_at`, or for a free supervisor slot.
+    PENDING = "pending"
+    #: Claimed by a supervisor, whose child process is running it.
+    RUNNING = "running"
+    #: Finished with a result; the job is in history.
+    COMPLETED = "completed"
+    #: Failed on its last allowed attempt; the job is in history.
+    FAILED = "failed"
+    #: Cancelled by a user, or because a dependency can no longer complete; in history.
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATUSES
+
+
+FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def _pick(cls: type, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The row's values for the dataclass's fields, with enums and JSON defaults restored."""
+    names = {f.name for f in fields(cls)}
+    values = {key: value for key, value in row.items() if key in names}
+    if "job_type" in values:
+        values["job_type"] = JobType(values["job_type"])
+    if "status" in values:
+        values["status"] = JobStatus(values["status"])
+    if "payload" in values:
+        values["payload"] = values["payload"] or {}
+    if "dependencies" in values:
+        values["dependencies"] = list(values["dependencies"] or [])
+    return values
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a job in a child process, with what it cost and how it ended."""
+
+    job_id: str
+    attempt: int
+    worker_id: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    outcome: str | None = None
+    error_message: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    wall_seconds: float | None = None
+    cpu_user_seconds: float | None = None
+    cpu_system_seconds: float | None = None
+    peak_rss_bytes: int | None = None
+    exit_code: int | None = None
+    exit_signal: int | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Attempt:
+        return cls(**_pick(cls, row))
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as stored: active in `taiat_jobs`, or rebuilt from its latest history entry."""
+
+    id: str
+    job_type: JobType
+    name: str
+    status: JobStatus
+    description: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    dependencies: list[str] = field(default_factory=list)
+    max_retries: int = 3
+    retry_count: int = 0
+    error_message: str | None = None
+    result: Any = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    priority: int = 0
+    run_at: datetime | None = None
+    timeout_seconds: float | None = None
+    unmet_dependencies: int = 0
+    worker_id: str | None = None
+    #: Rises by one on every claim; a write carrying an older value is refused.
+    claim_seq: int = 0
+
+    @property
+    def attempt(self) -> int:
+        """The number of the current (or last) attempt, counting from 1."""
+        return self.retry_count + 1
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        return cls(**_pick(cls, row))
+
+    @classmethod
+    def from_history(cls, entry: JobHistoryEntry) -> Job:
+        return cls(
+            id=entry.job_id,
+            job_type=entry.job_type,
+            name=entry.name,
+            status=entry.status,
+            description=entry.description,
+            payload=entry.payload,
+            dependencies=entry.dependencies,
+            max_retries=entry.max_retries,
+            retry_count=entry.retry_count,
+            error_message=entry.error_message,
+            result=entry.result,
+            started_at=entry.started_at,
+            completed_at=entry.completed_at,
+            created_at=entry.job_created_at,
+            updated_at=entry.created_at,
+            priority=entry.priority,
+            timeout_seconds=entry.timeout_seconds,
+            worker_id=entry.worker_id,
+            claim_seq=entry.claim_seq,
+        )
+
+
+@dataclass(frozen=True)
+class JobHistoryEntry:
+    """A finished job in `taiat_job_history`; `id` is the entry's, `job_id` the job's."""
+
+    id: str
+    job_id: str
+    job_type: JobType
+    name: str
+    status: JobStatus
+    description: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    dependencies: list[str] = field(default_factory=list)
+    error_message: str | None = None
+    result: Any = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_seconds: int | None = None
+    created_at: datetime | None = None
+    job_created_at: datetime | None = None
+    max_retries: int = 3
+    retry_count: int = 0
+    priority: int = 0
+    timeout_seconds: float | None = None
+    worker_id: str | None = None
+    claim_seq: int = 0
+    attempts: tuple[Attempt, ...] = ()
+
+    @classmethod
+    def from_row(
+        cls, row: Mapping[str, Any], attempts: tuple[Attempt, ...] = ()
+    ) -> JobHistoryEntry:
+        return cls(**_pick(cls, row), attempts=attempts)

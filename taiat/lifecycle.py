@@ -1,0 +1,235 @@
+"""The job state machine: every transition, inside the caller's transaction.
+
+    create -> pending --claim--> running --complete--> completed (history)
+                 ^                  |  \\--fail, retries left--> pending (run_at = backoff)
+                 |                  |   \\--fail, none left----> failed (history)
+                 +----requeue-------+
+    cancel: pending or running -> cancelled (history)
+    failed or cancelled: every pending dependent -> cancelled (history), transitively
+    retry_job: failed or cancelled (history) -> pending
+
+A transition on a running job names the claim it belongs to (`claim_seq`); when that claim is no
+longer the current one (the job was cancelled, requeued or taken back) the write is refused.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from taiat import queries
+from taiat.errors import DuplicateJob, InvalidDependency, InvalidTransition, JobNotFound
+from taiat.jobs import Attempt, JobStatus
+from taiat.specs import JobSpec, new_job_id
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: attempt n waits between half and all of base * 2**n."""
+
+    base_delay: float = 1.0
+    max_delay: float = 300.0
+
+    def delay(self, retry_count: int) -> float:
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** min(retry_count, 30))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def history_entry(
+    row: Mapping[str, Any],
+    status: JobStatus,
+    now: datetime,
+    *,
+    error: str | None = None,
+    result: Any = None,
+) -> dict[str, Any]:
+    started = row["started_at"]
+    return {
+        "id": new_job_id(),
+        "job_id": row["id"],
+        "job_type": row["job_type"],
+        "name": row["name"],
+        "description": row["description"],
+        "payload": row["payload"],
+        "dependencies": row["dependencies"],
+        "status": status.value,
+        "error_message": error,
+        "result": result,
+        "started_at": started,
+        "completed_at": now,
+        "duration_seconds": None if started is None else int((now - started).total_seconds()),
+        "created_at": now,
+        "job_created_at": row["created_at"],
+        "max_retries": row["max_retries"],
+        "retry_count": row["retry_count"],
+        "priority": row["priority"],
+        "timeout_seconds": row["timeout_seconds"],
+        "worker_id": row["worker_id"],
+        "claim_seq": row["claim_seq"],
+    }
+
+
+# -- creating ------------------------------------------------------------------------------
+
+
+def create(conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]) -> list[str]:
+    """Insert checked jobs with their edges; returns the ids that are ready at once."""
+    taken = queries.known_ids(conn, chosen_ids)
+    if taken:
+        raise DuplicateJob(f"job id {sorted(taken)[0]} is already taken")
+    batch = {spec.id for spec in specs}
+    wanted = {dep: spec.id for spec in specs for dep in spec.dependencies if dep not in batch}
+    active = _active_dependencies(conn, wanted)
+    rows, edges, ready = [], [], []
+    for spec in specs:
+        unmet = [dep for dep in spec.dependencies if dep in batch or dep in active]
+        rows.append(spec.row(len(unmet)))
+        edges.extend({"job_id": spec.id, "depends_on": dep} for dep in unmet)
+        if not unmet:
+            ready.append(spec.id)
+    queries.insert_jobs(conn, rows)
+    queries.insert_edges(conn, edges)
+    return ready
+
+
+def _active_dependencies(conn: Connection, wanted: Mapping[str, str]) -> set[str]:
+    """Those of the dependencies not yet finished, locked against finishing until we commit.
+
+    A completed one counts as met; an unknown, failed or cancelled one is an error.
+    `wanted` maps each dependency to a job that asked for it, for the message.
+    """
+    active = queries.lock_active(conn, wanted.keys())
+    finished = queries.latest_history_status(conn, wanted.keys() - active.keys())
+    for dep in wanted.keys() - active.keys():
+        status = finished.get(dep)
+        if status is None:
+            raise InvalidDependency(f"job {wanted[dep]} depends on {dep}, but no job has that id")
+        if status != JobStatus.COMPLETED.value:
+            raise InvalidDependency(
+                f"job {wanted[dep]} depends on {dep}, which {_verb(status)} and can never "
+                f"complete: retry it first"
+            )
+    return set(active)
+
+
+# -- finishing -----------------------------------------------------------------------------
+
+
+def complete(
+    conn: Connection, job_id: str, claim_seq: int, result: Any, attempt: Attempt | None
+) -> list[str] | None:
+    """Record success; returns the dependents now ready, or None when the claim is stale."""
+    record_attempt(conn, attempt)
+    row = queries.lock_running(conn, job_id, claim_seq)
+    if row is None:
+        return None
+    now = queries.db_now(conn)
+    queries.move_to_history(conn, [history_entry(row, JobStatus.COMPLETED, now, result=result)])
+    return queries.release_dependents(conn, job_id)
+
+
+def fail(
+    conn: Connection,
+    job_id: str,
+    claim_seq: int,
+    error: str,
+    attempt: Attempt | None,
+    policy: RetryPolicy,
+    *,
+    retry: bool = True,
+) -> JobStatus | None:
+    """Record a failed attempt: PENDING when it will be retried, FAILED when it is over for
+    good (its dependents cancelled), None when the claim is stale."""
+    record_attempt(conn, attempt)
+    row = queries.lock_running(conn, job_id, claim_seq)
+    if row is None:
+        return None
+    if retry and row["retry_count"] < row["max_retries"]:
+        queries.reschedule(conn, job_id, claim_seq, error, policy.delay(row["retry_count"]))
+        return JobStatus.PENDING
+    now = queries.db_now(conn)
+    queries.move_to_history(conn, [history_entry(row, JobStatus.FAILED, now, error=error)])
+    cancel_dependents(conn, row, JobStatus.FAILED, now)
+    return JobStatus.FAILED
+
+
+def requeue(conn: Connection, job_id: str, claim_seq: int, attempt: Attempt | None) -> bool:
+    """Put a running job back to pending without spending a retry; False when stale."""
+    record_attempt(conn, attempt)
+    return queries.requeue(conn, job_id, claim_seq)
+
+
+def cancel(conn: Connection, job_id: str) -> bool:
+    """Cancel a pending or running job and its dependents; False if it had already finished."""
+    row = queries.get_active(conn, job_id, lock=True)
+    if row is None:
+        if queries.latest_history(conn, job_id) is None:
+            raise JobNotFound(f"no job has id {job_id}")
+        return False
+    now = queries.db_now(conn)
+    entry = history_entry(row, JobStatus.CANCELLED, now, error="cancelled by request")
+    queries.move_to_history(conn, [entry])
+    cancel_dependents(conn, row, JobStatus.CANCELLED, now)
+    return True
+
+
+def cancel_dependents(
+    conn: Connection, cause: Mapping[str, Any], outcome: JobStatus, now: datetime
+) -> list[str]:
+    """Cancel, transitively, every pending job that depends on `cause`, which ended with
+    `outcome` (failed or cancelled); each message names the cause and the way it came."""
+    why = f"job {cause['id']} ({cause['name']}) {_verb(outcome.value)}"
+    cancelled: list[str] = []
+    frontier = [cause["id"]]
+    while frontier:
+        rows = queries.pending_dependents(conn, frontier)
+        entries = []
+        for row in rows:
+            via = row["dependencies"]
+            direct = next((dep for dep in via if dep in frontier), cause["id"])
+            message = f"cancelled: dependency {why}"
+            if direct != cause["id"]:
+                message += f" (reached through {direct})"
+            entries.append(history_entry(row, JobStatus.CANCELLED, now, error=message))
+        queries.move_to_history(conn, entries)
+        frontier = [row["id"] for row in rows]
+        cancelled.extend(frontier)
+    return cancelled
+
+
+def _verb(status: str) -> str:
+    return {"failed": "failed", "cancelled": "was cancelled"}.get(status, status)
+
+
+def record_attempt(conn: Connection, attempt: Attempt | None) -> None:
+    if attempt is not None:
+        queries.insert_attempt(conn, asdict(attempt))
+
+
+# -- again ---------------------------------------------------------------------------------
+
+
+def retry(conn: Connection, job_id: str) -> list[str]:
+    """Run a failed or cancelled job again, retries reset; returns [job_id] if it is ready."""
+    active = queries.get_active(conn, job_id)
+    if active is not None:
+        raise InvalidTransition(
+            f"job {job_id} is {active['status']}: only a failed or cancelled job can be retried"
+        )
+    row = queries.latest_history(conn, job_id)
+    if row is None:
+        raise JobNotFound(f"no job has id {job_id}")
+    if row["status"] == JobStatus.COMPLETED.value:
+        raise InvalidTransition(
+            f"job {job_id} completed: only a failed or cancelled job can be retried"
+        )
+    deps = list(dict.fromkeys(row["dependencies"] or []))
+    unmet = sorted(_active_dependencies(conn, {dep: job_id for dep in deps}))
+    queries.make_pending(conn, row, len(unmet))
+    queries.insert_edges(conn, [{"job_id": job_id, "depends_on": dep} for dep in unmet])
+    return [] if unmet else [job_id]

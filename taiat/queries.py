@@ -1,0 +1,331 @@
+"""Every SQL statement of the job manager, one named function each, for PostgreSQL and SQLite.
+
+Functions take an open connection inside the caller's transaction; none commits. Row locks
+(`FOR UPDATE`, `FOR KEY SHARE`, `SKIP LOCKED`) matter on PostgreSQL; on SQLite every transaction
+already holds the write lock (`BEGIN IMMEDIATE`), so the same statements are safe there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import RowMapping, and_, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from taiat.jobs import JobStatus
+from taiat.schema import attempts, dependencies, history, jobs, utcnow, workers
+
+PENDING = JobStatus.PENDING.value
+RUNNING = JobStatus.RUNNING.value
+
+_READY = and_(jobs.c.status == PENDING, jobs.c.unmet_dependencies == 0)
+_READY_ORDER = (jobs.c.priority.desc(), jobs.c.run_at, jobs.c.created_at)
+
+
+def db_now(conn: Connection) -> datetime:
+    """The database's clock, as naive UTC."""
+    return conn.execute(select(utcnow())).scalar_one()
+
+
+# -- creating ------------------------------------------------------------------------------
+
+
+def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    conn.execute(insert(jobs).values(created_at=utcnow(), updated_at=utcnow()), list(rows))
+
+
+def insert_edges(conn: Connection, edges: Sequence[Mapping[str, str]]) -> None:
+    if edges:
+        conn.execute(insert(dependencies), list(edges))
+
+
+def lock_active(conn: Connection, ids: Collection[str]) -> dict[str, str]:
+    """Status of those of `ids` still active, locked so that none can finish until we commit."""
+    if not ids:
+        return {}
+    stmt = (
+        select(jobs.c.id, jobs.c.status)
+        .where(jobs.c.id.in_(ids))
+        .with_for_update(read=True, key_share=True)
+    )
+    return {row.id: row.status for row in conn.execute(stmt)}
+
+
+def latest_history_status(conn: Connection, job_ids: Collection[str]) -> dict[str, str]:
+    """The status of each job's newest history entry, for those of `job_ids` in history."""
+    if not job_ids:
+        return {}
+    stmt = (
+        select(history.c.job_id, history.c.status)
+        .where(history.c.job_id.in_(job_ids))
+        .order_by(history.c.created_at)
+    )
+    return {row.job_id: row.status for row in conn.execute(stmt)}
+
+
+def known_ids(conn: Connection, ids: Collection[str]) -> set[str]:
+    """Those of `ids` that name a job, active or in history."""
+    if not ids:
+        return set()
+    active = select(jobs.c.id).where(jobs.c.id.in_(ids))
+    finished = select(history.c.job_id).where(history.c.job_id.in_(ids))
+    return set(conn.execute(active.union(finished)).scalars())
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def get_active(conn: Connection, job_id: str, *, lock: bool = False) -> RowMapping | None:
+    stmt = select(jobs).where(jobs.c.id == job_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).mappings().first()
+
+
+def active_rows(conn: Connection, ids: Collection[str]) -> list[RowMapping]:
+    if not ids:
+        return []
+    return list(conn.execute(select(jobs).where(jobs.c.id.in_(ids))).mappings())
+
+
+def latest_history(conn: Connection, job_id: str) -> RowMapping | None:
+    stmt = (
+        select(history)
+        .where(history.c.job_id == job_id)
+        .order_by(history.c.created_at.desc())
+        .limit(1)
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+def ready_jobs(conn: Connection, limit: int | None) -> list[RowMapping]:
+    stmt = select(jobs).where(_READY, jobs.c.run_at <= utcnow()).order_by(*_READY_ORDER)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(conn.execute(stmt).mappings())
+
+
+def active_jobs(conn: Connection, status: str | None, limit: int | None) -> list[RowMapping]:
+    stmt = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id)
+    if status is not None:
+        stmt = stmt.where(jobs.c.status == status)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(conn.execute(stmt).mappings())
+
+
+def history_entries(
+    conn: Connection, limit: int | None, status: str | None = None
+) -> list[RowMapping]:
+    stmt = select(history).order_by(history.c.created_at.desc(), history.c.id)
+    if status is not None:
+        stmt = stmt.where(history.c.status == status)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(conn.execute(stmt).mappings())
+
+
+def count_by_status(conn: Connection) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for table in (jobs, history):
+        stmt = select(table.c.status, func.count()).group_by(table.c.status)
+        for status, count in conn.execute(stmt):
+            counts[status] = counts.get(status, 0) + count
+    return counts
+
+
+def count_ready(conn: Connection) -> int:
+    stmt = select(func.count()).select_from(jobs).where(_READY, jobs.c.run_at <= utcnow())
+    return conn.execute(stmt).scalar_one()
+
+
+def count_pending(conn: Connection) -> int:
+    stmt = select(func.count()).select_from(jobs).where(jobs.c.status == PENDING)
+    return conn.execute(stmt).scalar_one()
+
+
+def attempts_for(conn: Connection, job_ids: Collection[str]) -> list[RowMapping]:
+    if not job_ids:
+        return []
+    stmt = (
+        select(attempts)
+        .where(attempts.c.job_id.in_(job_ids))
+        .order_by(attempts.c.job_id, attempts.c.attempt)
+    )
+    return list(conn.execute(stmt).mappings())
+
+
+# -- the state machine ---------------------------------------------------------------------
+
+
+def claim_jobs(conn: Connection, worker_id: str, limit: int) -> list[RowMapping]:
+    """Mark up to `limit` ready jobs running for `worker_id`, best first; one statement."""
+    chosen = (
+        select(jobs.c.id)
+        .where(_READY, jobs.c.run_at <= utcnow())
+        .order_by(*_READY_ORDER)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("chosen")
+    )
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == chosen.c.id)
+        .values(
+            status=RUNNING,
+            worker_id=worker_id,
+            started_at=utcnow(),
+            updated_at=utcnow(),
+            claim_seq=jobs.c.claim_seq + 1,
+        )
+        .returning(*jobs.c)
+    )
+    return list(conn.execute(stmt).mappings())
+
+
+def _running(job_id: str, claim_seq: int) -> Any:
+    return and_(jobs.c.id == job_id, jobs.c.status == RUNNING, jobs.c.claim_seq == claim_seq)
+
+
+def lock_running(conn: Connection, job_id: str, claim_seq: int) -> RowMapping | None:
+    """The job if this claim of it is still the running one, locked; else None (a stale write)."""
+    stmt = select(jobs).where(_running(job_id, claim_seq)).with_for_update()
+    return conn.execute(stmt).mappings().first()
+
+
+def reschedule(
+    conn: Connection, job_id: str, claim_seq: int, error: str, delay_seconds: float
+) -> bool:
+    """Put a failed attempt back to pending after `delay_seconds`, spending one retry."""
+    stmt = (
+        update(jobs)
+        .where(_running(job_id, claim_seq))
+        .values(
+            status=PENDING,
+            retry_count=jobs.c.retry_count + 1,
+            error_message=error,
+            run_at=utcnow(delay_seconds),
+            worker_id=None,
+            updated_at=utcnow(),
+        )
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def requeue(conn: Connection, job_id: str, claim_seq: int) -> bool:
+    """Put a running job back to pending at once without spending a retry (shutdown)."""
+    stmt = (
+        update(jobs)
+        .where(_running(job_id, claim_seq))
+        .values(status=PENDING, worker_id=None, started_at=None, updated_at=utcnow())
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def make_pending(conn: Connection, row: Mapping[str, Any], unmet: int) -> None:
+    """Insert a job taken from history back as pending (retry), attempts reset."""
+    conn.execute(
+        insert(jobs).values(
+            id=row["job_id"],
+            job_type=row["job_type"],
+            name=row["name"],
+            description=row["description"],
+            payload=row["payload"],
+            dependencies=row["dependencies"],
+            max_retries=row["max_retries"],
+            retry_count=0,
+            status=PENDING,
+            priority=row["priority"],
+            timeout_seconds=row["timeout_seconds"],
+            unmet_dependencies=unmet,
+            claim_seq=row["claim_seq"],
+            run_at=utcnow(),
+            created_at=utcnow(),
+            updated_at=utcnow(),
+        )
+    )
+
+
+def move_to_history(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
+    """Write the history entries and delete their jobs and edges; `entries` carry `job_id`."""
+    if not entries:
+        return
+    ids = [entry["job_id"] for entry in entries]
+    conn.execute(insert(history), list(entries))
+    conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
+    conn.execute(delete(dependencies).where(dependencies.c.job_id.in_(ids)))
+
+
+def pending_dependents(conn: Connection, job_ids: Collection[str]) -> list[RowMapping]:
+    """The pending jobs that depend directly on any of `job_ids`, locked."""
+    if not job_ids:
+        return []
+    edges = select(dependencies.c.job_id).where(dependencies.c.depends_on.in_(job_ids))
+    stmt = (
+        select(jobs)
+        .where(jobs.c.id.in_(edges), jobs.c.status == PENDING)
+        .order_by(jobs.c.id)
+        .with_for_update()
+    )
+    return list(conn.execute(stmt).mappings())
+
+
+def release_dependents(conn: Connection, job_id: str) -> list[str]:
+    """Count one more met dependency for each job waiting on `job_id`; returns those now ready."""
+    edges = select(dependencies.c.job_id).where(dependencies.c.depends_on == job_id)
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(edges), jobs.c.status == PENDING)
+        .values(unmet_dependencies=jobs.c.unmet_dependencies - 1, updated_at=utcnow())
+        .returning(jobs.c.id, jobs.c.unmet_dependencies)
+    )
+    return [row.id for row in conn.execute(stmt) if row.unmet_dependencies == 0]
+
+
+def insert_attempt(conn: Connection, values: Mapping[str, Any]) -> None:
+    conn.execute(insert(attempts).values(**values))
+
+
+# -- cleanup -------------------------------------------------------------------------------
+
+
+def delete_history_before(conn: Connection, days: float) -> int:
+    """Delete history entries completed more than `days` ago, and their attempts."""
+    cutoff = utcnow(-days * 86400.0)
+    old = select(history.c.job_id).where(history.c.completed_at < cutoff)
+    conn.execute(
+        delete(attempts).where(
+            attempts.c.job_id.in_(old),
+            attempts.c.job_id.not_in(select(jobs.c.id)),
+            attempts.c.ended_at < cutoff,
+        )
+    )
+    return conn.execute(delete(history).where(history.c.completed_at < cutoff)).rowcount
+
+
+# -- supervisors ---------------------------------------------------------------------------
+
+
+def register_worker(conn: Connection, worker_id: str, host: str, pid: int) -> None:
+    conn.execute(insert(workers).values(id=worker_id, host=host, pid=pid))
+
+
+def heartbeat(conn: Connection, worker_id: str) -> bool:
+    stmt = update(workers).where(workers.c.id == worker_id).values(heartbeat_at=utcnow())
+    return conn.execute(stmt).rowcount == 1
+
+
+def unregister_worker(conn: Connection, worker_id: str) -> None:
+    conn.execute(delete(workers).where(workers.c.id == worker_id))
+
+
+def list_workers(conn: Connection) -> list[RowMapping]:
+    stmt = select(workers, utcnow().label("now")).order_by(workers.c.started_at)
+    return list(conn.execute(stmt).mappings())
+
+
+def running_for_workers(conn: Connection, worker_ids: Iterable[str]) -> list[RowMapping]:
+    stmt = select(jobs).where(jobs.c.status == RUNNING, jobs.c.worker_id.in_(list(worker_ids)))
+    return list(conn.execute(stmt).mappings())
