@@ -43,7 +43,7 @@ class InvalidJob(JobError, ValueError):
 
 
 class InvalidDependency(JobError, ValueError):
-    """Raised when a dependency is unknown, the job itself, part of a cycle, or can never complete."""
+    """Raised when a dependency is unknown, the job itself, in a cycle, or can never complete."""
 
 
 class DuplicateJob(JobError, ValueError):

@@ -9,14 +9,14 @@ from datetime import datetime
 from typing import Any
 
 
-class JobType(str, enum.Enum):
+class JobType(enum.StrEnum):
     #: Runs a Taiat query: the engine plans which agents produce the goal output.
     QUERY = "query"
     #: Calls one registered agent function with the payload's parameters.
     AGENT = "agent"
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     #: Waiting: for its dependencies, for its `run_at`, or for a free supervisor slot.
     PENDING = "pending"
     #: Claimed by a supervisor, whose child process is running it.
