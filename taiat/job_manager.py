@@ -167,8 +167,7 @@ class JobManager:
     def retry_job(self, job_id: str) -> Job:
         """Run a failed or cancelled job again from the start, its retries reset."""
         with self.transaction() as conn:
-            lifecycle.retry(conn, job_id)
-            row = queries.get_active(conn, job_id)
+            row = lifecycle.retry(conn, job_id)
         log.info("job %s queued again", job_id)
         return Job.from_row(row)
 

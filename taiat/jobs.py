@@ -36,7 +36,7 @@ class JobStatus(enum.StrEnum):
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
-def _pick(cls: type, row: Mapping[str, Any]) -> dict[str, Any]:
+def _pick(cls: type, row: Mapping[Any, Any]) -> dict[str, Any]:
     """The row's values for the dataclass's fields, with enums and JSON defaults restored."""
     names = {f.name for f in fields(cls)}
     values = {key: value for key, value in row.items() if key in names}
@@ -72,7 +72,7 @@ class Attempt:
     exit_signal: int | None = None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Attempt:
+    def from_row(cls, row: Mapping[Any, Any]) -> Attempt:
         return cls(**_pick(cls, row))
 
 
@@ -109,7 +109,7 @@ class Job:
         return self.retry_count + 1
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Job:
+    def from_row(cls, row: Mapping[Any, Any]) -> Job:
         return cls(**_pick(cls, row))
 
     @classmethod
@@ -166,6 +166,6 @@ class JobHistoryEntry:
 
     @classmethod
     def from_row(
-        cls, row: Mapping[str, Any], attempts: tuple[Attempt, ...] = ()
+        cls, row: Mapping[Any, Any], attempts: tuple[Attempt, ...] = ()
     ) -> JobHistoryEntry:
         return cls(**_pick(cls, row), attempts=attempts)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import RowMapping
 from sqlalchemy.engine import Connection
 
 from taiat import queries
@@ -41,7 +42,7 @@ class RetryPolicy:
 
 
 def history_entry(
-    row: Mapping[str, Any],
+    row: Mapping[Any, Any],
     status: JobStatus,
     now: datetime,
     *,
@@ -85,7 +86,9 @@ def create(conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]) -> 
     batch = {spec.id for spec in specs}
     wanted = {dep: spec.id for spec in specs for dep in spec.dependencies if dep not in batch}
     active = _active_dependencies(conn, wanted)
-    rows, edges, ready = [], [], []
+    rows: list[dict[str, Any]] = []
+    edges: list[dict[str, str]] = []
+    ready: list[str] = []
     for spec in specs:
         unmet = [dep for dep in spec.dependencies if dep in batch or dep in active]
         rows.append(spec.row(len(unmet)))
@@ -179,7 +182,7 @@ def cancel(conn: Connection, job_id: str) -> bool:
 
 
 def cancel_dependents(
-    conn: Connection, cause: Mapping[str, Any], outcome: JobStatus, now: datetime
+    conn: Connection, cause: Mapping[Any, Any], outcome: JobStatus, now: datetime
 ) -> list[str]:
     """Cancel, transitively, every pending job that depends on `cause`, which ended with
     `outcome` (failed or cancelled); each message names the cause and the way it came."""
@@ -214,8 +217,8 @@ def record_attempt(conn: Connection, attempt: Attempt | None) -> None:
 # -- again ---------------------------------------------------------------------------------
 
 
-def retry(conn: Connection, job_id: str) -> list[str]:
-    """Run a failed or cancelled job again, retries reset; returns [job_id] if it is ready."""
+def retry(conn: Connection, job_id: str) -> RowMapping:
+    """Run a failed or cancelled job again, retries reset; returns its new row."""
     active = queries.get_active(conn, job_id)
     if active is not None:
         raise InvalidTransition(
@@ -230,6 +233,6 @@ def retry(conn: Connection, job_id: str) -> list[str]:
         )
     deps = list(dict.fromkeys(row["dependencies"] or []))
     unmet = sorted(_active_dependencies(conn, {dep: job_id for dep in deps}))
-    queries.make_pending(conn, row, len(unmet))
+    pending = queries.make_pending(conn, row, len(unmet))
     queries.insert_edges(conn, [{"job_id": job_id, "depends_on": dep} for dep in unmet])
-    return [] if unmet else [job_id]
+    return pending

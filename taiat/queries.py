@@ -160,17 +160,21 @@ def attempts_for(conn: Connection, job_ids: Collection[str]) -> list[RowMapping]
 # -- the state machine ---------------------------------------------------------------------
 
 
-def claim_jobs(conn: Connection, worker_id: str, limit: int) -> list[RowMapping]:
-    """Mark up to `limit` ready jobs running for `worker_id`, best first; one statement."""
+def claim_statement(worker_id: str, limit: int) -> Any:
+    """Mark up to `limit` ready jobs running for `worker_id`, best first; one statement.
+
+    `FOR NO KEY UPDATE` rather than `FOR UPDATE`: it does not wait for the `FOR KEY SHARE` lock
+    that creating a dependent job takes on its dependencies.
+    """
     chosen = (
         select(jobs.c.id)
         .where(_READY, jobs.c.run_at <= utcnow())
         .order_by(*_READY_ORDER)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, key_share=True)
         .cte("chosen")
     )
-    stmt = (
+    return (
         update(jobs)
         .where(jobs.c.id == chosen.c.id)
         .values(
@@ -182,7 +186,10 @@ def claim_jobs(conn: Connection, worker_id: str, limit: int) -> list[RowMapping]
         )
         .returning(*jobs.c)
     )
-    return list(conn.execute(stmt).mappings())
+
+
+def claim_jobs(conn: Connection, worker_id: str, limit: int) -> list[RowMapping]:
+    return list(conn.execute(claim_statement(worker_id, limit)).mappings())
 
 
 def _running(job_id: str, claim_seq: int) -> Any:
@@ -224,10 +231,11 @@ def requeue(conn: Connection, job_id: str, claim_seq: int) -> bool:
     return conn.execute(stmt).rowcount == 1
 
 
-def make_pending(conn: Connection, row: Mapping[str, Any], unmet: int) -> None:
+def make_pending(conn: Connection, row: Mapping[Any, Any], unmet: int) -> RowMapping:
     """Insert a job taken from history back as pending (retry), attempts reset."""
-    conn.execute(
-        insert(jobs).values(
+    stmt = (
+        insert(jobs)
+        .values(
             id=row["job_id"],
             job_type=row["job_type"],
             name=row["name"],
@@ -245,7 +253,9 @@ def make_pending(conn: Connection, row: Mapping[str, Any], unmet: int) -> None:
             created_at=utcnow(),
             updated_at=utcnow(),
         )
+        .returning(*jobs.c)
     )
+    return conn.execute(stmt).mappings().one()
 
 
 def move_to_history(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:

@@ -201,7 +201,9 @@ def _check_acyclic(specs: Sequence[JobSpec]) -> None:
                 done.add(path.pop())
             elif nxt in on_path:
                 cycle = path[path.index(nxt) :] + [nxt]
-                raise InvalidDependency(f"dependency cycle: {' -> '.join(cycle)}")
+                raise InvalidDependency(
+                    f"dependency cycle: {' -> '.join(cycle)} (each depends on the next)"
+                )
             elif nxt not in done:
                 path.append(nxt)
                 on_path.add(nxt)

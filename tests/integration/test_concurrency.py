@@ -1,0 +1,84 @@
+"""Many claimers at once, and a dependency finishing while a dependent is being created."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import multiprocess
+import pytest
+
+from taiat import JobManager, JobStatus, JobType
+
+
+def claim_until_empty(url: str, worker: str) -> list[str]:
+    manager = JobManager(url)
+    claimed: list[str] = []
+    while True:
+        batch = manager.claim_jobs(worker, 7)
+        if not batch:
+            manager.engine.dispose()
+            return claimed
+        claimed.extend(job.id for job in batch)
+
+
+def test_eight_processes_claim_each_job_exactly_once(pg_url_initialised: str) -> None:
+    manager = JobManager(pg_url_initialised)
+    created = manager.create_jobs([{"job_type": "agent", "name": f"job-{i}"} for i in range(2000)])
+    manager.engine.dispose()  # nothing pooled crosses the fork
+    ctx = multiprocess.get_context("spawn")
+    with ctx.Pool(8) as pool:
+        results = pool.starmap(claim_until_empty, [(pg_url_initialised, f"w{i}") for i in range(8)])
+    counts = Counter(job_id for ids in results for job_id in ids)
+    assert set(counts) == {job.id for job in created}
+    assert max(counts.values()) == 1
+    assert sum(1 for ids in results if ids) > 1  # the work really was shared
+    running = manager.list_jobs(status=JobStatus.RUNNING, limit=None)
+    manager.engine.dispose()
+    assert len(running) == 2000 and {job.claim_seq for job in running} == {1}
+
+
+@pytest.fixture
+def pg_url_initialised(pg_url: str) -> str:
+    from taiat import db, schema
+
+    engine = db.engine_from_url(pg_url)
+    schema.initialise(engine)
+    engine.dispose()
+    return pg_url
+
+
+def race(*actions) -> None:
+    """Run the actions in threads released together."""
+    barrier = threading.Barrier(len(actions))
+
+    def run(action) -> None:
+        barrier.wait()
+        action()
+
+    threads = [threading.Thread(target=run, args=(action,)) for action in actions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+
+def test_dependency_finishing_while_dependent_is_created(pg_url_initialised: str) -> None:
+    """Whichever commits first, the dependent's count of unmet dependencies is right."""
+    manager = JobManager(pg_url_initialised)
+    for round_ in range(60):
+        dep = manager.create_job(JobType.AGENT, f"dep-{round_}")
+        [claimed] = manager.claim_jobs("w", 1)
+        made: list = []
+        race(
+            lambda: manager.complete_job(dep.id, claimed.claim_seq),  # noqa: B023
+            lambda: made.append(  # noqa: B023
+                manager.create_job(JobType.AGENT, "child", dependencies=[dep.id])  # noqa: B023
+            ),
+        )
+        child = manager.get_job(made[0].id)
+        assert child.unmet_dependencies == 0, f"round {round_}: child waits forever"
+        [ready] = manager.claim_jobs("w", 1)
+        assert ready.id == child.id
+        manager.complete_job(ready.id, ready.claim_seq)
+    manager.engine.dispose()

@@ -1,0 +1,340 @@
+"""The job store through the public API, on PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from taiat import JobManager, JobStatus, JobType
+from taiat.errors import InvalidTransition, JobNotFound
+from taiat.jobs import Attempt
+
+
+def finish(manager: JobManager, job_id: str, result: object = None) -> None:
+    """Claim exactly this job (it must be the only ready one) and complete it."""
+    [job] = manager.claim_jobs("test-worker", 1)
+    assert job.id == job_id
+    assert manager.complete_job(job.id, job.claim_seq, result)
+
+
+def fail_for_good(manager: JobManager, job_id: str, error: str = "boom") -> None:
+    while True:
+        [job] = manager.claim_jobs("test-worker", 1)
+        assert job.id == job_id
+        if manager.fail_job(job.id, job.claim_seq, error) is JobStatus.FAILED:
+            return
+
+
+def test_create_and_get(manager: JobManager) -> None:
+    job = manager.create_job(
+        JobType.AGENT, "a", "desc", {"k": [1, 2]}, max_retries=5, priority=7, timeout_seconds=2.5
+    )
+    got = manager.get_job(job.id)
+    assert got == job
+    assert (got.name, got.description, got.payload) == ("a", "desc", {"k": [1, 2]})
+    assert (got.max_retries, got.priority, got.timeout_seconds) == (5, 7, 2.5)
+    assert got.status is JobStatus.PENDING and got.retry_count == 0
+    assert got.created_at is not None and got.run_at is not None
+    assert manager.get_job("no-such-id") is None
+
+
+def test_completed_job_comes_back_from_history(manager: JobManager) -> None:
+    job = manager.create_job(JobType.AGENT, "a")
+    finish(manager, job.id, {"answer": 42})
+    got = manager.get_job(job.id)
+    assert got.status is JobStatus.COMPLETED
+    assert got.result == {"answer": 42}
+    assert got.completed_at >= got.started_at
+    [entry] = manager.get_job_history()
+    assert entry.job_id == job.id and entry.id != job.id
+    assert entry.status is JobStatus.COMPLETED and entry.result == {"answer": 42}
+    assert entry.duration_seconds == 0
+    assert manager.list_jobs(status="pending") == []
+
+
+def test_chain_runs_in_order(manager: JobManager) -> None:
+    a = manager.create_job(JobType.AGENT, "a")
+    b = manager.create_job(JobType.AGENT, "b", dependencies=[a.id])
+    c = manager.create_job(JobType.AGENT, "c", dependencies=[b.id])
+    assert [j.id for j in manager.get_ready_jobs()] == [a.id]
+    assert (b.unmet_dependencies, c.unmet_dependencies) == (1, 1)
+    finish(manager, a.id)
+    assert [j.id for j in manager.get_ready_jobs()] == [b.id]
+    finish(manager, b.id)
+    finish(manager, c.id)
+    assert [e.name for e in manager.get_job_history()] == ["c", "b", "a"]
+
+
+def test_diamond_waits_for_both_branches(manager: JobManager) -> None:
+    top = manager.create_job(JobType.AGENT, "top")
+    left = manager.create_job(JobType.AGENT, "left", dependencies=[top.id])
+    right = manager.create_job(JobType.AGENT, "right", dependencies=[top.id])
+    bottom = manager.create_job(JobType.AGENT, "bottom", dependencies=[left.id, right.id])
+    assert bottom.unmet_dependencies == 2
+    finish(manager, top.id)
+    claimed = manager.claim_jobs("w", 5)
+    assert {j.id for j in claimed} == {left.id, right.id}
+    by_id = {j.id: j for j in claimed}
+    assert manager.complete_job(left.id, by_id[left.id].claim_seq)
+    assert manager.get_ready_jobs() == []
+    assert manager.complete_job(right.id, by_id[right.id].claim_seq)
+    assert [j.id for j in manager.get_ready_jobs()] == [bottom.id]
+
+
+def test_completed_dependency_counts_as_met(manager: JobManager) -> None:
+    a = manager.create_job(JobType.AGENT, "a")
+    finish(manager, a.id)
+    b = manager.create_job(JobType.AGENT, "b", dependencies=[a.id, a.id])
+    assert b.unmet_dependencies == 0
+    assert b.dependencies == [a.id]
+    assert [j.id for j in manager.get_ready_jobs()] == [b.id]
+
+
+def test_create_jobs_builds_a_dag_in_one_go(manager: JobManager) -> None:
+    jobs = manager.create_jobs(
+        [
+            {"id": "fetch", "job_type": JobType.AGENT, "name": "fetch"},
+            {"id": "clean", "job_type": "agent", "name": "clean", "dependencies": ["fetch"]},
+            {"id": "plot", "job_type": "agent", "name": "plot", "dependencies": ["clean"]},
+            {"id": "stats", "job_type": "agent", "name": "stats", "dependencies": ["clean"]},
+            {
+                "job_type": "query",
+                "name": "report",
+                "dependencies": ["plot", "stats"],
+                "priority": 3,
+                "max_retries": 0,
+            },
+        ]
+    )
+    assert [j.name for j in jobs] == ["fetch", "clean", "plot", "stats", "report"]
+    assert [j.unmet_dependencies for j in jobs] == [0, 1, 1, 1, 2]
+    assert jobs[4].priority == 3 and jobs[4].max_retries == 0
+    for name in ["fetch", "clean"]:
+        finish(manager, name)
+    assert {j.id for j in manager.get_ready_jobs()} == {"plot", "stats"}
+
+
+def test_retries_then_fails_for_good(manager: JobManager) -> None:
+    job = manager.create_job(JobType.AGENT, "flaky", max_retries=2)
+    outcomes = []
+    for _ in range(3):
+        [claimed] = manager.claim_jobs("w", 1)
+        assert claimed.attempt == len(outcomes) + 1
+        outcomes.append(manager.fail_job(claimed.id, claimed.claim_seq, f"try {len(outcomes)}"))
+    assert outcomes == [JobStatus.PENDING, JobStatus.PENDING, JobStatus.FAILED]
+    got = manager.get_job(job.id)
+    assert got.status is JobStatus.FAILED and got.error_message == "try 2"
+    assert got.retry_count == 2
+    assert manager.claim_jobs("w", 1) == []
+
+
+def test_retry_waits_out_its_backoff(database_url: str) -> None:
+    from taiat.lifecycle import RetryPolicy
+
+    manager = JobManager(database_url, retry_policy=RetryPolicy(base_delay=3600, max_delay=7200))
+    job = manager.create_job(JobType.AGENT, "later")
+    [claimed] = manager.claim_jobs("w", 1)
+    assert manager.fail_job(job.id, claimed.claim_seq, "x") is JobStatus.PENDING
+    waiting = manager.get_job(job.id)
+    delay = waiting.run_at - datetime.now(UTC).replace(tzinfo=None)
+    assert timedelta(minutes=29) < delay <= timedelta(hours=1, seconds=5)
+    assert manager.get_ready_jobs() == [] and manager.claim_jobs("w", 1) == []
+    assert manager.pending_count() == 1
+    manager.engine.dispose()
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    from taiat.lifecycle import RetryPolicy
+
+    policy = RetryPolicy(base_delay=1.0, max_delay=10.0)
+    for attempt, ceiling in [(0, 1.0), (1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (50, 10.0)]:
+        delays = [policy.delay(attempt) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1  # jittered
+
+
+def test_fail_without_retry_is_final(manager: JobManager) -> None:
+    job = manager.create_job(JobType.AGENT, "once", max_retries=5)
+    [claimed] = manager.claim_jobs("w", 1)
+    assert manager.fail_job(job.id, claimed.claim_seq, "fatal", retry=False) is JobStatus.FAILED
+
+
+def test_requeue_spends_no_attempt(manager: JobManager) -> None:
+    job = manager.create_job(JobType.AGENT, "cut short")
+    [claimed] = manager.claim_jobs("w", 1)
+    assert manager.requeue_job(job.id, claimed.claim_seq)
+    again = manager.get_job(job.id)
+    assert again.status is JobStatus.PENDING and again.retry_count == 0
+    assert again.worker_id is None
+    [reclaimed] = manager.claim_jobs("w2", 1)
+    assert reclaimed.claim_seq == claimed.claim_seq + 1
+    assert not manager.requeue_job(job.id, claimed.claim_seq)  # stale claim
+
+
+def test_failure_cancels_dependents_transitively(manager: JobManager) -> None:
+    a = manager.create_job(JobType.AGENT, "a", max_retries=0)
+    b = manager.create_job(JobType.AGENT, "b", dependencies=[a.id])
+    c = manager.create_job(JobType.AGENT, "c", dependencies=[b.id])
+    other = manager.create_job(JobType.AGENT, "other")
+    fail_for_good(manager, a.id)
+    for dependent in (b, c):
+        got = manager.get_job(dependent.id)
+        assert got.status is JobStatus.CANCELLED
+        assert a.id in got.error_message and "failed" in got.error_message
+    assert b.id in manager.get_job(c.id).error_message
+    assert [j.id for j in manager.get_ready_jobs()] == [other.id]
+    assert {j.id for j in manager.list_jobs(status="pending")} == {other.id}
+
+
+def test_cancel_pending_job_cancels_dependents(manager: JobManager) -> None:
+    a = manager.create_job(JobType.AGENT, "a")
+    b = manager.create_job(JobType.AGENT, "b", dependencies=[a.id])
+    assert manager.cancel_job(a.id) is True
+    assert manager.get_job(a.id).status is JobStatus.CANCELLED
+    got = manager.get_job(b.id)
+    assert got.status is JobStatus.CANCELLED and "was cancelled" in got.error_message
+    assert manager.cancel_job(a.id) is False
+    with pytest.raises(JobNotFound):
+        manager.cancel_job("nope")
+
+
+def test_cancelled_job_stays_cancelled_after_late_completion(manager: JobManager) -> None:
+    job = manager.create_job(JobType.AGENT, "slow")
+    [claimed] = manager.claim_jobs("w", 1)
+    assert manager.cancel_job(job.id)
+    assert manager.complete_job(job.id, claimed.claim_seq, {"late": True}) is False
+    assert manager.fail_job(job.id, claimed.claim_seq, "late") is None
+    got = manager.get_job(job.id)
+    assert got.status is JobStatus.CANCELLED and got.result is None
+    assert [e.status for e in manager.get_job_history()] == [JobStatus.CANCELLED]
+
+
+def test_duplicate_completion_is_refused(manager: JobManager) -> None:
+    job = manager.create_job(JobType.AGENT, "a")
+    [claimed] = manager.claim_jobs("w", 1)
+    assert manager.complete_job(job.id, claimed.claim_seq, 1)
+    assert not manager.complete_job(job.id, claimed.claim_seq, 2)
+    assert len(manager.get_job_history()) == 1
+
+
+def test_stale_claim_cannot_finish_newer_attempt(manager: JobManager) -> None:
+    job = manager.create_job(JobType.AGENT, "a")
+    [first] = manager.claim_jobs("w1", 1)
+    assert manager.fail_job(job.id, first.claim_seq, "x") is JobStatus.PENDING
+    [second] = manager.claim_jobs("w2", 1)
+    assert not manager.complete_job(job.id, first.claim_seq, "old")
+    assert manager.get_job(job.id).status is JobStatus.RUNNING
+    assert manager.complete_job(job.id, second.claim_seq, "new")
+    assert manager.get_job(job.id).result == "new"
+
+
+def test_retry_job_runs_a_failed_job_again(manager: JobManager) -> None:
+    job = manager.create_job(JobType.AGENT, "a", max_retries=0)
+    fail_for_good(manager, job.id)
+    again = manager.retry_job(job.id)
+    assert again.status is JobStatus.PENDING and again.retry_count == 0
+    finish(manager, job.id, "second time")
+    assert manager.get_job(job.id).status is JobStatus.COMPLETED
+    assert [e.status for e in manager.get_job_history()] == [
+        JobStatus.COMPLETED,
+        JobStatus.FAILED,
+    ]
+
+
+def test_retry_job_refuses_active_and_completed(manager: JobManager) -> None:
+    job = manager.create_job(JobType.AGENT, "a")
+    with pytest.raises(InvalidTransition, match="pending"):
+        manager.retry_job(job.id)
+    finish(manager, job.id)
+    with pytest.raises(InvalidTransition, match="completed"):
+        manager.retry_job(job.id)
+    with pytest.raises(JobNotFound):
+        manager.retry_job("nope")
+
+
+def test_retried_dependent_waits_for_retried_dependency(manager: JobManager) -> None:
+    a = manager.create_job(JobType.AGENT, "a", max_retries=0)
+    b = manager.create_job(JobType.AGENT, "b", dependencies=[a.id])
+    fail_for_good(manager, a.id)
+    from taiat.errors import InvalidDependency
+
+    with pytest.raises(InvalidDependency, match="retry it first"):
+        manager.retry_job(b.id)
+    manager.retry_job(a.id)
+    again = manager.retry_job(b.id)
+    assert again.unmet_dependencies == 1
+    finish(manager, a.id)
+    assert [j.id for j in manager.get_ready_jobs()] == [b.id]
+
+
+def test_priority_then_age(manager: JobManager) -> None:
+    low = manager.create_job(JobType.AGENT, "low")
+    high = manager.create_job(JobType.AGENT, "high", priority=10)
+    low2 = manager.create_job(JobType.AGENT, "low2")
+    assert [j.id for j in manager.get_ready_jobs()] == [high.id, low.id, low2.id]
+    assert [j.id for j in manager.claim_jobs("w", 2)] == [high.id, low.id]
+
+
+def test_run_at_in_the_future_is_not_ready(manager: JobManager) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    job = manager.create_job(JobType.AGENT, "later", run_at=later)
+    assert manager.get_ready_jobs() == []
+    assert manager.get_job(job.id).run_at == later.replace(tzinfo=None)
+    past = manager.create_job(JobType.AGENT, "past", run_at=datetime(2000, 1, 1))
+    assert [j.id for j in manager.claim_jobs("w", 5)] == [past.id]
+
+
+def test_list_jobs(manager: JobManager) -> None:
+    a = manager.create_job(JobType.AGENT, "a")
+    b = manager.create_job(JobType.AGENT, "b")
+    finish(manager, a.id)
+    assert [j.id for j in manager.list_jobs()] == [a.id, b.id]
+    assert [j.id for j in manager.list_jobs(status=JobStatus.COMPLETED)] == [a.id]
+    assert [j.id for j in manager.list_jobs(status="pending")] == [b.id]
+    assert len(manager.list_jobs(limit=1)) == 1
+    from taiat.errors import InvalidJob
+
+    with pytest.raises(InvalidJob, match="unknown status"):
+        manager.list_jobs(status="bogus")
+
+
+def test_history_newest_first_with_limit_and_attempts(manager: JobManager) -> None:
+    ids = [manager.create_job(JobType.AGENT, f"j{i}").id for i in range(3)]
+    for job_id in ids:
+        [claimed] = manager.claim_jobs("w", 1)
+        attempt = Attempt(
+            job_id=job_id,
+            attempt=claimed.claim_seq,
+            worker_id="w",
+            host="h",
+            pid=123,
+            outcome="completed",
+            wall_seconds=0.5,
+            cpu_user_seconds=0.1,
+            cpu_system_seconds=0.05,
+            peak_rss_bytes=10_000_000,
+            exit_code=0,
+        )
+        assert manager.complete_job(job_id, claimed.claim_seq, None, attempt)
+    history = manager.get_job_history(limit=2)
+    assert [e.job_id for e in history] == [ids[2], ids[1]]
+    assert history[0].attempts[0].peak_rss_bytes == 10_000_000
+    assert history[0].attempts[0].exit_code == 0
+    assert manager.get_attempts(ids[0])[0].host == "h"
+
+
+def test_cleanup_old_history(manager: JobManager) -> None:
+    job = manager.create_job(JobType.AGENT, "a")
+    finish(manager, job.id)
+    assert manager.cleanup_old_history(days=30) == 0
+    assert manager.cleanup_old_history(days=0) == 1
+    assert manager.get_job_history() == []
+    assert manager.get_job(job.id) is None
+
+
+def test_count_jobs(manager: JobManager) -> None:
+    a = manager.create_job(JobType.AGENT, "a")
+    manager.create_job(JobType.AGENT, "b")
+    finish(manager, a.id)
+    assert manager.count_jobs() == {"pending": 1, "completed": 1}
