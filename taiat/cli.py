@@ -6,11 +6,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from docopt import DocoptExit, docopt
 
 from taiat import db, schema
 from taiat.errors import ConfigurationError, DatabaseError, DatabaseUnavailable, TaiatError
+from taiat.supervisor import SupervisorConfig
 
 #: Exit codes, for scripts and for the unit's `RestartPreventExitStatus=`.
 EXIT_OK = 0
@@ -77,3 +80,153 @@ def init_main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"upgraded the Taiat job tables in {where} from schema version {before} to {after}")
     return EXIT_OK
+
+
+SUPERVISOR_USAGE = """Run the Taiat job supervisor: claim ready jobs and run each in a fresh child process.
+Also `python -m taiat.run_worker` and `bin/taiat-supervisor`. Every option may instead be set
+by the TAIAT_* variable named beside it; the option wins.
+
+Usage:
+  taiat-supervisor [options]
+  taiat-supervisor --status [--database-url URL] [--status-file PATH]
+  taiat-supervisor (-h | --help)
+  taiat-supervisor --version
+
+Options:
+  --database-url URL            Database (TAIAT_DATABASE_URL; else the embedded SQLite file
+                                ./taiat.db, or $TAIAT_HOME/taiat.db).
+  --poll-interval S             Seconds between looks for ready jobs when idle
+                                (TAIAT_POLL_INTERVAL;
+                                default 5.0).
+  --max-concurrent-jobs N       Jobs run at once, one child process each
+                                (TAIAT_MAX_CONCURRENT_JOBS;
+                                default 4).
+  --cleanup-interval-hours H    Hours between deletions of old history
+                                (TAIAT_CLEANUP_INTERVAL_HOURS;
+                                default 24).
+  --history-retention-days D    History kept, by completion time
+                                (TAIAT_HISTORY_RETENTION_DAYS;
+                                default 30).
+  --job-timeout S               Default seconds a job may run; a job's own timeout_seconds
+                                wins (TAIAT_JOB_TIMEOUT;
+                                default 3600).
+  --memory-limit MB             Resident memory a job's process tree may use; a job's payload
+                                "memory_limit_mb" may set it lower (TAIAT_MEMORY_LIMIT).
+  --drain-timeout S             On SIGTERM, seconds running jobs may take to finish before they
+                                are stopped and requeued (TAIAT_DRAIN_TIMEOUT;
+                                default 60).
+  --kill-grace S                Seconds between SIGTERM and SIGKILL when a job is stopped
+                                (TAIAT_KILL_GRACE;
+                                default 5).
+  --max-result-bytes N          Largest result a job may send back (TAIAT_MAX_RESULT_BYTES;
+                                default 16777216).
+  --status-file PATH            JSON status file, rewritten atomically (TAIAT_STATUS_FILE).
+  --metrics-file PATH           Prometheus textfile (TAIAT_METRICS_FILE).
+  --burst                       Exit 0 once nothing runs here and no job is pending
+                                (TAIAT_BURST=1).
+  --log-level LEVEL             DEBUG, INFO, WARNING or ERROR (TAIAT_LOG_LEVEL;
+                                default INFO).
+  --status                      Print the state of the jobs and supervisors, start nothing.
+  --version                     Print the version.
+  -h --help                     Show this help.
+
+Exit codes: 0 stopped cleanly; 64 bad command line; 65 tables missing or of another version
+(run `python -m taiat.init_worker`); 69 database unreachable at start; 78 bad setting.
+"""
+
+#: option -> (environment variable, kind of value, SupervisorConfig field); unset options
+#: take the field's default, which the usage text states in parentheses.
+_SUPERVISOR_OPTIONS: dict[str, tuple[str, str]] = {
+    "--database-url": ("TAIAT_DATABASE_URL", "text"),
+    "--poll-interval": ("TAIAT_POLL_INTERVAL", "positive"),
+    "--max-concurrent-jobs": ("TAIAT_MAX_CONCURRENT_JOBS", "count"),
+    "--cleanup-interval-hours": ("TAIAT_CLEANUP_INTERVAL_HOURS", "positive"),
+    "--history-retention-days": ("TAIAT_HISTORY_RETENTION_DAYS", "nonnegative"),
+    "--job-timeout": ("TAIAT_JOB_TIMEOUT", "positive"),
+    "--memory-limit": ("TAIAT_MEMORY_LIMIT", "positive"),
+    "--drain-timeout": ("TAIAT_DRAIN_TIMEOUT", "nonnegative"),
+    "--kill-grace": ("TAIAT_KILL_GRACE", "nonnegative"),
+    "--max-result-bytes": ("TAIAT_MAX_RESULT_BYTES", "count"),
+    "--status-file": ("TAIAT_STATUS_FILE", "path"),
+    "--metrics-file": ("TAIAT_METRICS_FILE", "path"),
+    "--log-level": ("TAIAT_LOG_LEVEL", "level"),
+}
+
+
+def setting(args: dict, option: str, env: str) -> str | None:
+    """An option's value: the command line, else its environment variable, else None."""
+    given = args.get(option)
+    if given is not None:
+        return given
+    from_env = os.environ.get(env)
+    return from_env if from_env not in (None, "") else None
+
+
+def _convert(option: str, env: str, kind: str, raw: str | None) -> Any:
+    if raw is None:
+        return None
+    where = f"{option} (or {env})"
+    if kind in ("text",):
+        return raw
+    if kind == "path":
+        return Path(raw)
+    if kind == "level":
+        level = raw.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigurationError(f"{where}: unknown log level {raw!r}")
+        return level
+    try:
+        number = int(raw) if kind == "count" else float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{where} must be a number, got {raw!r}") from None
+    if kind == "count" and number < 1:
+        raise ConfigurationError(f"{where} must be at least 1, got {raw}")
+    if kind == "positive" and not number > 0:
+        raise ConfigurationError(f"{where} must be greater than 0, got {raw}")
+    if kind == "nonnegative" and number < 0:
+        raise ConfigurationError(f"{where} must be 0 or more, got {raw}")
+    return number
+
+
+def supervisor_config(args: dict) -> tuple[SupervisorConfig, str]:
+    """The supervisor's settings from the command line and the environment, checked."""
+    values: dict[str, Any] = {}
+    for option, (env, kind) in _SUPERVISOR_OPTIONS.items():
+        value = _convert(option, env, kind, setting(args, option, env))
+        if value is not None:
+            values[option.lstrip("-").replace("-", "_")] = value
+    level = values.pop("log_level", "INFO")
+    if "memory_limit" in values:
+        values["memory_limit_mb"] = values.pop("memory_limit")
+    burst = os.environ.get("TAIAT_BURST", "").lower() in ("1", "true", "yes", "on")
+    config = SupervisorConfig(**values, burst=bool(args.get("--burst") or burst))
+    for path in (config.status_file, config.metrics_file):
+        if path is not None and not path.parent.is_dir():
+            raise ConfigurationError(f"no directory to write {path} in: create {path.parent}")
+    return config, level
+
+
+def setup_logging(level: str) -> None:
+    # journald stamps each line itself.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(
+        level=level, format=f"{stamp}%(levelname)s %(name)s: %(message)s", force=True
+    )
+
+
+def supervisor_main(argv: Sequence[str] | None = None) -> int:
+    from taiat import __version__
+
+    args = parse(SUPERVISOR_USAGE, argv, version=__version__)
+    try:
+        config, level = supervisor_config(args)
+        setup_logging(level)
+        if args["--status"]:
+            from taiat.report import print_status
+
+            return print_status(config.database_url, config.status_file)
+        from taiat.supervisor import Supervisor
+
+        return Supervisor(config).run()
+    except TaiatError as error:
+        return fail(error)

@@ -1,0 +1,128 @@
+"""What runs in a job's forked child: its own process group, default signals, death with the
+supervisor, the executor, and the result sent back over the pipe as one framed JSON message.
+
+The child never returns into the supervisor's code: it always leaves through `os._exit`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import struct
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from taiat import context
+from taiat.executors import JobExecutor, JobFailed
+from taiat.jobs import Job
+
+#: A message is an 8-byte big-endian length, then that many bytes of UTF-8 JSON.
+HEADER = struct.Struct(">Q")
+TRACEBACK_LINES = 12
+_PR_SET_PDEATHSIG = 1
+
+_RESET_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGCHLD,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGPIPE,
+    signal.SIGQUIT,
+)
+
+
+def run(
+    job: Job,
+    executors: Sequence[JobExecutor],
+    result_fd: int,
+    supervisor_pid: int,
+    max_result_bytes: int,
+    engine: Any,
+    after_fork: Any = None,
+) -> NoReturn:
+    """The child's whole life. Exit code 0 once the result message is sent."""
+    code = 70  # EX_SOFTWARE: something in this very function went wrong
+    try:
+        _become_independent(supervisor_pid)
+        if after_fork is not None:
+            after_fork()
+        context.set_current(context.JobContext(job, engine))
+        message = _execute(job, executors)
+        _send(result_fd, _encode(message, max_result_bytes))
+        code = 0
+    except SystemExit as exc:
+        # sys.exit() inside the job: 0 or None is success without a result.
+        exit_code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exit_code == 0:
+            _send(result_fd, _encode({"ok": True, "result": None}, max_result_bytes))
+        else:
+            _send(result_fd, _encode(_error(f"job called sys.exit({exc.code!r})"), 1 << 20))
+        code = exit_code
+    except BaseException:  # noqa: BLE001 - the child must never unwind into the supervisor
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _become_independent(supervisor_pid: int) -> None:
+    os.setpgrp()  # its own process group, so a kill reaches everything it starts
+    signal.set_wakeup_fd(-1)
+    for signum in _RESET_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    # Die with the supervisor, even by SIGKILL; and if it is gone already, go now.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != supervisor_pid:
+        os._exit(1)
+    # No core files from crashing jobs filling the disk.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _execute(job: Job, executors: Sequence[JobExecutor]) -> dict[str, Any]:
+    executor = next((e for e in executors if e.can_execute(job)), None)
+    if executor is None:
+        return _error(f"no executor can run {job.job_type.value} job {job.name}")
+    try:
+        result = executor.execute(job)
+    except JobFailed as exc:
+        return _error(str(exc))
+    except Exception as exc:  # noqa: BLE001 - any failure of the job's code is its result
+        lines = traceback.format_exception(exc)
+        tail = "".join(lines).rstrip().splitlines()[-TRACEBACK_LINES:]
+        return _error(f"{type(exc).__name__}: {exc}", "\n".join(tail))
+    if isinstance(result, dict) and result.get("success") is False:
+        return _error(str(result.get("error") or "the executor reported failure"))
+    return {"ok": True, "result": result}
+
+
+def _error(message: str, trace: str | None = None) -> dict[str, Any]:
+    return {"ok": False, "error": message, "traceback": trace}
+
+
+def _encode(message: dict[str, Any], max_bytes: int) -> bytes:
+    try:
+        body = json.dumps(message, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        body = json.dumps(_error(f"result is not JSON-serialisable: {exc}")).encode()
+    if len(body) > max_bytes:
+        over = _error(f"result of {len(body)} bytes is over the limit of {max_bytes} bytes")
+        body = json.dumps(over).encode()
+    return HEADER.pack(len(body)) + body
+
+
+def _send(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    os.close(fd)

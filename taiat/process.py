@@ -1,0 +1,283 @@
+"""A job's child process seen from the supervisor: fork, read the result as it arrives, watch
+the deadline and the memory of its process tree, kill by process group, reap, and say in words
+how it ended."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import multiprocess
+import psutil
+
+from taiat import child
+from taiat.executors import JobExecutor
+from taiat.jobs import Job
+
+_FORK = multiprocess.get_context("fork")
+_READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a child ended. `ok` with `result`, or not with `error` in words."""
+
+    ok: bool
+    result: Any
+    error: str | None
+    #: "completed", "failed", "timed_out", "crashed", "memory", "cancelled" or "stopped".
+    cause: str
+    exit_code: int | None
+    exit_signal: int | None
+    wall_seconds: float
+    cpu_user_seconds: float
+    cpu_system_seconds: float
+    peak_rss_bytes: int
+
+
+def signal_words(signum: int) -> str:
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+    detail = {
+        signal.SIGSEGV: ": segmentation fault",
+        signal.SIGBUS: ": bus error",
+        signal.SIGFPE: ": floating-point exception",
+        signal.SIGABRT: ": aborted",
+        signal.SIGILL: ": illegal instruction",
+    }.get(signal.Signals(signum), "")
+    return f"signal {signum} ({name}){detail}"
+
+
+def killpg(pgid: int, signum: int) -> None:
+    """Signal a whole process group; one that is gone already is no error."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass
+    except PermissionError as exc:  # a pid reused by someone else's process: leave it be
+        if exc.errno != errno.EPERM:
+            raise
+
+
+class JobProcess:
+    """One job running in its own forked child and process group."""
+
+    def __init__(
+        self,
+        job: Job,
+        *,
+        timeout: float | None,
+        memory_limit_bytes: int | None,
+        max_result_bytes: int,
+    ) -> None:
+        self.job = job
+        self.timeout = timeout
+        self.memory_limit_bytes = memory_limit_bytes
+        self.max_result_bytes = max_result_bytes
+        self.pid = 0
+        self.fd = -1
+        self.started = 0.0
+        self.started_at = datetime.now(UTC).replace(tzinfo=None)
+        self.deadline: float | None = None
+        self.kill_at: float | None = None
+        self.rss_bytes = 0
+        self.peak_rss_bytes = 0
+        self._buffer = bytearray()
+        self._expected: int | None = None
+        self._message: dict[str, Any] | None = None
+        self._verdict: tuple[str, str] | None = None  # (cause, error) decided by the parent
+        self._process: Any = None
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(
+        self,
+        executors: Sequence[JobExecutor],
+        engine: Any,
+        after_fork: Callable[[], None] | None,
+    ) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        process = _FORK.Process(
+            target=child.run,
+            args=(
+                self.job,
+                executors,
+                write_fd,
+                os.getpid(),
+                self.max_result_bytes,
+                engine,
+                after_fork,
+            ),
+            name=f"taiat-job-{self.job.id}",
+        )
+        try:
+            process.start()
+        finally:
+            os.close(write_fd)
+        self._process = process
+        self.pid = process.pid
+        self.fd = read_fd
+        self.started = time.monotonic()
+        if self.timeout is not None:
+            self.deadline = self.started + self.timeout
+        try:  # also from here, so a kill that comes before the child's own setpgrp still works
+            os.setpgid(self.pid, self.pid)
+        except OSError:
+            pass  # the child did it first (EACCES after exec does not apply) or has exited
+
+    # -- while it runs -------------------------------------------------------------------
+
+    def read_available(self) -> None:
+        """Take whatever the pipe holds now; never blocks."""
+        while self.fd >= 0 and self._message is None:
+            try:
+                chunk = os.read(self.fd, _READ_CHUNK)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self._close_pipe()
+                return
+            self._buffer += chunk
+            self._parse()
+
+    def _parse(self) -> None:
+        size = child.HEADER.size
+        if self._expected is None and len(self._buffer) >= size:
+            (self._expected,) = child.HEADER.unpack_from(self._buffer)
+            if self._expected > self.max_result_bytes:
+                self.stop(
+                    "failed",
+                    f"result of {self._expected} bytes is over the limit of "
+                    f"{self.max_result_bytes} bytes",
+                )
+                return
+        if self._expected is not None and len(self._buffer) >= size + self._expected:
+            body = bytes(self._buffer[size : size + self._expected])
+            self._buffer.clear()
+            try:
+                self._message = json.loads(body)
+            except ValueError:
+                self._message = {"ok": False, "error": "the child sent a malformed result"}
+            self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def sample_memory(self) -> int:
+        """Resident memory of the whole process tree now; kill it when over the limit."""
+        total = 0
+        try:
+            root = psutil.Process(self.pid)
+            for proc in [root, *root.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                    continue
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            return self.rss_bytes
+        self.rss_bytes = total
+        self.peak_rss_bytes = max(self.peak_rss_bytes, total)
+        limit = self.memory_limit_bytes
+        if limit is not None and total > limit and self._verdict is None:
+            self.stop("memory", f"exceeded memory limit of {limit // (1 << 20)} MB", grace=0)
+        return total
+
+    def check_deadline(self, now: float, grace: float) -> None:
+        if self.deadline is not None and now >= self.deadline and self._verdict is None:
+            self.stop("timed_out", f"timed out after {_seconds(self.timeout)} s", grace=grace)
+        elif self.kill_at is not None and now >= self.kill_at:
+            killpg(self.pid, signal.SIGKILL)
+            self.kill_at = None
+
+    def stop(self, cause: str, error: str, grace: float = 0.0) -> None:
+        """End the job for `cause`: SIGTERM to its group, then SIGKILL after `grace` seconds."""
+        if self._verdict is None:
+            self._verdict = (cause, error)
+        self._close_pipe()
+        if grace > 0:
+            killpg(self.pid, signal.SIGTERM)
+            self.kill_at = time.monotonic() + grace
+        else:
+            killpg(self.pid, signal.SIGKILL)
+            self.kill_at = None
+
+    @property
+    def next_timer(self) -> float | None:
+        times = [t for t in (self.deadline if self._verdict is None else None, self.kill_at) if t]
+        return min(times) if times else None
+
+    # -- the end -------------------------------------------------------------------------
+
+    def try_reap(self) -> Ending | None:
+        """The ending if the child has exited (reaping it and its leftovers), else None."""
+        try:
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if pid == 0:
+            return None
+        wall = time.monotonic() - self.started
+        self.read_available()
+        self._close_pipe()
+        # Grandchildren it left behind go with it.
+        killpg(self.pid, signal.SIGKILL)
+        self._forget(os.waitstatus_to_exitcode(status))
+        peak = max(self.peak_rss_bytes, usage.ru_maxrss * 1024)
+        exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        exit_signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        ok, result, cause, error = self._judge(exit_code, exit_signal)
+        return Ending(
+            ok=ok,
+            result=result,
+            error=error,
+            cause=cause,
+            exit_code=exit_code,
+            exit_signal=exit_signal,
+            wall_seconds=wall,
+            cpu_user_seconds=usage.ru_utime,
+            cpu_system_seconds=usage.ru_stime,
+            peak_rss_bytes=peak,
+        )
+
+    def _judge(
+        self, exit_code: int | None, exit_signal: int | None
+    ) -> tuple[bool, Any, str, str | None]:
+        if self._verdict is not None:
+            cause, error = self._verdict
+            return False, None, cause, error
+        message = self._message
+        if message is not None and message.get("ok"):
+            return True, message.get("result"), "completed", None
+        if message is not None:
+            error = str(message.get("error"))
+            if message.get("traceback"):
+                error += "\n" + str(message["traceback"])
+            return False, None, "failed", error
+        if exit_signal is not None:
+            return False, None, "crashed", f"killed by {signal_words(exit_signal)}"
+        if exit_code:
+            return False, None, "crashed", f"exited with code {exit_code} without a result"
+        return False, None, "crashed", "exited without sending a result (pipe closed)"
+
+    def _forget(self, returncode: int) -> None:
+        # We reaped the child ourselves (wait4 gives rusage); tell multiprocess so it lets go.
+        popen = getattr(self._process, "_popen", None)
+        if popen is not None:
+            popen.returncode = returncode
+        self._process.close()
+
+
+def _seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:g}"

@@ -1,0 +1,471 @@
+"""The supervisor daemon: claim ready jobs, run each in a fresh forked child, watch, reap,
+record, drain. Single-threaded: one wait over the children's result pipes, a wake-up pipe fed
+by signal handlers, and a timeout for the next timer. Signal handlers only set a flag."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from multiprocess.connection import wait
+
+from taiat import __version__, db, status, workers
+from taiat.errors import DatabaseUnavailable
+from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_registry
+from taiat.job_manager import JobManager
+from taiat.jobs import Attempt, Job
+from taiat.process import Ending, JobProcess
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+
+
+@dataclass
+class SupervisorConfig:
+    """Every setting of the supervisor; the command line and `TAIAT_*` variables fill it."""
+
+    database_url: str | None = None
+    poll_interval: float = 5.0
+    max_concurrent_jobs: int = 4
+    cleanup_interval_hours: float = 24.0
+    history_retention_days: float = 30.0
+    job_timeout: float = 3600.0
+    memory_limit_mb: float | None = None
+    drain_timeout: float = 60.0
+    kill_grace: float = 5.0
+    status_file: Path | None = None
+    metrics_file: Path | None = None
+    burst: bool = False
+    max_result_bytes: int = 16 * MiB
+    status_interval: float = 2.0
+    heartbeat_interval: float = 10.0
+    memory_sample_interval: float = 0.2
+
+
+@dataclass
+class _Record:
+    """A finished attempt waiting to be written (kept while the database is away)."""
+
+    job: Job
+    ending: Ending
+    attempt: Attempt
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: SupervisorConfig | None = None,
+        *,
+        manager: JobManager | None = None,
+        agent_registry: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> None:
+        self.config = config or SupervisorConfig()
+        self.manager = manager or JobManager(self.config.database_url)
+        self.registry = default_registry(agent_registry)
+        self.custom_executors: list[JobExecutor] = []
+        self.host = socket.gethostname()
+        self.worker_id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.children: dict[int, JobProcess] = {}
+        self.counters = {"completed": 0, "failed": 0, "timed_out": 0, "crashed": 0}
+        self.state = "starting"
+        self.database_ok = True
+        self.started_at = datetime.now(UTC)
+        self._outbox: list[_Record] = []
+        self._stop_requests = 0
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        self._signals_installed = False
+        self._reporter = status.StatusReporter(self.config.status_file, self.config.metrics_file)
+        self._dirty = True
+        self._claim_now = True
+        self._db_retry_at = 0.0
+        self._db_backoff = 0.5
+        self._last_signal = "stop requested"
+
+    # -- public ---------------------------------------------------------------------------
+
+    def add_executor(self, executor: JobExecutor) -> None:
+        """Try `executor` before the built-in agent and query executors."""
+        self.custom_executors.append(executor)
+
+    def stop(self) -> None:
+        """Ask the supervisor to drain and exit; a second call ends the drain at once. Safe
+        from signal handlers and other threads."""
+        self._last_signal = "stop requested"
+        self._stop_requests += 1
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass
+
+    def run(self) -> int:
+        """Serve until stopped (or, in burst mode, until nothing is left); returns 0."""
+        self._install_signals()
+        self._register()
+        self.state = "running"
+        status.notify("READY=1", f"STATUS=running {self.config.max_concurrent_jobs} slots")
+        log.info(
+            "supervisor %s serving %s with %d slots",
+            self.worker_id,
+            db.describe(self.manager.engine),
+            self.config.max_concurrent_jobs,
+        )
+        try:
+            self._loop()
+        finally:
+            self.state = "stopped"
+            self._publish(force=True)
+            self._unregister()
+            status.notify("STATUS=stopped")
+            self._restore_signals()
+        log.info("supervisor %s stopped: %s", self.worker_id, self.counters)
+        return 0
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        cfg = self.config
+        now = time.monotonic()
+        next_poll = now
+        next_heartbeat = now + cfg.heartbeat_interval
+        next_cleanup = now
+        next_status = now
+        next_memory = now
+        watchdog = status.watchdog_interval()
+        next_watchdog = now
+        drain_deadline: float | None = None
+        stops_seen = 0
+        while True:
+            now = time.monotonic()
+            if self._stop_requests > stops_seen:
+                stops_seen = self._stop_requests
+                drain_deadline = self._begin_drain(now, stops_seen, drain_deadline)
+            self._reap()
+            if now >= next_memory:
+                for proc in self.children.values():
+                    proc.sample_memory()
+                next_memory = now + cfg.memory_sample_interval
+            for proc in self.children.values():
+                proc.check_deadline(now, cfg.kill_grace)
+            if drain_deadline is not None and now >= drain_deadline:
+                for proc in self.children.values():
+                    if proc.kill_at is None:
+                        proc.stop("stopped", "the supervisor stopped", grace=cfg.kill_grace)
+                drain_deadline = float("inf")
+            self._flush()
+            if drain_deadline is None and (self._claim_now or now >= next_poll):
+                self._claim_now = False
+                next_poll = now + cfg.poll_interval
+                started = self._claim()
+                if cfg.burst and not started and not self.children and self._nothing_left():
+                    log.info("burst: no job left to run")
+                    return
+            if drain_deadline is not None and not self.children and not self._outbox:
+                return
+            if now >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = now + cfg.heartbeat_interval
+            if now >= next_cleanup:
+                self._cleanup()
+                next_cleanup = now + cfg.cleanup_interval_hours * 3600
+            if watchdog is not None and now >= next_watchdog:
+                status.notify("WATCHDOG=1")
+                next_watchdog = now + watchdog
+            if now >= next_status:
+                self._dirty = True
+                next_status = now + cfg.status_interval
+            self._publish()
+            timers = [next_poll, next_heartbeat, next_status, next_cleanup]
+            if self.children:
+                timers.append(next_memory)
+                timers.extend(t for p in self.children.values() if (t := p.next_timer))
+                if not self._signals_installed:  # no SIGCHLD wake-up off the main thread
+                    timers.append(now + 0.05)
+            if drain_deadline is not None:
+                timers.append(drain_deadline)
+            if self._outbox:
+                timers.append(self._db_retry_at)
+            if watchdog is not None:
+                timers.append(next_watchdog)
+            self._wait(max(0.0, min(timers) - time.monotonic()))
+
+    def _wait(self, timeout: float) -> None:
+        fds = [self._wake_r, *(p.fd for p in self.children.values() if p.fd >= 0)]
+        for ready in wait(fds, timeout):
+            if ready == self._wake_r:
+                try:
+                    while os.read(self._wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+        for proc in self.children.values():
+            proc.read_available()
+
+    def _begin_drain(self, now: float, stops: int, deadline: float | None) -> float:
+        if stops == 1 and deadline is None:
+            log.info(
+                "%s: stopped claiming; draining %d running jobs for up to %g s",
+                self._last_signal,
+                len(self.children),
+                self.config.drain_timeout,
+            )
+            self.state = "draining"
+            self._dirty = True
+            status.notify("STOPPING=1", f"STATUS=draining {len(self.children)} jobs")
+            return now + self.config.drain_timeout
+        log.info("%s again: ending the drain now", self._last_signal)
+        return now
+
+    # -- children --------------------------------------------------------------------------
+
+    def _claim(self) -> int:
+        free = self.config.max_concurrent_jobs - len(self.children)
+        if free <= 0 or not self._database_ready():
+            return 0
+        try:
+            jobs = self.manager.claim_jobs(self.worker_id, free)
+        except DatabaseUnavailable as exc:
+            self._database_lost(exc)
+            return 0
+        self._database_back()
+        executors = [*self.custom_executors, AgentExecutor(self.registry), QueryExecutor()]
+        for job in jobs:
+            self._start(job, executors)
+        if len(jobs) == free:
+            self._claim_now = True  # there may be more where these came from
+        return len(jobs)
+
+    def _start(self, job: Job, executors: list[JobExecutor]) -> None:
+        proc = JobProcess(
+            job,
+            timeout=job.timeout_seconds or self.config.job_timeout,
+            memory_limit_bytes=self._memory_limit(job),
+            max_result_bytes=self.config.max_result_bytes,
+        )
+        engine = self.manager.engine
+        proc.start(executors, engine, lambda: db.after_fork_in_child(engine))
+        self.children[proc.pid] = proc
+        self._dirty = True
+        log.info("job %s (%s) started, attempt %d, pid %d", job.id, job.name, job.attempt, proc.pid)
+
+    def _memory_limit(self, job: Job) -> int | None:
+        limits = [self.config.memory_limit_mb, job.payload.get("memory_limit_mb")]
+        valid = [float(x) for x in limits if isinstance(x, int | float) and x > 0]
+        return int(min(valid) * MiB) if valid else None
+
+    def _reap(self) -> None:
+        for pid, proc in list(self.children.items()):
+            ending = proc.try_reap()
+            if ending is None:
+                continue
+            del self.children[pid]
+            self._dirty = True
+            self._claim_now = True
+            self._count(ending)
+            self._log_ending(proc.job, ending)
+            self._outbox.append(_Record(proc.job, ending, self._attempt(proc, ending)))
+
+    def _attempt(self, proc: JobProcess, ending: Ending) -> Attempt:
+        return Attempt(
+            job_id=proc.job.id,
+            attempt=proc.job.claim_seq,
+            worker_id=self.worker_id,
+            host=self.host,
+            pid=proc.pid,
+            outcome=ending.cause,
+            error_message=ending.error,
+            started_at=proc.started_at,
+            ended_at=proc.started_at + timedelta(seconds=ending.wall_seconds),
+            wall_seconds=round(ending.wall_seconds, 6),
+            cpu_user_seconds=round(ending.cpu_user_seconds, 6),
+            cpu_system_seconds=round(ending.cpu_system_seconds, 6),
+            peak_rss_bytes=ending.peak_rss_bytes,
+            exit_code=ending.exit_code,
+            exit_signal=ending.exit_signal,
+        )
+
+    def _count(self, ending: Ending) -> None:
+        if ending.ok:
+            self.counters["completed"] += 1
+        elif ending.cause != "stopped":
+            self.counters["failed"] += 1
+            if ending.cause == "timed_out":
+                self.counters["timed_out"] += 1
+            elif ending.cause in ("crashed", "memory"):
+                self.counters["crashed"] += 1
+
+    def _log_ending(self, job: Job, ending: Ending) -> None:
+        figures = (
+            f"{ending.wall_seconds:.3f} s wall, {ending.cpu_user_seconds:.3f} s user, "
+            f"{ending.cpu_system_seconds:.3f} s system, peak RSS {ending.peak_rss_bytes // 1024} KiB"
+        )
+        if ending.ok:
+            log.info("job %s (%s) completed: %s", job.id, job.name, figures)
+        else:
+            first_line = (ending.error or "").splitlines()[0] if ending.error else ""
+            log.warning(
+                "job %s (%s) %s: %s; %s", job.id, job.name, ending.cause, first_line, figures
+            )
+
+    # -- the database ----------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Write finished attempts, oldest first; on an outage keep them for later."""
+        while self._outbox and self._database_ready():
+            record = self._outbox[0]
+            try:
+                self._write(record)
+            except DatabaseUnavailable as exc:
+                self._database_lost(exc)
+                return
+            self._outbox.pop(0)
+            self._database_back()
+
+    def _write(self, record: _Record) -> None:
+        job, ending, attempt = record.job, record.ending, record.attempt
+        if ending.ok:
+            written = self.manager.complete_job(job.id, job.claim_seq, ending.result, attempt)
+            outcome = "completed" if written else None
+        elif ending.cause == "stopped":
+            written = self.manager.requeue_job(job.id, job.claim_seq, attempt)
+            outcome = "requeued" if written else None
+        else:
+            new_status = self.manager.fail_job(
+                job.id, job.claim_seq, ending.error or ending.cause, attempt
+            )
+            outcome = None if new_status is None else f"recorded, now {new_status.value}"
+        if outcome is None:
+            log.warning(
+                "job %s (%s): this claim is no longer current; result dropped", job.id, job.name
+            )
+        elif not ending.ok:
+            log.info("job %s (%s) %s", job.id, job.name, outcome)
+
+    def _database_ready(self) -> bool:
+        return self.database_ok or time.monotonic() >= self._db_retry_at
+
+    def _database_lost(self, exc: DatabaseUnavailable) -> None:
+        if self.database_ok:
+            log.error("database unreachable, holding %d results: %s", len(self._outbox), exc)
+            status.notify("STATUS=database unreachable; jobs keep running")
+        self.database_ok = False
+        self._dirty = True
+        self._db_retry_at = time.monotonic() + self._db_backoff
+        self._db_backoff = min(self._db_backoff * 2, 30.0)
+
+    def _database_back(self) -> None:
+        if not self.database_ok:
+            log.info("database reachable again")
+            status.notify(f"STATUS=running {self.config.max_concurrent_jobs} slots")
+            self.database_ok = True
+            self._dirty = True
+        self._db_backoff = 0.5
+
+    def _nothing_left(self) -> bool:
+        if self._outbox:
+            return False
+        try:
+            return self.manager.pending_count() == 0
+        except DatabaseUnavailable as exc:
+            self._database_lost(exc)
+            return False
+
+    def _register(self) -> None:
+        workers.register(self.manager, self.worker_id, self.host, os.getpid())
+
+    def _heartbeat(self) -> None:
+        try:
+            workers.heartbeat(self.manager, self.worker_id, self.host, os.getpid())
+        except DatabaseUnavailable as exc:
+            self._database_lost(exc)
+
+    def _unregister(self) -> None:
+        try:
+            workers.unregister(self.manager, self.worker_id)
+        except DatabaseUnavailable:
+            log.warning("could not remove supervisor %s from the database", self.worker_id)
+
+    def _cleanup(self) -> None:
+        try:
+            self.manager.cleanup_old_history(self.config.history_retention_days)
+        except DatabaseUnavailable as exc:
+            self._database_lost(exc)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        wall = time.time()
+        running = [
+            {
+                "job_id": p.job.id,
+                "name": p.job.name,
+                "pid": p.pid,
+                "started_at": status.iso(p.started_at),
+                "deadline": None if p.deadline is None else status.iso(wall + p.deadline - now),
+                "rss_bytes": p.rss_bytes,
+            }
+            for p in self.children.values()
+        ]
+        return {
+            "pid": os.getpid(),
+            "host": self.host,
+            "version": __version__,
+            "worker_id": self.worker_id,
+            "started_at": status.iso(self.started_at),
+            "updated_at": status.iso(datetime.now(UTC)),
+            "state": self.state,
+            "slots": self.config.max_concurrent_jobs,
+            "running": running,
+            "counters": dict(self.counters),
+            "database": "ok" if self.database_ok else "unreachable",
+            "pending_results": len(self._outbox),
+        }
+
+    def _publish(self, force: bool = False) -> None:
+        if self._dirty or force:
+            self._dirty = False
+            self._reporter.publish(self.snapshot())
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded in a thread: stop() is the way to end it
+        self._old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        self._old_handlers = {
+            signum: signal.signal(signum, handler)
+            for signum, handler in (
+                (signal.SIGTERM, self._on_stop_signal),
+                (signal.SIGINT, self._on_stop_signal),
+                (signal.SIGCHLD, _ignore),
+            )
+        }
+        self._signals_installed = True
+
+    def _restore_signals(self) -> None:
+        if self._signals_installed:
+            for signum, handler in self._old_handlers.items():
+                signal.signal(signum, handler)
+            signal.set_wakeup_fd(self._old_wakeup)
+            self._signals_installed = False
+
+    def _on_stop_signal(self, signum: int, _frame: Any) -> None:
+        self._stop_requests += 1
+        self._last_signal = signal.Signals(signum).name
+
+
+def _ignore(_signum: int, _frame: Any) -> None:
+    """SIGCHLD needs a handler of its own for the wake-up fd to hear it."""
