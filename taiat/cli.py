@@ -82,7 +82,7 @@ def init_main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-SUPERVISOR_USAGE = """Run the Taiat job supervisor: claim ready jobs and run each in a fresh child process.
+SUPERVISOR_USAGE = """Run the Taiat job supervisor: run each ready job in a fresh child process.
 Also `python -m taiat.run_worker` and `bin/taiat-supervisor`. Every option may instead be set
 by the TAIAT_* variable named beside it; the option wins.
 

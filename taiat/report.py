@@ -26,8 +26,9 @@ def print_status(database_url: str | None, status_file: Path | None = None) -> i
     history = manager.get_job_history(limit=10)
     print(f"recent history ({len(history)}):")
     for entry in history:
+        took = "-" if entry.duration_seconds is None else entry.duration_seconds
         line = f"  {entry.completed_at:%Y-%m-%d %H:%M:%S}  {entry.status.value:<9}  {entry.job_id}"
-        line += f"  {entry.name}  {entry.duration_seconds if entry.duration_seconds is not None else '-'} s"
+        line += f"  {entry.name}  {took} s"
         if entry.error_message:
             line += f"  {entry.error_message.splitlines()[0][:80]}"
         print(line)

@@ -309,7 +309,8 @@ class Supervisor:
     def _log_ending(self, job: Job, ending: Ending) -> None:
         figures = (
             f"{ending.wall_seconds:.3f} s wall, {ending.cpu_user_seconds:.3f} s user, "
-            f"{ending.cpu_system_seconds:.3f} s system, peak RSS {ending.peak_rss_bytes // 1024} KiB"
+            f"{ending.cpu_system_seconds:.3f} s system, "
+            f"peak RSS {ending.peak_rss_bytes // 1024} KiB"
         )
         if ending.ok:
             log.info("job %s (%s) completed: %s", job.id, job.name, figures)
