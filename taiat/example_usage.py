@@ -86,10 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         Supervisor(config, manager=manager).run()
         logging.shutdown()
-        for job in jobs:
-            done = manager.get_job(job.id)
+        finished = [manager.get_job(job.id) or job for job in jobs]
+        for done in finished:
             print(f"{done.status.value:<9} {done.name}: {json.dumps(done.result)[:160]}")
-        return 0 if all(manager.get_job(j.id).status.value == "completed" for j in jobs) else 1
+        return 0 if all(done.status.value == "completed" for done in finished) else 1
     except TaiatError as error:
         return fail(error)
 

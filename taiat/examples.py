@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 from taiat.context import current_job
@@ -51,7 +52,7 @@ def report(**_: Any) -> dict[str, Any]:
 
 
 #: Agent name -> function; TAIAT_AGENT_CONFIG entries of the same name take precedence.
-AGENTS = {
+AGENTS: dict[str, Callable[..., Any]] = {
     "example_generate": generate_numbers,
     "example_summarise": summarise,
     "example_histogram": histogram,
