@@ -88,7 +88,7 @@ by the TAIAT_* variable named beside it; the option wins.
 
 Usage:
   taiat-supervisor [options]
-  taiat-supervisor --status [--database-url URL] [--status-file PATH]
+  taiat-supervisor --status [options]
   taiat-supervisor (-h | --help)
   taiat-supervisor --version
 

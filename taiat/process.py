@@ -124,6 +124,9 @@ class JobProcess:
             process.start()
         finally:
             os.close(write_fd)
+        # multiprocess reaps the children it knows of whenever another one starts, which would
+        # take the exit status and rusage from us: we reap this one ourselves with wait4.
+        multiprocess.process._children.discard(process)
         self._process = process
         self.pid = process.pid
         self.fd = read_fd
@@ -225,7 +228,11 @@ class JobProcess:
         try:
             pid, status, usage = os.wait4(self.pid, os.WNOHANG)
         except ChildProcessError:
-            return None
+            # Reaped by someone else in this process (an embedding program's own wait()): the
+            # exit status is lost, but the job must not wait for it forever.
+            if _pid_exists(self.pid):
+                return None
+            pid, status, usage = self.pid, -1, None
         if pid == 0:
             return None
         wall = time.monotonic() - self.started
@@ -233,10 +240,11 @@ class JobProcess:
         self._close_pipe()
         # Grandchildren it left behind go with it.
         killpg(self.pid, signal.SIGKILL)
-        self._forget(os.waitstatus_to_exitcode(status))
-        peak = max(self.peak_rss_bytes, usage.ru_maxrss * 1024)
-        exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-        exit_signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        known = status >= 0
+        self._forget(os.waitstatus_to_exitcode(status) if known else 255)
+        peak = max(self.peak_rss_bytes, usage.ru_maxrss * 1024 if usage else 0)
+        exit_code = os.WEXITSTATUS(status) if known and os.WIFEXITED(status) else None
+        exit_signal = os.WTERMSIG(status) if known and os.WIFSIGNALED(status) else None
         ok, result, cause, error = self._judge(exit_code, exit_signal)
         return Ending(
             ok=ok,
@@ -246,8 +254,8 @@ class JobProcess:
             exit_code=exit_code,
             exit_signal=exit_signal,
             wall_seconds=wall,
-            cpu_user_seconds=usage.ru_utime,
-            cpu_system_seconds=usage.ru_stime,
+            cpu_user_seconds=usage.ru_utime if usage else 0.0,
+            cpu_system_seconds=usage.ru_stime if usage else 0.0,
             peak_rss_bytes=peak,
         )
 
@@ -269,6 +277,8 @@ class JobProcess:
             return False, None, "crashed", f"killed by {signal_words(exit_signal)}"
         if exit_code:
             return False, None, "crashed", f"exited with code {exit_code} without a result"
+        if exit_code is None:
+            return False, None, "crashed", "ended without a result; its exit status was lost"
         return False, None, "crashed", "exited without sending a result (pipe closed)"
 
     def _forget(self, returncode: int) -> None:
@@ -277,6 +287,16 @@ class JobProcess:
         if popen is not None:
             popen.returncode = returncode
         self._process.close()
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _seconds(value: float | None) -> str:

@@ -1,0 +1,94 @@
+"""Agents that misbehave in every way a job can, for the supervisor's acceptance tests."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import taiat
+
+
+def plain(value: object = None) -> dict:
+    return {"value": value, "pid": os.getpid()}
+
+
+def busy(seconds: float = 0.3) -> dict:
+    end = time.process_time() + seconds
+    count = 0
+    while time.process_time() < end:
+        count += 1
+    return {"loops": count}
+
+
+def segfault() -> None:
+    ctypes.string_at(0)
+
+
+def exit_hard(code: int = 3) -> None:
+    os._exit(code)
+
+
+def exit_soft(code: int = 2) -> None:
+    sys.exit(code)
+
+
+def explode(message: str = "kaboom") -> None:
+    raise ValueError(message)
+
+
+def sleep(seconds: float = 60.0, pid_file: str | None = None) -> dict:
+    if pid_file:
+        Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+def stubborn(seconds: float = 60.0, pid_file: str | None = None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sleep(seconds, pid_file)
+
+
+def hog(megabytes: int = 400) -> None:
+    block = bytearray(megabytes << 20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    time.sleep(30)
+
+
+def orphan_maker(pid_file: str) -> dict:
+    child = subprocess.Popen(["sleep", "300"], start_new_session=False)
+    Path(pid_file).write_text(str(child.pid))
+    return {"grandchild": child.pid}
+
+
+def unserialisable() -> object:
+    return {"when": object()}
+
+
+def huge(megabytes: int = 100) -> str:
+    return "x" * (megabytes << 20)
+
+
+def whoami() -> dict:
+    job = taiat.current_job()
+    return {
+        "id": job.id,
+        "name": job.name,
+        "attempt": job.attempt,
+        "payload": job.payload,
+        "dependency_results": job.dependency_results,
+    }
+
+
+def flaky(marker: str) -> str:
+    """Fails on the first attempt, succeeds on the next."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("failed once")
+        raise RuntimeError("first attempt fails")
+    return "second attempt works"

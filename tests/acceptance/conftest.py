@@ -1,0 +1,170 @@
+"""Start the real supervisor with `subprocess`, and wait on what it does with a deadline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taiat import JobManager
+from taiat.jobs import Job
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+
+AGENT_CONFIG = {
+    name: f"agents:{name}"
+    for name in [
+        "plain",
+        "busy",
+        "segfault",
+        "exit_hard",
+        "exit_soft",
+        "explode",
+        "sleep",
+        "stubborn",
+        "hog",
+        "orphan_maker",
+        "unserialisable",
+        "huge",
+        "whoami",
+        "flaky",
+    ]
+}
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    what: str = "",
+    watch: Supervisor | None = None,
+) -> Any:
+    """Poll `predicate` until it returns something true, or fail after `timeout` seconds (or
+    as soon as the watched supervisor exits, with its log)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if watch is not None and watch.process.poll() is not None:
+            raise AssertionError(
+                f"supervisor exited ({watch.process.returncode}) while waiting for {what}:\n"
+                + watch.log()
+            )
+        if time.monotonic() > deadline:
+            log = "" if watch is None else "\n" + watch.log()[-5000:]
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}{log}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def agent_job(name: str, agent: str, **parameters: Any) -> dict[str, Any]:
+    return {
+        "job_type": "agent",
+        "name": name,
+        "payload": {"agent_name": agent, "parameters": parameters},
+    }
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie waiting for init to reap it is dead for our purposes
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+class Supervisor:
+    """The real program in a subprocess."""
+
+    def __init__(
+        self, url: str, tmp_path: Path, *args: str, env: dict | None = None, entry: str = "module"
+    ) -> None:
+        self.status_file = tmp_path / "status.json"
+        self.metrics_file = tmp_path / "metrics.prom"
+        self.log_file = tmp_path / f"supervisor-{time.monotonic_ns()}.log"
+        command = (
+            [sys.executable, "-m", "taiat.run_worker"]
+            if entry == "module"
+            else [str(ROOT / "bin" / "taiat-supervisor")]
+        )
+        command += [
+            "--database-url",
+            url,
+            "--poll-interval",
+            "0.2",
+            "--status-file",
+            str(self.status_file),
+            "--metrics-file",
+            str(self.metrics_file),
+            "--log-level",
+            "DEBUG",
+            *args,
+        ]
+        full_env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+            "TAIAT_AGENT_CONFIG": json.dumps(AGENT_CONFIG),
+            **(env or {}),
+        }
+        self._log = open(self.log_file, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, cwd=tmp_path
+        )
+        self.pid = self.process.pid
+
+    def log(self) -> str:
+        return self.log_file.read_text()
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"supervisor still running after {timeout} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self._log.close()
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+@pytest.fixture
+def supervisor(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
+    started: list[Supervisor] = []
+
+    def start(*args: str, **kwargs: Any) -> Supervisor:
+        sup = Supervisor(database_url, tmp_path, *args, **kwargs)
+        started.append(sup)
+        return sup
+
+    yield start
+    for sup in started:
+        sup.stop()
+
+
+def finished(manager: JobManager, job_id: str) -> Job | None:
+    job = manager.get_job(job_id)
+    return job if job is not None and job.status.finished else None
