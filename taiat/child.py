@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from taiat import context
+from taiat.errors import InvalidJob
 from taiat.executors import JobExecutor, JobFailed
 from taiat.jobs import Job
+from taiat.specs import json_text
 
 #: A message is an 8-byte big-endian length, then that many bytes of UTF-8 JSON.
 HEADER = struct.Struct(">Q")
@@ -111,9 +113,9 @@ def _error(message: str, trace: str | None = None) -> dict[str, Any]:
 
 def _encode(message: dict[str, Any], max_bytes: int) -> bytes:
     try:
-        body = json.dumps(message, allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
-        body = json.dumps(_error(f"result is not JSON-serialisable: {exc}")).encode()
+        body = json_text(message, "result").encode()
+    except InvalidJob as exc:
+        body = json.dumps(_error(str(exc))).encode()
     if len(body) > max_bytes:
         over = _error(f"result of {len(body)} bytes is over the limit of {max_bytes} bytes")
         body = json.dumps(over).encode()

@@ -21,12 +21,25 @@ from sqlalchemy.orm import sessionmaker
 from taiat.errors import (
     DatabaseNotInitialised,
     DatabaseUnavailable,
+    DuplicateJob,
     InvalidDatabaseURL,
+    InvalidJob,
     TaiatError,
+    TransientConflict,
 )
 
 DEFAULT_DB_FILE = "taiat.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# SQLite's operational errors that mean "cannot use the file now", not "bad statement".
+_SQLITE_UNAVAILABLE = (
+    "database is locked",
+    "unable to open",
+    "disk I/O error",
+    "readonly database",
+    "file is not a database",
+    "database or disk is full",
+)
 
 _SUPPORTED = {"postgresql", "postgresql+psycopg", "sqlite", "sqlite+pysqlite"}
 
@@ -158,8 +171,23 @@ def translate(exc: sqlalchemy.exc.DBAPIError, engine: Engine) -> TaiatError | No
         return DatabaseNotInitialised(
             f"the job tables are missing in {describe(engine)}: run `python -m taiat.init_worker`"
         )
-    if exc.connection_invalidated or isinstance(
-        orig, psycopg.OperationalError | sqlite3.OperationalError
+    if isinstance(
+        orig,
+        psycopg.errors.TransactionRollback
+        | psycopg.errors.DeadlockDetected
+        | psycopg.errors.SerializationFailure,
+    ):
+        return TransientConflict(f"transaction aborted by a conflict, safe to retry: {text}")
+    if isinstance(orig, psycopg.errors.UniqueViolation | sqlite3.IntegrityError) and (
+        "unique" in str(orig).lower() or "duplicate" in str(orig).lower()
+    ):
+        return DuplicateJob(f"already exists (a concurrent request made it first): {text}")
+    if isinstance(orig, psycopg.errors.DataError):
+        return InvalidJob(f"the database refused a value: {text}")
+    if exc.connection_invalidated or isinstance(orig, psycopg.OperationalError):
+        return DatabaseUnavailable(f"database {describe(engine)} is unavailable: {text}")
+    if isinstance(orig, sqlite3.OperationalError) and any(
+        words in str(orig) for words in _SQLITE_UNAVAILABLE
     ):
         return DatabaseUnavailable(f"database {describe(engine)} is unavailable: {text}")
     return None

@@ -26,6 +26,11 @@ class DatabaseUnavailable(DatabaseError):
     """Raised when the database cannot be reached: check the URL and that the server is running."""
 
 
+class TransientConflict(DatabaseError):
+    """Raised when the database aborted a transaction for a deadlock or serialisation conflict;
+    running it again is safe."""
+
+
 class DatabaseNotInitialised(DatabaseError):
     """Raised when the tables are missing: run `python -m taiat.init_worker`."""
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from taiat import db, lifecycle, queries, schema
-from taiat.errors import InvalidJob
+from taiat.errors import InvalidJob, TransientConflict
 from taiat.jobs import Attempt, Job, JobHistoryEntry, JobStatus, JobType
 from taiat.lifecycle import RetryPolicy
 from taiat.specs import build_batch, build_spec, json_text
@@ -19,6 +21,10 @@ from taiat.specs import build_batch, build_spec, json_text
 __all__ = ["JobManager", "JobType", "JobStatus", "Job", "JobHistoryEntry", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_CONFLICT_RETRIES = 8
+MAX_RETENTION_DAYS = 36_500
 
 
 class JobManager:
@@ -37,13 +43,26 @@ class JobManager:
         return f"JobManager({db.describe(self.engine)!r})"
 
     @contextmanager
-    def transaction(self) -> Any:
+    def transaction(self) -> Iterator[Connection]:
         """A transaction on a schema this release understands."""
         with db.begin(self.engine) as conn:
             if not self._schema_checked:
                 schema.check_version(conn)
                 self._schema_checked = True
             yield conn
+
+    def run(self, work: Callable[[Connection], T]) -> T:
+        """`work(conn)` in a transaction, run again from the start when PostgreSQL aborts it
+        for a deadlock or serialisation conflict with another transaction."""
+        for attempt in range(_CONFLICT_RETRIES):
+            try:
+                with self.transaction() as conn:
+                    return work(conn)
+            except TransientConflict:
+                if attempt == _CONFLICT_RETRIES - 1:
+                    raise
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))
+        raise AssertionError("unreachable")
 
     # -- creating --------------------------------------------------------------------------
 
@@ -89,9 +108,12 @@ class JobManager:
     def _create(self, specs: list[Any], chosen_ids: set[str]) -> list[Job]:
         if not specs:
             return []
-        with self.transaction() as conn:
+
+        def create(conn: Connection) -> dict[str, Any]:
             lifecycle.create(conn, specs, chosen_ids)
-            rows = {row["id"]: row for row in queries.active_rows(conn, [s.id for s in specs])}
+            return {row["id"]: row for row in queries.active_rows(conn, [s.id for s in specs])}
+
+        rows = self.run(create)
         for spec in specs:
             log.debug("created job %s (%s)", spec.id, spec.name)
         return [Job.from_row(rows[spec.id]) for spec in specs]
@@ -101,33 +123,29 @@ class JobManager:
     def get_job(self, job_id: str) -> Job | None:
         """The job, active or finished (then with its final status, result and error); None if
         no job has that id."""
-        with self.transaction() as conn:
-            row = queries.get_active(conn, job_id)
-            if row is not None:
-                return Job.from_row(row)
-            entry = queries.latest_history(conn, job_id)
-        return None if entry is None else Job.from_history(JobHistoryEntry.from_row(entry))
+        return self.run(lambda conn: _find(conn, job_id))
 
     def get_ready_jobs(self, limit: int | None = None) -> list[Job]:
         """Pending jobs whose dependencies have completed and whose `run_at` has passed, in the
         order supervisors claim them."""
-        with self.transaction() as conn:
-            return [Job.from_row(row) for row in queries.ready_jobs(conn, limit)]
+        return [Job.from_row(row) for row in self.run(lambda c: queries.ready_jobs(c, limit))]
 
     def list_jobs(
         self, status: JobStatus | str | None = None, limit: int | None = 100
     ) -> list[Job]:
         """Jobs with `status` (any status if None), newest first; finished ones from history."""
         wanted = _status(status)
-        with self.transaction() as conn:
-            active = []
+
+        def read(conn: Connection) -> list[Job]:
+            found = []
             if wanted is None or not wanted.finished:
-                active = [Job.from_row(r) for r in queries.active_jobs(conn, _value(wanted), limit)]
-            finished = []
+                found += [Job.from_row(r) for r in queries.active_jobs(conn, _value(wanted), limit)]
             if wanted is None or wanted.finished:
-                rows = queries.history_entries(conn, limit, _value(wanted))
-                finished = [Job.from_history(JobHistoryEntry.from_row(r)) for r in rows]
-        merged = active + finished
+                rows = queries.finished_jobs(conn, _value(wanted), limit)
+                found += [Job.from_history(JobHistoryEntry.from_row(r)) for r in rows]
+            return found
+
+        merged = self.run(read)
         merged.sort(key=lambda job: job.updated_at or job.created_at or datetime.min, reverse=True)
         return merged[:limit] if limit is not None else merged
 
@@ -135,9 +153,13 @@ class JobManager:
         self, limit: int | None = 10, status: JobStatus | str | None = None
     ) -> list[JobHistoryEntry]:
         """Finished jobs, newest first, each with its attempts."""
-        with self.transaction() as conn:
-            rows = queries.history_entries(conn, limit, _value(_status(status)))
-            found = queries.attempts_for(conn, {row["job_id"] for row in rows})
+        wanted = _value(_status(status))
+
+        def read(conn: Connection) -> tuple[list[Any], list[Any]]:
+            rows = queries.history_entries(conn, limit, wanted)
+            return rows, queries.attempts_for(conn, {row["job_id"] for row in rows})
+
+        rows, found = self.run(read)
         by_job: dict[str, list[Attempt]] = {}
         for attempt_row in found:
             by_job.setdefault(attempt_row["job_id"], []).append(Attempt.from_row(attempt_row))
@@ -145,38 +167,37 @@ class JobManager:
 
     def get_attempts(self, job_id: str) -> list[Attempt]:
         """Every run of the job in a child process, oldest first."""
-        with self.transaction() as conn:
-            return [Attempt.from_row(row) for row in queries.attempts_for(conn, [job_id])]
+        return [Attempt.from_row(r) for r in self.run(lambda c: queries.attempts_for(c, [job_id]))]
 
     def count_jobs(self) -> dict[str, int]:
         """How many jobs there are in each status, active and in history."""
-        with self.transaction() as conn:
-            return queries.count_by_status(conn)
+        return self.run(queries.count_by_status)
 
     # -- changing --------------------------------------------------------------------------
 
     def cancel_job(self, job_id: str) -> bool:
         """Cancel a pending or running job, and every job waiting on it. False if it had
         already finished; JobNotFound if no job has that id."""
-        with self.transaction() as conn:
-            cancelled = lifecycle.cancel(conn, job_id)
+        cancelled = self.run(lambda conn: lifecycle.cancel(conn, job_id))
         if cancelled:
             log.info("cancelled job %s", job_id)
         return cancelled
 
     def retry_job(self, job_id: str) -> Job:
         """Run a failed or cancelled job again from the start, its retries reset."""
-        with self.transaction() as conn:
-            row = lifecycle.retry(conn, job_id)
+        row = self.run(lambda conn: lifecycle.retry(conn, job_id))
         log.info("job %s queued again", job_id)
         return Job.from_row(row)
 
     def cleanup_old_history(self, days: float = 30) -> int:
         """Delete history entries completed more than `days` ago; returns how many."""
-        if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
-            raise InvalidJob(f"days must be a number >= 0, got {days!r}")
-        with self.transaction() as conn:
-            deleted = queries.delete_history_before(conn, float(days))
+        if (
+            isinstance(days, bool)
+            or not isinstance(days, int | float)
+            or not 0 <= days <= MAX_RETENTION_DAYS
+        ):
+            raise InvalidJob(f"days must be a number from 0 to {MAX_RETENTION_DAYS}, got {days!r}")
+        deleted = self.run(lambda conn: queries.delete_history_before(conn, float(days)))
         log.info("deleted %d history entries older than %s days", deleted, days)
         return deleted
 
@@ -186,8 +207,7 @@ class JobManager:
         """Atomically mark up to `limit` ready jobs running for `worker_id`, best first."""
         if limit <= 0:
             return []
-        with self.transaction() as conn:
-            rows = queries.claim_jobs(conn, worker_id, limit)
+        rows = self.run(lambda conn: queries.claim_jobs(conn, worker_id, limit))
         jobs = [Job.from_row(row) for row in rows]
         jobs.sort(key=lambda job: (-job.priority, job.run_at or datetime.min))
         return jobs
@@ -198,8 +218,7 @@ class JobManager:
         """Record that this claim of the job succeeded; False when the claim is no longer
         current (cancelled, taken back), and then nothing changes."""
         json_text(result, "the result")
-        with self.transaction() as conn:
-            ready = lifecycle.complete(conn, job_id, claim_seq, result, attempt)
+        ready = self.run(lambda conn: lifecycle.complete(conn, job_id, claim_seq, result, attempt))
         return ready is not None
 
     def fail_job(
@@ -213,21 +232,28 @@ class JobManager:
     ) -> JobStatus | None:
         """Record that this claim failed: PENDING if it will be retried after a backoff,
         FAILED if that was its last attempt (or `retry` is False), None if the claim is stale."""
-        with self.transaction() as conn:
-            return lifecycle.fail(
+        return self.run(
+            lambda conn: lifecycle.fail(
                 conn, job_id, claim_seq, error, attempt, self.retry_policy, retry=retry
             )
+        )
 
     def requeue_job(self, job_id: str, claim_seq: int, attempt: Attempt | None = None) -> bool:
         """Put this claim's job back to pending at once, no retry spent (a shutdown cut it
         short); False when the claim is stale."""
-        with self.transaction() as conn:
-            return lifecycle.requeue(conn, job_id, claim_seq, attempt)
+        return self.run(lambda conn: lifecycle.requeue(conn, job_id, claim_seq, attempt))
 
     def pending_count(self) -> int:
         """Pending jobs, ready or not (a retry waiting out its backoff counts)."""
-        with self.transaction() as conn:
-            return queries.count_pending(conn)
+        return self.run(queries.count_pending)
+
+
+def _find(conn: Connection, job_id: str) -> Job | None:
+    row = queries.get_active(conn, job_id)
+    if row is not None:
+        return Job.from_row(row)
+    entry = queries.latest_history(conn, job_id)
+    return None if entry is None else Job.from_history(JobHistoryEntry.from_row(entry))
 
 
 def _status(status: JobStatus | str | None) -> JobStatus | None:

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from taiat import queries
 from taiat.errors import DuplicateJob, InvalidDependency, InvalidTransition, JobNotFound
 from taiat.jobs import Attempt, JobStatus
-from taiat.specs import JobSpec, new_job_id
+from taiat.specs import JobSpec, clean_text, new_job_id
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,14 @@ def create(conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]) -> 
     batch = {spec.id for spec in specs}
     wanted = {dep: spec.id for spec in specs for dep in spec.dependencies if dep not in batch}
     active = _active_dependencies(conn, wanted)
+    # Every row binds run_at (a multi-row insert takes its columns from the first row).
+    now = queries.db_now(conn) if any(spec.run_at is None for spec in specs) else None
     rows: list[dict[str, Any]] = []
     edges: list[dict[str, str]] = []
     ready: list[str] = []
     for spec in specs:
         unmet = [dep for dep in spec.dependencies if dep in batch or dep in active]
-        rows.append(spec.row(len(unmet)))
+        rows.append(spec.row(len(unmet), now))
         edges.extend({"job_id": spec.id, "depends_on": dep} for dep in unmet)
         if not unmet:
             ready.append(spec.id)
@@ -100,16 +102,21 @@ def create(conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]) -> 
     return ready
 
 
-def _active_dependencies(conn: Connection, wanted: Mapping[str, str]) -> set[str]:
+def _active_dependencies(
+    conn: Connection, wanted: Mapping[str, str], *, missing_ok: bool = False
+) -> set[str]:
     """Those of the dependencies not yet finished, locked against finishing until we commit.
 
-    A completed one counts as met; an unknown, failed or cancelled one is an error.
+    A completed one counts as met; an unknown, failed or cancelled one is an error (an unknown
+    one is met when `missing_ok`: a retried job's dependency whose history was cleaned up).
     `wanted` maps each dependency to a job that asked for it, for the message.
     """
     active = queries.lock_active(conn, wanted.keys())
     finished = queries.latest_history_status(conn, wanted.keys() - active.keys())
     for dep in wanted.keys() - active.keys():
         status = finished.get(dep)
+        if status is None and missing_ok:
+            continue
         if status is None:
             raise InvalidDependency(f"job {wanted[dep]} depends on {dep}, but no job has that id")
         if status != JobStatus.COMPLETED.value:
@@ -153,10 +160,12 @@ def fail(
     if row is None:
         return None
     if retry and row["retry_count"] < row["max_retries"]:
-        queries.reschedule(conn, job_id, claim_seq, error, policy.delay(row["retry_count"]))
+        delay = policy.delay(row["retry_count"])
+        queries.reschedule(conn, job_id, claim_seq, clean_text(error), delay)
         return JobStatus.PENDING
     now = queries.db_now(conn)
-    queries.move_to_history(conn, [history_entry(row, JobStatus.FAILED, now, error=error)])
+    entry = history_entry(row, JobStatus.FAILED, now, error=clean_text(error))
+    queries.move_to_history(conn, [entry])
     cancel_dependents(conn, row, JobStatus.FAILED, now)
     return JobStatus.FAILED
 
@@ -211,7 +220,10 @@ def _verb(status: str) -> str:
 
 def record_attempt(conn: Connection, attempt: Attempt | None) -> None:
     if attempt is not None:
-        queries.insert_attempt(conn, asdict(attempt))
+        values = asdict(attempt)
+        if values["error_message"]:
+            values["error_message"] = clean_text(values["error_message"])
+        queries.insert_attempt(conn, values)
 
 
 # -- again ---------------------------------------------------------------------------------
@@ -232,7 +244,7 @@ def retry(conn: Connection, job_id: str) -> RowMapping:
             f"job {job_id} completed: only a failed or cancelled job can be retried"
         )
     deps = list(dict.fromkeys(row["dependencies"] or []))
-    unmet = sorted(_active_dependencies(conn, {dep: job_id for dep in deps}))
+    unmet = sorted(_active_dependencies(conn, {dep: job_id for dep in deps}, missing_ok=True))
     pending = queries.make_pending(conn, row, len(unmet))
     queries.insert_edges(conn, [{"job_id": job_id, "depends_on": dep} for dep in unmet])
     return pending

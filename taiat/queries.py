@@ -45,9 +45,11 @@ def lock_active(conn: Connection, ids: Collection[str]) -> dict[str, str]:
     """Status of those of `ids` still active, locked so that none can finish until we commit."""
     if not ids:
         return {}
+    # Locks are always taken in id order, so that two transactions cannot wait on each other.
     stmt = (
         select(jobs.c.id, jobs.c.status)
         .where(jobs.c.id.in_(ids))
+        .order_by(jobs.c.id)
         .with_for_update(read=True, key_share=True)
     )
     return {row.id: row.status for row in conn.execute(stmt)}
@@ -108,7 +110,8 @@ def ready_jobs(conn: Connection, limit: int | None) -> list[RowMapping]:
 
 
 def active_jobs(conn: Connection, status: str | None, limit: int | None) -> list[RowMapping]:
-    stmt = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id)
+    """Active jobs, most recently changed first."""
+    stmt = select(jobs).order_by(jobs.c.updated_at.desc(), jobs.c.id)
     if status is not None:
         stmt = stmt.where(jobs.c.status == status)
     if limit is not None:
@@ -127,10 +130,37 @@ def history_entries(
     return list(conn.execute(stmt).mappings())
 
 
+def _latest_entries() -> Any:
+    """History entries that stand for their job: its newest, and only if it is not active again
+    (a job retried after failing has an older failed entry)."""
+    newer = history.alias("newer")
+    return and_(
+        ~select(jobs.c.id).where(jobs.c.id == history.c.job_id).exists(),
+        ~select(newer.c.id)
+        .where(newer.c.job_id == history.c.job_id, newer.c.created_at > history.c.created_at)
+        .exists(),
+    )
+
+
+def finished_jobs(conn: Connection, status: str | None, limit: int | None) -> list[RowMapping]:
+    """Each finished job once, by its newest history entry, most recently finished first."""
+    stmt = select(history).where(_latest_entries())
+    if status is not None:
+        stmt = stmt.where(history.c.status == status)
+    stmt = stmt.order_by(history.c.created_at.desc(), history.c.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(conn.execute(stmt).mappings())
+
+
 def count_by_status(conn: Connection) -> dict[str, int]:
+    """Jobs per status, each job counted once."""
     counts: dict[str, int] = {}
-    for table in (jobs, history):
-        stmt = select(table.c.status, func.count()).group_by(table.c.status)
+    active = select(jobs.c.status, func.count()).group_by(jobs.c.status)
+    finished = (
+        select(history.c.status, func.count()).where(_latest_entries()).group_by(history.c.status)
+    )
+    for stmt in (active, finished):
         for status, count in conn.execute(stmt):
             counts[status] = counts.get(status, 0) + count
     return counts
@@ -283,11 +313,22 @@ def pending_dependents(conn: Connection, job_ids: Collection[str]) -> list[RowMa
 
 
 def release_dependents(conn: Connection, job_id: str) -> list[str]:
-    """Count one more met dependency for each job waiting on `job_id`; returns those now ready."""
+    """Count one more met dependency for each job waiting on `job_id`, and drop those edges;
+    returns the jobs now ready."""
     edges = select(dependencies.c.job_id).where(dependencies.c.depends_on == job_id)
+    waiting = (
+        select(jobs.c.id)
+        .where(jobs.c.id.in_(edges), jobs.c.status == PENDING)
+        .order_by(jobs.c.id)
+        .with_for_update(key_share=True)
+    )
+    ids = list(conn.execute(waiting).scalars())
+    conn.execute(delete(dependencies).where(dependencies.c.depends_on == job_id))
+    if not ids:
+        return []
     stmt = (
         update(jobs)
-        .where(jobs.c.id.in_(edges), jobs.c.status == PENDING)
+        .where(jobs.c.id.in_(ids))
         .values(unmet_dependencies=jobs.c.unmet_dependencies - 1, updated_at=utcnow())
         .returning(jobs.c.id, jobs.c.unmet_dependencies)
     )

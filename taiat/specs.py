@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,16 +31,30 @@ SPEC_KEYS = frozenset(
 )
 
 
+# A \u0000 escape in JSON text: preceded by an even number of backslashes, so not an escaped
+# backslash followed by the letters "u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
 def json_text(value: Any, what: str) -> str:
-    """`value` as JSON text, or InvalidJob naming `what` when it cannot be stored as JSON."""
+    """`value` as JSON text, or InvalidJob naming `what` when it cannot be stored as JSON
+    (PostgreSQL's JSONB, unlike JSON itself, has no room for a NUL character)."""
     try:
-        return json.dumps(value, allow_nan=False)
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidJob(f"{what} is not JSON-serialisable: {exc}") from exc
+    if _NUL_ESCAPE.search(text):
+        raise InvalidJob(f"{what} contains a NUL character (\\u0000), which cannot be stored")
+    return text
+
+
+def clean_text(value: str) -> str:
+    """Text safe for any TEXT column: NUL characters shown as the two characters \\0."""
+    return value.replace("\x00", "\\0")
 
 
 def utc_naive(moment: datetime) -> datetime:
@@ -64,7 +79,7 @@ class JobSpec:
     timeout_seconds: float | None
     run_at: datetime | None
 
-    def row(self, unmet: int) -> dict[str, Any]:
+    def row(self, unmet: int, now: datetime | None) -> dict[str, Any]:
         row: dict[str, Any] = {
             "id": self.id,
             "job_type": self.job_type.value,
@@ -76,9 +91,8 @@ class JobSpec:
             "priority": self.priority,
             "timeout_seconds": self.timeout_seconds,
             "unmet_dependencies": unmet,
+            "run_at": self.run_at or now,
         }
-        if self.run_at is not None:
-            row["run_at"] = self.run_at
         return row
 
 
@@ -105,6 +119,9 @@ def build_spec(
         raise InvalidJob("a job needs a non-empty name")
     if description is not None and not isinstance(description, str):
         raise InvalidJob(f"description must be text, got {type(description).__name__}")
+    for label, text in (("name", name), ("description", description), ("id", id)):
+        if isinstance(text, str) and "\x00" in text:
+            raise InvalidJob(f"the {label} contains a NUL character, which cannot be stored")
     payload = {} if payload is None else payload
     if not isinstance(payload, Mapping):
         raise InvalidJob(f"payload must be a JSON object (a dict), got {type(payload).__name__}")
