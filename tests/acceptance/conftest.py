@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import poll
 
 from taiat import JobManager
 from taiat.jobs import Job
@@ -48,23 +49,22 @@ def wait_until(
     watch: Supervisor | None = None,
 ) -> Any:
     """Poll `predicate` until it returns something true, or fail after `timeout` seconds (or
-    as soon as the watched supervisor exits, with its log)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
+    as soon as the watched supervisor exits), with the supervisor's log."""
+
+    def check() -> Any:
         if watch is not None and watch.process.poll() is not None:
             raise AssertionError(
                 f"supervisor exited ({watch.process.returncode}) while waiting for {what}:\n"
                 + watch.log()
             )
-        if time.monotonic() > deadline:
-            log = "" if watch is None else "\n" + watch.log()[-5000:]
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}{log}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+        return predicate()
+
+    try:
+        return poll(check, timeout, what)
+    except AssertionError as exc:
+        if watch is None or "supervisor exited" in str(exc):
+            raise
+        raise AssertionError(f"{exc}\n{watch.log()[-5000:]}") from None
 
 
 def agent_job(name: str, agent: str, **parameters: Any) -> dict[str, Any]:
@@ -136,7 +136,9 @@ class Supervisor:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"supervisor still running after {timeout} s:\n{self.log()}")
+            raise AssertionError(
+                f"supervisor still running after {timeout} s:\n{self.log()}"
+            ) from None
 
     def stop(self) -> None:
         if self.process.poll() is None:

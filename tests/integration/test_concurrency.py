@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 
 import multiprocess
 import pytest
+from support import race
 
 from taiat import JobManager, JobStatus, JobType
 
@@ -46,21 +46,6 @@ def pg_url_initialised(pg_url: str) -> str:
     schema.initialise(engine)
     engine.dispose()
     return pg_url
-
-
-def race(*actions) -> None:
-    """Run the actions in threads released together."""
-    barrier = threading.Barrier(len(actions))
-
-    def run(action) -> None:
-        barrier.wait()
-        action()
-
-    threads = [threading.Thread(target=run, args=(action,)) for action in actions]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
 
 
 def test_dependency_finishing_while_dependent_is_created(pg_url_initialised: str) -> None:

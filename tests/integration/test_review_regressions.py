@@ -3,10 +3,10 @@ concurrent finishes sharing dependents, and cleanup arguments."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from support import race
 
 from taiat import JobManager, JobStatus, JobType
 from taiat.errors import DuplicateJob, InvalidJob
@@ -101,27 +101,10 @@ def test_concurrent_finishes_sharing_dependents(pg_url: str) -> None:
             ]
         )
         claims = {j.id: j for j in manager.claim_jobs("w", 2)}
-        errors: list[BaseException] = []
-
-        def guard(action) -> None:
-            try:
-                action()
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        threads = [
-            threading.Thread(
-                target=guard, args=(lambda: manager.complete_job(d.id, claims[d.id].claim_seq),)
-            ),
-            threading.Thread(
-                target=guard, args=(lambda: manager.fail_job(x.id, claims[x.id].claim_seq, "boom"),)
-            ),
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert errors == []
+        race(
+            lambda: manager.complete_job(d.id, claims[d.id].claim_seq),  # noqa: B023
+            lambda: manager.fail_job(x.id, claims[x.id].claim_seq, "boom"),  # noqa: B023
+        )
         assert manager.count_jobs().get("pending", 0) == 0
     engine.dispose()
 
@@ -132,20 +115,13 @@ def test_same_id_created_concurrently(pg_url: str) -> None:
     engine = db.engine_from_url(pg_url)
     schema.initialise(engine)
     manager = JobManager(engine)
-    outcomes: list[object] = []
-    barrier = threading.Barrier(4)
 
-    def create() -> None:
-        barrier.wait()
+    def create() -> object:
         try:
-            outcomes.append(manager.create_job(JobType.AGENT, "x", id="same"))
+            return manager.create_job(JobType.AGENT, "x", id="same")
         except DuplicateJob as exc:
-            outcomes.append(exc)
+            return exc
 
-    threads = [threading.Thread(target=create) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    outcomes = race(create, create, create, create)
     assert sum(1 for o in outcomes if isinstance(o, DuplicateJob)) == 3
     engine.dispose()
