@@ -25,6 +25,7 @@ from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_r
 from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job
 from taiat.process import Ending, JobProcess
+from taiat.recorder import Record, Recorder
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,6 @@ class SupervisorConfig:
     memory_sample_interval: float = 0.2
 
 
-@dataclass
-class _Record:
-    """A finished attempt waiting to be written (kept while the database is away)."""
-
-    job: Job
-    ending: Ending
-    attempt: Attempt
-
-
 class Supervisor:
     def __init__(
         self,
@@ -79,9 +71,8 @@ class Supervisor:
         self.children: dict[int, JobProcess] = {}
         self.counters = {"completed": 0, "failed": 0, "timed_out": 0, "crashed": 0}
         self.state = "starting"
-        self.database_ok = True
         self.started_at = datetime.now(UTC)
-        self._outbox: list[_Record] = []
+        self.recorder = Recorder(self.manager, self._changed)
         self._stop_requests = 0
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
@@ -90,8 +81,6 @@ class Supervisor:
         self._reporter = status.StatusReporter(self.config.status_file, self.config.metrics_file)
         self._dirty = True
         self._claim_now = True
-        self._db_retry_at = 0.0
-        self._db_backoff = 0.5
         self._last_signal = "stop requested"
 
     # -- public ---------------------------------------------------------------------------
@@ -164,7 +153,7 @@ class Supervisor:
                     if proc.kill_at is None:
                         proc.stop("stopped", "the supervisor stopped", grace=cfg.kill_grace)
                 drain_deadline = float("inf")
-            self._flush()
+            self.recorder.flush()
             if drain_deadline is None and (self._claim_now or now >= next_poll):
                 self._claim_now = False
                 next_poll = now + cfg.poll_interval
@@ -172,7 +161,7 @@ class Supervisor:
                 if cfg.burst and not started and not self.children and self._nothing_left():
                     log.info("burst: no job left to run")
                     return
-            if drain_deadline is not None and not self.children and not self._outbox:
+            if drain_deadline is not None and not self.children and not self.recorder.pending:
                 return
             if now >= next_heartbeat:
                 self._heartbeat()
@@ -195,8 +184,8 @@ class Supervisor:
                     timers.append(now + 0.05)
             if drain_deadline is not None:
                 timers.append(drain_deadline)
-            if self._outbox:
-                timers.append(self._db_retry_at)
+            if self.recorder.retry_at is not None:
+                timers.append(self.recorder.retry_at)
             if watchdog is not None:
                 timers.append(next_watchdog)
             self._wait(max(0.0, min(timers) - time.monotonic()))
@@ -232,14 +221,10 @@ class Supervisor:
 
     def _claim(self) -> int:
         free = self.config.max_concurrent_jobs - len(self.children)
-        if free <= 0 or not self._database_ready():
+        if free <= 0:
             return 0
-        try:
-            jobs = self.manager.claim_jobs(self.worker_id, free)
-        except DatabaseUnavailable as exc:
-            self._database_lost(exc)
-            return 0
-        self._database_back()
+        none: list[Job] = []
+        jobs = self.recorder.call(lambda: self.manager.claim_jobs(self.worker_id, free), none)
         executors = [*self.custom_executors, AgentExecutor(self.registry), QueryExecutor()]
         for job in jobs:
             self._start(job, executors)
@@ -275,7 +260,7 @@ class Supervisor:
             self._claim_now = True
             self._count(ending)
             self._log_ending(proc.job, ending)
-            self._outbox.append(_Record(proc.job, ending, self._attempt(proc, ending)))
+            self.recorder.add(Record(proc.job, ending, self._attempt(proc, ending)))
 
     def _attempt(self, proc: JobProcess, ending: Ending) -> Attempt:
         return Attempt(
@@ -322,75 +307,19 @@ class Supervisor:
 
     # -- the database ----------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        """Write finished attempts, oldest first; on an outage keep them for later."""
-        while self._outbox and self._database_ready():
-            record = self._outbox[0]
-            try:
-                self._write(record)
-            except DatabaseUnavailable as exc:
-                self._database_lost(exc)
-                return
-            self._outbox.pop(0)
-            self._database_back()
-
-    def _write(self, record: _Record) -> None:
-        job, ending, attempt = record.job, record.ending, record.attempt
-        if ending.ok:
-            written = self.manager.complete_job(job.id, job.claim_seq, ending.result, attempt)
-            outcome = "completed" if written else None
-        elif ending.cause == "stopped":
-            written = self.manager.requeue_job(job.id, job.claim_seq, attempt)
-            outcome = "requeued" if written else None
-        else:
-            new_status = self.manager.fail_job(
-                job.id, job.claim_seq, ending.error or ending.cause, attempt
-            )
-            outcome = None if new_status is None else f"recorded, now {new_status.value}"
-        if outcome is None:
-            log.warning(
-                "job %s (%s): this claim is no longer current; result dropped", job.id, job.name
-            )
-        elif not ending.ok:
-            log.info("job %s (%s) %s", job.id, job.name, outcome)
-
-    def _database_ready(self) -> bool:
-        return self.database_ok or time.monotonic() >= self._db_retry_at
-
-    def _database_lost(self, exc: DatabaseUnavailable) -> None:
-        if self.database_ok:
-            log.error("database unreachable, holding %d results: %s", len(self._outbox), exc)
-            status.notify("STATUS=database unreachable; jobs keep running")
-        self.database_ok = False
-        self._dirty = True
-        self._db_retry_at = time.monotonic() + self._db_backoff
-        self._db_backoff = min(self._db_backoff * 2, 30.0)
-
-    def _database_back(self) -> None:
-        if not self.database_ok:
-            log.info("database reachable again")
-            status.notify(f"STATUS=running {self.config.max_concurrent_jobs} slots")
-            self.database_ok = True
-            self._dirty = True
-        self._db_backoff = 0.5
-
     def _nothing_left(self) -> bool:
-        if self._outbox:
+        if self.recorder.pending:
             return False
-        try:
-            return self.manager.pending_count() == 0
-        except DatabaseUnavailable as exc:
-            self._database_lost(exc)
-            return False
+        return self.recorder.call(lambda: self.manager.pending_count() == 0, False)
 
     def _register(self) -> None:
         workers.register(self.manager, self.worker_id, self.host, os.getpid())
 
     def _heartbeat(self) -> None:
-        try:
-            workers.heartbeat(self.manager, self.worker_id, self.host, os.getpid())
-        except DatabaseUnavailable as exc:
-            self._database_lost(exc)
+        pid = os.getpid()
+        self.recorder.call(
+            lambda: workers.heartbeat(self.manager, self.worker_id, self.host, pid), None
+        )
 
     def _unregister(self) -> None:
         try:
@@ -399,10 +328,8 @@ class Supervisor:
             log.warning("could not remove supervisor %s from the database", self.worker_id)
 
     def _cleanup(self) -> None:
-        try:
-            self.manager.cleanup_old_history(self.config.history_retention_days)
-        except DatabaseUnavailable as exc:
-            self._database_lost(exc)
+        days = self.config.history_retention_days
+        self.recorder.call(lambda: self.manager.cleanup_old_history(days), 0)
 
     # -- status ----------------------------------------------------------------------------
 
@@ -431,9 +358,12 @@ class Supervisor:
             "slots": self.config.max_concurrent_jobs,
             "running": running,
             "counters": dict(self.counters),
-            "database": "ok" if self.database_ok else "unreachable",
-            "pending_results": len(self._outbox),
+            "database": "ok" if self.recorder.ok else "unreachable",
+            "pending_results": len(self.recorder.pending),
         }
+
+    def _changed(self) -> None:
+        self._dirty = True
 
     def _publish(self, force: bool = False) -> None:
         if self._dirty or force:

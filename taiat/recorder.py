@@ -1,0 +1,130 @@
+"""The supervisor's side of the database: finished attempts written in order, held in memory
+through an outage and written when the database is back; every call made outage-tolerant."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from taiat import status
+from taiat.errors import DatabaseUnavailable, TaiatError
+from taiat.job_manager import JobManager
+from taiat.jobs import Attempt, Job
+from taiat.process import Ending
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_FIRST_BACKOFF = 0.5
+_MAX_BACKOFF = 30.0
+
+
+@dataclass(frozen=True)
+class Record:
+    """A finished attempt waiting to be written."""
+
+    job: Job
+    ending: Ending
+    attempt: Attempt
+
+
+class Recorder:
+    def __init__(self, manager: JobManager, on_change: Callable[[], None]) -> None:
+        self.manager = manager
+        self.ok = True
+        self.pending: deque[Record] = deque()
+        self._on_change = on_change
+        self._retry_at = 0.0
+        self._backoff = _FIRST_BACKOFF
+
+    @property
+    def retry_at(self) -> float | None:
+        """When the next write may be tried, if anything waits for one."""
+        return self._retry_at if self.pending else None
+
+    def ready(self) -> bool:
+        return self.ok or time.monotonic() >= self._retry_at
+
+    def call(self, work: Callable[[], T], default: T) -> T:
+        """`work()`, or `default` when the database is away (then retried after a backoff)."""
+        if not self.ready():
+            return default
+        try:
+            value = work()
+        except DatabaseUnavailable as exc:
+            self._lost(exc)
+            return default
+        self._back()
+        return value
+
+    def add(self, record: Record) -> None:
+        self.pending.append(record)
+
+    def flush(self) -> None:
+        """Write finished attempts, oldest first; on an outage keep them for later."""
+        while self.pending and self.ready():
+            record = self.pending[0]
+            try:
+                self._write(record)
+            except DatabaseUnavailable as exc:
+                self._lost(exc)
+                return
+            except TaiatError as exc:
+                # The database refused what the job produced: that is the job's failure.
+                log.error("job %s (%s): cannot record: %s", record.job.id, record.job.name, exc)
+                if record.ending.ok:
+                    failed = replace(
+                        record.ending,
+                        ok=False,
+                        result=None,
+                        cause="failed",
+                        error=f"the result could not be stored: {exc}",
+                    )
+                    self.pending[0] = replace(record, ending=failed)
+                    continue
+            self.pending.popleft()
+            self._back()
+
+    def _write(self, record: Record) -> None:
+        job, ending, attempt = record.job, record.ending, record.attempt
+        outcome: Any
+        if ending.ok:
+            outcome = self.manager.complete_job(job.id, job.claim_seq, ending.result, attempt)
+            words = "completed"
+        elif ending.cause == "stopped":
+            outcome = self.manager.requeue_job(job.id, job.claim_seq, attempt)
+            words = "put back to pending"
+        else:
+            outcome = self.manager.fail_job(
+                job.id, job.claim_seq, ending.error or ending.cause, attempt
+            )
+            words = f"recorded, now {getattr(outcome, 'value', outcome)}"
+        if not outcome:
+            log.warning(
+                "job %s (%s): this claim is no longer current; its ending is not recorded",
+                job.id,
+                job.name,
+            )
+        elif not ending.ok:
+            log.info("job %s (%s) %s", job.id, job.name, words)
+
+    def _lost(self, exc: DatabaseUnavailable) -> None:
+        if self.ok:
+            log.error("database unreachable, holding %d results: %s", len(self.pending), exc)
+            status.notify("STATUS=database unreachable; jobs keep running")
+            self.ok = False
+            self._on_change()
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
+
+    def _back(self) -> None:
+        if not self.ok:
+            log.info("database reachable again; %d results to write", len(self.pending))
+            status.notify("STATUS=running")
+            self.ok = True
+            self._on_change()
+        self._backoff = _FIRST_BACKOFF
