@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -179,6 +180,8 @@ def _convert(option: str, env: str, kind: str, raw: str | None) -> Any:
         number = int(raw) if kind == "count" else float(raw)
     except ValueError:
         raise ConfigurationError(f"{where} must be a number, got {raw!r}") from None
+    if not math.isfinite(number):
+        raise ConfigurationError(f"{where} must be a finite number, got {raw}")
     if kind == "count" and number < 1:
         raise ConfigurationError(f"{where} must be at least 1, got {raw}")
     if kind == "positive" and not number > 0:

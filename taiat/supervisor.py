@@ -154,6 +154,12 @@ class Supervisor:
                         proc.stop("stopped", "the supervisor stopped", grace=cfg.kill_grace)
                 drain_deadline = float("inf")
             self.recorder.flush()
+            if now >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = now + cfg.heartbeat_interval
+            if now >= next_cleanup:
+                self._cleanup()
+                next_cleanup = now + cfg.cleanup_interval_hours * 3600
             if drain_deadline is None and (self._claim_now or now >= next_poll):
                 self._claim_now = False
                 next_poll = now + cfg.poll_interval
@@ -163,12 +169,6 @@ class Supervisor:
                     return
             if drain_deadline is not None and not self.children and not self.recorder.pending:
                 return
-            if now >= next_heartbeat:
-                self._heartbeat()
-                next_heartbeat = now + cfg.heartbeat_interval
-            if now >= next_cleanup:
-                self._cleanup()
-                next_cleanup = now + cfg.cleanup_interval_hours * 3600
             if watchdog is not None and now >= next_watchdog:
                 status.notify("WATCHDOG=1")
                 next_watchdog = now + watchdog

@@ -1,0 +1,129 @@
+"""The supervisor's command line: exit codes, environment variables, --status, --version."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import agent_job
+
+from taiat import JobManager, JobStatus, __version__
+
+
+def run(*args: str, env: dict | None = None, cwd: Path | None = None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TAIAT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "taiat.run_worker", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**full_env, **(env or {})},
+        cwd=cwd,
+    )
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.strip() == __version__
+    help_text = run("--help").stdout
+    for option in [
+        "--database-url",
+        "--poll-interval",
+        "--max-concurrent-jobs",
+        "--cleanup-interval-hours",
+        "--history-retention-days",
+        "--job-timeout",
+        "--memory-limit",
+        "--drain-timeout",
+        "--status-file",
+        "--metrics-file",
+        "--burst",
+        "--log-level",
+        "--status",
+        "--version",
+    ]:
+        assert option in help_text
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "words"),
+    [
+        (["--bogus"], {}, 64, "Usage:"),
+        (["--max-concurrent-jobs", "0"], {}, 78, "--max-concurrent-jobs"),
+        ([], {"TAIAT_POLL_INTERVAL": "soon"}, 78, "TAIAT_POLL_INTERVAL"),
+        ([], {"TAIAT_HISTORY_RETENTION_DAYS": "nan"}, 78, "finite"),
+        (["--log-level", "LOUD"], {}, 78, "log level"),
+        (["--status-file", "/nonexistent/dir/status.json"], {}, 78, "create /nonexistent/dir"),
+        (["--database-url", "mysql://x/y"], {}, 78, "unsupported database URL scheme"),
+        ([], {"TAIAT_AGENT_CONFIG": "{not json"}, 78, "TAIAT_AGENT_CONFIG is not valid JSON"),
+        ([], {"TAIAT_AGENT_CONFIG": '{"a": "nope.nothing:f"}'}, 78, "cannot import nope"),
+        (["--database-url", "postgresql://postgres@127.0.0.1:1/x"], {}, 69, "unavailable"),
+    ],
+)
+def test_bad_settings_exit_with_their_code(args, env, code, words, tmp_path: Path) -> None:
+    result = run(*args, env=env, cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert words in result.stderr
+    assert not (tmp_path / "taiat.db").exists() or code != 78
+
+
+def test_uninitialised_database_exit_code(empty_url: str) -> None:
+    result = run("--database-url", empty_url)
+    assert result.returncode == 65
+    assert "python -m taiat.init_worker" in result.stderr
+
+
+def test_environment_configures_the_supervisor(database_url: str, tmp_path: Path) -> None:
+    manager = JobManager(database_url)
+    [job] = manager.create_jobs([{**agent_job("slow", "sleep", seconds=30)}])
+    status_file = tmp_path / "s.json"
+    result = run(
+        env={
+            "TAIAT_DATABASE_URL": database_url,
+            "TAIAT_BURST": "1",
+            "TAIAT_JOB_TIMEOUT": "0.5",
+            "TAIAT_POLL_INTERVAL": "0.1",
+            "TAIAT_STATUS_FILE": str(status_file),
+            "PYTHONPATH": str(Path(__file__).parent),
+            "TAIAT_AGENT_CONFIG": '{"sleep": "agents:sleep"}',
+            "TAIAT_MAX_CONCURRENT_JOBS": "2",
+        }
+    )
+    assert result.returncode == 0, result.stderr
+    done = manager.get_job(job.id)
+    assert done.status is JobStatus.FAILED and done.error_message == "timed out after 0.5 s"
+    assert done.retry_count == 3
+    assert '"slots": 2' in status_file.read_text()
+    manager.engine.dispose()
+
+
+def test_status_prints_jobs_and_supervisors(database_url: str, tmp_path: Path) -> None:
+    manager = JobManager(database_url)
+    manager.create_jobs([agent_job("waiting", "plain"), agent_job("doomed", "plain")])
+    doomed = manager.list_jobs(status="pending")[0]
+    manager.cancel_job(doomed.id)
+    result = run("--status", "--database-url", database_url)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "jobs: pending 1, running 0, completed 0, failed 0, cancelled 1" in out
+    assert "ready jobs (1 shown" in out
+    assert "cancelled" in out and "supervisors (0)" in out
+    manager.engine.dispose()
+
+
+def test_default_database_is_the_embedded_file(tmp_path: Path) -> None:
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "taiat.init_worker"],
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("TAIAT_")},
+        ).returncode
+        == 0
+    )
+    result = run("--burst", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"sqlite:///{tmp_path}/taiat.db" in result.stderr

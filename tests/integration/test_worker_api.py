@@ -1,0 +1,74 @@
+"""The seed's worker API: TaiatWorker(session_maker=..., agent_registry=...), add_executor,
+run() until stop(); run in this process, forking real children."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import create_engine
+from sqlalchemy.orm import sessionmaker
+from support import poll
+
+from taiat import JobManager, JobStatus, JobType
+from taiat.jobs import Job
+from taiat.worker import JobExecutor, TaiatWorker
+
+
+def my_custom_agent(**kwargs):
+    # Your agent logic here
+    return {"result": "agent_completed", "got": kwargs}
+
+
+class MyCustomExecutor(JobExecutor):
+    def can_execute(self, job: Job) -> bool:
+        return job.job_type == JobType.AGENT and job.payload.get("agent_name") == "my_agent"
+
+    def execute(self, job: Job):
+        # Your custom execution logic here
+        return {"success": True, "result": "custom_result"}
+
+
+class RefusingExecutor:
+    def can_execute(self, job: Job) -> bool:
+        return job.name == "refused"
+
+    def execute(self, job: Job):
+        return {"success": False, "error": "not today"}
+
+
+def test_seed_worker_api(database_url: str) -> None:
+    engine = create_engine(database_url)
+    session_maker = sessionmaker(bind=engine)
+    agent_registry = {"my_custom_agent": my_custom_agent}
+    worker = TaiatWorker(
+        session_maker=session_maker,
+        agent_registry=agent_registry,
+        poll_interval=0.1,
+        max_concurrent_jobs=2,
+    )
+    worker.add_executor(MyCustomExecutor())
+    worker.add_executor(RefusingExecutor())
+    manager = JobManager(session_maker)
+    agent = manager.create_job(
+        JobType.AGENT, "a", payload={"agent_name": "my_custom_agent", "parameters": {"x": 1}}
+    )
+    custom = manager.create_job(JobType.AGENT, "c", payload={"agent_name": "my_agent"})
+    refused = manager.create_job(
+        JobType.AGENT, "refused", max_retries=0, payload={"agent_name": "my_custom_agent"}
+    )
+    # run() blocks until stop(); off the main thread it takes no signal handlers.
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        for job in (agent, custom, refused):
+            poll(lambda j=job: manager.get_job(j.id).status.finished, 60, job.name)
+    finally:
+        worker.stop()
+        runner.join(60)
+    assert not runner.is_alive()
+    assert manager.get_job(agent.id).result == {"result": "agent_completed", "got": {"x": 1}}
+    assert manager.get_job(custom.id).result == {"success": True, "result": "custom_result"}
+    failed = manager.get_job(refused.id)
+    assert failed.status is JobStatus.FAILED and failed.error_message == "not today"
+    assert worker.counters["completed"] == 2 and worker.counters["failed"] == 1
+    engine.dispose()
