@@ -121,6 +121,12 @@ Options:
                                 default 5).
   --max-result-bytes N          Largest result a job may send back (TAIAT_MAX_RESULT_BYTES;
                                 default 16777216).
+  --lease S                     Seconds without a heartbeat after which a supervisor is taken
+                                for dead and its jobs are run elsewhere (TAIAT_LEASE;
+                                default 30).
+  --quarantine-after N          Fail a job for good once it has crashed (signal, memory, lost
+                                supervisor) on N attempts in a row (TAIAT_QUARANTINE_AFTER;
+                                default 3).
   --status-file PATH            JSON status file, rewritten atomically (TAIAT_STATUS_FILE).
   --metrics-file PATH           Prometheus textfile (TAIAT_METRICS_FILE).
   --burst                       Exit 0 once nothing runs here and no job is pending
@@ -148,6 +154,8 @@ _SUPERVISOR_OPTIONS: dict[str, tuple[str, str]] = {
     "--drain-timeout": ("TAIAT_DRAIN_TIMEOUT", "nonnegative"),
     "--kill-grace": ("TAIAT_KILL_GRACE", "nonnegative"),
     "--max-result-bytes": ("TAIAT_MAX_RESULT_BYTES", "count"),
+    "--lease": ("TAIAT_LEASE", "positive"),
+    "--quarantine-after": ("TAIAT_QUARANTINE_AFTER", "count"),
     "--status-file": ("TAIAT_STATUS_FILE", "path"),
     "--metrics-file": ("TAIAT_METRICS_FILE", "path"),
     "--log-level": ("TAIAT_LOG_LEVEL", "level"),

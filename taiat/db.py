@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.sql
 import sqlalchemy.exc
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -199,3 +200,52 @@ def after_fork_in_child(engine: Engine) -> None:
     Closing them would send a terminate message on the parent's live connections.
     """
     engine.dispose(close=False)
+
+
+class Listener:
+    """A connection of its own, in autocommit, LISTENing on a channel (PostgreSQL only).
+
+    Its `fileno()` goes into the supervisor's wait; `drain()` takes what has arrived.
+    """
+
+    def __init__(self, engine: Engine, channel: str) -> None:
+        self.engine = engine
+        self.channel = channel
+        self._conn: psycopg.Connection | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    def connect(self) -> None:
+        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+        kwargs.pop("context", None)
+        try:
+            conn = psycopg.connect(*args, **kwargs, autocommit=True)
+            conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(self.channel)))
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(
+                f"cannot LISTEN on {describe(self.engine)}: {str(exc).strip().splitlines()[0]}"
+            ) from exc
+        self._conn = conn
+
+    def fileno(self) -> int:
+        assert self._conn is not None
+        return self._conn.fileno()
+
+    def drain(self) -> list[str]:
+        """Every payload that has arrived, without waiting."""
+        assert self._conn is not None
+        payloads: list[str] = []
+        try:
+            while batch := [note.payload for note in self._conn.notifies(timeout=0)]:
+                payloads.extend(batch)
+        except psycopg.Error as exc:
+            self.close()
+            raise DatabaseUnavailable(f"lost the LISTEN connection: {exc}") from exc
+        return payloads
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -243,6 +243,14 @@ class JobManager:
         short); False when the claim is stale."""
         return self.run(lambda conn: lifecycle.requeue(conn, job_id, claim_seq, attempt))
 
+    def record_attempt(self, attempt: Attempt) -> None:
+        """Record a run whose job has moved on (cancelled, taken back): no state changes."""
+        self.run(lambda conn: lifecycle.record_attempt(conn, attempt))
+
+    def current_claims(self, claims: Mapping[str, int]) -> set[str]:
+        """Those of the jobs (id -> claim_seq) whose claim is still the running one."""
+        return self.run(lambda conn: queries.current_claims(conn, claims))
+
     def pending_count(self) -> int:
         """Pending jobs, ready or not (a retry waiting out its backoff counts)."""
         return self.run(queries.count_pending)

@@ -28,13 +28,21 @@ from taiat.errors import DuplicateJob, InvalidDependency, InvalidTransition, Job
 from taiat.jobs import Attempt, JobStatus
 from taiat.specs import JobSpec, clean_text, new_job_id
 
+#: Attempt outcomes that mean the job died hard: killed by a signal it did not ask for
+#: ("crashed" with a signal), by the memory limit, or with its supervisor ("lost").
+CRASH_OUTCOMES = frozenset({"crashed", "memory", "lost"})
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter: attempt n waits between half and all of base * 2**n."""
+    """Exponential backoff with jitter: attempt n waits between half and all of base * 2**n.
+
+    A job whose last `quarantine_after` attempts all crashed fails for good, retries or not.
+    """
 
     base_delay: float = 1.0
     max_delay: float = 300.0
+    quarantine_after: int = 3
 
     def delay(self, retry_count: int) -> float:
         ceiling = min(self.max_delay, self.base_delay * 2.0 ** min(retry_count, 30))
@@ -99,6 +107,8 @@ def create(conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]) -> 
             ready.append(spec.id)
     queries.insert_jobs(conn, rows)
     queries.insert_edges(conn, edges)
+    if ready:
+        queries.notify(conn, "ready")
     return ready
 
 
@@ -140,7 +150,10 @@ def complete(
         return None
     now = queries.db_now(conn)
     queries.move_to_history(conn, [history_entry(row, JobStatus.COMPLETED, now, result=result)])
-    return queries.release_dependents(conn, job_id)
+    ready = queries.release_dependents(conn, job_id)
+    if ready:
+        queries.notify(conn, "ready")
+    return ready
 
 
 def fail(
@@ -159,6 +172,10 @@ def fail(
     row = queries.lock_running(conn, job_id, claim_seq)
     if row is None:
         return None
+    crashes = _crashes_in_a_row(conn, job_id, policy.quarantine_after)
+    if crashes >= policy.quarantine_after:
+        retry = False
+        error = f"quarantined: crashed on {crashes} attempts in a row; last: {error}"
     if retry and row["retry_count"] < row["max_retries"]:
         delay = policy.delay(row["retry_count"])
         queries.reschedule(conn, job_id, claim_seq, clean_text(error), delay)
@@ -173,7 +190,10 @@ def fail(
 def requeue(conn: Connection, job_id: str, claim_seq: int, attempt: Attempt | None) -> bool:
     """Put a running job back to pending without spending a retry; False when stale."""
     record_attempt(conn, attempt)
-    return queries.requeue(conn, job_id, claim_seq)
+    requeued = queries.requeue(conn, job_id, claim_seq)
+    if requeued:
+        queries.notify(conn, "ready")
+    return requeued
 
 
 def cancel(conn: Connection, job_id: str) -> bool:
@@ -186,6 +206,8 @@ def cancel(conn: Connection, job_id: str) -> bool:
     now = queries.db_now(conn)
     entry = history_entry(row, JobStatus.CANCELLED, now, error="cancelled by request")
     queries.move_to_history(conn, [entry])
+    if row["status"] == JobStatus.RUNNING.value:
+        queries.notify(conn, f"cancel:{job_id}")
     cancel_dependents(conn, row, JobStatus.CANCELLED, now)
     return True
 
@@ -212,6 +234,16 @@ def cancel_dependents(
         frontier = [row["id"] for row in rows]
         cancelled.extend(frontier)
     return cancelled
+
+
+def _crashes_in_a_row(conn: Connection, job_id: str, limit: int) -> int:
+    count = 0
+    for attempt in queries.recent_attempts(conn, job_id, limit):
+        died_by_signal = attempt["outcome"] != "crashed" or attempt["exit_signal"] is not None
+        if attempt["outcome"] not in CRASH_OUTCOMES or not died_by_signal:
+            break
+        count += 1
+    return count
 
 
 def _verb(status: str) -> str:
@@ -247,4 +279,6 @@ def retry(conn: Connection, job_id: str) -> RowMapping:
     unmet = sorted(_active_dependencies(conn, {dep: job_id for dep in deps}, missing_ok=True))
     pending = queries.make_pending(conn, row, len(unmet))
     queries.insert_edges(conn, [{"job_id": job_id, "depends_on": dep} for dep in unmet])
+    if not unmet:
+        queries.notify(conn, "ready")
     return pending

@@ -230,7 +230,7 @@ class JobProcess:
         except ChildProcessError:
             # Reaped by someone else in this process (an embedding program's own wait()): the
             # exit status is lost, but the job must not wait for it forever.
-            if _pid_exists(self.pid):
+            if pid_exists(self.pid):
                 return None
             pid, status, usage = self.pid, -1, None
         if pid == 0:
@@ -289,7 +289,8 @@ class JobProcess:
         self._process.close()
 
 
-def _pid_exists(pid: int) -> bool:
+def pid_exists(pid: int) -> bool:
+    """Whether a process with this pid exists (zombies included)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import RowMapping, and_, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from taiat.jobs import JobStatus
@@ -336,7 +338,42 @@ def release_dependents(conn: Connection, job_id: str) -> list[str]:
 
 
 def insert_attempt(conn: Connection, values: Mapping[str, Any]) -> None:
-    conn.execute(insert(attempts).values(**values))
+    """Record an attempt once: writing it again (a retry after a lost commit) changes nothing."""
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(dialect_insert(attempts).values(**values).on_conflict_do_nothing())
+
+
+def recent_attempts(conn: Connection, job_id: str, count: int) -> list[RowMapping]:
+    """The job's last `count` attempts, newest first."""
+    stmt = (
+        select(attempts)
+        .where(attempts.c.job_id == job_id)
+        .order_by(attempts.c.attempt.desc())
+        .limit(count)
+    )
+    return list(conn.execute(stmt).mappings())
+
+
+def current_claims(conn: Connection, claims: Mapping[str, int]) -> set[str]:
+    """Those of the jobs (id -> claim_seq) whose claim is still the running one."""
+    if not claims:
+        return set()
+    stmt = select(jobs.c.id, jobs.c.claim_seq).where(
+        jobs.c.id.in_(list(claims)), jobs.c.status == RUNNING
+    )
+    return {row.id for row in conn.execute(stmt) if claims.get(row.id) == row.claim_seq}
+
+
+# -- wake-ups (PostgreSQL) -----------------------------------------------------------------
+
+#: The channel supervisors LISTEN on. Payloads: "ready", or "cancel:<job id>".
+CHANNEL = "taiat_jobs"
+
+
+def notify(conn: Connection, payload: str) -> None:
+    """Wake the listening supervisors when this transaction commits; nothing on SQLite."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_notify(CHANNEL, payload)))
 
 
 # -- cleanup -------------------------------------------------------------------------------
@@ -375,6 +412,21 @@ def unregister_worker(conn: Connection, worker_id: str) -> None:
 def list_workers(conn: Connection) -> list[RowMapping]:
     stmt = select(workers, utcnow().label("now")).order_by(workers.c.started_at)
     return list(conn.execute(stmt).mappings())
+
+
+def orphaned_jobs(conn: Connection, live_worker_ids: Collection[str]) -> list[RowMapping]:
+    """Running jobs whose supervisor is not among the live ones (dead, or its row is gone)."""
+    stmt = select(jobs).where(jobs.c.status == RUNNING)
+    if live_worker_ids:
+        stmt = stmt.where(
+            (jobs.c.worker_id.is_(None)) | jobs.c.worker_id.not_in(list(live_worker_ids))
+        )
+    return list(conn.execute(stmt.order_by(jobs.c.id)).mappings())
+
+
+def delete_workers(conn: Connection, worker_ids: Collection[str]) -> None:
+    if worker_ids:
+        conn.execute(delete(workers).where(workers.c.id.in_(list(worker_ids))))
 
 
 def running_for_workers(conn: Connection, worker_ids: Iterable[str]) -> list[RowMapping]:

@@ -98,6 +98,10 @@ class Recorder:
         elif ending.cause == "stopped":
             outcome = self.manager.requeue_job(job.id, job.claim_seq, attempt)
             words = "put back to pending"
+        elif ending.cause in ("cancelled", "superseded"):
+            # The job has moved on without this run; only the run itself is left to record.
+            self.manager.record_attempt(attempt)
+            return
         else:
             outcome = self.manager.fail_job(
                 job.id, job.claim_seq, ending.error or ending.cause, attempt

@@ -12,14 +12,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from multiprocess.connection import wait
 
-from taiat import __version__, db, status, workers
+from taiat import __version__, db, queries, status, workers
 from taiat.errors import DatabaseUnavailable
 from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_registry
 from taiat.job_manager import JobManager
@@ -49,9 +49,30 @@ class SupervisorConfig:
     metrics_file: Path | None = None
     burst: bool = False
     max_result_bytes: int = 16 * MiB
+    lease: float = 30.0
+    quarantine_after: int = 3
     status_interval: float = 2.0
     heartbeat_interval: float = 10.0
     memory_sample_interval: float = 0.2
+    #: How often running jobs' claims are checked against the database (cancel, take-back).
+    check_interval: float = 1.0
+
+
+class _Timers:
+    """Named periodic timers on the monotonic clock."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+
+    def due(self, name: str, now: float, every: float, *, force: bool = False) -> bool:
+        """True (and rescheduled `every` seconds on) when the timer has come, or when forced."""
+        if force or now >= self.at.get(name, now):
+            self.at[name] = now + every
+            return True
+        return False
+
+    def next(self, skip: tuple[str, ...] = ()) -> float:
+        return min((at for name, at in self.at.items() if name not in skip), default=0.0)
 
 
 class Supervisor:
@@ -67,7 +88,14 @@ class Supervisor:
         self.registry = default_registry(agent_registry)
         self.custom_executors: list[JobExecutor] = []
         self.host = socket.gethostname()
-        self.worker_id = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = workers.new_worker_id(self.host, os.getpid(), uuid.uuid4().hex[:8])
+        self.manager.retry_policy = replace(
+            self.manager.retry_policy, quarantine_after=self.config.quarantine_after
+        )
+        self._heartbeat_interval = min(self.config.heartbeat_interval, self.config.lease / 3)
+        self.listener: db.Listener | None = None
+        if self.manager.engine.dialect.name == "postgresql":
+            self.listener = db.Listener(self.manager.engine, queries.CHANNEL)
         self.children: dict[int, JobProcess] = {}
         self.counters = {"completed": 0, "failed": 0, "timed_out": 0, "crashed": 0}
         self.state = "starting"
@@ -114,6 +142,8 @@ class Supervisor:
         try:
             self._loop()
         finally:
+            if self.listener is not None:
+                self.listener.close()
             self.state = "stopped"
             self._publish(force=True)
             self._unregister()
@@ -126,14 +156,8 @@ class Supervisor:
 
     def _loop(self) -> None:
         cfg = self.config
-        now = time.monotonic()
-        next_poll = now
-        next_heartbeat = now + cfg.heartbeat_interval
-        next_cleanup = now
-        next_status = now
-        next_memory = now
+        timers = _Timers()
         watchdog = status.watchdog_interval()
-        next_watchdog = now
         drain_deadline: float | None = None
         stops_seen = 0
         while True:
@@ -142,56 +166,55 @@ class Supervisor:
                 stops_seen = self._stop_requests
                 drain_deadline = self._begin_drain(now, stops_seen, drain_deadline)
             self._reap()
-            if now >= next_memory:
+            if self.children:
+                if timers.due("memory", now, cfg.memory_sample_interval):
+                    for proc in self.children.values():
+                        proc.sample_memory()
+                if timers.due("claims", now, cfg.check_interval):
+                    self._check_claims()
                 for proc in self.children.values():
-                    proc.sample_memory()
-                next_memory = now + cfg.memory_sample_interval
-            for proc in self.children.values():
-                proc.check_deadline(now, cfg.kill_grace)
+                    proc.check_deadline(now, cfg.kill_grace)
             if drain_deadline is not None and now >= drain_deadline:
                 for proc in self.children.values():
                     if proc.kill_at is None:
                         proc.stop("stopped", "the supervisor stopped", grace=cfg.kill_grace)
                 drain_deadline = float("inf")
             self.recorder.flush()
-            if now >= next_heartbeat:
+            if timers.due("heartbeat", now, self._heartbeat_interval):
                 self._heartbeat()
-                next_heartbeat = now + cfg.heartbeat_interval
-            if now >= next_cleanup:
+            if timers.due("cleanup", now, cfg.cleanup_interval_hours * 3600):
                 self._cleanup()
-                next_cleanup = now + cfg.cleanup_interval_hours * 3600
-            if drain_deadline is None and (self._claim_now or now >= next_poll):
+            if drain_deadline is None and (
+                timers.due("poll", now, cfg.poll_interval, force=self._claim_now)
+            ):
                 self._claim_now = False
-                next_poll = now + cfg.poll_interval
                 started = self._claim()
                 if cfg.burst and not started and not self.children and self._nothing_left():
                     log.info("burst: no job left to run")
                     return
             if drain_deadline is not None and not self.children and not self.recorder.pending:
                 return
-            if watchdog is not None and now >= next_watchdog:
+            if watchdog is not None and timers.due("watchdog", now, watchdog):
                 status.notify("WATCHDOG=1")
-                next_watchdog = now + watchdog
-            if now >= next_status:
+            if timers.due("status", now, cfg.status_interval):
                 self._dirty = True
-                next_status = now + cfg.status_interval
             self._publish()
-            timers = [next_poll, next_heartbeat, next_status, next_cleanup]
+            wake = timers.next(skip=() if self.children else ("memory", "claims"))
             if self.children:
-                timers.append(next_memory)
-                timers.extend(t for p in self.children.values() if (t := p.next_timer))
+                wake = min([wake, *(t for p in self.children.values() if (t := p.next_timer))])
                 if not self._signals_installed:  # no SIGCHLD wake-up off the main thread
-                    timers.append(now + 0.05)
+                    wake = min(wake, now + 0.05)
             if drain_deadline is not None:
-                timers.append(drain_deadline)
+                wake = min(wake, drain_deadline)
             if self.recorder.retry_at is not None:
-                timers.append(self.recorder.retry_at)
-            if watchdog is not None:
-                timers.append(next_watchdog)
-            self._wait(max(0.0, min(timers) - time.monotonic()))
+                wake = min(wake, self.recorder.retry_at)
+            self._wait(max(0.0, wake - time.monotonic()))
 
     def _wait(self, timeout: float) -> None:
         fds = [self._wake_r, *(p.fd for p in self.children.values() if p.fd >= 0)]
+        listener = self.listener if self.listener and self.listener.connected else None
+        if listener is not None:
+            fds.append(listener.fileno())
         for ready in wait(fds, timeout):
             if ready == self._wake_r:
                 try:
@@ -199,8 +222,40 @@ class Supervisor:
                         pass
                 except BlockingIOError:
                     pass
+            elif listener is not None and ready == listener.fileno():
+                self._hear(listener)
         for proc in self.children.values():
             proc.read_available()
+
+    def _hear(self, listener: db.Listener) -> None:
+        """Act on NOTIFY payloads: a job became ready, or a running one was cancelled."""
+        try:
+            payloads = listener.drain()
+        except DatabaseUnavailable as exc:
+            log.warning("%s; polling until it is back", exc)
+            return
+        by_job = {proc.job.id: proc for proc in self.children.values()}
+        for payload in payloads:
+            if payload == "ready":
+                self._claim_now = True
+            elif payload.startswith("cancel:") and (proc := by_job.get(payload[7:])):
+                log.info("job %s (%s) cancelled: stopping it", proc.job.id, proc.job.name)
+                proc.stop("cancelled", "cancelled while running")
+
+    def _check_claims(self) -> None:
+        """Stop children whose claim is no longer current: cancelled, or taken back by another
+        supervisor that believed this one dead. (The fallback for a missed NOTIFY, and all
+        that SQLite has.)"""
+        claims = {p.job.id: p.job.claim_seq for p in self.children.values() if p.kill_at is None}
+        current = self.recorder.call(lambda: self.manager.current_claims(claims), set(claims))
+        for proc in self.children.values():
+            if proc.job.id in claims and proc.job.id not in current:
+                log.warning(
+                    "job %s (%s): its claim is no longer current; stopping it",
+                    proc.job.id,
+                    proc.job.name,
+                )
+                proc.stop("superseded", "cancelled, or taken back by another supervisor")
 
     def _begin_drain(self, now: float, stops: int, deadline: float | None) -> float:
         if stops == 1 and deadline is None:
@@ -284,7 +339,7 @@ class Supervisor:
     def _count(self, ending: Ending) -> None:
         if ending.ok:
             self.counters["completed"] += 1
-        elif ending.cause != "stopped":
+        elif ending.cause not in ("stopped", "cancelled", "superseded"):
             self.counters["failed"] += 1
             if ending.cause == "timed_out":
                 self.counters["timed_out"] += 1
@@ -316,10 +371,24 @@ class Supervisor:
         workers.register(self.manager, self.worker_id, self.host, os.getpid())
 
     def _heartbeat(self) -> None:
+        """Heartbeat, take back the jobs of dead supervisors, and make sure we are LISTENing."""
         pid = os.getpid()
         self.recorder.call(
             lambda: workers.heartbeat(self.manager, self.worker_id, self.host, pid), None
         )
+        lease = self.config.lease
+        none: list[str] = []
+        taken = self.recorder.call(
+            lambda: workers.recover(self.manager, self.worker_id, self.host, lease), none
+        )
+        if taken:
+            self._claim_now = True
+        if self.listener is not None and not self.listener.connected and self.recorder.ok:
+            try:
+                self.listener.connect()
+                self._claim_now = True  # whatever was announced while we were deaf
+            except DatabaseUnavailable as exc:
+                log.warning("%s; polling meanwhile", exc)
 
     def _unregister(self) -> None:
         try:

@@ -1,11 +1,75 @@
-"""Supervisors in the database: each registers a row under a unique id and heartbeats it."""
+"""Supervisors in the database: each registers a row under a unique id and heartbeats it; a
+supervisor whose heartbeat is older than the lease is dead, and the live ones take its running
+jobs back."""
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
 from typing import Any
 
-from taiat import queries
+from sqlalchemy.engine import Connection
+
+from taiat import lifecycle, queries
 from taiat.job_manager import JobManager
+from taiat.jobs import Attempt
+from taiat.process import pid_exists
+
+log = logging.getLogger(__name__)
+
+
+def new_worker_id(host: str, pid: int, token: str) -> str:
+    """Unique per start; host and pid stay readable even when the row is gone."""
+    return f"{host}:{pid}:{token}"
+
+
+def describe(worker_id: str | None) -> str:
+    """ "(host, pid)" of a supervisor, from its id alone."""
+    if not worker_id:
+        return "(unknown host, unknown pid)"
+    parts = worker_id.split(":")
+    if len(parts) >= 3:
+        return f"({':'.join(parts[:-2])}, {parts[-2]})"
+    return f"({worker_id})"
+
+
+def recover(manager: JobManager, worker_id: str, host: str, lease: float) -> list[str]:
+    """Take back the running jobs of dead supervisors, as failed attempts ("supervisor lost"),
+    retried per each job's policy. A supervisor is dead when its heartbeat is older than
+    `lease` seconds, when it is on this host and its process is gone, or when its row is
+    missing altogether. Returns the ids of the jobs taken back."""
+
+    def work(conn: Connection) -> list[str]:
+        now = queries.db_now(conn)
+        dead: list[str] = []
+        live: list[str] = []
+        for row in queries.list_workers(conn):
+            stale = row["heartbeat_at"] < now - timedelta(seconds=lease)
+            gone = row["host"] == host and row["id"] != worker_id and not pid_exists(row["pid"])
+            (dead if stale or gone else live).append(row["id"])
+        live.append(worker_id)
+        taken: list[str] = []
+        for job in queries.orphaned_jobs(conn, live):
+            error = f"supervisor lost {describe(job['worker_id'])}"
+            attempt = Attempt(
+                job_id=job["id"],
+                attempt=job["claim_seq"],
+                worker_id=job["worker_id"],
+                outcome="lost",
+                error_message=error,
+                started_at=job["started_at"],
+                ended_at=now,
+            )
+            status = lifecycle.fail(
+                conn, job["id"], job["claim_seq"], error, attempt, manager.retry_policy
+            )
+            if status is not None:
+                log.warning("job %s (%s): %s; now %s", job["id"], job["name"], error, status.value)
+                taken.append(job["id"])
+        queries.delete_workers(conn, dead)
+        return taken
+
+    return manager.run(work)
 
 
 def register(manager: JobManager, worker_id: str, host: str, pid: int) -> None:
