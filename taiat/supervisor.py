@@ -377,9 +377,11 @@ class Supervisor:
             lambda: workers.heartbeat(self.manager, self.worker_id, self.host, pid), None
         )
         lease = self.config.lease
+        here = {p.job.id for p in self.children.values()}
+        here.update(record.job.id for record in self.recorder.pending)
         none: list[str] = []
         taken = self.recorder.call(
-            lambda: workers.recover(self.manager, self.worker_id, self.host, lease), none
+            lambda: workers.recover(self.manager, self.worker_id, self.host, lease, here), none
         )
         if taken:
             self._claim_now = True

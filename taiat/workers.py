@@ -5,6 +5,7 @@ jobs back."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -33,11 +34,20 @@ def describe(worker_id: str | None) -> str:
     return f"({worker_id})"
 
 
-def recover(manager: JobManager, worker_id: str, host: str, lease: float) -> list[str]:
+def recover(
+    manager: JobManager,
+    worker_id: str,
+    host: str,
+    lease: float,
+    running_here: Collection[str] = (),
+) -> list[str]:
     """Take back the running jobs of dead supervisors, as failed attempts ("supervisor lost"),
     retried per each job's policy. A supervisor is dead when its heartbeat is older than
     `lease` seconds, when it is on this host and its process is gone, or when its row is
-    missing altogether. Returns the ids of the jobs taken back."""
+    missing altogether. Jobs claimed in this supervisor's own name that it is not running
+    (`running_here`: its children and its unwritten results) were claimed by a statement
+    whose reply was lost in a database outage: they go back to pending, no retry spent.
+    Returns the ids of the jobs taken back."""
 
     def work(conn: Connection) -> list[str]:
         now = queries.db_now(conn)
@@ -49,6 +59,14 @@ def recover(manager: JobManager, worker_id: str, host: str, lease: float) -> lis
             (dead if stale or gone else live).append(row["id"])
         live.append(worker_id)
         taken: list[str] = []
+        for job in queries.running_for_workers(conn, [worker_id]):
+            if job["id"] not in running_here and lifecycle.requeue(
+                conn, job["id"], job["claim_seq"], None
+            ):
+                log.warning(
+                    "job %s (%s): claim reply lost; back to pending", job["id"], job["name"]
+                )
+                taken.append(job["id"])
         for job in queries.orphaned_jobs(conn, live):
             error = f"supervisor lost {describe(job['worker_id'])}"
             attempt = Attempt(

@@ -92,3 +92,16 @@ def flaky(marker: str) -> str:
         path.write_text("failed once")
         raise RuntimeError("first attempt fails")
     return "second attempt works"
+
+
+def append(path: str, seconds: float = 0.0) -> str:
+    """Append this job's id to a file (one write, O_APPEND: lines never interleave)."""
+    if seconds:
+        time.sleep(seconds)
+    job_id = taiat.current_job().id
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{job_id}\n".encode())
+    finally:
+        os.close(fd)
+    return job_id

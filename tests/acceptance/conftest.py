@@ -38,6 +38,7 @@ AGENT_CONFIG = {
         "huge",
         "whoami",
         "flaky",
+        "append",
     ]
 }
 
@@ -101,11 +102,11 @@ class Supervisor:
             if entry == "module"
             else [str(ROOT / "bin" / "taiat-supervisor")]
         )
+        if "--poll-interval" not in args:
+            command += ["--poll-interval", "0.2"]
         command += [
             "--database-url",
             url,
-            "--poll-interval",
-            "0.2",
             "--status-file",
             str(self.status_file),
             "--metrics-file",
