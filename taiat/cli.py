@@ -129,6 +129,8 @@ Options:
                                 default 3).
   --status-file PATH            JSON status file, rewritten atomically (TAIAT_STATUS_FILE).
   --metrics-file PATH           Prometheus textfile (TAIAT_METRICS_FILE).
+  --no-listen                   Do not LISTEN for wake-ups on PostgreSQL; find jobs by polling
+                                only (TAIAT_NO_LISTEN=1), e.g. behind a transaction pooler.
   --burst                       Exit 0 once nothing runs here and no job is pending
                                 (TAIAT_BURST=1).
   --log-level LEVEL             DEBUG, INFO, WARNING or ERROR (TAIAT_LOG_LEVEL;
@@ -199,6 +201,10 @@ def _convert(option: str, env: str, kind: str, raw: str | None) -> Any:
     return number
 
 
+def _flag(env: str) -> bool:
+    return os.environ.get(env, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def supervisor_config(args: dict) -> tuple[SupervisorConfig, str]:
     """The supervisor's settings from the command line and the environment, checked."""
     values: dict[str, Any] = {}
@@ -209,8 +215,11 @@ def supervisor_config(args: dict) -> tuple[SupervisorConfig, str]:
     level = values.pop("log_level", "INFO")
     if "memory_limit" in values:
         values["memory_limit_mb"] = values.pop("memory_limit")
-    burst = os.environ.get("TAIAT_BURST", "").lower() in ("1", "true", "yes", "on")
-    config = SupervisorConfig(**values, burst=bool(args.get("--burst") or burst))
+    config = SupervisorConfig(
+        **values,
+        burst=bool(args.get("--burst")) or _flag("TAIAT_BURST"),
+        listen=not (args.get("--no-listen") or _flag("TAIAT_NO_LISTEN")),
+    )
     for path in (config.status_file, config.metrics_file):
         if path is not None and not path.parent.is_dir():
             raise ConfigurationError(f"no directory to write {path} in: create {path.parent}")

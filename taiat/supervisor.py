@@ -50,6 +50,8 @@ class SupervisorConfig:
     burst: bool = False
     max_result_bytes: int = 16 * MiB
     lease: float = 30.0
+    #: LISTEN for wake-ups (PostgreSQL); off, only polling finds new jobs.
+    listen: bool = True
     quarantine_after: int = 3
     status_interval: float = 2.0
     heartbeat_interval: float = 10.0
@@ -94,7 +96,7 @@ class Supervisor:
         )
         self._heartbeat_interval = min(self.config.heartbeat_interval, self.config.lease / 3)
         self.listener: db.Listener | None = None
-        if self.manager.engine.dialect.name == "postgresql":
+        if self.manager.engine.dialect.name == "postgresql" and self.config.listen:
             self.listener = db.Listener(self.manager.engine, queries.CHANNEL)
         self.children: dict[int, JobProcess] = {}
         self.counters = {"completed": 0, "failed": 0, "timed_out": 0, "crashed": 0}

@@ -1,0 +1,1 @@
+"""The benchmark suite: `python -m bench` (or `bench/run`) prints a table and writes JSON."""

@@ -1,0 +1,14 @@
+"""Agents for the benchmarks: as cheap as a job can be."""
+
+from __future__ import annotations
+
+import time
+
+
+def noop() -> None:
+    return None
+
+
+def stamp() -> float:
+    """The wall-clock time at which the job's code began, for enqueue-to-start latency."""
+    return time.time()
