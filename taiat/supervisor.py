@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -26,6 +24,7 @@ from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job
 from taiat.process import Ending, JobProcess
 from taiat.recorder import Record, Recorder
+from taiat.wakeup import Timers, WakeUp
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +59,6 @@ class SupervisorConfig:
     check_interval: float = 1.0
 
 
-class _Timers:
-    """Named periodic timers on the monotonic clock."""
-
-    def __init__(self) -> None:
-        self.at: dict[str, float] = {}
-
-    def due(self, name: str, now: float, every: float, *, force: bool = False) -> bool:
-        """True (and rescheduled `every` seconds on) when the timer has come, or when forced."""
-        if force or now >= self.at.get(name, now):
-            self.at[name] = now + every
-            return True
-        return False
-
-    def next(self, skip: tuple[str, ...] = ()) -> float:
-        return min((at for name, at in self.at.items() if name not in skip), default=0.0)
-
-
 class Supervisor:
     def __init__(
         self,
@@ -103,15 +85,10 @@ class Supervisor:
         self.state = "starting"
         self.started_at = datetime.now(UTC)
         self.recorder = Recorder(self.manager, self._changed)
-        self._stop_requests = 0
-        self._wake_r, self._wake_w = os.pipe()
-        for fd in (self._wake_r, self._wake_w):
-            os.set_blocking(fd, False)
-        self._signals_installed = False
+        self.wakeup = WakeUp()
         self._reporter = status.StatusReporter(self.config.status_file, self.config.metrics_file)
         self._dirty = True
         self._claim_now = True
-        self._last_signal = "stop requested"
 
     # -- public ---------------------------------------------------------------------------
 
@@ -122,16 +99,11 @@ class Supervisor:
     def stop(self) -> None:
         """Ask the supervisor to drain and exit; a second call ends the drain at once. Safe
         from signal handlers and other threads."""
-        self._last_signal = "stop requested"
-        self._stop_requests += 1
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass
+        self.wakeup.request_stop()
 
     def run(self) -> int:
         """Serve until stopped (or, in burst mode, until nothing is left); returns 0."""
-        self._install_signals()
+        self.wakeup.install_signals()
         self._register()
         self.state = "running"
         status.notify("READY=1", f"STATUS=running {self.config.max_concurrent_jobs} slots")
@@ -150,7 +122,7 @@ class Supervisor:
             self._publish(force=True)
             self._unregister()
             status.notify("STATUS=stopped")
-            self._restore_signals()
+            self.wakeup.restore_signals()
         log.info("supervisor %s stopped: %s", self.worker_id, self.counters)
         return 0
 
@@ -158,14 +130,14 @@ class Supervisor:
 
     def _loop(self) -> None:
         cfg = self.config
-        timers = _Timers()
+        timers = Timers()
         watchdog = status.watchdog_interval()
         drain_deadline: float | None = None
         stops_seen = 0
         while True:
             now = time.monotonic()
-            if self._stop_requests > stops_seen:
-                stops_seen = self._stop_requests
+            if self.wakeup.stop_requests > stops_seen:
+                stops_seen = self.wakeup.stop_requests
                 drain_deadline = self._begin_drain(now, stops_seen, drain_deadline)
             self._reap()
             if self.children:
@@ -204,7 +176,7 @@ class Supervisor:
             wake = timers.next(skip=() if self.children else ("memory", "claims"))
             if self.children:
                 wake = min([wake, *(t for p in self.children.values() if (t := p.next_timer))])
-                if not self._signals_installed:  # no SIGCHLD wake-up off the main thread
+                if not self.wakeup.signals_installed:  # no SIGCHLD wake-up off the main thread
                     wake = min(wake, now + 0.05)
             if drain_deadline is not None:
                 wake = min(wake, drain_deadline)
@@ -213,17 +185,13 @@ class Supervisor:
             self._wait(max(0.0, wake - time.monotonic()))
 
     def _wait(self, timeout: float) -> None:
-        fds = [self._wake_r, *(p.fd for p in self.children.values() if p.fd >= 0)]
+        fds = [self.wakeup.fd, *(p.fd for p in self.children.values() if p.fd >= 0)]
         listener = self.listener if self.listener and self.listener.connected else None
         if listener is not None:
             fds.append(listener.fileno())
         for ready in wait(fds, timeout):
-            if ready == self._wake_r:
-                try:
-                    while os.read(self._wake_r, 512):
-                        pass
-                except BlockingIOError:
-                    pass
+            if ready == self.wakeup.fd:
+                self.wakeup.clear()
             elif listener is not None and ready == listener.fileno():
                 self._hear(listener)
         for proc in self.children.values():
@@ -263,7 +231,7 @@ class Supervisor:
         if stops == 1 and deadline is None:
             log.info(
                 "%s: stopped claiming; draining %d running jobs for up to %g s",
-                self._last_signal,
+                self.wakeup.last_reason,
                 len(self.children),
                 self.config.drain_timeout,
             )
@@ -271,7 +239,7 @@ class Supervisor:
             self._dirty = True
             status.notify("STOPPING=1", f"STATUS=draining {len(self.children)} jobs")
             return now + self.config.drain_timeout
-        log.info("%s again: ending the drain now", self._last_signal)
+        log.info("%s again: ending the drain now", self.wakeup.last_reason)
         return now
 
     # -- children --------------------------------------------------------------------------
@@ -442,34 +410,3 @@ class Supervisor:
         if self._dirty or force:
             self._dirty = False
             self._reporter.publish(self.snapshot())
-
-    # -- signals ---------------------------------------------------------------------------
-
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # embedded in a thread: stop() is the way to end it
-        self._old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        self._old_handlers = {
-            signum: signal.signal(signum, handler)
-            for signum, handler in (
-                (signal.SIGTERM, self._on_stop_signal),
-                (signal.SIGINT, self._on_stop_signal),
-                (signal.SIGCHLD, _ignore),
-            )
-        }
-        self._signals_installed = True
-
-    def _restore_signals(self) -> None:
-        if self._signals_installed:
-            for signum, handler in self._old_handlers.items():
-                signal.signal(signum, handler)
-            signal.set_wakeup_fd(self._old_wakeup)
-            self._signals_installed = False
-
-    def _on_stop_signal(self, signum: int, _frame: Any) -> None:
-        self._stop_requests += 1
-        self._last_signal = signal.Signals(signum).name
-
-
-def _ignore(_signum: int, _frame: Any) -> None:
-    """SIGCHLD needs a handler of its own for the wake-up fd to hear it."""
