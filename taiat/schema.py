@@ -71,23 +71,38 @@ def _sqlite_utcnow(element: utcnow, compiler: Any, **kw: Any) -> str:
 
 metadata = MetaData()
 
+
+def _what_to_run() -> list[Column[Any]]:
+    """The seed's columns describing a job, shared by the active and the history table."""
+    return [
+        Column("job_type", String, nullable=False),
+        Column("name", String, nullable=False),
+        Column("description", Text),
+        Column("payload", JsonType, nullable=False, server_default=text("'{}'")),
+        Column("dependencies", JsonType, nullable=False, server_default=text("'[]'")),
+    ]
+
+
+def _how_it_went() -> list[Column[Any]]:
+    """The seed's columns describing a job's outcome, shared by both tables."""
+    return [
+        Column("error_message", Text),
+        Column("result", JsonType),
+        Column("started_at", DateTime),
+        Column("completed_at", DateTime),
+    ]
+
+
 jobs = Table(
     "taiat_jobs",
     metadata,
     # The seed's columns, names and meanings unchanged.
     Column("id", String, primary_key=True),
-    Column("job_type", String, nullable=False),
-    Column("name", String, nullable=False),
-    Column("description", Text),
-    Column("payload", JsonType, nullable=False, server_default=text("'{}'")),
-    Column("dependencies", JsonType, nullable=False, server_default=text("'[]'")),
+    *_what_to_run(),
     Column("max_retries", Integer, nullable=False, server_default=text("3")),
     Column("retry_count", Integer, nullable=False, server_default=text("0")),
     Column("status", String, nullable=False, server_default=text("'pending'")),
-    Column("error_message", Text),
-    Column("result", JsonType),
-    Column("started_at", DateTime),
-    Column("completed_at", DateTime),
+    *_how_it_went(),
     Column("created_at", DateTime, server_default=utcnow()),
     Column("updated_at", DateTime, server_default=utcnow()),
     # Ours.
@@ -115,16 +130,9 @@ history = Table(
     metadata,
     Column("id", String, primary_key=True),
     Column("job_id", String, nullable=False),
-    Column("job_type", String, nullable=False),
-    Column("name", String, nullable=False),
-    Column("description", Text),
-    Column("payload", JsonType, nullable=False, server_default=text("'{}'")),
-    Column("dependencies", JsonType, nullable=False, server_default=text("'[]'")),
+    *_what_to_run(),
     Column("status", String, nullable=False),
-    Column("error_message", Text),
-    Column("result", JsonType),
-    Column("started_at", DateTime),
-    Column("completed_at", DateTime),
+    *_how_it_went(),
     Column("duration_seconds", Integer),
     Column("created_at", DateTime, server_default=utcnow()),
     # Ours: what `retry_job` needs to run the job again, and who ran it last.

@@ -28,6 +28,21 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+#: The keys every status file has: a contract for monitoring.
+CONTRACT_KEYS = frozenset(
+    {
+        "pid",
+        "host",
+        "version",
+        "started_at",
+        "updated_at",
+        "state",
+        "slots",
+        "running",
+        "counters",
+        "database",
+    }
+)
 #: Every value of the snapshot's "state", in lifecycle order.
 STATES = ("starting", "running", "draining", "stopped")
 #: The snapshot's "counters" keys; each becomes `taiat_supervisor_jobs_<key>_total`.

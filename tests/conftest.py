@@ -78,13 +78,31 @@ def empty_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("sqlite_url")
 
 
+def initialised(url: str) -> str:
+    engine = db.engine_from_url(url)
+    schema.initialise(engine)
+    engine.dispose()
+    return url
+
+
 @pytest.fixture
 def database_url(empty_url: str) -> str:
     """An initialised database, PostgreSQL then SQLite."""
-    engine = db.engine_from_url(empty_url)
-    schema.initialise(engine)
-    engine.dispose()
-    return empty_url
+    return initialised(empty_url)
+
+
+@pytest.fixture
+def pg_database_url(pg_url: str) -> str:
+    """An initialised PostgreSQL schema of this test's own."""
+    return initialised(pg_url)
+
+
+@pytest.fixture
+def pg_manager(pg_database_url: str) -> Iterator[JobManager]:
+    """A JobManager on an initialised PostgreSQL schema of this test's own."""
+    jm = JobManager(pg_database_url)
+    yield jm
+    jm.engine.dispose()
 
 
 @pytest.fixture

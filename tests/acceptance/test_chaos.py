@@ -13,7 +13,7 @@ from pathlib import Path
 
 from conftest import Supervisor, agent_job, wait_until
 
-from taiat import JobManager, db, schema
+from taiat import JobManager
 
 
 def pg_cluster_command(action: str) -> list[str]:
@@ -21,14 +21,10 @@ def pg_cluster_command(action: str) -> list[str]:
     return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action]
 
 
-def setup(pg_url: str) -> JobManager:
-    engine = db.engine_from_url(pg_url)
-    schema.initialise(engine)
-    return JobManager(engine)
-
-
-def test_chaos_three_supervisors_killed_at_random(pg_url: str, tmp_path: Path) -> None:
-    manager = setup(pg_url)
+def test_chaos_three_supervisors_killed_at_random(
+    pg_database_url: str, pg_manager: JobManager, tmp_path: Path
+) -> None:
+    manager, pg_url = pg_manager, pg_database_url
     out = tmp_path / "ran.txt"
     jobs = manager.create_jobs(
         [{**agent_job(f"j{i}", "append", path=str(out)), "max_retries": 10} for i in range(2000)]
@@ -70,11 +66,12 @@ def test_chaos_three_supervisors_killed_at_random(pg_url: str, tmp_path: Path) -
         assert len(lost) >= n - 1, (job_id, attempts)
         assert len(attempts) >= n
     print(f"\nchaos: {kills} supervisors killed, {len(twice)} jobs ran twice, all explained")
-    manager.engine.dispose()
 
 
-def test_postgresql_restart_mid_run(pg_url: str, tmp_path: Path) -> None:
-    manager = setup(pg_url)
+def test_postgresql_restart_mid_run(
+    pg_database_url: str, pg_manager: JobManager, tmp_path: Path
+) -> None:
+    manager, pg_url = pg_manager, pg_database_url
     out = tmp_path / "ran.txt"
     jobs = manager.create_jobs(
         [agent_job(f"j{i}", "append", path=str(out), seconds=0.02) for i in range(300)]
@@ -100,7 +97,6 @@ def test_postgresql_restart_mid_run(pg_url: str, tmp_path: Path) -> None:
     assert max(runs.values()) == 1
     history = manager.get_job_history(limit=None)
     assert len(history) == 300 and len({e.job_id for e in history}) == 300
-    manager.engine.dispose()
 
 
 def _completed(manager: JobManager) -> int:

@@ -35,15 +35,11 @@ def test_cancel_of_a_running_job_kills_it_within_a_second(
     assert sup.status()["counters"]["failed"] == 0
 
 
-def test_idle_supervisor_hears_new_jobs_at_once(pg_url, tmp_path) -> None:
+def test_idle_supervisor_hears_new_jobs_at_once(pg_database_url, pg_manager, tmp_path) -> None:
     from conftest import Supervisor
 
-    from taiat import db, schema
-
-    engine = db.engine_from_url(pg_url)
-    schema.initialise(engine)
-    manager = JobManager(engine)
-    sup = Supervisor(pg_url, tmp_path, "--poll-interval", "60")
+    manager = pg_manager
+    sup = Supervisor(pg_database_url, tmp_path, "--poll-interval", "60")
     try:
         wait_until(lambda: sup.status().get("state") == "running", 30, "start", watch=sup)
         time.sleep(0.5)  # let it settle into its 60 s wait: only a NOTIFY can wake it now
@@ -54,7 +50,6 @@ def test_idle_supervisor_hears_new_jobs_at_once(pg_url, tmp_path) -> None:
             assert time.monotonic() - created < 2.0
     finally:
         sup.stop()
-        engine.dispose()
 
 
 def test_same_host_restart_takes_back_a_killed_supervisors_job(

@@ -11,6 +11,7 @@ from pathlib import Path
 from conftest import agent_job, finished, pid_alive, wait_until
 
 from taiat import JobManager, JobStatus
+from taiat.status import CONTRACT_KEYS
 
 
 def running(manager: JobManager, job_id: str) -> bool:
@@ -80,18 +81,7 @@ def test_status_and_metrics_files(manager: JobManager, supervisor, tmp_path: Pat
     sup = supervisor("--max-concurrent-jobs", "3")
     wait_until(lambda: sup.status().get("running"), 30, "a running job in the status", watch=sup)
     status = sup.status()
-    assert {
-        "pid",
-        "host",
-        "version",
-        "started_at",
-        "updated_at",
-        "state",
-        "slots",
-        "running",
-        "counters",
-        "database",
-    } <= set(status)
+    assert CONTRACT_KEYS <= set(status)
     assert (status["pid"], status["slots"], status["state"]) == (sup.pid, 3, "running")
     assert status["database"] == "ok"
     assert set(status["counters"]) == {"completed", "failed", "timed_out", "crashed"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 
 import multiprocess
-import pytest
 from support import race
 
 from taiat import JobManager, JobStatus, JobType
@@ -22,13 +21,13 @@ def claim_until_empty(url: str, worker: str) -> list[str]:
         claimed.extend(job.id for job in batch)
 
 
-def test_eight_processes_claim_each_job_exactly_once(pg_url_initialised: str) -> None:
-    manager = JobManager(pg_url_initialised)
+def test_eight_processes_claim_each_job_exactly_once(pg_database_url: str) -> None:
+    manager = JobManager(pg_database_url)
     created = manager.create_jobs([{"job_type": "agent", "name": f"job-{i}"} for i in range(2000)])
     manager.engine.dispose()  # nothing pooled crosses the fork
     ctx = multiprocess.get_context("spawn")
     with ctx.Pool(8) as pool:
-        results = pool.starmap(claim_until_empty, [(pg_url_initialised, f"w{i}") for i in range(8)])
+        results = pool.starmap(claim_until_empty, [(pg_database_url, f"w{i}") for i in range(8)])
     counts = Counter(job_id for ids in results for job_id in ids)
     assert set(counts) == {job.id for job in created}
     assert max(counts.values()) == 1
@@ -38,19 +37,9 @@ def test_eight_processes_claim_each_job_exactly_once(pg_url_initialised: str) ->
     assert len(running) == 2000 and {job.claim_seq for job in running} == {1}
 
 
-@pytest.fixture
-def pg_url_initialised(pg_url: str) -> str:
-    from taiat import db, schema
-
-    engine = db.engine_from_url(pg_url)
-    schema.initialise(engine)
-    engine.dispose()
-    return pg_url
-
-
-def test_dependency_finishing_while_dependent_is_created(pg_url_initialised: str) -> None:
+def test_dependency_finishing_while_dependent_is_created(pg_database_url: str) -> None:
     """Whichever commits first, the dependent's count of unmet dependencies is right."""
-    manager = JobManager(pg_url_initialised)
+    manager = JobManager(pg_database_url)
     for round_ in range(60):
         dep = manager.create_job(JobType.AGENT, f"dep-{round_}")
         [claimed] = manager.claim_jobs("w", 1)

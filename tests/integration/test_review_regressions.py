@@ -84,13 +84,9 @@ def test_completed_dependency_id_reused_later_does_not_count_twice(manager: JobM
     assert manager.get_job(waiting.id).unmet_dependencies == 1
 
 
-def test_concurrent_finishes_sharing_dependents(pg_url: str) -> None:
+def test_concurrent_finishes_sharing_dependents(pg_manager: JobManager) -> None:
     """A completion and a failure whose dependents overlap must both go through."""
-    from taiat import db, schema
-
-    engine = db.engine_from_url(pg_url)
-    schema.initialise(engine)
-    manager = JobManager(engine)
+    manager = pg_manager
     for _ in range(5):
         d = manager.create_job(JobType.AGENT, "d")
         x = manager.create_job(JobType.AGENT, "x", max_retries=0)
@@ -106,15 +102,10 @@ def test_concurrent_finishes_sharing_dependents(pg_url: str) -> None:
             lambda: manager.fail_job(x.id, claims[x.id].claim_seq, "boom"),  # noqa: B023
         )
         assert manager.count_jobs().get("pending", 0) == 0
-    engine.dispose()
 
 
-def test_same_id_created_concurrently(pg_url: str) -> None:
-    from taiat import db, schema
-
-    engine = db.engine_from_url(pg_url)
-    schema.initialise(engine)
-    manager = JobManager(engine)
+def test_same_id_created_concurrently(pg_manager: JobManager) -> None:
+    manager = pg_manager
 
     def create() -> object:
         try:
@@ -124,4 +115,3 @@ def test_same_id_created_concurrently(pg_url: str) -> None:
 
     outcomes = race(create, create, create, create)
     assert sum(1 for o in outcomes if isinstance(o, DuplicateJob)) == 3
-    engine.dispose()

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from taiat.status import (
+    CONTRACT_KEYS,
     COUNTERS,
     STATES,
     StatusReporter,
@@ -29,18 +30,6 @@ from taiat.status import (
     write_json_atomically,
 )
 
-CONTRACT_KEYS = {
-    "pid",
-    "host",
-    "version",
-    "started_at",
-    "updated_at",
-    "state",
-    "slots",
-    "running",
-    "counters",
-    "database",
-}
 NASTY_NAME = 'say "hi"\\now\nsecond line'
 
 
