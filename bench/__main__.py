@@ -6,7 +6,8 @@ Usage:
 
 Options:
   --quick        Fewer samples and smaller sizes, for a quick look.
-  --only NAME    Run only this section (repeatable): latency.
+  --only NAME    Run only this section (repeatable): limit, throughput, latency,
+                 enqueue, scale, footprint.
   --json PATH    Where to write the figures [default: bench/results/latest.json].
   -h --help      Show this help.
 """
@@ -24,9 +25,16 @@ from typing import Any
 
 from docopt import docopt
 
-from bench import latency
+from bench import enqueue, footprint, latency, limit, scale, throughput
 
-SECTIONS = {"latency": latency.run}
+SECTIONS = {
+    "limit": limit.run,
+    "throughput": throughput.run,
+    "latency": latency.run,
+    "enqueue": enqueue.run,
+    "scale": scale.run,
+    "footprint": footprint.run,
+}
 
 
 def machine() -> dict[str, Any]:
@@ -34,6 +42,8 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        # Anything else running on the machine skews the figures; this says how busy it was.
+        "load_average_1_5_15": os.getloadavg(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

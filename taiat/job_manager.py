@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from taiat import db, lifecycle, queries, schema
 from taiat.errors import InvalidJob, TransientConflict
 from taiat.jobs import Attempt, Job, JobHistoryEntry, JobStatus, JobType
-from taiat.lifecycle import RetryPolicy
+from taiat.lifecycle import Completion, RetryPolicy
 from taiat.specs import build_batch, build_spec, json_text
 
 __all__ = ["JobManager", "JobType", "JobStatus", "Job", "JobHistoryEntry", "RetryPolicy"]
@@ -207,10 +207,7 @@ class JobManager:
         """Atomically mark up to `limit` ready jobs running for `worker_id`, best first."""
         if limit <= 0:
             return []
-        rows = self.run(lambda conn: queries.claim_jobs(conn, worker_id, limit))
-        jobs = [Job.from_row(row) for row in rows]
-        jobs.sort(key=lambda job: (-job.priority, job.run_at or datetime.min))
-        return jobs
+        return _in_claim_order(self.run(lambda conn: queries.claim_jobs(conn, worker_id, limit)))
 
     def complete_job(
         self, job_id: str, claim_seq: int, result: Any = None, attempt: Attempt | None = None
@@ -218,8 +215,27 @@ class JobManager:
         """Record that this claim of the job succeeded; False when the claim is no longer
         current (cancelled, taken back), and then nothing changes."""
         json_text(result, "the result")
-        ready = self.run(lambda conn: lifecycle.complete(conn, job_id, claim_seq, result, attempt))
-        return ready is not None
+        done, _ = self.run(
+            lambda conn: lifecycle.complete(conn, [Completion(job_id, claim_seq, result, attempt)])
+        )
+        return job_id in done
+
+    def complete_and_claim(
+        self, completions: Sequence[Completion], worker_id: str, limit: int
+    ) -> tuple[set[str], list[Job]]:
+        """Record several successes and claim up to `limit` ready jobs, in one transaction:
+        the supervisor's hot path. Returns the ids recorded (the rest were stale) and the jobs
+        claimed."""
+        for completion in completions:
+            json_text(completion.result, "the result")
+
+        def work(conn: Connection) -> tuple[set[str], list[Any]]:
+            done, _ = lifecycle.complete(conn, completions)
+            claimed = queries.claim_jobs(conn, worker_id, limit) if limit > 0 else []
+            return done, claimed
+
+        done, rows = self.run(work)
+        return done, _in_claim_order(rows)
 
     def fail_job(
         self,
@@ -254,6 +270,12 @@ class JobManager:
     def pending_count(self) -> int:
         """Pending jobs, ready or not (a retry waiting out its backoff counts)."""
         return self.run(queries.count_pending)
+
+
+def _in_claim_order(rows: Iterable[Mapping[Any, Any]]) -> list[Job]:
+    jobs = [Job.from_row(row) for row in rows]
+    jobs.sort(key=lambda job: (-job.priority, job.run_at or datetime.min))
+    return jobs
 
 
 def _find(conn: Connection, job_id: str) -> Job | None:

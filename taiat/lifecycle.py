@@ -140,20 +140,32 @@ def _active_dependencies(
 # -- finishing -----------------------------------------------------------------------------
 
 
-def complete(
-    conn: Connection, job_id: str, claim_seq: int, result: Any, attempt: Attempt | None
-) -> list[str] | None:
-    """Record success; returns the dependents now ready, or None when the claim is stale."""
-    record_attempt(conn, attempt)
-    row = queries.lock_running(conn, job_id, claim_seq)
-    if row is None:
-        return None
-    now = queries.db_now(conn)
-    queries.move_to_history(conn, [history_entry(row, JobStatus.COMPLETED, now, result=result)])
-    ready = queries.release_dependents(conn, job_id)
+@dataclass(frozen=True)
+class Completion:
+    """A claim's success, to record: its result and the attempt's record."""
+
+    job_id: str
+    claim_seq: int
+    result: Any = None
+    attempt: Attempt | None = None
+
+
+def complete(conn: Connection, completions: Sequence[Completion]) -> tuple[set[str], list[str]]:
+    """Record successes, several in one go: returns the ids recorded (the others' claims were
+    stale, and nothing changed for them) and the dependents that became ready."""
+    record_attempts(conn, [c.attempt for c in completions])
+    rows = queries.take_running(conn, {c.job_id: c.claim_seq for c in completions})
+    results = {c.job_id: c.result for c in completions}
+    entries = [
+        history_entry(row, JobStatus.COMPLETED, row["now"], result=results[row["id"]])
+        for row in rows
+    ]
+    queries.insert_history(conn, entries)
+    done = {row["id"] for row in rows}
+    ready = queries.release_dependents(conn, done)
     if ready:
         queries.notify(conn, "ready")
-    return ready
+    return done, ready
 
 
 def fail(
@@ -251,11 +263,18 @@ def _verb(status: str) -> str:
 
 
 def record_attempt(conn: Connection, attempt: Attempt | None) -> None:
-    if attempt is not None:
-        values = asdict(attempt)
-        if values["error_message"]:
-            values["error_message"] = clean_text(values["error_message"])
-        queries.insert_attempt(conn, values)
+    record_attempts(conn, [attempt])
+
+
+def record_attempts(conn: Connection, attempts: Sequence[Attempt | None]) -> None:
+    rows = []
+    for attempt in attempts:
+        if attempt is not None:
+            values = asdict(attempt)
+            if values["error_message"]:
+                values["error_message"] = clean_text(values["error_message"])
+            rows.append(values)
+    queries.insert_attempts(conn, rows)
 
 
 # -- again ---------------------------------------------------------------------------------

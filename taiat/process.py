@@ -5,6 +5,7 @@ how it ended."""
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import signal
@@ -120,9 +121,13 @@ class JobProcess:
             ),
             name=f"taiat-job-{self.job.id}",
         )
+        # Objects alive now are the parent's: frozen, the collector leaves them alone in the
+        # child, whose pages then stay shared instead of being copied on the collector's writes.
+        gc.freeze()
         try:
             process.start()
         finally:
+            gc.unfreeze()
             os.close(write_fd)
         # multiprocess reaps the children it knows of whenever another one starts, which would
         # take the exit status and rusage from us: we reap this one ourselves with wait4.

@@ -11,7 +11,17 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, delete, func, insert, select, update
+from sqlalchemy import (
+    RowMapping,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -192,17 +202,18 @@ def attempts_for(conn: Connection, job_ids: Collection[str]) -> list[RowMapping]
 # -- the state machine ---------------------------------------------------------------------
 
 
-def claim_statement(worker_id: str, limit: int) -> Any:
-    """Mark up to `limit` ready jobs running for `worker_id`, best first; one statement.
+def _claim_statement() -> Any:
+    """Mark up to :claim_limit ready jobs running for :worker_id, best first; one statement.
 
     `FOR NO KEY UPDATE` rather than `FOR UPDATE`: it does not wait for the `FOR KEY SHARE` lock
-    that creating a dependent job takes on its dependencies.
+    that creating a dependent job takes on its dependencies. Built once: this is the
+    supervisor's hot path.
     """
     chosen = (
         select(jobs.c.id)
         .where(_READY, jobs.c.run_at <= utcnow())
         .order_by(*_READY_ORDER)
-        .limit(limit)
+        .limit(bindparam("claim_limit"))
         .with_for_update(skip_locked=True, key_share=True)
         .cte("chosen")
     )
@@ -211,7 +222,7 @@ def claim_statement(worker_id: str, limit: int) -> Any:
         .where(jobs.c.id == chosen.c.id)
         .values(
             status=RUNNING,
-            worker_id=worker_id,
+            worker_id=bindparam("claimer"),
             started_at=utcnow(),
             updated_at=utcnow(),
             claim_seq=jobs.c.claim_seq + 1,
@@ -220,8 +231,26 @@ def claim_statement(worker_id: str, limit: int) -> Any:
     )
 
 
+CLAIM = _claim_statement()
+
+
+def explain_claim(conn: Connection, limit: int = 4) -> str:
+    """The database's plan for the claim statement, as text."""
+    compiled = CLAIM.compile(dialect=conn.dialect)
+    params = compiled.construct_params({"claimer": "explain", "claim_limit": limit})
+    if compiled.positional:
+        args: Any = tuple(params[name] for name in compiled.positiontup or ())
+    else:
+        args = params
+    if conn.dialect.name == "postgresql":
+        return "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {compiled}", args))
+    rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", args)
+    return "\n".join(str(row[-1]) for row in rows)
+
+
 def claim_jobs(conn: Connection, worker_id: str, limit: int) -> list[RowMapping]:
-    return list(conn.execute(claim_statement(worker_id, limit)).mappings())
+    params = {"claimer": worker_id, "claim_limit": limit}
+    return list(conn.execute(CLAIM, params).mappings())
 
 
 def _running(job_id: str, claim_seq: int) -> Any:
@@ -290,6 +319,29 @@ def make_pending(conn: Connection, row: Mapping[Any, Any], unmet: int) -> RowMap
     return conn.execute(stmt).mappings().one()
 
 
+_TAKE_RUNNING = (
+    delete(jobs)
+    .where(
+        jobs.c.status == RUNNING,
+        tuple_(jobs.c.id, jobs.c.claim_seq).in_(bindparam("claims", expanding=True)),
+    )
+    .returning(*jobs.c, utcnow().label("now"))
+)
+
+
+def take_running(conn: Connection, claims: Mapping[str, int]) -> list[RowMapping]:
+    """Delete the jobs (id -> claim_seq) whose claim is still the running one, returning their
+    rows and the database's time as `now`: the guard, the lock and the removal in one."""
+    if not claims:
+        return []
+    return list(conn.execute(_TAKE_RUNNING, {"claims": list(claims.items())}).mappings())
+
+
+def insert_history(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
+    if entries:
+        conn.execute(insert(history), list(entries))
+
+
 def move_to_history(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
     """Write the history entries and delete their jobs and edges; `entries` carry `job_id`."""
     if not entries:
@@ -314,10 +366,12 @@ def pending_dependents(conn: Connection, job_ids: Collection[str]) -> list[RowMa
     return list(conn.execute(stmt).mappings())
 
 
-def release_dependents(conn: Connection, job_id: str) -> list[str]:
-    """Count one more met dependency for each job waiting on `job_id`, and drop those edges;
-    returns the jobs now ready."""
-    edges = select(dependencies.c.job_id).where(dependencies.c.depends_on == job_id)
+def release_dependents(conn: Connection, job_ids: Collection[str]) -> list[str]:
+    """Count the met dependencies of every job waiting on any of `job_ids` (which completed),
+    and drop those edges; returns the jobs now ready."""
+    if not job_ids:
+        return []
+    edges = select(dependencies.c.job_id).where(dependencies.c.depends_on.in_(job_ids))
     waiting = (
         select(jobs.c.id)
         .where(jobs.c.id.in_(edges), jobs.c.status == PENDING)
@@ -325,22 +379,34 @@ def release_dependents(conn: Connection, job_id: str) -> list[str]:
         .with_for_update(key_share=True)
     )
     ids = list(conn.execute(waiting).scalars())
-    conn.execute(delete(dependencies).where(dependencies.c.depends_on == job_id))
     if not ids:
-        return []
+        return []  # edges only ever point from pending jobs: there are none to drop
+    met = (
+        select(func.count())
+        .where(dependencies.c.job_id == jobs.c.id, dependencies.c.depends_on.in_(job_ids))
+        .scalar_subquery()
+    )
     stmt = (
         update(jobs)
         .where(jobs.c.id.in_(ids))
-        .values(unmet_dependencies=jobs.c.unmet_dependencies - 1, updated_at=utcnow())
+        .values(unmet_dependencies=jobs.c.unmet_dependencies - met, updated_at=utcnow())
         .returning(jobs.c.id, jobs.c.unmet_dependencies)
     )
-    return [row.id for row in conn.execute(stmt) if row.unmet_dependencies == 0]
+    ready = [row.id for row in conn.execute(stmt) if row.unmet_dependencies == 0]
+    conn.execute(delete(dependencies).where(dependencies.c.depends_on.in_(job_ids)))
+    return ready
 
 
-def insert_attempt(conn: Connection, values: Mapping[str, Any]) -> None:
-    """Record an attempt once: writing it again (a retry after a lost commit) changes nothing."""
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    conn.execute(dialect_insert(attempts).values(**values).on_conflict_do_nothing())
+_INSERT_ATTEMPT = {
+    "postgresql": pg_insert(attempts).on_conflict_do_nothing(),
+    "sqlite": sqlite_insert(attempts).on_conflict_do_nothing(),
+}
+
+
+def insert_attempts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Record attempts once: writing one again (a retry after a lost commit) changes nothing."""
+    if rows:
+        conn.execute(_INSERT_ATTEMPT[conn.dialect.name], list(rows))
 
 
 def recent_attempts(conn: Connection, job_id: str, count: int) -> list[RowMapping]:

@@ -11,10 +11,12 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from taiat import status
-from taiat.errors import DatabaseUnavailable, TaiatError
+from taiat.errors import DatabaseUnavailable, InvalidJob, TaiatError
 from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job
+from taiat.lifecycle import Completion
 from taiat.process import Ending
+from taiat.specs import json_text
 
 log = logging.getLogger(__name__)
 
@@ -62,40 +64,52 @@ class Recorder:
         return value
 
     def add(self, record: Record) -> None:
+        if record.ending.ok:
+            try:
+                json_text(record.ending.result, "the result")
+            except InvalidJob as exc:  # the database could not store it: the job's failure
+                record = _failed(record, f"the result could not be stored: {exc}")
         self.pending.append(record)
 
-    def flush(self) -> None:
-        """Write finished attempts, oldest first; on an outage keep them for later."""
-        while self.pending and self.ready():
-            record = self.pending[0]
+    def settle(self, worker_id: str, claim: int) -> list[Job]:
+        """Write what has finished and claim up to `claim` ready jobs. Failures and requeues
+        are written one by one; successes all together with the claim, in one transaction.
+        On an outage everything is kept for later and nothing is claimed."""
+        if not self.ready():
+            return []
+        successes: list[Record] = []
+        while self.pending:
+            record = self.pending.popleft()
+            if record.ending.ok:
+                successes.append(record)
+                continue
             try:
                 self._write(record)
             except DatabaseUnavailable as exc:
+                self.pending.appendleft(record)
+                self.pending.extendleft(reversed(successes))
                 self._lost(exc)
-                return
-            except TaiatError as exc:
-                # The database refused what the job produced: that is the job's failure.
+                return []
+            except TaiatError as exc:  # refused for good: say so, and go on with the rest
                 log.error("job %s (%s): cannot record: %s", record.job.id, record.job.name, exc)
-                if record.ending.ok:
-                    failed = replace(
-                        record.ending,
-                        ok=False,
-                        result=None,
-                        cause="failed",
-                        error=f"the result could not be stored: {exc}",
-                    )
-                    self.pending[0] = replace(record, ending=failed)
-                    continue
-            self.pending.popleft()
-            self._back()
+        try:
+            done, claimed = self.manager.complete_and_claim(
+                [_completion(r) for r in successes], worker_id, claim
+            )
+        except DatabaseUnavailable as exc:
+            self.pending.extendleft(reversed(successes))
+            self._lost(exc)
+            return []
+        self._back()
+        for record in successes:
+            if record.job.id not in done:
+                _stale(record.job)
+        return claimed
 
     def _write(self, record: Record) -> None:
         job, ending, attempt = record.job, record.ending, record.attempt
         outcome: Any
-        if ending.ok:
-            outcome = self.manager.complete_job(job.id, job.claim_seq, ending.result, attempt)
-            words = "completed"
-        elif ending.cause == "stopped":
+        if ending.cause == "stopped":
             outcome = self.manager.requeue_job(job.id, job.claim_seq, attempt)
             words = "put back to pending"
         elif ending.cause in ("cancelled", "superseded"):
@@ -108,12 +122,8 @@ class Recorder:
             )
             words = f"recorded, now {getattr(outcome, 'value', outcome)}"
         if not outcome:
-            log.warning(
-                "job %s (%s): this claim is no longer current; its ending is not recorded",
-                job.id,
-                job.name,
-            )
-        elif not ending.ok:
+            _stale(job)
+        else:
             log.info("job %s (%s) %s", job.id, job.name, words)
 
     def _lost(self, exc: DatabaseUnavailable) -> None:
@@ -132,3 +142,21 @@ class Recorder:
             self.ok = True
             self._on_change()
         self._backoff = _FIRST_BACKOFF
+
+
+def _completion(record: Record) -> Completion:
+    job = record.job
+    return Completion(job.id, job.claim_seq, record.ending.result, record.attempt)
+
+
+def _failed(record: Record, error: str) -> Record:
+    ending = replace(record.ending, ok=False, result=None, cause="failed", error=error)
+    return replace(record, ending=ending)
+
+
+def _stale(job: Job) -> None:
+    log.warning(
+        "job %s (%s): this claim is no longer current; its ending is not recorded",
+        job.id,
+        job.name,
+    )

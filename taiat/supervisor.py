@@ -29,6 +29,8 @@ from taiat.wakeup import Timers, WakeUp
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
+#: Under load, the status file is rewritten at most this often (seconds).
+_PUBLISH_GAP = 0.1
 
 
 @dataclass
@@ -88,6 +90,7 @@ class Supervisor:
         self.wakeup = WakeUp()
         self._reporter = status.StatusReporter(self.config.status_file, self.config.metrics_file)
         self._dirty = True
+        self._published = 0.0
         self._claim_now = True
 
     # -- public ---------------------------------------------------------------------------
@@ -153,19 +156,20 @@ class Supervisor:
                     if proc.kill_at is None:
                         proc.stop("stopped", "the supervisor stopped", grace=cfg.kill_grace)
                 drain_deadline = float("inf")
-            self.recorder.flush()
             if timers.due("heartbeat", now, self._heartbeat_interval):
                 self._heartbeat()
             if timers.due("cleanup", now, cfg.cleanup_interval_hours * 3600):
                 self._cleanup()
-            if drain_deadline is None and (
-                timers.due("poll", now, cfg.poll_interval, force=self._claim_now)
-            ):
-                self._claim_now = False
-                started = self._claim()
-                if cfg.burst and not started and not self.children and self._nothing_left():
-                    log.info("burst: no job left to run")
-                    return
+            claiming = drain_deadline is None and timers.due(
+                "poll", now, cfg.poll_interval, force=self._claim_now
+            )
+            if claiming or self.recorder.pending:
+                self._claim_now = self._claim_now and not claiming
+                started = self._settle(claiming)
+                if claiming and cfg.burst and not started and not self.children:
+                    if self._nothing_left():
+                        log.info("burst: no job left to run")
+                        return
             if drain_deadline is not None and not self.children and not self.recorder.pending:
                 return
             if watchdog is not None and timers.due("watchdog", now, watchdog):
@@ -174,6 +178,8 @@ class Supervisor:
                 self._dirty = True
             self._publish()
             wake = timers.next(skip=() if self.children else ("memory", "claims"))
+            if self._dirty:
+                wake = min(wake, self._published + _PUBLISH_GAP)
             if self.children:
                 wake = min([wake, *(t for p in self.children.values() if (t := p.next_timer))])
                 if not self.wakeup.signals_installed:  # no SIGCHLD wake-up off the main thread
@@ -236,6 +242,7 @@ class Supervisor:
                 self.config.drain_timeout,
             )
             self.state = "draining"
+            self._published = 0.0
             self._dirty = True
             status.notify("STOPPING=1", f"STATUS=draining {len(self.children)} jobs")
             return now + self.config.drain_timeout
@@ -244,16 +251,16 @@ class Supervisor:
 
     # -- children --------------------------------------------------------------------------
 
-    def _claim(self) -> int:
-        free = self.config.max_concurrent_jobs - len(self.children)
-        if free <= 0:
-            return 0
-        none: list[Job] = []
-        jobs = self.recorder.call(lambda: self.manager.claim_jobs(self.worker_id, free), none)
-        executors = [*self.custom_executors, AgentExecutor(self.registry), QueryExecutor()]
-        for job in jobs:
-            self._start(job, executors)
-        if len(jobs) == free:
+    def _settle(self, claiming: bool) -> int:
+        """Write what has finished and, when `claiming`, claim for the free slots, in one
+        transaction; start what was claimed. Returns how many started."""
+        free = self.config.max_concurrent_jobs - len(self.children) if claiming else 0
+        jobs = self.recorder.settle(self.worker_id, max(free, 0))
+        if jobs:
+            executors = [*self.custom_executors, AgentExecutor(self.registry), QueryExecutor()]
+            for job in jobs:
+                self._start(job, executors)
+        if free > 0 and len(jobs) == free:
             self._claim_now = True  # there may be more where these came from
         return len(jobs)
 
@@ -405,8 +412,13 @@ class Supervisor:
 
     def _changed(self) -> None:
         self._dirty = True
+        self._published = 0.0  # a change of state is written at once
 
     def _publish(self, force: bool = False) -> None:
-        if self._dirty or force:
+        """Write the status and metrics files if anything changed, at most every
+        `_PUBLISH_GAP` seconds under load (a state change is written at once)."""
+        now = time.monotonic()
+        if force or (self._dirty and now >= self._published + _PUBLISH_GAP):
             self._dirty = False
+            self._published = now
             self._reporter.publish(self.snapshot())

@@ -1,0 +1,84 @@
+"""What one supervisor costs (PostgreSQL, 4 slots): resident memory and CPU when idle, and its
+peak resident memory while it drains a burst of no-op jobs. The supervisor process only, not
+its children."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.common import NOOP, fresh_database, manager, start_supervisor, stop, wait_for
+
+MiB = 1 << 20
+SETTLE_SECONDS = 3.0
+SAMPLE_EVERY = 0.05
+#: Completed jobs are counted in the database every this many memory samples.
+COUNT_EVERY = 10
+LOAD_JOBS = 2_000
+LOAD_TIMEOUT = 300.0
+
+
+def _state(status_file: Path) -> str | None:
+    try:
+        return json.loads(status_file.read_text()).get("state")
+    except (OSError, ValueError):
+        return None  # not written yet
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    idle_seconds = 3.0 if quick else 10.0
+    with fresh_database("postgresql") as url, tempfile.TemporaryDirectory() as folder:
+        status_file = Path(folder) / "status.json"
+        sup = start_supervisor(url, "--max-concurrent-jobs", "4", "--status-file", str(status_file))
+        jobs = manager(url)
+        try:
+            wait_for(lambda: _state(status_file) == "running", 60, "the supervisor to run")
+            process = psutil.Process(sup.pid)
+            time.sleep(SETTLE_SECONDS)
+            rss_idle = process.memory_info().rss
+            before = _cpu_seconds(process)
+            time.sleep(idle_seconds)
+            idle_cpu = (_cpu_seconds(process) - before) / idle_seconds
+
+            jobs.create_jobs([NOOP] * LOAD_JOBS)
+            started = time.monotonic()
+            peak = rss_idle
+            deadline = started + LOAD_TIMEOUT
+            samples = 0
+            while True:
+                peak = max(peak, process.memory_info().rss)
+                samples += 1
+                if samples % COUNT_EVERY == 0 and _completed(jobs) == LOAD_JOBS:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("timed out waiting for the supervisor to drain the jobs")
+                time.sleep(SAMPLE_EVERY)
+            drained = time.monotonic() - started
+        finally:
+            stop(sup)
+            jobs.engine.dispose()
+    return [
+        {
+            "case": "1 supervisor, PostgreSQL, 4 slots",
+            "rss_idle_mb": round(rss_idle / MiB, 1),
+            "idle_cpu_percent": round(idle_cpu * 100, 2),
+            "idle_seconds": idle_seconds,
+            "rss_peak_under_load_mb": round(peak / MiB, 1),
+            "load_jobs": LOAD_JOBS,
+            "drain_s": round(drained, 1),
+        }
+    ]
+
+
+def _completed(jobs: Any) -> int:
+    return jobs.count_jobs().get("completed", 0)

@@ -1,0 +1,93 @@
+"""Draining a queue of no-op jobs: jobs per second of 1 and 2 supervisors with 1, 2 and 4 slots,
+against the bare fork loop's ceiling at the same concurrency."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bench.common import DATABASES, NOOP, fresh_database, manager, start_supervisor, stop
+from bench.limit import limit_rate
+from taiat import db, schema
+
+#: (supervisors, slots each)
+CASES = [(n, k) for n in (1, 2) for k in (1, 2, 4)]
+#: A quick look: serial, and the two ways of running 4 at once.
+QUICK_CASES = [(1, 1), (1, 4), (2, 2)]
+#: The fork loop runs at most this many children at once (the machine has 2 cores).
+MAX_LIMIT_CONCURRENCY = 4
+DRAIN_TIMEOUT = 600.0
+
+
+def drain(url: str, jobs: int, supervisors: int, slots: int) -> dict[str, float]:
+    """Enqueue `jobs` no-op jobs, then time `supervisors` burst-mode supervisors draining them."""
+    jobs_manager = manager(url)
+    jobs_manager.create_jobs([NOOP] * jobs)
+    jobs_manager.engine.dispose()
+    started = time.monotonic()
+    procs = [
+        start_supervisor(
+            url, "--burst", "--poll-interval", "0.2", "--max-concurrent-jobs", str(slots)
+        )
+        for _ in range(supervisors)
+    ]
+    try:
+        codes = [proc.wait(DRAIN_TIMEOUT) for proc in procs]
+    finally:
+        for proc in procs:
+            stop(proc)
+    wall = time.monotonic() - started
+    if any(codes):
+        raise RuntimeError(f"a supervisor exited with {codes}")
+    done, first_start, last_end = _history_span(url)
+    if done != jobs:
+        raise RuntimeError(f"{done} of {jobs} jobs completed")
+    return {"wall": wall, "span": (last_end - first_start).total_seconds()}
+
+
+def _history_span(url: str) -> tuple[int, Any, Any]:
+    """Completed jobs, the first one's start and the last one's end, by the database's clock."""
+    engine = db.engine_from_url(url)
+    h = schema.history.c
+    stmt = select(func.count(), func.min(h.started_at), func.max(h.completed_at)).where(
+        h.status == "completed"
+    )
+    try:
+        with db.begin(engine) as conn:
+            return tuple(conn.execute(stmt).one())  # type: ignore[return-value]
+    finally:
+        engine.dispose()
+
+
+def fork_limits(cases: list[tuple[int, int]], count: int) -> dict[int, float]:
+    """The bare fork loop with taiat imported, at each concurrency the cases reach."""
+    wanted = sorted({min(n * k, MAX_LIMIT_CONCURRENCY) for n, k in cases})
+    return {at_once: limit_rate(at_once, "with taiat imported", count) for at_once in wanted}
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    jobs, cases, forks = (300, QUICK_CASES, 500) if quick else (2000, CASES, 2000)
+    # Before the databases, so that nothing else competes for the cores.
+    limits = fork_limits(cases, forks)
+    rows = []
+    for kind, label in DATABASES.items():
+        for supervisors, slots in cases:
+            with fresh_database(kind) as url:
+                figures = drain(url, jobs, supervisors, slots)
+            rate = jobs / figures["span"]
+            limit = limits[min(supervisors * slots, MAX_LIMIT_CONCURRENCY)]
+            rows.append(
+                {
+                    "database": label,
+                    "supervisors": supervisors,
+                    "slots_each": slots,
+                    "jobs": jobs,
+                    "wall_s_with_startup": round(figures["wall"], 2),
+                    "jobs_per_s_first_start_to_last_end": round(rate, 1),
+                    "limit_at_same_concurrency": round(limit),
+                    "ratio": round(rate / limit, 3),
+                }
+            )
+    return rows
