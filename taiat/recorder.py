@@ -92,6 +92,9 @@ class Recorder:
                 return []
             except TaiatError as exc:  # refused for good: say so, and go on with the rest
                 log.error("job %s (%s): cannot record: %s", record.job.id, record.job.name, exc)
+        if not successes and not claim:
+            self._back()
+            return []
         try:
             done, claimed = self.manager.complete_and_claim(
                 [_completion(r) for r in successes], worker_id, claim

@@ -254,14 +254,14 @@ class Supervisor:
     def _settle(self, claiming: bool) -> int:
         """Write what has finished and, when `claiming`, claim for the free slots, in one
         transaction; start what was claimed. Returns how many started."""
-        free = self.config.max_concurrent_jobs - len(self.children) if claiming else 0
-        jobs = self.recorder.settle(self.worker_id, max(free, 0))
+        free = max(self.config.max_concurrent_jobs - len(self.children), 0) if claiming else 0
+        if not free and not self.recorder.pending:
+            return 0
+        jobs = self.recorder.settle(self.worker_id, free)
         if jobs:
             executors = [*self.custom_executors, AgentExecutor(self.registry), QueryExecutor()]
             for job in jobs:
                 self._start(job, executors)
-        if free > 0 and len(jobs) == free:
-            self._claim_now = True  # there may be more where these came from
         return len(jobs)
 
     def _start(self, job: Job, executors: list[JobExecutor]) -> None:
