@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,6 @@ import psycopg.sql
 import sqlalchemy.exc
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.orm import sessionmaker
 
 from taiat.errors import (
     DatabaseNotInitialised,
@@ -91,7 +91,10 @@ def engine_from(source: Any) -> Engine:
         return engine_from_url(source)
     if isinstance(source, Engine):
         return prepare_engine(source)
-    if isinstance(source, sessionmaker):
+    # Only a caller that has imported the ORM can hand us a sessionmaker; importing it here
+    # for the isinstance check alone would cost every supervisor several MB.
+    orm = sys.modules.get("sqlalchemy.orm")
+    if orm is not None and isinstance(source, orm.sessionmaker):
         bind = source.kw.get("bind")
         if isinstance(bind, Engine):
             return prepare_engine(bind)

@@ -1,0 +1,86 @@
+"""Pure pieces, no database: checking job specs, backoff, words for endings, settings."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from taiat.cli import supervisor_config
+from taiat.errors import ConfigurationError, InvalidDependency, InvalidJob
+from taiat.lifecycle import RetryPolicy
+from taiat.process import signal_words
+from taiat.specs import build_batch, build_spec, clean_text, json_text
+from taiat.workers import describe, new_worker_id
+
+
+def test_cycle_is_named_in_dependency_order() -> None:
+    items = [
+        {"id": "a", "job_type": "agent", "name": "a", "dependencies": ["b"]},
+        {"id": "b", "job_type": "agent", "name": "b", "dependencies": ["a"]},
+    ]
+    with pytest.raises(InvalidDependency, match=r"cycle: a -> b -> a \(each depends"):
+        build_batch(items)
+
+
+def test_long_chain_is_checked_quickly() -> None:
+    items = [
+        {
+            "id": f"j{i}",
+            "job_type": "agent",
+            "name": "x",
+            "dependencies": [f"j{i - 1}"] if i else [],
+        }
+        for i in range(20_000)
+    ]
+    assert len(build_batch(items)) == 20_000
+
+
+def test_duplicate_dependencies_collapse_and_jobs_count_as_ids() -> None:
+    first = build_spec("agent", "a", id="first")
+    spec = build_spec("agent", "b", dependencies=["first", first, "first"])
+    assert spec.dependencies == ("first",)
+
+
+def test_nul_detection_ignores_an_escaped_backslash() -> None:
+    assert json_text({"s": "\\u0000"}, "payload") == '{"s": "\\\\u0000"}'
+    with pytest.raises(InvalidJob, match="NUL"):
+        json_text({"s": "\x00"}, "payload")
+    assert clean_text("a\x00b") == "a\\0b"
+
+
+def test_backoff_is_bounded_by_its_ceiling() -> None:
+    policy = RetryPolicy(base_delay=2.0, max_delay=5.0)
+    assert all(1.0 <= policy.delay(0) <= 2.0 for _ in range(100))
+    assert all(2.5 <= policy.delay(10) <= 5.0 for _ in range(100))
+
+
+def test_signal_words() -> None:
+    assert signal_words(signal.SIGSEGV) == "signal 11 (SIGSEGV): segmentation fault"
+    assert signal_words(signal.SIGKILL) == "signal 9 (SIGKILL)"
+    assert signal_words(200) == "signal 200"
+
+
+def test_worker_ids_carry_host_and_pid() -> None:
+    worker_id = new_worker_id("db-host.example", 4242, "abcd")
+    assert describe(worker_id) == "(db-host.example, 4242)"
+    assert describe(None) == "(unknown host, unknown pid)"
+
+
+def test_command_line_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAIAT_POLL_INTERVAL", "2.5")
+    monkeypatch.setenv("TAIAT_MAX_CONCURRENT_JOBS", "7")
+    monkeypatch.setenv("TAIAT_NO_LISTEN", "yes")
+    config, level = supervisor_config({"--max-concurrent-jobs": "3", "--log-level": "debug"})
+    assert (config.poll_interval, config.max_concurrent_jobs) == (2.5, 3)
+    assert config.listen is False and level == "DEBUG"
+    assert config.drain_timeout == 60.0  # untouched: the default
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--poll-interval", "0"), ("--max-concurrent-jobs", "1.5"), ("--lease", "inf")],
+)
+def test_bad_numbers_are_configuration_errors(option: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=option):
+        supervisor_config({option: value})
