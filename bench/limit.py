@@ -3,7 +3,8 @@
 Each "job" is a child forked with `os.fork()` that writes a small JSON result to a pipe and
 leaves with `os._exit(0)`; the parent reads the result and reaps the child. Fork costs more
 the bigger the forking process is, so the loop runs in a fresh subprocess that first imports
-what the supervisor imports ("with taiat imported") or nothing at all ("bare").
+what the supervisor imports ("with taiat imported"), or nothing beyond what the interpreter
+loads at start-up ("bare").
 
 The subprocess is `python -m bench.limit --worker AT_ONCE COUNT [--taiat]`; this module imports
 only the standard library at the top so that the bare variant stays bare.
@@ -69,10 +70,12 @@ def _fork_one(selector: selectors.BaseSelector, number: int) -> None:
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
+        code = 1
         try:
             os.write(write_fd, json.dumps({"ok": True, "result": None, "n": number}).encode())
+            code = 0
         finally:
-            os._exit(0)
+            os._exit(code)
     os.close(write_fd)
     selector.register(read_fd, selectors.EVENT_READ, pid)
 
