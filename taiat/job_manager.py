@@ -109,14 +109,10 @@ class JobManager:
         if not specs:
             return []
 
-        def create(conn: Connection) -> dict[str, Any]:
-            lifecycle.create(conn, specs, chosen_ids)
-            return {row["id"]: row for row in queries.active_rows(conn, [s.id for s in specs])}
-
-        rows = self.run(create)
+        rows = self.run(lambda conn: lifecycle.create(conn, specs, chosen_ids))
         for spec in specs:
             log.debug("created job %s (%s)", spec.id, spec.name)
-        return [Job.from_row(rows[spec.id]) for spec in specs]
+        return [Job.from_row(row) for row in rows]
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -86,8 +86,8 @@ def history_entry(
 # -- creating ------------------------------------------------------------------------------
 
 
-def create(conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]) -> list[str]:
-    """Insert checked jobs with their edges; returns the ids that are ready at once."""
+def create(conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]) -> list[RowMapping]:
+    """Insert checked jobs with their edges; returns their stored rows, in order."""
     taken = queries.known_ids(conn, chosen_ids)
     if taken:
         raise DuplicateJob(f"job id {sorted(taken)[0]} is already taken")
@@ -105,11 +105,11 @@ def create(conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]) -> 
         edges.extend({"job_id": spec.id, "depends_on": dep} for dep in unmet)
         if not unmet:
             ready.append(spec.id)
-    queries.insert_jobs(conn, rows)
+    stored = queries.insert_jobs(conn, rows)
     queries.insert_edges(conn, edges)
     if ready:
         queries.notify(conn, "ready")
-    return ready
+    return stored
 
 
 def _active_dependencies(

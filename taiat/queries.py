@@ -44,8 +44,16 @@ def db_now(conn: Connection) -> datetime:
 # -- creating ------------------------------------------------------------------------------
 
 
-def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    conn.execute(insert(jobs).values(created_at=utcnow(), updated_at=utcnow()), list(rows))
+_INSERT_JOBS = (
+    insert(jobs)
+    .values(created_at=utcnow(), updated_at=utcnow())
+    .returning(*jobs.c, sort_by_parameter_order=True)
+)
+
+
+def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[RowMapping]:
+    """Insert the jobs (many rows per statement); their stored rows, in the order given."""
+    return list(conn.execute(_INSERT_JOBS, list(rows)).mappings())
 
 
 def insert_edges(conn: Connection, edges: Sequence[Mapping[str, str]]) -> None:
@@ -96,12 +104,6 @@ def get_active(conn: Connection, job_id: str, *, lock: bool = False) -> RowMappi
     if lock:
         stmt = stmt.with_for_update()
     return conn.execute(stmt).mappings().first()
-
-
-def active_rows(conn: Connection, ids: Collection[str]) -> list[RowMapping]:
-    if not ids:
-        return []
-    return list(conn.execute(select(jobs).where(jobs.c.id.in_(ids))).mappings())
 
 
 def latest_history(conn: Connection, job_id: str) -> RowMapping | None:

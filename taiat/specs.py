@@ -125,7 +125,8 @@ def build_spec(
     payload = {} if payload is None else payload
     if not isinstance(payload, Mapping):
         raise InvalidJob(f"payload must be a JSON object (a dict), got {type(payload).__name__}")
-    payload = json.loads(json_text(dict(payload), "payload"))
+    payload = dict(payload)
+    json_text(payload, "payload")
     if not _is_int(max_retries) or max_retries < 0:
         raise InvalidJob(f"max_retries must be a whole number >= 0, got {max_retries!r}")
     if not _is_int(priority):
