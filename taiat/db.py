@@ -5,10 +5,11 @@ This is the only module that knows the drivers (psycopg 3 and sqlite3).
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import psycopg
 import psycopg.sql
 import sqlalchemy.exc
-from sqlalchemy import create_engine, event
+from sqlalchemy import JSON, Table, create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from taiat.errors import (
@@ -203,6 +204,27 @@ def after_fork_in_child(engine: Engine) -> None:
     Closing them would send a terminate message on the parent's live connections.
     """
     engine.dispose(close=False)
+
+
+def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """COPY whole rows into a PostgreSQL table inside the connection's transaction; JSON
+    columns are sent as JSON text."""
+    columns = list(table.c)
+    json_columns = {c.name for c in columns if isinstance(c.type.dialect_impl(conn.dialect), JSON)}
+    names = [c.name for c in columns]
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    statement = psycopg.sql.SQL("COPY {} ({}) FROM STDIN").format(
+        psycopg.sql.Identifier(table.name),
+        psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(name) for name in names),
+    )
+    with translate_errors(conn.engine), cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    json.dumps(row[n]) if n in json_columns and row[n] is not None else row[n]
+                    for n in names
+                ]
+            )
 
 
 class Listener:

@@ -36,9 +36,14 @@ class JobStatus(enum.StrEnum):
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
+_FIELDS: dict[type, frozenset[str]] = {}
+
+
 def _pick(cls: type, row: Mapping[Any, Any]) -> dict[str, Any]:
     """The row's values for the dataclass's fields, with enums and JSON defaults restored."""
-    names = {f.name for f in fields(cls)}
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = frozenset(f.name for f in fields(cls))
     values = {key: value for key, value in row.items() if key in names}
     if "job_type" in values:
         values["job_type"] = JobType(values["job_type"])

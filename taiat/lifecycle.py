@@ -86,16 +86,17 @@ def history_entry(
 # -- creating ------------------------------------------------------------------------------
 
 
-def create(conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]) -> list[RowMapping]:
-    """Insert checked jobs with their edges; returns their stored rows, in order."""
+def create(
+    conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]
+) -> list[dict[str, Any]]:
+    """Insert checked jobs with their edges; returns their rows as stored, in order."""
     taken = queries.known_ids(conn, chosen_ids)
     if taken:
         raise DuplicateJob(f"job id {sorted(taken)[0]} is already taken")
     batch = {spec.id for spec in specs}
     wanted = {dep: spec.id for spec in specs for dep in spec.dependencies if dep not in batch}
     active = _active_dependencies(conn, wanted)
-    # Every row binds run_at (a multi-row insert takes its columns from the first row).
-    now = queries.db_now(conn) if any(spec.run_at is None for spec in specs) else None
+    now = queries.db_now(conn)
     rows: list[dict[str, Any]] = []
     edges: list[dict[str, str]] = []
     ready: list[str] = []
@@ -105,11 +106,11 @@ def create(conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]) -> 
         edges.extend({"job_id": spec.id, "depends_on": dep} for dep in unmet)
         if not unmet:
             ready.append(spec.id)
-    stored = queries.insert_jobs(conn, rows)
+    queries.insert_jobs(conn, rows)
     queries.insert_edges(conn, edges)
     if ready:
         queries.notify(conn, "ready")
-    return stored
+    return rows
 
 
 def _active_dependencies(

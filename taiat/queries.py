@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from taiat import db
 from taiat.jobs import JobStatus
 from taiat.schema import attempts, dependencies, history, jobs, utcnow, workers
 
@@ -44,16 +45,16 @@ def db_now(conn: Connection) -> datetime:
 # -- creating ------------------------------------------------------------------------------
 
 
-_INSERT_JOBS = (
-    insert(jobs)
-    .values(created_at=utcnow(), updated_at=utcnow())
-    .returning(*jobs.c, sort_by_parameter_order=True)
-)
+#: From this many rows on, PostgreSQL gets the jobs by COPY: several times faster than INSERT.
+COPY_FROM_ROWS = 200
 
 
-def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[RowMapping]:
-    """Insert the jobs (many rows per statement); their stored rows, in the order given."""
-    return list(conn.execute(_INSERT_JOBS, list(rows)).mappings())
+def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert whole job rows (every column given)."""
+    if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS:
+        db.copy_rows(conn, jobs, rows)
+    elif rows:
+        conn.execute(insert(jobs), list(rows))
 
 
 def insert_edges(conn: Connection, edges: Sequence[Mapping[str, str]]) -> None:

@@ -79,7 +79,8 @@ class JobSpec:
     timeout_seconds: float | None
     run_at: datetime | None
 
-    def row(self, unmet: int, now: datetime | None) -> dict[str, Any]:
+    def row(self, unmet: int, now: datetime) -> dict[str, Any]:
+        """The job's whole row in `taiat_jobs`, as created."""
         row: dict[str, Any] = {
             "id": self.id,
             "job_type": self.job_type.value,
@@ -92,6 +93,16 @@ class JobSpec:
             "timeout_seconds": self.timeout_seconds,
             "unmet_dependencies": unmet,
             "run_at": self.run_at or now,
+            "status": "pending",
+            "retry_count": 0,
+            "claim_seq": 0,
+            "error_message": None,
+            "result": None,
+            "worker_id": None,
+            "started_at": None,
+            "completed_at": None,
+            "created_at": now,
+            "updated_at": now,
         }
         return row
 
