@@ -106,8 +106,9 @@ class Supervisor:
 
     def run(self) -> int:
         """Serve until stopped (or, in burst mode, until nothing is left); returns 0."""
-        self.wakeup.install_signals()
+        self._publish(force=True)  # "starting"
         self._register()
+        self.wakeup.install_signals()
         self.state = "running"
         status.notify("READY=1", f"STATUS=running {self.config.max_concurrent_jobs} slots")
         log.info(
