@@ -70,7 +70,11 @@ class Supervisor:
         agent_registry: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
         self.config = config or SupervisorConfig()
-        self.manager = manager or JobManager(self.config.database_url)
+        # No pre-ping: it costs a round trip per transaction on the hot path, and the
+        # supervisor rides out a dropped connection anyway (the recorder retries with backoff).
+        self.manager = manager or JobManager(
+            db.engine_from_url(self.config.database_url, pool_pre_ping=False)
+        )
         self.registry = default_registry(agent_registry)
         self.custom_executors: list[JobExecutor] = []
         self.host = socket.gethostname()
