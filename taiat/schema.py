@@ -148,7 +148,8 @@ history = Table(
     Index("ix_taiat_job_history_job", "job_id", text("created_at DESC")),
 )
 
-#: An edge per dependency of an active job; the rows go when the dependent job finishes.
+#: An edge per unmet dependency of an active job; it goes when the dependency completes or
+#: the dependent job finishes, so edges only ever point from pending jobs.
 dependencies = Table(
     "taiat_job_dependencies",
     metadata,
