@@ -16,6 +16,7 @@ from taiat import db, lifecycle, queries, schema
 from taiat.errors import InvalidJob, TransientConflict
 from taiat.jobs import Attempt, Job, JobHistoryEntry, JobStatus, JobType
 from taiat.lifecycle import Completion, RetryPolicy
+from taiat.queries import supervisors as supervisor_queries
 from taiat.specs import build_batch, build_spec, json_text
 
 __all__ = ["JobManager", "JobType", "JobStatus", "Job", "JobHistoryEntry", "RetryPolicy"]
@@ -261,7 +262,7 @@ class JobManager:
 
     def current_claims(self, claims: Mapping[str, int]) -> set[str]:
         """Those of the jobs (id -> claim_seq) whose claim is still the running one."""
-        return self.run(lambda conn: queries.current_claims(conn, claims))
+        return self.run(lambda conn: supervisor_queries.current_claims(conn, claims))
 
     def pending_count(self) -> int:
         """Pending jobs, ready or not (a retry waiting out its backoff counts)."""

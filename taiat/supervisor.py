@@ -360,7 +360,7 @@ class Supervisor:
         )
         lease = self.config.lease
         here = {p.job.id for p in self.children.values()}
-        here.update(record.job.id for record in self.recorder.pending)
+        here |= {record.job.id for record in self.recorder.pending}
         none: list[str] = []
         taken = self.recorder.call(
             lambda: workers.recover(self.manager, self.worker_id, self.host, lease, here), none

@@ -15,6 +15,7 @@ from taiat import lifecycle, queries
 from taiat.job_manager import JobManager
 from taiat.jobs import Attempt
 from taiat.process import pid_exists
+from taiat.queries import supervisors as supervisor_queries
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,13 @@ def recover(
         now = queries.db_now(conn)
         dead: list[str] = []
         live: list[str] = []
-        for row in queries.list_workers(conn):
+        for row in supervisor_queries.list_workers(conn):
             stale = row["heartbeat_at"] < now - timedelta(seconds=lease)
             gone = row["host"] == host and row["id"] != worker_id and not pid_exists(row["pid"])
             (dead if stale or gone else live).append(row["id"])
         live.append(worker_id)
         taken: list[str] = []
-        for job in queries.running_for_workers(conn, [worker_id]):
+        for job in supervisor_queries.running_for_workers(conn, [worker_id]):
             if job["id"] not in running_here and lifecycle.requeue(
                 conn, job["id"], job["claim_seq"], None
             ):
@@ -67,7 +68,7 @@ def recover(
                     "job %s (%s): claim reply lost; back to pending", job["id"], job["name"]
                 )
                 taken.append(job["id"])
-        for job in queries.orphaned_jobs(conn, live):
+        for job in supervisor_queries.orphaned_jobs(conn, live):
             error = f"supervisor lost {describe(job['worker_id'])}"
             attempt = Attempt(
                 job_id=job["id"],
@@ -84,7 +85,7 @@ def recover(
             if status is not None:
                 log.warning("job %s (%s): %s; now %s", job["id"], job["name"], error, status.value)
                 taken.append(job["id"])
-        queries.delete_workers(conn, dead)
+        supervisor_queries.delete_workers(conn, dead)
         return taken
 
     return manager.run(work)
@@ -92,26 +93,26 @@ def recover(
 
 def register(manager: JobManager, worker_id: str, host: str, pid: int) -> None:
     with manager.transaction() as conn:
-        queries.register_worker(conn, worker_id, host, pid)
+        supervisor_queries.register_worker(conn, worker_id, host, pid)
 
 
 def heartbeat(manager: JobManager, worker_id: str, host: str, pid: int) -> None:
     """Refresh the heartbeat; re-register if the row went missing (e.g. deleted by hand)."""
     with manager.transaction() as conn:
-        if not queries.heartbeat(conn, worker_id):
-            queries.register_worker(conn, worker_id, host, pid)
+        if not supervisor_queries.heartbeat(conn, worker_id):
+            supervisor_queries.register_worker(conn, worker_id, host, pid)
 
 
 def unregister(manager: JobManager, worker_id: str) -> None:
     with manager.transaction() as conn:
-        queries.unregister_worker(conn, worker_id)
+        supervisor_queries.unregister_worker(conn, worker_id)
 
 
 def list_workers(manager: JobManager) -> list[dict[str, Any]]:
     """Every registered supervisor with `heartbeat_age` in seconds and its running job ids."""
     with manager.transaction() as conn:
-        rows = queries.list_workers(conn)
-        running = queries.running_for_workers(conn, [row["id"] for row in rows])
+        rows = supervisor_queries.list_workers(conn)
+        running = supervisor_queries.running_for_workers(conn, [row["id"] for row in rows])
     by_worker: dict[str, list[str]] = {}
     for job in running:
         by_worker.setdefault(job["worker_id"], []).append(job["id"])

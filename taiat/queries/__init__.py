@@ -1,4 +1,5 @@
-"""Every SQL statement of the job manager, one named function each, for PostgreSQL and SQLite.
+"""Every SQL statement of the job manager, one named function each, for PostgreSQL and SQLite
+(those about supervisors in `taiat.queries.supervisors`).
 
 Functions take an open connection inside the caller's transaction; none commits. Row locks
 (`FOR UPDATE`, `FOR KEY SHARE`, `SKIP LOCKED`) matter on PostgreSQL; on SQLite every transaction
@@ -7,7 +8,7 @@ already holds the write lock (`BEGIN IMMEDIATE`), so the same statements are saf
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +29,7 @@ from sqlalchemy.engine import Connection
 
 from taiat import db
 from taiat.jobs import JobStatus
-from taiat.schema import attempts, dependencies, history, jobs, utcnow, workers
+from taiat.schema import attempts, dependencies, history, jobs, utcnow
 
 PENDING = JobStatus.PENDING.value
 RUNNING = JobStatus.RUNNING.value
@@ -179,11 +180,6 @@ def count_by_status(conn: Connection) -> dict[str, int]:
         for status, count in conn.execute(stmt):
             counts[status] = counts.get(status, 0) + count
     return counts
-
-
-def count_ready(conn: Connection) -> int:
-    stmt = select(func.count()).select_from(jobs).where(_READY, jobs.c.run_at <= utcnow())
-    return conn.execute(stmt).scalar_one()
 
 
 def count_pending(conn: Connection) -> int:
@@ -423,16 +419,6 @@ def recent_attempts(conn: Connection, job_id: str, count: int) -> list[RowMappin
     return list(conn.execute(stmt).mappings())
 
 
-def current_claims(conn: Connection, claims: Mapping[str, int]) -> set[str]:
-    """Those of the jobs (id -> claim_seq) whose claim is still the running one."""
-    if not claims:
-        return set()
-    stmt = select(jobs.c.id, jobs.c.claim_seq).where(
-        jobs.c.id.in_(list(claims)), jobs.c.status == RUNNING
-    )
-    return {row.id for row in conn.execute(stmt) if claims.get(row.id) == row.claim_seq}
-
-
 # -- wake-ups (PostgreSQL) -----------------------------------------------------------------
 
 #: The channel supervisors LISTEN on. Payloads: "ready", or "cancel:<job id>".
@@ -460,44 +446,3 @@ def delete_history_before(conn: Connection, days: float) -> int:
         )
     )
     return conn.execute(delete(history).where(history.c.completed_at < cutoff)).rowcount
-
-
-# -- supervisors ---------------------------------------------------------------------------
-
-
-def register_worker(conn: Connection, worker_id: str, host: str, pid: int) -> None:
-    conn.execute(insert(workers).values(id=worker_id, host=host, pid=pid))
-
-
-def heartbeat(conn: Connection, worker_id: str) -> bool:
-    stmt = update(workers).where(workers.c.id == worker_id).values(heartbeat_at=utcnow())
-    return conn.execute(stmt).rowcount == 1
-
-
-def unregister_worker(conn: Connection, worker_id: str) -> None:
-    conn.execute(delete(workers).where(workers.c.id == worker_id))
-
-
-def list_workers(conn: Connection) -> list[RowMapping]:
-    stmt = select(workers, utcnow().label("now")).order_by(workers.c.started_at)
-    return list(conn.execute(stmt).mappings())
-
-
-def orphaned_jobs(conn: Connection, live_worker_ids: Collection[str]) -> list[RowMapping]:
-    """Running jobs whose supervisor is not among the live ones (dead, or its row is gone)."""
-    stmt = select(jobs).where(jobs.c.status == RUNNING)
-    if live_worker_ids:
-        stmt = stmt.where(
-            (jobs.c.worker_id.is_(None)) | jobs.c.worker_id.not_in(list(live_worker_ids))
-        )
-    return list(conn.execute(stmt.order_by(jobs.c.id)).mappings())
-
-
-def delete_workers(conn: Connection, worker_ids: Collection[str]) -> None:
-    if worker_ids:
-        conn.execute(delete(workers).where(workers.c.id.in_(list(worker_ids))))
-
-
-def running_for_workers(conn: Connection, worker_ids: Iterable[str]) -> list[RowMapping]:
-    stmt = select(jobs).where(jobs.c.status == RUNNING, jobs.c.worker_id.in_(list(worker_ids)))
-    return list(conn.execute(stmt).mappings())
