@@ -146,14 +146,6 @@ def begin(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
-def connect(engine: Engine) -> Iterator[Connection]:
-    """A connection outside any explicit transaction (autocommit reads, LISTEN)."""
-    with translate_errors(engine):
-        with engine.connect() as conn:
-            yield conn
-
-
-@contextmanager
 def translate_errors(engine: Engine) -> Iterator[None]:
     try:
         yield

@@ -9,9 +9,10 @@ from typing import Any
 from taiat import db, workers
 from taiat.job_manager import JobManager
 from taiat.jobs import JobStatus
+from taiat.supervisor import SupervisorConfig
 
-#: A supervisor whose heartbeat is older than this is taken for dead.
-DEFAULT_LEASE_SECONDS = 30.0
+#: A supervisor whose heartbeat is older than the default lease is shown as dead.
+DEFAULT_LEASE_SECONDS = SupervisorConfig().lease
 
 
 def print_status(database_url: str | None, status_file: Path | None = None) -> int:
