@@ -26,6 +26,11 @@ _FORK = multiprocess.get_context("fork")
 _READ_CHUNK = 1 << 20
 
 
+#: Causes of an ending whose job has moved on without this run (cancelled, or taken back by
+#: another supervisor): only the run itself is left to record, and it is no failure.
+MOVED_ON = frozenset({"cancelled", "superseded"})
+
+
 @dataclass(frozen=True)
 class Ending:
     """How a child ended. `ok` with `result`, or not with `error` in words."""
@@ -33,7 +38,8 @@ class Ending:
     ok: bool
     result: Any
     error: str | None
-    #: "completed", "failed", "timed_out", "crashed", "memory", "cancelled" or "stopped".
+    #: "completed", "failed", "timed_out", "crashed", "memory", "stopped" (the supervisor cut
+    #: it short), or one of MOVED_ON.
     cause: str
     exit_code: int | None
     exit_signal: int | None

@@ -7,16 +7,15 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from taiat import status
-from taiat.errors import DatabaseUnavailable, InvalidJob, TaiatError
+from taiat.errors import DatabaseUnavailable, TaiatError
 from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job
 from taiat.lifecycle import Completion
-from taiat.process import Ending
-from taiat.specs import json_text
+from taiat.process import MOVED_ON, Ending
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +63,7 @@ class Recorder:
         return value
 
     def add(self, record: Record) -> None:
-        if record.ending.ok:
-            try:
-                json_text(record.ending.result, "the result")
-            except InvalidJob as exc:  # the database could not store it: the job's failure
-                record = _failed(record, f"the result could not be stored: {exc}")
+        # A result crossed the pipe as JSON the child checked (`child._encode`): storable.
         self.pending.append(record)
 
     def settle(self, worker_id: str, claim: int) -> list[Job]:
@@ -115,7 +110,7 @@ class Recorder:
         if ending.cause == "stopped":
             outcome = self.manager.requeue_job(job.id, job.claim_seq, attempt)
             words = "put back to pending"
-        elif ending.cause in ("cancelled", "superseded"):
+        elif ending.cause in MOVED_ON:
             # The job has moved on without this run; only the run itself is left to record.
             self.manager.record_attempt(attempt)
             return
@@ -150,11 +145,6 @@ class Recorder:
 def _completion(record: Record) -> Completion:
     job = record.job
     return Completion(job.id, job.claim_seq, record.ending.result, record.attempt)
-
-
-def _failed(record: Record, error: str) -> Record:
-    ending = replace(record.ending, ok=False, result=None, cause="failed", error=error)
-    return replace(record, ending=ending)
 
 
 def _stale(job: Job) -> None:

@@ -22,7 +22,7 @@ from taiat.errors import DatabaseUnavailable
 from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_registry
 from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job
-from taiat.process import Ending, JobProcess
+from taiat.process import MOVED_ON, Ending, JobProcess
 from taiat.recorder import Record, Recorder
 from taiat.wakeup import Timers, WakeUp
 
@@ -321,7 +321,7 @@ class Supervisor:
     def _count(self, ending: Ending) -> None:
         if ending.ok:
             self.counters["completed"] += 1
-        elif ending.cause not in ("stopped", "cancelled", "superseded"):
+        elif ending.cause != "stopped" and ending.cause not in MOVED_ON:
             self.counters["failed"] += 1
             if ending.cause == "timed_out":
                 self.counters["timed_out"] += 1
