@@ -63,7 +63,7 @@ def start_supervisor(url: str, *args: str, log: Path | None = None) -> subproces
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "TAIAT_AGENT_CONFIG": json.dumps(AGENTS),
-        "TAIAT_LOG_LEVEL": "WARNING",
+        "TAIAT_LOG_LEVEL": os.environ.get("TAIAT_BENCH_LOG_LEVEL", "WARNING"),
     }
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - child keeps it
     return subprocess.Popen(

@@ -131,6 +131,8 @@ Options:
   --metrics-file PATH           Prometheus textfile (TAIAT_METRICS_FILE).
   --no-listen                   Do not LISTEN for wake-ups on PostgreSQL; find jobs by polling
                                 only (TAIAT_NO_LISTEN=1), e.g. behind a transaction pooler.
+  --no-fork-server              Fork jobs from the supervisor itself rather than from its small
+                                fork server (TAIAT_NO_FORK_SERVER=1); slower, for debugging.
   --burst                       Exit 0 once nothing runs here and no job is pending
                                 (TAIAT_BURST=1).
   --log-level LEVEL             DEBUG, INFO, WARNING or ERROR (TAIAT_LOG_LEVEL;
@@ -219,6 +221,7 @@ def supervisor_config(args: dict) -> tuple[SupervisorConfig, str]:
         **values,
         burst=bool(args.get("--burst")) or _flag("TAIAT_BURST"),
         listen=not (args.get("--no-listen") or _flag("TAIAT_NO_LISTEN")),
+        fork_server=not (args.get("--no-fork-server") or _flag("TAIAT_NO_FORK_SERVER")),
     )
     for path in (config.status_file, config.metrics_file):
         if path is not None and not path.parent.is_dir():

@@ -137,6 +137,11 @@ def describe(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
+def url_of(engine: Engine) -> str:
+    """The URL in full, password included, for a process of ours that connects on its own."""
+    return engine.url.render_as_string(hide_password=False)
+
+
 @contextmanager
 def begin(engine: Engine) -> Iterator[Connection]:
     """A transaction that commits on success and rolls back on error, driver errors made ours."""

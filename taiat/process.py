@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import multiprocess
 import psutil
 
 from taiat import child
 from taiat.executors import JobExecutor
+from taiat.forkserver import LOST, Exit
 from taiat.jobs import Job
 
 _FORK = multiprocess.get_context("fork")
@@ -75,6 +76,85 @@ def killpg(pgid: int, signum: int) -> None:
             raise
 
 
+class Launcher(Protocol):
+    """Starts job children and learns how they ended: the fork server
+    (`taiat.forkserver.ForkServer`), or the supervisor itself (`DirectLauncher`)."""
+
+    def launch(self, job: Job, result_fd: int, max_result_bytes: int) -> int: ...
+
+    def reap(self, pid: int) -> Exit | None: ...
+
+
+class DirectLauncher:
+    """Fork job children from this very process (the fallback when there is no fork server,
+    and the way of an embedding program that asks for none)."""
+
+    def __init__(
+        self,
+        executors: Sequence[JobExecutor],
+        engine: Any,
+        after_fork: Callable[[], None] | None,
+    ) -> None:
+        self.executors = list(executors)
+        self.engine = engine
+        self.after_fork = after_fork
+        self._processes: dict[int, Any] = {}
+
+    def launch(self, job: Job, result_fd: int, max_result_bytes: int) -> int:
+        process = _FORK.Process(
+            target=child.run,
+            args=(
+                job,
+                self.executors,
+                result_fd,
+                os.getpid(),
+                max_result_bytes,
+                self.engine,
+                self.after_fork,
+            ),
+            name=f"taiat-job-{job.id}",
+        )
+        # Objects alive now are the parent's: frozen, the collector leaves them alone in the
+        # child, whose pages then stay shared instead of being copied on the collector's writes.
+        gc.freeze()
+        try:
+            process.start()
+        finally:
+            gc.unfreeze()
+        # multiprocess reaps the children it knows of whenever another one starts, which would
+        # take the exit status and rusage from us: we reap this one ourselves with wait4.
+        multiprocess.process._children.discard(process)
+        self._processes[process.pid] = process
+        try:  # also from here, so a kill that comes before the child's own setpgrp still works
+            os.setpgid(process.pid, process.pid)
+        except OSError:
+            pass  # the child did it first, or has exited
+        return process.pid
+
+    def reap(self, pid: int) -> Exit | None:
+        try:
+            found, status, usage = os.wait4(pid, os.WNOHANG)
+        except ChildProcessError:
+            # Reaped by someone else in this process (an embedding program's own wait()): the
+            # exit status is lost, but the job must not wait for it forever.
+            if pid_exists(pid):
+                return None
+            self._forget(pid, 255)
+            return LOST
+        if found == 0:
+            return None
+        self._forget(pid, os.waitstatus_to_exitcode(status))
+        return Exit(status, usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
+
+    def _forget(self, pid: int, returncode: int) -> None:
+        # We reaped the child ourselves; tell multiprocess so that it lets go.
+        process = self._processes.pop(pid)
+        popen = getattr(process, "_popen", None)
+        if popen is not None:
+            popen.returncode = returncode
+        process.close()
+
+
 class JobProcess:
     """One job running in its own forked child and process group."""
 
@@ -102,52 +182,25 @@ class JobProcess:
         self._expected: int | None = None
         self._message: dict[str, Any] | None = None
         self._verdict: tuple[str, str] | None = None  # (cause, error) decided by the parent
-        self._process: Any = None
+        self._launcher: Launcher | None = None
 
     # -- start ---------------------------------------------------------------------------
 
-    def start(
-        self,
-        executors: Sequence[JobExecutor],
-        engine: Any,
-        after_fork: Callable[[], None] | None,
-    ) -> None:
+    def start(self, launcher: Launcher) -> None:
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
-        process = _FORK.Process(
-            target=child.run,
-            args=(
-                self.job,
-                executors,
-                write_fd,
-                os.getpid(),
-                self.max_result_bytes,
-                engine,
-                after_fork,
-            ),
-            name=f"taiat-job-{self.job.id}",
-        )
-        # Objects alive now are the parent's: frozen, the collector leaves them alone in the
-        # child, whose pages then stay shared instead of being copied on the collector's writes.
-        gc.freeze()
         try:
-            process.start()
+            self.pid = launcher.launch(self.job, write_fd, self.max_result_bytes)
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
-            gc.unfreeze()
             os.close(write_fd)
-        # multiprocess reaps the children it knows of whenever another one starts, which would
-        # take the exit status and rusage from us: we reap this one ourselves with wait4.
-        multiprocess.process._children.discard(process)
-        self._process = process
-        self.pid = process.pid
+        self._launcher = launcher
         self.fd = read_fd
         self.started = time.monotonic()
         if self.timeout is not None:
             self.deadline = self.started + self.timeout
-        try:  # also from here, so a kill that comes before the child's own setpgrp still works
-            os.setpgid(self.pid, self.pid)
-        except OSError:
-            pass  # the child did it first (EACCES after exec does not apply) or has exited
 
     # -- while it runs -------------------------------------------------------------------
 
@@ -236,24 +289,18 @@ class JobProcess:
 
     def try_reap(self) -> Ending | None:
         """The ending if the child has exited (reaping it and its leftovers), else None."""
-        try:
-            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            # Reaped by someone else in this process (an embedding program's own wait()): the
-            # exit status is lost, but the job must not wait for it forever.
-            if pid_exists(self.pid):
-                return None
-            pid, status, usage = self.pid, -1, None
-        if pid == 0:
+        assert self._launcher is not None, "reaping a child that was never started"
+        ended = self._launcher.reap(self.pid)
+        if ended is None:
             return None
         wall = time.monotonic() - self.started
         self.read_available()
         self._close_pipe()
         # Grandchildren it left behind go with it.
         killpg(self.pid, signal.SIGKILL)
+        status = ended.status
         known = status >= 0
-        self._forget(os.waitstatus_to_exitcode(status) if known else 255)
-        peak = max(self.peak_rss_bytes, usage.ru_maxrss * 1024 if usage else 0)
+        peak = max(self.peak_rss_bytes, ended.peak_rss_bytes)
         exit_code = os.WEXITSTATUS(status) if known and os.WIFEXITED(status) else None
         exit_signal = os.WTERMSIG(status) if known and os.WIFSIGNALED(status) else None
         ok, result, cause, error = self._judge(exit_code, exit_signal)
@@ -265,8 +312,8 @@ class JobProcess:
             exit_code=exit_code,
             exit_signal=exit_signal,
             wall_seconds=wall,
-            cpu_user_seconds=usage.ru_utime if usage else 0.0,
-            cpu_system_seconds=usage.ru_stime if usage else 0.0,
+            cpu_user_seconds=ended.user_seconds,
+            cpu_system_seconds=ended.system_seconds,
             peak_rss_bytes=peak,
         )
 
@@ -291,13 +338,6 @@ class JobProcess:
         if exit_code is None:
             return False, None, "crashed", "ended without a result; its exit status was lost"
         return False, None, "crashed", "exited without sending a result (pipe closed)"
-
-    def _forget(self, returncode: int) -> None:
-        # We reaped the child ourselves (wait4 gives rusage); tell multiprocess so it lets go.
-        popen = getattr(self._process, "_popen", None)
-        if popen is not None:
-            popen.returncode = returncode
-        self._process.close()
 
 
 def pid_exists(pid: int) -> bool:

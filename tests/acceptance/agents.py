@@ -105,3 +105,8 @@ def append(path: str, seconds: float = 0.0) -> str:
     finally:
         os.close(fd)
     return job_id
+
+
+def parent_pid() -> int:
+    """The pid of the process that forked this job's child."""
+    return os.getppid()

@@ -39,6 +39,7 @@ AGENT_CONFIG = {
         "whoami",
         "flaky",
         "append",
+        "parent_pid",
     ]
 }
 

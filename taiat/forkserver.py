@@ -1,0 +1,345 @@
+"""The fork server: a small process that forks the jobs' children for the supervisor.
+
+Fork costs in proportion to the size of the process that forks: one that has loaded psycopg and
+SQLAlchemy (about 55 MB) forks, exits and is reaped three to four times slower than a fresh
+interpreter that has loaded only the job's side of the package. So the supervisor starts this
+server once, from a fresh interpreter, hands it the executors, and for each job sends it the job
+and the write end of the result pipe. The server forks the child, says its pid, reaps it with
+`wait4`, and reports the exit status and resource use. Everything else stays in the supervisor:
+it reads the result pipe, watches deadlines and memory, and kills by process group (the child
+leads its own group), exactly as for a child it forked itself.
+
+The server dies with the supervisor (PR_SET_PDEATHSIG, and end of file on its socket), and its
+children die with it. Signals meant for the supervisor (Ctrl-C, SIGTERM) are the supervisor's to
+act on: the server ignores them.
+
+This module must stay light: the server imports it, and only what a job needs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from taiat import child
+from taiat.jobs import Job
+
+_FRAME = struct.Struct(">I")
+_PR_SET_PDEATHSIG = 1
+#: How long the server may take to start and import the executors' modules.
+START_TIMEOUT = 60.0
+#: How long the server may take to fork one child.
+LAUNCH_TIMEOUT = 10.0
+
+
+class ForkServerError(Exception):
+    """The fork server could not start, or has gone."""
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a child ended, as `wait4` told its parent. `status` is -1 when it is not known."""
+
+    status: int
+    user_seconds: float = 0.0
+    system_seconds: float = 0.0
+    peak_rss_bytes: int = 0
+
+
+LOST = Exit(-1)
+
+
+# -- framing: a 4-byte length, then a pickle; a file descriptor rides with the first bytes ------
+
+
+def _send(sock: socket.socket, message: Any, fds: Sequence[int] = ()) -> None:
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    data = _FRAME.pack(len(body)) + body
+    sent = socket.send_fds(sock, [data], list(fds)) if fds else sock.send(data)
+    if sent < len(data):
+        sock.sendall(data[sent:])
+
+
+def _read_exactly(sock: socket.socket, size: int, buffer: bytearray) -> bool:
+    while len(buffer) < size:
+        chunk = sock.recv(size - len(buffer))
+        if not chunk:
+            return False
+        buffer += chunk
+    return True
+
+
+def _receive(sock: socket.socket) -> tuple[Any, list[int]] | None:
+    """One whole message and the descriptors sent with it (blocking); None at end of file."""
+    head, fds, _, _ = socket.recv_fds(sock, _FRAME.size, 1)
+    if not head:
+        return None
+    buffer = bytearray(head)
+    if not _read_exactly(sock, _FRAME.size, buffer):
+        return None
+    (size,) = _FRAME.unpack(buffer)
+    body = bytearray()
+    if not _read_exactly(sock, size, body):
+        return None
+    return pickle.loads(body), fds
+
+
+# -- the supervisor's side -----------------------------------------------------------------
+
+
+class ForkServer:
+    """The supervisor's handle on its fork server: launch children, learn how they ended."""
+
+    def __init__(self, process: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        self.process = process
+        self.sock = sock
+        self.pid = process.pid
+        self.gone = False
+        self._buffer = bytearray()
+        self._exits: dict[int, Exit] = {}
+        self._replies: dict[int, tuple[str, Any]] = {}
+        self._launched: set[int] = set()
+        self._token = 0
+
+    @classmethod
+    def start(cls, executors: Sequence[Any], database_url: str | None) -> ForkServer:
+        """Start a server that runs jobs with `executors`; ForkServerError if it cannot (an
+        executor that does not pickle by reference, a module the server cannot import)."""
+        try:
+            blob = pickle.dumps(list(executors), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - any object may refuse to be pickled
+            raise ForkServerError(f"the executors cannot be sent to it: {exc}") from None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = "import sys; sys.path.insert(0, sys.argv[2]); import taiat.forkserver as f; "
+        code += "f.serve(int(sys.argv[1]))"
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", code, str(theirs.fileno()), root],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        server = cls(process, ours)
+        try:
+            _send(ours, (os.getpid(), list(sys.path), blob, database_url))
+            kind, detail = server._reply(0, START_TIMEOUT)
+        except ForkServerError:
+            server.close()
+            raise
+        if kind != "ready":
+            server.close()
+            raise ForkServerError(str(detail))
+        return server
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def launch(self, job: Job, result_fd: int, max_result_bytes: int) -> int:
+        """Fork a child for `job` writing its result to `result_fd` (the caller keeps and
+        closes its own copy); its pid. ForkServerError if the server has gone."""
+        self._token += 1
+        token = self._token
+        try:
+            _send(self.sock, ("run", token, job, max_result_bytes), [result_fd])
+        except OSError as exc:
+            self._lose(f"cannot reach it: {exc}")
+        kind, detail = self._reply(token, LAUNCH_TIMEOUT)
+        if kind != "started":
+            raise ForkServerError(str(detail))
+        self._launched.add(detail)
+        return int(detail)
+
+    def poll(self) -> None:
+        """Take in whatever the server has said; never blocks. When it has gone, `gone` says
+        so and its children end as LOST."""
+        try:
+            self._read(0.0)
+        except ForkServerError:
+            pass
+
+    def reap(self, pid: int) -> Exit | None:
+        """How child `pid` ended, once the server has reaped it; None while it runs."""
+        ending = self._exits.pop(pid, None)
+        if ending is None and self.gone and not _exists(pid):
+            ending = LOST  # the server died, and its children with it, untold
+        if ending is not None:
+            self._launched.discard(pid)
+        return ending
+
+    def close(self) -> None:
+        """Stop the server (its remaining children are killed) and wait for it."""
+        self.gone = True
+        self.sock.close()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def _reply(self, token: int, timeout: float) -> tuple[str, Any]:
+        deadline = time.monotonic() + timeout
+        while token not in self._replies:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._lose(f"no answer in {timeout:g} s")
+            self._read(left)
+        return self._replies.pop(token)
+
+    def _read(self, timeout: float) -> None:
+        if self.gone:
+            return
+        if not select.select([self.sock], [], [], timeout)[0]:
+            return
+        try:
+            chunk = self.sock.recv(1 << 16)
+        except OSError as exc:
+            self._lose(f"cannot read from it: {exc}")
+        if not chunk:
+            self._lose(f"it exited ({self.process.poll()})")
+        self._buffer += chunk
+        while len(self._buffer) >= _FRAME.size:
+            (size,) = _FRAME.unpack_from(self._buffer)
+            if len(self._buffer) < _FRAME.size + size:
+                break
+            message = pickle.loads(self._buffer[_FRAME.size : _FRAME.size + size])
+            del self._buffer[: _FRAME.size + size]
+            if message[0] == "exited":
+                self._exits[message[1]] = Exit(*message[2:])
+            else:
+                kind, token, detail = message
+                self._replies[token] = (kind, detail)
+
+    def _lose(self, why: str) -> NoReturn:
+        self.gone = True
+        raise ForkServerError(f"the fork server (pid {self.pid}) is gone: {why}")
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- the server's side ---------------------------------------------------------------------
+
+
+def serve(fd: int) -> NoReturn:
+    """The server's whole life, in a fresh interpreter, talking over socket `fd`."""
+    sock = socket.socket(fileno=fd)
+    first = _receive(sock)
+    if first is None:
+        os._exit(0)
+    (supervisor_pid, sys_path, blob, database_url), _ = first
+    _follow(supervisor_pid)
+    sys.path[:] = sys_path
+    try:
+        executors = pickle.loads(blob)
+    except Exception as exc:  # noqa: BLE001 - the supervisor forks itself instead, and says why
+        _send(sock, ("error", 0, f"it cannot load the executors: {type(exc).__name__}: {exc}"))
+        os._exit(0)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    server_pid = os.getpid()
+    _send(sock, ("ready", 0, server_pid))
+    children: set[int] = set()
+    inherited = (sock.fileno(), wake_read, wake_write)
+
+    def forget_server() -> None:
+        for number in inherited:
+            os.close(number)
+
+    while True:
+        readable = select.select([sock, wake_read], [], [])[0]
+        if wake_read in readable:
+            while True:
+                try:
+                    if not os.read(wake_read, 4096):
+                        break
+                except BlockingIOError:
+                    break
+        _reap(sock, children)
+        if sock not in readable:
+            continue
+        message = _receive(sock)
+        if message is None:
+            _shut_down(children)
+        (_, token, job, max_result_bytes), fds = message
+        if len(fds) != 1:
+            _send(sock, ("failed", token, "no result pipe came with the job"))
+            continue
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(fds[0])
+            _send(sock, ("failed", token, f"cannot fork: {exc}"))
+            continue
+        if pid == 0:
+            child.run(
+                job, executors, fds[0], server_pid, max_result_bytes, database_url, forget_server
+            )
+        os.close(fds[0])
+        try:  # from here too, so that a kill that comes before the child's own setpgrp works
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
+        children.add(pid)
+        _send(sock, ("started", token, pid))
+
+
+def _follow(supervisor_pid: int) -> None:
+    """Die with the supervisor; leave its signals to it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != supervisor_pid:
+        os._exit(1)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _reap(sock: socket.socket, children: set[int]) -> None:
+    while children:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            children.clear()
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        report = (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
+        _send(sock, ("exited", pid, status, *report))
+
+
+def _shut_down(children: set[int]) -> NoReturn:
+    """The supervisor has gone: so do the children, by process group."""
+    for pid in children:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    for pid in children:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    os._exit(0)

@@ -1,0 +1,91 @@
+"""Jobs are forked by the supervisor's fork server, a small process without the database
+stack; without it (asked for, or gone) the supervisor forks them itself, and nothing is lost."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+from conftest import agent_job, finished, pid_alive, wait_until
+from support import poll
+
+from taiat import JobManager, JobStatus
+from taiat.supervisor import Supervisor, SupervisorConfig
+
+
+def test_jobs_are_forked_by_the_fork_server(manager: JobManager, supervisor) -> None:
+    sup = supervisor("--max-concurrent-jobs", "2")
+    server_pid = wait_until(lambda: sup.status().get("fork_server_pid"), 30, "the fork server")
+    assert server_pid != sup.pid
+    job = manager.create_job("agent", "who forked me", payload={"agent_name": "parent_pid"})
+    done = wait_until(lambda: finished(manager, job.id), 30, "the job", watch=sup)
+    assert done.status is JobStatus.COMPLETED
+    assert done.result == server_pid
+    [attempt] = manager.get_attempts(job.id)
+    assert attempt.outcome == "completed" and attempt.exit_code == 0
+    # The job's own figures: its peak memory is that of a small process, not the supervisor's.
+    assert 0 < attempt.peak_rss_bytes < 45 << 20
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(30) == 0
+    wait_until(lambda: not pid_alive(server_pid), 10, "the fork server to exit")
+
+
+def test_without_the_fork_server_the_supervisor_forks(manager: JobManager, supervisor) -> None:
+    sup = supervisor("--no-fork-server")
+    job = manager.create_job("agent", "who forked me", payload={"agent_name": "parent_pid"})
+    done = wait_until(lambda: finished(manager, job.id), 30, "the job", watch=sup)
+    assert done.result == sup.pid
+    assert sup.status()["fork_server_pid"] is None
+
+
+def test_a_lost_fork_server_costs_one_attempt_and_nothing_else(
+    manager: JobManager, supervisor, tmp_path
+) -> None:
+    sup = supervisor("--max-concurrent-jobs", "2")
+    server_pid = wait_until(lambda: sup.status().get("fork_server_pid"), 30, "the fork server")
+    pid_file = tmp_path / "sleeper.pid"
+    sleeper = manager.create_job(
+        **agent_job("sleeper", "sleep", seconds=60, pid_file=str(pid_file)), max_retries=1
+    )
+    job_pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), 30, "the job"))
+    os.kill(server_pid, signal.SIGKILL)
+
+    # Its child died with it; the attempt is recorded as a crash and the job runs again, now
+    # forked by the supervisor itself, which carries on.
+    wait_until(lambda: not pid_alive(job_pid), 10, "the job's child to die with the server")
+    wait_until(lambda: manager.get_job(sleeper.id).retry_count == 1, 30, "the retry", watch=sup)
+    [first, *_] = manager.get_attempts(sleeper.id)
+    assert first.outcome == "crashed"
+    after = manager.create_job("agent", "after", payload={"agent_name": "parent_pid"})
+    done = wait_until(lambda: finished(manager, after.id), 30, "a later job", watch=sup)
+    assert done.result == sup.pid
+    assert "fork server" in sup.log()
+    assert sup.status()["fork_server_pid"] is None
+
+
+def test_executors_that_cannot_travel_stay_with_the_supervisor(
+    database_url: str, caplog
+) -> None:
+    """A registry of lambdas cannot be sent to a fresh process: the supervisor forks itself."""
+    supervisor = Supervisor(
+        SupervisorConfig(database_url=database_url, poll_interval=0.1, max_concurrent_jobs=1),
+        agent_registry={"local": lambda: os.getppid()},
+    )
+    manager = JobManager(database_url)
+    job = manager.create_job("agent", "local", payload={"agent_name": "local"})
+    runner = threading.Thread(target=supervisor.run)
+    with caplog.at_level(logging.WARNING, logger="taiat.supervisor"):
+        runner.start()
+        try:
+            done = poll(lambda: finished(manager, job.id), 30, "the job")
+        finally:
+            supervisor.stop()
+            runner.join(30)
+            manager.engine.dispose()
+            supervisor.manager.engine.dispose()
+    assert not runner.is_alive()
+    assert done.status is JobStatus.COMPLETED
+    assert done.result == os.getpid()
+    assert "no fork server (the executors cannot be sent to it" in caplog.text
