@@ -143,11 +143,19 @@ def url_of(engine: Engine) -> str:
 
 
 @contextmanager
-def begin(engine: Engine) -> Iterator[Connection]:
-    """A transaction that commits on success and rolls back on error, driver errors made ours."""
+def begin(engine: Engine, *, single_statement: bool = False) -> Iterator[Connection]:
+    """A transaction that commits on success and rolls back on error, driver errors made ours.
+
+    `single_statement`: the work is one statement, atomic on its own; PostgreSQL then runs it
+    in autocommit, which spares the BEGIN and COMMIT round trips.
+    """
     with translate_errors(engine):
-        with engine.begin() as conn:
-            yield conn
+        if single_statement and engine.dialect.name == "postgresql":
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                yield conn
+        else:
+            with engine.begin() as conn:
+                yield conn
 
 
 @contextmanager

@@ -44,20 +44,21 @@ class JobManager:
         return f"JobManager({db.describe(self.engine)!r})"
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """A transaction on a schema this release understands."""
-        with db.begin(self.engine) as conn:
+    def transaction(self, *, single_statement: bool = False) -> Iterator[Connection]:
+        """A transaction on a schema this release understands (see `db.begin` for
+        `single_statement`)."""
+        with db.begin(self.engine, single_statement=single_statement) as conn:
             if not self._schema_checked:
                 schema.check_version(conn)
                 self._schema_checked = True
             yield conn
 
-    def run(self, work: Callable[[Connection], T]) -> T:
+    def run(self, work: Callable[[Connection], T], *, single_statement: bool = False) -> T:
         """`work(conn)` in a transaction, run again from the start when PostgreSQL aborts it
         for a deadlock or serialisation conflict with another transaction."""
         for attempt in range(_CONFLICT_RETRIES):
             try:
-                with self.transaction() as conn:
+                with self.transaction(single_statement=single_statement) as conn:
                     return work(conn)
             except TransientConflict:
                 if attempt == _CONFLICT_RETRIES - 1:
@@ -204,7 +205,10 @@ class JobManager:
         """Atomically mark up to `limit` ready jobs running for `worker_id`, best first."""
         if limit <= 0:
             return []
-        return _in_claim_order(self.run(lambda conn: queries.claim_jobs(conn, worker_id, limit)))
+        rows = self.run(
+            lambda conn: queries.claim_jobs(conn, worker_id, limit), single_statement=True
+        )
+        return _in_claim_order(rows)
 
     def complete_job(
         self, job_id: str, claim_seq: int, result: Any = None, attempt: Attempt | None = None

@@ -96,20 +96,16 @@ def create(
     batch = {spec.id for spec in specs}
     wanted = {dep: spec.id for spec in specs for dep in spec.dependencies if dep not in batch}
     active = _active_dependencies(conn, wanted)
-    now = queries.db_now(conn)
-    rows: list[dict[str, Any]] = []
-    edges: list[dict[str, str]] = []
-    ready: list[str] = []
-    for spec in specs:
-        unmet = [dep for dep in spec.dependencies if dep in batch or dep in active]
-        rows.append(spec.row(len(unmet), now))
-        edges.extend({"job_id": spec.id, "depends_on": dep} for dep in unmet)
-        if not unmet:
-            ready.append(spec.id)
+    unmet = {
+        spec.id: [dep for dep in spec.dependencies if dep in batch or dep in active]
+        for spec in specs
+    }
+    any_ready = not all(unmet.values())
+    now = queries.db_now(conn, notify_payload="ready" if any_ready else None)
+    rows = [spec.row(len(unmet[spec.id]), now) for spec in specs]
+    edges = [{"job_id": spec.id, "depends_on": dep} for spec in specs for dep in unmet[spec.id]]
     queries.insert_jobs(conn, rows)
     queries.insert_edges(conn, edges)
-    if ready:
-        queries.notify(conn, "ready")
     return rows
 
 

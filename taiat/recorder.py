@@ -91,9 +91,12 @@ class Recorder:
             self._back()
             return []
         try:
-            done, claimed = self.manager.complete_and_claim(
-                [_completion(r) for r in successes], worker_id, claim
-            )
+            if successes:
+                done, claimed = self.manager.complete_and_claim(
+                    [_completion(r) for r in successes], worker_id, claim
+                )
+            else:
+                done, claimed = set(), self.manager.claim_jobs(worker_id, claim)
         except DatabaseUnavailable as exc:
             self.pending.extendleft(reversed(successes))
             self._lost(exc)

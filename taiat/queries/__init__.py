@@ -38,8 +38,12 @@ _READY = and_(jobs.c.status == PENDING, jobs.c.unmet_dependencies == 0)
 _READY_ORDER = (jobs.c.priority.desc(), jobs.c.run_at, jobs.c.created_at)
 
 
-def db_now(conn: Connection) -> datetime:
-    """The database's clock, as naive UTC."""
+def db_now(conn: Connection, *, notify_payload: str | None = None) -> datetime:
+    """The database's clock, as naive UTC; with `notify_payload`, in the same round trip, the
+    `notify` of it (sent when the transaction commits)."""
+    if notify_payload is not None and conn.dialect.name == "postgresql":
+        stmt = select(utcnow(), func.pg_notify(CHANNEL, notify_payload))
+        return conn.execute(stmt).first()[0]  # type: ignore[index]
     return conn.execute(select(utcnow())).scalar_one()
 
 
