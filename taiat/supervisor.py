@@ -19,7 +19,7 @@ from multiprocess.connection import wait
 
 from taiat import __version__, db, queries, status, workers
 from taiat.errors import DatabaseUnavailable
-from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_registry
+from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_agents
 from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job
 from taiat.process import MOVED_ON, Ending, JobProcess
@@ -75,7 +75,9 @@ class Supervisor:
         self.manager = manager or JobManager(
             db.engine_from_url(self.config.database_url, pool_pre_ping=False)
         )
-        self.registry = default_registry(agent_registry)
+        #: Every agent by name, with the inputs and outputs it declares (for query plans).
+        self.agents = default_agents(agent_registry)
+        self.registry = {name: agent.function for name, agent in self.agents.items()}
         self.custom_executors: list[JobExecutor] = []
         self.host = socket.gethostname()
         self.worker_id = workers.new_worker_id(self.host, os.getpid(), uuid.uuid4().hex[:8])
@@ -264,7 +266,7 @@ class Supervisor:
             return 0
         jobs = self.recorder.settle(self.worker_id, free)
         if jobs:
-            executors = [*self.custom_executors, AgentExecutor(self.registry), QueryExecutor()]
+            executors = [*self.custom_executors, AgentExecutor(self.agents), QueryExecutor(self.agents)]
             for job in jobs:
                 self._start(job, executors)
         return len(jobs)
