@@ -98,11 +98,11 @@ def _upstream_inputs(job: Job, agent: Agent, given: Mapping[str, Any]) -> dict[s
     wanted = [item for item in agent.inputs if item not in given]
     if not wanted or not job.dependencies:
         return {}
-    results = current_job().dependency_results.values()
+    upstream = list(current_job().dependency_results.values())
     return {
         item: result[item]
         for item in wanted
-        for result in results
+        for result in upstream
         if isinstance(result, dict) and item in result
     }
 

@@ -262,9 +262,7 @@ class JobManager:
         make the query wait for them. Their ids; None when the claim is stale. A plan that
         cannot be created fails the query for good (and gives no ids)."""
         try:
-            return self.run(
-                lambda conn: plans.expand(conn, job_id, claim_seq, plan, attempt)
-            )
+            return self.run(lambda conn: plans.expand(conn, job_id, claim_seq, plan, attempt))
         except (JobError, KeyError, TypeError, ValueError) as exc:
             log.error("job %s: cannot create its plan's jobs: %s", job_id, exc)
             error = f"cannot create the plan's jobs: {exc}"

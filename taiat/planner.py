@@ -17,8 +17,13 @@ from taiat.errors import InvalidJob, PlanningError
 
 
 class Declared(Protocol):
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
+    """What the planner reads of an agent (`taiat.agents.Agent` has it)."""
+
+    @property
+    def inputs(self) -> tuple[str, ...]: ...
+
+    @property
+    def outputs(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,9 @@ class Plan:
         return self.steps[-1] if self.steps else None
 
     def to_json(self) -> dict[str, Any]:
-        steps = [{"agent": s.agent, "inputs": s.inputs, "outputs": list(s.outputs)} for s in self.steps]
+        steps = [
+            {"agent": s.agent, "inputs": s.inputs, "outputs": list(s.outputs)} for s in self.steps
+        ]
         return {"goal": self.goal, "steps": steps}
 
     @classmethod
@@ -135,8 +142,10 @@ class _Planner:
         walking = [agent for agent, _ in self.path]
         if name in walking:
             loop = self.path[walking.index(name) :]
-            links = [f"{agent} needs {item} from {nxt}" for (agent, item), nxt in
-                     zip(loop, [a for a, _ in loop[1:]] + [name], strict=True)]
+            links = [
+                f"{agent} needs {item} from {nxt}"
+                for (agent, item), nxt in zip(loop, [a for a, _ in loop[1:]] + [name], strict=True)
+            ]
             raise PlanningError(f"cycle among the agents: {'; '.join(links)}")
         agent = self.agents[name]
         inputs: dict[str, str | None] = {}
@@ -162,7 +171,6 @@ def check_query_payload(payload: Mapping[str, Any]) -> None:
         raise InvalidJob(f'a query\'s "inputs" must be a JSON object, got {type(inputs).__name__}')
     chosen = payload.get("producers")
     if chosen is not None and (
-        not isinstance(chosen, Mapping)
-        or not all(isinstance(v, str) for v in chosen.values())
+        not isinstance(chosen, Mapping) or not all(isinstance(v, str) for v in chosen.values())
     ):
         raise InvalidJob('a query\'s "producers" must map output names to agent names')

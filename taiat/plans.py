@@ -69,13 +69,13 @@ def expand(
             )
         )
     lifecycle.create(conn, specs, set(ids.values()))
-    record = [
+    record: list[dict[str, Any]] = [
         {"job_id": ids[s.agent], "agent": s.agent, "after": [ids[a] for a in s.after]}
         for s in plan.steps
     ]
     plan_queries.wait_on_plan(conn, job_id, claim_seq, {**row["payload"], "plan": record}, 1)
     queries.insert_edges(conn, [{"job_id": job_id, "depends_on": ids[sink.agent]}])
-    return [entry["job_id"] for entry in record]
+    return [ids[step.agent] for step in plan.steps]
 
 
 def plan_ids(query: Mapping[Any, Any]) -> list[str]:

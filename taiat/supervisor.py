@@ -266,7 +266,11 @@ class Supervisor:
             return 0
         jobs = self.recorder.settle(self.worker_id, free)
         if jobs:
-            executors = [*self.custom_executors, AgentExecutor(self.agents), QueryExecutor(self.agents)]
+            executors = [
+                *self.custom_executors,
+                AgentExecutor(self.agents),
+                QueryExecutor(self.agents),
+            ]
             for job in jobs:
                 self._start(job, executors)
         return len(jobs)
