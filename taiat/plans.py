@@ -79,7 +79,9 @@ def expand(
 
 
 def plan_ids(query: Mapping[Any, Any]) -> list[str]:
-    """The job ids of the query's plan (none if it was never expanded)."""
+    """The job ids of the query's plan (none if it was never expanded, or is no query)."""
+    if query["job_type"] != JobType.QUERY.value:
+        return []
     plan = (query["payload"] or {}).get("plan")
     if not isinstance(plan, list):
         return []
