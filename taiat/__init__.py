@@ -27,7 +27,15 @@ _WHERE = {
     "JobType": "taiat.jobs",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "current_job",
+    "Job",
+    "JobHistoryEntry",
+    "JobManager",
+    "JobStatus",
+    "JobType",
+    "TaiatError",
+]
 
 
 def __getattr__(name: str) -> Any:

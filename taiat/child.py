@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from taiat import context
 from taiat.errors import InvalidJob
-from taiat.executors import JobExecutor, JobFailed
+from taiat.executors import Expansion, FinalFailure, JobExecutor, JobFailed
 from taiat.jobs import Job
 from taiat.specs import json_text
 
@@ -96,12 +96,16 @@ def _execute(job: Job, executors: Sequence[JobExecutor]) -> dict[str, Any]:
         return _error(f"no executor can run {job.job_type.value} job {job.name}")
     try:
         result = executor.execute(job)
+    except FinalFailure as exc:
+        return {**_error(str(exc)), "final": True}
     except JobFailed as exc:
         return _error(str(exc))
     except Exception as exc:  # noqa: BLE001 - any failure of the job's code is its result
         lines = traceback.format_exception(exc)
         tail = "".join(lines).rstrip().splitlines()[-TRACEBACK_LINES:]
         return _error(f"{type(exc).__name__}: {exc}", "\n".join(tail))
+    if isinstance(result, Expansion):
+        return {"ok": True, "plan": result.plan.to_json()}
     if isinstance(result, dict) and result.get("success") is False:
         return _error(str(result.get("error") or "the executor reported failure"))
     return {"ok": True, "result": result}

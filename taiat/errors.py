@@ -61,3 +61,9 @@ class JobNotFound(JobError, LookupError):
 
 class InvalidTransition(JobError):
     """Raised when a job is not in a state that allows the requested change."""
+
+
+class PlanningError(JobError, ValueError):
+    """Raised when a query cannot be planned: no agent produces the goal, an input is missing,
+    two agents produce the same output and nothing chooses between them, or the agents' needs
+    form a cycle."""

@@ -1,11 +1,17 @@
-"""`python -m taiat.example_usage`: enqueue a small example DAG of built-in agents.
+"""`python -m taiat.example_usage`: enqueue a small example DAG of built-in agents,
 
     generate_a ─┐
                 ├─> summarise ─┐
     generate_b ─┤              ├─> report
                 └─> histogram ─┘
 
-With `--run`, also run a supervisor in burst mode until the DAG is done and print the results.
+and a query job asking for `sample_report`, which the planner turns into the same shape of
+work from the example agents' declared inputs and outputs:
+
+    example_sample ─┬─> example_describe ─┐
+                    └─> example_bins ─────┴─> example_write_report
+
+With `--run`, also run a supervisor in burst mode until all is done and print the results.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from taiat.agents import default_agents
 from taiat.cli import fail, parse, setup_logging
 from taiat.errors import TaiatError
-from taiat.job_manager import JobManager, JobType
+from taiat.job_manager import Job, JobManager, JobType
+from taiat.planner import plan
 
 USAGE = """Enqueue the example DAG (python -m taiat.example_usage).
 
@@ -28,6 +36,9 @@ Usage:
 Options:
   --database-url URL  The database (else TAIAT_DATABASE_URL, else ./taiat.db).
   --run               Initialise the database if needed, run the jobs, print what happened.
+
+The query job asks for "sample_report" from the inputs count, seed and bins; the plan is
+printed before it runs, and its agent jobs after.
   -h --help           Show this help.
 """
 
@@ -63,6 +74,40 @@ def enqueue(manager: JobManager) -> list:
     return manager.create_jobs(specs)
 
 
+#: The example query: its goal, and the inputs it gives.
+QUERY = {
+    "query": "Describe a sample of 50 numbers: summary and histogram",
+    "inferred_goal_output": "sample_report",
+    "inputs": {"count": 50, "seed": 1, "bins": 4},
+}
+
+
+def enqueue_query(manager: JobManager) -> Job:
+    """Create the example query job, and print the plan the planner will make for it."""
+    found = plan(default_agents(), QUERY["inferred_goal_output"], set(QUERY["inputs"]))
+    job = manager.create_job(JobType.QUERY, "sample report", payload=QUERY)
+    print(f"enqueued {job.id}  (query for {QUERY['inferred_goal_output']}; planned as:)")
+    for line in found.describe().splitlines():
+        print(f"    {line}")
+    return job
+
+
+def print_query(manager: JobManager, job_id: str) -> bool:
+    """The query's outcome and its plan's agent jobs; whether it completed."""
+    done = manager.get_job(job_id)
+    if done is None:
+        return False
+    print(
+        f"{done.status.value:<9} query {done.name}: {json.dumps(done.result or done.error_message)}"
+    )
+    for step in done.payload.get("plan", []):
+        agent_job = manager.get_job(step["job_id"])
+        state = agent_job.status.value if agent_job else "?"
+        after = ", ".join(step["after"]) or "-"
+        print(f"    {state:<9} {step['agent']:<21} {step['job_id']}  after: {after}")
+    return done.status.value == "completed"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(USAGE, argv)
     setup_logging("INFO" if args["--run"] else "WARNING")
@@ -76,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for job in jobs:
             deps = ", ".join(job.dependencies) or "-"
             print(f"enqueued {job.id}  ({job.payload['agent_name']}; after: {deps})")
+        query_job = enqueue_query(manager)
         if not args["--run"]:
             print("now run a supervisor: taiat-supervisor (or python -m taiat.run_worker)")
             return 0
@@ -89,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         finished = [manager.get_job(job.id) or job for job in jobs]
         for done in finished:
             print(f"{done.status.value:<9} {done.name}: {json.dumps(done.result)[:160]}")
-        return 0 if all(done.status.value == "completed" for done in finished) else 1
+        query_ok = print_query(manager, query_job.id)
+        return 0 if query_ok and all(d.status.value == "completed" for d in finished) else 1
     except TaiatError as error:
         return fail(error)
 

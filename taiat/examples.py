@@ -51,10 +51,60 @@ def report(**_: Any) -> dict[str, Any]:
     return {"report": parts, "sections": len(parts)}
 
 
-#: Agent name -> function; TAIAT_AGENT_CONFIG entries of the same name take precedence.
-AGENTS: dict[str, Callable[..., Any]] = {
+# -- agents that declare their inputs and outputs, for query jobs --------------------------
+# Their data names start with "sample" so that they stay clear of the names of your own agents.
+
+
+def sample(count: int, seed: int) -> list[float]:
+    """`count` numbers drawn with `seed`: the `sample` output, returned bare."""
+    return generate_numbers(count, seed)["numbers"]
+
+
+def describe_sample(sample: list[float]) -> dict[str, Any]:
+    """The `sample_summary` output."""
+    return {
+        "count": len(sample),
+        "mean": round(statistics.fmean(sample), 3) if sample else None,
+        "stdev": round(statistics.stdev(sample), 3) if len(sample) > 1 else None,
+    }
+
+
+def bin_sample(sample: list[float], bins: int) -> dict[str, Any]:
+    """The `sample_histogram` output."""
+    if not sample:
+        return {"bins": []}
+    low, high = min(sample), max(sample)
+    width = (high - low) / bins or 1.0
+    counts = [0] * bins
+    for value in sample:
+        counts[min(int((value - low) / width), bins - 1)] += 1
+    return {"low": low, "width": round(width, 3), "bins": counts}
+
+
+def report_sample(
+    sample_summary: dict[str, Any], sample_histogram: dict[str, Any]
+) -> dict[str, Any]:
+    """The `sample_report` output, keyed by its name as an agent with outputs may return it."""
+    summary, bins = sample_summary, sample_histogram["bins"]
+    text = f"{summary['count']} numbers, mean {summary['mean']}, stdev {summary['stdev']}"
+    return {"sample_report": f"{text}; histogram {bins}"}
+
+
+def _declared(function: Callable[..., Any], inputs: list[str], output: str) -> dict[str, Any]:
+    return {"function": function, "inputs": inputs, "outputs": [output]}
+
+
+#: Agent name -> function, or a declaration for the query planner; TAIAT_AGENT_CONFIG entries
+#: of the same name take precedence.
+AGENTS: dict[str, Any] = {
     "example_generate": generate_numbers,
     "example_summarise": summarise,
     "example_histogram": histogram,
     "example_report": report,
+    "example_sample": _declared(sample, ["count", "seed"], "sample"),
+    "example_describe": _declared(describe_sample, ["sample"], "sample_summary"),
+    "example_bins": _declared(bin_sample, ["sample", "bins"], "sample_histogram"),
+    "example_write_report": _declared(
+        report_sample, ["sample_summary", "sample_histogram"], "sample_report"
+    ),
 }

@@ -1,23 +1,43 @@
-"""How a job is run inside its child: the executor protocol, agent and query executors, and
-the agent registry (`TAIAT_AGENT_CONFIG`)."""
+"""How a job is run inside its child: the executor protocol, and the agent and query
+executors. The agent registry is `taiat.agents`; a query engine plug-in, `taiat.engines`."""
 
 from __future__ import annotations
 
-import importlib
-import json
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from taiat.errors import ConfigurationError, TaiatError
+from taiat import engines
+from taiat.agents import (  # noqa: F401 - re-exported: their home used to be this module
+    Agent,
+    AgentRegistry,
+    as_agent,
+    default_agents,
+    default_registry,
+    import_object,
+    load_agent_config,
+)
+from taiat.context import current_job
+from taiat.errors import ConfigurationError, PlanningError, TaiatError
 from taiat.jobs import Job, JobType
-
-AgentRegistry = dict[str, Callable[..., Any]]
+from taiat.planner import Plan, plan
 
 
 class JobFailed(TaiatError):
     """Raised inside a job to fail it with a message, without a traceback."""
+
+
+class FinalFailure(JobFailed):
+    """Raised inside a job to fail it for good, without a retry: running it again cannot help."""
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """What a query job hands back instead of a result: its plan, which the supervisor creates
+    as agent jobs; the query completes with the goal output once they have run."""
+
+    plan: Plan
 
 
 @runtime_checkable
@@ -32,10 +52,13 @@ class JobExecutor(Protocol):
 
 
 class AgentExecutor:
-    """AGENT jobs: call `registry[payload["agent_name"]](**payload["parameters"])`."""
+    """AGENT jobs: call the registered agent with the payload's `parameters`, and each of its
+    inputs that an upstream job produced, as keyword arguments. An agent with declared
+    `outputs` has its result keyed by them."""
 
-    def __init__(self, registry: Mapping[str, Callable[..., Any]]) -> None:
+    def __init__(self, registry: Mapping[str, Callable[..., Any] | Agent]) -> None:
         self.registry = dict(registry)
+        self.agents = {name: as_agent(name, entry) for name, entry in registry.items()}
 
     def can_execute(self, job: Job) -> bool:
         return job.job_type is JobType.AGENT
@@ -44,83 +67,103 @@ class AgentExecutor:
         name = job.payload.get("agent_name")
         if not isinstance(name, str):
             raise JobFailed('an agent job\'s payload needs an "agent_name"')
-        function = self.registry.get(name)
-        if function is None:
-            known = ", ".join(sorted(self.registry)) or "none"
+        agent = self.agents.get(name)
+        if agent is None:
+            known = ", ".join(sorted(self.agents)) or "none"
             raise JobFailed(f"agent {name} is not registered (known: {known})")
         parameters = job.payload.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise JobFailed('an agent job\'s "parameters" must be a JSON object')
-        return function(**parameters)
+        arguments = {**parameters, **_upstream_inputs(job, agent, parameters)}
+        result = agent.function(**arguments)
+        outputs = job.payload.get("outputs") or agent.outputs
+        return keyed_by_outputs(result, list(outputs), name) if outputs else result
+
+
+def _upstream_inputs(job: Job, agent: Agent, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The agent's inputs that upstream jobs produced: as the plan wired them (`inputs_from`,
+    input -> job id), else, for its declared inputs, from any dependency's result of that name."""
+    sources = job.payload.get("inputs_from")
+    if sources is not None:
+        if not isinstance(sources, dict):
+            raise JobFailed('an agent job\'s "inputs_from" must map input names to job ids')
+        results = current_job().dependency_results
+        found = {}
+        for item, source in sources.items():
+            result = results.get(source)
+            if not isinstance(result, dict) or item not in result:
+                raise JobFailed(f"input {item!r}: job {source} left no output of that name")
+            found[item] = result[item]
+        return found
+    wanted = [item for item in agent.inputs if item not in given]
+    if not wanted or not job.dependencies:
+        return {}
+    upstream = list(current_job().dependency_results.values())
+    return {
+        item: result[item]
+        for item in wanted
+        for result in upstream
+        if isinstance(result, dict) and item in result
+    }
+
+
+def keyed_by_outputs(result: Any, outputs: list[str], agent: str) -> Any:
+    """An agent's result as a dict keyed by its declared outputs: a bare value is the single
+    output's; a dict must hold every output."""
+    if isinstance(result, dict) and result.get("success") is False:
+        return result  # the agent reports failure: let it fail the job
+    if len(outputs) == 1 and not (isinstance(result, dict) and outputs[0] in result):
+        return {outputs[0]: result}
+    if not isinstance(result, dict):
+        raise JobFailed(
+            f"agent {agent} declares outputs {', '.join(outputs)}: it must return a dict keyed "
+            f"by them, not {type(result).__name__}"
+        )
+    missing = [name for name in outputs if name not in result]
+    if missing:
+        raise JobFailed(
+            f"agent {agent} returned no {', '.join(missing)} (declared outputs: "
+            f"{', '.join(outputs)})"
+        )
+    return result
 
 
 class QueryExecutor:
-    """QUERY jobs: run through the engine named by `TAIAT_QUERY_ENGINE` ("module:factory")."""
+    """QUERY jobs. With `TAIAT_QUERY_ENGINE` ("module:factory"), the engine runs the whole query
+    here; otherwise the built-in planner plans it over the agents' declarations, and the plan
+    runs as agent jobs."""
+
+    def __init__(self, agents: Mapping[str, Any] | None = None) -> None:
+        self._agents = None if agents is None else dict(agents)
 
     def can_execute(self, job: Job) -> bool:
         return job.job_type is JobType.QUERY
 
     def execute(self, job: Job) -> Any:
-        spec = os.environ.get("TAIAT_QUERY_ENGINE")
-        if not spec:
-            raise JobFailed(
-                'no query engine is configured: set TAIAT_QUERY_ENGINE to "module:factory"'
-            )
-        engine = import_object(spec, "TAIAT_QUERY_ENGINE")()
         payload = job.payload
-        return engine.run(
-            payload.get("query"), payload.get("inferred_goal_output"), payload.get("inputs") or {}
-        )
-
-
-def import_object(spec: str, what: str) -> Any:
-    """The object named by "package.module:attribute"."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ConfigurationError(f'{what}: {spec!r} is not of the form "module:function"')
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"{what}: cannot import {module_name}: {exc}") from exc
-    try:
-        return getattr(module, attribute)
-    except AttributeError:
-        raise ConfigurationError(f"{what}: {module_name} has no {attribute}") from None
-
-
-def load_agent_config(value: str | None = None) -> AgentRegistry:
-    """Agents from `TAIAT_AGENT_CONFIG`: a JSON object, or the path of a JSON file, mapping
-    names to "module:function" (or to {"function": "module:function", ...})."""
-    value = os.environ.get("TAIAT_AGENT_CONFIG") if value is None else value
-    if not value or not value.strip():
-        return {}
-    text = value
-    if not value.lstrip().startswith("{"):
-        path = Path(value)
+        query = payload.get("query")
+        goal = payload.get("inferred_goal_output")
+        inputs = payload.get("inputs") or {}
+        spec = os.environ.get("TAIAT_QUERY_ENGINE")
+        if spec:
+            try:
+                engine = engines.load(spec)
+            except ConfigurationError as exc:
+                raise FinalFailure(str(exc)) from exc
+            try:
+                return engines.run_query(engine, query, goal, inputs)
+            except engines.EngineFailed as exc:
+                raise JobFailed(str(exc)) from exc
+        if not isinstance(goal, str) or not goal:
+            raise FinalFailure(
+                'a query job\'s payload needs an "inferred_goal_output": the output to produce'
+            )
+        agents = self._agents if self._agents is not None else default_agents()
+        declared = {name: as_agent(name, entry) for name, entry in agents.items()}
         try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigurationError(f"TAIAT_AGENT_CONFIG: cannot read {path}: {exc}") from exc
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"TAIAT_AGENT_CONFIG is not valid JSON: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ConfigurationError("TAIAT_AGENT_CONFIG must be a JSON object of agent names")
-    registry: AgentRegistry = {}
-    for name, entry in config.items():
-        spec = entry.get("function") if isinstance(entry, dict) else entry
-        if not isinstance(spec, str):
-            raise ConfigurationError(f'TAIAT_AGENT_CONFIG: agent {name} needs "module:function"')
-        function = import_object(spec, f"TAIAT_AGENT_CONFIG agent {name}")
-        if not callable(function):
-            raise ConfigurationError(f"TAIAT_AGENT_CONFIG: {spec} is not callable")
-        registry[name] = function
-    return registry
-
-
-def default_registry(extra: Mapping[str, Callable[..., Any]] | None = None) -> AgentRegistry:
-    """The example agents, then `TAIAT_AGENT_CONFIG`, then `extra`; later ones win."""
-    from taiat.examples import AGENTS
-
-    return {**AGENTS, **load_agent_config(), **(extra or {})}
+            found = plan(declared, goal, set(inputs), payload.get("producers"))
+        except PlanningError as exc:
+            raise FinalFailure(f"cannot plan the query: {exc}") from exc
+        if found.sink is None:
+            return inputs[goal]  # the query's inputs give the goal itself
+        return Expansion(found)

@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
-from taiat import db, lifecycle, queries, schema
-from taiat.errors import InvalidJob, TransientConflict
+from taiat import db, lifecycle, plans, queries, schema
+from taiat.errors import InvalidJob, JobError, TransientConflict
 from taiat.jobs import Attempt, Job, JobHistoryEntry, JobStatus, JobType
 from taiat.lifecycle import Completion, RetryPolicy
 from taiat.queries import supervisors as supervisor_queries
@@ -254,6 +254,24 @@ class JobManager:
                 conn, job_id, claim_seq, error, attempt, self.retry_policy, retry=retry
             )
         )
+
+    def expand_query(
+        self,
+        job_id: str,
+        claim_seq: int,
+        plan: Mapping[str, Any],
+        attempt: Attempt | None = None,
+    ) -> list[str] | None:
+        """Record that this claim of a query job planned it: create the plan's agent jobs and
+        make the query wait for them. Their ids; None when the claim is stale. A plan that
+        cannot be created fails the query for good (and gives no ids)."""
+        try:
+            return self.run(lambda conn: plans.expand(conn, job_id, claim_seq, plan, attempt))
+        except (JobError, KeyError, TypeError, ValueError) as exc:
+            log.error("job %s: cannot create its plan's jobs: %s", job_id, exc)
+            error = f"cannot create the plan's jobs: {exc}"
+            status = self.fail_job(job_id, claim_seq, error, attempt, retry=False)
+            return None if status is None else []
 
     def requeue_job(self, job_id: str, claim_seq: int, attempt: Attempt | None = None) -> bool:
         """Put this claim's job back to pending at once, no retry spent (a shutdown cut it

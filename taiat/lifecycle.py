@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import RowMapping
 from sqlalchemy.engine import Connection
 
-from taiat import queries
+from taiat import plans, queries
 from taiat.errors import DuplicateJob, InvalidDependency, InvalidTransition, JobNotFound
 from taiat.jobs import Attempt, JobStatus
 from taiat.specs import JobSpec, clean_text, new_job_id
@@ -160,6 +160,9 @@ def complete(conn: Connection, completions: Sequence[Completion]) -> tuple[set[s
     queries.insert_history(conn, entries)
     done = {row["id"] for row in rows}
     ready = queries.release_dependents(conn, done)
+    queries_done, also_ready = plans.complete_queries(conn, rows, results)
+    if queries_done:
+        ready = [job_id for job_id in ready if job_id not in queries_done] + also_ready
     if ready:
         queries.notify(conn, "ready")
     return done, ready
@@ -192,6 +195,7 @@ def fail(
     now = queries.db_now(conn)
     entry = history_entry(row, JobStatus.FAILED, now, error=clean_text(error))
     queries.move_to_history(conn, [entry])
+    plans.agent_failed(conn, row, error, now)
     cancel_dependents(conn, row, JobStatus.FAILED, now)
     return JobStatus.FAILED
 
@@ -217,6 +221,7 @@ def cancel(conn: Connection, job_id: str) -> bool:
     queries.move_to_history(conn, [entry])
     if row["status"] == JobStatus.RUNNING.value:
         queries.notify(conn, f"cancel:{job_id}")
+    plans.cancel_agents(conn, row, "its query job was cancelled", now)
     cancel_dependents(conn, row, JobStatus.CANCELLED, now)
     return True
 
@@ -240,6 +245,8 @@ def cancel_dependents(
                 message += f" (reached through {direct})"
             entries.append(history_entry(row, JobStatus.CANCELLED, now, error=message))
         queries.move_to_history(conn, entries)
+        for row in rows:  # a query cancelled this way takes its plan's agents with it
+            plans.cancel_agents(conn, row, f"its query job was cancelled: {why}", now)
         frontier = [row["id"] for row in rows]
         cancelled.extend(frontier)
     return cancelled

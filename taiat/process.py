@@ -48,6 +48,10 @@ class Ending:
     cpu_user_seconds: float
     cpu_system_seconds: float
     peak_rss_bytes: int
+    #: A query job's plan, to create as agent jobs (cause "planned"), instead of a result.
+    plan: dict[str, Any] | None = None
+    #: The job failed in a way no retry can mend (it said so): fail it for good.
+    final: bool = False
 
 
 def signal_words(signum: int) -> str:
@@ -304,17 +308,21 @@ class JobProcess:
         exit_code = os.WEXITSTATUS(status) if known and os.WIFEXITED(status) else None
         exit_signal = os.WTERMSIG(status) if known and os.WIFSIGNALED(status) else None
         ok, result, cause, error = self._judge(exit_code, exit_signal)
+        said = self._message if self._verdict is None and self._message is not None else {}
+        plan = said.get("plan") if ok else None
         return Ending(
             ok=ok,
             result=result,
             error=error,
-            cause=cause,
+            cause="planned" if plan is not None else cause,
             exit_code=exit_code,
             exit_signal=exit_signal,
             wall_seconds=wall,
             cpu_user_seconds=ended.user_seconds,
             cpu_system_seconds=ended.system_seconds,
             peak_rss_bytes=peak,
+            plan=plan,
+            final=bool(said.get("final")) and not ok,
         )
 
     def _judge(

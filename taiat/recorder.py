@@ -75,7 +75,7 @@ class Recorder:
         successes: list[Record] = []
         while self.pending:
             record = self.pending.popleft()
-            if record.ending.ok:
+            if record.ending.ok and record.ending.plan is None:
                 successes.append(record)
                 continue
             try:
@@ -113,13 +113,17 @@ class Recorder:
         if ending.cause == "stopped":
             outcome = self.manager.requeue_job(job.id, job.claim_seq, attempt)
             words = "put back to pending"
+        elif ending.plan is not None:
+            created = self.manager.expand_query(job.id, job.claim_seq, ending.plan, attempt)
+            outcome = created is not None
+            words = f"planned: {len(created or [])} agent jobs created"
         elif ending.cause in MOVED_ON:
             # The job has moved on without this run; only the run itself is left to record.
             self.manager.record_attempt(attempt)
             return
         else:
             outcome = self.manager.fail_job(
-                job.id, job.claim_seq, ending.error or ending.cause, attempt
+                job.id, job.claim_seq, ending.error or ending.cause, attempt, retry=not ending.final
             )
             words = f"recorded, now {getattr(outcome, 'value', outcome)}"
         if not outcome:

@@ -13,6 +13,7 @@ from typing import Any
 
 from taiat.errors import DuplicateJob, InvalidDependency, InvalidJob
 from taiat.jobs import JobType
+from taiat.planner import check_query_payload
 
 #: The keyword names `create_job` takes, which is also what a `create_jobs` item may hold.
 SPEC_KEYS = frozenset(
@@ -138,6 +139,8 @@ def build_spec(
         raise InvalidJob(f"payload must be a JSON object (a dict), got {type(payload).__name__}")
     payload = dict(payload)
     json_text(payload, "payload")
+    if kind is JobType.QUERY:
+        check_query_payload(payload)
     if not _is_int(max_retries) or max_retries < 0:
         raise InvalidJob(f"max_retries must be a whole number >= 0, got {max_retries!r}")
     if not _is_int(priority):

@@ -19,7 +19,7 @@ from multiprocess.connection import wait
 
 from taiat import __version__, db, queries, status, workers
 from taiat.errors import DatabaseUnavailable
-from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_registry
+from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_agents
 from taiat.forkserver import ForkServer, ForkServerError
 from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job
@@ -79,7 +79,9 @@ class Supervisor:
         self.manager = manager or JobManager(
             db.engine_from_url(self.config.database_url, pool_pre_ping=False)
         )
-        self.registry = default_registry(agent_registry)
+        #: Every agent by name, with the inputs and outputs it declares (for query plans).
+        self.agents = default_agents(agent_registry)
+        self.registry = {name: agent.function for name, agent in self.agents.items()}
         self.custom_executors: list[JobExecutor] = []
         self.host = socket.gethostname()
         self.worker_id = workers.new_worker_id(self.host, os.getpid(), uuid.uuid4().hex[:8])
@@ -283,7 +285,7 @@ class Supervisor:
 
     def _launcher(self) -> Launcher:
         """The fork server when it can be had, else the supervisor forks jobs itself."""
-        executors = [*self.custom_executors, AgentExecutor(self.registry), QueryExecutor()]
+        executors = [*self.custom_executors, AgentExecutor(self.agents), QueryExecutor(self.agents)]
         if self.config.fork_server:
             try:
                 self.fork_server = ForkServer.start(executors, db.url_of(self.manager.engine))

@@ -65,9 +65,7 @@ def test_a_lost_fork_server_costs_one_attempt_and_nothing_else(
     assert sup.status()["fork_server_pid"] is None
 
 
-def test_executors_that_cannot_travel_stay_with_the_supervisor(
-    database_url: str, caplog
-) -> None:
+def test_executors_that_cannot_travel_stay_with_the_supervisor(database_url: str, caplog) -> None:
     """A registry of lambdas cannot be sent to a fresh process: the supervisor forks itself."""
     supervisor = Supervisor(
         SupervisorConfig(database_url=database_url, poll_interval=0.1, max_concurrent_jobs=1),

@@ -1,0 +1,466 @@
+"""Query jobs on PostgreSQL and SQLite: the plan, its agent jobs and their wiring, results
+flowing as keyword arguments, failures and cancels, and query engine plug-ins. The supervisor
+runs in this process and forks real children (see tests/acceptance for the daemon)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import pytest
+from support import poll
+
+import taiat
+from taiat import JobManager, JobStatus
+from taiat.errors import InvalidJob
+from taiat.worker import TaiatWorker
+
+
+def declared(function: Any, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
+    return {"function": function, "inputs": inputs, "outputs": outputs}
+
+
+def clean(raw: list[int]) -> list[int]:
+    return sorted(x for x in raw if x >= 0)
+
+
+def total(table: list[int]) -> dict[str, Any]:
+    return {"total": sum(table), "count": len(table)}
+
+
+def describe(total: int, count: int, title: str) -> dict[str, Any]:
+    return {"report": f"{title}: {count} values, total {total}"}
+
+
+def spread(table: list[int]) -> int:
+    return max(table) - min(table)
+
+
+def combine(total: int, spread: int) -> str:
+    job = taiat.current_job()
+    return f"total {total}, spread {spread}; from {len(job.dependency_results)} jobs"
+
+
+def boom(table: list[int]) -> None:
+    raise ValueError(f"cannot take {len(table)} values")
+
+
+def slow(table: list[int]) -> int:
+    time.sleep(60)  # the job is cancelled long before; its process group is killed
+    return 0
+
+
+def echo_kwargs(**kwargs: Any) -> dict[str, Any]:
+    return {"seen": kwargs, "raw_results": taiat.current_job().dependency_results}
+
+
+CHAIN = {
+    "clean": declared(clean, ["raw"], ["table"]),
+    "total": declared(total, ["table"], ["total", "count"]),
+    "describe": declared(describe, ["total", "count", "title"], ["report"]),
+}
+DIAMOND = {
+    "clean": declared(clean, ["raw"], ["table"]),
+    "total": declared(total, ["table"], ["total", "count"]),
+    "spread": declared(spread, ["table"], ["spread"]),
+    "combine": declared(combine, ["total", "spread"], ["summary"]),
+}
+
+
+def query(goal: str, **inputs: Any) -> dict[str, Any]:
+    return {"query": f"produce {goal}", "inferred_goal_output": goal, "inputs": inputs}
+
+
+def run_burst(url: str, agents: dict[str, Any], slots: int = 2) -> TaiatWorker:
+    """A supervisor in this process until no job is left."""
+    worker = TaiatWorker(
+        database_url=url,
+        agent_registry=agents,
+        burst=True,
+        poll_interval=0.05,
+        max_concurrent_jobs=slots,
+        check_interval=0.1,
+    )
+    try:
+        worker.run()
+    finally:
+        worker.manager.engine.dispose()
+    return worker
+
+
+def plan_of(manager: JobManager, job_id: str) -> dict[str, dict[str, Any]]:
+    """The query's plan by agent: its job id, the jobs it waited for, and the job itself."""
+    job = manager.get_job(job_id)
+    assert job is not None
+    found = {}
+    for step in job.payload["plan"]:
+        agent_job = manager.get_job(step["job_id"])
+        found[step["agent"]] = {**step, "job": agent_job}
+    return found
+
+
+# -- planning ------------------------------------------------------------------------------
+
+
+def test_chain_runs_in_order_and_completes_with_the_goal(
+    database_url: str, manager: JobManager
+) -> None:
+    job = manager.create_job(
+        "query", "chain", payload=query("report", raw=[3, -1, 4, 1], title="numbers")
+    )
+    run_burst(database_url, CHAIN)
+    done = manager.get_job(job.id)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    assert done.result == "numbers: 3 values, total 8"
+    plan = plan_of(manager, job.id)
+    assert list(plan) == ["clean", "total", "describe"]
+    ids = {agent: step["job_id"] for agent, step in plan.items()}
+    assert plan["clean"]["after"] == []
+    assert plan["total"]["after"] == [ids["clean"]]
+    assert plan["describe"]["after"] == [ids["total"]]
+    for agent, step in plan.items():
+        agent_job = step["job"]
+        assert agent_job.status is JobStatus.COMPLETED
+        assert agent_job.payload["agent_name"] == agent
+        assert agent_job.payload["query_job"] == job.id
+        assert agent_job.dependencies == step["after"]
+    # Every result is keyed by the agent's outputs, a bare value wrapped.
+    assert plan["clean"]["job"].result == {"table": [1, 3, 4]}
+    assert plan["total"]["job"].result == {"total": 8, "count": 3}
+    # Inputs the query gives go to the agents that need them, and only to them.
+    assert plan["clean"]["job"].payload["parameters"] == {"raw": [3, -1, 4, 1]}
+    assert plan["describe"]["job"].payload["parameters"] == {"title": "numbers"}
+
+
+def test_diamond_shares_its_root_and_joins_both_branches(
+    database_url: str, manager: JobManager
+) -> None:
+    job = manager.create_job("query", "diamond", payload=query("summary", raw=[5, 1, 9]))
+    run_burst(database_url, DIAMOND)
+    done = manager.get_job(job.id)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    assert done.result == "total 15, spread 8; from 2 jobs"
+    plan = plan_of(manager, job.id)
+    assert list(plan) == ["clean", "total", "spread", "combine"]
+    root = plan["clean"]["job_id"]
+    assert plan["total"]["after"] == [root] and plan["spread"]["after"] == [root]
+    assert set(plan["combine"]["after"]) == {plan["total"]["job_id"], plan["spread"]["job_id"]}
+    assert all(step["job"].status is JobStatus.COMPLETED for step in plan.values())
+
+
+@pytest.mark.parametrize(
+    ("agents", "payload", "message"),
+    [
+        (
+            CHAIN,
+            query("forecast", raw=[1], title="t"),
+            "cannot plan the query: no agent produces the goal output 'forecast' "
+            "(outputs agents produce: count, report, sample",  # and the example agents' outputs
+        ),
+        (
+            CHAIN,
+            query("report", raw=[1]),
+            "cannot plan the query: missing input 'title': agent describe needs it, and "
+            'neither the query\'s "inputs" nor any agent provide it',
+        ),
+        (
+            {**CHAIN, "tidy": declared(clean, ["raw"], ["table"])},
+            query("report", raw=[1], title="t"),
+            "cannot plan the query: ambiguous producer for 'table': agents clean and tidy both "
+            'produce it; choose one with the payload\'s "producers": {"table": "clean"}',
+        ),
+        (
+            {
+                "a": declared(clean, ["y"], ["x"]),
+                "b": declared(clean, ["x"], ["y"]),
+                "c": declared(clean, ["y"], ["goal"]),
+            },
+            query("goal"),
+            "cannot plan the query: cycle among the agents: b needs x from a; a needs y from b",
+        ),
+    ],
+    ids=["missing-producer", "missing-input", "ambiguous-producer", "cycle"],
+)
+def test_a_query_that_cannot_be_planned_fails_at_once_and_creates_nothing(
+    database_url: str,
+    manager: JobManager,
+    agents: dict[str, Any],
+    payload: dict[str, Any],
+    message: str,
+) -> None:
+    job = manager.create_job("query", "bad", payload=payload, max_retries=3)
+    run_burst(database_url, agents)
+    done = manager.get_job(job.id)
+    assert done.status is JobStatus.FAILED
+    assert done.error_message.startswith(message)
+    assert len(manager.get_attempts(job.id)) == 1  # no retry can mend a plan
+    assert [j.id for j in manager.list_jobs()] == [job.id]
+    assert "plan" not in done.payload
+
+
+def test_producers_choose_between_agents_of_the_same_output(
+    database_url: str, manager: JobManager
+) -> None:
+    agents = {**CHAIN, "tidy": declared(lambda raw: [0], ["raw"], ["table"])}
+    payload = {**query("report", raw=[2, 2], title="t"), "producers": {"table": "clean"}}
+    job = manager.create_job("query", "chosen", payload=payload)
+    run_burst(database_url, agents)
+    assert manager.get_job(job.id).result == "t: 2 values, total 4"
+    assert [step["agent"] for step in manager.get_job(job.id).payload["plan"]][0] == "clean"
+
+
+def test_a_goal_given_as_an_input_needs_no_agent(database_url: str, manager: JobManager) -> None:
+    job = manager.create_job("query", "given", payload=query("report", report="ready made"))
+    run_burst(database_url, CHAIN)
+    done = manager.get_job(job.id)
+    assert done.status is JobStatus.COMPLETED and done.result == "ready made"
+
+
+def test_malformed_query_payload_is_refused_at_creation(
+    database_url: str, manager: JobManager
+) -> None:
+    with pytest.raises(InvalidJob, match='"inputs" must be a JSON object'):
+        manager.create_job("query", "q", payload={"inferred_goal_output": "x", "inputs": [1]})
+    with pytest.raises(InvalidJob, match='"inferred_goal_output" must be a name'):
+        manager.create_job("query", "q", payload={"inferred_goal_output": 3})
+    assert manager.list_jobs() == []
+
+
+# -- results flow --------------------------------------------------------------------------
+
+
+def test_inputs_arrive_as_keyword_arguments_with_the_raw_results_beside(
+    database_url: str, manager: JobManager
+) -> None:
+    agents = {**CHAIN, "echo": declared(echo_kwargs, ["table", "limit"], ["echoed"])}
+    job = manager.create_job("query", "kw", payload=query("echoed", raw=[7, -2, 1], limit=2))
+    run_burst(database_url, agents)
+    done = manager.get_job(job.id)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    clean_id = plan_of(manager, job.id)["clean"]["job_id"]
+    assert done.result == {
+        "seen": {"table": [1, 7], "limit": 2},
+        "raw_results": {clean_id: {"table": [1, 7]}},
+    }
+
+
+def test_a_plain_agent_job_gets_its_declared_inputs_from_its_dependencies(
+    database_url: str, manager: JobManager
+) -> None:
+    agents = {**CHAIN, "echo": declared(echo_kwargs, ["table"], [])}
+    first, second = manager.create_jobs(
+        [
+            {
+                "id": "cleaner",
+                "job_type": "agent",
+                "name": "cleaner",
+                "payload": {"agent_name": "clean", "parameters": {"raw": [4, -4, 2]}},
+            },
+            {
+                "job_type": "agent",
+                "name": "echo",
+                "payload": {"agent_name": "echo"},
+                "dependencies": ["cleaner"],
+            },
+        ]
+    )
+    run_burst(database_url, agents)
+    assert manager.get_job(first.id).result == {"table": [2, 4]}
+    assert manager.get_job(second.id).result == {
+        "seen": {"table": [2, 4]},
+        "raw_results": {"cleaner": {"table": [2, 4]}},
+    }
+
+
+# -- failures and cancels ------------------------------------------------------------------
+
+
+def test_a_failed_agent_fails_the_query_and_cancels_the_rest(
+    database_url: str, manager: JobManager
+) -> None:
+    agents = {
+        "clean": declared(clean, ["raw"], ["table"]),
+        "boom": declared(boom, ["table"], ["left"]),
+        "slow": declared(slow, ["table"], ["right"]),
+        "join": declared(combine, ["left", "right"], ["joined"]),
+    }
+    job = manager.create_job("query", "failing", payload=query("joined", raw=[1, 2]), max_retries=0)
+    run_burst(database_url, agents, slots=3)
+    done = manager.get_job(job.id)
+    plan = plan_of(manager, job.id)
+    assert done.status is JobStatus.FAILED
+    boom_id = plan["boom"]["job_id"]
+    assert done.error_message.startswith(
+        f"agent boom (job {boom_id}) failed: ValueError: cannot take 2 values"
+    )
+    assert plan["clean"]["job"].status is JobStatus.COMPLETED
+    assert plan["boom"]["job"].status is JobStatus.FAILED
+    for agent in ("slow", "join"):
+        cancelled = plan[agent]["job"]
+        assert cancelled.status is JobStatus.CANCELLED
+        assert cancelled.error_message == (
+            f"cancelled: agent boom of its query failed (query job {job.id}, failing)"
+        )
+
+
+def test_an_agent_attempt_that_fails_is_retried_within_the_plan(
+    database_url: str, manager: JobManager, tmp_path
+) -> None:
+    marker = tmp_path / "failed-once"
+
+    def flaky(table: list[int]) -> int:
+        if not marker.exists():
+            marker.write_text("x")
+            raise RuntimeError("first attempt fails")
+        return len(table)
+
+    agents = {"clean": declared(clean, ["raw"], ["table"]), "n": declared(flaky, ["table"], ["n"])}
+    job = manager.create_job("query", "retried", payload=query("n", raw=[1, 2, 3]), max_retries=1)
+    worker = TaiatWorker(
+        database_url=database_url,
+        agent_registry=agents,
+        burst=True,
+        poll_interval=0.05,
+    )
+    worker.manager.retry_policy = manager.retry_policy  # no backoff
+    try:
+        worker.run()
+    finally:
+        worker.manager.engine.dispose()
+    done = manager.get_job(job.id)
+    assert done.status is JobStatus.COMPLETED and done.result == 3
+    assert len(manager.get_attempts(plan_of(manager, job.id)["n"]["job_id"])) == 2
+
+
+def test_cancelling_the_query_cancels_its_agents(database_url: str, manager: JobManager) -> None:
+    agents = {
+        "clean": declared(clean, ["raw"], ["table"]),
+        "slow": declared(slow, ["table"], ["right"]),
+        "total": declared(total, ["table"], ["total", "count"]),
+        "join": declared(combine, ["total", "right"], ["joined"]),
+    }
+    job = manager.create_job("query", "to cancel", payload=query("joined", raw=[1]))
+    worker = TaiatWorker(
+        database_url=database_url, agent_registry=agents, poll_interval=0.05, check_interval=0.1
+    )
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        slow_id = poll(
+            lambda: (
+                (p := manager.get_job(job.id).payload.get("plan"))
+                and next(s["job_id"] for s in p if s["agent"] == "slow")
+            ),
+            60,
+            "the plan",
+        )
+        poll(lambda: manager.get_job(slow_id).status is JobStatus.RUNNING, 60, "slow to run")
+        assert manager.cancel_job(job.id)
+        poll(lambda: not worker.children, 30, "the running agent to be stopped")
+    finally:
+        worker.stop()
+        runner.join(60)
+        worker.manager.engine.dispose()
+    assert manager.get_job(job.id).status is JobStatus.CANCELLED
+    plan = plan_of(manager, job.id)
+    assert plan["clean"]["job"].status is JobStatus.COMPLETED
+    for agent in ("slow", "join"):
+        cancelled = plan[agent]["job"]
+        assert cancelled.status is JobStatus.CANCELLED
+        assert cancelled.error_message.startswith("cancelled: its query job was cancelled")
+    assert manager.get_job(plan["total"]["job_id"]).status in (
+        JobStatus.COMPLETED,
+        JobStatus.CANCELLED,
+    )
+    assert manager.get_attempts(slow_id)[-1].outcome in ("cancelled", "superseded")
+
+
+def test_cancelling_an_agent_cancels_its_query_and_the_other_agents(
+    database_url: str, manager: JobManager
+) -> None:
+    job = manager.create_job("query", "q", payload=query("summary", raw=[1]))
+    [claimed] = manager.claim_jobs("here:1:a", 1)
+    from taiat.agents import as_agent
+    from taiat.planner import plan
+
+    found = plan({n: as_agent(n, e) for n, e in DIAMOND.items()}, "summary", {"raw"})
+    ids = manager.expand_query(job.id, claimed.claim_seq, found.to_json())
+    assert ids is not None and len(ids) == 4
+    assert manager.get_job(job.id).status is JobStatus.PENDING
+    assert [j.id for j in manager.get_ready_jobs()] == [ids[0]]
+    assert manager.cancel_job(ids[0])
+    assert manager.get_job(job.id).status is JobStatus.CANCELLED
+    assert {manager.get_job(i).status for i in ids} == {JobStatus.CANCELLED}
+    # A stale claim expands nothing.
+    assert manager.expand_query(job.id, claimed.claim_seq, found.to_json()) is None
+
+
+# -- engine plug-ins -----------------------------------------------------------------------
+
+
+class CustomEngine:
+    def run(self, query: str, inferred_goal_output: str, inputs: dict[str, Any]) -> Any:
+        return {
+            "answer": f"{query} -> {inferred_goal_output}",
+            "inputs": inputs,
+            "pid": os.getpid(),
+        }
+
+
+class TaiatShapedEngine:
+    def run(self, state: dict[str, Any]) -> dict[str, Any]:
+        goal = state["query"].inferred_goal_output
+        state["data"][goal] = f"{state['query'].query}: {sum(state['data']['numbers'])}"
+        state["query"].status = "success"
+        return state
+
+
+class FailingEngine:
+    def run(self, query: str, inferred_goal_output: str, inputs: dict[str, Any]) -> Any:
+        raise RuntimeError("the model is out of tokens")
+
+
+class TaiatShapedFailingEngine:
+    def run(self, state: dict[str, Any]) -> dict[str, Any]:
+        state["query"].status = "error"
+        state["query"].error = "no agent can produce 'forecast'"
+        return state
+
+
+@pytest.mark.parametrize(
+    ("engine", "goal", "outcome"),
+    [
+        ("CustomEngine", "answer", {"answer": "sum them -> answer", "inputs": {"numbers": [1, 2]}}),
+        ("TaiatShapedEngine", "total", "sum them: 3"),
+        ("FailingEngine", "x", "the query engine failed: RuntimeError: the model is out of tokens"),
+        (
+            "TaiatShapedFailingEngine",
+            "forecast",
+            "the query engine failed: no agent can produce 'forecast'",
+        ),
+    ],
+)
+def test_query_engine_plug_in(
+    database_url: str,
+    manager: JobManager,
+    monkeypatch: pytest.MonkeyPatch,
+    engine: str,
+    goal: str,
+    outcome: Any,
+) -> None:
+    monkeypatch.setenv("TAIAT_QUERY_ENGINE", f"{__name__}:{engine}")
+    payload = {"query": "sum them", "inferred_goal_output": goal, "inputs": {"numbers": [1, 2]}}
+    job = manager.create_job("query", "engine", payload=payload, max_retries=0)
+    run_burst(database_url, CHAIN)
+    done = manager.get_job(job.id)
+    assert "plan" not in done.payload and len(manager.list_jobs()) == 1  # no expansion
+    if engine.endswith("FailingEngine"):
+        assert done.status is JobStatus.FAILED and done.error_message == outcome
+    else:
+        assert done.status is JobStatus.COMPLETED, done.error_message
+        result = dict(done.result) if isinstance(done.result, dict) else done.result
+        if isinstance(result, dict):
+            assert result.pop("pid") != os.getpid()  # it ran in the job's own child
+        assert result == outcome

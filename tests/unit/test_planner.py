@@ -1,0 +1,55 @@
+"""The planner, the output keying and the engine call shapes, without a database."""
+
+from __future__ import annotations
+
+import pytest
+
+from taiat.agents import as_agent
+from taiat.engines import TaiatStateAdapter, takes_state
+from taiat.errors import ConfigurationError, PlanningError
+from taiat.executors import JobFailed, keyed_by_outputs
+from taiat.planner import Plan, plan
+
+
+def agents(**declared: tuple[list[str], list[str]]) -> dict:
+    return {
+        name: as_agent(name, {"function": print, "inputs": i, "outputs": o})
+        for name, (i, o) in declared.items()
+    }
+
+
+def test_plan_orders_steps_after_what_they_need_and_round_trips() -> None:
+    found = plan(agents(c=(["b"], ["goal"]), b=(["a"], ["b"]), a=(["x"], ["a"])), "goal", {"x"})
+    assert [s.agent for s in found.steps] == ["a", "b", "c"]
+    assert found.steps[0].inputs == {"x": None} and found.steps[2].after == ["b"]
+    assert Plan.from_json(found.to_json()) == found
+
+
+def test_a_choice_must_name_a_producer() -> None:
+    with pytest.raises(PlanningError, match="picks agent z for 'goal', but it does not produce"):
+        plan(agents(a=([], ["goal"])), "goal", producers={"goal": "z"})
+
+
+def test_outputs_are_keyed() -> None:
+    assert keyed_by_outputs([1], ["table"], "a") == {"table": [1]}
+    assert keyed_by_outputs({"table": [1]}, ["table"], "a") == {"table": [1]}
+    with pytest.raises(JobFailed, match="agent a returned no n"):
+        keyed_by_outputs({"table": 1}, ["table", "n"], "a")
+
+
+def test_bad_declarations_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match='"inputs" must be a list of names'):
+        as_agent("a", {"function": print, "inputs": "raw"})
+
+
+def test_engine_call_shapes() -> None:
+    class Plain:
+        def run(self, query, inferred_goal_output, inputs): ...
+
+    class Shaped:
+        def run(self, state):
+            state["data"]["out"] = state["query"].query.upper()
+            return state
+
+    assert not takes_state(Plain().run) and takes_state(Shaped().run)
+    assert TaiatStateAdapter(Shaped()).run("q", "out", {}) == "Q"
