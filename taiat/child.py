@@ -48,14 +48,19 @@ def run(
     max_result_bytes: int,
     engine: Any,
     after_fork: Any = None,
+    dependency_results: dict[str, Any] | None = None,
 ) -> NoReturn:
-    """The child's whole life. Exit code 0 once the result message is sent."""
+    """The child's whole life. Exit code 0 once the result message is sent.
+
+    `engine` (an Engine or a URL) serves `current_job()` reads; `dependency_results`, when the
+    supervisor read them already, spare the child that.
+    """
     code = 70  # EX_SOFTWARE: something in this very function went wrong
     try:
         _become_independent(supervisor_pid)
         if after_fork is not None:
             after_fork()
-        context.set_current(context.JobContext(job, engine))
+        context.set_current(context.JobContext(job, engine, dependency_results))
         message = _execute(job, executors)
         _send(result_fd, _encode(message, max_result_bytes))
         code = 0

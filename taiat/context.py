@@ -14,7 +14,8 @@ class JobContext:
     """The running job, as its child process sees it."""
 
     job: Job
-    #: The supervisor's engine, its inherited connections dropped in the child.
+    #: The supervisor's engine (its inherited connections dropped in the child), or the
+    #: database's URL.
     engine: Any = None
     _dependency_results: dict[str, Any] | None = field(default=None, repr=False)
 

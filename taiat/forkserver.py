@@ -147,13 +147,20 @@ class ForkServer:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def launch(self, job: Job, result_fd: int, max_result_bytes: int) -> int:
+    def launch(
+        self,
+        job: Job,
+        result_fd: int,
+        max_result_bytes: int,
+        dependency_results: dict[str, Any] | None = None,
+    ) -> int:
         """Fork a child for `job` writing its result to `result_fd` (the caller keeps and
         closes its own copy); its pid. ForkServerError if the server has gone."""
         self._token += 1
         token = self._token
         try:
-            _send(self.sock, ("run", token, job, max_result_bytes), [result_fd])
+            message = ("run", token, job, max_result_bytes, dependency_results)
+            _send(self.sock, message, [result_fd])
         except OSError as exc:
             self._lose(f"cannot reach it: {exc}")
         kind, detail = self._reply(token, LAUNCH_TIMEOUT)
@@ -283,7 +290,7 @@ def serve(fd: int) -> NoReturn:
         message = _receive(sock)
         if message is None:
             _shut_down(children)
-        (_, token, job, max_result_bytes), fds = message
+        (_, token, job, max_result_bytes, dependency_results), fds = message
         if len(fds) != 1:
             _send(sock, ("failed", token, "no result pipe came with the job"))
             continue
@@ -295,7 +302,14 @@ def serve(fd: int) -> NoReturn:
             continue
         if pid == 0:
             child.run(
-                job, executors, fds[0], server_pid, max_result_bytes, database_url, forget_server
+                job,
+                executors,
+                fds[0],
+                server_pid,
+                max_result_bytes,
+                database_url,
+                forget_server,
+                dependency_results,
             )
         os.close(fds[0])
         try:  # from here too, so that a kill that comes before the child's own setpgrp works

@@ -123,6 +123,19 @@ class JobManager:
         no job has that id."""
         return self.run(lambda conn: _find(conn, job_id))
 
+    def dependency_results(self, jobs: Sequence[Job]) -> dict[str, dict[str, Any]]:
+        """For each of `jobs` that has dependencies, the result of each one by id (None for one
+        that has not completed), read in one query."""
+        wanted = {dep for job in jobs for dep in job.dependencies}
+        if not wanted:
+            return {}
+        found = self.run(lambda conn: queries.completed_results(conn, wanted))
+        return {
+            job.id: {dep: found.get(dep) for dep in job.dependencies}
+            for job in jobs
+            if job.dependencies
+        }
+
     def get_ready_jobs(self, limit: int | None = None) -> list[Job]:
         """Pending jobs whose dependencies have completed and whose `run_at` has passed, in the
         order supervisors claim them."""

@@ -84,7 +84,13 @@ class Launcher(Protocol):
     """Starts job children and learns how they ended: the fork server
     (`taiat.forkserver.ForkServer`), or the supervisor itself (`DirectLauncher`)."""
 
-    def launch(self, job: Job, result_fd: int, max_result_bytes: int) -> int: ...
+    def launch(
+        self,
+        job: Job,
+        result_fd: int,
+        max_result_bytes: int,
+        dependency_results: dict[str, Any] | None = None,
+    ) -> int: ...
 
     def reap(self, pid: int) -> Exit | None: ...
 
@@ -104,7 +110,13 @@ class DirectLauncher:
         self.after_fork = after_fork
         self._processes: dict[int, Any] = {}
 
-    def launch(self, job: Job, result_fd: int, max_result_bytes: int) -> int:
+    def launch(
+        self,
+        job: Job,
+        result_fd: int,
+        max_result_bytes: int,
+        dependency_results: dict[str, Any] | None = None,
+    ) -> int:
         process = _FORK.Process(
             target=child.run,
             args=(
@@ -115,6 +127,7 @@ class DirectLauncher:
                 max_result_bytes,
                 self.engine,
                 self.after_fork,
+                dependency_results,
             ),
             name=f"taiat-job-{job.id}",
         )
@@ -190,11 +203,13 @@ class JobProcess:
 
     # -- start ---------------------------------------------------------------------------
 
-    def start(self, launcher: Launcher) -> None:
+    def start(self, launcher: Launcher, dependency_results: dict[str, Any] | None = None) -> None:
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         try:
-            self.pid = launcher.launch(self.job, write_fd, self.max_result_bytes)
+            self.pid = launcher.launch(
+                self.job, write_fd, self.max_result_bytes, dependency_results
+            )
         except BaseException:
             os.close(read_fd)
             raise

@@ -279,8 +279,11 @@ class Supervisor:
         if not free and not self.recorder.pending:
             return 0
         jobs = self.recorder.settle(self.worker_id, free)
+        # Read here, where the database stack is loaded already; without them (an outage) the
+        # child reads them itself when asked.
+        results = self.recorder.call(lambda: self.manager.dependency_results(jobs), {})
         for job in jobs:
-            self._start(job)
+            self._start(job, results.get(job.id))
         return len(jobs)
 
     def _launcher(self) -> Launcher:
@@ -297,7 +300,7 @@ class Supervisor:
         engine = self.manager.engine
         return DirectLauncher(executors, engine, lambda: db.after_fork_in_child(engine))
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, dependency_results: dict[str, Any] | None) -> None:
         proc = JobProcess(
             job,
             timeout=job.timeout_seconds or self.config.job_timeout,
@@ -306,12 +309,12 @@ class Supervisor:
         )
         assert self.launcher is not None
         try:
-            proc.start(self.launcher)
+            proc.start(self.launcher, dependency_results)
         except ForkServerError as exc:
             log.warning("%s: jobs are forked from the supervisor from now on", exc)
             self.config.fork_server = False
             self.launcher = self._launcher()
-            proc.start(self.launcher)
+            proc.start(self.launcher, dependency_results)
         self.children[proc.pid] = proc
         self._dirty = True
         log.info("job %s (%s) started, attempt %d, pid %d", job.id, job.name, job.attempt, proc.pid)

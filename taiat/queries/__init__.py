@@ -122,6 +122,15 @@ def latest_history(conn: Connection, job_id: str) -> RowMapping | None:
     return conn.execute(stmt).mappings().first()
 
 
+def completed_results(conn: Connection, job_ids: Collection[str]) -> dict[str, Any]:
+    """The result of each of `job_ids` that has completed, by id."""
+    if not job_ids:
+        return {}
+    h = history.c
+    stmt = select(h.job_id, h.result).where(h.job_id.in_(job_ids), h.status == "completed")
+    return {row.job_id: row.result for row in conn.execute(stmt)}
+
+
 def ready_jobs(conn: Connection, limit: int | None) -> list[RowMapping]:
     stmt = select(jobs).where(_READY, jobs.c.run_at <= utcnow()).order_by(*_READY_ORDER)
     if limit is not None:

@@ -110,3 +110,9 @@ def append(path: str, seconds: float = 0.0) -> str:
 def parent_pid() -> int:
     """The pid of the process that forked this job's child."""
     return os.getppid()
+
+
+def db_stack_loaded() -> dict:
+    """The job's dependency results, and whether reading them loaded the database stack."""
+    results = taiat.current_job().dependency_results
+    return {"results": results, "sqlalchemy": "sqlalchemy" in sys.modules}

@@ -40,6 +40,7 @@ AGENT_CONFIG = {
         "flaky",
         "append",
         "parent_pid",
+        "db_stack_loaded",
     ]
 }
 

@@ -32,6 +32,24 @@ def test_jobs_are_forked_by_the_fork_server(manager: JobManager, supervisor) -> 
     wait_until(lambda: not pid_alive(server_pid), 10, "the fork server to exit")
 
 
+def test_dependency_results_reach_the_job_without_the_database_stack(
+    manager: JobManager, supervisor
+) -> None:
+    """The supervisor reads a job's dependency results and sends them with it, so the job's
+    small process need not load psycopg and SQLAlchemy to learn them."""
+    first = manager.create_job(**agent_job("first", "plain", value=7))
+    second = manager.create_job(
+        "agent", "second", payload={"agent_name": "db_stack_loaded"}, dependencies=[first.id]
+    )
+    sup = supervisor()
+    done = wait_until(lambda: finished(manager, second.id), 30, "the second job", watch=sup)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    assert done.result == {
+        "results": {first.id: manager.get_job(first.id).result},
+        "sqlalchemy": False,
+    }
+
+
 def test_without_the_fork_server_the_supervisor_forks(manager: JobManager, supervisor) -> None:
     sup = supervisor("--no-fork-server")
     job = manager.create_job("agent", "who forked me", payload={"agent_name": "parent_pid"})
