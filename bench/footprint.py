@@ -1,6 +1,6 @@
 """What one supervisor costs (PostgreSQL, 4 slots): resident memory and CPU when idle, and its
-peak resident memory while it drains a burst of no-op jobs. The supervisor process only, not
-its children."""
+peak resident memory while it drains a burst of no-op jobs. The supervisor process, and its fork
+server beside it; not the jobs' children."""
 
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             process = psutil.Process(sup.pid)
             time.sleep(SETTLE_SECONDS)
             rss_idle = process.memory_info().rss
+            server_pid = json.loads(status_file.read_text()).get("fork_server_pid")
+            server_rss = psutil.Process(server_pid).memory_info().rss if server_pid else 0
             before = _cpu_seconds(process)
             time.sleep(idle_seconds)
             idle_cpu = (_cpu_seconds(process) - before) / idle_seconds
@@ -71,6 +73,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         {
             "case": "1 supervisor, PostgreSQL, 4 slots",
             "rss_idle_mb": round(rss_idle / MiB, 1),
+            "fork_server_rss_idle_mb": round(server_rss / MiB, 1),
             "idle_cpu_percent": round(idle_cpu * 100, 2),
             "idle_seconds": idle_seconds,
             "rss_peak_under_load_mb": round(peak / MiB, 1),

@@ -3,8 +3,8 @@
 Each "job" is a child forked with `os.fork()` that writes a small JSON result to a pipe and
 leaves with `os._exit(0)`; the parent reads the result and reaps the child. Fork costs more
 the bigger the forking process is, so the loop runs in a fresh subprocess that first imports
-what the supervisor imports ("with taiat imported"), or nothing beyond what the interpreter
-loads at start-up ("bare").
+what the supervisor imports ("with taiat imported"), what the supervisor's fork server imports
+("fork server's imports"), or nothing beyond what the interpreter loads at start-up ("bare").
 
 The subprocess is `python -m bench.limit --worker AT_ONCE COUNT [--taiat]`; this module imports
 only the standard library at the top so that the bare variant stays bare.
@@ -19,8 +19,12 @@ import sys
 import time
 
 #: variant -> what the forking process imports before it forks.
-VARIANTS = {"bare": "", "with taiat imported": "--taiat"}
-CASES = {"bare": "bare fork loop", "with taiat imported": "fork loop, taiat imported"}
+VARIANTS = {"bare": "", "with taiat imported": "--taiat", "fork server's imports": "--server"}
+CASES = {
+    "bare": "bare fork loop",
+    "with taiat imported": "fork loop, taiat imported",
+    "fork server's imports": "fork loop, fork server's imports",
+}
 CONCURRENCY = (1, 2, 4)
 _WARM_UP = 20
 
@@ -89,7 +93,10 @@ def _rss_mb() -> float:
 def _worker(argv: list[str]) -> None:
     at_once, count = int(argv[0]), int(argv[1])
     if "--taiat" in argv:
-        import taiat.supervisor  # noqa: F401 - what the supervisor's forking process holds
+        import taiat.supervisor  # noqa: F401 - what the supervisor's process holds
+    if "--server" in argv:
+        import taiat.examples  # noqa: F401 - the example agents, which the server holds
+        import taiat.forkserver  # noqa: F401 - what the fork server's process holds
 
     fork_loop(at_once, _WARM_UP)
     seconds = fork_loop(at_once, count)
