@@ -150,16 +150,15 @@ class Completion:
 def complete(conn: Connection, completions: Sequence[Completion]) -> tuple[set[str], list[str]]:
     """Record successes, several in one go: returns the ids recorded (the others' claims were
     stale, and nothing changed for them) and the dependents that became ready."""
-    record_attempts(conn, [c.attempt for c in completions])
-    rows = queries.take_running(conn, {c.job_id: c.claim_seq for c in completions})
+    claims = {c.job_id: c.claim_seq for c in completions}
+    rows = queries.take_running(conn, claims, attempt_rows([c.attempt for c in completions]))
     results = {c.job_id: c.result for c in completions}
     entries = [
         history_entry(row, JobStatus.COMPLETED, row["now"], result=results[row["id"]])
         for row in rows
     ]
-    queries.insert_history(conn, entries)
     done = {row["id"] for row in rows}
-    ready = queries.release_dependents(conn, done)
+    ready = queries.release_dependents(conn, done, entries)
     queries_done, also_ready = plans.complete_queries(conn, rows, results)
     if queries_done:
         ready = [job_id for job_id in ready if job_id not in queries_done] + also_ready
@@ -271,6 +270,11 @@ def record_attempt(conn: Connection, attempt: Attempt | None) -> None:
 
 
 def record_attempts(conn: Connection, attempts: Sequence[Attempt | None]) -> None:
+    queries.insert_attempts(conn, attempt_rows(attempts))
+
+
+def attempt_rows(attempts: Sequence[Attempt | None]) -> list[dict[str, Any]]:
+    """The attempts' rows as stored, the absent ones left out."""
     rows = []
     for attempt in attempts:
         if attempt is not None:
@@ -278,7 +282,7 @@ def record_attempts(conn: Connection, attempts: Sequence[Attempt | None]) -> Non
             if values["error_message"]:
                 values["error_message"] = clean_text(values["error_message"])
             rows.append(values)
-    queries.insert_attempts(conn, rows)
+    return rows
 
 
 # -- again ---------------------------------------------------------------------------------

@@ -341,12 +341,22 @@ _TAKE_RUNNING = (
 )
 
 
-def take_running(conn: Connection, claims: Mapping[str, int]) -> list[RowMapping]:
+def take_running(
+    conn: Connection,
+    claims: Mapping[str, int],
+    attempt_rows: Sequence[Mapping[str, Any]] = (),
+) -> list[RowMapping]:
     """Delete the jobs (id -> claim_seq) whose claim is still the running one, returning their
-    rows and the database's time as `now`: the guard, the lock and the removal in one."""
+    rows and the database's time as `now`: the guard, the lock and the removal in one. The
+    attempts are recorded too (on PostgreSQL in the same statement)."""
+    stmt = _TAKE_RUNNING
+    if attempt_rows and conn.dialect.name == "postgresql":
+        stmt = stmt.add_cte(_attempts_insert(attempt_rows).cte("recorded"))
+    else:
+        insert_attempts(conn, attempt_rows)
     if not claims:
         return []
-    return list(conn.execute(_TAKE_RUNNING, {"claims": list(claims.items())}).mappings())
+    return list(conn.execute(stmt, {"claims": list(claims.items())}).mappings())
 
 
 def insert_history(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
@@ -378,11 +388,18 @@ def pending_dependents(conn: Connection, job_ids: Collection[str]) -> list[RowMa
     return list(conn.execute(stmt).mappings())
 
 
-def release_dependents(conn: Connection, job_ids: Collection[str]) -> list[str]:
+def release_dependents(
+    conn: Connection,
+    job_ids: Collection[str],
+    history_entries: Sequence[Mapping[str, Any]] = (),
+) -> list[str]:
     """Count the met dependencies of every job waiting on any of `job_ids` (which completed),
-    and drop those edges; returns the jobs now ready."""
-    if not job_ids:
-        return []
+    and drop those edges; returns the jobs now ready. Their history entries are written too
+    (on PostgreSQL in the same statement as the first look for waiting jobs).
+
+    This must be a statement of its own, after the one that took the jobs: a dependent
+    created while that one waited for its lock is seen only by a later statement's snapshot.
+    """
     edges = select(dependencies.c.job_id).where(dependencies.c.depends_on.in_(job_ids))
     waiting = (
         select(jobs.c.id)
@@ -390,6 +407,12 @@ def release_dependents(conn: Connection, job_ids: Collection[str]) -> list[str]:
         .order_by(jobs.c.id)
         .with_for_update(key_share=True)
     )
+    if history_entries and conn.dialect.name == "postgresql":
+        waiting = waiting.add_cte(insert(history).values(list(history_entries)).cte("written"))
+    else:
+        insert_history(conn, history_entries)
+    if not job_ids:
+        return []
     ids = list(conn.execute(waiting).scalars())
     if not ids:
         return []  # edges only ever point from pending jobs: there are none to drop
@@ -419,6 +442,11 @@ def insert_attempts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None
     """Record attempts once: writing one again (a retry after a lost commit) changes nothing."""
     if rows:
         conn.execute(_INSERT_ATTEMPT[conn.dialect.name], list(rows))
+
+
+def _attempts_insert(rows: Sequence[Mapping[str, Any]]) -> Any:
+    """`insert_attempts` as one multi-row statement (PostgreSQL), to ride in another's WITH."""
+    return pg_insert(attempts).values(list(rows)).on_conflict_do_nothing()
 
 
 def recent_attempts(conn: Connection, job_id: str, count: int) -> list[RowMapping]:
