@@ -70,20 +70,27 @@ def show_command(args: dict) -> int:
         )
         return EXIT_OK
     out = render.console()
-    field = render.table("FIELD", "VALUE")
+    field = render.table("FIELD", "VALUE", rows=_fields(job), wrap=True, width=out.width)
     field.show_header = False
-    for name, value in _fields(job):
-        field.add_row(name, value)
     parts: list[Any] = [Text(f"job {job.id}", style="bold"), field, ""]
-    deps = render.table("ID", "NAME", "STATUS", title="dependencies")
-    for dep in job.dependencies:
-        found = dependencies.get(dep)
-        name = found.name if found else "(gone from history)"
-        deps.add_row(dep, name, render.status_text(found.status) if found else "-")
+    deps = render.table(
+        "ID",
+        "NAME",
+        "STATUS",
+        rows=[_dependency_row(dep, dependencies.get(dep)) for dep in job.dependencies],
+        title="dependencies",
+        width=out.width,
+    )
     parts += [deps if job.dependencies else "dependencies: none", ""]
-    parts.append(_attempts_table(attempts) if attempts else "attempts: none yet")
+    parts.append(_attempts_table(attempts, out.width) if attempts else "attempts: none yet")
     render.show(out, *parts)
     return EXIT_OK
+
+
+def _dependency_row(dep: str, found: Job | None) -> tuple[Any, ...]:
+    if found is None:
+        return (dep, "(gone from history)", "-")
+    return (dep, found.name, render.status_text(found.status))
 
 
 def _dependency(dep: str, found: Job | None) -> dict[str, Any]:
@@ -127,44 +134,32 @@ def _fields(job: Job) -> list[tuple[str, Any]]:
     return fields
 
 
-def _attempts_table(attempts: list[Attempt]) -> Any:
-    grid = render.table(
-        "#",
-        "HOST",
-        "PID",
-        "OUTCOME",
-        "EXIT",
-        "WALL",
-        "CPU",
-        "PEAK RSS",
-        "ENDED (UTC)",
-        "ERROR",
-        title="attempts",
-    )
+def _attempts_table(attempts: list[Attempt], width: int) -> Any:
+    rows = []
     for a in attempts:
         cpu = None
         if a.cpu_user_seconds is not None or a.cpu_system_seconds is not None:
             cpu = (a.cpu_user_seconds or 0.0) + (a.cpu_system_seconds or 0.0)
-        exit_cause = (
-            f"signal {a.exit_signal}"
-            if a.exit_signal is not None
-            else "-"
-            if a.exit_code is None
-            else f"code {a.exit_code}"
+        if a.exit_signal is not None:
+            exit_cause = f"signal {a.exit_signal}"
+        else:
+            exit_cause = "-" if a.exit_code is None else f"code {a.exit_code}"
+        rows.append(
+            (
+                str(a.attempt),
+                a.host or "-",
+                "-" if a.pid is None else str(a.pid),
+                render.status_text(a.outcome or "-"),
+                exit_cause,
+                render.duration(a.wall_seconds),
+                render.duration(cpu),
+                render.size(a.peak_rss_bytes),
+                render.when(a.ended_at),
+                render.first_line(a.error_message),
+            )
         )
-        grid.add_row(
-            str(a.attempt),
-            a.host or "-",
-            "-" if a.pid is None else str(a.pid),
-            render.status_text("completed" if a.outcome == "completed" else a.outcome or "-"),
-            exit_cause,
-            render.duration(a.wall_seconds),
-            render.duration(cpu),
-            render.size(a.peak_rss_bytes),
-            render.when(a.ended_at),
-            render.first_line(a.error_message),
-        )
-    return grid
+    columns = ("#", "HOST", "PID", "OUTCOME", "EXIT", "WALL", "CPU", "PEAK RSS", "ENDED (UTC)")
+    return render.table(*columns, "ERROR", rows=rows, title="attempts", width=width)
 
 
 # -- changing ------------------------------------------------------------------------------

@@ -28,6 +28,11 @@ STATUS_STYLES = {
     "cancelled": "magenta",
 }
 
+#: Between two columns of a table: padding and the (blank) rule.
+_GAP = 3
+#: A last column is never squeezed below this.
+_NARROWEST = 8
+
 #: Off a terminal, lines are as long as their content: ids and errors stay whole for grep.
 _UNLIMITED_WIDTH = 10_000
 
@@ -96,14 +101,33 @@ def took(job: Job, now: datetime | None = None) -> float | None:
     return None if end is None else max((end - job.started_at).total_seconds(), 0.0)
 
 
-def table(*columns: str, title: str | None = None) -> Table:
-    """A plain table: a header line, no borders; the last column gives way first."""
+def table(
+    *columns: str,
+    rows: Iterable[Sequence[Any]] = (),
+    title: str | None = None,
+    wrap: bool = False,
+    width: int | None = None,
+) -> Table:
+    """A plain table: a header line, no borders. Every column but the last is as wide as its
+    widest cell; the last takes what is left of `width` (the terminal's), cut short with "…"
+    (or wrapped, if `wrap`)."""
+    cells = [[cell if isinstance(cell, Text) else Text(str(cell)) for cell in row] for row in rows]
     grid = Table(
         title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left"
     )
+    used = 0
     for index, name in enumerate(columns):
-        last = index == len(columns) - 1
-        grid.add_column(name, no_wrap=not last, overflow="ellipsis" if last else "fold")
+        if index == len(columns) - 1:
+            room = None if width is None else max(width - used, _NARROWEST)
+            grid.add_column(
+                name, no_wrap=not wrap, overflow="fold" if wrap else "ellipsis", max_width=room
+            )
+        else:
+            widest = max([len(name), *(row[index].cell_len for row in cells)])
+            grid.add_column(name, no_wrap=True, min_width=widest)
+            used += widest + _GAP
+    for row in cells:
+        grid.add_row(*row)
     return grid
 
 
@@ -124,10 +148,7 @@ def show(out: Console, *renderables: Any) -> None:
 def print_rows(
     out: Console, columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None
 ) -> None:
-    grid = table(*columns, title=title)
-    for row in rows:
-        grid.add_row(*(cell if isinstance(cell, Text) else str(cell) for cell in row))
-    show(out, grid)
+    show(out, table(*columns, rows=rows, title=title, width=out.width))
 
 
 # -- JSON ----------------------------------------------------------------------------------

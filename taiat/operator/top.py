@@ -95,7 +95,7 @@ def gather(
     }
 
 
-def view(snapshot: dict[str, Any], live: bool) -> RenderableType:
+def view(snapshot: dict[str, Any], live: bool, width: int | None = None) -> RenderableType:
     """The snapshot as a header line, the queue, and two tables."""
     header = Text.assemble(
         ("taiat top", "bold"),
@@ -110,34 +110,56 @@ def view(snapshot: dict[str, Any], live: bool) -> RenderableType:
         line.append(f"{status} {queue.get(status, 0)}", style=render.STATUS_STYLES[status])
         if status == "pending":
             line.append(f" (ready {queue.get('ready', 0)})")
-    supervisors = render.table(
-        "SUPERVISOR", "STATE", "SLOTS", "HEARTBEAT", "DONE", "FAILED", title="supervisors"
-    )
+    supervisor_rows = []
     for worker in snapshot["supervisors"]:
         busy = len(worker["running_jobs"])
         counters = worker.get("counters") or {}
         state = worker.get("state") or "alive"
-        supervisors.add_row(
-            worker["id"],
-            Text(state, "green") if worker["alive"] else Text("dead", "red"),
-            f"{busy}/{worker['slots']}" if worker.get("slots") else f"{busy}/?",
-            f"{render.duration(worker['heartbeat_age'])} ago",
-            str(counters.get("completed", "-")),
-            str(counters.get("failed", "-")),
+        supervisor_rows.append(
+            (
+                worker["id"],
+                Text(state, "green") if worker["alive"] else Text("dead", "red"),
+                f"{busy}/{worker['slots']}" if worker.get("slots") else f"{busy}/?",
+                f"{render.duration(worker['heartbeat_age'])} ago",
+                str(counters.get("completed", "-")),
+                str(counters.get("failed", "-")),
+            )
         )
-    running = render.table(
-        "JOB ID", "NAME", "SUPERVISOR", "ELAPSED", "CPU", "MEMORY", title="running jobs"
+    supervisors = render.table(
+        "SUPERVISOR",
+        "STATE",
+        "SLOTS",
+        "HEARTBEAT",
+        "DONE",
+        "FAILED",
+        rows=supervisor_rows,
+        title="supervisors",
+        width=width,
     )
+    job_rows = []
     for job in snapshot["running"]:
         cpu = job.get("cpu_percent")
-        running.add_row(
-            job["id"],
-            job["name"],
-            job["worker_id"] or "-",
-            render.duration(job["elapsed"]),
-            "-" if cpu is None else f"{cpu:.0f} %",
-            render.size(job.get("rss_bytes")),
+        job_rows.append(
+            (
+                job["id"],
+                job["name"],
+                job["worker_id"] or "-",
+                render.duration(job["elapsed"]),
+                "-" if cpu is None else f"{cpu:.0f} %",
+                render.size(job.get("rss_bytes")),
+            )
         )
+    running = render.table(
+        "JOB ID",
+        "NAME",
+        "SUPERVISOR",
+        "ELAPSED",
+        "CPU",
+        "MEMORY",
+        rows=job_rows,
+        title="running jobs",
+        width=width,
+    )
     parts: list[RenderableType] = [header, line, supervisors]
     if not snapshot["supervisors"]:
         parts.append(Text("no supervisor is registered", style="dim"))
@@ -178,13 +200,16 @@ def top_command(args: dict) -> int:
         render.print_json(gather(jm, paths, lease_seconds, cpu))
         return EXIT_OK
     if args["--once"] or not interactive:
-        render.show(render.console(), view(gather(jm, paths, lease_seconds, cpu), live=False))
+        out = render.console()
+        snapshot = gather(jm, paths, lease_seconds, cpu)
+        render.show(out, view(snapshot, live=False, width=out.width))
         return EXIT_OK
     out = render.console()
     with keys() as key, Live(console=out, auto_refresh=False, screen=True) as live:
         try:
             while True:
-                live.update(view(gather(jm, paths, lease_seconds, cpu), live=True), refresh=True)
+                snapshot = gather(jm, paths, lease_seconds, cpu)
+                live.update(view(snapshot, live=True, width=out.width), refresh=True)
                 deadline = time.monotonic() + interval
                 while (left := deadline - time.monotonic()) > 0:
                     if key(left).lower().startswith("q"):
