@@ -33,9 +33,9 @@ LOG_EVERY = 5.0
 _COUNT_EVERY = 1.0
 
 
-def summary(done: int, total: int, failed: int, elapsed: float) -> str:
-    """'12 of 40 jobs done, 2 failed, 3.1 jobs/s'."""
-    rate = done / elapsed if elapsed > 0 else 0.0
+def summary(done: int, total: int, failed: int, elapsed: float, before: int = 0) -> str:
+    """'12 of 40 jobs done, 2 failed, 3.1 jobs/s', the rate of those done after `before`."""
+    rate = (done - before) / elapsed if elapsed > 0 else 0.0
     return f"{done} of {total} jobs done, {failed} failed, {rate:.1f} jobs/s"
 
 
@@ -57,6 +57,8 @@ class ProgressDisplay:
         self.every = every
         self.started = time.monotonic()
         self.state = (0, 0, 0)
+        #: Done at the first update: the rate counts only what finished while we watched.
+        self._baseline: int | None = None
         self._said: tuple[int, int, int] | None = None
         self._said_at = 0.0
         self._bar: Progress | None = None
@@ -86,9 +88,11 @@ class ProgressDisplay:
 
     def update(self, done: int, total: int, failed: int) -> None:
         self.state = (done, total, failed)
+        if self._baseline is None:
+            self._baseline = done
         elapsed = time.monotonic() - self.started
         if self._bar is not None:
-            rate = done / elapsed if elapsed > 0 else 0.0
+            rate = (done - self._baseline) / elapsed if elapsed > 0 else 0.0
             self._bar.update(
                 self._task,
                 completed=done,
@@ -106,7 +110,7 @@ class ProgressDisplay:
         self._said, self._said_at = self.state, time.monotonic()
         done, total, failed = self.state
         elapsed = time.monotonic() - self.started
-        self.plain(f"{self.what}: {summary(done, total, failed, elapsed)}")
+        self.plain(f"{self.what}: {summary(done, total, failed, elapsed, self._baseline or 0)}")
 
     def close(self) -> None:
         if self._bar is not None:

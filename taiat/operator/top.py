@@ -32,16 +32,21 @@ from taiat.operator.cli import lease, manager, number
 
 class CpuMeter:
     """CPU use of local processes (and their children) between two looks, in percent of one
-    core; psutil needs a first look to measure from, so a new process reads 0."""
+    core; psutil needs a first look to measure from."""
 
     def __init__(self) -> None:
         self._seen: dict[int, psutil.Process] = {}
 
     def percent(self, pid: int | None) -> float | None:
+        """None on the first look at `pid`, or when it is not a local process."""
         if pid is None:
             return None
         try:
-            proc = self._seen.get(pid) or self._seen.setdefault(pid, psutil.Process(pid))
+            proc = self._seen.get(pid)
+            if proc is None:
+                self._seen[pid] = psutil.Process(pid)
+                self._seen[pid].cpu_percent(None)
+                return None
             total = proc.cpu_percent(None)
             for child in proc.children(recursive=True):
                 known = self._seen.setdefault(child.pid, child)
