@@ -14,7 +14,7 @@ Usage:
   taiat history [--limit N] [--status S] [--json] [--database-url URL]
   taiat cleanup --days N [--database-url URL]
   taiat supervisors [--lease S] [--json] [--database-url URL]
-  taiat graph ID [--format F] [-o FILE] [--database-url URL]
+  taiat graph ID [--format F | --json] [-o FILE] [--database-url URL]
   taiat top [--interval S] [--status-file PATH]... [--lease S] [--once] [--json]
             [--database-url URL]
   taiat wait ID... [--timeout S] [--interval S] [--database-url URL]
@@ -29,7 +29,7 @@ Options:
   --ready              Only jobs that can start now (pending, dependencies completed, run_at
                        passed), in the order supervisors claim them.
   --limit N            At most N rows (jobs list: 100; history: 10).
-  --json               JSON for scripts instead of a table.
+  --json               JSON for scripts instead of a table (graph: --format json).
   --type TYPE          agent or query.
   --name NAME          jobs create: the job's name; jobs list: only jobs whose name matches
                        NAME, a shell-style pattern (* and ?), any case.

@@ -35,7 +35,7 @@ FILL = {
 
 def graph_command(args: dict) -> int:
     output = args["--output"]
-    fmt = _format(args["--format"], output)
+    fmt = "json" if args.get("--json") else _format(args["--format"], output)
     if fmt == "png" and output is None and sys.stdout.isatty():
         raise UsageError("a PNG is binary: write it to a file with --output FILE")
     if fmt in ("svg", "png") and shutil.which("dot") is None:

@@ -307,7 +307,7 @@ def _diamond(manager: JobManager) -> None:
 def test_graph_text_dot_and_json(database_url: str, manager: JobManager) -> None:
     _diamond(manager)
     manager.cancel_job("right")  # bottom goes with it
-    data = json.loads(ok("graph", "left", "--format", "json", url=database_url))
+    data = json.loads(ok("graph", "left", "--json", url=database_url))
     assert {j["id"] for j in data["jobs"]} == {"top", "left", "bottom"}
     assert {(e["dependency"], e["dependent"]) for e in data["edges"]} == {
         ("top", "left"),
