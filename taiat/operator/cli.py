@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = docopt(__doc__ or "", argv=words, version=__version__)
     except DocoptExit:
-        error(f"bad command line `taiat {shlex.join(words)}`: see `taiat --help`")
+        error(f"bad command line `{shlex.join(['taiat', *words])}`: see `taiat --help`")
         return common.EXIT_USAGE
     logging.basicConfig(level=os.environ.get("TAIAT_LOG_LEVEL", "WARNING").upper())
     try:
