@@ -23,6 +23,8 @@ EXIT_USAGE = 64  # EX_USAGE: bad command line
 EXIT_CONFIG = 78  # EX_CONFIG: bad setting; restarting will not help
 EXIT_DB_UNAVAILABLE = 69  # EX_UNAVAILABLE: the database cannot be reached; worth a retry
 EXIT_DB_SCHEMA = 65  # EX_DATAERR: tables missing or of another version
+EXIT_NOT_FOUND = 66  # EX_NOINPUT: `taiat`: no job has the given id
+EXIT_TIMEOUT = 75  # EX_TEMPFAIL: `taiat wait`: the jobs had not finished in time
 
 INIT_USAGE = """Create or upgrade the Taiat job tables (python -m taiat.init_worker); a second run
 changes nothing.
@@ -250,6 +252,10 @@ def supervisor_main(argv: Sequence[str] | None = None) -> int:
             return print_status(config.database_url, config.status_file)
         from taiat.supervisor import Supervisor
 
+        if config.burst:
+            from taiat.operator.progress import run_burst
+
+            return run_burst(Supervisor(config))
         return Supervisor(config).run()
     except TaiatError as error:
         return fail(error)

@@ -83,6 +83,8 @@ class Supervisor:
         self.agents = default_agents(agent_registry)
         self.registry = {name: agent.function for name, agent in self.agents.items()}
         self.custom_executors: list[JobExecutor] = []
+        #: Called with (job, ending) as each child is reaped, e.g. by a progress display.
+        self.observers: list[Callable[[Job, Ending], None]] = []
         self.host = socket.gethostname()
         self.worker_id = workers.new_worker_id(self.host, os.getpid(), uuid.uuid4().hex[:8])
         self.manager.retry_policy = replace(
@@ -334,6 +336,8 @@ class Supervisor:
             self._claim_now = True
             self._count(ending)
             self._log_ending(proc.job, ending)
+            for observer in self.observers:
+                observer(proc.job, ending)
             self.recorder.add(Record(proc.job, ending, self._attempt(proc, ending)))
 
     def _attempt(self, proc: JobProcess, ending: Ending) -> Attempt:

@@ -1,0 +1,58 @@
+"""`taiat supervisors`, `taiat cleanup` and `taiat init`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taiat import workers
+from taiat.cli import EXIT_OK, init_main
+from taiat.job_manager import JobManager
+from taiat.operator import render
+from taiat.operator.cli import lease, manager, number
+
+
+def supervisor_rows(jm: JobManager, lease_seconds: float) -> list[dict[str, Any]]:
+    """Every registered supervisor, with `alive` judged by `lease_seconds`."""
+    found = workers.list_workers(jm)
+    for worker in found:
+        worker["alive"] = worker["heartbeat_age"] < lease_seconds
+    return found
+
+
+def supervisors_command(args: dict) -> int:
+    lease_seconds = lease(args)
+    found = supervisor_rows(manager(args), lease_seconds)
+    if args["--json"]:
+        render.print_json(found)
+        return EXIT_OK
+    out = render.console()
+    if not found:
+        render.show(out, "no supervisor is registered")
+        return EXIT_OK
+    columns = ("ID", "HOST", "PID", "STATE", "STARTED (UTC)", "HEARTBEAT", "RUNNING")
+    rows = (
+        (
+            worker["id"],
+            worker["host"],
+            worker["pid"],
+            render.Text("alive", "green") if worker["alive"] else render.Text("dead", "red"),
+            render.when(worker["started_at"]),
+            f"{render.duration(worker['heartbeat_age'])} ago",
+            " ".join(worker["running_jobs"]) or "-",
+        )
+        for worker in found
+    )
+    render.print_rows(out, columns, rows)
+    return EXIT_OK
+
+
+def cleanup_command(args: dict) -> int:
+    days = number(args, "--days", float, None, 0)
+    deleted = manager(args).cleanup_old_history(days)
+    print(f"deleted {deleted} history entries completed more than {days:g} days ago")
+    return EXIT_OK
+
+
+def init_command(args: dict) -> int:
+    url = args["--database-url"]
+    return init_main(["--database-url", url] if url else [])

@@ -1,0 +1,205 @@
+"""Operate the Taiat job manager from a terminal: find, show, create, cancel and retry jobs,
+draw the dependency graph around a job, and watch supervisors and queues live.
+
+Usage:
+  taiat jobs list [--status S] [--ready] [--name NAME] [--limit N] [--json]
+                  [--database-url URL]
+  taiat jobs show ID [--json] [--database-url URL]
+  taiat jobs create --type TYPE --name NAME [--description TEXT]
+                    [--payload JSON | --payload-file FILE] [--depends-on ID]...
+                    [--max-retries N] [--priority P] [--timeout S] [--run-at TIME]
+                    [--database-url URL]
+  taiat jobs cancel ID [--database-url URL]
+  taiat jobs retry ID [--database-url URL]
+  taiat history [--limit N] [--status S] [--json] [--database-url URL]
+  taiat cleanup --days N [--database-url URL]
+  taiat supervisors [--lease S] [--json] [--database-url URL]
+  taiat graph ID [--format F | --json] [-o FILE] [--database-url URL]
+  taiat top [--interval S] [--status-file PATH]... [--lease S] [--once] [--json]
+            [--database-url URL]
+  taiat wait ID... [--timeout S] [--interval S] [--database-url URL]
+  taiat init [--database-url URL]
+  taiat (-h | --help)
+  taiat --version
+
+Options:
+  --database-url URL   The database (else TAIAT_DATABASE_URL, else the embedded ./taiat.db,
+                       or $TAIAT_HOME/taiat.db).
+  --status S           pending, running, completed, failed or cancelled.
+  --ready              Only jobs that can start now (pending, dependencies completed, run_at
+                       passed), in the order supervisors claim them.
+  --limit N            At most N rows (jobs list: 100; history: 10).
+  --json               JSON for scripts instead of a table (graph: --format json).
+  --type TYPE          agent or query.
+  --name NAME          jobs create: the job's name; jobs list: only jobs whose name matches
+                       NAME, a shell-style pattern (* and ?), any case.
+  --description TEXT   The job's description.
+  --payload JSON       The job's payload, a JSON object (default {}).
+  --payload-file FILE  Read the payload from FILE (- for standard input).
+  --depends-on ID      Run only once job ID has completed (repeatable).
+  --max-retries N      Attempts after the first that may fail (default 3).
+  --priority P         Higher runs first (default 0).
+  --timeout S          jobs create: seconds the job may run (else the supervisor's default);
+                       wait: seconds to wait before giving up (exit 75).
+  --run-at TIME        Not before TIME: ISO 8601 (naive means UTC) or +N[s|m|h|d] from now.
+  --days N             Delete history entries completed more than N days ago.
+  --lease S            A supervisor whose heartbeat is older is shown dead
+                       (TAIAT_LEASE; default 30).
+  --format F           text (an indented tree), dot, svg, png (through Graphviz) or json;
+                       default text, or the extension of --output.
+  -o FILE --output FILE  Write the graph to FILE rather than standard output.
+  --interval S         Seconds between refreshes (top: 1; wait: 0.5).
+  --status-file PATH   A supervisor's status file, for CPU and memory of its running jobs
+                       (repeatable; else TAIAT_STATUS_FILE).
+  --once               Print the view once and exit (what top does off a terminal).
+  --version            Print the version.
+  -h --help            Show this help.
+
+Exit codes: 0 done; 1 the request cannot be carried out (e.g. retry a completed job), or a
+waited-for job failed; 64 bad command line or input; 65 tables missing or of another version;
+66 no job has that id; 69 database unreachable, or Graphviz not installed; 75 wait timed out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from docopt import DocoptExit, docopt
+
+from taiat import cli as common
+from taiat.errors import (
+    DuplicateJob,
+    InvalidDependency,
+    InvalidJob,
+    JobNotFound,
+    TaiatError,
+)
+from taiat.job_manager import JobManager
+from taiat.jobs import JobStatus
+
+
+class UsageError(TaiatError):
+    """Raised when a value on the command line is unusable; nothing is changed."""
+
+
+class Unavailable(TaiatError):
+    """Raised when a tool the command needs is not installed."""
+
+
+def exit_code_for(error: TaiatError) -> int:
+    if isinstance(error, JobNotFound):
+        return common.EXIT_NOT_FOUND
+    if isinstance(error, UsageError | InvalidJob | InvalidDependency | DuplicateJob):
+        return common.EXIT_USAGE
+    if isinstance(error, Unavailable):
+        return common.EXIT_DB_UNAVAILABLE
+    return common.exit_code_for(error)
+
+
+def error(message: str) -> None:
+    """One line on standard error."""
+    flat = " ".join(str(message).split())
+    print(f"taiat: error: {flat}", file=sys.stderr)
+
+
+# -- reading the command line --------------------------------------------------------------
+
+
+def status_option(args: dict) -> JobStatus | None:
+    raw = args["--status"]
+    if raw is None:
+        return None
+    try:
+        return JobStatus(raw.lower())
+    except ValueError:
+        known = ", ".join(s.value for s in JobStatus)
+        raise UsageError(f"unknown status {raw!r}: use one of {known}") from None
+
+
+def number(args: dict, option: str, kind: Callable[[str], Any], default: Any, low: float) -> Any:
+    """The option as an int or float no smaller than `low`, or `default` when absent."""
+    raw = args.get(option)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise UsageError(f"{option} must be a number, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")) or value < low:
+        raise UsageError(f"{option} must be a number of at least {low:g}, got {raw!r}")
+    return value
+
+
+def lease(args: dict) -> float:
+    from taiat.supervisor import SupervisorConfig
+
+    raw = args.get("--lease") or os.environ.get("TAIAT_LEASE") or None
+    if raw is None:
+        return SupervisorConfig().lease
+    value = number({"--lease": raw}, "--lease", float, None, 0)
+    if not value > 0:
+        raise UsageError(f"--lease must be greater than 0, got {raw!r}")
+    return value
+
+
+def job_id(args: dict) -> str:
+    """The one ID of the command (docopt gives a list: `wait` takes several)."""
+    ids = args["ID"]
+    return ids[0] if isinstance(ids, list) else ids
+
+
+def manager(args: dict) -> JobManager:
+    return JobManager(args.get("--database-url"))
+
+
+# -- dispatch ------------------------------------------------------------------------------
+
+
+def _command(args: dict) -> Callable[[dict], int]:
+    from taiat.operator import admin, graph, jobs, progress, top
+
+    if args["jobs"]:
+        for name in ("list", "show", "create", "cancel", "retry"):
+            if args[name]:
+                return getattr(jobs, f"{name}_command")
+    table: dict[str, Callable[[dict], int]] = {
+        "history": jobs.history_command,
+        "cleanup": admin.cleanup_command,
+        "supervisors": admin.supervisors_command,
+        "init": admin.init_command,
+        "graph": graph.graph_command,
+        "top": top.top_command,
+        "wait": progress.wait_command,
+    }
+    for name, command in table.items():
+        if args[name]:
+            return command
+    raise AssertionError(f"no command in {args}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from taiat import __version__
+
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = docopt(__doc__ or "", argv=words, version=__version__)
+    except DocoptExit:
+        error(f"bad command line `{shlex.join(['taiat', *words])}`: see `taiat --help`")
+        return common.EXIT_USAGE
+    logging.basicConfig(level=os.environ.get("TAIAT_LOG_LEVEL", "WARNING").upper())
+    try:
+        return _command(args)(args)
+    except TaiatError as exc:
+        error(str(exc))
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `taiat jobs list | head`: the reader has what it wanted.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return common.EXIT_OK

@@ -1,0 +1,182 @@
+"""How the `taiat` command shows things: tables sized to the terminal, statuses in colour,
+durations and sizes in words, and the same records as JSON for scripts."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from taiat.jobs import Attempt, Job
+
+#: Each status's colour, in tables, trees and graph pictures alike.
+STATUS_STYLES = {
+    "pending": "yellow",
+    "running": "cyan",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+
+#: Between two columns of a table: padding and the (blank) rule.
+_GAP = 3
+#: A last column is never squeezed below this.
+_NARROWEST = 8
+
+#: Off a terminal, lines are as long as their content: ids and errors stay whole for grep.
+_UNLIMITED_WIDTH = 10_000
+
+
+def console(file: TextIO | None = None) -> Console:
+    """A console on `file` (stdout): the terminal's width on a terminal; off one, `COLUMNS`
+    if set, else unlimited, and no colour."""
+    out = file or sys.stdout
+    if out.isatty():
+        return Console(file=out)
+    columns = os.environ.get("COLUMNS", "")
+    width = int(columns) if columns.isdigit() else _UNLIMITED_WIDTH
+    return Console(file=out, width=width, no_color=True, highlight=False, soft_wrap=False)
+
+
+def status_text(status: Any) -> Text:
+    value = getattr(status, "value", status)
+    return Text(str(value), style=STATUS_STYLES.get(str(value), ""))
+
+
+def duration(seconds: float | None) -> str:
+    """'850 ms', '12.3 s', '4 m 05 s', '2 h 03 m', '3 d 04 h'; '-' for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60} m {whole % 60:02d} s"
+    if whole < 86400:
+        return f"{whole // 3600} h {whole % 3600 // 60:02d} m"
+    return f"{whole // 86400} d {whole % 86400 // 3600:02d} h"
+
+
+def size(count: float | None) -> str:
+    """Bytes in binary units: '512 B', '12.0 MiB'; '-' for None."""
+    if count is None:
+        return "-"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def when(moment: datetime | None) -> str:
+    """A naive UTC time from the database, to the second."""
+    return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}"
+
+
+def first_line(text: str | None, limit: int = 200) -> str:
+    if not text:
+        return ""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def took(job: Job, now: datetime | None = None) -> float | None:
+    """How long the job ran (its last attempt), or has been running until `now`."""
+    if job.started_at is None:
+        return None
+    end = job.completed_at or now
+    return None if end is None else max((end - job.started_at).total_seconds(), 0.0)
+
+
+def table(
+    *columns: str,
+    rows: Iterable[Sequence[Any]] = (),
+    title: str | None = None,
+    wrap: bool = False,
+    width: int | None = None,
+) -> Table:
+    """A plain table: a header line, no borders. Every column but the last is as wide as its
+    widest cell; the last takes what is left of `width` (the terminal's), cut short with "…"
+    (or wrapped, if `wrap`)."""
+    cells = [[cell if isinstance(cell, Text) else Text(str(cell)) for cell in row] for row in rows]
+    grid = Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left"
+    )
+    used = 0
+    for index, name in enumerate(columns):
+        if index == len(columns) - 1:
+            room = None if width is None else max(width - used, _NARROWEST)
+            grid.add_column(
+                name, no_wrap=not wrap, overflow="fold" if wrap else "ellipsis", max_width=room
+            )
+        else:
+            widest = max([len(name), *(row[index].cell_len for row in cells)])
+            grid.add_column(name, no_wrap=True, min_width=widest)
+            used += widest + _GAP
+    for row in cells:
+        grid.add_row(*row)
+    return grid
+
+
+def show(out: Console, *renderables: Any) -> None:
+    """Print; off a terminal without the padding that ends each line of a table."""
+    if out.is_terminal:
+        for renderable in renderables:
+            out.print(renderable)
+        return
+    with out.capture() as captured:
+        for renderable in renderables:
+            out.print(renderable)
+    lines = [line.rstrip() for line in captured.get().splitlines()]
+    out.file.write("\n".join(lines) + "\n")
+    out.file.flush()
+
+
+def print_rows(
+    out: Console, columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None
+) -> None:
+    show(out, table(*columns, rows=rows, title=title, width=out.width))
+
+
+# -- JSON ----------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    return value
+
+
+def print_json(value: Any, file: TextIO | None = None) -> None:
+    """`value` as indented JSON: dataclasses as objects, times in ISO 8601 (naive UTC)."""
+    out = file or sys.stdout
+    out.write(json.dumps(_plain(value), indent=2, sort_keys=False) + "\n")
+
+
+def job_record(job: Job) -> dict[str, Any]:
+    return _plain(job)
+
+
+def attempt_record(attempt: Attempt) -> dict[str, Any]:
+    return _plain(attempt)

@@ -1,0 +1,457 @@
+"""The `taiat` command through its real entry points, on PostgreSQL and SQLite: every
+subcommand, its output and exit code, bad input, the live view and progress on a terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import AGENT_CONFIG, HERE, ROOT, agent_job, finished, wait_until
+from pty_run import PtyProcess
+
+from taiat import JobManager, JobStatus, __version__, schema
+
+TAIAT = [sys.executable, "-m", "taiat"]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAIAT_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])
+    env["TAIAT_AGENT_CONFIG"] = json.dumps(AGENT_CONFIG)
+    return {**env, **extra}
+
+
+def taiat(*args: str, url: str | None = None, **extra: str) -> subprocess.CompletedProcess[str]:
+    command = [*TAIAT, *args] + (["--database-url", url] if url else [])
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env=environment(**extra)
+    )
+
+
+def ok(*args: str, url: str | None = None) -> str:
+    result = taiat(*args, url=url)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result.stdout
+
+
+@pytest.fixture
+def manager(database_url: str) -> Iterator[JobManager]:
+    jm = JobManager(database_url)
+    yield jm
+    jm.engine.dispose()
+
+
+def test_entry_points_agree() -> None:
+    assert ok("--version").strip() == __version__
+    launcher = subprocess.run(
+        [str(ROOT / "bin" / "taiat"), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert launcher.returncode == 0
+    assert launcher.stdout == ok("--help")
+    for command in ["jobs list", "jobs create", "graph ID", "top", "wait ID...", "Exit codes"]:
+        assert command in launcher.stdout
+
+
+def test_create_list_and_show(database_url: str, manager: JobManager) -> None:
+    url = database_url
+    first = ok(
+        "jobs",
+        "create",
+        "--type",
+        "agent",
+        "--name",
+        "fetch-data",
+        "--payload",
+        '{"agent_name": "plain", "parameters": {"value": 1}}',
+        url=url,
+    ).strip()
+    second = ok(
+        "jobs",
+        "create",
+        "--type",
+        "query",
+        "--name",
+        "load-data",
+        "--depends-on",
+        first,
+        "--priority",
+        "5",
+        "--max-retries",
+        "1",
+        "--timeout",
+        "30",
+        url=url,
+    ).strip()
+    later = ok(
+        "jobs", "create", "--type", "agent", "--name", "Report", "--run-at", "+1h", url=url
+    ).strip()
+    job = manager.get_job(second)
+    assert job.dependencies == [first] and job.priority == 5 and job.max_retries == 1
+    assert job.timeout_seconds == 30 and job.unmet_dependencies == 1
+    assert manager.get_job(later).run_at > manager.get_job(first).run_at
+
+    table = ok("jobs", "list", url=url)
+    assert table.splitlines()[0].split()[:3] == ["ID", "NAME", "STATUS"]
+    for job_id in (first, second, later):
+        assert job_id in table
+    ready = ok("jobs", "list", "--ready", url=url)
+    assert first in ready and second not in ready and later not in ready
+    named = ok("jobs", "list", "--name", "*-DATA", "--json", url=url)
+    assert sorted(j["name"] for j in json.loads(named)) == ["fetch-data", "load-data"]
+    limited = json.loads(
+        ok("jobs", "list", "--status", "pending", "--limit", "1", "--json", url=url)
+    )
+    assert len(limited) == 1 and limited[0]["status"] == "pending"
+
+    shown = json.loads(ok("jobs", "show", second, "--json", url=url))
+    assert shown["job"]["id"] == second and shown["job"]["status"] == "pending"
+    assert shown["dependencies"] == [{"id": first, "name": "fetch-data", "status": "pending"}]
+    assert shown["attempts"] == []
+    text = ok("jobs", "show", first, url=url)
+    assert f"job {first}" in text and '"agent_name": "plain"' in text
+    assert "dependencies: none" in text and "attempts: none yet" in text
+
+
+def test_cancel_retry_history_and_cleanup(database_url: str, manager: JobManager) -> None:
+    url = database_url
+    first, second = (
+        j.id
+        for j in manager.create_jobs(
+            [
+                {"id": "a-1", **agent_job("first", "plain")},
+                {"id": "a-2", **agent_job("second", "plain"), "dependencies": ["a-1"]},
+            ]
+        )
+    )
+    assert "cancelled job a-1" in ok("jobs", "cancel", first, url=url)
+    assert manager.get_job(second).status is JobStatus.CANCELLED
+    again = taiat("jobs", "cancel", first, url=url)
+    assert again.returncode == 1
+    assert again.stderr == f"taiat: error: job {first} already cancelled; nothing to cancel\n"
+
+    history = json.loads(ok("history", "--json", url=url))
+    assert {(e["job_id"], e["status"]) for e in history} == {
+        (first, "cancelled"),
+        (second, "cancelled"),
+    }
+    text = ok("history", "--status", "cancelled", "--limit", "5", url=url)
+    assert "cancelled by request" in text and "dependency job a-1 (first) was cancelled" in text
+
+    assert "is pending again" in ok("jobs", "retry", first, url=url)
+    assert manager.get_job(first).status is JobStatus.PENDING
+    refused = taiat("jobs", "retry", first, url=url)
+    assert refused.returncode == 1 and "only a failed or cancelled job" in refused.stderr
+
+    assert ok("cleanup", "--days", "30", url=url).startswith("deleted 0 history entries")
+    assert ok("cleanup", "--days", "0", url=url).startswith("deleted 2 history entries")
+    assert json.loads(ok("history", "--json", url=url)) == []
+
+
+#: Bad input whose refusal the database decides: (arguments, exit code, words of the error).
+ABOUT_JOBS = [
+    (["jobs", "show", "nope"], 66, "no job has id nope"),
+    (["jobs", "cancel", "nope"], 66, "no job has id nope"),
+    (["jobs", "retry", "nope"], 66, "no job has id nope"),
+    (["graph", "nope"], 66, "no job has id nope"),
+    (["wait", "nope"], 66, "no job has id nope"),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--depends-on", "ghost"],
+        64,
+        "no job has that id",
+    ),
+]
+
+#: Bad input refused before the database is asked.
+BAD_COMMAND_LINES = [
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--payload", "{bad"],
+        64,
+        "--payload is not valid JSON",
+    ),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--payload", "[1]"],
+        64,
+        "must be a JSON object",
+    ),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--payload-file", "/no/file"],
+        64,
+        "cannot read --payload-file",
+    ),
+    (["jobs", "create", "--type", "robot", "--name", "x"], 64, "unknown job type 'robot'"),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--run-at", "soon"],
+        64,
+        "--run-at 'soon' is not a time",
+    ),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--priority", "high"],
+        64,
+        "--priority must be a number",
+    ),
+    (["jobs", "list", "--status", "sleeping"], 64, "unknown status 'sleeping'"),
+    (["history", "--status", "sleeping"], 64, "unknown status 'sleeping'"),
+    (["jobs", "list", "--limit", "0"], 64, "--limit must be a number of at least 1"),
+    (["cleanup", "--days", "-1"], 64, "--days must be a number of at least 0"),
+    (["graph", "x", "--format", "gif"], 64, "unknown format 'gif'"),
+    (["jobs", "frobnicate"], 64, "bad command line"),
+]
+
+
+def _refused(url: str, manager: JobManager, cases: list[tuple[list[str], int, str]]) -> None:
+    manager.create_job("agent", "bystander")
+    before = manager.count_jobs()
+    for args, code, words in cases:
+        result = taiat(*args, url=url)
+        assert result.returncode == code, (args, result.stderr)
+        assert result.stderr.startswith("taiat: error: ") and words in result.stderr, args
+        assert result.stderr.count("\n") == 1 and result.stdout == "", args
+    assert manager.count_jobs() == before
+
+
+def test_unknown_ids_are_refused_in_one_line(database_url: str, manager: JobManager) -> None:
+    _refused(database_url, manager, ABOUT_JOBS)
+
+
+@pytest.fixture
+def sqlite_manager(sqlite_url: str) -> Iterator[JobManager]:
+    jm = JobManager(sqlite_url)
+    schema.initialise(jm.engine)
+    yield jm
+    jm.engine.dispose()
+
+
+def test_bad_command_lines_are_refused_in_one_line(
+    sqlite_url: str, sqlite_manager: JobManager
+) -> None:
+    _refused(sqlite_url, sqlite_manager, BAD_COMMAND_LINES)
+
+
+def test_database_not_initialised_then_init(empty_url: str) -> None:
+    result = taiat("jobs", "list", url=empty_url)
+    assert result.returncode == 65
+    assert "run `python -m taiat.init_worker`" in result.stderr
+    assert "created the Taiat job tables" in ok("init", url=empty_url)
+    assert "nothing to do" in ok("init", url=empty_url)
+    assert ok("jobs", "list", "--json", url=empty_url).strip() == "[]"
+
+
+def test_unreachable_database_and_the_embedded_default(tmp_path: Path) -> None:
+    result = taiat("supervisors", url="postgresql://postgres@127.0.0.1:1/x")
+    assert result.returncode == 69 and "unavailable" in result.stderr
+    home = taiat("init", TAIAT_HOME=str(tmp_path))
+    assert home.returncode == 0 and f"sqlite:///{tmp_path}/taiat.db" in home.stdout
+    assert (tmp_path / "taiat.db").exists()
+
+
+def test_supervisors_wait_and_attempts(
+    database_url: str, manager: JobManager, supervisor: Any
+) -> None:
+    sup = supervisor("--max-concurrent-jobs", "2")
+    slow = manager.create_job("agent", "slow", payload={"agent_name": "sleep"})
+    wait_until(
+        lambda: manager.get_job(slow.id).status is JobStatus.RUNNING, what="slow runs", watch=sup
+    )
+    [row] = json.loads(ok("supervisors", "--json", url=database_url))
+    assert row["alive"] and row["pid"] == sup.pid and row["running_jobs"] == [slow.id]
+    table = ok("supervisors", url=database_url)
+    assert row["id"] in table and "alive" in table and slow.id in table
+    ok("jobs", "cancel", slow.id, url=database_url)
+
+    good = manager.create_job("agent", "good", payload={"agent_name": "plain"})
+    bad = manager.create_job("agent", "bad", payload={"agent_name": "explode"}, max_retries=0)
+    result = taiat("wait", good.id, bad.id, "--interval", "0.05", url=database_url)
+    assert result.returncode == 1, result.stderr
+    assert f"wait: job {good.id} (good) completed" in result.stderr
+    assert f"wait: job {bad.id} (bad) failed" in result.stderr
+    assert "wait: 2 of 2 jobs done, 1 failed" in result.stderr
+    assert result.stdout.splitlines() == [f"{good.id}  completed  good", f"{bad.id}  failed  bad"]
+    assert taiat("wait", good.id, url=database_url).returncode == 0
+
+    shown = json.loads(ok("jobs", "show", bad.id, "--json", url=database_url))
+    [attempt] = shown["attempts"]
+    assert attempt["outcome"] == "failed" and attempt["error_message"].startswith("ValueError")
+    assert attempt["host"] and attempt["wall_seconds"] is not None
+    text = ok("jobs", "show", bad.id, url=database_url)
+    assert "ValueError: kaboom" in text and attempt["host"] in text
+
+
+def test_wait_gives_up_after_its_timeout(database_url: str, manager: JobManager) -> None:
+    job = manager.create_job("agent", "never-run")
+    result = taiat("wait", job.id, "--timeout", "0.3", "--interval", "0.05", url=database_url)
+    assert result.returncode == 75
+    assert result.stderr.endswith(f"timed out waiting for 1 of 1 jobs: {job.id}\n")
+
+
+def _diamond(manager: JobManager) -> None:
+    manager.create_jobs(
+        [
+            {"id": "top", **agent_job("top", "plain")},
+            {"id": "left", **agent_job("left", "plain"), "dependencies": ["top"]},
+            {"id": "right", **agent_job("right", "plain"), "dependencies": ["top"]},
+            {"id": "bottom", **agent_job("bottom", "plain"), "dependencies": ["left", "right"]},
+            {"id": "other", **agent_job("other", "plain")},
+        ]
+    )
+
+
+def test_graph_text_dot_and_json(database_url: str, manager: JobManager) -> None:
+    _diamond(manager)
+    manager.cancel_job("right")  # bottom goes with it
+    data = json.loads(ok("graph", "left", "--json", url=database_url))
+    assert {j["id"] for j in data["jobs"]} == {"top", "left", "bottom"}
+    assert {(e["dependency"], e["dependent"]) for e in data["edges"]} == {
+        ("top", "left"),
+        ("left", "bottom"),
+    }
+    tree = ok("graph", "left", url=database_url)
+    lines = tree.splitlines()
+    assert lines[0].startswith("left  left  pending")
+    assert any("depends on" in line for line in lines)
+    assert any("top  top  pending" in line for line in lines)
+    assert any("bottom  bottom  cancelled" in line for line in lines)
+    assert "right" not in tree and "other" not in tree
+
+    dot = ok("graph", "bottom", "--format", "dot", url=database_url)
+    assert dot.startswith("digraph taiat {")
+    for edge in [
+        '"top" -> "left"',
+        '"top" -> "right"',
+        '"left" -> "bottom"',
+        '"right" -> "bottom"',
+    ]:
+        assert edge in dot
+    assert '"other"' not in dot and 'fillcolor="#ddd0ea"' in dot
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
+def test_graph_as_svg(database_url: str, manager: JobManager, tmp_path: Path) -> None:
+    _diamond(manager)
+    out = tmp_path / "graph.svg"
+    ok("graph", "top", "--output", str(out), url=database_url)
+    svg = ET.parse(out).getroot()
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    groups = svg.findall(".//svg:g", ns)
+    nodes = {g.findtext("svg:title", namespaces=ns) for g in groups if g.get("class") == "node"}
+    edges = {g.findtext("svg:title", namespaces=ns) for g in groups if g.get("class") == "edge"}
+    assert nodes == {"top", "left", "right", "bottom"}
+    assert edges == {"top->left", "top->right", "left->bottom", "right->bottom"}
+    texts = " ".join(t.text or "" for t in svg.iter("{http://www.w3.org/2000/svg}text"))
+    assert "pending" in texts and "bottom" in texts
+
+
+def test_graph_picture_without_graphviz(database_url: str, manager: JobManager) -> None:
+    _diamond(manager)
+    result = taiat("graph", "top", "--format", "svg", url=database_url, PATH="/nonexistent")
+    assert result.returncode == 69
+    assert "Graphviz is not installed" in result.stderr and "--format dot" in result.stderr
+
+
+def test_top_once_and_json(database_url: str, manager: JobManager) -> None:
+    _diamond(manager)
+    text = ok("top", "--once", url=database_url)
+    assert "queue: pending 5 (ready 2), running 0, completed 0" in text
+    assert "no supervisor is registered" in text and "no job is running" in text
+    data = json.loads(ok("top", "--json", url=database_url))
+    assert data["queue"]["pending"] == 5 and data["queue"]["ready"] == 2
+
+
+def test_top_on_a_terminal_refreshes_and_quits_on_q(
+    database_url: str, manager: JobManager, supervisor: Any
+) -> None:
+    sup = supervisor("--max-concurrent-jobs", "3")
+    slow = manager.create_job(
+        "agent", "slow-one", payload={"agent_name": "busy", "parameters": {"seconds": 60}}
+    )
+    wait_until(
+        lambda: manager.get_job(slow.id).status is JobStatus.RUNNING,
+        watch=sup,
+        what="the job to run",
+    )
+    command = [
+        *TAIAT,
+        "top",
+        "--interval",
+        "0.2",
+        "--status-file",
+        str(sup.status_file),
+        "--database-url",
+        database_url,
+    ]
+    top = PtyProcess(command, environment())
+    try:
+        screen = top.read_until(lambda s: "slow-one" in s)
+        assert "supervisors" in screen and "1/3" in screen and "queue:" in screen
+        assert "pending 0 (ready 0)" in screen
+        manager.create_job("agent", "held", run_at=datetime(2999, 1, 1))
+        top.read_until(lambda s: "pending 1 (ready 0)" in s)  # it refreshed
+        top.read_until(lambda s: " MiB" in s and " %" in s)  # memory and CPU of the job
+        top.send(b"q")
+        assert top.wait() == 0
+    finally:
+        top.close()
+        manager.cancel_job(slow.id)
+
+
+def test_wait_shows_a_progress_bar_on_a_terminal(
+    database_url: str, manager: JobManager, supervisor: Any
+) -> None:
+    jobs = manager.create_jobs([agent_job(f"j{i}", "plain") for i in range(3)])
+    command = [
+        *TAIAT,
+        "wait",
+        *(j.id for j in jobs),
+        "--interval",
+        "0.05",
+        "--database-url",
+        database_url,
+    ]
+    waiting = PtyProcess(command, environment())
+    try:
+        waiting.read_until(lambda s: "0/3" in s)
+        supervisor("--max-concurrent-jobs", "3")
+        waiting.read_until(lambda s: "3/3" in s and "jobs/s" in s and "0 failed" in s)
+        assert waiting.wait() == 0
+    finally:
+        waiting.close()
+    assert all(finished(manager, j.id) for j in jobs)
+
+
+def test_burst_supervisor_progress(database_url: str, manager: JobManager, tmp_path: Path) -> None:
+    manager.create_jobs(
+        [agent_job(f"ok{i}", "plain") for i in range(4)]
+        + [{**agent_job("boom", "explode"), "max_retries": 0}]
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "taiat.run_worker",
+        "--burst",
+        "--poll-interval",
+        "0.1",
+        "--database-url",
+        database_url,
+    ]
+    burst = PtyProcess(command, environment())
+    try:
+        screen = burst.read_until(lambda s: "5/5" in s and "1 failed" in s)
+        assert "burst" in screen and "jobs/s" in screen
+        assert burst.wait() == 0
+    finally:
+        burst.close()
+    manager.create_jobs([agent_job("more", "plain")])
+    plain = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env=environment(), cwd=tmp_path
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert "burst: 1 of 1 jobs done, 0 failed" in plain.stderr
+    assert "\x1b[" not in plain.stderr

@@ -1,0 +1,122 @@
+"""The `taiat` command's pure pieces: words for durations and sizes, patterns, times, and the
+graph as a tree and as Graphviz source."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta
+
+import pytest
+
+from taiat.jobs import Job, JobStatus, JobType
+from taiat.operator import graph, render
+from taiat.operator.cli import UsageError
+from taiat.operator.jobs import parse_time
+from taiat.operator.progress import ProgressDisplay, summary
+from taiat.operator.store import Graph
+from taiat.queries.operator import like_pattern
+
+NOW = datetime(2030, 1, 2, 3, 4, 5)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (None, "-"),
+        (0.25, "250 ms"),
+        (12.34, "12.3 s"),
+        (245, "4 m 05 s"),
+        (7380, "2 h 03 m"),
+        (3 * 86400 + 4 * 3600, "3 d 04 h"),
+    ],
+)
+def test_durations_in_words(seconds: float | None, words: str) -> None:
+    assert render.duration(seconds) == words
+
+
+def test_sizes_in_binary_units() -> None:
+    assert [render.size(n) for n in (None, 512, 2048, 12 << 20, 3 << 30)] == [
+        "-",
+        "512 B",
+        "2.0 KiB",
+        "12.0 MiB",
+        "3.0 GiB",
+    ]
+
+
+def test_shell_patterns_become_like_patterns() -> None:
+    assert like_pattern("load-*") == "load-%"
+    assert like_pattern("a?c") == "a_c"
+    assert like_pattern("100%_done\\") == "100\\%\\_done\\\\"
+
+
+def test_run_at_times() -> None:
+    assert parse_time("+90", NOW) == NOW + timedelta(seconds=90)
+    assert parse_time("+2h", NOW) == NOW + timedelta(hours=2)
+    assert parse_time("2030-01-31T09:00:00") == datetime(2030, 1, 31, 9)
+    assert parse_time("2030-01-31T10:00:00+01:00") == datetime(2030, 1, 31, 9)
+    with pytest.raises(UsageError, match="not a time"):
+        parse_time("tomorrow")
+
+
+def _job(job_id: str, status: str, deps: list[str], ran: float | None = None) -> Job:
+    started = None if ran is None else NOW - timedelta(seconds=ran + 60)
+    done = None if ran is None else NOW - timedelta(seconds=60)
+    return Job(
+        id=job_id,
+        job_type=JobType.AGENT,
+        name=f"{job_id}-name",
+        status=JobStatus(status),
+        dependencies=deps,
+        started_at=started,
+        completed_at=done,
+    )
+
+
+@pytest.fixture
+def diamond() -> Graph:
+    jobs = [
+        _job("a", "completed", [], 1.5),
+        _job("b", "failed", ["a"], 0.2),
+        _job("c", "cancelled", ["a"]),
+        _job("d", "cancelled", ["b", "c", "gone"]),
+    ]
+    edges = {("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"), ("gone", "d")}
+    return Graph("b", {j.id: j for j in jobs}, edges, missing={"gone"}, now=NOW)
+
+
+def test_graph_as_an_indented_tree(diamond: Graph) -> None:
+    out = render.console(io.StringIO())
+    out.print(graph.text_tree(diamond))
+    lines = out.file.getvalue().splitlines()
+    assert lines[0] == "b-name  b  failed  200 ms"
+    assert lines[1:] == [
+        "├── depends on",
+        "│   └── a-name  a  completed  1.5 s",
+        "└── needed by",
+        "    └── d-name  d  cancelled",
+    ]
+
+
+def test_graph_as_graphviz_source(diamond: Graph) -> None:
+    dot = graph.to_dot(diamond)
+    assert dot.startswith("digraph taiat {") and dot.endswith("}\n")
+    assert '"b" [label="b-name\\nfailed · 200 ms\\nb", fillcolor="#f5b0b0"' in dot
+    assert dot.count("penwidth=3") == 1 and '"gone" [label="gone\\ngone"' in dot
+    for a, b in diamond.edges:
+        assert f'"{a}" -> "{b}";' in dot
+    assert graph._quote('say "hi"\\') == '"say \\"hi\\"\\\\"'
+
+
+def test_progress_off_a_terminal_is_plain_lines() -> None:
+    said: list[str] = []
+    display = ProgressDisplay("batch", stream=io.StringIO(), plain=said.append, every=0)
+    display.update(1, 3, 0)
+    display.update(1, 3, 0)  # nothing new: nothing said
+    display.update(3, 3, 1)
+    display.close()
+    assert [line.split(", ")[:2] for line in said] == [
+        ["batch: 1 of 3 jobs done", "0 failed"],
+        ["batch: 3 of 3 jobs done", "1 failed"],
+    ]
+    assert summary(10, 40, 2, 4.0) == "10 of 40 jobs done, 2 failed, 2.5 jobs/s"
