@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from taiat import status
@@ -15,7 +16,7 @@ from taiat.errors import DatabaseUnavailable, TaiatError
 from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job
 from taiat.lifecycle import Completion
-from taiat.process import MOVED_ON, Ending
+from taiat.process import MOVED_ON, Ending, JobProcess
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,41 @@ class Recorder:
             self.ok = True
             self._on_change()
         self._backoff = _FIRST_BACKOFF
+
+
+def attempt_of(proc: JobProcess, ending: Ending, worker_id: str, host: str) -> Attempt:
+    """The record of a child's run, as `taiat_job_attempts` keeps it."""
+    return Attempt(
+        job_id=proc.job.id,
+        attempt=proc.job.claim_seq,
+        worker_id=worker_id,
+        host=host,
+        pid=proc.pid,
+        outcome=ending.cause,
+        error_message=ending.error,
+        started_at=proc.started_at,
+        ended_at=proc.started_at + timedelta(seconds=ending.wall_seconds),
+        wall_seconds=round(ending.wall_seconds, 6),
+        cpu_user_seconds=round(ending.cpu_user_seconds, 6),
+        cpu_system_seconds=round(ending.cpu_system_seconds, 6),
+        peak_rss_bytes=ending.peak_rss_bytes,
+        exit_code=ending.exit_code,
+        exit_signal=ending.exit_signal,
+    )
+
+
+def log_ending(job: Job, ending: Ending) -> None:
+    """One log line for a child's end, with its figures."""
+    figures = (
+        f"{ending.wall_seconds:.3f} s wall, {ending.cpu_user_seconds:.3f} s user, "
+        f"{ending.cpu_system_seconds:.3f} s system, "
+        f"peak RSS {ending.peak_rss_bytes // 1024} KiB"
+    )
+    if ending.ok:
+        log.info("job %s (%s) completed: %s", job.id, job.name, figures)
+    else:
+        first_line = (ending.error or "").splitlines()[0] if ending.error else ""
+        log.warning("job %s (%s) %s: %s; %s", job.id, job.name, ending.cause, first_line, figures)
 
 
 def _completion(record: Record) -> Completion:

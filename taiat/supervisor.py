@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,9 @@ from taiat.errors import DatabaseUnavailable
 from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_agents
 from taiat.forkserver import ForkServer, ForkServerError
 from taiat.job_manager import JobManager
-from taiat.jobs import Attempt, Job
+from taiat.jobs import Job
 from taiat.process import MOVED_ON, DirectLauncher, Ending, JobProcess, Launcher
-from taiat.recorder import Record, Recorder
+from taiat.recorder import Record, Recorder, attempt_of, log_ending
 from taiat.wakeup import Timers, WakeUp
 
 log = logging.getLogger(__name__)
@@ -335,29 +335,11 @@ class Supervisor:
             self._dirty = True
             self._claim_now = True
             self._count(ending)
-            self._log_ending(proc.job, ending)
+            log_ending(proc.job, ending)
             for observer in self.observers:
                 observer(proc.job, ending)
-            self.recorder.add(Record(proc.job, ending, self._attempt(proc, ending)))
-
-    def _attempt(self, proc: JobProcess, ending: Ending) -> Attempt:
-        return Attempt(
-            job_id=proc.job.id,
-            attempt=proc.job.claim_seq,
-            worker_id=self.worker_id,
-            host=self.host,
-            pid=proc.pid,
-            outcome=ending.cause,
-            error_message=ending.error,
-            started_at=proc.started_at,
-            ended_at=proc.started_at + timedelta(seconds=ending.wall_seconds),
-            wall_seconds=round(ending.wall_seconds, 6),
-            cpu_user_seconds=round(ending.cpu_user_seconds, 6),
-            cpu_system_seconds=round(ending.cpu_system_seconds, 6),
-            peak_rss_bytes=ending.peak_rss_bytes,
-            exit_code=ending.exit_code,
-            exit_signal=ending.exit_signal,
-        )
+            attempt = attempt_of(proc, ending, self.worker_id, self.host)
+            self.recorder.add(Record(proc.job, ending, attempt))
 
     def _count(self, ending: Ending) -> None:
         if ending.ok:
@@ -368,20 +350,6 @@ class Supervisor:
                 self.counters["timed_out"] += 1
             elif ending.cause in ("crashed", "memory"):
                 self.counters["crashed"] += 1
-
-    def _log_ending(self, job: Job, ending: Ending) -> None:
-        figures = (
-            f"{ending.wall_seconds:.3f} s wall, {ending.cpu_user_seconds:.3f} s user, "
-            f"{ending.cpu_system_seconds:.3f} s system, "
-            f"peak RSS {ending.peak_rss_bytes // 1024} KiB"
-        )
-        if ending.ok:
-            log.info("job %s (%s) completed: %s", job.id, job.name, figures)
-        else:
-            first_line = (ending.error or "").splitlines()[0] if ending.error else ""
-            log.warning(
-                "job %s (%s) %s: %s; %s", job.id, job.name, ending.cause, first_line, figures
-            )
 
     # -- the database ----------------------------------------------------------------------
 
