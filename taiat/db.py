@@ -137,6 +137,13 @@ def describe(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
+def tables_missing(engine: Engine) -> DatabaseNotInitialised:
+    return DatabaseNotInitialised(
+        f"the job tables are missing in {describe(engine)}: run `taiat init` "
+        "(or `python -m taiat.init_worker`)"
+    )
+
+
 def url_of(engine: Engine) -> str:
     """The URL in full, password included, for a process of ours that connects on its own."""
     return engine.url.render_as_string(hide_password=False)
@@ -178,9 +185,7 @@ def translate(exc: sqlalchemy.exc.DBAPIError, engine: Engine) -> TaiatError | No
     if isinstance(orig, psycopg.errors.UndefinedTable) or (
         isinstance(orig, sqlite3.OperationalError) and "no such table" in str(orig)
     ):
-        return DatabaseNotInitialised(
-            f"the job tables are missing in {describe(engine)}: run `python -m taiat.init_worker`"
-        )
+        return tables_missing(engine)
     if isinstance(
         orig,
         psycopg.errors.TransactionRollback

@@ -34,7 +34,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
 from taiat import db
-from taiat.errors import DatabaseNotInitialised, SchemaVersionMismatch
+from taiat.errors import SchemaVersionMismatch
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def check_version(conn: Connection) -> None:
     """Raise unless the database holds exactly the schema this release reads and writes."""
     version = current_version(conn)
     if version is None:
-        raise DatabaseNotInitialised()
+        raise db.tables_missing(conn.engine)
     if version != SCHEMA_VERSION:
         raise _mismatch(version)
 

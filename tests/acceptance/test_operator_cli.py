@@ -239,7 +239,8 @@ def test_bad_command_lines_are_refused_in_one_line(
 def test_database_not_initialised_then_init(empty_url: str) -> None:
     result = taiat("jobs", "list", url=empty_url)
     assert result.returncode == 65
-    assert "run `python -m taiat.init_worker`" in result.stderr
+    assert result.stderr.startswith("taiat: error: the job tables are missing in ")
+    assert "run `taiat init` (or `python -m taiat.init_worker`)" in result.stderr
     assert "created the Taiat job tables" in ok("init", url=empty_url)
     assert "nothing to do" in ok("init", url=empty_url)
     assert ok("jobs", "list", "--json", url=empty_url).strip() == "[]"
