@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from taiat import plans, queries
 from taiat.errors import DuplicateJob, InvalidDependency, InvalidTransition, JobNotFound
-from taiat.jobs import Attempt, JobStatus
+from taiat.jobs import Attempt, JobStatus, JobType
 from taiat.specs import JobSpec, clean_text, new_job_id
 
 #: Attempt outcomes that mean the job died hard: killed by a signal it did not ask for
@@ -289,7 +289,8 @@ def attempt_rows(attempts: Sequence[Attempt | None]) -> list[dict[str, Any]]:
 
 
 def retry(conn: Connection, job_id: str) -> RowMapping:
-    """Run a failed or cancelled job again, retries reset; returns its new row."""
+    """Run a failed or cancelled job again, retries reset; returns its new row. A query job
+    is planned afresh when it runs."""
     active = queries.get_active(conn, job_id)
     if active is not None:
         raise InvalidTransition(
@@ -304,6 +305,8 @@ def retry(conn: Connection, job_id: str) -> RowMapping:
         )
     deps = list(dict.fromkeys(row["dependencies"] or []))
     unmet = sorted(_active_dependencies(conn, {dep: job_id for dep in deps}, missing_ok=True))
+    if row["job_type"] == JobType.QUERY.value:  # plans afresh: its old plan's agents are over
+        row = {**row, "payload": plans.unplanned(row["payload"])}
     pending = queries.make_pending(conn, row, len(unmet))
     queries.insert_edges(conn, [{"job_id": job_id, "depends_on": dep} for dep in unmet])
     if not unmet:

@@ -8,7 +8,9 @@
     the query is cancelled --> its agents are cancelled
 
 The plan's agent jobs carry `query_job` in their payload; the query carries `plan` (a list of
-`{"job_id", "agent", "after"}`) in its own.
+`{"job_id", "agent", "after"}`) in its own. Only the agent jobs of the query's current plan
+act on it: a retried query plans afresh, and an agent of an older plan retried alone runs
+for itself.
 """
 
 from __future__ import annotations
@@ -78,6 +80,15 @@ def expand(
     return [ids[step.agent] for step in plan.steps]
 
 
+#: What expansion writes into a query's payload; a retried query starts without them.
+EXPANSION_KEYS = ("plan",)
+
+
+def unplanned(payload: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The query's payload as it was before any expansion."""
+    return {k: v for k, v in (payload or {}).items() if k not in EXPANSION_KEYS}
+
+
 def plan_ids(query: Mapping[Any, Any]) -> list[str]:
     """The job ids of the query's plan (none if it was never expanded, or is no query)."""
     if query["job_type"] != JobType.QUERY.value:
@@ -96,7 +107,14 @@ def _waiting_query(conn: Connection, agent: Mapping[Any, Any]) -> Any:
     query = queries.get_active(conn, query_id, lock=True)
     if query is None or query["status"] != JobStatus.PENDING.value:
         return None
-    return query if agent["id"] in plan_ids(query) else None
+    return query if _in_plan(agent, query) else None
+
+
+def _in_plan(agent: Mapping[Any, Any], query: Mapping[Any, Any]) -> bool:
+    """Whether the agent job belongs to the query's current plan: named there, and naming the
+    query itself."""
+    own = (agent["payload"] or {}).get("query_job") == query["id"]
+    return own and agent["id"] in plan_ids(query)
 
 
 def complete_queries(
@@ -137,7 +155,7 @@ def agent_failed(conn: Connection, agent: Mapping[Any, Any], error: str, now: da
 def cancel_agents(conn: Connection, query: Mapping[Any, Any], why: str, now: datetime) -> None:
     """Cancel the query's plan's agents that are still pending or running, and what waits on
     them; running ones are told to stop."""
-    rows = plan_queries.lock_jobs(conn, plan_ids(query))
+    rows = [r for r in plan_queries.lock_jobs(conn, plan_ids(query)) if _in_plan(r, query)]
     if not rows:
         return
     message = f"cancelled: {why} (query job {query['id']}, {query['name']})"

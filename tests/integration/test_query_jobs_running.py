@@ -267,3 +267,68 @@ def test_query_engine_plug_in(
         if isinstance(result, dict):
             assert result.pop("pid") != os.getpid()  # it ran in the job's own child
         assert result == outcome
+
+
+# -- retries -------------------------------------------------------------------------------
+
+
+def expanded_chain(manager: JobManager) -> tuple[str, str, str]:
+    """A query planned as clean -> total by hand, its clean done and its total failed for good
+    (so the query failed too): the ids of the query, clean and total."""
+    from taiat.agents import as_agent
+    from taiat.planner import plan
+
+    agents = {n: as_agent(n, e) for n, e in CHAIN.items()}
+    job = manager.create_job("query", "q", payload=query("total", raw=[2, 1]), max_retries=0)
+    [claimed] = manager.claim_jobs("here:1:a", 1)
+    found = plan(agents, "total", {"raw"})
+    clean_id, total_id = manager.expand_query(job.id, claimed.claim_seq, found.to_json())
+    [a] = manager.claim_jobs("here:1:a", 1)
+    assert a.id == clean_id and manager.complete_job(a.id, a.claim_seq, {"table": [1, 2]})
+    [b] = manager.claim_jobs("here:1:a", 1)
+    assert b.id == total_id
+    assert manager.fail_job(b.id, b.claim_seq, "broke", retry=False) is JobStatus.FAILED
+    assert manager.get_job(job.id).status is JobStatus.FAILED
+    return job.id, clean_id, total_id
+
+
+def test_a_retried_query_plans_afresh_and_runs_all_its_agents_again(
+    database_url: str, manager: JobManager
+) -> None:
+    query_id, clean_id, total_id = expanded_chain(manager)
+    retried = manager.retry_job(query_id)
+    assert retried.status is JobStatus.PENDING and "plan" not in retried.payload
+    run_burst(database_url, CHAIN)
+    done = manager.get_job(query_id)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    assert done.result == 3
+    plan = plan_of(manager, query_id)
+    assert list(plan) == ["clean", "total"]
+    assert {step["job_id"] for step in plan.values()}.isdisjoint({clean_id, total_id})
+    assert all(step["job"].status is JobStatus.COMPLETED for step in plan.values())
+    assert len(manager.get_attempts(query_id)) == 1  # the supervisor planned it this time
+    assert manager.get_job(total_id).status is JobStatus.FAILED  # the old agent stays as it was
+
+
+@pytest.mark.parametrize("outcome", ["completes", "fails"])
+def test_an_old_agent_retried_alone_leaves_the_retried_query_alone(
+    manager: JobManager, outcome: str
+) -> None:
+    query_id, _, total_id = expanded_chain(manager)
+    manager.retry_job(total_id)
+    manager.retry_job(query_id)
+    # Cancelling the retried query does not reach the separately retried agent.
+    assert manager.cancel_job(query_id)
+    assert manager.get_job(total_id).status is JobStatus.PENDING
+    manager.retry_job(query_id)
+    claimed = {job.id: job for job in manager.claim_jobs("here:1:a", 10)}
+    assert set(claimed) == {query_id, total_id}
+    assert manager.requeue_job(query_id, claimed[query_id].claim_seq)  # the query waits again
+    b = claimed[total_id]
+    if outcome == "completes":
+        assert manager.complete_job(b.id, b.claim_seq, {"total": 99, "count": 1})
+    else:
+        assert manager.fail_job(b.id, b.claim_seq, "broke again", retry=False)
+    still = manager.get_job(query_id)
+    assert still.status is JobStatus.PENDING and still.result is None
+    assert "plan" not in still.payload
