@@ -161,8 +161,20 @@ class _Planner:
         self.steps[name] = Step(name, inputs, tuple(agent.outputs))
 
 
+#: What expansion writes into a query's payload: never the caller's to give, and gone when the
+#: query is retried.
+EXPANSION_KEYS = ("plan",)
+
+
 def check_query_payload(payload: Mapping[str, Any]) -> None:
-    """InvalidJob unless a QUERY payload's planning keys have the right shapes."""
+    """InvalidJob unless a QUERY payload's planning keys have the right shapes, and it has
+    none of the keys expansion writes."""
+    for key in EXPANSION_KEYS:
+        if key in payload:
+            raise InvalidJob(
+                f'a query\'s payload cannot carry "{key}": the supervisor writes it when it plans '
+                "the query"
+            )
     goal = payload.get("inferred_goal_output")
     if goal is not None and (not isinstance(goal, str) or not goal.strip()):
         raise InvalidJob(f'a query\'s "inferred_goal_output" must be a name, got {goal!r}')

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from taiat import lifecycle, queries
 from taiat.jobs import Attempt, JobStatus, JobType
-from taiat.planner import Plan
+from taiat.planner import EXPANSION_KEYS, Plan
 from taiat.queries import plans as plan_queries
 from taiat.specs import build_spec, clean_text, new_job_id
 
@@ -78,10 +78,6 @@ def expand(
     plan_queries.wait_on_plan(conn, job_id, claim_seq, {**row["payload"], "plan": record}, 1)
     queries.insert_edges(conn, [{"job_id": job_id, "depends_on": ids[sink.agent]}])
     return [ids[step.agent] for step in plan.steps]
-
-
-#: What expansion writes into a query's payload; a retried query starts without them.
-EXPANSION_KEYS = ("plan",)
 
 
 def unplanned(payload: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -137,3 +137,35 @@ def test_malformed_query_payload_is_refused_at_creation(
     with pytest.raises(InvalidJob, match='"inferred_goal_output" must be a name'):
         manager.create_job("query", "q", payload={"inferred_goal_output": 3})
     assert manager.list_jobs() == []
+
+
+def test_a_query_payload_cannot_bring_its_own_plan(database_url: str, manager: JobManager) -> None:
+    other = manager.create_job("agent", "unrelated", payload={"agent_name": "clean"})
+    plan = [{"job_id": other.id, "agent": "clean", "after": []}]
+    message = 'a query\'s payload cannot carry "plan": the supervisor writes it when it plans'
+    with pytest.raises(InvalidJob, match=message):
+        manager.create_job("query", "q", payload={**query("report"), "plan": plan})
+    with pytest.raises(InvalidJob, match=message):
+        manager.create_jobs(
+            [
+                {"job_type": "agent", "name": "fine", "payload": {"agent_name": "clean"}},
+                {"job_type": "query", "name": "q", "payload": {**query("report"), "plan": plan}},
+            ]
+        )
+    assert [job.id for job in manager.list_jobs()] == [other.id]
+
+
+def test_cancelling_a_query_spares_jobs_its_plan_names_that_are_not_its_own(
+    manager: JobManager,
+) -> None:
+    from taiat.queries import plans as plan_queries
+
+    other = manager.create_job("agent", "unrelated", payload={"agent_name": "clean"})
+    job = manager.create_job("query", "q", payload=query("report"))
+    claimed = next(j for j in manager.claim_jobs("here:1:a", 2) if j.id == job.id)
+    # A plan naming a job that is not the query's: stored before the payload was checked.
+    forged = {**job.payload, "plan": [{"job_id": other.id, "agent": "clean", "after": []}]}
+    with manager.transaction() as conn:
+        assert plan_queries.wait_on_plan(conn, job.id, claimed.claim_seq, forged, 0)
+    assert manager.cancel_job(job.id)
+    assert manager.get_job(other.id).status is not JobStatus.CANCELLED
