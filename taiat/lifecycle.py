@@ -145,12 +145,16 @@ class Completion:
     claim_seq: int
     result: Any = None
     attempt: Attempt | None = None
+    #: Whether the job is an agent of a query's plan (its payload names a `query_job`); None
+    #: when not known. Only those that may be have their queries locked first.
+    in_plan: bool | None = None
 
 
 def complete(conn: Connection, completions: Sequence[Completion]) -> tuple[set[str], list[str]]:
     """Record successes, several in one go: returns the ids recorded (the others' claims were
     stale, and nothing changed for them) and the dependents that became ready."""
     claims = {c.job_id: c.claim_seq for c in completions}
+    plans.lock_queries(conn, [c.job_id for c in completions if c.in_plan is not False])
     rows = queries.take_running(conn, claims, attempt_rows([c.attempt for c in completions]))
     results = {c.job_id: c.result for c in completions}
     entries = [
@@ -180,6 +184,7 @@ def fail(
     """Record a failed attempt: PENDING when it will be retried, FAILED when it is over for
     good (its dependents cancelled), None when the claim is stale."""
     record_attempt(conn, attempt)
+    plans.lock_queries(conn, [job_id])
     row = queries.lock_running(conn, job_id, claim_seq)
     if row is None:
         return None
@@ -210,6 +215,7 @@ def requeue(conn: Connection, job_id: str, claim_seq: int, attempt: Attempt | No
 
 def cancel(conn: Connection, job_id: str) -> bool:
     """Cancel a pending or running job and its dependents; False if it had already finished."""
+    plans.lock_queries(conn, [job_id])
     row = queries.get_active(conn, job_id, lock=True)
     if row is None:
         if queries.latest_history(conn, job_id) is None:

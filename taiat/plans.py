@@ -11,11 +11,15 @@ The plan's agent jobs carry `query_job` in their payload; the query carries `pla
 `{"job_id", "agent", "after"}`) in its own. Only the agent jobs of the query's current plan
 act on it: a retried query plans afresh, and an agent of an older plan retried alone runs
 for itself.
+
+Lock order: a transition on an agent job of a plan (complete, fail, cancel) locks the plan's
+query before the agent (`lock_queries`), as cancelling the query does; so two transitions on
+one plan wait for each other instead of deadlocking, and rows of one level lock in id order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -83,6 +87,12 @@ def expand(
 def unplanned(payload: Mapping[str, Any] | None) -> dict[str, Any]:
     """The query's payload as it was before any expansion."""
     return {k: v for k, v in (payload or {}).items() if k not in EXPANSION_KEYS}
+
+
+def lock_queries(conn: Connection, job_ids: Collection[str]) -> None:
+    """Before any of the jobs `job_ids` is locked: lock the queries whose plans those of them
+    that are agent jobs of a plan belong to."""
+    plan_queries.lock_queries_of(conn, job_ids)
 
 
 def plan_ids(query: Mapping[Any, Any]) -> list[str]:
