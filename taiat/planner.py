@@ -4,7 +4,8 @@ from its inputs. Pure: it reads agents' declared `inputs` and `outputs`, nothing
     inputs {"raw"}  ->  clean (raw -> table)  ->  report (table -> report)   goal "report"
 
 Every data item is taken from the query's inputs if given there, else from the one agent that
-produces it; an item two agents produce needs the query to choose (`"producers"`).
+produces it; an item two agents produce needs the query to choose (`"producers"`). The example
+agents stand back: one is picked only for an item no other agent produces.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class Declared(Protocol):
 
     @property
     def outputs(self) -> tuple[str, ...]: ...
+
+    @property
+    def example(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,12 @@ class _Planner:
         self.goal = goal
         self.given = given
         self.chosen = chosen
-        self.makers: dict[str, list[str]] = {}
+        self.makers: dict[str, list[str]] = {}  # the agents that are not examples
+        self.examples: dict[str, list[str]] = {}
         for name, agent in agents.items():
+            makers = self.examples if agent.example else self.makers
             for output in agent.outputs:
-                self.makers.setdefault(output, []).append(name)
+                makers.setdefault(output, []).append(name)
         self.steps: dict[str, Step] = {}
         self.path: list[tuple[str, str]] = []  # (agent, the input it is resolving)
 
@@ -108,17 +114,18 @@ class _Planner:
         return Plan(self.goal, tuple(self.steps.values()))
 
     def _producer(self, output: str, needed_by: str | None) -> str:
-        candidates = sorted(self.makers.get(output, []))
+        candidates = sorted(self.makers.get(output) or self.examples.get(output, []))
         choice = self.chosen.get(output)
         if choice is not None:
-            if choice not in candidates:
+            anyone = sorted(self.makers.get(output, []) + self.examples.get(output, []))
+            if choice not in anyone:
                 raise PlanningError(
                     f'"producers" picks agent {choice} for {output!r}, but it does not produce '
-                    f"it (producers: {', '.join(candidates) or 'none'})"
+                    f"it (producers: {', '.join(anyone) or 'none'})"
                 )
             return choice
         if not candidates and needed_by is None:
-            known = ", ".join(sorted(self.makers)) or "none"
+            known = ", ".join(sorted(self.makers or self.examples)) or "none"
             raise PlanningError(
                 f"no agent produces the goal output {output!r} (outputs agents produce: {known})"
             )

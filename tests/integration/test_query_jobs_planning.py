@@ -68,7 +68,7 @@ def test_diamond_shares_its_root_and_joins_both_branches(
             CHAIN,
             query("forecast", raw=[1], title="t"),
             "cannot plan the query: no agent produces the goal output 'forecast' "
-            "(outputs agents produce: count, report, sample",  # and the example agents' outputs
+            "(outputs agents produce: count, report, table, total)",  # not the examples' ones
         ),
         (
             CHAIN,
@@ -109,6 +109,22 @@ def test_a_query_that_cannot_be_planned_fails_at_once_and_creates_nothing(
     assert len(manager.get_attempts(job.id)) == 1  # no retry can mend a plan
     assert [j.id for j in manager.list_jobs()] == [job.id]
     assert "plan" not in done.payload
+
+
+def sample_of(count: int) -> list[int]:
+    return list(range(count))
+
+
+def test_an_agent_of_yours_is_planned_instead_of_an_example_agent_of_the_same_output(
+    database_url: str, manager: JobManager
+) -> None:
+    agents = {"mine": declared(sample_of, ["count"], ["sample"])}
+    job = manager.create_job("query", "mine", payload=query("sample_summary", count=3))
+    run_burst(database_url, agents)
+    done = manager.get_job(job.id)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    assert list(plan_of(manager, job.id)) == ["mine", "example_describe"]
+    assert done.result == {"count": 3, "mean": 1.0, "stdev": 1.0}
 
 
 def test_producers_choose_between_agents_of_the_same_output(

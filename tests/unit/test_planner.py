@@ -25,6 +25,24 @@ def test_plan_orders_steps_after_what_they_need_and_round_trips() -> None:
     assert Plan.from_json(found.to_json()) == found
 
 
+def test_example_agents_stand_back_for_data_other_agents_produce() -> None:
+    from dataclasses import replace
+
+    found = agents(mine=(["count"], ["sample"]), theirs=(["sample"], ["summary"]))
+    for name, output in (("example", "sample"), ("example_extra", "extra")):
+        agent = as_agent(name, {"function": print, "outputs": [output]})
+        found[name] = replace(agent, example=True)
+    assert [s.agent for s in plan(found, "summary", {"count"}).steps] == ["mine", "theirs"]
+    assert [s.agent for s in plan(found, "extra").steps] == ["example_extra"]  # none of mine
+    chosen = plan(found, "sample", producers={"sample": "example"})
+    assert [s.agent for s in chosen.steps] == ["example"]
+    with pytest.raises(PlanningError, match=r"outputs agents produce: sample, summary\)$"):
+        plan(found, "forecast")
+    only_examples = {k: v for k, v in found.items() if k.startswith("example")}
+    with pytest.raises(PlanningError, match=r"outputs agents produce: extra, sample\)$"):
+        plan(only_examples, "forecast")
+
+
 def test_a_choice_must_name_a_producer() -> None:
     with pytest.raises(PlanningError, match="picks agent z for 'goal', but it does not produce"):
         plan(agents(a=([], ["goal"])), "goal", producers={"goal": "z"})
