@@ -46,6 +46,10 @@ def import_object(spec: str, what: str) -> Any:
         raise ConfigurationError(f"{what}: {module_name} has no {attribute}") from None
 
 
+#: The keys of a registry entry given as a dict.
+_ENTRY_KEYS = frozenset({"function", "inputs", "outputs"})
+
+
 def as_agent(name: str, entry: Any, what: str = "agent") -> Agent:
     """An `Agent` from a registry entry: a function, "module:function", an `Agent`, or a dict
     {"function": ..., "inputs": [...], "outputs": [...]}."""
@@ -57,6 +61,12 @@ def as_agent(name: str, entry: Any, what: str = "agent") -> Agent:
     outputs: Any = ()
     function = entry
     if isinstance(entry, Mapping):
+        unknown = sorted(set(entry) - _ENTRY_KEYS, key=str)
+        if unknown:
+            raise ConfigurationError(
+                f"{what} {name}: unknown key {unknown[0]!r} (known: "
+                f"{', '.join(sorted(_ENTRY_KEYS))})"
+            )
         function = entry.get("function")
         inputs = entry.get("inputs", ())
         outputs = entry.get("outputs", ())

@@ -58,6 +58,8 @@ def test_outputs_are_keyed() -> None:
 def test_bad_declarations_are_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match='"inputs" must be a list of names'):
         as_agent("a", {"function": print, "inputs": "raw"})
+    with pytest.raises(ConfigurationError, match=r"agent a: unknown key 'output' \(known: f"):
+        as_agent("a", {"function": print, "output": ["table"]})
 
 
 def test_engine_call_shapes() -> None:
@@ -69,5 +71,16 @@ def test_engine_call_shapes() -> None:
             state["data"]["out"] = state["query"].query.upper()
             return state
 
+    class Defaults:
+        def run(self, query, inferred_goal_output=None, inputs=None): ...
+
+    class NamedState:
+        def run(self, state, options=None): ...
+
+    class Unnamed:
+        def run(self, s): ...
+
     assert not takes_state(Plain().run) and takes_state(Shaped().run)
+    assert not takes_state(Defaults().run)  # one required, but named as the three-argument call
+    assert takes_state(NamedState().run) and takes_state(Unnamed().run)
     assert TaiatStateAdapter(Shaped()).run("q", "out", {}) == "Q"
