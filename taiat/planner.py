@@ -10,7 +10,7 @@ agents stand back: one is picked only for an item no other agent produces.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -90,6 +90,10 @@ def plan(
     return _Planner(agents, goal, set(given), dict(producers or {})).run()
 
 
+#: The links of a cycle an error message names, at most.
+_LINKS_SHOWN = 10
+
+
 class _Planner:
     def __init__(
         self, agents: Mapping[str, Declared], goal: str, given: set[str], chosen: dict[str, str]
@@ -143,9 +147,35 @@ class _Planner:
             )
         return candidates[0]
 
-    def _visit(self, name: str) -> None:
-        if name in self.steps:
-            return
+    def _visit(self, root: str) -> None:
+        """Add `root` after every agent it needs, depth first: with a stack of our own, so that
+        a long chain of agents plans as well as a short one."""
+        walking = [self._enter(root)]  # (agent, its inputs so far, its inputs left)
+        while walking:
+            name, inputs, left = walking[-1]
+            item = next(left, None)
+            if item is None:  # all it needs is planned: the agent's step follows theirs
+                walking.pop()
+                self.steps[name] = Step(name, inputs, tuple(self.agents[name].outputs))
+                if walking:
+                    _, needed = self.path.pop()
+                    walking[-1][1][needed] = name
+                continue
+            if item in self.given:
+                inputs[item] = None
+                continue
+            source = self._producer(item, name)
+            if source in self.steps:
+                inputs[item] = source
+                continue
+            self.path.append((name, item))
+            self._check_cycle(source)
+            walking.append(self._enter(source))
+
+    def _enter(self, name: str) -> tuple[str, dict[str, str | None], Iterator[str]]:
+        return name, {}, iter(self.agents[name].inputs)
+
+    def _check_cycle(self, name: str) -> None:
         walking = [agent for agent, _ in self.path]
         if name in walking:
             loop = self.path[walking.index(name) :]
@@ -153,19 +183,10 @@ class _Planner:
                 f"{agent} needs {item} from {nxt}"
                 for (agent, item), nxt in zip(loop, [a for a, _ in loop[1:]] + [name], strict=True)
             ]
-            raise PlanningError(f"cycle among the agents: {'; '.join(links)}")
-        agent = self.agents[name]
-        inputs: dict[str, str | None] = {}
-        for item in agent.inputs:
-            if item in self.given:
-                inputs[item] = None
-                continue
-            source = self._producer(item, name)
-            self.path.append((name, item))
-            self._visit(source)
-            self.path.pop()
-            inputs[item] = source
-        self.steps[name] = Step(name, inputs, tuple(agent.outputs))
+            shown = "; ".join(links[:_LINKS_SHOWN])
+            if len(links) > _LINKS_SHOWN:
+                shown += f"; ... ({len(links)} links in all)"
+            raise PlanningError(f"cycle among the agents: {shown}")
 
 
 #: What expansion writes into a query's payload: never the caller's to give, and gone when the

@@ -43,6 +43,20 @@ def test_example_agents_stand_back_for_data_other_agents_produce() -> None:
         plan(only_examples, "forecast")
 
 
+def test_a_long_chain_plans_like_a_short_one() -> None:
+    length = 5000  # far deeper than Python's recursion limit
+    chain = {f"a{i}": ([f"d{i}"], [f"d{i + 1}"]) for i in range(length)}
+    found = plan(agents(**chain), f"d{length}", {"d0"})
+    assert [s.agent for s in found.steps] == [f"a{i}" for i in range(length)]
+    assert found.steps[1].inputs == {"d1": "a0"}
+    loop = {f"a{i}": ([f"d{i}"], [f"d{(i + 1) % length}"]) for i in range(length)}
+    with pytest.raises(PlanningError) as raised:
+        plan(agents(**loop, goal=(["d0"], ["goal"])), "goal")
+    message = str(raised.value)
+    assert message.startswith("cycle among the agents: a4999 needs d4999 from a4998; ")
+    assert message.endswith("a4990 needs d4990 from a4989; ... (5000 links in all)")
+
+
 def test_a_choice_must_name_a_producer() -> None:
     with pytest.raises(PlanningError, match="picks agent z for 'goal', but it does not produce"):
         plan(agents(a=([], ["goal"])), "goal", producers={"goal": "z"})
