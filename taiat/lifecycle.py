@@ -311,9 +311,10 @@ def retry(conn: Connection, job_id: str) -> RowMapping:
         )
     deps = list(dict.fromkeys(row["dependencies"] or []))
     unmet = sorted(_active_dependencies(conn, {dep: job_id for dep in deps}, missing_ok=True))
+    again: Mapping[Any, Any] = row
     if row["job_type"] == JobType.QUERY.value:  # plans afresh: its old plan's agents are over
-        row = {**row, "payload": plans.unplanned(row["payload"])}
-    pending = queries.make_pending(conn, row, len(unmet))
+        again = {**row, "payload": plans.unplanned(row["payload"])}
+    pending = queries.make_pending(conn, again, len(unmet))
     queries.insert_edges(conn, [{"job_id": job_id, "depends_on": dep} for dep in unmet])
     if not unmet:
         queries.notify(conn, "ready")
