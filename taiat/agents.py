@@ -8,7 +8,7 @@ import importlib
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,9 @@ class Agent:
     function: Callable[..., Any]
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    #: One of the example agents (`taiat.examples`): the planner picks it only for data no
+    #: other agent produces.
+    example: bool = False
 
 
 def import_object(spec: str, what: str) -> Any:
@@ -43,17 +46,27 @@ def import_object(spec: str, what: str) -> Any:
         raise ConfigurationError(f"{what}: {module_name} has no {attribute}") from None
 
 
+#: The keys of a registry entry given as a dict.
+_ENTRY_KEYS = frozenset({"function", "inputs", "outputs"})
+
+
 def as_agent(name: str, entry: Any, what: str = "agent") -> Agent:
     """An `Agent` from a registry entry: a function, "module:function", an `Agent`, or a dict
     {"function": ..., "inputs": [...], "outputs": [...]}."""
     if isinstance(entry, Agent):
         if entry.name == name:
             return entry
-        return Agent(name, entry.function, entry.inputs, entry.outputs)
+        return replace(entry, name=name)
     inputs: Any = ()
     outputs: Any = ()
     function = entry
     if isinstance(entry, Mapping):
+        unknown = sorted(set(entry) - _ENTRY_KEYS, key=str)
+        if unknown:
+            raise ConfigurationError(
+                f"{what} {name}: unknown key {unknown[0]!r} (known: "
+                f"{', '.join(sorted(_ENTRY_KEYS))})"
+            )
         function = entry.get("function")
         inputs = entry.get("inputs", ())
         outputs = entry.get("outputs", ())
@@ -115,10 +128,11 @@ def load_agent_config(value: str | None = None) -> AgentRegistry:
 
 
 def default_agents(extra: Mapping[str, Any] | None = None) -> dict[str, Agent]:
-    """The example agents, then `TAIAT_AGENT_CONFIG`, then `extra`; later ones win."""
+    """The example agents, then `TAIAT_AGENT_CONFIG`, then `extra`; later ones win (by name;
+    by the data they produce, any of yours wins over an example agent when planning)."""
     from taiat.examples import AGENTS
 
-    agents = {name: as_agent(name, entry) for name, entry in AGENTS.items()}
+    agents = {name: replace(as_agent(name, entry), example=True) for name, entry in AGENTS.items()}
     agents.update(load_agents())
     agents.update({name: as_agent(name, entry) for name, entry in (extra or {}).items()})
     return agents

@@ -48,18 +48,31 @@ def run_query(engine: Any, query: Any, goal: Any, inputs: Mapping[str, Any]) -> 
 
 
 def takes_state(run: Any) -> bool:
-    """Whether `run` has the Taiat engine's shape: one positional parameter, the state."""
+    """Whether `run` has the Taiat engine's shape, `run(state)`: by its parameters' names when
+    they say (`state`; or `query`, `inferred_goal_output`, `inputs`), else by whether it can
+    take the three arguments of the job manager's shape."""
     try:
-        parameters = inspect.signature(run).parameters.values()
+        signature = inspect.signature(run)
     except (TypeError, ValueError):
         return False
     positional = [
-        p
-        for p in parameters
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        p.name
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
-    variadic = any(p.kind is p.VAR_POSITIONAL for p in parameters)
-    return len(positional) == 1 and not variadic
+    if positional and positional[0] == "state":
+        return True
+    if _JOB_MANAGER_NAMES & set(positional):
+        return False
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        return True
+    return False
+
+
+#: Parameter names of the job manager's shape, `run(query, inferred_goal_output, inputs)`.
+_JOB_MANAGER_NAMES = frozenset({"query", "inferred_goal_output", "inputs"})
 
 
 class QueryState(dict):  # type: ignore[type-arg]

@@ -36,10 +36,10 @@ Usage:
 Options:
   --database-url URL  The database (else TAIAT_DATABASE_URL, else ./taiat.db).
   --run               Initialise the database if needed, run the jobs, print what happened.
+  -h --help           Show this help.
 
 The query job asks for "sample_report" from the inputs count, seed and bins; the plan is
 printed before it runs, and its agent jobs after.
-  -h --help           Show this help.
 """
 
 

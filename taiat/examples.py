@@ -52,7 +52,7 @@ def report(**_: Any) -> dict[str, Any]:
 
 
 # -- agents that declare their inputs and outputs, for query jobs --------------------------
-# Their data names start with "sample" so that they stay clear of the names of your own agents.
+# The planner picks one of them only for data that none of your own agents produces.
 
 
 def sample(count: int, seed: int) -> list[float]:

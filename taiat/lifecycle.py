@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from taiat import plans, queries
 from taiat.errors import DuplicateJob, InvalidDependency, InvalidTransition, JobNotFound
-from taiat.jobs import Attempt, JobStatus
+from taiat.jobs import Attempt, JobStatus, JobType
 from taiat.specs import JobSpec, clean_text, new_job_id
 
 #: Attempt outcomes that mean the job died hard: killed by a signal it did not ask for
@@ -145,12 +145,16 @@ class Completion:
     claim_seq: int
     result: Any = None
     attempt: Attempt | None = None
+    #: Whether the job is an agent of a query's plan (its payload names a `query_job`); None
+    #: when not known. Only those that may be have their queries locked first.
+    in_plan: bool | None = None
 
 
 def complete(conn: Connection, completions: Sequence[Completion]) -> tuple[set[str], list[str]]:
     """Record successes, several in one go: returns the ids recorded (the others' claims were
     stale, and nothing changed for them) and the dependents that became ready."""
     claims = {c.job_id: c.claim_seq for c in completions}
+    plans.lock_queries(conn, [c.job_id for c in completions if c.in_plan is not False])
     rows = queries.take_running(conn, claims, attempt_rows([c.attempt for c in completions]))
     results = {c.job_id: c.result for c in completions}
     entries = [
@@ -180,6 +184,7 @@ def fail(
     """Record a failed attempt: PENDING when it will be retried, FAILED when it is over for
     good (its dependents cancelled), None when the claim is stale."""
     record_attempt(conn, attempt)
+    plans.lock_queries(conn, [job_id])
     row = queries.lock_running(conn, job_id, claim_seq)
     if row is None:
         return None
@@ -210,6 +215,7 @@ def requeue(conn: Connection, job_id: str, claim_seq: int, attempt: Attempt | No
 
 def cancel(conn: Connection, job_id: str) -> bool:
     """Cancel a pending or running job and its dependents; False if it had already finished."""
+    plans.lock_queries(conn, [job_id])
     row = queries.get_active(conn, job_id, lock=True)
     if row is None:
         if queries.latest_history(conn, job_id) is None:
@@ -289,7 +295,8 @@ def attempt_rows(attempts: Sequence[Attempt | None]) -> list[dict[str, Any]]:
 
 
 def retry(conn: Connection, job_id: str) -> RowMapping:
-    """Run a failed or cancelled job again, retries reset; returns its new row."""
+    """Run a failed or cancelled job again, retries reset; returns its new row. A query job
+    is planned afresh when it runs."""
     active = queries.get_active(conn, job_id)
     if active is not None:
         raise InvalidTransition(
@@ -304,7 +311,10 @@ def retry(conn: Connection, job_id: str) -> RowMapping:
         )
     deps = list(dict.fromkeys(row["dependencies"] or []))
     unmet = sorted(_active_dependencies(conn, {dep: job_id for dep in deps}, missing_ok=True))
-    pending = queries.make_pending(conn, row, len(unmet))
+    again: Mapping[Any, Any] = row
+    if row["job_type"] == JobType.QUERY.value:  # plans afresh: its old plan's agents are over
+        again = {**row, "payload": plans.unplanned(row["payload"])}
+    pending = queries.make_pending(conn, again, len(unmet))
     queries.insert_edges(conn, [{"job_id": job_id, "depends_on": dep} for dep in unmet])
     if not unmet:
         queries.notify(conn, "ready")

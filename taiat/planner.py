@@ -4,12 +4,13 @@ from its inputs. Pure: it reads agents' declared `inputs` and `outputs`, nothing
     inputs {"raw"}  ->  clean (raw -> table)  ->  report (table -> report)   goal "report"
 
 Every data item is taken from the query's inputs if given there, else from the one agent that
-produces it; an item two agents produce needs the query to choose (`"producers"`).
+produces it; an item two agents produce needs the query to choose (`"producers"`). The example
+agents stand back: one is picked only for an item no other agent produces.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +25,9 @@ class Declared(Protocol):
 
     @property
     def outputs(self) -> tuple[str, ...]: ...
+
+    @property
+    def example(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,10 @@ def plan(
     return _Planner(agents, goal, set(given), dict(producers or {})).run()
 
 
+#: The links of a cycle an error message names, at most.
+_LINKS_SHOWN = 10
+
+
 class _Planner:
     def __init__(
         self, agents: Mapping[str, Declared], goal: str, given: set[str], chosen: dict[str, str]
@@ -94,10 +102,12 @@ class _Planner:
         self.goal = goal
         self.given = given
         self.chosen = chosen
-        self.makers: dict[str, list[str]] = {}
+        self.makers: dict[str, list[str]] = {}  # the agents that are not examples
+        self.examples: dict[str, list[str]] = {}
         for name, agent in agents.items():
+            makers = self.examples if agent.example else self.makers
             for output in agent.outputs:
-                self.makers.setdefault(output, []).append(name)
+                makers.setdefault(output, []).append(name)
         self.steps: dict[str, Step] = {}
         self.path: list[tuple[str, str]] = []  # (agent, the input it is resolving)
 
@@ -108,17 +118,18 @@ class _Planner:
         return Plan(self.goal, tuple(self.steps.values()))
 
     def _producer(self, output: str, needed_by: str | None) -> str:
-        candidates = sorted(self.makers.get(output, []))
+        candidates = sorted(self.makers.get(output) or self.examples.get(output, []))
         choice = self.chosen.get(output)
         if choice is not None:
-            if choice not in candidates:
+            anyone = sorted(self.makers.get(output, []) + self.examples.get(output, []))
+            if choice not in anyone:
                 raise PlanningError(
                     f'"producers" picks agent {choice} for {output!r}, but it does not produce '
-                    f"it (producers: {', '.join(candidates) or 'none'})"
+                    f"it (producers: {', '.join(anyone) or 'none'})"
                 )
             return choice
         if not candidates and needed_by is None:
-            known = ", ".join(sorted(self.makers)) or "none"
+            known = ", ".join(sorted(self.makers or self.examples)) or "none"
             raise PlanningError(
                 f"no agent produces the goal output {output!r} (outputs agents produce: {known})"
             )
@@ -136,9 +147,35 @@ class _Planner:
             )
         return candidates[0]
 
-    def _visit(self, name: str) -> None:
-        if name in self.steps:
-            return
+    def _visit(self, root: str) -> None:
+        """Add `root` after every agent it needs, depth first: with a stack of our own, so that
+        a long chain of agents plans as well as a short one."""
+        walking = [self._enter(root)]  # (agent, its inputs so far, its inputs left)
+        while walking:
+            name, inputs, left = walking[-1]
+            item = next(left, None)
+            if item is None:  # all it needs is planned: the agent's step follows theirs
+                walking.pop()
+                self.steps[name] = Step(name, inputs, tuple(self.agents[name].outputs))
+                if walking:
+                    _, needed = self.path.pop()
+                    walking[-1][1][needed] = name
+                continue
+            if item in self.given:
+                inputs[item] = None
+                continue
+            source = self._producer(item, name)
+            if source in self.steps:
+                inputs[item] = source
+                continue
+            self.path.append((name, item))
+            self._check_cycle(source)
+            walking.append(self._enter(source))
+
+    def _enter(self, name: str) -> tuple[str, dict[str, str | None], Iterator[str]]:
+        return name, {}, iter(self.agents[name].inputs)
+
+    def _check_cycle(self, name: str) -> None:
         walking = [agent for agent, _ in self.path]
         if name in walking:
             loop = self.path[walking.index(name) :]
@@ -146,23 +183,26 @@ class _Planner:
                 f"{agent} needs {item} from {nxt}"
                 for (agent, item), nxt in zip(loop, [a for a, _ in loop[1:]] + [name], strict=True)
             ]
-            raise PlanningError(f"cycle among the agents: {'; '.join(links)}")
-        agent = self.agents[name]
-        inputs: dict[str, str | None] = {}
-        for item in agent.inputs:
-            if item in self.given:
-                inputs[item] = None
-                continue
-            source = self._producer(item, name)
-            self.path.append((name, item))
-            self._visit(source)
-            self.path.pop()
-            inputs[item] = source
-        self.steps[name] = Step(name, inputs, tuple(agent.outputs))
+            shown = "; ".join(links[:_LINKS_SHOWN])
+            if len(links) > _LINKS_SHOWN:
+                shown += f"; ... ({len(links)} links in all)"
+            raise PlanningError(f"cycle among the agents: {shown}")
+
+
+#: What expansion writes into a query's payload: never the caller's to give, and gone when the
+#: query is retried.
+EXPANSION_KEYS = ("plan",)
 
 
 def check_query_payload(payload: Mapping[str, Any]) -> None:
-    """InvalidJob unless a QUERY payload's planning keys have the right shapes."""
+    """InvalidJob unless a QUERY payload's planning keys have the right shapes, and it has
+    none of the keys expansion writes."""
+    for key in EXPANSION_KEYS:
+        if key in payload:
+            raise InvalidJob(
+                f'a query\'s payload cannot carry "{key}": the supervisor writes it when it plans '
+                "the query"
+            )
     goal = payload.get("inferred_goal_output")
     if goal is not None and (not isinstance(goal, str) or not goal.strip()):
         raise InvalidJob(f'a query\'s "inferred_goal_output" must be a name, got {goal!r}')

@@ -8,12 +8,18 @@
     the query is cancelled --> its agents are cancelled
 
 The plan's agent jobs carry `query_job` in their payload; the query carries `plan` (a list of
-`{"job_id", "agent", "after"}`) in its own.
+`{"job_id", "agent", "after"}`) in its own. Only the agent jobs of the query's current plan
+act on it: a retried query plans afresh, and an agent of an older plan retried alone runs
+for itself.
+
+Lock order: a transition on an agent job of a plan (complete, fail, cancel) locks the plan's
+query before the agent (`lock_queries`), as cancelling the query does; so two transitions on
+one plan wait for each other instead of deadlocking, and rows of one level lock in id order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +27,7 @@ from sqlalchemy.engine import Connection
 
 from taiat import lifecycle, queries
 from taiat.jobs import Attempt, JobStatus, JobType
-from taiat.planner import Plan
+from taiat.planner import EXPANSION_KEYS, Plan
 from taiat.queries import plans as plan_queries
 from taiat.specs import build_spec, clean_text, new_job_id
 
@@ -78,6 +84,17 @@ def expand(
     return [ids[step.agent] for step in plan.steps]
 
 
+def unplanned(payload: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The query's payload as it was before any expansion."""
+    return {k: v for k, v in (payload or {}).items() if k not in EXPANSION_KEYS}
+
+
+def lock_queries(conn: Connection, job_ids: Collection[str]) -> None:
+    """Before any of the jobs `job_ids` is locked: lock the queries whose plans those of them
+    that are agent jobs of a plan belong to."""
+    plan_queries.lock_queries_of(conn, job_ids)
+
+
 def plan_ids(query: Mapping[Any, Any]) -> list[str]:
     """The job ids of the query's plan (none if it was never expanded, or is no query)."""
     if query["job_type"] != JobType.QUERY.value:
@@ -96,7 +113,14 @@ def _waiting_query(conn: Connection, agent: Mapping[Any, Any]) -> Any:
     query = queries.get_active(conn, query_id, lock=True)
     if query is None or query["status"] != JobStatus.PENDING.value:
         return None
-    return query if agent["id"] in plan_ids(query) else None
+    return query if _in_plan(agent, query) else None
+
+
+def _in_plan(agent: Mapping[Any, Any], query: Mapping[Any, Any]) -> bool:
+    """Whether the agent job belongs to the query's current plan: named there, and naming the
+    query itself."""
+    own = (agent["payload"] or {}).get("query_job") == query["id"]
+    return own and agent["id"] in plan_ids(query)
 
 
 def complete_queries(
@@ -137,7 +161,7 @@ def agent_failed(conn: Connection, agent: Mapping[Any, Any], error: str, now: da
 def cancel_agents(conn: Connection, query: Mapping[Any, Any], why: str, now: datetime) -> None:
     """Cancel the query's plan's agents that are still pending or running, and what waits on
     them; running ones are told to stop."""
-    rows = plan_queries.lock_jobs(conn, plan_ids(query))
+    rows = [r for r in plan_queries.lock_jobs(conn, plan_ids(query)) if _in_plan(r, query)]
     if not rows:
         return
     message = f"cancelled: {why} (query job {query['id']}, {query['name']})"

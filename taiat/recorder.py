@@ -187,7 +187,8 @@ def log_ending(job: Job, ending: Ending) -> None:
 
 def _completion(record: Record) -> Completion:
     job = record.job
-    return Completion(job.id, job.claim_seq, record.ending.result, record.attempt)
+    in_plan = "query_job" in job.payload
+    return Completion(job.id, job.claim_seq, record.ending.result, record.attempt, in_plan)
 
 
 def _stale(job: Job) -> None:

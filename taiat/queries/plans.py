@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import RowMapping, select, update
 from sqlalchemy.engine import Connection
 
+from taiat.jobs import JobType
 from taiat.queries import PENDING, RUNNING
 from taiat.schema import jobs, utcnow
 
@@ -38,3 +39,16 @@ def lock_jobs(conn: Connection, job_ids: Collection[str]) -> list[RowMapping]:
         return []
     stmt = select(jobs).where(jobs.c.id.in_(list(job_ids))).order_by(jobs.c.id).with_for_update()
     return list(conn.execute(stmt).mappings())
+
+
+def lock_queries_of(conn: Connection, job_ids: Collection[str]) -> list[str]:
+    """Lock the active query jobs whose plans the agent jobs `job_ids` belong to, in id order;
+    their ids. The agents' payloads are read without a lock: their `query_job` never changes."""
+    if not job_ids:
+        return []
+    agent = jobs.alias("agent")
+    owners = select(agent.c.payload["query_job"].as_string()).where(
+        agent.c.id.in_(list(job_ids)), agent.c.job_type == JobType.AGENT.value
+    )
+    stmt = select(jobs.c.id).where(jobs.c.id.in_(owners)).order_by(jobs.c.id).with_for_update()
+    return list(conn.execute(stmt).scalars())

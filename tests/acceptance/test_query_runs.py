@@ -4,9 +4,14 @@ two slots, a failed agent failing the query, and a query engine plug-in."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
-from conftest import AGENT_CONFIG, finished, pid_alive, wait_until
+import pytest
+from conftest import AGENT_CONFIG, ROOT, finished, pid_alive, wait_until
 from query_agents import AGENTS
 
 from taiat import JobManager, JobStatus
@@ -82,3 +87,26 @@ def test_a_taiat_shaped_engine_runs_the_whole_query_in_the_child(
     assert done.status is JobStatus.COMPLETED, done.error_message
     assert done.result == "make answer: {'numbers': [1, 2]}"
     assert "plan" not in done.payload
+
+
+@pytest.mark.timeout(300)
+def test_the_example_usage_runs_in_an_empty_directory(tmp_path: Path) -> None:
+    unset = ("TAIAT_DATABASE_URL", "TAIAT_AGENT_CONFIG", "TAIAT_QUERY_ENGINE")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "taiat.example_usage", "--run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "(query for sample_report; planned as:)" in out
+    assert "    example_describe: sample from example_sample -> sample_summary\n" in out
+    assert re.search(r'^completed query sample report: "50 numbers, mean [\d.]+', out, re.M), out
+    for agent in ("example_sample", "example_describe", "example_bins", "example_write_report"):
+        assert re.search(rf"^    completed {agent} ", out, re.M), out
+    assert (tmp_path / "taiat.db").is_file()

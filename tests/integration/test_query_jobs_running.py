@@ -1,6 +1,6 @@
-"""Query jobs on PostgreSQL and SQLite: the plan, its agent jobs and their wiring, results
-flowing as keyword arguments, failures and cancels, and query engine plug-ins. The supervisor
-runs in this process and forks real children (see tests/acceptance for the daemon)."""
+"""Query jobs on PostgreSQL and SQLite, run: results flowing as keyword arguments, failures,
+cancels and retries, and query engine plug-ins. The supervisor runs in this process and forks
+real children (see tests/acceptance for the daemon)."""
 
 from __future__ import annotations
 
@@ -10,37 +10,12 @@ import time
 from typing import Any
 
 import pytest
+from query_helpers import CHAIN, DIAMOND, clean, combine, declared, plan_of, query, run_burst, total
 from support import poll
 
 import taiat
 from taiat import JobManager, JobStatus
-from taiat.errors import InvalidJob
 from taiat.worker import TaiatWorker
-
-
-def declared(function: Any, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
-    return {"function": function, "inputs": inputs, "outputs": outputs}
-
-
-def clean(raw: list[int]) -> list[int]:
-    return sorted(x for x in raw if x >= 0)
-
-
-def total(table: list[int]) -> dict[str, Any]:
-    return {"total": sum(table), "count": len(table)}
-
-
-def describe(total: int, count: int, title: str) -> dict[str, Any]:
-    return {"report": f"{title}: {count} values, total {total}"}
-
-
-def spread(table: list[int]) -> int:
-    return max(table) - min(table)
-
-
-def combine(total: int, spread: int) -> str:
-    job = taiat.current_job()
-    return f"total {total}, spread {spread}; from {len(job.dependency_results)} jobs"
 
 
 def boom(table: list[int]) -> None:
@@ -54,178 +29,6 @@ def slow(table: list[int]) -> int:
 
 def echo_kwargs(**kwargs: Any) -> dict[str, Any]:
     return {"seen": kwargs, "raw_results": taiat.current_job().dependency_results}
-
-
-CHAIN = {
-    "clean": declared(clean, ["raw"], ["table"]),
-    "total": declared(total, ["table"], ["total", "count"]),
-    "describe": declared(describe, ["total", "count", "title"], ["report"]),
-}
-DIAMOND = {
-    "clean": declared(clean, ["raw"], ["table"]),
-    "total": declared(total, ["table"], ["total", "count"]),
-    "spread": declared(spread, ["table"], ["spread"]),
-    "combine": declared(combine, ["total", "spread"], ["summary"]),
-}
-
-
-def query(goal: str, **inputs: Any) -> dict[str, Any]:
-    return {"query": f"produce {goal}", "inferred_goal_output": goal, "inputs": inputs}
-
-
-def run_burst(url: str, agents: dict[str, Any], slots: int = 2) -> TaiatWorker:
-    """A supervisor in this process until no job is left."""
-    worker = TaiatWorker(
-        database_url=url,
-        agent_registry=agents,
-        burst=True,
-        poll_interval=0.05,
-        max_concurrent_jobs=slots,
-        check_interval=0.1,
-    )
-    try:
-        worker.run()
-    finally:
-        worker.manager.engine.dispose()
-    return worker
-
-
-def plan_of(manager: JobManager, job_id: str) -> dict[str, dict[str, Any]]:
-    """The query's plan by agent: its job id, the jobs it waited for, and the job itself."""
-    job = manager.get_job(job_id)
-    assert job is not None
-    found = {}
-    for step in job.payload["plan"]:
-        agent_job = manager.get_job(step["job_id"])
-        found[step["agent"]] = {**step, "job": agent_job}
-    return found
-
-
-# -- planning ------------------------------------------------------------------------------
-
-
-def test_chain_runs_in_order_and_completes_with_the_goal(
-    database_url: str, manager: JobManager
-) -> None:
-    job = manager.create_job(
-        "query", "chain", payload=query("report", raw=[3, -1, 4, 1], title="numbers")
-    )
-    run_burst(database_url, CHAIN)
-    done = manager.get_job(job.id)
-    assert done.status is JobStatus.COMPLETED, done.error_message
-    assert done.result == "numbers: 3 values, total 8"
-    plan = plan_of(manager, job.id)
-    assert list(plan) == ["clean", "total", "describe"]
-    ids = {agent: step["job_id"] for agent, step in plan.items()}
-    assert plan["clean"]["after"] == []
-    assert plan["total"]["after"] == [ids["clean"]]
-    assert plan["describe"]["after"] == [ids["total"]]
-    for agent, step in plan.items():
-        agent_job = step["job"]
-        assert agent_job.status is JobStatus.COMPLETED
-        assert agent_job.payload["agent_name"] == agent
-        assert agent_job.payload["query_job"] == job.id
-        assert agent_job.dependencies == step["after"]
-    # Every result is keyed by the agent's outputs, a bare value wrapped.
-    assert plan["clean"]["job"].result == {"table": [1, 3, 4]}
-    assert plan["total"]["job"].result == {"total": 8, "count": 3}
-    # Inputs the query gives go to the agents that need them, and only to them.
-    assert plan["clean"]["job"].payload["parameters"] == {"raw": [3, -1, 4, 1]}
-    assert plan["describe"]["job"].payload["parameters"] == {"title": "numbers"}
-
-
-def test_diamond_shares_its_root_and_joins_both_branches(
-    database_url: str, manager: JobManager
-) -> None:
-    job = manager.create_job("query", "diamond", payload=query("summary", raw=[5, 1, 9]))
-    run_burst(database_url, DIAMOND)
-    done = manager.get_job(job.id)
-    assert done.status is JobStatus.COMPLETED, done.error_message
-    assert done.result == "total 15, spread 8; from 2 jobs"
-    plan = plan_of(manager, job.id)
-    assert list(plan) == ["clean", "total", "spread", "combine"]
-    root = plan["clean"]["job_id"]
-    assert plan["total"]["after"] == [root] and plan["spread"]["after"] == [root]
-    assert set(plan["combine"]["after"]) == {plan["total"]["job_id"], plan["spread"]["job_id"]}
-    assert all(step["job"].status is JobStatus.COMPLETED for step in plan.values())
-
-
-@pytest.mark.parametrize(
-    ("agents", "payload", "message"),
-    [
-        (
-            CHAIN,
-            query("forecast", raw=[1], title="t"),
-            "cannot plan the query: no agent produces the goal output 'forecast' "
-            "(outputs agents produce: count, report, sample",  # and the example agents' outputs
-        ),
-        (
-            CHAIN,
-            query("report", raw=[1]),
-            "cannot plan the query: missing input 'title': agent describe needs it, and "
-            'neither the query\'s "inputs" nor any agent provide it',
-        ),
-        (
-            {**CHAIN, "tidy": declared(clean, ["raw"], ["table"])},
-            query("report", raw=[1], title="t"),
-            "cannot plan the query: ambiguous producer for 'table': agents clean and tidy both "
-            'produce it; choose one with the payload\'s "producers": {"table": "clean"}',
-        ),
-        (
-            {
-                "a": declared(clean, ["y"], ["x"]),
-                "b": declared(clean, ["x"], ["y"]),
-                "c": declared(clean, ["y"], ["goal"]),
-            },
-            query("goal"),
-            "cannot plan the query: cycle among the agents: b needs x from a; a needs y from b",
-        ),
-    ],
-    ids=["missing-producer", "missing-input", "ambiguous-producer", "cycle"],
-)
-def test_a_query_that_cannot_be_planned_fails_at_once_and_creates_nothing(
-    database_url: str,
-    manager: JobManager,
-    agents: dict[str, Any],
-    payload: dict[str, Any],
-    message: str,
-) -> None:
-    job = manager.create_job("query", "bad", payload=payload, max_retries=3)
-    run_burst(database_url, agents)
-    done = manager.get_job(job.id)
-    assert done.status is JobStatus.FAILED
-    assert done.error_message.startswith(message)
-    assert len(manager.get_attempts(job.id)) == 1  # no retry can mend a plan
-    assert [j.id for j in manager.list_jobs()] == [job.id]
-    assert "plan" not in done.payload
-
-
-def test_producers_choose_between_agents_of_the_same_output(
-    database_url: str, manager: JobManager
-) -> None:
-    agents = {**CHAIN, "tidy": declared(lambda raw: [0], ["raw"], ["table"])}
-    payload = {**query("report", raw=[2, 2], title="t"), "producers": {"table": "clean"}}
-    job = manager.create_job("query", "chosen", payload=payload)
-    run_burst(database_url, agents)
-    assert manager.get_job(job.id).result == "t: 2 values, total 4"
-    assert [step["agent"] for step in manager.get_job(job.id).payload["plan"]][0] == "clean"
-
-
-def test_a_goal_given_as_an_input_needs_no_agent(database_url: str, manager: JobManager) -> None:
-    job = manager.create_job("query", "given", payload=query("report", report="ready made"))
-    run_burst(database_url, CHAIN)
-    done = manager.get_job(job.id)
-    assert done.status is JobStatus.COMPLETED and done.result == "ready made"
-
-
-def test_malformed_query_payload_is_refused_at_creation(
-    database_url: str, manager: JobManager
-) -> None:
-    with pytest.raises(InvalidJob, match='"inputs" must be a JSON object'):
-        manager.create_job("query", "q", payload={"inferred_goal_output": "x", "inputs": [1]})
-    with pytest.raises(InvalidJob, match='"inferred_goal_output" must be a name'):
-        manager.create_job("query", "q", payload={"inferred_goal_output": 3})
-    assert manager.list_jobs() == []
 
 
 # -- results flow --------------------------------------------------------------------------
@@ -464,3 +267,68 @@ def test_query_engine_plug_in(
         if isinstance(result, dict):
             assert result.pop("pid") != os.getpid()  # it ran in the job's own child
         assert result == outcome
+
+
+# -- retries -------------------------------------------------------------------------------
+
+
+def expanded_chain(manager: JobManager) -> tuple[str, str, str]:
+    """A query planned as clean -> total by hand, its clean done and its total failed for good
+    (so the query failed too): the ids of the query, clean and total."""
+    from taiat.agents import as_agent
+    from taiat.planner import plan
+
+    agents = {n: as_agent(n, e) for n, e in CHAIN.items()}
+    job = manager.create_job("query", "q", payload=query("total", raw=[2, 1]), max_retries=0)
+    [claimed] = manager.claim_jobs("here:1:a", 1)
+    found = plan(agents, "total", {"raw"})
+    clean_id, total_id = manager.expand_query(job.id, claimed.claim_seq, found.to_json())
+    [a] = manager.claim_jobs("here:1:a", 1)
+    assert a.id == clean_id and manager.complete_job(a.id, a.claim_seq, {"table": [1, 2]})
+    [b] = manager.claim_jobs("here:1:a", 1)
+    assert b.id == total_id
+    assert manager.fail_job(b.id, b.claim_seq, "broke", retry=False) is JobStatus.FAILED
+    assert manager.get_job(job.id).status is JobStatus.FAILED
+    return job.id, clean_id, total_id
+
+
+def test_a_retried_query_plans_afresh_and_runs_all_its_agents_again(
+    database_url: str, manager: JobManager
+) -> None:
+    query_id, clean_id, total_id = expanded_chain(manager)
+    retried = manager.retry_job(query_id)
+    assert retried.status is JobStatus.PENDING and "plan" not in retried.payload
+    run_burst(database_url, CHAIN)
+    done = manager.get_job(query_id)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    assert done.result == 3
+    plan = plan_of(manager, query_id)
+    assert list(plan) == ["clean", "total"]
+    assert {step["job_id"] for step in plan.values()}.isdisjoint({clean_id, total_id})
+    assert all(step["job"].status is JobStatus.COMPLETED for step in plan.values())
+    assert len(manager.get_attempts(query_id)) == 1  # the supervisor planned it this time
+    assert manager.get_job(total_id).status is JobStatus.FAILED  # the old agent stays as it was
+
+
+@pytest.mark.parametrize("outcome", ["completes", "fails"])
+def test_an_old_agent_retried_alone_leaves_the_retried_query_alone(
+    manager: JobManager, outcome: str
+) -> None:
+    query_id, _, total_id = expanded_chain(manager)
+    manager.retry_job(total_id)
+    manager.retry_job(query_id)
+    # Cancelling the retried query does not reach the separately retried agent.
+    assert manager.cancel_job(query_id)
+    assert manager.get_job(total_id).status is JobStatus.PENDING
+    manager.retry_job(query_id)
+    claimed = {job.id: job for job in manager.claim_jobs("here:1:a", 10)}
+    assert set(claimed) == {query_id, total_id}
+    assert manager.requeue_job(query_id, claimed[query_id].claim_seq)  # the query waits again
+    b = claimed[total_id]
+    if outcome == "completes":
+        assert manager.complete_job(b.id, b.claim_seq, {"total": 99, "count": 1})
+    else:
+        assert manager.fail_job(b.id, b.claim_seq, "broke again", retry=False)
+    still = manager.get_job(query_id)
+    assert still.status is JobStatus.PENDING and still.result is None
+    assert "plan" not in still.payload
