@@ -285,14 +285,27 @@ def pending_dependents(conn: Connection, job_ids: Collection[str]) -> list[RowMa
     """The pending jobs that depend directly on any of `job_ids`, locked."""
     if not job_ids:
         return []
-    edges = select(dependencies.c.job_id).where(dependencies.c.depends_on.in_(job_ids))
+    dependents = _dependents(conn, _edges_from(job_ids))
+    if not dependents:
+        return []
     stmt = (
         select(jobs)
-        .where(jobs.c.id.in_(edges), jobs.c.status == PENDING)
+        .where(jobs.c.id.in_(dependents), jobs.c.status == PENDING)
         .order_by(jobs.c.id)
         .with_for_update()
     )
     return list(conn.execute(stmt).mappings())
+
+
+def _edges_from(job_ids: Collection[str]) -> Any:
+    return select(dependencies.c.job_id).where(dependencies.c.depends_on.in_(job_ids))
+
+
+def _dependents(conn: Connection, edges: Any) -> list[str]:
+    """The jobs at the far end of `edges`, in id order: looked up from the edges first, so that
+    the jobs are then found by primary key, never by a scan of the pending ones, whatever the
+    planner believes of their number."""
+    return sorted(set(conn.execute(edges).scalars()))
 
 
 def release_dependents(
@@ -302,24 +315,27 @@ def release_dependents(
 ) -> list[str]:
     """Count the met dependencies of every job waiting on any of `job_ids` (which completed),
     and drop those edges; returns the jobs now ready. Their history `entries` are written too
-    (on PostgreSQL in the same statement as the first look for waiting jobs).
+    (on PostgreSQL in the same statement as the look for edges).
 
     This must be a statement of its own, after the one that took the jobs: a dependent
     created while that one waited for its lock is seen only by a later statement's snapshot.
     """
-    edges = select(dependencies.c.job_id).where(dependencies.c.depends_on.in_(job_ids))
-    waiting = (
-        select(jobs.c.id)
-        .where(jobs.c.id.in_(edges), jobs.c.status == PENDING)
-        .order_by(jobs.c.id)
-        .with_for_update(key_share=True)
-    )
+    edges = _edges_from(job_ids)
     if entries and conn.dialect.name == "postgresql":
-        waiting = waiting.add_cte(insert(history).values(list(entries)).cte("written"))
+        edges = edges.add_cte(insert(history).values(list(entries)).cte("written"))
     else:
         insert_history(conn, entries)
     if not job_ids:
         return []
+    dependents = _dependents(conn, edges)
+    if not dependents:
+        return []
+    waiting = (
+        select(jobs.c.id)
+        .where(jobs.c.id.in_(dependents), jobs.c.status == PENDING)
+        .order_by(jobs.c.id)
+        .with_for_update(key_share=True)
+    )
     ids = list(conn.execute(waiting).scalars())
     if not ids:
         return []  # edges only ever point from pending jobs: there are none to drop
