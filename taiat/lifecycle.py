@@ -155,14 +155,16 @@ def complete(conn: Connection, completions: Sequence[Completion]) -> tuple[set[s
     stale, and nothing changed for them) and the dependents that became ready."""
     claims = {c.job_id: c.claim_seq for c in completions}
     plans.lock_queries(conn, [c.job_id for c in completions if c.in_plan is not False])
-    rows = queries.take_running(conn, claims, attempt_rows([c.attempt for c in completions]))
+    record_attempts(conn, [c.attempt for c in completions])
+    rows = queries.take_running(conn, claims)
     results = {c.job_id: c.result for c in completions}
     entries = [
         history_entry(row, JobStatus.COMPLETED, row["now"], result=results[row["id"]])
         for row in rows
     ]
+    queries.insert_history(conn, entries)
     done = {row["id"] for row in rows}
-    ready = queries.release_dependents(conn, done, entries)
+    ready = queries.release_dependents(conn, done)
     queries_done, also_ready = plans.complete_queries(conn, rows, results)
     if queries_done:
         ready = [job_id for job_id in ready if job_id not in queries_done] + also_ready

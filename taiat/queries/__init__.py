@@ -248,22 +248,12 @@ _TAKE_RUNNING = (
 )
 
 
-def take_running(
-    conn: Connection,
-    claims: Mapping[str, int],
-    attempt_rows: Sequence[Mapping[str, Any]] = (),
-) -> list[RowMapping]:
+def take_running(conn: Connection, claims: Mapping[str, int]) -> list[RowMapping]:
     """Delete the jobs (id -> claim_seq) whose claim is still the running one, returning their
-    rows and the database's time as `now`: the guard, the lock and the removal in one. The
-    attempts are recorded too (on PostgreSQL in the same statement)."""
-    stmt = _TAKE_RUNNING
-    if attempt_rows and conn.dialect.name == "postgresql":
-        stmt = stmt.add_cte(_attempts_insert(attempt_rows).cte("recorded"))
-    else:
-        insert_attempts(conn, attempt_rows)
+    rows and the database's time as `now`: the guard, the lock and the removal in one."""
     if not claims:
         return []
-    return list(conn.execute(stmt, {"claims": list(claims.items())}).mappings())
+    return list(conn.execute(_TAKE_RUNNING, {"claims": list(claims.items())}).mappings())
 
 
 def insert_history(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
@@ -308,26 +298,16 @@ def _dependents(conn: Connection, edges: Any) -> list[str]:
     return sorted(set(conn.execute(edges).scalars()))
 
 
-def release_dependents(
-    conn: Connection,
-    job_ids: Collection[str],
-    entries: Sequence[Mapping[str, Any]] = (),
-) -> list[str]:
+def release_dependents(conn: Connection, job_ids: Collection[str]) -> list[str]:
     """Count the met dependencies of every job waiting on any of `job_ids` (which completed),
-    and drop those edges; returns the jobs now ready. Their history `entries` are written too
-    (on PostgreSQL in the same statement as the look for edges).
+    and drop those edges; returns the jobs now ready.
 
     This must be a statement of its own, after the one that took the jobs: a dependent
     created while that one waited for its lock is seen only by a later statement's snapshot.
     """
-    edges = _edges_from(job_ids)
-    if entries and conn.dialect.name == "postgresql":
-        edges = edges.add_cte(insert(history).values(list(entries)).cte("written"))
-    else:
-        insert_history(conn, entries)
     if not job_ids:
         return []
-    dependents = _dependents(conn, edges)
+    dependents = _dependents(conn, _edges_from(job_ids))
     if not dependents:
         return []
     waiting = (
@@ -365,11 +345,6 @@ def insert_attempts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None
     """Record attempts once: writing one again (a retry after a lost commit) changes nothing."""
     if rows:
         conn.execute(_INSERT_ATTEMPT[conn.dialect.name], list(rows))
-
-
-def _attempts_insert(rows: Sequence[Mapping[str, Any]]) -> Any:
-    """`insert_attempts` as one multi-row statement (PostgreSQL), to ride in another's WITH."""
-    return pg_insert(attempts).values(list(rows)).on_conflict_do_nothing()
 
 
 def recent_attempts(conn: Connection, job_id: str, count: int) -> list[RowMapping]:
