@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from taiat.agents import default_agents
 from taiat.cli import fail, parse, setup_logging
@@ -75,18 +76,20 @@ def enqueue(manager: JobManager) -> list:
 
 
 #: The example query: its goal, and the inputs it gives.
-QUERY = {
+GOAL = "sample_report"
+INPUTS = {"count": 50, "seed": 1, "bins": 4}
+QUERY: dict[str, Any] = {
     "query": "Describe a sample of 50 numbers: summary and histogram",
-    "inferred_goal_output": "sample_report",
-    "inputs": {"count": 50, "seed": 1, "bins": 4},
+    "inferred_goal_output": GOAL,
+    "inputs": INPUTS,
 }
 
 
 def enqueue_query(manager: JobManager) -> Job:
     """Create the example query job, and print the plan the planner will make for it."""
-    found = plan(default_agents(), QUERY["inferred_goal_output"], set(QUERY["inputs"]))
+    found = plan(default_agents(), GOAL, set(INPUTS))
     job = manager.create_job(JobType.QUERY, "sample report", payload=QUERY)
-    print(f"enqueued {job.id}  (query for {QUERY['inferred_goal_output']}; planned as:)")
+    print(f"enqueued {job.id}  (query for {GOAL}; planned as:)")
     for line in found.describe().splitlines():
         print(f"    {line}")
     return job

@@ -269,14 +269,15 @@ def serve(fd: int) -> NoReturn:
     server_pid = os.getpid()
     _send(sock, ("ready", 0, server_pid))
     children: set[int] = set()
-    inherited = (sock.fileno(), wake_read, wake_write)
+    control = sock.fileno()
+    inherited = (control, wake_read, wake_write)
 
     def forget_server() -> None:
         for number in inherited:
             os.close(number)
 
     while True:
-        readable = select.select([sock, wake_read], [], [])[0]
+        readable = select.select([control, wake_read], [], [])[0]
         if wake_read in readable:
             while True:
                 try:
@@ -285,7 +286,7 @@ def serve(fd: int) -> NoReturn:
                 except BlockingIOError:
                     break
         _reap(sock, children)
-        if sock not in readable:
+        if control not in readable:
             continue
         message = _receive(sock)
         if message is None:

@@ -283,7 +283,8 @@ class Supervisor:
         jobs = self.recorder.settle(self.worker_id, free)
         # Read here, where the database stack is loaded already; without them (an outage) the
         # child reads them itself when asked.
-        results = self.recorder.call(lambda: self.manager.dependency_results(jobs), {})
+        none: dict[str, dict[str, Any]] = {}
+        results = self.recorder.call(lambda: self.manager.dependency_results(jobs), none)
         for job in jobs:
             self._start(job, results.get(job.id))
         return len(jobs)
