@@ -180,7 +180,7 @@ class ForkServer:
     def reap(self, pid: int) -> Exit | None:
         """How child `pid` ended, once the server has reaped it; None while it runs."""
         ending = self._exits.pop(pid, None)
-        if ending is None and self.gone and not _exists(pid):
+        if ending is None and self.gone and not pid_exists(pid):
             ending = LOST  # the server died, and its children with it, untold
         if ending is not None:
             self._launched.discard(pid)
@@ -234,7 +234,8 @@ class ForkServer:
         raise ForkServerError(f"the fork server (pid {self.pid}) is gone: {why}")
 
 
-def _exists(pid: int) -> bool:
+def pid_exists(pid: int) -> bool:
+    """Whether a process with this pid exists (zombies included)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

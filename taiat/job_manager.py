@@ -136,23 +136,31 @@ class JobManager:
             if job.dependencies
         }
 
-    def get_ready_jobs(self, limit: int | None = None) -> list[Job]:
+    def get_ready_jobs(self, limit: int | None = None, *, name: str | None = None) -> list[Job]:
         """Pending jobs whose dependencies have completed and whose `run_at` has passed, in the
-        order supervisors claim them."""
-        return [Job.from_row(row) for row in self.run(lambda c: queries.ready_jobs(c, limit))]
+        order supervisors claim them; `name`: only those whose name matches this shell-style
+        pattern (`load-*`), in any case."""
+        rows = self.run(lambda c: queries.ready_jobs(c, limit, name))
+        return [Job.from_row(row) for row in rows]
 
     def list_jobs(
-        self, status: JobStatus | str | None = None, limit: int | None = 100
+        self,
+        status: JobStatus | str | None = None,
+        limit: int | None = 100,
+        *,
+        name: str | None = None,
     ) -> list[Job]:
-        """Jobs with `status` (any status if None), newest first; finished ones from history."""
+        """Jobs with `status` (any status if None), newest first; finished ones from history.
+        `name`: only those whose name matches this shell-style pattern, in any case."""
         wanted = _status(status)
 
         def read(conn: Connection) -> list[Job]:
             found = []
             if wanted is None or not wanted.finished:
-                found += [Job.from_row(r) for r in queries.active_jobs(conn, _value(wanted), limit)]
+                rows = queries.active_jobs(conn, _value(wanted), limit, name)
+                found += [Job.from_row(r) for r in rows]
             if wanted is None or wanted.finished:
-                rows = queries.finished_jobs(conn, _value(wanted), limit)
+                rows = queries.finished_jobs(conn, _value(wanted), limit, name)
                 found += [Job.from_history(JobHistoryEntry.from_row(r)) for r in rows]
             return found
 

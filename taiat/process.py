@@ -20,7 +20,7 @@ import psutil
 
 from taiat import child
 from taiat.executors import JobExecutor
-from taiat.forkserver import LOST, Exit
+from taiat.forkserver import LOST, Exit, pid_exists
 from taiat.jobs import Job
 
 _FORK = multiprocess.get_context("fork")
@@ -361,17 +361,6 @@ class JobProcess:
         if exit_code is None:
             return False, None, "crashed", "ended without a result; its exit status was lost"
         return False, None, "crashed", "exited without sending a result (pipe closed)"
-
-
-def pid_exists(pid: int) -> bool:
-    """Whether a process with this pid exists (zombies included)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _seconds(value: float | None) -> str:

@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from taiat import lifecycle, queries
+from taiat.forkserver import pid_exists
 from taiat.job_manager import JobManager
 from taiat.jobs import Attempt
-from taiat.process import pid_exists
 from taiat.queries import supervisors as supervisor_queries
 
 log = logging.getLogger(__name__)

@@ -29,24 +29,9 @@ def find_jobs(
 ) -> list[Job]:
     """Jobs by status and name pattern, most recently changed first; ready ones (pending,
     dependencies met, `run_at` passed) in claim order."""
-
-    def read(conn: Connection) -> list[Job]:
-        if ready:
-            return [Job.from_row(r) for r in operator_queries.find_ready(conn, name, limit)]
-        wanted = None if status is None else status.value
-        found: list[Job] = []
-        if status is None or not status.finished:
-            rows = operator_queries.find_active(conn, wanted, name, limit)
-            found += [Job.from_row(row) for row in rows]
-        if status is None or status.finished:
-            rows = operator_queries.find_finished(conn, wanted, name, limit)
-            found += [Job.from_history(JobHistoryEntry.from_row(row)) for row in rows]
-        return found
-
-    jobs = manager.run(read)
-    if not ready:
-        jobs.sort(key=lambda job: job.updated_at or job.created_at or datetime.min, reverse=True)
-    return jobs[:limit] if limit is not None else jobs
+    if ready:
+        return manager.get_ready_jobs(limit, name=name)
+    return manager.list_jobs(status, limit, name=name)
 
 
 def _by_id(conn: Connection, ids: Collection[str]) -> dict[str, Job]:

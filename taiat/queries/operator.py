@@ -6,66 +6,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, func, literal_column, select, true, type_coerce
+from sqlalchemy import RowMapping, and_, func, literal_column, select, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB, array
 from sqlalchemy.engine import Connection
 
-from taiat.queries import _READY, _READY_ORDER, RUNNING, _latest_entries
+from taiat.queries import _READY, RUNNING
 from taiat.schema import history, jobs, utcnow
-
-#: LIKE's escape character; the operator's patterns use the shell's `*` and `?` instead.
-_ESCAPE = "\\"
-
-
-def like_pattern(glob: str) -> str:
-    """A shell-style pattern (`*` any text, `?` one character) as a LIKE pattern."""
-    escaped = glob.replace(_ESCAPE, _ESCAPE * 2).replace("%", r"\%").replace("_", r"\_")
-    return escaped.replace("*", "%").replace("?", "_")
-
-
-def _named(column: Any, glob: str | None) -> Any:
-    if glob is None:
-        return true()
-    return column.ilike(like_pattern(glob), escape=_ESCAPE)
-
-
-def find_active(
-    conn: Connection, status: str | None, name: str | None, limit: int | None
-) -> list[RowMapping]:
-    """Active jobs with `status` whose name matches `name` (a shell pattern, any case), most
-    recently changed first."""
-    stmt = select(jobs).where(_named(jobs.c.name, name))
-    if status is not None:
-        stmt = stmt.where(jobs.c.status == status)
-    stmt = stmt.order_by(jobs.c.updated_at.desc(), jobs.c.id)
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    return list(conn.execute(stmt).mappings())
-
-
-def find_ready(conn: Connection, name: str | None, limit: int | None) -> list[RowMapping]:
-    """Ready jobs whose name matches `name`, in the order supervisors claim them."""
-    stmt = (
-        select(jobs)
-        .where(_READY, jobs.c.run_at <= utcnow(), _named(jobs.c.name, name))
-        .order_by(*_READY_ORDER)
-    )
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    return list(conn.execute(stmt).mappings())
-
-
-def find_finished(
-    conn: Connection, status: str | None, name: str | None, limit: int | None
-) -> list[RowMapping]:
-    """Finished jobs (each by its newest history entry) with `status` whose name matches."""
-    stmt = select(history).where(_latest_entries(), _named(history.c.name, name))
-    if status is not None:
-        stmt = stmt.where(history.c.status == status)
-    stmt = stmt.order_by(history.c.created_at.desc(), history.c.id)
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    return list(conn.execute(stmt).mappings())
 
 
 def active_by_id(conn: Connection, ids: Collection[str]) -> list[RowMapping]:

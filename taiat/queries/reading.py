@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, func, select
+from sqlalchemy import RowMapping, and_, func, select, true
 from sqlalchemy.engine import Connection
 
 from taiat.jobs import JobStatus
@@ -45,32 +45,57 @@ def completed_results(conn: Connection, job_ids: Collection[str]) -> dict[str, A
     return {row.job_id: row.result for row in conn.execute(stmt)}
 
 
-def ready_jobs(conn: Connection, limit: int | None) -> list[RowMapping]:
-    stmt = select(jobs).where(READY, jobs.c.run_at <= utcnow()).order_by(*READY_ORDER)
+#: LIKE's escape character; name patterns use the shell's `*` and `?` instead.
+_ESCAPE = "\\"
+
+
+def like_pattern(glob: str) -> str:
+    """A shell-style pattern (`*` any text, `?` one character) as a LIKE pattern."""
+    escaped = glob.replace(_ESCAPE, _ESCAPE * 2).replace("%", r"\%").replace("_", r"\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _named(column: Any, glob: str | None) -> Any:
+    """Rows whose `column` matches the shell-style pattern `glob` in any case; all if None."""
+    if glob is None:
+        return true()
+    return column.ilike(like_pattern(glob), escape=_ESCAPE)
+
+
+def _rows(conn: Connection, stmt: Any, limit: int | None) -> list[RowMapping]:
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(conn.execute(stmt).mappings())
 
 
-def active_jobs(conn: Connection, status: str | None, limit: int | None) -> list[RowMapping]:
-    """Active jobs, most recently changed first."""
-    stmt = select(jobs).order_by(jobs.c.updated_at.desc(), jobs.c.id)
+def ready_jobs(conn: Connection, limit: int | None, name: str | None = None) -> list[RowMapping]:
+    """Ready jobs whose name matches `name`, in the order supervisors claim them."""
+    stmt = (
+        select(jobs)
+        .where(READY, jobs.c.run_at <= utcnow(), _named(jobs.c.name, name))
+        .order_by(*READY_ORDER)
+    )
+    return _rows(conn, stmt, limit)
+
+
+def active_jobs(
+    conn: Connection, status: str | None, limit: int | None, name: str | None = None
+) -> list[RowMapping]:
+    """Active jobs with `status` (any if None) whose name matches `name`, most recently changed
+    first."""
+    stmt = select(jobs).where(_named(jobs.c.name, name))
     if status is not None:
         stmt = stmt.where(jobs.c.status == status)
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    return list(conn.execute(stmt).mappings())
+    return _rows(conn, stmt.order_by(jobs.c.updated_at.desc(), jobs.c.id), limit)
 
 
 def history_entries(
     conn: Connection, limit: int | None, status: str | None = None
 ) -> list[RowMapping]:
-    stmt = select(history).order_by(history.c.created_at.desc(), history.c.id)
+    stmt = select(history)
     if status is not None:
         stmt = stmt.where(history.c.status == status)
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    return list(conn.execute(stmt).mappings())
+    return _rows(conn, stmt.order_by(history.c.created_at.desc(), history.c.id), limit)
 
 
 def _latest_entries() -> Any:
@@ -85,15 +110,15 @@ def _latest_entries() -> Any:
     )
 
 
-def finished_jobs(conn: Connection, status: str | None, limit: int | None) -> list[RowMapping]:
-    """Each finished job once, by its newest history entry, most recently finished first."""
-    stmt = select(history).where(_latest_entries())
+def finished_jobs(
+    conn: Connection, status: str | None, limit: int | None, name: str | None = None
+) -> list[RowMapping]:
+    """Each finished job once, by its newest history entry, with `status` (any if None) and a
+    name matching `name`, most recently finished first."""
+    stmt = select(history).where(_latest_entries(), _named(history.c.name, name))
     if status is not None:
         stmt = stmt.where(history.c.status == status)
-    stmt = stmt.order_by(history.c.created_at.desc(), history.c.id)
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    return list(conn.execute(stmt).mappings())
+    return _rows(conn, stmt.order_by(history.c.created_at.desc(), history.c.id), limit)
 
 
 def count_by_status(conn: Connection) -> dict[str, int]:

@@ -14,7 +14,7 @@ from taiat.operator.cli import UsageError
 from taiat.operator.jobs import parse_time
 from taiat.operator.progress import ProgressDisplay, summary
 from taiat.operator.store import Graph
-from taiat.queries.operator import like_pattern
+from taiat.queries.reading import like_pattern
 
 NOW = datetime(2030, 1, 2, 3, 4, 5)
 
