@@ -122,7 +122,7 @@ class Supervisor:
         """Serve until stopped (or, in burst mode, until nothing is left); returns 0."""
         self._publish(force=True)  # "starting"
         self._register()
-        self.launcher = self._launcher()
+        self.launcher = self._launcher(fork_server=self.config.fork_server)
         self.wakeup.install_signals()
         self.state = "running"
         status.notify("READY=1", f"STATUS=running {self.config.max_concurrent_jobs} slots")
@@ -281,6 +281,8 @@ class Supervisor:
         if not free and not self.recorder.pending:
             return 0
         jobs = self.recorder.settle(self.worker_id, free)
+        if not jobs:
+            return 0
         # Read here, where the database stack is loaded already; without them (an outage) the
         # child reads them itself when asked.
         none: dict[str, dict[str, Any]] = {}
@@ -289,10 +291,11 @@ class Supervisor:
             self._start(job, results.get(job.id))
         return len(jobs)
 
-    def _launcher(self) -> Launcher:
-        """The fork server when it can be had, else the supervisor forks jobs itself."""
+    def _launcher(self, *, fork_server: bool) -> Launcher:
+        """The fork server when asked for and it can be had, else the supervisor forks jobs
+        itself."""
         executors = [*self.custom_executors, AgentExecutor(self.agents), QueryExecutor(self.agents)]
-        if self.config.fork_server:
+        if fork_server:
             try:
                 self.fork_server = ForkServer.start(executors, db.url_of(self.manager.engine))
             except ForkServerError as exc:
@@ -315,8 +318,7 @@ class Supervisor:
             proc.start(self.launcher, dependency_results)
         except ForkServerError as exc:
             log.warning("%s: jobs are forked from the supervisor from now on", exc)
-            self.config.fork_server = False
-            self.launcher = self._launcher()
+            self.launcher = self._launcher(fork_server=False)
             proc.start(self.launcher, dependency_results)
         self.children[proc.pid] = proc
         self._dirty = True
