@@ -81,7 +81,15 @@ def _read_exactly(sock: socket.socket, size: int, buffer: bytearray) -> bool:
 
 
 def _receive(sock: socket.socket) -> tuple[Any, list[int]] | None:
-    """One whole message and the descriptors sent with it (blocking); None at end of file."""
+    """One whole message and the descriptors sent with it (blocking); None at end of file, or
+    when the other side has gone."""
+    try:
+        return _receive_frame(sock)
+    except ConnectionError:
+        return None
+
+
+def _receive_frame(sock: socket.socket) -> tuple[Any, list[int]] | None:
     head, fds, _, _ = socket.recv_fds(sock, _FRAME.size, 1)
     if not head:
         return None

@@ -210,18 +210,19 @@ class Supervisor:
 
     def _wait(self, timeout: float) -> None:
         fds = [self.wakeup.fd, *(p.fd for p in self.children.values() if p.fd >= 0)]
+        # Their descriptors are taken now: handling one that is ready may close another (a
+        # listener whose connection dropped).
         listener = self.listener if self.listener and self.listener.connected else None
-        if listener is not None:
-            fds.append(listener.fileno())
+        listener_fd = listener.fileno() if listener is not None else None
         server = self.fork_server if self.fork_server and not self.fork_server.gone else None
-        if server is not None:
-            fds.append(server.fileno())
+        server_fd = server.fileno() if server is not None else None
+        fds += [fd for fd in (listener_fd, server_fd) if fd is not None]
         for ready in wait(fds, timeout):
             if ready == self.wakeup.fd:
                 self.wakeup.clear()
-            elif listener is not None and ready == listener.fileno():
+            elif listener is not None and ready == listener_fd:
                 self._hear(listener)
-            elif server is not None and ready == server.fileno():
+            elif server is not None and ready == server_fd:
                 server.poll()
         for proc in self.children.values():
             proc.read_available()
