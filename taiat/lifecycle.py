@@ -278,11 +278,6 @@ def record_attempt(conn: Connection, attempt: Attempt | None) -> None:
 
 
 def record_attempts(conn: Connection, attempts: Sequence[Attempt | None]) -> None:
-    queries.insert_attempts(conn, attempt_rows(attempts))
-
-
-def attempt_rows(attempts: Sequence[Attempt | None]) -> list[dict[str, Any]]:
-    """The attempts' rows as stored, the absent ones left out."""
     rows = []
     for attempt in attempts:
         if attempt is not None:
@@ -290,7 +285,7 @@ def attempt_rows(attempts: Sequence[Attempt | None]) -> list[dict[str, Any]]:
             if values["error_message"]:
                 values["error_message"] = clean_text(values["error_message"])
             rows.append(values)
-    return rows
+    queries.insert_attempts(conn, rows)
 
 
 # -- again ---------------------------------------------------------------------------------
