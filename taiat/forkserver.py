@@ -49,12 +49,14 @@ class ForkServerError(Exception):
 
 @dataclass(frozen=True)
 class Exit:
-    """How a child ended, as `wait4` told its parent. `status` is -1 when it is not known."""
+    """How a child ended, as `wait4` told its parent. `status` is -1 when it is not known;
+    `error` says why when the child never started."""
 
     status: int
     user_seconds: float = 0.0
     system_seconds: float = 0.0
     peak_rss_bytes: int = 0
+    error: str | None = None
 
 
 LOST = Exit(-1)
@@ -115,9 +117,11 @@ class ForkServer:
         self.pid = process.pid
         self.gone = False
         self._buffer = bytearray()
-        self._exits: dict[int, Exit] = {}
+        self._exits: dict[int, Exit] = {}  # by launch handle
         self._replies: dict[int, tuple[str, Any]] = {}
-        self._launched: set[int] = set()
+        #: Launches by token: the child's pid once the server has said it, or why it failed.
+        self._pids: dict[int, int] = {}
+        self._failed: dict[int, str] = {}
         self._token = 0
 
     @classmethod
@@ -162,8 +166,11 @@ class ForkServer:
         max_result_bytes: int,
         dependency_results: dict[str, Any] | None = None,
     ) -> int:
-        """Fork a child for `job` writing its result to `result_fd` (the caller keeps and
-        closes its own copy); its pid. ForkServerError if the server has gone."""
+        """Ask for a child for `job` writing its result to `result_fd` (the caller keeps and
+        closes its own copy); returns the launch's handle at once, without waiting for the
+        fork: `pid` and `reap` take it. ForkServerError if the server has gone."""
+        if self.gone:
+            raise ForkServerError(f"the fork server (pid {self.pid}) is gone")
         self._token += 1
         token = self._token
         try:
@@ -171,11 +178,30 @@ class ForkServer:
             _send(self.sock, message, [result_fd])
         except OSError as exc:
             self._lose(f"cannot reach it: {exc}")
-        kind, detail = self._reply(token, LAUNCH_TIMEOUT)
-        if kind != "started":
-            raise ForkServerError(str(detail))
-        self._launched.add(detail)
-        return int(detail)
+        return token
+
+    def child_pid(self, handle: int, *, wait: bool = False) -> int | None:
+        """The pid of launch `handle`'s child; 0 when it never started (the fork failed, or the
+        server has gone). Without `wait`, None while the server has not said it yet."""
+        try:
+            if wait:
+                deadline = time.monotonic() + LAUNCH_TIMEOUT
+                while not self._told(handle):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self._lose(f"no answer in {LAUNCH_TIMEOUT:g} s")
+                    self._read(left)
+            elif not self._told(handle):
+                self._read(0.0)
+        except ForkServerError:
+            pass
+        if handle in self._pids:
+            return self._pids[handle]
+        return 0 if self._told(handle) else None
+
+    def _told(self, handle: int) -> bool:
+        """Whether the server has said how launch `handle` went (or can say no more)."""
+        return handle in self._pids or handle in self._failed or self.gone
 
     def poll(self) -> None:
         """Take in whatever the server has said; never blocks. When it has gone, `gone` says
@@ -185,13 +211,19 @@ class ForkServer:
         except ForkServerError:
             pass
 
-    def reap(self, pid: int) -> Exit | None:
-        """How child `pid` ended, once the server has reaped it; None while it runs."""
-        ending = self._exits.pop(pid, None)
+    def reap(self, handle: int) -> Exit | None:
+        """How launch `handle`'s child ended, once the server has reaped it; None while it
+        runs (or is still being forked)."""
+        pid = self._pids.get(handle)
+        if pid is None:
+            if handle in self._failed:
+                return Exit(-1, error=self._failed.pop(handle))
+            return LOST if self.gone else None  # it died with the server before it was told
+        ending = self._exits.pop(handle, None)
         if ending is None and self.gone and not pid_exists(pid):
             ending = LOST  # the server died, and its children with it, untold
         if ending is not None:
-            self._launched.discard(pid)
+            del self._pids[handle]
         return ending
 
     def close(self) -> None:
@@ -233,6 +265,10 @@ class ForkServer:
             del self._buffer[: _FRAME.size + size]
             if message[0] == "exited":
                 self._exits[message[1]] = Exit(*message[2:])
+            elif message[0] == "started":
+                self._pids[message[1]] = message[2]
+            elif message[0] == "failed" and message[1]:
+                self._failed[message[1]] = f"the fork server could not start it: {message[2]}"
             else:
                 kind, token, detail = message
                 self._replies[token] = (kind, detail)
@@ -277,7 +313,7 @@ def serve(fd: int) -> NoReturn:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     server_pid = os.getpid()
     _send(sock, ("ready", 0, server_pid))
-    children: set[int] = set()
+    children: dict[int, int] = {}  # pid -> the launch's token
     control = sock.fileno()
     inherited = (control, wake_read, wake_write)
 
@@ -326,7 +362,7 @@ def serve(fd: int) -> NoReturn:
             os.setpgid(pid, pid)
         except OSError:
             pass
-        children.add(pid)
+        children[pid] = token
         _send(sock, ("started", token, pid))
 
 
@@ -340,7 +376,7 @@ def _follow(supervisor_pid: int) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-def _reap(sock: socket.socket, children: set[int]) -> None:
+def _reap(sock: socket.socket, children: dict[int, int]) -> None:
     while children:
         try:
             pid, status, usage = os.wait4(-1, os.WNOHANG)
@@ -349,12 +385,14 @@ def _reap(sock: socket.socket, children: set[int]) -> None:
             return
         if pid == 0:
             return
-        children.discard(pid)
+        token = children.pop(pid, None)
+        if token is None:
+            continue  # not a job's child (none other is forked here)
         report = (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
-        _send(sock, ("exited", pid, status, *report))
+        _send(sock, ("exited", token, status, *report))
 
 
-def _shut_down(children: set[int]) -> NoReturn:
+def _shut_down(children: dict[int, int]) -> NoReturn:
     """The supervisor has gone: so do the children, by process group."""
     for pid in children:
         try:

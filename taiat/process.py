@@ -82,7 +82,9 @@ def killpg(pgid: int, signum: int) -> None:
 
 class Launcher(Protocol):
     """Starts job children and learns how they ended: the fork server
-    (`taiat.forkserver.ForkServer`), or the supervisor itself (`DirectLauncher`)."""
+    (`taiat.forkserver.ForkServer`), or the supervisor itself (`DirectLauncher`). A launch is
+    known by the handle `launch` returns, which need not be the child's pid: the fork server
+    says that later."""
 
     def launch(
         self,
@@ -92,7 +94,9 @@ class Launcher(Protocol):
         dependency_results: dict[str, Any] | None = None,
     ) -> int: ...
 
-    def reap(self, pid: int) -> Exit | None: ...
+    def child_pid(self, handle: int, *, wait: bool = False) -> int | None: ...
+
+    def reap(self, handle: int) -> Exit | None: ...
 
 
 class DirectLauncher:
@@ -148,7 +152,11 @@ class DirectLauncher:
             pass  # the child did it first, or has exited
         return process.pid
 
-    def reap(self, pid: int) -> Exit | None:
+    def child_pid(self, handle: int, *, wait: bool = False) -> int | None:
+        return handle  # the pid itself
+
+    def reap(self, handle: int) -> Exit | None:
+        pid = handle
         try:
             found, status, usage = os.wait4(pid, os.WNOHANG)
         except ChildProcessError:
@@ -187,7 +195,8 @@ class JobProcess:
         self.timeout = timeout
         self.memory_limit_bytes = memory_limit_bytes
         self.max_result_bytes = max_result_bytes
-        self.pid = 0
+        self.handle = 0
+        self._pid: int | None = None
         self.fd = -1
         self.started = 0.0
         self.started_at = datetime.now(UTC).replace(tzinfo=None)
@@ -207,7 +216,7 @@ class JobProcess:
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         try:
-            self.pid = launcher.launch(
+            self.handle = launcher.launch(
                 self.job, write_fd, self.max_result_bytes, dependency_results
             )
         except BaseException:
@@ -220,6 +229,22 @@ class JobProcess:
         self.started = time.monotonic()
         if self.timeout is not None:
             self.deadline = self.started + self.timeout
+
+    @property
+    def pid(self) -> int:
+        """The child's pid, waiting for the launcher to say it if need be; 0 if it never
+        started."""
+        return self._resolve(wait=True) or 0
+
+    def _resolve(self, *, wait: bool) -> int | None:
+        if self._pid is None and self._launcher is not None:
+            self._pid = self._launcher.child_pid(self.handle, wait=wait)
+        return self._pid
+
+    def _kill(self, signum: int) -> None:
+        """Signal the child's process group, if it ever started."""
+        if pid := self.pid:
+            killpg(pid, signum)
 
     # -- while it runs -------------------------------------------------------------------
 
@@ -264,8 +289,11 @@ class JobProcess:
     def sample_memory(self) -> int:
         """Resident memory of the whole process tree now; kill it when over the limit."""
         total = 0
+        pid = self._resolve(wait=False)
+        if not pid:
+            return self.rss_bytes  # not forked yet, or never
         try:
-            root = psutil.Process(self.pid)
+            root = psutil.Process(pid)
             for proc in [root, *root.children(recursive=True)]:
                 try:
                     total += proc.memory_info().rss
@@ -284,7 +312,7 @@ class JobProcess:
         if self.deadline is not None and now >= self.deadline and self._verdict is None:
             self.stop("timed_out", f"timed out after {_seconds(self.timeout)} s", grace=grace)
         elif self.kill_at is not None and now >= self.kill_at:
-            killpg(self.pid, signal.SIGKILL)
+            self._kill(signal.SIGKILL)
             self.kill_at = None
 
     def stop(self, cause: str, error: str, grace: float = 0.0) -> None:
@@ -293,10 +321,10 @@ class JobProcess:
             self._verdict = (cause, error)
         self._close_pipe()
         if grace > 0:
-            killpg(self.pid, signal.SIGTERM)
+            self._kill(signal.SIGTERM)
             self.kill_at = time.monotonic() + grace
         else:
-            killpg(self.pid, signal.SIGKILL)
+            self._kill(signal.SIGKILL)
             self.kill_at = None
 
     @property
@@ -309,20 +337,21 @@ class JobProcess:
     def try_reap(self) -> Ending | None:
         """The ending if the child has exited (reaping it and its leftovers), else None."""
         assert self._launcher is not None, "reaping a child that was never started"
-        ended = self._launcher.reap(self.pid)
+        self._resolve(wait=False)  # the pid, before the launcher forgets the launch
+        ended = self._launcher.reap(self.handle)
         if ended is None:
             return None
         wall = time.monotonic() - self.started
         self.read_available()
         self._close_pipe()
         # Grandchildren it left behind go with it.
-        killpg(self.pid, signal.SIGKILL)
+        self._kill(signal.SIGKILL)
         status = ended.status
         known = status >= 0
         peak = max(self.peak_rss_bytes, ended.peak_rss_bytes)
         exit_code = os.WEXITSTATUS(status) if known and os.WIFEXITED(status) else None
         exit_signal = os.WTERMSIG(status) if known and os.WIFSIGNALED(status) else None
-        ok, result, cause, error = self._judge(exit_code, exit_signal)
+        ok, result, cause, error = self._judge(exit_code, exit_signal, ended.error)
         said = self._message if self._verdict is None and self._message is not None else {}
         plan = said.get("plan") if ok else None
         return Ending(
@@ -341,11 +370,13 @@ class JobProcess:
         )
 
     def _judge(
-        self, exit_code: int | None, exit_signal: int | None
+        self, exit_code: int | None, exit_signal: int | None, not_started: str | None
     ) -> tuple[bool, Any, str, str | None]:
         if self._verdict is not None:
             cause, error = self._verdict
             return False, None, cause, error
+        if not_started is not None:
+            return False, None, "crashed", not_started
         message = self._message
         if message is not None and message.get("ok"):
             return True, message.get("result"), "completed", None

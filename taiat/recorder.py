@@ -157,7 +157,7 @@ def attempt_of(proc: JobProcess, ending: Ending, worker_id: str, host: str) -> A
         attempt=proc.job.claim_seq,
         worker_id=worker_id,
         host=host,
-        pid=proc.pid,
+        pid=proc.pid or None,  # none when it never started
         outcome=ending.cause,
         error_message=ending.error,
         started_at=proc.started_at,

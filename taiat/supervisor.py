@@ -94,7 +94,7 @@ class Supervisor:
         self.listener: db.Listener | None = None
         if self.manager.engine.dialect.name == "postgresql" and self.config.listen:
             self.listener = db.Listener(self.manager.engine, queries.CHANNEL)
-        self.children: dict[int, JobProcess] = {}
+        self.children: list[JobProcess] = []
         self.counters = {"completed": 0, "failed": 0, "timed_out": 0, "crashed": 0}
         self.state = "starting"
         self.started_at = datetime.now(UTC)
@@ -163,14 +163,14 @@ class Supervisor:
             self._reap()
             if self.children:
                 if timers.due("memory", now, cfg.memory_sample_interval):
-                    for proc in self.children.values():
+                    for proc in self.children:
                         proc.sample_memory()
                 if timers.due("claims", now, cfg.check_interval):
                     self._check_claims()
-                for proc in self.children.values():
+                for proc in self.children:
                     proc.check_deadline(now, cfg.kill_grace)
             if drain_deadline is not None and now >= drain_deadline:
-                for proc in self.children.values():
+                for proc in self.children:
                     if proc.kill_at is None:
                         proc.stop("stopped", "the supervisor stopped", grace=cfg.kill_grace)
                 drain_deadline = float("inf")
@@ -199,7 +199,7 @@ class Supervisor:
             if self._dirty:
                 wake = min(wake, self._published + _PUBLISH_GAP)
             if self.children:
-                wake = min([wake, *(t for p in self.children.values() if (t := p.next_timer))])
+                wake = min([wake, *(t for p in self.children if (t := p.next_timer))])
                 if not self.wakeup.signals_installed:  # no SIGCHLD wake-up off the main thread
                     wake = min(wake, now + 0.05)
             if drain_deadline is not None:
@@ -209,7 +209,7 @@ class Supervisor:
             self._wait(max(0.0, wake - time.monotonic()))
 
     def _wait(self, timeout: float) -> None:
-        fds = [self.wakeup.fd, *(p.fd for p in self.children.values() if p.fd >= 0)]
+        fds = [self.wakeup.fd, *(p.fd for p in self.children if p.fd >= 0)]
         # Their descriptors are taken now: handling one that is ready may close another (a
         # listener whose connection dropped).
         listener = self.listener if self.listener and self.listener.connected else None
@@ -224,7 +224,7 @@ class Supervisor:
                 self._hear(listener)
             elif server is not None and ready == server_fd:
                 server.poll()
-        for proc in self.children.values():
+        for proc in self.children:
             proc.read_available()
 
     def _hear(self, listener: db.Listener) -> None:
@@ -234,7 +234,7 @@ class Supervisor:
         except DatabaseUnavailable as exc:
             log.warning("%s; polling until it is back", exc)
             return
-        by_job = {proc.job.id: proc for proc in self.children.values()}
+        by_job = {proc.job.id: proc for proc in self.children}
         for payload in payloads:
             if payload == "ready":
                 self._claim_now = True
@@ -246,9 +246,9 @@ class Supervisor:
         """Stop children whose claim is no longer current: cancelled, or taken back by another
         supervisor that believed this one dead. (The fallback for a missed NOTIFY, and all
         that SQLite has.)"""
-        claims = {p.job.id: p.job.claim_seq for p in self.children.values() if p.kill_at is None}
+        claims = {p.job.id: p.job.claim_seq for p in self.children if p.kill_at is None}
         current = self.recorder.call(lambda: self.manager.current_claims(claims), set(claims))
-        for proc in self.children.values():
+        for proc in self.children:
             if proc.job.id in claims and proc.job.id not in current:
                 log.warning(
                     "job %s (%s): its claim is no longer current; stopping it",
@@ -321,9 +321,9 @@ class Supervisor:
             log.warning("%s: jobs are forked from the supervisor from now on", exc)
             self.launcher = self._launcher(fork_server=False)
             proc.start(self.launcher, dependency_results)
-        self.children[proc.pid] = proc
+        self.children.append(proc)
         self._dirty = True
-        log.info("job %s (%s) started, attempt %d, pid %d", job.id, job.name, job.attempt, proc.pid)
+        log.info("job %s (%s) started, attempt %d", job.id, job.name, job.attempt)
 
     def _memory_limit(self, job: Job) -> int | None:
         limits = [self.config.memory_limit_mb, job.payload.get("memory_limit_mb")]
@@ -331,11 +331,11 @@ class Supervisor:
         return int(min(valid) * MiB) if valid else None
 
     def _reap(self) -> None:
-        for pid, proc in list(self.children.items()):
+        for proc in list(self.children):
             ending = proc.try_reap()
             if ending is None:
                 continue
-            del self.children[pid]
+            self.children.remove(proc)
             self._dirty = True
             self._claim_now = True
             self._count(ending)
@@ -372,7 +372,7 @@ class Supervisor:
             lambda: workers.heartbeat(self.manager, self.worker_id, self.host, pid), None
         )
         lease = self.config.lease
-        here = {p.job.id for p in self.children.values()}
+        here = {p.job.id for p in self.children}
         here |= {record.job.id for record in self.recorder.pending}
         none: list[str] = []
         taken = self.recorder.call(
@@ -412,7 +412,7 @@ class Supervisor:
                 "deadline": None if p.deadline is None else status.iso(wall + p.deadline - now),
                 "rss_bytes": p.rss_bytes,
             }
-            for p in self.children.values()
+            for p in self.children
         ]
         return {
             "pid": os.getpid(),
