@@ -31,7 +31,8 @@ class Record:
 
     job: Job
     ending: Ending
-    attempt: Attempt
+    #: None for a job given back without being started: there was no attempt.
+    attempt: Attempt | None
 
 
 class Recorder:
@@ -66,6 +67,11 @@ class Recorder:
     def add(self, record: Record) -> None:
         # A result crossed the pipe as JSON the child checked (`child._encode`): storable.
         self.pending.append(record)
+
+    def give_back(self, job: Job, why: str) -> None:
+        """Put a claimed job that was never started back to pending, no retry spent."""
+        unstarted = Ending(False, None, why, "stopped", None, None, 0.0, 0.0, 0.0, 0)
+        self.pending.append(Record(job, unstarted, None))
 
     def settle(self, worker_id: str, claim: int) -> list[Job]:
         """Write what has finished and claim up to `claim` ready jobs. Failures and requeues

@@ -18,6 +18,7 @@ from typing import Any
 from multiprocess.connection import wait
 
 from taiat import __version__, db, queries, status, workers
+from taiat.ahead import ClaimAhead
 from taiat.errors import DatabaseUnavailable
 from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_agents
 from taiat.forkserver import ForkServer, ForkServerError
@@ -63,6 +64,9 @@ class SupervisorConfig:
     #: Fork jobs from a small fork server rather than from the supervisor itself: forking a
     #: process that has not loaded the database stack is several times cheaper.
     fork_server: bool = True
+    #: Claim up to one job per slot ahead of free slots while jobs are short (see
+    #: `taiat.ahead`): a freed slot is filled at once, and endings are written together.
+    claim_ahead: bool = True
 
 
 class Supervisor:
@@ -95,6 +99,7 @@ class Supervisor:
         if self.manager.engine.dialect.name == "postgresql" and self.config.listen:
             self.listener = db.Listener(self.manager.engine, queries.CHANNEL)
         self.children: list[JobProcess] = []
+        self.ahead = ClaimAhead(self.config.max_concurrent_jobs, self.config.claim_ahead)
         self.counters = {"completed": 0, "failed": 0, "timed_out": 0, "crashed": 0}
         self.state = "starting"
         self.started_at = datetime.now(UTC)
@@ -161,6 +166,10 @@ class Supervisor:
                 stops_seen = self.wakeup.stop_requests
                 drain_deadline = self._begin_drain(now, stops_seen, drain_deadline)
             self._reap()
+            if drain_deadline is None:
+                for job in self.ahead.expired(now):
+                    self.recorder.give_back(job, "held too long for a free slot")
+                self._start_held()
             if self.children:
                 if timers.due("memory", now, cfg.memory_sample_interval):
                     for proc in self.children:
@@ -184,7 +193,7 @@ class Supervisor:
             if claiming or self.recorder.pending:
                 self._claim_now = self._claim_now and not claiming
                 started = self._settle(claiming)
-                if claiming and cfg.burst and not started and not self.children:
+                if claiming and cfg.burst and not started and not self.children and not self.ahead:
                     if self._nothing_left():
                         log.info("burst: no job left to run")
                         return
@@ -206,6 +215,8 @@ class Supervisor:
                 wake = min(wake, drain_deadline)
             if self.recorder.retry_at is not None:
                 wake = min(wake, self.recorder.retry_at)
+            if self.ahead.next_expiry is not None:
+                wake = min(wake, self.ahead.next_expiry)
             self._wait(max(0.0, wake - time.monotonic()))
 
     def _wait(self, timeout: float) -> None:
@@ -241,13 +252,17 @@ class Supervisor:
             elif payload.startswith("cancel:") and (proc := by_job.get(payload[7:])):
                 log.info("job %s (%s) cancelled: stopping it", proc.job.id, proc.job.name)
                 proc.stop("cancelled", "cancelled while running")
+            elif payload.startswith("cancel:"):
+                self._forget_held({payload[7:]})
 
     def _check_claims(self) -> None:
         """Stop children whose claim is no longer current: cancelled, or taken back by another
         supervisor that believed this one dead. (The fallback for a missed NOTIFY, and all
         that SQLite has.)"""
         claims = {p.job.id: p.job.claim_seq for p in self.children if p.kill_at is None}
+        claims |= {held.job.id: held.job.claim_seq for held in self.ahead.held}
         current = self.recorder.call(lambda: self.manager.current_claims(claims), set(claims))
+        self._forget_held(set(claims) - current)
         for proc in self.children:
             if proc.job.id in claims and proc.job.id not in current:
                 log.warning(
@@ -266,6 +281,8 @@ class Supervisor:
                 self.config.drain_timeout,
             )
             self.state = "draining"
+            for job in self.ahead.release():
+                self.recorder.give_back(job, "the supervisor stopped before starting it")
             self._published = 0.0
             self._dirty = True
             status.notify("STOPPING=1", f"STATUS=draining {len(self.children)} jobs")
@@ -276,21 +293,31 @@ class Supervisor:
     # -- children --------------------------------------------------------------------------
 
     def _settle(self, claiming: bool) -> int:
-        """Write what has finished and, when `claiming`, claim for the free slots, in one
-        transaction; start what was claimed. Returns how many started."""
-        free = max(self.config.max_concurrent_jobs - len(self.children), 0) if claiming else 0
-        if not free and not self.recorder.pending:
+        """Write what has finished and, when `claiming`, claim for the free slots (and ahead
+        of them), in one transaction; start what fits. Returns how many were claimed."""
+        wanted = self.ahead.wanted(len(self.children)) if claiming else 0
+        if not wanted and not self.recorder.pending:
             return 0
-        jobs = self.recorder.settle(self.worker_id, free)
+        jobs = self.recorder.settle(self.worker_id, wanted)
         if not jobs:
             return 0
         # Read here, where the database stack is loaded already; without them (an outage) the
         # child reads them itself when asked.
         none: dict[str, dict[str, Any]] = {}
         results = self.recorder.call(lambda: self.manager.dependency_results(jobs), none)
-        for job in jobs:
-            self._start(job, results.get(job.id))
+        self.ahead.put(jobs, results)
+        self._start_held()
         return len(jobs)
+
+    def _start_held(self) -> None:
+        """Start held jobs in the free slots."""
+        for held in self.ahead.take(self.config.max_concurrent_jobs - len(self.children)):
+            self._start(held.job, held.dependency_results)
+
+    def _forget_held(self, job_ids: set[str]) -> None:
+        """Drop held jobs whose claims are no longer current (cancelled, taken back)."""
+        for job in self.ahead.drop(job_ids):
+            log.info("job %s (%s): its claim ended before it started", job.id, job.name)
 
     def _launcher(self, *, fork_server: bool) -> Launcher:
         """The fork server when asked for and it can be had, else the supervisor forks jobs
@@ -339,6 +366,7 @@ class Supervisor:
             self._dirty = True
             self._claim_now = True
             self._count(ending)
+            self.ahead.observe(ending.wall_seconds)
             log_ending(proc.job, ending)
             for observer in self.observers:
                 observer(proc.job, ending)
@@ -373,6 +401,7 @@ class Supervisor:
         )
         lease = self.config.lease
         here = {p.job.id for p in self.children}
+        here |= {held.job.id for held in self.ahead.held}
         here |= {record.job.id for record in self.recorder.pending}
         none: list[str] = []
         taken = self.recorder.call(
@@ -427,6 +456,7 @@ class Supervisor:
             "counters": dict(self.counters),
             "database": "ok" if self.recorder.ok else "unreachable",
             "pending_results": len(self.recorder.pending),
+            "claimed_ahead": len(self.ahead),
             "fork_server_pid": None if server is None or server.gone else server.pid,
         }
 
