@@ -7,6 +7,7 @@ The child never returns into the supervisor's code: it always leaves through `os
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import resource
@@ -87,12 +88,27 @@ def _become_independent(supervisor_pid: int) -> None:
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     # Die with the supervisor, even by SIGKILL; and if it is gone already, go now.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    die_with_parent()
     if os.getppid() != supervisor_pid:
         os._exit(1)
     # No core files from crashing jobs filling the disk.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def die_with_parent() -> None:
+    """Be killed (SIGKILL) when the parent process dies, whatever kills it."""
+    _prctl()(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def prepare_to_fork() -> None:
+    """Look up now, in the process that forks, what every child would look up again."""
+    _prctl()
+
+
+@functools.cache
+def _prctl() -> Any:
+    """libc's prctl, looked up once in the process that forks, not again in every child."""
+    return ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _execute(job: Job, executors: Sequence[JobExecutor]) -> dict[str, Any]:

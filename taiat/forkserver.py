@@ -18,7 +18,7 @@ This module must stay light: the server imports it, and only what a job needs.
 
 from __future__ import annotations
 
-import ctypes
+import gc
 import os
 import pickle
 import select
@@ -36,7 +36,6 @@ from taiat import child
 from taiat.jobs import Job
 
 _FRAME = struct.Struct(">I")
-_PR_SET_PDEATHSIG = 1
 #: How long the server may take to start and import the executors' modules.
 START_TIMEOUT = 60.0
 #: How long the server may take to fork one child.
@@ -340,6 +339,9 @@ def serve(fd: int) -> NoReturn:
         if len(fds) != 1:
             _send(sock, ("failed", token, "no result pipe came with the job"))
             continue
+        # What is alive now is the server's: frozen, the collector leaves it alone in the child,
+        # whose pages then stay shared instead of being copied on the collector's writes.
+        gc.freeze()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -368,8 +370,7 @@ def serve(fd: int) -> NoReturn:
 
 def _follow(supervisor_pid: int) -> None:
     """Die with the supervisor; leave its signals to it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    child.die_with_parent()
     if os.getppid() != supervisor_pid:
         os._exit(1)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):

@@ -112,6 +112,7 @@ class DirectLauncher:
         self.executors = list(executors)
         self.engine = engine
         self.after_fork = after_fork
+        child.prepare_to_fork()
         self._processes: dict[int, Any] = {}
 
     def launch(
