@@ -7,7 +7,7 @@ Usage:
 Options:
   --quick        Fewer samples and smaller sizes, for a quick look.
   --only NAME    Run only this section (repeatable): limit, throughput, latency,
-                 enqueue, scale, footprint.
+                 enqueue, scale, footprint, cpu.
   --json PATH    Where to write the figures [default: bench/results/latest.json].
   -h --help      Show this help.
 """
@@ -25,7 +25,7 @@ from typing import Any
 
 from docopt import docopt
 
-from bench import enqueue, footprint, latency, limit, scale, throughput
+from bench import cpu, enqueue, footprint, latency, limit, scale, throughput
 
 SECTIONS = {
     "limit": limit.run,
@@ -34,6 +34,7 @@ SECTIONS = {
     "enqueue": enqueue.run,
     "scale": scale.run,
     "footprint": footprint.run,
+    "cpu": cpu.run,
 }
 
 

@@ -135,6 +135,8 @@ Options:
                                 only (TAIAT_NO_LISTEN=1), e.g. behind a transaction pooler.
   --no-fork-server              Fork jobs from the supervisor itself rather than from its small
                                 fork server (TAIAT_NO_FORK_SERVER=1); slower, for debugging.
+  --no-claim-ahead              Never claim a job before a slot is free for it
+                                (TAIAT_NO_CLAIM_AHEAD=1); see "Claiming ahead" in the README.
   --burst                       Exit 0 once nothing runs here and no job is pending
                                 (TAIAT_BURST=1).
   --log-level LEVEL             DEBUG, INFO, WARNING or ERROR (TAIAT_LOG_LEVEL;
@@ -224,6 +226,7 @@ def supervisor_config(args: dict) -> tuple[SupervisorConfig, str]:
         burst=bool(args.get("--burst")) or _flag("TAIAT_BURST"),
         listen=not (args.get("--no-listen") or _flag("TAIAT_NO_LISTEN")),
         fork_server=not (args.get("--no-fork-server") or _flag("TAIAT_NO_FORK_SERVER")),
+        claim_ahead=not (args.get("--no-claim-ahead") or _flag("TAIAT_NO_CLAIM_AHEAD")),
     )
     for path in (config.status_file, config.metrics_file):
         if path is not None and not path.parent.is_dir():

@@ -126,7 +126,8 @@ class Recorder:
             words = f"planned: {len(created or [])} agent jobs created"
         elif ending.cause in MOVED_ON:
             # The job has moved on without this run; only the run itself is left to record.
-            self.manager.record_attempt(attempt)
+            if attempt is not None:
+                self.manager.record_attempt(attempt)
             return
         else:
             outcome = self.manager.fail_job(

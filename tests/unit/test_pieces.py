@@ -77,6 +77,18 @@ def test_command_line_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert config.drain_timeout == 60.0  # untouched: the default
 
 
+def test_switches_turn_off_the_fork_server_and_claiming_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config, _ = supervisor_config({})
+    assert config.fork_server and config.claim_ahead
+    config, _ = supervisor_config({"--no-fork-server": True, "--no-claim-ahead": True})
+    assert not config.fork_server and not config.claim_ahead
+    monkeypatch.setenv("TAIAT_NO_CLAIM_AHEAD", "1")
+    config, _ = supervisor_config({})
+    assert not config.claim_ahead and config.fork_server
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [("--poll-interval", "0"), ("--max-concurrent-jobs", "1.5"), ("--lease", "inf")],
