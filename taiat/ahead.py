@@ -1,13 +1,18 @@
-"""Claiming ahead: a few jobs claimed before a slot is free for them, so that a slot that frees
-is filled at once, and the database is written for several jobs in one transaction.
+"""Claiming ahead: jobs claimed before a slot is free for them, so that a slot that frees is
+filled at once, and the database is written for many jobs in one transaction.
 
 When jobs are short, the supervisor, not the fork, sets the pace: each finished job costs a
-transaction, and a slot stays empty while it is written. Holding up to one claimed job per slot
-lets the supervisor start the next job the moment one ends, and write the endings that gather
-meanwhile together. It pays only while jobs are short, and a held job is one no other
-supervisor can run, so jobs are claimed ahead only while the jobs lately run were short, and a
-job held longer than `MAX_WAIT` is given back; after that, no job is claimed ahead until one has
-ended again.
+transaction, and a slot stays empty while it is written. Holding claimed jobs lets the
+supervisor start the next job the moment one ends, and write the endings that gather meanwhile
+together: while jobs are very short, up to `HELD_WORK` seconds of them per slot (at most
+`MAX_PER_SLOT`), and the endings wait to be written (at most `WRITE_DELAY`) while enough jobs are
+held to keep every slot busy. A transaction's cost is mostly fixed, so writing ten endings
+together costs little more than writing one.
+
+It pays only while jobs are short, and a held job is one no other supervisor can run, so jobs
+are claimed ahead only while the jobs lately run were short (under `SHORT`), at most one per
+slot unless they were much shorter, and a job held longer than `MAX_WAIT` is given back; after
+that, no job is claimed ahead until one has ended again.
 """
 
 from __future__ import annotations
@@ -21,8 +26,14 @@ from taiat.jobs import Job
 
 #: Jobs are claimed ahead while the typical job lately run took less than this (seconds).
 SHORT = 0.05
+#: Seconds of typical jobs held per slot, when that is more than one job.
+HELD_WORK = 0.02
+#: The most jobs held per slot.
+MAX_PER_SLOT = 8
 #: A job held longer than this (seconds) is given back for anyone to claim.
 MAX_WAIT = 0.5
+#: The longest an ending waits to be written while jobs are held (seconds).
+WRITE_DELAY = 0.025
 #: Weight of the newest job's wall time in the typical one.
 _WEIGHT = 0.2
 
@@ -56,8 +67,18 @@ class ClaimAhead:
     @property
     def depth(self) -> int:
         """How many jobs to hold beyond the free slots now."""
-        short = self.typical is not None and self.typical < self.short
-        return self.slots if self.enabled and short else 0
+        typical = self.typical
+        if not self.enabled or typical is None or typical >= self.short:
+            return 0
+        per_slot = min(MAX_PER_SLOT, int(HELD_WORK / typical)) if typical > 0 else MAX_PER_SLOT
+        return self.slots * max(per_slot, 1)
+
+    def may_wait(self, oldest_ending: float | None, now: float) -> bool:
+        """Whether writing endings and claiming may wait: enough jobs are held to keep every slot
+        busy, and no ending (the oldest came at `oldest_ending`) has waited too long."""
+        if len(self.held) <= self.slots:
+            return False
+        return oldest_ending is None or now - oldest_ending < WRITE_DELAY
 
     def wanted(self, running: int) -> int:
         """How many jobs to claim, with `running` jobs in the slots."""

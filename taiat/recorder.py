@@ -7,7 +7,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -33,6 +33,8 @@ class Record:
     ending: Ending
     #: None for a job given back without being started: there was no attempt.
     attempt: Attempt | None
+    #: When it was added (monotonic seconds).
+    since: float = field(default_factory=time.monotonic)
 
 
 class Recorder:
@@ -46,8 +48,13 @@ class Recorder:
 
     @property
     def retry_at(self) -> float | None:
-        """When the next write may be tried, if anything waits for one."""
-        return self._retry_at if self.pending else None
+        """When the next write may be tried after an outage, if anything waits for one."""
+        return self._retry_at if self.pending and not self.ok else None
+
+    @property
+    def oldest(self) -> float | None:
+        """When the record waiting longest was added, if any waits."""
+        return self.pending[0].since if self.pending else None
 
     def ready(self) -> bool:
         return self.ok or time.monotonic() >= self._retry_at

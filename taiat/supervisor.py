@@ -18,7 +18,7 @@ from typing import Any
 from multiprocess.connection import wait
 
 from taiat import __version__, db, queries, status, workers
-from taiat.ahead import ClaimAhead
+from taiat.ahead import WRITE_DELAY, ClaimAhead
 from taiat.errors import DatabaseUnavailable
 from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_agents
 from taiat.forkserver import ForkServer, ForkServerError
@@ -187,10 +187,14 @@ class Supervisor:
                 self._heartbeat()
             if timers.due("cleanup", now, cfg.cleanup_interval_hours * 3600):
                 self._cleanup()
-            claiming = drain_deadline is None and timers.due(
-                "poll", now, cfg.poll_interval, force=self._claim_now
+            # While enough jobs are held, endings gather to be written (and claims made) together.
+            waiting = self.ahead.may_wait(self.recorder.oldest, now)
+            claiming = (
+                drain_deadline is None
+                and not waiting
+                and timers.due("poll", now, cfg.poll_interval, force=self._claim_now)
             )
-            if claiming or self.recorder.pending:
+            if claiming or (self.recorder.pending and not waiting):
                 self._claim_now = self._claim_now and not claiming
                 started = self._settle(claiming)
                 if claiming and cfg.burst and not started and not self.children and not self.ahead:
@@ -204,7 +208,8 @@ class Supervisor:
             if timers.due("status", now, cfg.status_interval):
                 self._dirty = True
             self._publish()
-            wake = timers.next(skip=() if self.children else ("memory", "claims"))
+            idle = () if self.children else ("memory", "claims")
+            wake = timers.next(skip=(*idle, "poll") if waiting else idle)
             if self._dirty:
                 wake = min(wake, self._published + _PUBLISH_GAP)
             if self.children:
@@ -217,6 +222,8 @@ class Supervisor:
                 wake = min(wake, self.recorder.retry_at)
             if self.ahead.next_expiry is not None:
                 wake = min(wake, self.ahead.next_expiry)
+            if waiting and self.recorder.oldest is not None:
+                wake = min(wake, self.recorder.oldest + WRITE_DELAY)
             self._wait(max(0.0, wake - time.monotonic()))
 
     def _wait(self, timeout: float) -> None:
