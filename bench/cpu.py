@@ -121,10 +121,12 @@ def _completed(status_file: Path) -> int:
 
 
 def _sample_backends(database: str, seen: dict[int, float]) -> None:
-    """The CPU seconds so far of each server process serving `database` (by its title)."""
+    """The CPU seconds so far of each PostgreSQL process serving `database` (its title says
+    "postgres: ... <database> ..."; the supervisor's own command line names it too)."""
     for process in psutil.process_iter(["cmdline"]):
         try:
-            if database in " ".join(process.info["cmdline"] or []):
+            title = " ".join(process.info["cmdline"] or [])
+            if title.startswith("postgres:") and database in title:
                 times = process.cpu_times()
                 seen[process.pid] = times.user + times.system
         except psutil.Error:
