@@ -82,6 +82,32 @@ def test_short_jobs_are_claimed_ahead_and_each_runs_once(database_url: str) -> N
         sup.manager.engine.dispose()
 
 
+def test_with_jobs_held_the_endings_of_one_slot_are_written_together(database_url: str) -> None:
+    """One slot runs one job at a time; only endings that wait for each other are written in
+    one transaction."""
+    sup = make_supervisor(database_url, 1, burst=True)
+    batches: list[int] = []
+    write = sup.manager.complete_and_claim
+
+    def counted(completions, worker_id, limit):  # noqa: ANN001, ANN202
+        batches.append(len(completions))
+        return write(completions, worker_id, limit)
+
+    sup.manager.complete_and_claim = counted  # type: ignore[method-assign]
+    manager = JobManager(database_url)
+    jobs = manager.create_jobs([agent_job(f"n{i}", "plain", value=i) for i in range(40)])
+    try:
+        runner = threading.Thread(target=sup.run)
+        runner.start()
+        runner.join(120)
+        assert not runner.is_alive()
+        assert sum(batches) == 40 and max(batches) > 1
+        assert all(manager.get_job(job.id).status is JobStatus.COMPLETED for job in jobs)
+    finally:
+        manager.engine.dispose()
+        sup.manager.engine.dispose()
+
+
 def test_a_job_held_while_the_slots_stay_busy_is_given_back(
     database_url: str, tmp_path: Path
 ) -> None:

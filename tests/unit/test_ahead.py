@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from taiat.ahead import ClaimAhead
+from taiat.ahead import WRITE_DELAY, ClaimAhead
 from taiat.jobs import Job, JobStatus, JobType
 
 
@@ -35,6 +35,24 @@ def test_nothing_is_held_until_short_jobs_have_been_seen() -> None:
     assert ahead.wanted(running=2) == 1
 
 
+def test_the_shorter_the_jobs_the_more_are_held_up_to_a_bound() -> None:
+    for typical, per_slot in [(0.04, 1), (0.03, 1), (0.01, 2), (0.004, 5), (0.001, 8), (0.0, 8)]:
+        ahead = ClaimAhead(slots=2)
+        ahead.observe(typical)
+        assert ahead.depth == 2 * per_slot, typical
+
+
+def test_endings_wait_to_be_written_only_while_every_slot_has_a_job_held() -> None:
+    ahead = ClaimAhead(slots=2)
+    ahead.observe(0.001)
+    ahead.put([job("a"), job("b")], {})
+    assert not ahead.may_wait(None, 10.0)  # two held for two slots: write and claim now
+    ahead.put([job("c")], {})
+    assert ahead.may_wait(None, 10.0)
+    assert ahead.may_wait(10.0 - WRITE_DELAY / 2, 10.0)
+    assert not ahead.may_wait(10.0 - WRITE_DELAY, 10.0)  # an ending has waited long enough
+
+
 def test_claiming_ahead_can_be_off() -> None:
     ahead = ClaimAhead(slots=3, enabled=False)
     ahead.observe(0.001)
@@ -53,14 +71,14 @@ def test_held_jobs_start_first_claimed_first_and_carry_their_results() -> None:
 
 def test_jobs_held_too_long_are_taken_out_and_holding_stops_until_a_job_ends() -> None:
     ahead = ClaimAhead(slots=1, max_wait=0.5)
-    ahead.observe(0.01)
+    ahead.observe(0.04)
     ahead.put([job("a"), job("b")], {})
     since = ahead.held[0].since
     assert ahead.next_expiry == since + 0.5
     assert ahead.expired(since + 0.4) == []
     assert [j.id for j in ahead.expired(since + 0.5)] == ["a", "b"]
     assert ahead.depth == 0 and ahead.typical is None and ahead.next_expiry is None
-    ahead.observe(0.01)
+    ahead.observe(0.04)
     assert ahead.depth == 1
 
 
