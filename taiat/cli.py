@@ -13,8 +13,8 @@ from typing import Any
 from docopt import DocoptExit, docopt
 
 from taiat import db, schema
+from taiat.config import SupervisorConfig
 from taiat.errors import ConfigurationError, DatabaseError, DatabaseUnavailable, TaiatError
-from taiat.supervisor import SupervisorConfig
 
 #: Exit codes, for scripts and for the unit's `RestartPreventExitStatus=`.
 EXIT_OK = 0

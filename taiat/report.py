@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from taiat import db, workers
+from taiat.config import SupervisorConfig
 from taiat.job_manager import JobManager
 from taiat.jobs import JobStatus
-from taiat.supervisor import SupervisorConfig
 
 #: A supervisor whose heartbeat is older than the default lease is shown as dead.
 DEFAULT_LEASE_SECONDS = SupervisorConfig().lease

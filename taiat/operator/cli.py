@@ -136,7 +136,7 @@ def number(args: dict, option: str, kind: Callable[[str], Any], default: Any, lo
 
 
 def lease(args: dict) -> float:
-    from taiat.supervisor import SupervisorConfig
+    from taiat.config import SupervisorConfig
 
     raw = args.get("--lease") or os.environ.get("TAIAT_LEASE") or None
     if raw is None:
