@@ -45,6 +45,22 @@ def make_supervisor(database_url: str, slots: int, **config: object) -> Supervis
     return sup
 
 
+@contextmanager
+def burst(sup: Supervisor, database_url: str, count: int) -> Iterator[tuple[JobManager, list[Job]]]:
+    """`count` plain jobs, run to the end by `sup` in burst mode; a manager to look at them."""
+    manager = JobManager(database_url)
+    jobs = manager.create_jobs([agent_job(f"n{i}", "plain", value=i) for i in range(count)])
+    try:
+        runner = threading.Thread(target=sup.run)
+        runner.start()
+        runner.join(120)
+        assert not runner.is_alive()
+        yield manager, jobs
+    finally:
+        manager.engine.dispose()
+        sup.manager.engine.dispose()
+
+
 def hold_one(manager: JobManager, sup: Supervisor, tmp_path: Path) -> tuple[Job, Job]:
     """With one slot: a first job ends, then a long one runs and a short one is held."""
     first = manager.create_job(**agent_job("first", "plain", value=1))
@@ -63,13 +79,7 @@ def test_short_jobs_are_claimed_ahead_and_each_runs_once(database_url: str) -> N
     sup = make_supervisor(database_url, 2, burst=True)
     held_at_ends: list[int] = []
     sup.observers.append(lambda job, ending: held_at_ends.append(len(sup.ahead)))
-    manager = JobManager(database_url)
-    jobs = manager.create_jobs([agent_job(f"n{i}", "plain", value=i) for i in range(40)])
-    try:
-        runner = threading.Thread(target=sup.run)
-        runner.start()
-        runner.join(120)
-        assert not runner.is_alive()
+    with burst(sup, database_url, 40) as (manager, jobs):
         assert max(held_at_ends) > 0  # jobs were held ahead of free slots
         for job in jobs:
             done = manager.get_job(job.id)
@@ -77,9 +87,6 @@ def test_short_jobs_are_claimed_ahead_and_each_runs_once(database_url: str) -> N
             assert done.result["value"] == int(job.name[1:])
             [attempt] = manager.get_attempts(job.id)
             assert attempt.outcome == "completed"
-    finally:
-        manager.engine.dispose()
-        sup.manager.engine.dispose()
 
 
 def test_with_jobs_held_the_endings_of_one_slot_are_written_together(database_url: str) -> None:
@@ -94,18 +101,9 @@ def test_with_jobs_held_the_endings_of_one_slot_are_written_together(database_ur
         return write(completions, worker_id, limit)
 
     sup.manager.complete_and_claim = counted  # type: ignore[method-assign]
-    manager = JobManager(database_url)
-    jobs = manager.create_jobs([agent_job(f"n{i}", "plain", value=i) for i in range(40)])
-    try:
-        runner = threading.Thread(target=sup.run)
-        runner.start()
-        runner.join(120)
-        assert not runner.is_alive()
+    with burst(sup, database_url, 40) as (manager, jobs):
         assert sum(batches) == 40 and max(batches) > 1
         assert all(manager.get_job(job.id).status is JobStatus.COMPLETED for job in jobs)
-    finally:
-        manager.engine.dispose()
-        sup.manager.engine.dispose()
 
 
 def test_a_job_held_while_the_slots_stay_busy_is_given_back(
@@ -179,15 +177,6 @@ def test_claiming_ahead_can_be_turned_off(database_url: str) -> None:
     sup = make_supervisor(database_url, 1, burst=True, claim_ahead=False)
     held: list[int] = []
     sup.observers.append(lambda job, ending: held.append(len(sup.ahead)))
-    manager = JobManager(database_url)
-    try:
-        manager.create_jobs([agent_job(f"n{i}", "plain", value=i) for i in range(5)])
-        runner = threading.Thread(target=sup.run)
-        runner.start()
-        runner.join(60)
-        assert not runner.is_alive()
+    with burst(sup, database_url, 5) as (manager, _):
         assert held == [0] * 5
         assert manager.pending_count() == 0
-    finally:
-        manager.engine.dispose()
-        sup.manager.engine.dispose()
