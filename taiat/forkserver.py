@@ -181,19 +181,18 @@ class ForkServer:
 
     def child_pid(self, handle: int, *, wait: bool = False) -> int | None:
         """The pid of launch `handle`'s child; 0 when it never started (the fork failed, or the
-        server has gone). Without `wait`, None while the server has not said it yet."""
-        try:
-            if wait:
-                deadline = time.monotonic() + LAUNCH_TIMEOUT
+        server has gone). Without `wait` this only looks at what `poll` has taken in, and says
+        None while the server has not said it yet."""
+        if wait:
+            deadline = time.monotonic() + LAUNCH_TIMEOUT
+            try:
                 while not self._told(handle):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         self._lose(f"no answer in {LAUNCH_TIMEOUT:g} s")
                     self._read(left)
-            elif not self._told(handle):
-                self._read(0.0)
-        except ForkServerError:
-            pass
+            except ForkServerError:
+                pass
         if handle in self._pids:
             return self._pids[handle]
         return 0 if self._told(handle) else None
@@ -273,7 +272,11 @@ class ForkServer:
                 self._replies[token] = (kind, detail)
 
     def _lose(self, why: str) -> NoReturn:
+        """Give the server up: kill it, so that it forks nothing more that was asked of it (its
+        children die with it), and say why."""
         self.gone = True
+        if self.process.poll() is None:
+            self.process.kill()
         raise ForkServerError(f"the fork server (pid {self.pid}) is gone: {why}")
 
 

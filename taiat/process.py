@@ -237,6 +237,11 @@ class JobProcess:
         started."""
         return self._resolve(wait=True) or 0
 
+    @property
+    def known_pid(self) -> int | None:
+        """The child's pid if the launcher has said it already (never waits, reads nothing)."""
+        return self._resolve(wait=False) or None
+
     def _resolve(self, *, wait: bool) -> int | None:
         if self._pid is None and self._launcher is not None:
             self._pid = self._launcher.child_pid(self.handle, wait=wait)
@@ -343,6 +348,9 @@ class JobProcess:
         if ended is None:
             return None
         wall = time.monotonic() - self.started
+        if not self.pid:
+            self._close_pipe()
+            return self._not_started(ended.error, wall)
         self.read_available()
         self._close_pipe()
         # Grandchildren it left behind go with it.
@@ -352,7 +360,7 @@ class JobProcess:
         peak = max(self.peak_rss_bytes, ended.peak_rss_bytes)
         exit_code = os.WEXITSTATUS(status) if known and os.WIFEXITED(status) else None
         exit_signal = os.WTERMSIG(status) if known and os.WIFSIGNALED(status) else None
-        ok, result, cause, error = self._judge(exit_code, exit_signal, ended.error)
+        ok, result, cause, error = self._judge(exit_code, exit_signal)
         said = self._message if self._verdict is None and self._message is not None else {}
         plan = said.get("plan") if ok else None
         return Ending(
@@ -370,14 +378,18 @@ class JobProcess:
             final=bool(said.get("final")) and not ok,
         )
 
+    def _not_started(self, why: str | None, wall: float) -> Ending:
+        """The ending of a launch that never became a child: the job goes back to pending
+        ("stopped"), no retry spent, for it never ran."""
+        error = f"never started: {why or 'the fork server was lost before it forked the job'}"
+        return Ending(False, None, error, "stopped", None, None, wall, 0.0, 0.0, 0)
+
     def _judge(
-        self, exit_code: int | None, exit_signal: int | None, not_started: str | None
+        self, exit_code: int | None, exit_signal: int | None
     ) -> tuple[bool, Any, str, str | None]:
         if self._verdict is not None:
             cause, error = self._verdict
             return False, None, cause, error
-        if not_started is not None:
-            return False, None, "crashed", not_started
         message = self._message
         if message is not None and message.get("ok"):
             return True, message.get("result"), "completed", None

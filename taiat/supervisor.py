@@ -132,9 +132,9 @@ class Supervisor:
                 drain_deadline = self._begin_drain(now, stops_seen, drain_deadline)
             self._reap()
             if drain_deadline is None:
+                self._start_held()  # before any is found to have waited too long
                 for job in self.ahead.expired(now):
                     self.recorder.give_back(job, "held too long for a free slot")
-                self._start_held()
             if self.children:
                 if timers.due("memory", now, cfg.memory_sample_interval):
                     for proc in self.children:
@@ -245,7 +245,9 @@ class Supervisor:
                 proc.stop("superseded", "cancelled, or taken back by another supervisor")
 
     def _begin_drain(self, now: float, stops: int, deadline: float | None) -> float:
-        if stops == 1 and deadline is None:
+        """Stop claiming and give the held jobs back; a second stop (even one that came with
+        the first) ends the drain at once."""
+        if deadline is None:
             log.info(
                 "%s: stopped claiming; draining %d running jobs for up to %g s",
                 self.wakeup.last_reason,
@@ -258,7 +260,8 @@ class Supervisor:
             self._published = 0.0
             self._dirty = True
             status.notify("STOPPING=1", f"STATUS=draining {len(self.children)} jobs")
-            return now + self.config.drain_timeout
+            if stops == 1:
+                return now + self.config.drain_timeout
         log.info("%s again: ending the drain now", self.wakeup.last_reason)
         return now
 
@@ -324,6 +327,14 @@ class Supervisor:
         self._dirty = True
         log.info("job %s (%s) started, attempt %d", job.id, job.name, job.attempt)
 
+    def _fork_failed(self) -> None:
+        """A launch never became a child (the job went back to pending): if the fork server is
+        still there, it could not fork, and the supervisor forks jobs itself from now on."""
+        server = self.fork_server
+        if server is not None and self.launcher is server and not server.gone:
+            log.warning("the fork server could not fork: jobs are forked from the supervisor")
+            self.launcher = self._launcher(fork_server=False)
+
     def _memory_limit(self, job: Job) -> int | None:
         limits = [self.config.memory_limit_mb, job.payload.get("memory_limit_mb")]
         valid = [float(x) for x in limits if isinstance(x, int | float) and x > 0]
@@ -338,8 +349,11 @@ class Supervisor:
             self._dirty = True
             self._claim_now = True
             self._count(ending)
-            self.ahead.observe(ending.wall_seconds)
             log_ending(proc.job, ending)
+            if proc.known_pid:
+                self.ahead.observe(ending.wall_seconds)
+            else:
+                self._fork_failed()
             for observer in self.observers:
                 observer(proc.job, ending)
             attempt = attempt_of(proc, ending, self.worker_id, self.host)
@@ -404,11 +418,13 @@ class Supervisor:
         now = time.monotonic()
         wall = time.time()
         server = self.fork_server
+        if server is not None and (server.gone or self.launcher is not server):
+            server = None  # jobs are forked by the supervisor itself now
         running = [
             {
                 "job_id": p.job.id,
                 "name": p.job.name,
-                "pid": p.pid,
+                "pid": p.known_pid,  # null for the moment the fork server takes to fork it
                 "started_at": status.iso(p.started_at),
                 "deadline": None if p.deadline is None else status.iso(wall + p.deadline - now),
                 "rss_bytes": p.rss_bytes,
@@ -429,7 +445,7 @@ class Supervisor:
             "database": "ok" if self.recorder.ok else "unreachable",
             "pending_results": len(self.recorder.pending),
             "claimed_ahead": len(self.ahead),
-            "fork_server_pid": None if server is None or server.gone else server.pid,
+            "fork_server_pid": server.pid if server is not None else None,
         }
 
     def _changed(self) -> None:

@@ -110,7 +110,7 @@ def test_a_job_held_while_the_slots_stay_busy_is_given_back(
     database_url: str, tmp_path: Path
 ) -> None:
     sup = make_supervisor(database_url, 1)
-    sup.ahead.max_wait = 0.3
+    sup.ahead.max_wait = 1.0
     manager = JobManager(database_url)
     try:
         with running(sup):
@@ -150,6 +150,27 @@ def test_stopping_gives_held_jobs_back_unstarted(database_url: str, tmp_path: Pa
         # The long job was cut short by the drain's end: pending again, no retry spent.
         assert manager.get_job(long.id).status is JobStatus.PENDING
         assert [a.outcome for a in manager.get_attempts(long.id)] == ["stopped"]
+    finally:
+        manager.engine.dispose()
+
+
+def test_two_stops_at_once_still_give_held_jobs_back(database_url: str, tmp_path: Path) -> None:
+    """The second stop ends the drain at once; the held jobs are given back all the same."""
+    sup = make_supervisor(database_url, 1, kill_grace=0.2)
+    sup.ahead.max_wait = 60.0
+    manager = JobManager(database_url)
+    try:
+        with running(sup) as runner:
+            long, short = hold_one(manager, sup, tmp_path)
+            sup.stop()
+            sup.stop()
+            runner.join(30)
+            assert not runner.is_alive()
+        assert sup.state == "stopped"
+        after = manager.get_job(short.id)
+        assert after.status is JobStatus.PENDING and after.retry_count == 0
+        assert after.worker_id is None and manager.get_attempts(short.id) == []
+        assert manager.get_job(long.id).status is JobStatus.PENDING
     finally:
         manager.engine.dispose()
 

@@ -1,0 +1,100 @@
+"""A launch that never becomes a child: the fork server says it could not fork, or says nothing.
+The job never ran, so it goes back to pending with no retry spent, and the attempt says why.
+
+The far end of the fork server's socket is played by the test, with the server's own framing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from taiat import JobManager, JobStatus, forkserver
+from taiat.forkserver import ForkServer
+from taiat.jobs import Job
+from taiat.process import JobProcess
+from taiat.recorder import Record, Recorder, attempt_of
+
+WORKER = "test-worker"
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[ForkServer, socket.socket]]:
+    """A fork server handle whose far end is the test's; its "process" is a stand-in."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    stand_in = subprocess.Popen(["sleep", "60"])
+    handle = ForkServer(stand_in, ours)
+    try:
+        yield handle, theirs
+    finally:
+        stand_in.kill()
+        handle.close()
+        theirs.close()
+
+
+def asked_to_run(peer: socket.socket) -> int:
+    """Take the "run" message the supervisor's side sent; its token."""
+    received = forkserver._receive(peer)
+    assert received is not None
+    (kind, token, *_), fds = received
+    assert kind == "run" and len(fds) == 1
+    for fd in fds:
+        os.close(fd)
+    return token
+
+
+def launch(manager: JobManager, server: ForkServer) -> tuple[Job, JobProcess]:
+    manager.create_job("agent", "never forked", payload={"agent_name": "noop"}, max_retries=1)
+    [job] = manager.claim_jobs(WORKER, 1)
+    proc = JobProcess(job, timeout=None, memory_limit_bytes=None, max_result_bytes=1 << 20)
+    proc.start(server)
+    return job, proc
+
+
+def test_a_fork_the_server_could_not_make_puts_the_job_back(
+    manager: JobManager, server: tuple[ForkServer, socket.socket]
+) -> None:
+    handle, peer = server
+    job, proc = launch(manager, handle)
+    token = asked_to_run(peer)
+    assert proc.known_pid is None and proc.try_reap() is None  # not told anything yet
+
+    forkserver._send(peer, ("failed", token, "cannot fork: [Errno 11] Resource unavailable"))
+    handle.poll()
+    ending = proc.try_reap()
+    assert ending is not None and not ending.ok
+    assert ending.cause == "stopped"
+    assert ending.error == (
+        "never started: the fork server could not start it: cannot fork: [Errno 11] "
+        "Resource unavailable"
+    )
+    assert proc.pid == 0 and not handle.gone  # the server itself is still there
+
+    recorder = Recorder(manager, lambda: None)
+    recorder.add(Record(job, ending, attempt_of(proc, ending, WORKER, "here")))
+    assert recorder.settle(WORKER, 0) == []
+    after = manager.get_job(job.id)
+    assert after.status is JobStatus.PENDING and after.retry_count == 0
+    [attempt] = manager.get_attempts(job.id)
+    assert attempt.outcome == "stopped" and attempt.pid is None
+    assert attempt.error_message.startswith("never started: the fork server could not")
+
+
+def test_a_server_that_says_nothing_is_given_up_and_killed(
+    manager: JobManager, server: tuple[ForkServer, socket.socket], monkeypatch
+) -> None:
+    monkeypatch.setattr(forkserver, "LAUNCH_TIMEOUT", 0.2)
+    handle, peer = server
+    _, proc = launch(manager, handle)
+    asked_to_run(peer)
+    assert proc.pid == 0  # waited for it, in vain
+    assert handle.gone
+    assert handle.process.wait(10) is not None  # killed: it forks nothing more it was asked
+    ending = proc.try_reap()
+    assert ending is not None and ending.cause == "stopped"
+    assert ending.error == "never started: the fork server was lost before it forked the job"
+    with pytest.raises(forkserver.ForkServerError, match="is gone"):
+        launch(manager, handle)
