@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -281,7 +281,7 @@ def record_attempts(conn: Connection, attempts: Sequence[Attempt | None]) -> Non
     rows = []
     for attempt in attempts:
         if attempt is not None:
-            values = asdict(attempt)
+            values = dict(vars(attempt))  # its fields are plain values: no deep copy needed
             if values["error_message"]:
                 values["error_message"] = clean_text(values["error_message"])
             rows.append(values)
