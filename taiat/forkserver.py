@@ -4,8 +4,10 @@ Fork costs in proportion to the size of the process that forks: one that has loa
 SQLAlchemy (about 55 MB) forks, exits and is reaped three to four times slower than a fresh
 interpreter that has loaded only the job's side of the package. So the supervisor starts this
 server once, from a fresh interpreter, hands it the executors, and for each job sends it the job
-and the write end of the result pipe. The server forks the child, says its pid, reaps it with
-`wait4`, and reports the exit status and resource use. Everything else stays in the supervisor:
+and the write end of the result pipe, without waiting: the launch's handle stands for the
+child until the server says its pid. The server forks the child, says its pid (or why it could
+not fork), reaps it with `wait4`, and reports the exit status and resource use, every message
+naming the launch. Everything else stays in the supervisor:
 it reads the result pipe, watches deadlines and memory, and kills by process group (the child
 leads its own group), exactly as for a child it forked itself.
 
