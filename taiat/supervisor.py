@@ -21,10 +21,10 @@ from taiat.ahead import WRITE_DELAY, ClaimAhead
 from taiat.config import MiB, SupervisorConfig
 from taiat.errors import DatabaseUnavailable
 from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_agents
-from taiat.forkserver import ForkServer, ForkServerError
+from taiat.forking import Forking
 from taiat.job_manager import JobManager
 from taiat.jobs import Job
-from taiat.process import MOVED_ON, DirectLauncher, Ending, JobProcess, Launcher
+from taiat.process import MOVED_ON, Ending, JobProcess
 from taiat.recorder import Record, Recorder, attempt_of, log_ending
 from taiat.wakeup import Timers, WakeUp
 
@@ -74,8 +74,7 @@ class Supervisor:
         self._dirty = True
         self._published = 0.0
         self._claim_now = True
-        self.launcher: Launcher | None = None
-        self.fork_server: ForkServer | None = None
+        self.forking: Forking | None = None
 
     # -- public ---------------------------------------------------------------------------
 
@@ -92,7 +91,8 @@ class Supervisor:
         """Serve until stopped (or, in burst mode, until nothing is left); returns 0."""
         self._publish(force=True)  # "starting"
         self._register()
-        self.launcher = self._launcher(fork_server=self.config.fork_server)
+        executors = [*self.custom_executors, AgentExecutor(self.agents), QueryExecutor(self.agents)]
+        self.forking = Forking(executors, self.manager.engine, fork_server=self.config.fork_server)
         self.wakeup.install_signals()
         self.state = "running"
         status.notify("READY=1", f"STATUS=running {self.config.max_concurrent_jobs} slots")
@@ -107,8 +107,8 @@ class Supervisor:
         finally:
             if self.listener is not None:
                 self.listener.close()
-            if self.fork_server is not None:
-                self.fork_server.close()
+            if self.forking is not None:
+                self.forking.close()
             self.state = "stopped"
             self._publish(force=True)
             self._unregister()
@@ -197,7 +197,8 @@ class Supervisor:
         # listener whose connection dropped).
         listener = self.listener if self.listener and self.listener.connected else None
         listener_fd = listener.fileno() if listener is not None else None
-        server = self.fork_server if self.fork_server and not self.fork_server.gone else None
+        server = self.forking.server if self.forking else None
+        server = server if server is not None and not server.gone else None
         server_fd = server.fileno() if server is not None else None
         fds += [fd for fd in (listener_fd, server_fd) if fd is not None]
         for ready in wait(fds, timeout):
@@ -294,21 +295,6 @@ class Supervisor:
         for job in self.ahead.drop(job_ids):
             log.info("job %s (%s): its claim ended before it started", job.id, job.name)
 
-    def _launcher(self, *, fork_server: bool) -> Launcher:
-        """The fork server when asked for and it can be had, else the supervisor forks jobs
-        itself."""
-        executors = [*self.custom_executors, AgentExecutor(self.agents), QueryExecutor(self.agents)]
-        if fork_server:
-            try:
-                self.fork_server = ForkServer.start(executors, db.url_of(self.manager.engine))
-            except ForkServerError as exc:
-                log.warning("no fork server (%s): jobs are forked from the supervisor", exc)
-            else:
-                log.info("fork server started, pid %d", self.fork_server.pid)
-                return self.fork_server
-        engine = self.manager.engine
-        return DirectLauncher(executors, engine, lambda: db.after_fork_in_child(engine))
-
     def _start(self, job: Job, dependency_results: dict[str, Any] | None) -> None:
         proc = JobProcess(
             job,
@@ -316,24 +302,11 @@ class Supervisor:
             memory_limit_bytes=self._memory_limit(job),
             max_result_bytes=self.config.max_result_bytes,
         )
-        assert self.launcher is not None
-        try:
-            proc.start(self.launcher, dependency_results)
-        except ForkServerError as exc:
-            log.warning("%s: jobs are forked from the supervisor from now on", exc)
-            self.launcher = self._launcher(fork_server=False)
-            proc.start(self.launcher, dependency_results)
+        assert self.forking is not None
+        self.forking.start(proc, dependency_results)
         self.children.append(proc)
         self._dirty = True
         log.info("job %s (%s) started, attempt %d", job.id, job.name, job.attempt)
-
-    def _fork_failed(self) -> None:
-        """A launch never became a child (the job went back to pending): if the fork server is
-        still there, it could not fork, and the supervisor forks jobs itself from now on."""
-        server = self.fork_server
-        if server is not None and self.launcher is server and not server.gone:
-            log.warning("the fork server could not fork: jobs are forked from the supervisor")
-            self.launcher = self._launcher(fork_server=False)
 
     def _memory_limit(self, job: Job) -> int | None:
         limits = [self.config.memory_limit_mb, job.payload.get("memory_limit_mb")]
@@ -352,8 +325,8 @@ class Supervisor:
             log_ending(proc.job, ending)
             if proc.known_pid:
                 self.ahead.observe(ending.wall_seconds)
-            else:
-                self._fork_failed()
+            elif self.forking is not None:
+                self.forking.never_started()
             for observer in self.observers:
                 observer(proc.job, ending)
             attempt = attempt_of(proc, ending, self.worker_id, self.host)
@@ -417,9 +390,7 @@ class Supervisor:
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
         wall = time.time()
-        server = self.fork_server
-        if server is not None and (server.gone or self.launcher is not server):
-            server = None  # jobs are forked by the supervisor itself now
+        server = self.forking.server_in_use if self.forking else None
         running = [
             {
                 "job_id": p.job.id,

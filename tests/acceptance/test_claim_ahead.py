@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import agents
+import pytest
 from conftest import agent_job, finished
 from support import poll
 
@@ -134,43 +135,29 @@ def test_a_job_held_while_the_slots_stay_busy_is_given_back(
         manager.engine.dispose()
 
 
-def test_stopping_gives_held_jobs_back_unstarted(database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stops", [1, 2])
+def test_stopping_gives_held_jobs_back_unstarted(
+    database_url: str, tmp_path: Path, stops: int
+) -> None:
+    """One stop drains (here for 0.2 s); a second one, even at once, ends the drain: either way
+    the held jobs are given back."""
     sup = make_supervisor(database_url, 1, drain_timeout=0.2, kill_grace=0.2)
     sup.ahead.max_wait = 60.0
     manager = JobManager(database_url)
     try:
         with running(sup) as runner:
             long, short = hold_one(manager, sup, tmp_path)
-            sup.stop()
-            runner.join(30)
-            assert not runner.is_alive()
-        after = manager.get_job(short.id)
-        assert after.status is JobStatus.PENDING and after.retry_count == 0
-        assert manager.get_attempts(short.id) == []
-        # The long job was cut short by the drain's end: pending again, no retry spent.
-        assert manager.get_job(long.id).status is JobStatus.PENDING
-        assert [a.outcome for a in manager.get_attempts(long.id)] == ["stopped"]
-    finally:
-        manager.engine.dispose()
-
-
-def test_two_stops_at_once_still_give_held_jobs_back(database_url: str, tmp_path: Path) -> None:
-    """The second stop ends the drain at once; the held jobs are given back all the same."""
-    sup = make_supervisor(database_url, 1, kill_grace=0.2)
-    sup.ahead.max_wait = 60.0
-    manager = JobManager(database_url)
-    try:
-        with running(sup) as runner:
-            long, short = hold_one(manager, sup, tmp_path)
-            sup.stop()
-            sup.stop()
+            for _ in range(stops):
+                sup.stop()
             runner.join(30)
             assert not runner.is_alive()
         assert sup.state == "stopped"
         after = manager.get_job(short.id)
         assert after.status is JobStatus.PENDING and after.retry_count == 0
         assert after.worker_id is None and manager.get_attempts(short.id) == []
+        # The long job was cut short by the drain's end: pending again, no retry spent.
         assert manager.get_job(long.id).status is JobStatus.PENDING
+        assert [a.outcome for a in manager.get_attempts(long.id)] == ["stopped"]
     finally:
         manager.engine.dispose()
 
