@@ -208,6 +208,7 @@ class Supervisor:
                 self._hear(listener)
             elif server is not None and ready == server_fd:
                 server.poll()
+                self._dirty = True  # a child forked (its pid now known), or one ended
         for proc in self.children:
             proc.read_available()
 
@@ -391,16 +392,19 @@ class Supervisor:
         now = time.monotonic()
         wall = time.time()
         server = self.forking.server_in_use if self.forking else None
+        # A job counts as running once its child is forked and its pid known (the fork server
+        # says it a moment after the launch).
         running = [
             {
                 "job_id": p.job.id,
                 "name": p.job.name,
-                "pid": p.known_pid,  # null for the moment the fork server takes to fork it
+                "pid": pid,
                 "started_at": status.iso(p.started_at),
                 "deadline": None if p.deadline is None else status.iso(wall + p.deadline - now),
                 "rss_bytes": p.rss_bytes,
             }
             for p in self.children
+            if (pid := p.known_pid)
         ]
         return {
             "pid": os.getpid(),
