@@ -149,6 +149,9 @@ class ForkServer:
         try:
             _send(ours, (os.getpid(), list(sys.path), blob, database_url))
             kind, detail = server._reply(0, START_TIMEOUT)
+        except OSError as exc:  # it exited before it read a word
+            server.close()
+            raise ForkServerError(f"it did not start: {exc}") from None
         except ForkServerError:
             server.close()
             raise

@@ -379,9 +379,13 @@ class JobProcess:
         )
 
     def _not_started(self, why: str | None, wall: float) -> Ending:
-        """The ending of a launch that never became a child: the job goes back to pending
-        ("stopped"), no retry spent, for it never ran."""
-        error = f"never started: {why or 'the fork server was lost before it forked the job'}"
+        """The ending of a launch not known to have become a child: the job goes back to
+        pending ("stopped"), no retry spent. The server said why it could not fork (`why`), or
+        it was lost before it said anything: the child, if there was one, died with it."""
+        if why:
+            error = f"never started: {why}"
+        else:
+            error = "not known to have started: the fork server was lost before it said so"
         return Ending(False, None, error, "stopped", None, None, wall, 0.0, 0.0, 0)
 
     def _judge(

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 #: Under load, the status file is rewritten at most this often (seconds).
 _PUBLISH_GAP = 0.1
+#: A job whose child's pid is still unknown this long after its launch (seconds) is shown in
+#: the status file all the same, with no pid: its fork server is slow, or stuck.
+_UNTOLD = 1.0
 
 
 class Supervisor:
@@ -393,7 +396,8 @@ class Supervisor:
         wall = time.time()
         server = self.forking.server_in_use if self.forking else None
         # A job counts as running once its child is forked and its pid known (the fork server
-        # says it a moment after the launch).
+        # says it a moment after the launch); one the server has not told of for a while is
+        # shown all the same, with no pid.
         running = [
             {
                 "job_id": p.job.id,
@@ -404,7 +408,7 @@ class Supervisor:
                 "rss_bytes": p.rss_bytes,
             }
             for p in self.children
-            if (pid := p.known_pid)
+            if (pid := p.known_pid) or now - p.started >= _UNTOLD
         ]
         return {
             "pid": os.getpid(),

@@ -50,6 +50,28 @@ def test_dependency_results_reach_the_job_without_the_database_stack(
     }
 
 
+def test_a_job_the_fork_server_has_not_told_of_is_shown_without_a_pid(
+    manager: JobManager, supervisor, tmp_path
+) -> None:
+    """A launch does not wait for the fork: the status file lists the job once its pid is
+    known, or after a second without it (a stopped server), with no pid."""
+    sup = supervisor()
+    server_pid = wait_until(lambda: sup.status().get("fork_server_pid"), 30, "the fork server")
+    pid_file = tmp_path / "job.pid"
+    os.kill(server_pid, signal.SIGSTOP)
+    try:
+        job = manager.create_job(**agent_job("late", "sleep", seconds=60, pid_file=str(pid_file)))
+        [entry] = wait_until(lambda: sup.status()["running"], 30, "the job listed", watch=sup)
+        assert entry["job_id"] == job.id and entry["pid"] is None
+        assert not pid_file.exists()  # not forked: the server is stopped
+    finally:
+        os.kill(server_pid, signal.SIGCONT)
+    job_pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), 30, "the fork"))
+    wait_until(lambda: sup.status()["running"][0]["pid"] == job_pid, 30, "its pid", watch=sup)
+    assert manager.cancel_job(job.id)
+    wait_until(lambda: not pid_alive(job_pid), 30, "the job to be killed", watch=sup)
+
+
 def test_without_the_fork_server_the_supervisor_forks(manager: JobManager, supervisor) -> None:
     sup = supervisor("--no-fork-server")
     job = manager.create_job("agent", "who forked me", payload={"agent_name": "parent_pid"})

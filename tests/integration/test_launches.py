@@ -6,6 +6,7 @@ The far end of the fork server's socket is played by the test, with the server's
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -13,9 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 from taiat import JobManager, JobStatus, forkserver
+from taiat.forking import Forking
 from taiat.forkserver import ForkServer
 from taiat.jobs import Job
-from taiat.process import JobProcess
+from taiat.process import DirectLauncher, JobProcess
 from taiat.recorder import Record, Recorder, attempt_of
 
 WORKER = "test-worker"
@@ -25,6 +27,7 @@ WORKER = "test-worker"
 def server() -> Iterator[tuple[ForkServer, socket.socket]]:
     """A fork server handle whose far end is the test's; its "process" is a stand-in."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    theirs.settimeout(10)  # a message that never comes fails the test rather than hanging it
     stand_in = subprocess.Popen(["sleep", "60"])
     handle = ForkServer(stand_in, ours)
     try:
@@ -92,9 +95,26 @@ def test_a_server_that_says_nothing_is_given_up_and_killed(
     asked_to_run(peer)
     assert proc.pid == 0  # waited for it, in vain
     assert handle.gone
-    assert handle.process.wait(10) is not None  # killed: it forks nothing more it was asked
+    assert handle.process.wait(10) == -signal.SIGKILL  # so that it forks nothing more
     ending = proc.try_reap()
     assert ending is not None and ending.cause == "stopped"
-    assert ending.error == "never started: the fork server was lost before it forked the job"
+    assert ending.error == ("not known to have started: the fork server was lost before it said so")
     with pytest.raises(forkserver.ForkServerError, match="is gone"):
         launch(manager, handle)
+
+
+def test_after_a_failed_fork_the_supervisor_forks_jobs_itself(
+    manager: JobManager, server: tuple[ForkServer, socket.socket]
+) -> None:
+    handle, peer = server
+    forking = Forking([], manager.engine, fork_server=False)
+    forking.server = forking.launcher = handle  # as if it had started this server
+    assert forking.server_in_use is handle
+    _, proc = launch(manager, forking.launcher)
+    forkserver._send(peer, ("failed", asked_to_run(peer), "cannot fork: out of memory"))
+    handle.poll()
+    ending = proc.try_reap()
+    assert ending is not None and ending.cause == "stopped"
+    forking.never_started()
+    assert isinstance(forking.launcher, DirectLauncher)
+    assert forking.server_in_use is None and not handle.gone
