@@ -54,6 +54,12 @@ class Ending:
     final: bool = False
 
 
+def unstarted(error: str, wall_seconds: float = 0.0) -> Ending:
+    """The ending of a claim that did not run (or is not known to have): "stopped", so that
+    its job goes back to pending with no retry spent."""
+    return Ending(False, None, error, "stopped", None, None, wall_seconds, 0.0, 0.0, 0)
+
+
 def signal_words(signum: int) -> str:
     try:
         name = signal.Signals(signum).name
@@ -383,10 +389,10 @@ class JobProcess:
         pending ("stopped"), no retry spent. The server said why it could not fork (`why`), or
         it was lost before it said anything: the child, if there was one, died with it."""
         if why:
-            error = f"never started: {why}"
-        else:
-            error = "not known to have started: the fork server was lost before it said so"
-        return Ending(False, None, error, "stopped", None, None, wall, 0.0, 0.0, 0)
+            return unstarted(f"never started: {why}", wall)
+        return unstarted(
+            "not known to have started: the fork server was lost before it said so", wall
+        )
 
     def _judge(
         self, exit_code: int | None, exit_signal: int | None

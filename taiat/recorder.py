@@ -16,7 +16,7 @@ from taiat.errors import DatabaseUnavailable, TaiatError
 from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job
 from taiat.lifecycle import Completion
-from taiat.process import MOVED_ON, Ending, JobProcess
+from taiat.process import MOVED_ON, Ending, JobProcess, unstarted
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,7 @@ class Recorder:
 
     def give_back(self, job: Job, why: str) -> None:
         """Put a claimed job that was never started back to pending, no retry spent."""
-        unstarted = Ending(False, None, why, "stopped", None, None, 0.0, 0.0, 0.0, 0)
-        self.pending.append(Record(job, unstarted, None))
+        self.pending.append(Record(job, unstarted(why), None))
 
     def settle(self, worker_id: str, claim: int) -> list[Job]:
         """Write what has finished and claim up to `claim` ready jobs. Failures and requeues
