@@ -26,8 +26,10 @@ from taiat.jobs import Job
 
 #: Jobs are claimed ahead while the typical job lately run took less than this (seconds).
 SHORT = 0.05
-#: Seconds of typical jobs held per slot, when that is more than one job.
-HELD_WORK = 0.02
+#: Seconds of typical jobs held per slot, when that is more than one job. Twice `WRITE_DELAY`
+#: and more: the endings of a whole delay, and the transaction that writes them, must not
+#: empty the slots (with 2 slots, 20 ms wrote 2 endings a transaction where 50 ms wrote 9).
+HELD_WORK = 0.05
 #: The most jobs held per slot.
 MAX_PER_SLOT = 8
 #: A job held longer than this (seconds) is given back for anyone to claim.
