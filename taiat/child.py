@@ -6,6 +6,7 @@ The child never returns into the supervisor's code: it always leaves through `os
 
 from __future__ import annotations
 
+import _signal
 import ctypes
 import functools
 import json
@@ -29,16 +30,22 @@ HEADER = struct.Struct(">Q")
 TRACEBACK_LINES = 12
 _PR_SET_PDEATHSIG = 1
 
-_RESET_SIGNALS = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGCHLD,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGPIPE,
-    signal.SIGQUIT,
+# Plain numbers, for `_signal`'s functions: those of `signal` turn every answer into an enum,
+# which in a job's fresh child is mostly page faults.
+_RESET_SIGNALS = tuple(
+    int(signum)
+    for signum in (
+        signal.SIGTERM,
+        signal.SIGINT,
+        signal.SIGHUP,
+        signal.SIGCHLD,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGPIPE,
+        signal.SIGQUIT,
+    )
 )
+_SIG_DFL = int(signal.SIG_DFL)
 
 
 def run(
@@ -83,10 +90,10 @@ def run(
 
 def _become_independent(supervisor_pid: int) -> None:
     os.setpgrp()  # its own process group, so a kill reaches everything it starts
-    signal.set_wakeup_fd(-1)
+    _signal.set_wakeup_fd(-1)
     for signum in _RESET_SIGNALS:
-        signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        _signal.signal(signum, _SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
     # Die with the supervisor, even by SIGKILL; and if it is gone already, go now.
     die_with_parent()
     if os.getppid() != supervisor_pid:

@@ -36,6 +36,7 @@ from typing import Any, NoReturn
 
 from taiat import child
 from taiat.jobs import Job
+from taiat.quickfork import QuickFork
 
 _FRAME = struct.Struct(">I")
 #: How long the server may take to start and import the executors' modules.
@@ -308,6 +309,7 @@ def serve(fd: int) -> NoReturn:
     (supervisor_pid, sys_path, blob, database_url), _ = first
     _follow(supervisor_pid)
     sys.path[:] = sys_path
+    forker = QuickFork()  # before the executors' modules register their fork hooks
     try:
         executors = pickle.loads(blob)
     except Exception as exc:  # noqa: BLE001 - the supervisor forks itself instead, and says why
@@ -351,7 +353,7 @@ def serve(fd: int) -> NoReturn:
         # whose pages then stay shared instead of being copied on the collector's writes.
         gc.freeze()
         try:
-            pid = os.fork()
+            pid = forker.fork()
         except OSError as exc:
             os.close(fds[0])
             _send(sock, ("failed", token, f"cannot fork: {exc}"))

@@ -35,6 +35,9 @@ SPEC_KEYS = frozenset(
 # A \u0000 escape in JSON text: preceded by an even number of backslashes, so not an escaped
 # backslash followed by the letters "u0000".
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+#: `json.dumps(value, allow_nan=False)`, made once: `dumps` builds a new encoder for every call
+#: with options, which in a job's fresh child is mostly page faults.
+_ENCODER = json.JSONEncoder(allow_nan=False)
 
 
 def new_job_id() -> str:
@@ -45,7 +48,7 @@ def json_text(value: Any, what: str) -> str:
     """`value` as JSON text, or InvalidJob naming `what` when it cannot be stored as JSON
     (PostgreSQL's JSONB, unlike JSON itself, has no room for a NUL character)."""
     try:
-        text = json.dumps(value, allow_nan=False)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidJob(f"{what} is not JSON-serialisable: {exc}") from exc
     if _NUL_ESCAPE.search(text):

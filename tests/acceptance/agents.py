@@ -116,3 +116,35 @@ def db_stack_loaded() -> dict:
     """The job's dependency results, and whether reading them loaded the database stack."""
     results = taiat.current_job().dependency_results
     return {"results": results, "sqlalchemy": "sqlalchemy" in sys.modules}
+
+
+def random_draw() -> float:
+    """A draw from `random`'s shared generator: every job's child must have its own seed."""
+    import random
+
+    return random.random()
+
+
+def threads() -> dict:
+    """Start a thread and join it, and log from both: the child's threads and locks work."""
+    import logging
+    import threading
+
+    log = logging.getLogger("threads")
+    seen: list[int] = []
+
+    def work() -> None:
+        log.warning("from the thread")
+        seen.append(threading.get_ident())
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(10)
+    log.warning("from the main thread")
+    main = threading.main_thread()
+    return {
+        "joined": len(seen) == 1 and not worker.is_alive(),
+        "main_is_current": threading.current_thread() is main,
+        "main_ident": main.ident == threading.get_ident(),
+        "threads": threading.active_count(),
+    }

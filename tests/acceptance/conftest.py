@@ -41,6 +41,8 @@ AGENT_CONFIG = {
         "append",
         "parent_pid",
         "db_stack_loaded",
+        "random_draw",
+        "threads",
     ]
 }
 

@@ -3,12 +3,13 @@ stack; without it (asked for, or gone) the supervisor forks them itself, and not
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import threading
 
-from conftest import agent_job, finished, pid_alive, wait_until
+from conftest import AGENT_CONFIG, agent_job, finished, pid_alive, wait_until
 from support import poll
 
 from taiat import JobManager, JobStatus
@@ -70,6 +71,43 @@ def test_a_job_the_fork_server_has_not_told_of_is_shown_without_a_pid(
     wait_until(lambda: sup.status()["running"][0]["pid"] == job_pid, 30, "its pid", watch=sup)
     assert manager.cancel_job(job.id)
     wait_until(lambda: not pid_alive(job_pid), 30, "the job to be killed", watch=sup)
+
+
+def test_each_child_of_the_fork_server_has_its_own_random_seed(
+    manager: JobManager, supervisor
+) -> None:
+    """The server forks without the interpreter's hooks, `random`'s reseed among them: it
+    reseeds itself, or every job would draw the same numbers."""
+    sup = supervisor("--max-concurrent-jobs", "2")
+    jobs = [manager.create_job(**agent_job(f"draw {i}", "random_draw")) for i in range(4)]
+    done = [wait_until(lambda j=j: finished(manager, j.id), 30, j.name, watch=sup) for j in jobs]
+    assert all(job.status is JobStatus.COMPLETED for job in done)
+    assert len({job.result for job in done}) == 4
+
+
+def test_a_child_of_the_fork_server_runs_threads_and_logs(manager: JobManager, supervisor) -> None:
+    sup = supervisor()
+    job = manager.create_job(**agent_job("threads", "threads"))
+    done = wait_until(lambda: finished(manager, job.id), 30, "the job", watch=sup)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    expected = {"joined": True, "main_is_current": True, "main_ident": True, "threads": 1}
+    assert done.result == expected
+
+
+def test_fork_hooks_of_the_agents_modules_run_for_every_job(
+    manager: JobManager, supervisor
+) -> None:
+    """A module the executors load registers fork hooks: each runs once a fork, in its place."""
+    config = {**AGENT_CONFIG, "hooks_seen": "fork_hooks:hooks_seen"}
+    sup = supervisor("--max-concurrent-jobs", "1", env={"TAIAT_AGENT_CONFIG": json.dumps(config)})
+    results = []
+    for number in range(2):
+        job = manager.create_job(**agent_job(f"hooks {number}", "hooks_seen"))
+        results.append(wait_until(lambda j=job: finished(manager, j.id), 30, "the job", watch=sup))
+    first, second = (job.result for job in results)
+    assert first["events"][-2:] == ["before", f"child {first['pid']}"]
+    # The server's own events, from the fork of the first job, came before the second's.
+    assert second["events"] == ["parent", "before", f"child {second['pid']}"]
 
 
 def test_without_the_fork_server_the_supervisor_forks(manager: JobManager, supervisor) -> None:
