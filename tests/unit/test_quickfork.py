@@ -30,6 +30,9 @@ os.register_at_fork(
     after_in_parent=lambda: events.append("parent"),
     after_in_child=lambda: events.append("child"),
 )
+def fails():
+    raise SystemExit(3)  # reported, and the fork goes on
+os.register_at_fork(after_in_child=fails)
 if sys.argv[1] == "threaded":
     go = threading.Event()
     helper = threading.Thread(target=go.wait)
@@ -57,6 +60,7 @@ print(json.dumps({"quick": quick, "os_forks": len(forks), "draws": draws, "child
 
 
 def scenario(threads: str) -> dict:
+    """What the children and the parent saw; and the failing hook reported, once a child."""
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(SCENARIO), threads],
         cwd=ROOT,
@@ -65,6 +69,7 @@ def scenario(threads: str) -> dict:
         timeout=60,
         check=True,
     )
+    assert done.stderr.count("SystemExit: 3") == 2, done.stderr
     return json.loads(done.stdout)
 
 
