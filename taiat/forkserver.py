@@ -252,10 +252,12 @@ class ForkServer:
     def _read(self, timeout: float) -> None:
         if self.gone:
             return
-        if not select.select([self.sock], [], [], timeout)[0]:
+        if timeout > 0 and not select.select([self.sock], [], [], timeout)[0]:
             return
         try:
-            chunk = self.sock.recv(1 << 16)
+            chunk = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return  # nothing said yet
         except OSError as exc:
             self._lose(f"cannot read from it: {exc}")
         if not chunk:

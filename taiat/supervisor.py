@@ -14,8 +14,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from multiprocess.connection import wait
-
 from taiat import __version__, db, queries, status, workers
 from taiat.ahead import WRITE_DELAY, ClaimAhead
 from taiat.config import MiB, SupervisorConfig
@@ -26,7 +24,7 @@ from taiat.job_manager import JobManager
 from taiat.jobs import Job
 from taiat.process import MOVED_ON, Ending, JobProcess
 from taiat.recorder import Record, Recorder, attempt_of, log_ending
-from taiat.wakeup import Timers, WakeUp
+from taiat.wakeup import Timers, WakeUp, ready_fds
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +202,7 @@ class Supervisor:
         server = server if server is not None and not server.gone else None
         server_fd = server.fileno() if server is not None else None
         fds += [fd for fd in (listener_fd, server_fd) if fd is not None]
-        for ready in wait(fds, timeout):
+        for ready in ready_fds(fds, timeout):
             if ready == self.wakeup.fd:
                 self.wakeup.clear()
             elif listener is not None and ready == listener_fd:

@@ -6,6 +6,7 @@ Signal handlers only count; the loop does the work."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
 from typing import Any
@@ -89,3 +90,12 @@ class Timers:
 
     def next(self, skip: tuple[str, ...] = ()) -> float:
         return min((at for name, at in self.at.items() if name not in skip), default=0.0)
+
+
+def ready_fds(fds: list[int], timeout: float) -> list[int]:
+    """Those of `fds` ready to read (or at end of file), waiting at most `timeout` seconds for
+    one: a poll made afresh, with none of a selector's bookkeeping on every turn of the loop."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return [fd for fd, _ in poller.poll(timeout * 1000)]
