@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import multiprocess
 import psutil
 
 from taiat import child
@@ -23,7 +22,6 @@ from taiat.executors import JobExecutor
 from taiat.forkserver import LOST, Exit, pid_exists
 from taiat.jobs import Job
 
-_FORK = multiprocess.get_context("fork")
 _READ_CHUNK = 1 << 20
 
 
@@ -120,6 +118,11 @@ class DirectLauncher:
         self.after_fork = after_fork
         child.prepare_to_fork()
         self._processes: dict[int, Any] = {}
+        # Here, not at the top: a supervisor whose jobs the fork server forks spares the 2.5 MB.
+        import multiprocess
+
+        self._context = multiprocess.get_context("fork")
+        self._known_to_multiprocess = multiprocess.process._children
 
     def launch(
         self,
@@ -128,7 +131,7 @@ class DirectLauncher:
         max_result_bytes: int,
         dependency_results: dict[str, Any] | None = None,
     ) -> int:
-        process = _FORK.Process(
+        process = self._context.Process(
             target=child.run,
             args=(
                 job,
@@ -151,7 +154,7 @@ class DirectLauncher:
             gc.unfreeze()
         # multiprocess reaps the children it knows of whenever another one starts, which would
         # take the exit status and rusage from us: we reap this one ourselves with wait4.
-        multiprocess.process._children.discard(process)
+        self._known_to_multiprocess.discard(process)
         self._processes[process.pid] = process
         try:  # also from here, so a kill that comes before the child's own setpgrp still works
             os.setpgid(process.pid, process.pid)
