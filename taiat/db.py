@@ -1,21 +1,20 @@
 """The database boundary: engines from URLs, transactions, fork safety, driver errors made ours.
 
-This is the only module that knows the drivers (psycopg 3 and sqlite3).
+This is the only module that knows the drivers (psycopg 3 and sqlite3). Each is loaded only
+when an engine for its database is made (psycopg alone is about 13 MB of a process's memory).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-import psycopg.sql
 import sqlalchemy.exc
 from sqlalchemy import JSON, Table, create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -29,6 +28,11 @@ from taiat.errors import (
     TaiatError,
     TransientConflict,
 )
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    import psycopg
 
 DEFAULT_DB_FILE = "taiat.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -182,30 +186,39 @@ def translate(exc: sqlalchemy.exc.DBAPIError, engine: Engine) -> TaiatError | No
     """Our error for a driver error; None when it is a bug of ours rather than the database's."""
     orig = exc.orig
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    if isinstance(orig, psycopg.errors.UndefinedTable) or (
-        isinstance(orig, sqlite3.OperationalError) and "no such table" in str(orig)
+    # The error came from a driver that is loaded; the other one may never have been.
+    pg, lite = _loaded("psycopg"), _loaded("sqlite3")
+    if (pg and isinstance(orig, pg.errors.UndefinedTable)) or (
+        lite and isinstance(orig, lite.OperationalError) and "no such table" in str(orig)
     ):
         return tables_missing(engine)
-    if isinstance(
+    if pg and isinstance(
         orig,
-        psycopg.errors.TransactionRollback
-        | psycopg.errors.DeadlockDetected
-        | psycopg.errors.SerializationFailure,
+        pg.errors.TransactionRollback | pg.errors.DeadlockDetected | pg.errors.SerializationFailure,
     ):
         return TransientConflict(f"transaction aborted by a conflict, safe to retry: {text}")
-    if isinstance(orig, psycopg.errors.UniqueViolation | sqlite3.IntegrityError) and (
-        "unique" in str(orig).lower() or "duplicate" in str(orig).lower()
-    ):
+    unique = (pg and isinstance(orig, pg.errors.UniqueViolation)) or (
+        lite and isinstance(orig, lite.IntegrityError)
+    )
+    if unique and ("unique" in str(orig).lower() or "duplicate" in str(orig).lower()):
         return DuplicateJob(f"already exists (a concurrent request made it first): {text}")
-    if isinstance(orig, psycopg.errors.DataError):
+    if pg and isinstance(orig, pg.errors.DataError):
         return InvalidJob(f"the database refused a value: {text}")
-    if exc.connection_invalidated or isinstance(orig, psycopg.OperationalError):
+    if exc.connection_invalidated or (pg and isinstance(orig, pg.OperationalError)):
         return DatabaseUnavailable(f"database {describe(engine)} is unavailable: {text}")
-    if isinstance(orig, sqlite3.OperationalError) and any(
-        words in str(orig) for words in _SQLITE_UNAVAILABLE
+    if (
+        lite
+        and isinstance(orig, lite.OperationalError)
+        and any(words in str(orig) for words in _SQLITE_UNAVAILABLE)
     ):
         return DatabaseUnavailable(f"database {describe(engine)} is unavailable: {text}")
     return None
+
+
+def _loaded(driver: str) -> Any:
+    """The driver module if this process has loaded it, else None."""
+    module = sys.modules.get(driver)
+    return module if isinstance(module, ModuleType) else None
 
 
 def after_fork_in_child(engine: Engine) -> None:
@@ -222,10 +235,11 @@ def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]])
     columns = list(table.c)
     json_columns = {c.name for c in columns if isinstance(c.type.dialect_impl(conn.dialect), JSON)}
     names = [c.name for c in columns]
+    from psycopg import sql  # loaded already: the connection is psycopg's
+
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    statement = psycopg.sql.SQL("COPY {} ({}) FROM STDIN").format(
-        psycopg.sql.Identifier(table.name),
-        psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(name) for name in names),
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(name) for name in names)
     )
     with translate_errors(conn.engine), cursor.copy(statement) as copy:
         for row in rows:
@@ -253,11 +267,14 @@ class Listener:
         return self._conn is not None and not self._conn.closed
 
     def connect(self) -> None:
+        import psycopg  # loaded already: the engine is psycopg's
+        from psycopg import sql
+
         args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
         kwargs.pop("context", None)
         try:
             conn = psycopg.connect(*args, **kwargs, autocommit=True)
-            conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(self.channel)))
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         except psycopg.Error as exc:
             raise DatabaseUnavailable(
                 f"cannot LISTEN on {describe(self.engine)}: {str(exc).strip().splitlines()[0]}"
@@ -271,6 +288,8 @@ class Listener:
     def drain(self) -> list[str]:
         """Every payload that has arrived, without waiting."""
         assert self._conn is not None
+        import psycopg
+
         payloads: list[str] = []
         try:
             while batch := [note.payload for note in self._conn.notifies(timeout=0)]:
