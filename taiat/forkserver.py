@@ -135,6 +135,7 @@ class ForkServer:
         except Exception as exc:  # noqa: BLE001 - any object may refuse to be pickled
             raise ForkServerError(f"the executors cannot be sent to it: {exc}") from None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.settimeout(None)  # whatever socket.setdefaulttimeout says: `poll` must not wait
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         code = "import sys; sys.path.insert(0, sys.argv[2]); import taiat.forkserver as f; "
         code += "f.serve(int(sys.argv[1]))"

@@ -89,9 +89,14 @@ def test_status_and_metrics_files(manager: JobManager, supervisor, tmp_path: Pat
     assert entry["job_id"] == job.id and entry["name"] == "long"
     assert entry["pid"] == int(pid_file.read_text()) and entry["deadline"]
     wait_until(lambda: sup.status()["running"][0]["rss_bytes"] > 0, 10, "rss", watch=sup)
-    metrics = sup.metrics_file.read_text()
+
+    def metrics_with_the_job() -> str | None:
+        text = sup.metrics_file.read_text()
+        return text if "taiat_supervisor_running_jobs 1" in text else None
+
+    # The metrics file is written just after the status file: it may be a write behind.
+    metrics = wait_until(metrics_with_the_job, 10, "the running job in the metrics", watch=sup)
     assert "taiat_supervisor_slots 3" in metrics
-    assert "taiat_supervisor_running_jobs 1" in metrics
     if shutil.which("promtool"):
         check = subprocess.run(
             ["promtool", "check", "metrics"],
