@@ -94,6 +94,7 @@ def _worker(argv: list[str]) -> None:
     at_once, count = int(argv[0]), int(argv[1])
     if "--taiat" in argv:
         import psycopg  # noqa: F401 - the driver a supervisor on PostgreSQL loads
+
         import taiat.supervisor  # noqa: F401 - what the supervisor's process holds
     if "--server" in argv:
         import taiat.examples  # noqa: F401 - the example agents, which the server holds

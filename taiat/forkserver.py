@@ -180,8 +180,10 @@ class ForkServer:
         self._token += 1
         token = self._token
         try:
-            message = ("run", token, job, max_result_bytes, dependency_results)
-            _send(self.sock, message, [result_fd])
+            # Sealed: only the child opens it. Opened in the server, it would be written into
+            # pages that the next fork must copy.
+            sealed = child.seal(job, dependency_results)
+            _send(self.sock, ("run", token, sealed, max_result_bytes), [result_fd])
         except OSError as exc:
             self._lose(f"cannot reach it: {exc}")
         return token
@@ -348,7 +350,7 @@ def serve(fd: int) -> NoReturn:
         message = _receive(sock)
         if message is None:
             _shut_down(children)
-        (_, token, job, max_result_bytes, dependency_results), fds = message
+        (_, token, sealed, max_result_bytes), fds = message
         if len(fds) != 1:
             _send(sock, ("failed", token, "no result pipe came with the job"))
             continue
@@ -362,15 +364,8 @@ def serve(fd: int) -> NoReturn:
             _send(sock, ("failed", token, f"cannot fork: {exc}"))
             continue
         if pid == 0:
-            child.run(
-                job,
-                executors,
-                fds[0],
-                server_pid,
-                max_result_bytes,
-                database_url,
-                forget_server,
-                dependency_results,
+            child.run_sealed(
+                sealed, executors, fds[0], server_pid, max_result_bytes, database_url, forget_server
             )
         os.close(fds[0])
         try:  # from here too, so that a kill that comes before the child's own setpgrp works

@@ -141,6 +141,37 @@ class Job:
             claim_seq=entry.claim_seq,
         )
 
+    def to_plain(self) -> tuple[Any, ...]:
+        """The job's fields in order, as values `marshal` can carry: enums by value, times in
+        ISO form; `from_plain` rebuilds it exactly."""
+        values = [getattr(self, name) for name in _JOB_FIELDS]
+        for index, value in enumerate(values):
+            if isinstance(value, enum.Enum):
+                values[index] = value.value
+            elif isinstance(value, datetime):
+                values[index] = value.isoformat()
+        return tuple(values)
+
+    @classmethod
+    def from_plain(cls, values: tuple[Any, ...]) -> Job:
+        """The job `to_plain` gave. Built as unpickling builds it, without `__init__`: a job's
+        freshly forked child runs this, where every Python line run costs page copies."""
+        state = dict(zip(_JOB_FIELDS, values, strict=True))
+        state["job_type"] = _JOB_TYPES[state["job_type"]]
+        state["status"] = _JOB_STATUSES[state["status"]]
+        for name in _JOB_TIMES:
+            if state[name] is not None:
+                state[name] = datetime.fromisoformat(state[name])
+        job = cls.__new__(cls)
+        job.__dict__.update(state)
+        return job
+
+
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
+_JOB_TIMES = ("started_at", "completed_at", "created_at", "updated_at", "run_at")
+_JOB_TYPES = {member.value: member for member in JobType}
+_JOB_STATUSES = {member.value: member for member in JobStatus}
+
 
 @dataclass(frozen=True)
 class JobHistoryEntry:

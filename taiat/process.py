@@ -296,6 +296,11 @@ class JobProcess:
                 self._message = {"ok": False, "error": "the child sent a malformed result"}
             self._close_pipe()
 
+    @property
+    def delivered(self) -> bool:
+        """Whether the child has sent its whole result (and nothing has ended it before)."""
+        return self._message is not None and self._verdict is None
+
     def _close_pipe(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

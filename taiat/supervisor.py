@@ -273,7 +273,7 @@ class Supervisor:
     def _settle(self, claiming: bool) -> int:
         """Write what has finished and, when `claiming`, claim for the free slots (and ahead
         of them), in one transaction; start what fits. Returns how many were claimed."""
-        wanted = self.ahead.wanted(len(self.children)) if claiming else 0
+        wanted = self.ahead.wanted(self._busy()) if claiming else 0
         if not wanted and not self.recorder.pending:
             return 0
         jobs = self.recorder.settle(self.worker_id, wanted)
@@ -289,8 +289,13 @@ class Supervisor:
 
     def _start_held(self) -> None:
         """Start held jobs in the free slots."""
-        for held in self.ahead.take(self.config.max_concurrent_jobs - len(self.children)):
+        for held in self.ahead.take(self.config.max_concurrent_jobs - self._busy()):
             self._start(held.job, held.dependency_results)
+
+    def _busy(self) -> int:
+        """The slots taken: a child whose result is in has finished its job, and only its exit
+        (and with it the cause of its end) is awaited; the slot takes the next job meanwhile."""
+        return sum(1 for p in self.children if not p.delivered)
 
     def _forget_held(self, job_ids: set[str]) -> None:
         """Drop held jobs whose claims are no longer current (cancelled, taken back)."""
@@ -406,7 +411,7 @@ class Supervisor:
                 "rss_bytes": p.rss_bytes,
             }
             for p in self.children
-            if (pid := p.known_pid) or now - p.started >= _UNTOLD
+            if not p.delivered and ((pid := p.known_pid) or now - p.started >= _UNTOLD)
         ]
         return {
             "pid": os.getpid(),
@@ -422,6 +427,7 @@ class Supervisor:
             "database": "ok" if self.recorder.ok else "unreachable",
             "pending_results": len(self.recorder.pending),
             "claimed_ahead": len(self.ahead),
+            "finishing": sum(1 for p in self.children if p.delivered),
             "fork_server_pid": server.pid if server is not None else None,
         }
 

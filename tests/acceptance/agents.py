@@ -148,3 +148,27 @@ def threads() -> dict:
         "main_ident": main.ident == threading.get_ident(),
         "threads": threading.active_count(),
     }
+
+
+class _HeldFlush:
+    """A stdout whose flush waits for a file: a child that has sent its result but not exited."""
+
+    def __init__(self, stream: object, marker: Path) -> None:
+        self.stream = stream
+        self.marker = marker
+
+    def write(self, text: str) -> int:
+        return self.stream.write(text)  # type: ignore[attr-defined, no-any-return]
+
+    def flush(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self.marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.stream.flush()  # type: ignore[attr-defined]
+
+
+def linger(marker: str, pid_file: str) -> dict:
+    """Return a result at once, then hold the child's exit until `marker` exists."""
+    Path(pid_file).write_text(str(os.getpid()))
+    sys.stdout = _HeldFlush(sys.stdout, Path(marker))
+    return {"lingered": True}

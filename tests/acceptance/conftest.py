@@ -43,6 +43,7 @@ AGENT_CONFIG = {
         "db_stack_loaded",
         "random_draw",
         "threads",
+        "linger",
     ]
 }
 

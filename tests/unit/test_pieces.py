@@ -1,13 +1,18 @@
-"""Pure pieces, no database: checking job specs, backoff, words for endings, settings."""
+"""Pure pieces, no database: checking job specs, backoff, words for endings, settings, and a
+job sealed for its child."""
 
 from __future__ import annotations
 
 import signal
+from datetime import UTC, datetime
+from fractions import Fraction
 
 import pytest
 
+from taiat import child
 from taiat.cli import supervisor_config
 from taiat.errors import ConfigurationError, InvalidDependency, InvalidJob
+from taiat.jobs import Job, JobStatus, JobType
 from taiat.lifecycle import RetryPolicy
 from taiat.process import signal_words
 from taiat.specs import build_batch, build_spec, clean_text, json_text
@@ -96,3 +101,48 @@ def test_switches_turn_off_the_fork_server_and_claiming_ahead(
 def test_bad_numbers_are_configuration_errors(option: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=option):
         supervisor_config({option: value})
+
+
+def _job(**changes: object) -> Job:
+    fields = {
+        "id": "j1",
+        "job_type": JobType.QUERY,
+        "name": "n",
+        "status": JobStatus.RUNNING,
+        "payload": {"query": "q", "nested": [1, 2.5, None, True, {"x": "é"}]},
+        "dependencies": ["a", "b"],
+        "created_at": datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+        "started_at": datetime(2026, 1, 2, 3, 4, 6, 1),  # naive UTC, as the database gives it
+        "timeout_seconds": 2.5,
+        "claim_seq": 7,
+        **changes,
+    }
+    return Job(**fields)  # type: ignore[arg-type]
+
+
+def test_a_sealed_job_opens_to_the_same_job_and_results() -> None:
+    job = _job()
+    results = {"a": {"answer": 42}, "b": [None, "x"]}
+    sealed = child.seal(job, results)
+    assert sealed[:1] == b"m"  # JSON values travel by marshal
+    opened, opened_results = child.unseal(sealed)
+    assert (opened, opened_results) == (job, results)
+    assert opened.job_type is JobType.QUERY and opened.status is JobStatus.RUNNING
+    assert opened.created_at.tzinfo is UTC and opened.started_at.tzinfo is None
+    assert opened.attempt == job.attempt and child.unseal(child.seal(job, None))[1] is None
+
+
+def test_a_value_marshal_cannot_carry_is_sealed_by_pickle() -> None:
+    job = _job(result=Fraction(1, 3))
+    sealed = child.seal(job, {"a": {1, 2}})
+    assert sealed[:1] == b"p"
+    assert child.unseal(sealed) == (job, {"a": {1, 2}})
+
+
+def test_plain_values_keep_every_field() -> None:
+    job = _job(run_at=datetime(2027, 5, 6, tzinfo=UTC), worker_id="w", retry_count=2)
+    plain = job.to_plain()
+    assert all(isinstance(v, str | int | float | list | dict | type(None)) for v in plain)
+    assert Job.from_plain(plain) == job
+    with pytest.raises(ValueError):
+        Job.from_plain(plain[:-1])
