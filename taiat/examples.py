@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -23,13 +22,20 @@ def _upstream_numbers() -> list[float]:
     return numbers
 
 
-def summarise(**_: Any) -> dict[str, Any]:
-    numbers = _upstream_numbers()
+def _summary(numbers: list[float]) -> dict[str, Any]:
+    # Here, not at the top: the fork server imports this module, and `statistics` brings
+    # `decimal` and `fractions`, which every fork would then copy page tables for.
+    import statistics
+
     return {
         "count": len(numbers),
         "mean": round(statistics.fmean(numbers), 3) if numbers else None,
         "stdev": round(statistics.stdev(numbers), 3) if len(numbers) > 1 else None,
     }
+
+
+def summarise(**_: Any) -> dict[str, Any]:
+    return _summary(_upstream_numbers())
 
 
 def histogram(bins: int = 5, **_: Any) -> dict[str, Any]:
@@ -62,11 +68,7 @@ def sample(count: int, seed: int) -> list[float]:
 
 def describe_sample(sample: list[float]) -> dict[str, Any]:
     """The `sample_summary` output."""
-    return {
-        "count": len(sample),
-        "mean": round(statistics.fmean(sample), 3) if sample else None,
-        "stdev": round(statistics.stdev(sample), 3) if len(sample) > 1 else None,
-    }
+    return _summary(sample)
 
 
 def bin_sample(sample: list[float], bins: int) -> dict[str, Any]:

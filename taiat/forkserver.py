@@ -27,16 +27,18 @@ import select
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from taiat import child
 from taiat.jobs import Job
 from taiat.quickfork import QuickFork
+
+if TYPE_CHECKING:  # the server has no use for it, and every fork would copy its pages
+    import subprocess
 
 _FRAME = struct.Struct(">I")
 #: How long the server may take to start and import the executors' modules.
@@ -134,6 +136,8 @@ class ForkServer:
             blob = pickle.dumps(list(executors), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - any object may refuse to be pickled
             raise ForkServerError(f"the executors cannot be sent to it: {exc}") from None
+        import subprocess  # the supervisor's side only: see above
+
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.settimeout(None)  # whatever socket.setdefaulttimeout says: `poll` must not wait
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -235,6 +239,8 @@ class ForkServer:
 
     def close(self) -> None:
         """Stop the server (its remaining children are killed) and wait for it."""
+        import subprocess  # loaded already by `start`
+
         self.gone = True
         self.sock.close()
         try:
