@@ -7,9 +7,10 @@ server once, from a fresh interpreter, hands it the executors, and for each job 
 and the write end of the result pipe, without waiting: the launch's handle stands for the
 child until the server says its pid. The server forks the child, says its pid (or why it could
 not fork), reaps it with `wait4`, and reports the exit status and resource use, every message
-naming the launch. Everything else stays in the supervisor:
-it reads the result pipe, watches deadlines and memory, and kills by process group (the child
-leads its own group), exactly as for a child it forked itself.
+naming the launch. Pids go over a socket of their own, which the supervisor reads but does not
+wait on: a job's start does not wake it, only its end does. Everything else stays in the
+supervisor: it reads the result pipe, watches deadlines and memory, and kills by process group
+(the child leads its own group), exactly as for a child it forked itself.
 
 The server dies with the supervisor (PR_SET_PDEATHSIG, and end of file on its socket), and its
 children die with it. Signals meant for the supervisor (Ctrl-C, SIGTERM) are the supervisor's to
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # the server has no use for it, and every fork would copy its
     import subprocess
 
 _FRAME = struct.Struct(">I")
+_CHUNK = 1 << 16
 #: How long the server may take to start and import the executors' modules.
 START_TIMEOUT = 60.0
 #: How long the server may take to fork one child.
@@ -115,12 +117,22 @@ def _receive_frame(sock: socket.socket) -> tuple[Any, list[int]] | None:
 class ForkServer:
     """The supervisor's handle on its fork server: launch children, learn how they ended."""
 
-    def __init__(self, process: subprocess.Popen[bytes], sock: socket.socket) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        sock: socket.socket,
+        pid_sock: socket.socket | None = None,
+    ) -> None:
         self.process = process
         self.sock = sock
+        #: Where the server tells the pids of the children it forks, apart from `sock`, which
+        #: the supervisor waits on: a fork does not wake it. Read whenever `sock` is read, and
+        #: when a pid is asked for. (None: the pids come on `sock`.)
+        self.pid_sock = pid_sock
         self.pid = process.pid
         self.gone = False
         self._buffer = bytearray()
+        self._pid_buffer = bytearray()
         self._exits: dict[int, Exit] = {}  # by launch handle
         self._replies: dict[int, tuple[str, Any]] = {}
         #: Launches by token: the child's pid once the server has said it, or why it failed.
@@ -139,19 +151,23 @@ class ForkServer:
         import subprocess  # the supervisor's side only: see above
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        ours.settimeout(None)  # whatever socket.setdefaulttimeout says: `poll` must not wait
+        our_pids, their_pids = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for sock in (ours, our_pids):
+            sock.settimeout(None)  # whatever socket.setdefaulttimeout says: `poll` never waits
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = "import sys; sys.path.insert(0, sys.argv[2]); import taiat.forkserver as f; "
-        code += "f.serve(int(sys.argv[1]))"
+        code = "import sys; sys.path.insert(0, sys.argv[3]); import taiat.forkserver as f; "
+        code += "f.serve(int(sys.argv[1]), int(sys.argv[2]))"
+        fds = [theirs.fileno(), their_pids.fileno()]
         try:
             process = subprocess.Popen(
-                [sys.executable, "-c", code, str(theirs.fileno()), root],
-                pass_fds=[theirs.fileno()],
+                [sys.executable, "-c", code, *map(str, fds), root],
+                pass_fds=fds,
                 stdin=subprocess.DEVNULL,
             )
         finally:
             theirs.close()
-        server = cls(process, ours)
+            their_pids.close()
+        server = cls(process, ours, our_pids)
         try:
             _send(ours, (os.getpid(), list(sys.path), blob, database_url))
             kind, detail = server._reply(0, START_TIMEOUT)
@@ -194,8 +210,10 @@ class ForkServer:
 
     def child_pid(self, handle: int, *, wait: bool = False) -> int | None:
         """The pid of launch `handle`'s child; 0 when it never started (the fork failed, or the
-        server has gone). Without `wait` this only looks at what `poll` has taken in, and says
-        None while the server has not said it yet."""
+        server has gone). Without `wait` this never blocks, and says None while the server has
+        not told it yet."""
+        if not self._told(handle):
+            self._read_pids()
         if wait:
             deadline = time.monotonic() + LAUNCH_TIMEOUT
             try:
@@ -243,6 +261,8 @@ class ForkServer:
 
         self.gone = True
         self.sock.close()
+        if self.pid_sock is not None:
+            self.pid_sock.close()
         try:
             self.process.wait(5)
         except subprocess.TimeoutExpired:
@@ -261,23 +281,46 @@ class ForkServer:
     def _read(self, timeout: float) -> None:
         if self.gone:
             return
-        if timeout > 0 and not select.select([self.sock], [], [], timeout)[0]:
+        sockets = [self.sock] if self.pid_sock is None else [self.sock, self.pid_sock]
+        if timeout > 0 and not select.select(sockets, [], [], timeout)[0]:
             return
         try:
-            chunk = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            chunk = self.sock.recv(_CHUNK, socket.MSG_DONTWAIT)
         except BlockingIOError:
-            return  # nothing said yet
+            chunk = None  # nothing said yet
         except OSError as exc:
             self._lose(f"cannot read from it: {exc}")
-        if not chunk:
+        if chunk == b"":
             self._lose(f"it exited ({self.process.poll()})")
-        self._buffer += chunk
-        while len(self._buffer) >= _FRAME.size:
-            (size,) = _FRAME.unpack_from(self._buffer)
-            if len(self._buffer) < _FRAME.size + size:
+        if chunk:
+            self._take(self._buffer, chunk)
+        # After `sock`: the server tells a child's pid before its end, so an end read now has
+        # its pid waiting here.
+        self._read_pids()
+
+    def _read_pids(self) -> None:
+        """Take in the pids the server has told; never blocks, never loses the server (its
+        end shows on `sock`)."""
+        if self.pid_sock is None:
+            return
+        while True:
+            try:
+                chunk = self.pid_sock.recv(_CHUNK, socket.MSG_DONTWAIT)
+            except OSError:  # nothing told yet, or the server has gone
+                return
+            self._take(self._pid_buffer, chunk)
+            if len(chunk) < _CHUNK:
+                return  # all there was
+
+    def _take(self, buffer: bytearray, chunk: bytes) -> None:
+        """Add `chunk` to `buffer` and act on each whole message in it."""
+        buffer += chunk
+        while len(buffer) >= _FRAME.size:
+            (size,) = _FRAME.unpack_from(buffer)
+            if len(buffer) < _FRAME.size + size:
                 break
-            message = pickle.loads(self._buffer[_FRAME.size : _FRAME.size + size])
-            del self._buffer[: _FRAME.size + size]
+            message = pickle.loads(buffer[_FRAME.size : _FRAME.size + size])
+            del buffer[: _FRAME.size + size]
             if message[0] == "exited":
                 self._exits[message[1]] = Exit(*message[2:])
             elif message[0] == "started":
@@ -291,6 +334,7 @@ class ForkServer:
     def _lose(self, why: str) -> NoReturn:
         """Give the server up: kill it, so that it forks nothing more that was asked of it (its
         children die with it), and say why."""
+        self._read_pids()  # what it told before it went: those children did start
         self.gone = True
         if self.process.poll() is None:
             self.process.kill()
@@ -311,9 +355,11 @@ def pid_exists(pid: int) -> bool:
 # -- the server's side ---------------------------------------------------------------------
 
 
-def serve(fd: int) -> NoReturn:
-    """The server's whole life, in a fresh interpreter, talking over socket `fd`."""
+def serve(fd: int, pid_fd: int) -> NoReturn:
+    """The server's whole life, in a fresh interpreter, talking over socket `fd`, and telling
+    the pids of the children it forks over socket `pid_fd`."""
     sock = socket.socket(fileno=fd)
+    pid_sock = socket.socket(fileno=pid_fd)
     first = _receive(sock)
     if first is None:
         os._exit(0)
@@ -335,7 +381,7 @@ def serve(fd: int) -> NoReturn:
     _send(sock, ("ready", 0, server_pid))
     children: dict[int, int] = {}  # pid -> the launch's token
     control = sock.fileno()
-    inherited = (control, wake_read, wake_write)
+    inherited = (control, pid_fd, wake_read, wake_write)
 
     def forget_server() -> None:
         for number in inherited:
@@ -379,7 +425,7 @@ def serve(fd: int) -> NoReturn:
         except OSError:
             pass
         children[pid] = token
-        _send(sock, ("started", token, pid))
+        _send(pid_sock, ("started", token, pid))
 
 
 def _follow(supervisor_pid: int) -> None:

@@ -1,19 +1,23 @@
 """A launch that never becomes a child: the fork server says it could not fork, or says nothing.
 The job never ran, so it goes back to pending with no retry spent, and the attempt says why.
 
-The far end of the fork server's socket is played by the test, with the server's own framing."""
+The far end of the fork server's socket is played by the test, with the server's own framing;
+the last test has a real server, whose started children do not wake the supervisor."""
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
 from collections.abc import Iterator
 
 import pytest
+from support import poll
 
 from taiat import JobManager, JobStatus, forkserver
+from taiat.executors import AgentExecutor
 from taiat.forking import Forking
 from taiat.forkserver import ForkServer
 from taiat.jobs import Job
@@ -118,3 +122,25 @@ def test_after_a_failed_fork_the_supervisor_forks_jobs_itself(
     forking.never_started()
     assert isinstance(forking.launcher, DirectLauncher)
     assert forking.server_in_use is None and not handle.gone
+
+
+def test_a_started_child_does_not_wake_the_supervisor_its_end_does(manager: JobManager) -> None:
+    """A real server: the pid is told apart from the socket the supervisor waits on."""
+    server = ForkServer.start([AgentExecutor({"pause": signal.pause})], None)
+    try:
+        manager.create_job("agent", "paused", payload={"agent_name": "pause"})
+        [job] = manager.claim_jobs(WORKER, 1)
+        proc = JobProcess(job, timeout=None, memory_limit_bytes=None, max_result_bytes=1 << 20)
+        proc.start(server)
+        # Known without a read of the socket the supervisor waits on, which stays quiet.
+        pid = poll(lambda: proc.known_pid, 10, "the pid")
+        assert os.getpgid(pid) == pid
+        assert select.select([server], [], [], 0)[0] == []
+        os.killpg(pid, signal.SIGKILL)
+        assert select.select([server], [], [], 10)[0] == [server]  # its end
+        server.poll()
+        ending = proc.try_reap()
+        assert ending is not None and ending.exit_signal == signal.SIGKILL
+        assert ending.cause == "crashed"
+    finally:
+        server.close()
