@@ -98,7 +98,7 @@ def _worker(argv: list[str]) -> None:
         import taiat.supervisor  # noqa: F401 - what the supervisor's process holds
     if "--server" in argv:
         import taiat.examples  # noqa: F401 - the example agents, which the server holds
-        import taiat.forkserver  # noqa: F401 - what the fork server's process holds
+        import taiat.forkloop  # noqa: F401 - what the fork server's process holds
 
     fork_loop(at_once, _WARM_UP)
     seconds = fork_loop(at_once, count)

@@ -51,7 +51,7 @@ _SIG_DFL = int(signal.SIG_DFL)
 
 
 def run(
-    job: Job,
+    job: Job | bytes,
     executors: Sequence[JobExecutor],
     result_fd: int,
     supervisor_pid: int,
@@ -62,14 +62,18 @@ def run(
 ) -> NoReturn:
     """The child's whole life. Exit code 0 once the result message is sent.
 
-    `engine` (an Engine or a URL) serves `current_job()` reads; `dependency_results`, when the
-    supervisor read them already, spare the child that.
+    `job` is a Job, or a job and its dependency results as `seal` sealed them (as the fork
+    server receives them and leaves them for the child to open). `engine` (an Engine or a URL)
+    serves `current_job()` reads; `dependency_results`, when the supervisor read them already,
+    spare the child that.
     """
     code = 70  # EX_SOFTWARE: something in this very function went wrong
     try:
         _become_independent(supervisor_pid)
         if after_fork is not None:
             after_fork()
+        if isinstance(job, bytes):
+            job, dependency_results = unseal(job)
         context.set_current(context.JobContext(job, engine, dependency_results))
         message = _execute(job, executors)
         _send(result_fd, _encode(message, max_result_bytes))
@@ -107,34 +111,6 @@ def unseal(sealed: bytes) -> tuple[Job, dict[str, Any] | None]:
         plain, dependency_results = marshal.loads(body)
         return Job.from_plain(plain), dependency_results
     return pickle.loads(body)  # type: ignore[no-any-return]
-
-
-def run_sealed(
-    sealed: bytes,
-    executors: Sequence[JobExecutor],
-    result_fd: int,
-    supervisor_pid: int,
-    max_result_bytes: int,
-    engine: Any,
-    after_fork: Any = None,
-) -> NoReturn:
-    """`run`, for a job `seal` sealed, as the fork server receives it and leaves it for the
-    child to open."""
-    try:
-        job, dependency_results = unseal(sealed)
-    except BaseException:  # noqa: BLE001 - the child must never unwind into the server
-        traceback.print_exc()
-        os._exit(70)
-    run(
-        job,
-        executors,
-        result_fd,
-        supervisor_pid,
-        max_result_bytes,
-        engine,
-        after_fork,
-        dependency_results,
-    )
 
 
 def _become_independent(supervisor_pid: int) -> None:

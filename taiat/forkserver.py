@@ -16,16 +16,16 @@ The server dies with the supervisor (PR_SET_PDEATHSIG, and end of file on its so
 children die with it. Signals meant for the supervisor (Ctrl-C, SIGTERM) are the supervisor's to
 act on: the server ignores them.
 
-This module must stay light: the server imports it, and only what a job needs.
+This module is the supervisor's side, and the framing of the messages both sides send; the
+server's own loop is `taiat.forkloop`. It must stay light: the server imports it, and only what
+a job needs.
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import pickle
 import select
-import signal
 import socket
 import struct
 import sys
@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from taiat import child
 from taiat.jobs import Job
-from taiat.quickfork import QuickFork
 
 if TYPE_CHECKING:  # the server has no use for it, and every fork would copy its pages
     import subprocess
@@ -71,7 +70,7 @@ LOST = Exit(-1)
 # -- framing: a 4-byte length, then a pickle; a file descriptor rides with the first bytes ------
 
 
-def _send(sock: socket.socket, message: Any, fds: Sequence[int] = ()) -> None:
+def send_message(sock: socket.socket, message: Any, fds: Sequence[int] = ()) -> None:
     body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     data = _FRAME.pack(len(body)) + body
     sent = socket.send_fds(sock, [data], list(fds)) if fds else sock.send(data)
@@ -88,7 +87,7 @@ def _read_exactly(sock: socket.socket, size: int, buffer: bytearray) -> bool:
     return True
 
 
-def _receive(sock: socket.socket) -> tuple[Any, list[int]] | None:
+def receive_message(sock: socket.socket) -> tuple[Any, list[int]] | None:
     """One whole message and the descriptors sent with it (blocking); None at end of file, or
     when the other side has gone."""
     try:
@@ -155,7 +154,7 @@ class ForkServer:
         for sock in (ours, our_pids):
             sock.settimeout(None)  # whatever socket.setdefaulttimeout says: `poll` never waits
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = "import sys; sys.path.insert(0, sys.argv[3]); import taiat.forkserver as f; "
+        code = "import sys; sys.path.insert(0, sys.argv[3]); import taiat.forkloop as f; "
         code += "f.serve(int(sys.argv[1]), int(sys.argv[2]))"
         fds = [theirs.fileno(), their_pids.fileno()]
         try:
@@ -169,7 +168,7 @@ class ForkServer:
             their_pids.close()
         server = cls(process, ours, our_pids)
         try:
-            _send(ours, (os.getpid(), list(sys.path), blob, database_url))
+            send_message(ours, (os.getpid(), list(sys.path), blob, database_url))
             kind, detail = server._reply(0, START_TIMEOUT)
         except OSError as exc:  # it exited before it read a word
             server.close()
@@ -203,7 +202,7 @@ class ForkServer:
             # Sealed: only the child opens it. Opened in the server, it would be written into
             # pages that the next fork must copy.
             sealed = child.seal(job, dependency_results)
-            _send(self.sock, ("run", token, sealed, max_result_bytes), [result_fd])
+            send_message(self.sock, ("run", token, sealed, max_result_bytes), [result_fd])
         except OSError as exc:
             self._lose(f"cannot reach it: {exc}")
         return token
@@ -350,119 +349,3 @@ def pid_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-# -- the server's side ---------------------------------------------------------------------
-
-
-def serve(fd: int, pid_fd: int) -> NoReturn:
-    """The server's whole life, in a fresh interpreter, talking over socket `fd`, and telling
-    the pids of the children it forks over socket `pid_fd`."""
-    sock = socket.socket(fileno=fd)
-    pid_sock = socket.socket(fileno=pid_fd)
-    first = _receive(sock)
-    if first is None:
-        os._exit(0)
-    (supervisor_pid, sys_path, blob, database_url), _ = first
-    _follow(supervisor_pid)
-    sys.path[:] = sys_path
-    forker = QuickFork()  # before the executors' modules register their fork hooks
-    try:
-        executors = pickle.loads(blob)
-    except Exception as exc:  # noqa: BLE001 - the supervisor forks itself instead, and says why
-        _send(sock, ("error", 0, f"it cannot load the executors: {type(exc).__name__}: {exc}"))
-        os._exit(0)
-    wake_read, wake_write = os.pipe()
-    os.set_blocking(wake_read, False)
-    os.set_blocking(wake_write, False)
-    signal.set_wakeup_fd(wake_write)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    server_pid = os.getpid()
-    _send(sock, ("ready", 0, server_pid))
-    children: dict[int, int] = {}  # pid -> the launch's token
-    control = sock.fileno()
-    inherited = (control, pid_fd, wake_read, wake_write)
-
-    def forget_server() -> None:
-        for number in inherited:
-            os.close(number)
-
-    while True:
-        readable = select.select([control, wake_read], [], [])[0]
-        if wake_read in readable:
-            while True:
-                try:
-                    if not os.read(wake_read, 4096):
-                        break
-                except BlockingIOError:
-                    break
-        _reap(sock, children)
-        if control not in readable:
-            continue
-        message = _receive(sock)
-        if message is None:
-            _shut_down(children)
-        (_, token, sealed, max_result_bytes), fds = message
-        if len(fds) != 1:
-            _send(sock, ("failed", token, "no result pipe came with the job"))
-            continue
-        # What is alive now is the server's: frozen, the collector leaves it alone in the child,
-        # whose pages then stay shared instead of being copied on the collector's writes.
-        gc.freeze()
-        try:
-            pid = forker.fork()
-        except OSError as exc:
-            os.close(fds[0])
-            _send(sock, ("failed", token, f"cannot fork: {exc}"))
-            continue
-        if pid == 0:
-            child.run_sealed(
-                sealed, executors, fds[0], server_pid, max_result_bytes, database_url, forget_server
-            )
-        os.close(fds[0])
-        try:  # from here too, so that a kill that comes before the child's own setpgrp works
-            os.setpgid(pid, pid)
-        except OSError:
-            pass
-        children[pid] = token
-        _send(pid_sock, ("started", token, pid))
-
-
-def _follow(supervisor_pid: int) -> None:
-    """Die with the supervisor; leave its signals to it."""
-    child.die_with_parent()
-    if os.getppid() != supervisor_pid:
-        os._exit(1)
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(signum, signal.SIG_IGN)
-
-
-def _reap(sock: socket.socket, children: dict[int, int]) -> None:
-    while children:
-        try:
-            pid, status, usage = os.wait4(-1, os.WNOHANG)
-        except ChildProcessError:
-            children.clear()
-            return
-        if pid == 0:
-            return
-        token = children.pop(pid, None)
-        if token is None:
-            continue  # not a job's child (none other is forked here)
-        report = (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
-        _send(sock, ("exited", token, status, *report))
-
-
-def _shut_down(children: dict[int, int]) -> NoReturn:
-    """The supervisor has gone: so do the children, by process group."""
-    for pid in children:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    for pid in children:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-    os._exit(0)

@@ -44,7 +44,7 @@ def server() -> Iterator[tuple[ForkServer, socket.socket]]:
 
 def asked_to_run(peer: socket.socket) -> int:
     """Take the "run" message the supervisor's side sent; its token."""
-    received = forkserver._receive(peer)
+    received = forkserver.receive_message(peer)
     assert received is not None
     (kind, token, *_), fds = received
     assert kind == "run" and len(fds) == 1
@@ -69,7 +69,7 @@ def test_a_fork_the_server_could_not_make_puts_the_job_back(
     token = asked_to_run(peer)
     assert proc.known_pid is None and proc.try_reap() is None  # not told anything yet
 
-    forkserver._send(peer, ("failed", token, "cannot fork: [Errno 11] Resource unavailable"))
+    forkserver.send_message(peer, ("failed", token, "cannot fork: [Errno 11] Resource unavailable"))
     handle.poll()
     ending = proc.try_reap()
     assert ending is not None and not ending.ok
@@ -115,7 +115,7 @@ def test_after_a_failed_fork_the_supervisor_forks_jobs_itself(
     forking.server = forking.launcher = handle  # as if it had started this server
     assert forking.server_in_use is handle
     _, proc = launch(manager, forking.launcher)
-    forkserver._send(peer, ("failed", asked_to_run(peer), "cannot fork: out of memory"))
+    forkserver.send_message(peer, ("failed", asked_to_run(peer), "cannot fork: out of memory"))
     handle.poll()
     ending = proc.try_reap()
     assert ending is not None and ending.cause == "stopped"
