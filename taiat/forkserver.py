@@ -333,10 +333,11 @@ class ForkServer:
     def _lose(self, why: str) -> NoReturn:
         """Give the server up: kill it, so that it forks nothing more that was asked of it (its
         children die with it), and say why."""
-        self._read_pids()  # what it told before it went: those children did start
         self.gone = True
         if self.process.poll() is None:
             self.process.kill()
+            self.process.wait()
+        self._read_pids()  # what it told before it went: those children did start
         raise ForkServerError(f"the fork server (pid {self.pid}) is gone: {why}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -142,15 +142,18 @@ class Job:
         )
 
     def to_plain(self) -> tuple[Any, ...]:
-        """The job's fields in order, as values `marshal` can carry: enums by value, times in
-        ISO form; `from_plain` rebuilds it exactly."""
-        values = [getattr(self, name) for name in _JOB_FIELDS]
-        for index, value in enumerate(values):
-            if isinstance(value, enum.Enum):
-                values[index] = value.value
-            elif isinstance(value, datetime):
-                values[index] = value.isoformat()
-        return tuple(values)
+        """The job's fields in order, as values `marshal` can carry: its type and status by
+        value, its times (naive or UTC) in ISO form; `from_plain` rebuilds it exactly.
+        ValueError for a time in another zone, which the ISO form would not keep as it was."""
+        plain = {name: getattr(self, name) for name in _JOB_FIELDS}
+        plain["job_type"], plain["status"] = self.job_type.value, self.status.value
+        for name in _JOB_TIMES:
+            when = plain[name]
+            if when is not None:
+                if when.tzinfo not in (None, UTC):
+                    raise ValueError(f"{name} is in a time zone other than UTC")
+                plain[name] = when.isoformat()
+        return tuple(plain.values())
 
     @classmethod
     def from_plain(cls, values: tuple[Any, ...]) -> Job:
@@ -168,7 +171,7 @@ class Job:
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
-_JOB_TIMES = ("started_at", "completed_at", "created_at", "updated_at", "run_at")
+_JOB_TIMES = tuple(f.name for f in fields(Job) if str(f.type).startswith("datetime"))
 _JOB_TYPES = {member.value: member for member in JobType}
 _JOB_STATUSES = {member.value: member for member in JobStatus}
 

@@ -200,9 +200,12 @@ class JobProcess:
         timeout: float | None,
         memory_limit_bytes: int | None,
         max_result_bytes: int,
+        exit_grace: float = 5.0,
     ) -> None:
         self.job = job
         self.timeout = timeout
+        #: How long the child may take to exit once it has sent its result.
+        self.exit_grace = exit_grace
         self.memory_limit_bytes = memory_limit_bytes
         self.max_result_bytes = max_result_bytes
         self.handle = 0
@@ -251,6 +254,12 @@ class JobProcess:
         """The child's pid if the launcher has said it already (never waits, reads nothing)."""
         return self._resolve(wait=False) or None
 
+    @property
+    def pid_learnt(self) -> bool:
+        """Whether the launcher has said the child's pid, or that there is none (reads
+        nothing)."""
+        return self._pid is not None
+
     def _resolve(self, *, wait: bool) -> int | None:
         if self._pid is None and self._launcher is not None:
             self._pid = self._launcher.child_pid(self.handle, wait=wait)
@@ -295,10 +304,14 @@ class JobProcess:
             except ValueError:
                 self._message = {"ok": False, "error": "the child sent a malformed result"}
             self._close_pipe()
+            # Its job is done, and has no deadline left; its process gets `exit_grace` to end.
+            self.deadline = None
+            self.kill_at = time.monotonic() + self.exit_grace
 
     @property
     def delivered(self) -> bool:
-        """Whether the child has sent its whole result (and nothing has ended it before)."""
+        """Whether the child has sent its whole result, before anything ended it: its job's
+        outcome is then that result, whatever becomes of its process."""
         return self._message is not None and self._verdict is None
 
     def _close_pipe(self) -> None:
@@ -336,8 +349,9 @@ class JobProcess:
             self.kill_at = None
 
     def stop(self, cause: str, error: str, grace: float = 0.0) -> None:
-        """End the job for `cause`: SIGTERM to its group, then SIGKILL after `grace` seconds."""
-        if self._verdict is None:
+        """End the job for `cause`: SIGTERM to its group, then SIGKILL after `grace` seconds.
+        A job that has sent its result keeps it as its outcome: only its process is ended."""
+        if self._verdict is None and self._message is None:
             self._verdict = (cause, error)
         self._close_pipe()
         if grace > 0:

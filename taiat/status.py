@@ -10,6 +10,9 @@ public contract for monitoring; keys beyond these are written through unchanged:
      "counters": {"completed": int, "failed": int, "timed_out": int, "crashed": int},
      "database": "ok" | "unreachable"}
 
+(The supervisor also writes `worker_id`, `pending_results`, `claimed_ahead`, `finishing`, the
+number of children that have sent their results and are exiting, and `fork_server_pid`.)
+
 Nothing here may stop the daemon: a monitoring failure is logged and the jobs keep running.
 """
 

@@ -293,9 +293,12 @@ class Supervisor:
             self._start(held.job, held.dependency_results)
 
     def _busy(self) -> int:
-        """The slots taken: a child whose result is in has finished its job, and only its exit
-        (and with it the cause of its end) is awaited; the slot takes the next job meanwhile."""
-        return sum(1 for p in self.children if not p.delivered)
+        """The slots taken. A child whose result is in has finished its job: only its exit
+        (and with it how its process ended) is awaited, and its slot takes the next job
+        meanwhile; but no more such children than there are slots, so that children slow to
+        exit never pile up."""
+        finishing = sum(1 for p in self.children if p.delivered)
+        return len(self.children) - finishing + max(0, finishing - self.config.max_concurrent_jobs)
 
     def _forget_held(self, job_ids: set[str]) -> None:
         """Drop held jobs whose claims are no longer current (cancelled, taken back)."""
@@ -308,6 +311,7 @@ class Supervisor:
             timeout=job.timeout_seconds or self.config.job_timeout,
             memory_limit_bytes=self._memory_limit(job),
             max_result_bytes=self.config.max_result_bytes,
+            exit_grace=self.config.kill_grace,
         )
         assert self.forking is not None
         self.forking.start(proc, dependency_results)
@@ -322,8 +326,11 @@ class Supervisor:
 
     def _reap(self) -> None:
         for proc in list(self.children):
+            learnt = proc.pid_learnt
             ending = proc.try_reap()
             if ending is None:
+                if not learnt and proc.pid_learnt:
+                    self._dirty = True  # its pid, for the status file's "running"
                 continue
             self.children.remove(proc)
             self._dirty = True

@@ -1,8 +1,10 @@
 """A slot is free once its job's result is in: the next job starts while the child that sent it
-exits, and the ending is still written from its exit status."""
+exits, and the ending is still written from its exit status. Such a child gets the kill grace
+to exit, and no more of them free their slots than there are slots."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from conftest import agent_job, finished, pid_alive, wait_until
@@ -39,3 +41,45 @@ def test_the_next_job_starts_while_a_finished_child_exits(
     assert (attempt.outcome, attempt.exit_code, attempt.pid) == ("completed", 0, child_pid)
     assert attempt.ended_at >= done.completed_at
     assert wait_until(lambda: sup.status().get("finishing") == 0, 10, "no job finishing")
+
+
+def test_a_finished_child_slow_to_exit_is_killed_and_keeps_its_result(
+    manager: JobManager, supervisor, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "linger.pid"
+    job = manager.create_job(
+        **agent_job("linger", "linger", marker=str(tmp_path / "never"), pid_file=str(pid_file)),
+        max_retries=2,
+    )
+    sup = supervisor("--max-concurrent-jobs", "1", "--kill-grace", "0.5")
+    ended = wait_until(lambda: finished(manager, job.id), 30, "its ending", watch=sup)
+    # Its job was done; only its process was ended, with SIGKILL, after the grace.
+    assert ended.status is JobStatus.COMPLETED and ended.result == {"lingered": True}
+    assert ended.retry_count == 0
+    [attempt] = manager.get_attempts(job.id)
+    assert attempt.outcome == "completed" and attempt.exit_signal == signal.SIGKILL
+    assert attempt.pid == int(pid_file.read_text()) and attempt.wall_seconds >= 0.5
+
+
+def test_no_more_finishing_children_free_their_slots_than_there_are_slots(
+    manager: JobManager, supervisor, tmp_path: Path
+) -> None:
+    marker = tmp_path / "let-go"
+    pid_files = [tmp_path / f"linger{i}.pid" for i in range(3)]
+    jobs = [
+        manager.create_job(
+            **agent_job(f"linger {i}", "linger", marker=str(marker), pid_file=str(pid_file)),
+            priority=10 - i,
+        )
+        for i, pid_file in enumerate(pid_files)
+    ]
+    sup = supervisor("--max-concurrent-jobs", "1")
+    wait_until(pid_files[1].exists, 30, "the second job, in the first's slot", watch=sup)
+    # Both have sent their results and linger: the second counts as running again, and the
+    # status file is written after the supervisor has decided what to start.
+    wait_until(lambda: sup.status().get("finishing") == 2, 30, "two children finishing")
+    assert not pid_files[2].exists()
+    marker.touch()
+    for job in jobs:
+        done = wait_until(lambda j=job: finished(manager, j.id), 30, "every job", watch=sup)
+        assert done.status is JobStatus.COMPLETED

@@ -144,3 +144,21 @@ def test_a_started_child_does_not_wake_the_supervisor_its_end_does(manager: JobM
         assert ending.cause == "crashed"
     finally:
         server.close()
+
+
+def test_an_end_read_from_the_server_has_its_pid_read_with_it(manager: JobManager) -> None:
+    """The server tells a child's pid before its end: one read of what woke the supervisor
+    takes in both, though no one asked for the pid."""
+    server = ForkServer.start([AgentExecutor({"getpid": os.getpid})], None)
+    try:
+        manager.create_job("agent", "quick", payload={"agent_name": "getpid"})
+        [job] = manager.claim_jobs(WORKER, 1)
+        proc = JobProcess(job, timeout=None, memory_limit_bytes=None, max_result_bytes=1 << 20)
+        proc.start(server)
+        assert select.select([server], [], [], 10)[0] == [server]  # its end, and only that
+        server.poll()
+        ending = server.reap(proc.handle)  # none while its pid is unknown
+        assert ending is not None and ending.status == 0
+        proc.read_available()  # and close the result pipe
+    finally:
+        server.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 from datetime import UTC, datetime
 from fractions import Fraction
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -142,7 +143,19 @@ def test_a_value_marshal_cannot_carry_is_sealed_by_pickle() -> None:
 def test_plain_values_keep_every_field() -> None:
     job = _job(run_at=datetime(2027, 5, 6, tzinfo=UTC), worker_id="w", retry_count=2)
     plain = job.to_plain()
-    assert all(isinstance(v, str | int | float | list | dict | type(None)) for v in plain)
+    assert all(type(v) in (str, int, float, list, dict, type(None)) for v in plain)
     assert Job.from_plain(plain) == job
     with pytest.raises(ValueError):
         Job.from_plain(plain[:-1])
+
+
+def test_what_marshal_would_not_keep_exactly_goes_by_pickle() -> None:
+    zoned = _job(created_at=datetime(2026, 1, 2, 3, 4, tzinfo=ZoneInfo("Europe/Paris")))
+    odd_result = _job(result={"when": datetime(2026, 1, 2), "status": JobStatus.FAILED})
+    for job in (zoned, odd_result):
+        sealed = child.seal(job, None)
+        assert sealed[:1] == b"p"
+        assert child.unseal(sealed) == (job, None)
+    assert child.unseal(child.seal(zoned, None))[0].created_at.tzinfo == ZoneInfo("Europe/Paris")
+    status = child.unseal(child.seal(odd_result, None))[0].result["status"]
+    assert status is JobStatus.FAILED
