@@ -97,7 +97,8 @@ def run(
 def seal(job: Job, dependency_results: dict[str, Any] | None) -> bytes:
     """The job and its dependency results, as the fork server passes them on unopened to the
     job's child. By `marshal`, whose reading costs a fresh child the fewest page copies, when
-    every value is JSON (as it is when it came from the database); else by `pickle`."""
+    every value is JSON and every time naive or UTC (as they are when the job came from the
+    database); else by `pickle`."""
     try:
         return b"m" + marshal.dumps((job.to_plain(), dependency_results))
     except ValueError:  # a value marshal cannot carry

@@ -251,7 +251,7 @@ class JobProcess:
 
     @property
     def known_pid(self) -> int | None:
-        """The child's pid if the launcher has said it already (never waits, reads nothing)."""
+        """The child's pid if the launcher has said it already (never waits)."""
         return self._resolve(wait=False) or None
 
     @property
