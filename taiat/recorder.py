@@ -186,6 +186,8 @@ def attempt_of(proc: JobProcess, ending: Ending, worker_id: str, host: str) -> A
 
 def log_ending(job: Job, ending: Ending) -> None:
     """One log line for a child's end, with its figures."""
+    if not log.isEnabledFor(logging.INFO if ending.ok else logging.WARNING):
+        return  # on the hot path: no figures formatted for a line nobody reads
     figures = (
         f"{ending.wall_seconds:.3f} s wall, {ending.cpu_user_seconds:.3f} s user, "
         f"{ending.cpu_system_seconds:.3f} s system, "
