@@ -11,7 +11,9 @@ import select
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from support import poll
@@ -53,8 +55,8 @@ def asked_to_run(peer: socket.socket) -> int:
     return token
 
 
-def launch(manager: JobManager, server: ForkServer) -> tuple[Job, JobProcess]:
-    manager.create_job("agent", "never forked", payload={"agent_name": "noop"}, max_retries=1)
+def launch(manager: JobManager, server: ForkServer, agent: str = "noop") -> tuple[Job, JobProcess]:
+    manager.create_job("agent", "never forked", payload={"agent_name": agent}, max_retries=1)
     [job] = manager.claim_jobs(WORKER, 1)
     proc = JobProcess(job, timeout=None, memory_limit_bytes=None, max_result_bytes=1 << 20)
     proc.start(server)
@@ -124,14 +126,19 @@ def test_after_a_failed_fork_the_supervisor_forks_jobs_itself(
     assert forking.server_in_use is None and not handle.gone
 
 
+@contextmanager
+def real_server(**agents: Callable[..., Any]) -> Iterator[ForkServer]:
+    server = ForkServer.start([AgentExecutor(agents)], None)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 def test_a_started_child_does_not_wake_the_supervisor_its_end_does(manager: JobManager) -> None:
     """A real server: the pid is told apart from the socket the supervisor waits on."""
-    server = ForkServer.start([AgentExecutor({"pause": signal.pause})], None)
-    try:
-        manager.create_job("agent", "paused", payload={"agent_name": "pause"})
-        [job] = manager.claim_jobs(WORKER, 1)
-        proc = JobProcess(job, timeout=None, memory_limit_bytes=None, max_result_bytes=1 << 20)
-        proc.start(server)
+    with real_server(pause=signal.pause) as server:
+        _, proc = launch(manager, server, "pause")
         # Known without a read of the socket the supervisor waits on, which stays quiet.
         pid = poll(lambda: proc.known_pid, 10, "the pid")
         assert os.getpgid(pid) == pid
@@ -142,23 +149,15 @@ def test_a_started_child_does_not_wake_the_supervisor_its_end_does(manager: JobM
         ending = proc.try_reap()
         assert ending is not None and ending.exit_signal == signal.SIGKILL
         assert ending.cause == "crashed"
-    finally:
-        server.close()
 
 
 def test_an_end_read_from_the_server_has_its_pid_read_with_it(manager: JobManager) -> None:
     """The server tells a child's pid before its end: one read of what woke the supervisor
     takes in both, though no one asked for the pid."""
-    server = ForkServer.start([AgentExecutor({"getpid": os.getpid})], None)
-    try:
-        manager.create_job("agent", "quick", payload={"agent_name": "getpid"})
-        [job] = manager.claim_jobs(WORKER, 1)
-        proc = JobProcess(job, timeout=None, memory_limit_bytes=None, max_result_bytes=1 << 20)
-        proc.start(server)
+    with real_server(getpid=os.getpid) as server:
+        _, proc = launch(manager, server, "getpid")
         assert select.select([server], [], [], 10)[0] == [server]  # its end, and only that
         server.poll()
         ending = server.reap(proc.handle)  # none while its pid is unknown
         assert ending is not None and ending.status == 0
         proc.read_available()  # and close the result pipe
-    finally:
-        server.close()
