@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from taiat import plans, queries
 from taiat.errors import DuplicateJob, InvalidDependency, InvalidTransition, JobNotFound
 from taiat.jobs import Attempt, JobStatus, JobType
-from taiat.specs import JobSpec, clean_text, new_job_id
+from taiat.specs import JobSpec, clean_text, json_text, new_job_id
 
 #: Attempt outcomes that mean the job died hard: killed by a signal it did not ask for
 #: ("crashed" with a signal), by the memory limit, or with its supervisor ("lost").
@@ -61,11 +61,7 @@ def history_entry(
     return {
         "id": new_job_id(),
         "job_id": row["id"],
-        "job_type": row["job_type"],
-        "name": row["name"],
-        "description": row["description"],
-        "payload": row["payload"],
-        "dependencies": row["dependencies"],
+        **{name: row[name] for name in queries.CARRIED},
         "status": status.value,
         "error_message": error,
         "result": result,
@@ -74,12 +70,6 @@ def history_entry(
         "duration_seconds": None if started is None else int((now - started).total_seconds()),
         "created_at": now,
         "job_created_at": row["created_at"],
-        "max_retries": row["max_retries"],
-        "retry_count": row["retry_count"],
-        "priority": row["priority"],
-        "timeout_seconds": row["timeout_seconds"],
-        "worker_id": row["worker_id"],
-        "claim_seq": row["claim_seq"],
     }
 
 
@@ -153,16 +143,10 @@ class Completion:
 def complete(conn: Connection, completions: Sequence[Completion]) -> tuple[set[str], list[str]]:
     """Record successes, several in one go: returns the ids recorded (the others' claims were
     stale, and nothing changed for them) and the dependents that became ready."""
-    claims = {c.job_id: c.claim_seq for c in completions}
     plans.lock_queries(conn, [c.job_id for c in completions if c.in_plan is not False])
     record_attempts(conn, [c.attempt for c in completions])
-    rows = queries.take_running(conn, claims)
     results = {c.job_id: c.result for c in completions}
-    entries = [
-        history_entry(row, JobStatus.COMPLETED, row["now"], result=results[row["id"]])
-        for row in rows
-    ]
-    queries.insert_history(conn, entries)
+    rows = _move_completed(conn, {c.job_id: c.claim_seq for c in completions}, results)
     done = {row["id"] for row in rows}
     ready = queries.release_dependents(conn, done)
     queries_done, also_ready = plans.complete_queries(conn, rows, results)
@@ -171,6 +155,32 @@ def complete(conn: Connection, completions: Sequence[Completion]) -> tuple[set[s
     if ready:
         queries.notify(conn, "ready")
     return done, ready
+
+
+def _move_completed(
+    conn: Connection, claims: Mapping[str, int], results: Mapping[str, Any]
+) -> Sequence[Mapping[str, Any]]:
+    """Take the jobs (id -> claim_seq) whose claim is still the running one, and write their
+    history entries with their results. Their rows give at least `id`, `now` and, for a query's
+    goal-producing agent, `payload`: what `plans.complete_queries` reads."""
+    if queries.completes_in_one_statement(conn):
+        completed = [
+            {
+                "job_id": job_id,
+                "claim_seq": claim_seq,
+                "history_id": new_job_id(),
+                "result": json_text(results[job_id], "the result"),
+            }
+            for job_id, claim_seq in claims.items()
+        ]
+        return queries.complete_running(conn, completed)
+    rows = queries.take_running(conn, claims)
+    entries = [
+        history_entry(row, JobStatus.COMPLETED, row["now"], result=results[row["id"]])
+        for row in rows
+    ]
+    queries.insert_history(conn, entries)
+    return rows
 
 
 def fail(

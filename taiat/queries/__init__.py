@@ -15,21 +15,33 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Integer,
     RowMapping,
+    String,
+    Text,
     and_,
     bindparam,
+    case,
+    cast,
+    column,
     delete,
+    extract,
     func,
     insert,
+    literal,
+    null,
     select,
     tuple_,
+    type_coerce,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from taiat import db
+from taiat.jobs import JobStatus
 from taiat.queries.reading import (  # noqa: F401 - part of this module's interface
     PENDING,
     RUNNING,
@@ -52,6 +64,8 @@ from taiat.queries.reading import (
     READY_ORDER as _READY_ORDER,
 )
 from taiat.schema import attempts, dependencies, history, jobs, utcnow
+
+COMPLETED = JobStatus.COMPLETED.value
 
 
 def db_now(conn: Connection, *, notify_payload: str | None = None) -> datetime:
@@ -254,6 +268,89 @@ def take_running(conn: Connection, claims: Mapping[str, int]) -> list[RowMapping
     if not claims:
         return []
     return list(conn.execute(_TAKE_RUNNING, {"claims": list(claims.items())}).mappings())
+
+
+#: The columns a history entry takes over from its job's row as they are.
+CARRIED = (
+    "job_type",
+    "name",
+    "description",
+    "payload",
+    "dependencies",
+    "max_retries",
+    "retry_count",
+    "priority",
+    "timeout_seconds",
+    "worker_id",
+    "claim_seq",
+)
+
+
+def _complete_running_statement() -> Any:
+    """PostgreSQL's `take_running` and `insert_history` of successes as one statement, the
+    jobs' rows never leaving the server: :completed is a JSON array of objects with `job_id`,
+    `claim_seq`, `history_id` (the new entry's id) and `result` (JSON text). Built once: this is
+    the supervisor's hot path."""
+    done = (
+        func.jsonb_to_recordset(bindparam("completed", type_=JSONB))
+        .table_valued(
+            column("job_id", String),
+            column("claim_seq", Integer),
+            column("history_id", String),
+            column("result", Text),
+        )
+        .render_derived(name="done", with_types=True)
+    )
+    taken = (
+        delete(jobs)
+        .where(
+            jobs.c.id == done.c.job_id,
+            jobs.c.claim_seq == done.c.claim_seq,
+            jobs.c.status == RUNNING,
+        )
+        .returning(
+            *jobs.c, done.c.history_id, done.c.result.label("new_result"), utcnow().label("now")
+        )
+        .cte("taken")
+    )
+    entry = {
+        "id": taken.c.history_id,
+        "job_id": taken.c.id,
+        **{name: taken.c[name] for name in CARRIED},
+        "status": literal(COMPLETED),
+        "error_message": null(),
+        "result": cast(taken.c.new_result, JSONB),
+        "started_at": taken.c.started_at,
+        "completed_at": taken.c.now,
+        "duration_seconds": cast(
+            func.trunc(extract("epoch", taken.c.now - taken.c.started_at)), Integer
+        ),
+        "created_at": taken.c.now,
+        "job_created_at": taken.c.created_at,
+    }
+    kept = insert(history).from_select(list(entry), select(*entry.values())).cte("kept")
+    producer = type_coerce(taken.c.payload, JSONB).has_key("goal_output")
+    return select(
+        taken.c.id, taken.c.now, case((producer, taken.c.payload)).label("payload")
+    ).add_cte(kept)
+
+
+_COMPLETE_RUNNING = _complete_running_statement()
+
+
+def completes_in_one_statement(conn: Connection) -> bool:
+    """Whether `complete_running` serves this database (PostgreSQL)."""
+    return conn.dialect.name == "postgresql"
+
+
+def complete_running(conn: Connection, completed: Sequence[Mapping[str, Any]]) -> list[RowMapping]:
+    """Move the jobs whose claim is still the running one to history as completed, in one
+    statement; `completed` as `_complete_running_statement` says, one item a job. Returns each
+    moved job's `id`, the database's time as `now`, and its `payload` when the job produces a
+    query's goal (`goal_output`), else None. PostgreSQL only."""
+    if not completed:
+        return []
+    return list(conn.execute(_COMPLETE_RUNNING, {"completed": list(completed)}).mappings())
 
 
 def insert_history(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:

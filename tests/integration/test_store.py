@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from taiat import JobManager, JobStatus, JobType
+from taiat import JobManager, JobStatus, JobType, lifecycle, queries
 from taiat.errors import InvalidTransition, JobNotFound
 from taiat.jobs import Attempt
+from taiat.lifecycle import Completion
+from taiat.schema import jobs, utcnow
 
 
 def finish(manager: JobManager, job_id: str, result: object = None) -> None:
@@ -51,6 +53,70 @@ def test_completed_job_comes_back_from_history(manager: JobManager) -> None:
     assert entry.status is JobStatus.COMPLETED and entry.result == {"answer": 42}
     assert entry.duration_seconds == 0
     assert manager.list_jobs(status="pending") == []
+
+
+def test_a_completion_writes_the_entry_that_history_entry_builds(manager: JobManager) -> None:
+    """On PostgreSQL a success moves to history in one statement on the server; its entry is
+    the one `lifecycle.history_entry` builds from the job's row (which SQLite writes)."""
+    parent = manager.create_job(JobType.AGENT, "parent")
+    job = manager.create_job(
+        JobType.AGENT,
+        "n",
+        "what it does",
+        {"agent_name": "x", "deep": {"list": [1, 2.5, None]}},
+        dependencies=[parent.id],
+        max_retries=4,
+        priority=3,
+        timeout_seconds=7.5,
+    )
+    finish(manager, parent.id)
+    [first] = manager.claim_jobs("first-worker", 1)
+    assert manager.fail_job(job.id, first.claim_seq, "once") is JobStatus.PENDING
+    with manager.transaction() as conn:  # due now: no waiting out the retry's backoff
+        conn.execute(jobs.update().values(run_at=utcnow()))
+    [claimed] = manager.claim_jobs("second-worker", 1)
+    with manager.transaction() as conn:  # started 1.7 s ago: a duration of 1 s, not 2
+        conn.execute(jobs.update().where(jobs.c.id == job.id).values(started_at=utcnow(-1.7)))
+        row = dict(queries.get_active(conn, job.id))
+    result = {"answer": [42, "forty-two"], "nested": {"ok": True}}
+    assert manager.complete_job(job.id, claimed.claim_seq, result)
+    with manager.transaction() as conn:
+        stored = dict(queries.latest_history(conn, job.id))
+    assert row["error_message"] == "once" and row["retry_count"] == 1
+    expected = lifecycle.history_entry(
+        row, JobStatus.COMPLETED, stored["completed_at"], result=result
+    )
+    assert stored.keys() == expected.keys()
+    assert stored["id"] != job.id
+    assert {k: v for k, v in stored.items() if k != "id"} == {
+        k: v for k, v in expected.items() if k != "id"
+    }
+    assert stored["duration_seconds"] == 1
+
+
+def test_one_batch_of_completions_records_the_current_claims_only(manager: JobManager) -> None:
+    """Current, stale and repeated claims in one batch; results of every JSON kind, None too."""
+    made = [manager.create_job(JobType.AGENT, f"j{i}") for i in range(5)]
+    claimed = {job.id: job for job in manager.claim_jobs("w", 5)}
+    a, b, c, d, e = (claimed[job.id] for job in made)
+    manager.cancel_job(e.id)  # no longer running: its claim is not current
+    completions = [
+        Completion(a.id, a.claim_seq, None),
+        Completion(b.id, b.claim_seq, "text"),
+        Completion(c.id, c.claim_seq + 1, {"stale": True}),
+        Completion(d.id, d.claim_seq, [1, 2]),
+        Completion(d.id, d.claim_seq, [3]),  # the same claim again: the last result counts
+        Completion(e.id, e.claim_seq, 5),
+    ]
+    done, claimed_now = manager.complete_and_claim(completions, "w", 1)
+    assert done == {a.id, b.id, d.id}
+    assert claimed_now == []  # c is still running, under its current claim
+    assert manager.get_job(a.id).result is None
+    assert manager.get_job(b.id).result == "text"
+    assert manager.get_job(d.id).result == [3]
+    assert manager.get_job(c.id).status is JobStatus.RUNNING
+    assert manager.get_job(e.id).status is JobStatus.CANCELLED
+    assert len(manager.get_job_history(status="completed")) == 3
 
 
 def test_chain_runs_in_order(manager: JobManager) -> None:
