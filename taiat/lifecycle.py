@@ -159,7 +159,7 @@ def complete(conn: Connection, completions: Sequence[Completion]) -> tuple[set[s
 
 def _move_completed(
     conn: Connection, claims: Mapping[str, int], results: Mapping[str, Any]
-) -> Sequence[Mapping[str, Any]]:
+) -> list[RowMapping]:
     """Take the jobs (id -> claim_seq) whose claim is still the running one, and write their
     history entries with their results. Their rows give at least `id`, `now` and, for a query's
     goal-producing agent, `payload`: what `plans.complete_queries` reads."""
