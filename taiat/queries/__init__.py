@@ -64,6 +64,7 @@ from taiat.queries.reading import (
     READY_ORDER as _READY_ORDER,
 )
 from taiat.schema import attempts, dependencies, history, jobs, utcnow
+from taiat.specs import utc_naive
 
 COMPLETED = JobStatus.COMPLETED.value
 
@@ -432,16 +433,45 @@ def release_dependents(conn: Connection, job_ids: Collection[str]) -> list[str]:
     return ready
 
 
-_INSERT_ATTEMPT = {
-    "postgresql": pg_insert(attempts).on_conflict_do_nothing(),
-    "sqlite": sqlite_insert(attempts).on_conflict_do_nothing(),
-}
+def _insert_attempts_statement() -> Any:
+    """PostgreSQL's insert of attempts: the rows as one JSON array (:attempts) that the server
+    takes apart, one statement whatever their number, where `executemany` sends each row."""
+    given = (
+        func.jsonb_to_recordset(bindparam("attempts", type_=JSONB))
+        .table_valued(*(column(c.name, c.type) for c in attempts.c))
+        .render_derived(name="given", with_types=True)
+    )
+    names = [c.name for c in attempts.c]
+    return pg_insert(attempts).from_select(names, select(*given.c)).on_conflict_do_nothing()
+
+
+_INSERT_ATTEMPTS = _insert_attempts_statement()
+_INSERT_ATTEMPT_SQLITE = sqlite_insert(attempts).on_conflict_do_nothing()
 
 
 def insert_attempts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Record attempts once: writing one again (a retry after a lost commit) changes nothing."""
-    if rows:
-        conn.execute(_INSERT_ATTEMPT[conn.dialect.name], list(rows))
+    """Record attempts once: writing one again (a retry after a lost commit) changes nothing.
+    Their times are stored as naive UTC, as every time in the tables."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(_INSERT_ATTEMPTS, {"attempts": [_utc_times(row, True) for row in rows]})
+    else:
+        conn.execute(_INSERT_ATTEMPT_SQLITE, [_utc_times(row, False) for row in rows])
+
+
+def _utc_times(row: Mapping[str, Any], as_text: bool) -> dict[str, Any]:
+    """The row with its times as naive UTC; as ISO text if `as_text`, as a JSON record gives
+    them."""
+    return {
+        name: _utc(value, as_text) if isinstance(value, datetime) else value
+        for name, value in row.items()
+    }
+
+
+def _utc(moment: datetime, as_text: bool) -> Any:
+    moment = utc_naive(moment)
+    return moment.isoformat() if as_text else moment
 
 
 def recent_attempts(conn: Connection, job_id: str, count: int) -> list[RowMapping]:

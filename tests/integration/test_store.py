@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -388,6 +388,38 @@ def test_history_newest_first_with_limit_and_attempts(manager: JobManager) -> No
     assert history[0].attempts[0].peak_rss_bytes == 10_000_000
     assert history[0].attempts[0].exit_code == 0
     assert manager.get_attempts(ids[0])[0].host == "h"
+
+
+def test_an_attempt_is_stored_as_given_once(manager: JobManager) -> None:
+    """Every field back as it went in, times as naive UTC; written again, nothing changes (on
+    PostgreSQL the attempts go as one JSON array)."""
+    job = manager.create_job(JobType.AGENT, "a")
+    [claimed] = manager.claim_jobs("w", 1)
+    started = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=timezone(timedelta(hours=5)))
+    attempt = Attempt(
+        job_id=job.id,
+        attempt=claimed.claim_seq,
+        worker_id="w-1",
+        host="höst",
+        pid=2**31 - 1,
+        outcome="failed",
+        error_message="boom: ünïcode, 'quotes' and \"double\" and \\ back",
+        started_at=started,
+        ended_at=datetime(2026, 3, 1, 7, 30, 16, 5),
+        wall_seconds=0.1 + 0.2,
+        cpu_user_seconds=1e-06,
+        cpu_system_seconds=0.0,
+        peak_rss_bytes=2**40,
+        exit_code=None,
+        exit_signal=9,
+    )
+    assert manager.fail_job(job.id, claimed.claim_seq, "boom", attempt) is JobStatus.PENDING
+    again = Attempt(**{**vars(attempt), "outcome": "completed", "exit_signal": None})
+    manager.record_attempt(again)
+    [stored] = manager.get_attempts(job.id)
+    assert stored == Attempt(
+        **{**vars(attempt), "started_at": datetime(2026, 3, 1, 7, 30, 15, 123456)}
+    )
 
 
 def test_cleanup_old_history(manager: JobManager) -> None:
