@@ -10,6 +10,7 @@ already holds the write lock (`BEGIN IMMEDIATE`), so the same statements are saf
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -35,7 +37,7 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -305,6 +307,9 @@ def _complete_running_statement() -> Any:
     taken = (
         delete(jobs)
         .where(
+            # The same ids again, as an array: the planner knows how few they are only so, and
+            # finds them by the primary key instead of reading every running job.
+            jobs.c.id == any_(bindparam("ids", type_=ARRAY(String))),
             jobs.c.id == done.c.job_id,
             jobs.c.claim_seq == done.c.claim_seq,
             jobs.c.status == RUNNING,
@@ -346,12 +351,16 @@ def completes_in_one_statement(conn: Connection) -> bool:
 
 def complete_running(conn: Connection, completed: Sequence[Mapping[str, Any]]) -> list[RowMapping]:
     """Move the jobs whose claim is still the running one to history as completed, in one
-    statement; `completed` as `_complete_running_statement` says, one item a job. Returns each
+    statement; `completed` as `_complete_running_statement` says, one item a job (a job twice
+    would leave which result is kept to the plan). Returns each
     moved job's `id`, the database's time as `now`, and its `payload` when the job produces a
     query's goal (`goal_output`), else None. PostgreSQL only."""
     if not completed:
         return []
-    return list(conn.execute(_COMPLETE_RUNNING, {"completed": list(completed)}).mappings())
+    # In id order, as every lock on jobs is taken, when the plan follows the array.
+    ordered = sorted(completed, key=lambda item: item["job_id"])
+    ids = [item["job_id"] for item in ordered]
+    return list(conn.execute(_COMPLETE_RUNNING, {"completed": ordered, "ids": ids}).mappings())
 
 
 def insert_history(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
@@ -455,23 +464,34 @@ def insert_attempts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        conn.execute(_INSERT_ATTEMPTS, {"attempts": [_utc_times(row, True) for row in rows]})
+        conn.execute(_INSERT_ATTEMPTS, {"attempts": [_as_json(row) for row in rows]})
     else:
-        conn.execute(_INSERT_ATTEMPT_SQLITE, [_utc_times(row, False) for row in rows])
+        conn.execute(_INSERT_ATTEMPT_SQLITE, [_utc_times(row) for row in rows])
 
 
-def _utc_times(row: Mapping[str, Any], as_text: bool) -> dict[str, Any]:
-    """The row with its times as naive UTC; as ISO text if `as_text`, as a JSON record gives
-    them."""
+def _utc_times(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The row with its times as naive UTC."""
     return {
-        name: _utc(value, as_text) if isinstance(value, datetime) else value
+        name: utc_naive(value) if isinstance(value, datetime) else value
         for name, value in row.items()
     }
 
 
-def _utc(moment: datetime, as_text: bool) -> Any:
-    moment = utc_naive(moment)
-    return moment.isoformat() if as_text else moment
+def _as_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The row as a JSON record that `jsonb_to_recordset` reads back into the same values as
+    the columns would take them as parameters: times as ISO text of naive UTC, floats that JSON
+    has no number for as PostgreSQL's words for them, booleans as integers."""
+    return {name: _json_value(value) for name, value in row.items()}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return utc_naive(value).isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, bool):
+        return int(value)
+    return value
 
 
 def recent_attempts(conn: Connection, job_id: str, count: int) -> list[RowMapping]:

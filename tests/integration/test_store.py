@@ -295,6 +295,16 @@ def test_stale_claim_cannot_finish_newer_attempt(manager: JobManager) -> None:
     assert manager.get_job(job.id).result == "new"
 
 
+def test_a_claim_put_back_to_pending_cannot_complete_the_job(manager: JobManager) -> None:
+    """The claim's number alone does not make it current: the job must still be running."""
+    job = manager.create_job(JobType.AGENT, "a")
+    [claimed] = manager.claim_jobs("w", 1)
+    assert manager.requeue_job(job.id, claimed.claim_seq)
+    assert not manager.complete_job(job.id, claimed.claim_seq, "late")
+    assert manager.get_job(job.id).status is JobStatus.PENDING
+    assert manager.get_job_history() == []
+
+
 def test_retry_job_runs_a_failed_job_again(manager: JobManager) -> None:
     job = manager.create_job(JobType.AGENT, "a", max_retries=0)
     fail_for_good(manager, job.id)
@@ -408,7 +418,7 @@ def test_an_attempt_is_stored_as_given_once(manager: JobManager) -> None:
         ended_at=datetime(2026, 3, 1, 7, 30, 16, 5),
         wall_seconds=0.1 + 0.2,
         cpu_user_seconds=1e-06,
-        cpu_system_seconds=0.0,
+        cpu_system_seconds=float("inf"),  # no JSON number: sent as PostgreSQL's word for it
         peak_rss_bytes=2**40,
         exit_code=None,
         exit_signal=9,
