@@ -46,14 +46,20 @@ def _pick(cls: type, row: Mapping[Any, Any]) -> dict[str, Any]:
         names = _FIELDS[cls] = frozenset(f.name for f in fields(cls))
     values = {key: value for key, value in row.items() if key in names}
     if "job_type" in values:
-        values["job_type"] = JobType(values["job_type"])
+        values["job_type"] = _member(JobType, _JOB_TYPES, values["job_type"])
     if "status" in values:
-        values["status"] = JobStatus(values["status"])
+        values["status"] = _member(JobStatus, _JOB_STATUSES, values["status"])
     if "payload" in values:
         values["payload"] = values["payload"] or {}
     if "dependencies" in values:
         values["dependencies"] = list(values["dependencies"] or [])
     return values
+
+
+def _member(enum_type: Any, members: Mapping[str, Any], value: Any) -> Any:
+    """`enum_type(value)`, by a dict look-up where it can (the enum's own call is slow)."""
+    member = members.get(value)
+    return enum_type(value) if member is None else member
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,14 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Job:
-        return cls(**_pick(cls, row))
+        values = _pick(cls, row)
+        if len(values) < len(_FIELDS[cls]):
+            return cls(**values)  # the defaults of the fields the row lacks
+        # A whole row, as the jobs table gives it: built as unpickling builds it, without the
+        # frozen `__init__`'s call per field (claims and bulk creation build thousands).
+        job = cls.__new__(cls)
+        job.__dict__.update(values)
+        return job
 
     @classmethod
     def from_history(cls, entry: JobHistoryEntry) -> Job:

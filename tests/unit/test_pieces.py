@@ -149,6 +149,22 @@ def test_plain_values_keep_every_field() -> None:
         Job.from_plain(plain[:-1])
 
 
+def test_a_job_from_a_whole_row_is_the_job_its_fields_make() -> None:
+    """A whole row skips the frozen `__init__`; a partial one gets the fields' defaults."""
+    job = _job(payload={"k": 1}, dependencies=["a"], worker_id="w", claim_seq=3)
+    row = {**vars(job), "job_type": "query", "status": "running", "not_a_field": 1}
+    built = Job.from_row(row)
+    assert built == job and vars(built) == vars(job)
+    assert built.job_type is JobType.QUERY and built.status is JobStatus.RUNNING
+    with pytest.raises(AttributeError):
+        built.name = "changed"  # type: ignore[misc]
+    partial = Job.from_row({"id": "p", "job_type": "query", "name": "n", "status": "pending"})
+    assert partial == Job("p", JobType.QUERY, "n", JobStatus.PENDING)
+    assert partial.payload == {} and partial.claim_seq == 0
+    with pytest.raises(ValueError, match="is not a valid JobStatus"):
+        Job.from_row({**row, "status": "bogus"})
+
+
 def test_what_marshal_would_not_keep_exactly_goes_by_pickle() -> None:
     zoned = _job(created_at=datetime(2026, 1, 2, 3, 4, tzinfo=ZoneInfo("Europe/Paris")))
     odd_result = _job(result={"when": datetime(2026, 1, 2), "status": JobStatus.FAILED})
