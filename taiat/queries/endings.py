@@ -139,9 +139,9 @@ def completes_in_one_statement(conn: Connection) -> bool:
 def complete_running(conn: Connection, completed: Sequence[Mapping[str, Any]]) -> list[RowMapping]:
     """Move the jobs whose claim is still the running one to history as completed, in one
     statement; `completed` as `_complete_running_statement` says, one item a job (a job twice
-    would leave which result is kept to the plan). Returns each
-    moved job's `id`, the database's time as `now`, and its `payload` when the job produces a
-    query's goal (`goal_output`), else None. PostgreSQL only."""
+    would leave which result is kept to the plan). Returns each moved job's `id`, the
+    database's time as `now`, and its `payload` when the job produces a query's goal
+    (`goal_output`), else None. PostgreSQL only."""
     if not completed:
         return []
     # In id order, as every lock on jobs is taken, when the plan follows the array.
