@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import psycopg
@@ -14,6 +15,12 @@ from psycopg import sql
 
 from taiat import JobManager, db, schema
 from taiat.lifecycle import RetryPolicy
+
+if TYPE_CHECKING:
+    from private_postgres import PrivateCluster
+
+#: `private_pg`, a PostgreSQL cluster of a test's own, for every tier.
+pytest_plugins = ["private_postgres"]
 
 PG_ADMIN_URL = os.environ.get("TAIAT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -95,6 +102,13 @@ def database_url(empty_url: str) -> str:
 def pg_database_url(pg_url: str) -> str:
     """An initialised PostgreSQL schema of this test's own."""
     return initialised(pg_url)
+
+
+@pytest.fixture
+def private_pg_url(private_pg: PrivateCluster) -> str:
+    """An initialised database on a PostgreSQL cluster of this test's own, which the test may
+    stop, restart or pause."""
+    return initialised(private_pg.url)
 
 
 @pytest.fixture

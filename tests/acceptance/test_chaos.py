@@ -3,22 +3,16 @@ job completes, none is recorded twice, and every job that ran twice is explained
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
 from conftest import Supervisor, agent_job, wait_until
+from private_postgres import PrivateCluster
 
 from taiat import JobManager
-
-
-def pg_cluster_command(action: str) -> list[str]:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action]
 
 
 def test_chaos_three_supervisors_killed_at_random(
@@ -69,9 +63,10 @@ def test_chaos_three_supervisors_killed_at_random(
 
 
 def test_postgresql_restart_mid_run(
-    pg_database_url: str, pg_manager: JobManager, tmp_path: Path
+    private_pg: PrivateCluster, private_pg_url: str, tmp_path: Path
 ) -> None:
-    manager, pg_url = pg_manager, pg_database_url
+    pg_url = private_pg_url
+    manager = JobManager(pg_url)
     out = tmp_path / "ran.txt"
     jobs = manager.create_jobs(
         [agent_job(f"j{i}", "append", path=str(out), seconds=0.02) for i in range(300)]
@@ -81,22 +76,20 @@ def test_postgresql_restart_mid_run(
         wait_until(
             lambda: manager.count_jobs().get("completed", 0) >= 30, 60, "progress", watch=sup
         )
-        restart = subprocess.run(
-            pg_cluster_command("restart"), capture_output=True, text=True, timeout=120
-        )
-        assert restart.returncode == 0, restart.stderr
+        private_pg.restart()
         wait_until(lambda: _completed(manager) == 300, 120, "all jobs after the restart", watch=sup)
         assert sup.process.poll() is None
         assert sup.status()["pid"] == sup.pid
         log = sup.log()
         assert "database unreachable" in log and "database reachable again" in log
+        runs = Counter(out.read_text().split())
+        assert set(runs) == {job.id for job in jobs}
+        assert max(runs.values()) == 1
+        history = manager.get_job_history(limit=None)
+        assert len(history) == 300 and len({e.job_id for e in history}) == 300
     finally:
         sup.stop()
-    runs = Counter(out.read_text().split())
-    assert set(runs) == {job.id for job in jobs}
-    assert max(runs.values()) == 1
-    history = manager.get_job_history(limit=None)
-    assert len(history) == 300 and len({e.job_id for e in history}) == 300
+        manager.engine.dispose()
 
 
 def _completed(manager: JobManager) -> int:
