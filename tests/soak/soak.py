@@ -39,6 +39,7 @@ sys.path.insert(0, str(HERE.parent))  # tests/, for the private cluster
 from private_postgres import PrivateCluster, _bin_dir  # noqa: E402
 
 from taiat import JobManager, db, schema  # noqa: E402
+from taiat.cli import EXIT_DB_UNAVAILABLE  # noqa: E402
 
 AGENTS = [
     "work",
@@ -97,7 +98,8 @@ class Fleet:
     url: str
     folder: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    #: Supervisors that exited when nobody had signalled them to: (pid, exit code).
+    #: Supervisors that exited when nobody had signalled them to, other than for a database
+    #: away at their start (exit 69, for their service manager to retry): (pid, exit code).
     crashes: list[tuple[int, int]] = field(default_factory=list)
     _killed: set[int] = field(default_factory=set)
     _started: int = 0
@@ -129,7 +131,9 @@ class Fleet:
             if code is None:
                 continue
             self.processes.remove(process)
-            if process.pid not in self._killed:
+            if code == EXIT_DB_UNAVAILABLE:
+                print(f"  supervisor {process.pid} found the database away at start", flush=True)
+            elif process.pid not in self._killed:
                 self.crashes.append((process.pid, code))
                 print(f"  supervisor {process.pid} exited by itself with {code}", flush=True)
             self.start()
