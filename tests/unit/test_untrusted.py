@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from taiat import child
 from taiat.errors import InvalidJob
 from taiat.jobs import Attempt, Job, JobStatus, JobType
-from taiat.process import Ending
+from taiat.process import Ending, read_message
 from taiat.recorder import Record, reason, storable
 from taiat.specs import MAX_JSON_DEPTH, clean_json, clean_text
 
@@ -135,3 +136,52 @@ def test_reasons_never_fail_whatever_the_exception_holds() -> None:
 
     assert reason(Unprintable()) == "Unprintable"
     assert reason(ValueError("first line\nsecond")) == "ValueError: first line"
+
+
+# -- the result pipe -----------------------------------------------------------------------
+
+
+def test_the_child_does_not_refuse_nul_in_a_result_the_supervisor_makes_valid() -> None:
+    body = child._encode({"ok": True, "result": "a\x00b"}, 1 << 20)[child.HEADER.size :]
+    assert read_message(body) == {"ok": True, "result": "a\x00b", "plan": None}
+
+
+def test_a_result_too_deep_to_encode_is_a_failure_the_child_sends() -> None:
+    body = child._encode({"ok": True, "result": deep(100_000)}, 1 << 20)[child.HEADER.size :]
+    message = read_message(body)
+    assert message["ok"] is False and "nested too deep" in message["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"[1, 2, 3]", "it is a JSON array, not an object"),
+        (b'"hello"', "it is a JSON string, not an object"),
+        (b"42", "it is a JSON number, not an object"),
+        (b"null", "it is a JSON null, not an object"),
+        (b"[" * 100_000, "it is nested too deep to be read"),
+        (b"{not json", "it is not JSON"),
+        (b"\xff\xfe\xfd", "it is not JSON"),
+        (b'{"result": 1}', 'its "ok" is neither true nor false'),
+        (b'{"ok": "yes"}', 'its "ok" is neither true nor false'),
+        (b'{"ok": true, "plan": [1]}', "its plan is a JSON array, not an object"),
+    ],
+)
+def test_whatever_arrives_on_the_pipe_is_judged(body: bytes, why: str) -> None:
+    message = read_message(body)
+    assert message["ok"] is False
+    assert message["error"].startswith(f"the child sent a malformed result: {why}")
+
+
+def test_a_failure_message_has_text_where_text_is_expected() -> None:
+    body = json.dumps({"ok": False, "error": [1, 2], "traceback": {"x": 1}, "final": 1})
+    assert read_message(body.encode()) == {
+        "ok": False,
+        "error": "the job failed; its error is not text",
+        "traceback": None,
+        "final": False,
+    }
+    good = {"ok": False, "error": "boom", "traceback": "line", "final": True}
+    assert read_message(json.dumps(good).encode()) == good
+    plan = {"ok": True, "plan": {"agents": []}}
+    assert read_message(json.dumps(plan).encode()) == {**plan, "result": None}
