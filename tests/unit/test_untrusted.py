@@ -7,16 +7,18 @@ from __future__ import annotations
 import json
 import math
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from taiat import child
+from taiat import child, status
 from taiat.errors import InvalidJob
 from taiat.jobs import Attempt, Job, JobStatus, JobType
 from taiat.process import Ending, read_message
 from taiat.recorder import Record, reason, storable
 from taiat.specs import MAX_JSON_DEPTH, clean_json, clean_text
+from taiat.supervisor import memory_limit_bytes
 
 MiB = 1 << 20
 #: What `os.listdir` makes of a file name whose bytes are not UTF-8.
@@ -185,3 +187,35 @@ def test_a_failure_message_has_text_where_text_is_expected() -> None:
     assert read_message(json.dumps(good).encode()) == good
     plan = {"ok": True, "plan": {"agents": []}}
     assert read_message(json.dumps(plan).encode()) == {**plan, "result": None}
+
+
+# -- limits and times ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        ((None, 10**400), None),
+        ((None, 1e308), None),
+        ((200, 10**400), 200 * MiB),
+        ((200, 1e308), 200 * MiB),
+        ((200, 50), 50 * MiB),
+        ((None, math.nan), None),
+        ((None, math.inf), None),
+        ((None, -5), None),
+        ((None, True), None),
+        ((None, "100"), None),
+        ((None, 1e-300), 1),
+    ],
+)
+def test_memory_limits_from_a_payload_are_computed_safely(
+    limits: tuple[Any, Any], expected: int | None
+) -> None:
+    assert memory_limit_bytes(*limits) == expected
+
+
+def test_times_beyond_what_a_datetime_holds_are_shown_as_its_last_or_first() -> None:
+    assert status.iso(datetime.now(UTC).timestamp() + 1e12) == "9999-12-31T23:59:59.999+00:00"
+    assert status.iso(1e308) == "9999-12-31T23:59:59.999+00:00"
+    assert status.iso(-1e20) == "0001-01-01T00:00:00.000+00:00"
+    assert status.iso(math.nan) is None
