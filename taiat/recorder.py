@@ -79,10 +79,12 @@ class Recorder:
         self._back()
         return value
 
-    def add(self, record: Record) -> None:
+    def add(self, record: Record) -> Record:
         """Hold a finished attempt to be written. Every ending passes here, and leaves
-        storable (see `storable`)."""
-        self.pending.append(storable(record))
+        storable (see `storable`); returns the record as it will be written."""
+        held = storable(record)
+        self.pending.append(held)
+        return held
 
     def give_back(self, job: Job, why: str) -> None:
         """Put a claimed job that was never started back to pending, no retry spent."""

@@ -356,9 +356,17 @@ class Supervisor:
             self._ended(proc.job, ending, proc)
 
     def _ended(self, job: Job, ending: Ending, proc: JobProcess | None = None) -> None:
-        """Count, log, show and record a job's ending (`proc`: its child, if it had one)."""
+        """Record, count, log and show a job's ending (`proc`: its child, if it had one), as
+        it will be stored: a result that cannot be is a failure."""
         self._dirty = True
         self._claim_now = True
+        attempt = None
+        if proc is not None:
+            try:
+                attempt = attempt_of(proc, ending, self.worker_id, self.host)
+            except Exception:  # noqa: BLE001 - the ending is recorded all the same
+                log.exception("job %s (%s): its attempt cannot be told", job.id, job.name)
+        ending = self.recorder.add(Record(job, ending, attempt)).ending
         self._count(ending)
         log_ending(job, ending)
         for observer in self.observers:
@@ -366,13 +374,6 @@ class Supervisor:
                 observer(job, ending)
             except Exception:  # noqa: BLE001 - a display's trouble is not the job's
                 log.exception("job %s (%s): an observer of its ending failed", job.id, job.name)
-        attempt = None
-        if proc is not None:
-            try:
-                attempt = attempt_of(proc, ending, self.worker_id, self.host)
-            except Exception:  # noqa: BLE001 - the ending is recorded all the same
-                log.exception("job %s (%s): its attempt cannot be told", job.id, job.name)
-        self.recorder.add(Record(job, ending, attempt))
 
     def _unreadable(self, proc: JobProcess, exc: Exception) -> Ending:
         """The ending of a child whose own could not be read: a failure that says why; its
