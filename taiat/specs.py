@@ -38,9 +38,12 @@ _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 # What `clean_text` escapes: NUL, and surrogates (in a str, only lone ones: a pair is one
 # character), which neither database can store.
 _INVALID_CHARS = re.compile("[\x00\ud800-\udfff]")
-# The same as escapes in ASCII JSON text (or after an escaped backslash, a string's text:
-# that only sends a value the slow way).
-_INVALID_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+# The same as escapes in ASCII JSON text: NUL, a high surrogate not followed by a low one, a
+# low one not after a high one (a pair is one character, an emoji). After an escaped
+# backslash these are a string's text: that only sends a value the slow way.
+_INVALID_ESCAPE = re.compile(
+    r"\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}"
+)
 #: How deep JSON from a job (a result, a plan) may nest to be stored: deeper, and those who
 #: read it back (the supervisor for a dependent job, a program's `get_job`) run out of stack.
 MAX_JSON_DEPTH = 512
