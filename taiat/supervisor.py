@@ -284,7 +284,13 @@ class Supervisor:
         # Read here, where the database stack is loaded already; without them (an outage) the
         # child reads them itself when asked.
         none: dict[str, dict[str, Any]] = {}
-        results = self.recorder.call(lambda: self.manager.dependency_results(jobs), none)
+        try:
+            results = self.recorder.call(lambda: self.manager.dependency_results(jobs), none)
+        except Exception as exc:  # noqa: BLE001 - a result stored as none can read it
+            log.warning(
+                "cannot read dependency results (%s); each child reads its own", reason(exc)
+            )
+            results = none
         self.ahead.put(jobs, results)
         self._start_held()
         return len(jobs)

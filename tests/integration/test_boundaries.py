@@ -88,3 +88,18 @@ def test_a_bug_reading_a_jobs_ending_fails_that_job(
     assert poison.error_message == "its ending could not be read: KeyError: 'not what was expected'"
     [attempt] = manager.get_attempts(poison.id)
     assert attempt.outcome == "failed"
+
+
+def test_dependency_results_that_cannot_be_read_are_left_to_each_child(
+    manager: JobManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(self: JobManager, jobs: Any) -> dict[str, Any]:
+        raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+
+    first = manager.create_job("agent", "first", payload={"agent_name": "plain"})
+    then = manager.create_job(
+        "agent", "then", payload={"agent_name": "plain"}, dependencies=[first.id]
+    )
+    monkeypatch.setattr(JobManager, "dependency_results", unreadable)
+    run_burst(manager)
+    assert manager.get_job(then.id).status is JobStatus.COMPLETED
