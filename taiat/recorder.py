@@ -173,7 +173,8 @@ class Recorder:
         except Exception as exc:  # noqa: BLE001 - whatever it was, the ending must be written
             refusal = exc
         job = record.job
-        what = "result" if record.ending.ok or record.ending.plan is not None else "ending"
+        ending = record.ending
+        what = "plan" if ending.plan is not None else "result" if ending.ok else "ending"
         why = clean_text(f"its {what} could not be stored: {reason(refusal)}")
         log.error("job %s (%s): %s", job.id, job.name, why)
         plain = _fallback(record, why)
