@@ -171,7 +171,8 @@ def _error(message: str, trace: str | None = None) -> dict[str, Any]:
 
 def _encode(message: dict[str, Any], max_bytes: int) -> bytes:
     try:
-        body = json_text(message, "result").encode()
+        # Its text is made valid by the supervisor, which trusts none of it anyway.
+        body = json_text(message, "result", refuse_nul=False).encode()
     except InvalidJob as exc:
         body = json.dumps(_error(str(exc))).encode()
     if len(body) > max_bytes:

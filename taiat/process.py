@@ -299,10 +299,7 @@ class JobProcess:
         if self._expected is not None and len(self._buffer) >= size + self._expected:
             body = bytes(self._buffer[size : size + self._expected])
             self._buffer.clear()
-            try:
-                self._message = json.loads(body)
-            except ValueError:
-                self._message = {"ok": False, "error": "the child sent a malformed result"}
+            self._message = read_message(body)
             self._close_pipe()
             # Its job is done, and has no deadline left; its process gets `exit_grace` to end.
             self.deadline = None
@@ -437,6 +434,46 @@ class JobProcess:
         if exit_code is None:
             return False, None, "crashed", "ended without a result; its exit status was lost"
         return False, None, "crashed", "exited without sending a result (pipe closed)"
+
+
+def read_message(body: bytes) -> dict[str, Any]:
+    """The child's message, judged rather than trusted: job code can write anything to the
+    pipe it inherited. `child` sends an object, {"ok": true, "result": ...} or {"ok": true,
+    "plan": {...}}, or {"ok": false, "error": "...", "traceback": "..." or null, "final":
+    bool}; whatever else arrives is a failure that says what was wrong with it. The message
+    returned always has that shape."""
+    try:
+        message = json.loads(body)
+    except RecursionError:
+        return _malformed("it is nested too deep to be read")
+    except ValueError as exc:  # UnicodeDecodeError too
+        return _malformed(f"it is not JSON: {exc}")
+    if not isinstance(message, dict):
+        return _malformed(f"it is a JSON {_json_kind(message)}, not an object")
+    ok = message.get("ok")
+    if ok is True:
+        plan = message.get("plan")
+        if plan is not None and not isinstance(plan, dict):
+            return _malformed(f"its plan is a JSON {_json_kind(plan)}, not an object")
+        return {"ok": True, "result": message.get("result"), "plan": plan}
+    if ok is not False:
+        return _malformed('its "ok" is neither true nor false')
+    error, trace = message.get("error"), message.get("traceback")
+    return {
+        "ok": False,
+        "error": error if isinstance(error, str) else "the job failed; its error is not text",
+        "traceback": trace if isinstance(trace, str) else None,
+        "final": message.get("final") is True,
+    }
+
+
+def _malformed(why: str) -> dict[str, Any]:
+    return {"ok": False, "error": f"the child sent a malformed result: {why}", "traceback": None}
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(value), "number")
 
 
 def _seconds(value: float | None) -> str:

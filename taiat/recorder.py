@@ -7,22 +7,30 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from taiat import status
-from taiat.errors import DatabaseUnavailable, TaiatError
+from taiat.errors import (
+    DatabaseNotInitialised,
+    DatabaseUnavailable,
+    InvalidJob,
+    SchemaVersionMismatch,
+)
 from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job
 from taiat.lifecycle import Completion
 from taiat.process import MOVED_ON, Ending, JobProcess, unstarted
+from taiat.specs import clean_json, clean_text
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _FIRST_BACKOFF = 0.5
 _MAX_BACKOFF = 30.0
+#: Not a refusal of one job's ending but a database this supervisor cannot serve.
+_NOT_REFUSALS = (DatabaseUnavailable, DatabaseNotInitialised, SchemaVersionMismatch)
 
 
 @dataclass(frozen=True)
@@ -71,18 +79,22 @@ class Recorder:
         self._back()
         return value
 
-    def add(self, record: Record) -> None:
-        # A result crossed the pipe as JSON the child checked (`child._encode`): storable.
-        self.pending.append(record)
+    def add(self, record: Record) -> Record:
+        """Hold a finished attempt to be written. Every ending passes here, and leaves
+        storable (see `storable`); returns the record as it will be written."""
+        held = storable(record)
+        self.pending.append(held)
+        return held
 
     def give_back(self, job: Job, why: str) -> None:
         """Put a claimed job that was never started back to pending, no retry spent."""
-        self.pending.append(Record(job, unstarted(why), None))
+        self.add(Record(job, unstarted(why), None))
 
     def settle(self, worker_id: str, claim: int) -> list[Job]:
         """Write what has finished and claim up to `claim` ready jobs. Failures and requeues
-        are written one by one; successes all together with the claim, in one transaction.
-        On an outage everything is kept for later and nothing is claimed."""
+        are written one by one; successes all together with the claim, in one transaction
+        (and, should the database refuse that, one by one, so that only the one refused
+        fails). On an outage everything is kept for later and nothing is claimed."""
         if not self.ready():
             return []
         successes: list[Record] = []
@@ -92,14 +104,12 @@ class Recorder:
                 successes.append(record)
                 continue
             try:
-                self._write(record)
+                self._write_or_fall_back(record)
             except DatabaseUnavailable as exc:
                 self.pending.appendleft(record)
                 self.pending.extendleft(reversed(successes))
                 self._lost(exc)
                 return []
-            except TaiatError as exc:  # refused for good: say so, and go on with the rest
-                log.error("job %s (%s): cannot record: %s", record.job.id, record.job.name, exc)
         if not successes and not claim:
             self._back()
             return []
@@ -114,11 +124,70 @@ class Recorder:
             self.pending.extendleft(reversed(successes))
             self._lost(exc)
             return []
+        except _NOT_REFUSALS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - refused, not away: see below
+            if not successes:
+                log.error("cannot claim jobs: %s", reason(exc))
+                return []
+            log.warning(
+                "%d successes refused together (%s); writing each alone",
+                len(successes),
+                reason(exc),
+            )
+            return self._settle_alone(successes, worker_id, claim)
         self._back()
         for record in successes:
             if record.job.id not in done:
                 _stale(record.job)
         return claimed
+
+    def _settle_alone(self, successes: list[Record], worker_id: str, claim: int) -> list[Job]:
+        """Write successes one by one (the one the database refuses gets the ending that says
+        why), then claim."""
+        for index, record in enumerate(successes):
+            try:
+                self._write_or_fall_back(record)
+            except DatabaseUnavailable as exc:
+                self.pending.extendleft(reversed(successes[index:]))
+                self._lost(exc)
+                return []
+        try:
+            return self.call(lambda: self.manager.claim_jobs(worker_id, claim), [])
+        except _NOT_REFUSALS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the endings are written; claim next time
+            log.error("cannot claim jobs: %s", reason(exc))
+            return []
+
+    def _write_or_fall_back(self, record: Record) -> None:
+        """Write the record; when the database refuses it for good (for anything but an
+        outage), write a plain ending in its place that says why, so that a job's ending is
+        never lost: a job whose ending is never written would run again and again, no retry
+        ever spent. Raises only what is no refusal (`_NOT_REFUSALS`)."""
+        try:
+            self._write(record)
+            return
+        except _NOT_REFUSALS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the ending must be written
+            refusal = exc
+        job = record.job
+        ending = record.ending
+        what = "plan" if ending.plan is not None else "result" if ending.ok else "ending"
+        why = clean_text(f"its {what} could not be stored: {reason(refusal)}")
+        log.error("job %s (%s): %s", job.id, job.name, why)
+        plain = _fallback(record, why)
+        # With its attempt's figures, and if even those are refused, without.
+        for fallback in (plain, replace(plain, attempt=None)):
+            try:
+                self._write(fallback)
+                return
+            except _NOT_REFUSALS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the next is plainer still
+                refusal = exc
+        log.error("job %s (%s): cannot record even that: %s", job.id, job.name, reason(refusal))
 
     def _write(self, record: Record) -> None:
         job, ending, attempt = record.job, record.ending, record.attempt
@@ -126,6 +195,9 @@ class Recorder:
         if ending.cause == "stopped":
             outcome = self.manager.requeue_job(job.id, job.claim_seq, attempt)
             words = "put back to pending"
+        elif ending.ok and ending.plan is None:
+            outcome = self.manager.complete_job(job.id, job.claim_seq, ending.result, attempt)
+            words = "completed"
         elif ending.plan is not None:
             created = self.manager.expand_query(job.id, job.claim_seq, ending.plan, attempt)
             outcome = created is not None
@@ -198,6 +270,56 @@ def log_ending(job: Job, ending: Ending) -> None:
     else:
         first_line = (ending.error or "").splitlines()[0] if ending.error else ""
         log.warning("job %s (%s) %s: %s; %s", job.id, job.name, ending.cause, first_line, figures)
+
+
+def storable(record: Record) -> Record:
+    """The record as both databases can store it. Everything in an ending that came from the
+    job is untrusted: its error text, with its lone surrogates (a file name from `os.listdir`)
+    and NUL characters, is made valid (`clean_text`), and so is every string and key of its
+    result or plan, at any depth (`clean_json`); a result or plan that cannot be JSON at all
+    makes the attempt a failure that says so."""
+    ending, attempt = record.ending, record.attempt
+    error = None if ending.error is None else clean_text(str(ending.error))
+    try:
+        result = clean_json(ending.result, "it")
+        plan = None if ending.plan is None else clean_json(ending.plan, "it")
+    except InvalidJob as exc:
+        what = "plan" if ending.plan is not None else "result"
+        why = f"its {what} could not be stored: {exc}"
+        valid = replace(ending, ok=False, result=None, plan=None, cause="failed", error=why)
+    else:
+        if result is ending.result and plan is ending.plan and error == ending.error:
+            return record  # the common case: nothing to change
+        valid = replace(ending, result=result, plan=plan, error=error)
+    if attempt is not None:
+        attempt = replace(attempt, outcome=valid.cause, error_message=valid.error)
+    return replace(record, ending=valid, attempt=attempt)
+
+
+def _fallback(record: Record, why: str) -> Record:
+    """A plain ending in place of one the database refused: a failure that says `why`, with
+    no result; or, for one that was not a failure of the job's, the same with no text."""
+    ending, attempt = record.ending, record.attempt
+    if ending.cause == "stopped" or ending.cause in MOVED_ON:
+        plain = replace(ending, error=why)
+    else:
+        plain = replace(ending, ok=False, result=None, plan=None, cause="failed", error=why)
+    if attempt is not None:
+        attempt = replace(attempt, outcome=plain.cause, error_message=why)
+    return replace(record, ending=plain, attempt=attempt)
+
+
+def reason(exc: BaseException) -> str:
+    """An exception in one line of words; never raises, whatever the exception holds. (A
+    driver's error is given without the statement and parameters around it, which may hold
+    the very value it could not take.)"""
+    cause = getattr(exc, "orig", None)
+    try:
+        lines = str(cause if isinstance(cause, BaseException) else exc).strip().splitlines()
+    except Exception:  # noqa: BLE001 - e.g. RecursionError showing a value nested too deep
+        lines = []
+    name = type(cause if isinstance(cause, BaseException) else exc).__name__
+    return f"{name}: {lines[0]}" if lines else name
 
 
 def _completion(record: Record) -> Completion:

@@ -35,6 +35,25 @@ SPEC_KEYS = frozenset(
 # A \u0000 escape in JSON text: preceded by an even number of backslashes, so not an escaped
 # backslash followed by the letters "u0000".
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+# What `clean_text` escapes: NUL, and surrogates (in a str, only lone ones: a pair is one
+# character), which neither database can store.
+_INVALID_CHARS = re.compile("[\x00\ud800-\udfff]")
+# The same as escapes in ASCII JSON text: NUL, a high surrogate not followed by a low one, a
+# low one not after a high one (a pair is one character, an emoji). After an escaped
+# backslash these are a string's text: that only sends a value the slow way.
+_INVALID_ESCAPE = re.compile(
+    r"\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}"
+)
+#: How deep JSON from a job (a result, a plan) may nest to be stored: deeper, and those who
+#: read it back (the supervisor for a dependent job, a program's `get_job`) run out of stack.
+MAX_JSON_DEPTH = 512
+# A string in JSON text once its escaped backslashes and quotes are gone.
+_PLAIN_STRING = re.compile(r'"[^"]*"')
+# ASCII JSON text down to its quotes and brackets, all of one kind.
+_BRACKETS = {code: None for code in range(128) if chr(code) not in '"[]{}'} | {
+    ord("{"): "[",
+    ord("}"): "]",
+}
 #: `json.dumps(value, allow_nan=False)`, made once: `dumps` builds a new encoder for every call
 #: with options, which in a job's fresh child is mostly page faults.
 _ENCODER = json.JSONEncoder(allow_nan=False)
@@ -44,21 +63,104 @@ def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
-def json_text(value: Any, what: str) -> str:
+def json_text(value: Any, what: str, *, refuse_nul: bool = True) -> str:
     """`value` as JSON text, or InvalidJob naming `what` when it cannot be stored as JSON
-    (PostgreSQL's JSONB, unlike JSON itself, has no room for a NUL character)."""
+    (PostgreSQL's JSONB, unlike JSON itself, has no room for a NUL character; without
+    `refuse_nul`, for text whose strings are made valid before they are stored)."""
     try:
         text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidJob(f"{what} is not JSON-serialisable: {exc}") from exc
-    if _NUL_ESCAPE.search(text):
+    except RecursionError:
+        raise InvalidJob(f"{what} is nested too deep to be encoded as JSON") from None
+    if refuse_nul and _NUL_ESCAPE.search(text):
         raise InvalidJob(f"{what} contains a NUL character (\\u0000), which cannot be stored")
     return text
 
 
 def clean_text(value: str) -> str:
-    """Text safe for any TEXT column: NUL characters shown as the two characters \\0."""
-    return value.replace("\x00", "\\0")
+    """Text any database can store, in a TEXT column or a JSON string: a NUL character shown
+    as the two characters \\0, and a lone surrogate (what `os.listdir` and friends make of
+    bytes that are not UTF-8) as its escape, \\udcff."""
+    if _INVALID_CHARS.search(value) is None:
+        return value
+    return _INVALID_CHARS.sub(_escape_char, value)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\0" if char == "\x00" else f"\\u{ord(char):04x}"
+
+
+def clean_json(value: Any, what: str) -> Any:
+    """`value` with every string and key in it made valid by `clean_text`, at any depth, so
+    that both databases store it: the value itself when nothing needed it. InvalidJob naming
+    `what` when it cannot be JSON at all: a type JSON has no room for, a number that is not
+    finite, a key that is not text, nesting deeper than MAX_JSON_DEPTH."""
+    try:  # the common case, at C speed: JSON already, and nothing in it to escape
+        text = _ENCODER.encode(value)
+    except (TypeError, ValueError, RecursionError):
+        pass
+    else:
+        if _INVALID_ESCAPE.search(text) is None and _nesting(text) <= MAX_JSON_DEPTH:
+            return value
+    try:
+        return _clean(value, 0)
+    except _NotJson as exc:
+        raise InvalidJob(f"{what} {exc}") from None
+    except RecursionError:  # the caller's stack was deep already
+        raise InvalidJob(f"{what} is nested too deep to be stored") from None
+
+
+def _nesting(text: str) -> int:
+    """How deep the JSON `text`, as `_ENCODER` writes it, nests (the number of brackets when
+    that is no more than MAX_JSON_DEPTH; at most MAX_JSON_DEPTH + 1)."""
+    brackets = text.count("[") + text.count("{")
+    if brackets <= MAX_JSON_DEPTH:
+        return brackets
+    # Escaped backslashes and quotes gone, quotes open and close strings; with only quotes and
+    # brackets left, "" is an empty string or two strings run together: brackets between
+    # quotes are a string's text either way.
+    quotes_and_brackets = text.replace("\\\\", "").replace('\\"', "").translate(_BRACKETS)
+    nest = _PLAIN_STRING.sub("", quotes_and_brackets.replace('""', ""))
+    depth = 0
+    while nest and depth <= MAX_JSON_DEPTH:  # each round takes away the innermost level
+        nest = nest.replace("[]", "")
+        depth += 1
+    return depth
+
+
+class _NotJson(Exception):
+    pass
+
+
+def _clean(value: Any, depth: int) -> Any:
+    # Loops, not comprehensions: one frame a level, so that MAX_JSON_DEPTH levels fit.
+    if isinstance(value, str):
+        return clean_text(value)
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        raise _NotJson(f"holds the number {value!r}, which JSON has no room for")
+    if depth >= MAX_JSON_DEPTH:
+        raise _NotJson(f"is nested too deep (more than {MAX_JSON_DEPTH} levels)")
+    if isinstance(value, list | tuple):
+        items = []
+        for item in value:
+            items.append(_clean(item, depth + 1))
+        return items
+    if isinstance(value, dict):
+        cleaned = {}
+        for key, item in value.items():
+            if not isinstance(key, str):  # as JSON has it: 1 -> "1", None -> "null"
+                if not isinstance(key, int | float | None) or not math.isfinite(key or 0):
+                    raise _NotJson(f"has a key that is not text: {key!r}")
+                key = _ENCODER.encode(key)
+            cleaned[clean_text(key)] = _clean(item, depth + 1)
+        return cleaned
+    raise _NotJson(f"holds a {type(value).__name__}, which is not JSON")
 
 
 def utc_naive(moment: datetime) -> datetime:

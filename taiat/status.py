@@ -58,6 +58,10 @@ Labels = Mapping[str, str]
 Sample = tuple[Labels, float | int | None]
 
 
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)
+
+
 def iso(dt: datetime | float | None) -> str | None:
     """ISO 8601 in UTC with a "+00:00" offset; a float is a unix time, a naive datetime is UTC.
 
@@ -67,8 +71,15 @@ def iso(dt: datetime | float | None) -> str | None:
         return None
     if isinstance(dt, datetime):
         moment = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    elif dt != dt:  # NaN: no time at all
+        return None
     else:
-        moment = datetime.fromtimestamp(dt, UTC)
+        try:
+            moment = datetime.fromtimestamp(dt, UTC)
+        except (OverflowError, ValueError, OSError):
+            # Beyond what a datetime holds (a job's deadline 30,000 years away): the last
+            # moment it does hold, or the first.
+            moment = _LAST if dt > 0 else _FIRST
     return moment.isoformat(timespec="milliseconds")
 
 

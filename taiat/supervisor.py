@@ -23,7 +23,7 @@ from taiat.forking import Forking
 from taiat.job_manager import JobManager
 from taiat.jobs import Job
 from taiat.process import MOVED_ON, Ending, JobProcess
-from taiat.recorder import Record, Recorder, attempt_of, log_ending
+from taiat.recorder import Record, Recorder, attempt_of, log_ending, reason
 from taiat.wakeup import Timers, WakeUp, ready_fds
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ _PUBLISH_GAP = 0.1
 #: A job whose child's pid is still unknown this long after its launch (seconds) is shown in
 #: the status file all the same, with no pid: its fork server is slow, or stuck.
 _UNTOLD = 1.0
+#: A memory limit of this many MB (8 EiB) or more is no limit.
+_NO_MEMORY_LIMIT_MB = 1 << 43
 
 
 class Supervisor:
@@ -282,7 +284,13 @@ class Supervisor:
         # Read here, where the database stack is loaded already; without them (an outage) the
         # child reads them itself when asked.
         none: dict[str, dict[str, Any]] = {}
-        results = self.recorder.call(lambda: self.manager.dependency_results(jobs), none)
+        try:
+            results = self.recorder.call(lambda: self.manager.dependency_results(jobs), none)
+        except Exception as exc:  # noqa: BLE001 - a result stored as none can read it
+            log.warning(
+                "cannot read dependency results (%s); each child reads its own", reason(exc)
+            )
+            results = none
         self.ahead.put(jobs, results)
         self._start_held()
         return len(jobs)
@@ -306,45 +314,92 @@ class Supervisor:
             log.info("job %s (%s): its claim ended before it started", job.id, job.name)
 
     def _start(self, job: Job, dependency_results: dict[str, Any] | None) -> None:
-        proc = JobProcess(
-            job,
-            timeout=job.timeout_seconds or self.config.job_timeout,
-            memory_limit_bytes=self._memory_limit(job),
-            max_result_bytes=self.config.max_result_bytes,
-            exit_grace=self.config.kill_grace,
-        )
+        """Start the job's child. Whatever goes wrong with this one job (its limits, its
+        launch) ends this job alone, with the reason in words, and never the loop."""
+        try:
+            proc = JobProcess(
+                job,
+                timeout=job.timeout_seconds or self.config.job_timeout,
+                memory_limit_bytes=self._memory_limit(job),
+                max_result_bytes=self.config.max_result_bytes,
+                exit_grace=self.config.kill_grace,
+            )
+        except Exception as exc:  # noqa: BLE001 - its own values: as it is, it can never run
+            log.exception("job %s (%s) cannot be started", job.id, job.name)
+            self._not_started(job, f"it cannot be started: {reason(exc)}", final=True)
+            return
         assert self.forking is not None
-        self.forking.start(proc, dependency_results)
+        try:
+            self.forking.start(proc, dependency_results)
+        except Exception as exc:  # noqa: BLE001 - one failed launch is one failed attempt
+            log.exception("job %s (%s) could not be started", job.id, job.name)
+            self._not_started(job, f"it could not be started: {reason(exc)}", final=False)
+            return
         self.children.append(proc)
         self._dirty = True
         log.info("job %s (%s) started, attempt %d", job.id, job.name, job.attempt)
 
     def _memory_limit(self, job: Job) -> int | None:
-        limits = [self.config.memory_limit_mb, job.payload.get("memory_limit_mb")]
-        valid = [float(x) for x in limits if isinstance(x, int | float) and x > 0]
-        return int(min(valid) * MiB) if valid else None
+        """The lower of the supervisor's and the job's own (its payload's "memory_limit_mb")."""
+        return memory_limit_bytes(self.config.memory_limit_mb, job.payload.get("memory_limit_mb"))
 
     def _reap(self) -> None:
         for proc in list(self.children):
             learnt = proc.pid_learnt
-            ending = proc.try_reap()
+            try:
+                ending = proc.try_reap()
+            except Exception as exc:  # noqa: BLE001 - its ending, not the loop's
+                ending = self._unreadable(proc, exc)
             if ending is None:
                 if not learnt and proc.pid_learnt:
                     self._dirty = True  # its pid, for the status file's "running"
                 continue
             self.children.remove(proc)
-            self._dirty = True
-            self._claim_now = True
-            self._count(ending)
-            log_ending(proc.job, ending)
             if proc.known_pid:
                 self.ahead.observe(ending.wall_seconds)
             elif self.forking is not None:
                 self.forking.never_started()
-            for observer in self.observers:
-                observer(proc.job, ending)
-            attempt = attempt_of(proc, ending, self.worker_id, self.host)
-            self.recorder.add(Record(proc.job, ending, attempt))
+            self._ended(proc.job, ending, proc)
+
+    def _ended(self, job: Job, ending: Ending, proc: JobProcess | None = None) -> None:
+        """Record, count, log and show a job's ending (`proc`: its child, if it had one), as
+        it will be stored: a result that cannot be is a failure."""
+        self._dirty = True
+        self._claim_now = True
+        attempt = None
+        if proc is not None:
+            try:
+                attempt = attempt_of(proc, ending, self.worker_id, self.host)
+            except Exception:  # noqa: BLE001 - the ending is recorded all the same
+                log.exception("job %s (%s): its attempt cannot be told", job.id, job.name)
+        ending = self.recorder.add(Record(job, ending, attempt)).ending
+        self._count(ending)
+        log_ending(job, ending)
+        for observer in self.observers:
+            try:
+                observer(job, ending)
+            except Exception:  # noqa: BLE001 - a display's trouble is not the job's
+                log.exception("job %s (%s): an observer of its ending failed", job.id, job.name)
+
+    def _unreadable(self, proc: JobProcess, exc: Exception) -> Ending:
+        """The ending of a child whose own could not be read: a failure that says why; its
+        process group is killed, lest it run on unwatched."""
+        job = proc.job
+        log.exception("job %s (%s): its ending cannot be read", job.id, job.name)
+        try:
+            proc.stop("failed", "its ending could not be read")
+        except Exception:  # noqa: BLE001 - it is being given up on anyway
+            log.exception("job %s (%s): cannot stop its child", job.id, job.name)
+        error = f"its ending could not be read: {reason(exc)}"
+        wall = time.monotonic() - proc.started
+        return Ending(False, None, error, "failed", None, None, wall, 0.0, 0.0, proc.peak_rss_bytes)
+
+    def _not_started(self, job: Job, error: str, *, final: bool) -> None:
+        """End a job whose child could not be started: a failed attempt (for good when
+        `final`), with no child and so no attempt's record."""
+        self._ended(
+            job, Ending(False, None, error, "failed", None, None, 0.0, 0.0, 0.0, 0, final=final)
+        )
 
     def _count(self, ending: Ending) -> None:
         if ending.ok:
@@ -450,3 +505,12 @@ class Supervisor:
             self._dirty = False
             self._published = now
             self._reporter.publish(self.snapshot())
+
+
+def memory_limit_bytes(*limits_mb: Any) -> int | None:
+    """The lowest of the limits in MB, in bytes. A job's own comes from its payload, untrusted:
+    one that is not a positive number is no limit, nor is one beyond what any machine has
+    (10**400, 1e308)."""
+    valid = [x for x in limits_mb if isinstance(x, int | float) and not isinstance(x, bool)]
+    valid = [x for x in valid if 0 < x < _NO_MEMORY_LIMIT_MB]  # NaN is neither
+    return max(1, int(min(valid) * MiB)) if valid else None

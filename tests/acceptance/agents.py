@@ -172,3 +172,38 @@ def linger(marker: str, pid_file: str) -> dict:
     Path(pid_file).write_text(str(os.getpid()))
     sys.stdout = _HeldFlush(sys.stdout, Path(marker))
     return {"lingered": True}
+
+
+def deep(levels: int = 985) -> list:
+    """A result nested `levels` deep: deeper than the encoders on its way to the store go."""
+    value: list = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def undecodable(where: str = "result") -> dict:
+    """A file name as `os.listdir` gives one whose bytes are not UTF-8 (a lone surrogate), and
+    a NUL: in the result (as a value and as a key), or in the error it raises."""
+    name = os.fsdecode(b"report-\xff.txt")
+    if where == "error":
+        raise ValueError("bad file name " + name)
+    return {"files": [name, "nul\x00byte"], name: {"nested": [name]}}
+
+
+def pipe_writer(body: str) -> None:
+    """Write `body` to the result pipe in the child's own framing, as job code can, and leave
+    before the child sends its real result."""
+    import struct
+
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        try:
+            is_pipe = os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+            flags = Path(f"/proc/self/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if fd > 2 and is_pipe and int(flags, 8) & os.O_ACCMODE == os.O_WRONLY:
+            data = body.encode()
+            os.write(fd, struct.pack(">Q", len(data)) + data)
+    os._exit(0)

@@ -44,6 +44,9 @@ AGENT_CONFIG = {
         "random_draw",
         "threads",
         "linger",
+        "deep",
+        "undecodable",
+        "pipe_writer",
     ]
 }
 

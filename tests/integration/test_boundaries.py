@@ -1,0 +1,105 @@
+"""Each job is handled inside an error boundary: an exception while computing its limits,
+starting it or reading its ending ends that job, failed with the reason in words, and never
+the supervisor's loop; the jobs beside it complete. (Each exception stands in for any bug a
+job's data could set off there.)"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from taiat import JobManager, JobStatus
+from taiat.config import SupervisorConfig
+from taiat.forking import Forking
+from taiat.jobs import Job
+from taiat.process import Ending, JobProcess
+from taiat.supervisor import Supervisor
+
+
+def plain(value: Any = None) -> dict[str, Any]:
+    return {"value": value, "pid": os.getpid()}
+
+
+def run_burst(manager: JobManager, poison_retries: int = 3) -> tuple[Job, list[Job]]:
+    agent = {"agent_name": "plain"}
+    poison = manager.create_job("agent", "poison", payload=agent, max_retries=poison_retries)
+    others = [manager.create_job("agent", f"innocent {i}", payload=agent) for i in range(3)]
+    config = SupervisorConfig(
+        burst=True, poll_interval=0.1, max_concurrent_jobs=2, fork_server=False, listen=False
+    )
+    supervisor = Supervisor(config, manager=manager, agent_registry={"plain": plain})
+    assert supervisor.run() == 0
+    for job in others:
+        assert manager.get_job(job.id).status is JobStatus.COMPLETED
+    return manager.get_job(poison.id), others
+
+
+def test_a_bug_computing_a_jobs_limits_fails_it_for_good(
+    manager: JobManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    computed = Supervisor._memory_limit
+
+    def limit(self: Supervisor, job: Job) -> int | None:
+        if job.name == "poison":
+            raise ArithmeticError("no limit like it")
+        return computed(self, job)
+
+    monkeypatch.setattr(Supervisor, "_memory_limit", limit)
+    poison, _ = run_burst(manager)
+    assert poison.status is JobStatus.FAILED and poison.retry_count == 0  # as it is, never
+    assert poison.error_message == "it cannot be started: ArithmeticError: no limit like it"
+    assert manager.get_attempts(poison.id) == []  # no child, so no attempt
+
+
+def test_a_launch_that_fails_is_a_failed_attempt(
+    manager: JobManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = Forking.start
+
+    def launch(self: Forking, proc: JobProcess, dependency_results: Any) -> None:
+        if proc.job.name == "poison":
+            raise OSError(24, "Too many open files")
+        start(self, proc, dependency_results)
+
+    monkeypatch.setattr(Forking, "start", launch)
+    poison, _ = run_burst(manager, poison_retries=0)
+    assert poison.status is JobStatus.FAILED
+    assert (
+        poison.error_message == "it could not be started: OSError: [Errno 24] Too many open files"
+    )
+
+
+def test_a_bug_reading_a_jobs_ending_fails_that_job(
+    manager: JobManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reap = JobProcess.try_reap
+
+    def try_reap(self: JobProcess) -> Ending | None:
+        ending = reap(self)
+        if ending is not None and self.job.name == "poison":
+            raise KeyError("not what was expected")
+        return ending
+
+    monkeypatch.setattr(JobProcess, "try_reap", try_reap)
+    poison, _ = run_burst(manager, poison_retries=0)
+    assert poison.status is JobStatus.FAILED
+    assert poison.error_message == "its ending could not be read: KeyError: 'not what was expected'"
+    [attempt] = manager.get_attempts(poison.id)
+    assert attempt.outcome == "failed"
+
+
+def test_dependency_results_that_cannot_be_read_are_left_to_each_child(
+    manager: JobManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(self: JobManager, jobs: Any) -> dict[str, Any]:
+        raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+
+    first = manager.create_job("agent", "first", payload={"agent_name": "plain"})
+    then = manager.create_job(
+        "agent", "then", payload={"agent_name": "plain"}, dependencies=[first.id]
+    )
+    monkeypatch.setattr(JobManager, "dependency_results", unreadable)
+    run_burst(manager)
+    assert manager.get_job(then.id).status is JobStatus.COMPLETED
