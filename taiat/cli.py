@@ -45,7 +45,8 @@ def parse(usage: str, argv: Sequence[str] | None, version: str | None = None) ->
     try:
         return docopt(usage, argv=list(sys.argv[1:] if argv is None else argv), version=version)
     except DocoptExit as exc:
-        print(str(exc).strip(), file=sys.stderr)
+        # docopt names the arguments it could not match, a database URL among them perhaps.
+        print(db.mask_url(str(exc).strip()), file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
 
 
@@ -60,7 +61,7 @@ def exit_code_for(error: TaiatError) -> int:
 
 
 def fail(error: TaiatError) -> int:
-    print(f"error: {error}", file=sys.stderr)
+    print(f"error: {db.mask_url(str(error))}", file=sys.stderr)
     return exit_code_for(error)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,19 +58,59 @@ def default_url() -> str:
 
 
 def resolve_url(url: str | None = None) -> str:
-    """The URL given, else `TAIAT_DATABASE_URL`, else the embedded SQLite file."""
-    return url or os.environ.get("TAIAT_DATABASE_URL") or default_url()
+    """The URL given, else `TAIAT_DATABASE_URL`, else the embedded SQLite file.
+
+    An empty URL given on purpose is an error (an empty `TAIAT_DATABASE_URL` counts as unset).
+    """
+    if url is None:
+        return os.environ.get("TAIAT_DATABASE_URL") or default_url()
+    if not url.strip():
+        raise InvalidDatabaseURL(
+            "the database URL is empty: give postgresql://user@host/db or sqlite:///path, "
+            "or leave the setting out for the embedded SQLite file"
+        )
+    return url
+
+
+#: A word of text, for `mask_url`: URLs hold no whitespace.
+_WORD = re.compile(r"\S+")
+#: A query option or conninfo key whose value is a secret: password, sslpassword,
+#: oauth_client_secret, scram_client_key...
+_SECRET_OPTION = re.compile(r"(?i)((?:^|[?&\s'\"(,])[\w.-]*(?:password|secret|key)=)[^&\s'\",)]*")
+
+
+def mask_url(text: str) -> str:
+    """`text` with the password of every URL in it shown as `***`, for messages and logs.
+
+    Works on what cannot be parsed as well: in each word, everything between the first colon
+    after the `//` (or the word's start) and the last `@` is hidden, as is the value of any
+    query option named like a password, a secret or a key.
+    """
+    return _WORD.sub(lambda word: _mask_word(word.group()), text)
+
+
+def _mask_word(word: str) -> str:
+    head, slashes, rest = word.partition("//") if "//" in word else ("", "", word)
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if at and colon:
+        word = f"{head}{slashes}{user}:***@{host}"
+    return _SECRET_OPTION.sub(r"\1***", word)
 
 
 def engine_from_url(url: str | None = None, **kwargs: Any) -> Engine:
     """An engine for a PostgreSQL or SQLite URL, set up as the job manager needs it."""
     url = resolve_url(url)
+    usage = "use postgresql://user@host:port/db or sqlite:///path"
     try:
         parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError as exc:
+        port = parsed.port  # an IPv6 host without its closing bracket gets here as a port
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise InvalidDatabaseURL(f"cannot parse database URL {mask_url(url)!r}: {usage}") from None
+    if port is not None and not 0 < port < 65536:
         raise InvalidDatabaseURL(
-            f"cannot parse database URL {url!r}: use postgresql://user@host/db or sqlite:///path"
-        ) from exc
+            f"the port in database URL {mask_url(url)!r} must be from 1 to 65535, got {port}"
+        )
     if parsed.drivername == "postgres":  # Heroku-style spelling of the same thing
         parsed = parsed.set(drivername="postgresql")
     if parsed.drivername not in _SUPPORTED:
@@ -78,6 +119,11 @@ def engine_from_url(url: str | None = None, **kwargs: Any) -> Engine:
             "use postgresql://user@host/db or sqlite:///path"
         )
     if parsed.get_backend_name() == "sqlite":
+        if parsed.username or parsed.password or parsed.host or parsed.port:
+            raise InvalidDatabaseURL(
+                f"a SQLite URL names a file, not a user or host: {mask_url(url)!r}: "
+                "use sqlite:///relative/path or sqlite:////absolute/path"
+            )
         database = parsed.database or ""
         if database and database != ":memory:" and not Path(database).parent.exists():
             raise InvalidDatabaseURL(
@@ -85,9 +131,25 @@ def engine_from_url(url: str | None = None, **kwargs: Any) -> Engine:
             )
         engine = create_engine(parsed, **kwargs)
     else:
+        _check_pg_options(parsed.query)
         kwargs.setdefault("pool_pre_ping", True)
         engine = create_engine(parsed, **kwargs)
     return prepare_engine(engine)
+
+
+def _check_pg_options(query: Mapping[str, Any]) -> None:
+    """Refuse a query option that libpq does not know, which would fail every connection."""
+    if not query:
+        return
+    from psycopg import pq  # the engine about to be made loads psycopg anyway
+
+    known = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise InvalidDatabaseURL(
+            f"unknown option {mask_url(unknown[0])!r} in the database URL: use libpq "
+            "connection parameters such as sslmode, connect_timeout or options"
+        )
 
 
 def engine_from(source: Any) -> Engine:
@@ -138,7 +200,7 @@ def _sqlite_begin(conn: Connection) -> None:
 
 def describe(engine: Engine) -> str:
     """The URL without its password, for messages and logs."""
-    return engine.url.render_as_string(hide_password=True)
+    return mask_url(engine.url.render_as_string(hide_password=False))
 
 
 def tables_missing(engine: Engine) -> DatabaseNotInitialised:

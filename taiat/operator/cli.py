@@ -72,6 +72,7 @@ from typing import Any
 from docopt import DocoptExit, docopt
 
 from taiat import cli as common
+from taiat import db
 from taiat.errors import (
     DuplicateJob,
     InvalidDependency,
@@ -103,7 +104,7 @@ def exit_code_for(error: TaiatError) -> int:
 
 def error(message: str) -> None:
     """One line on standard error."""
-    flat = " ".join(str(message).split())
+    flat = " ".join(db.mask_url(str(message)).split())
     print(f"taiat: error: {flat}", file=sys.stderr)
 
 
@@ -189,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = docopt(__doc__ or "", argv=words, version=__version__)
     except DocoptExit:
-        error(f"bad command line `{shlex.join(['taiat', *words])}`: see `taiat --help`")
+        echo = shlex.join(["taiat", *(db.mask_url(word) for word in words)])
+        error(f"bad command line `{echo}`: see `taiat --help`")
         return common.EXIT_USAGE
     logging.basicConfig(level=os.environ.get("TAIAT_LOG_LEVEL", "WARNING").upper())
     try:

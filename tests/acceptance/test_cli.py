@@ -60,6 +60,7 @@ def test_version_and_help() -> None:
         ([], {"TAIAT_AGENT_CONFIG": "{not json"}, 78, "TAIAT_AGENT_CONFIG is not valid JSON"),
         ([], {"TAIAT_AGENT_CONFIG": '{"a": "nope.nothing:f"}'}, 78, "cannot import nope"),
         (["--database-url", "postgresql://postgres@127.0.0.1:1/x"], {}, 69, "unavailable"),
+        (["--database-url", ""], {}, 78, "the database URL is empty"),
     ],
 )
 def test_bad_settings_exit_with_their_code(args, env, code, words, tmp_path: Path) -> None:
@@ -67,6 +68,27 @@ def test_bad_settings_exit_with_their_code(args, env, code, words, tmp_path: Pat
     assert result.returncode == code, result.stderr
     assert words in result.stderr
     assert not (tmp_path / "taiat.db").exists() or code != 78
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--database-url", "postgresql//u:S3cretPW@localhost/db"], 78),
+        (["--database-url", "postgresql://u:S3cretPW@localhost:notaport/db"], 78),
+        (
+            [
+                "--database-url=postgresql://u:S3cretPW@h/db",
+                "--database-url=postgresql://u:S3cretPW@h/db",
+            ],
+            64,
+        ),
+        (["postgresql://u:S3cretPW@h/db"], 64),
+    ],
+)
+def test_no_error_shows_the_password(args: list[str], code: int, tmp_path: Path) -> None:
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert "S3cretPW" not in result.stderr + result.stdout
 
 
 def test_uninitialised_database_exit_code(empty_url: str) -> None:

@@ -236,6 +236,23 @@ def test_bad_command_lines_are_refused_in_one_line(
     _refused(sqlite_url, sqlite_manager, BAD_COMMAND_LINES)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["jobs", "lisst", "--database-url", "postgresql://u:S3cretPW@localhost/db"],
+        ["jobs", "list", "--database-url=postgresql://u:S3cretPW@localhost/db", "extra"],
+        ["jobs", "list", "--database-url", "postgresql//u:S3cretPW@localhost/db"],
+        ["jobs", "list", "--database-url", "postgresql://u:S3cretPW@[::1:5432/db"],
+        ["jobs", "list", "--database-url", "postgresql://u:S3cretPW@localhost/db?bogus=1"],
+    ],
+)
+def test_no_error_shows_the_password(args: list[str]) -> None:
+    result = taiat(*args)
+    assert result.returncode in (64, 78), result.stderr
+    assert result.stderr.startswith("taiat: error: ") and result.stderr.count("\n") == 1
+    assert "S3cretPW" not in result.stderr + result.stdout
+
+
 def test_database_not_initialised_then_init(empty_url: str) -> None:
     result = taiat("jobs", "list", url=empty_url)
     assert result.returncode == 65

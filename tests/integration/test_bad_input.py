@@ -113,6 +113,37 @@ def test_wrong_url_scheme() -> None:
         JobManager("not a url")
 
 
+#: URLs that cannot serve, each with the words of its refusal; none may show its password.
+BAD_URLS = [
+    ("postgresql//u:S3cretPW@localhost/db", "cannot parse database URL 'postgresql//u:\\*\\*\\*@"),
+    ("postgresql://u:S3cretPW@localhost:notaport/db", "cannot parse"),
+    ("postgresql://u:S3cretPW@[::1:5432/db", "cannot parse"),
+    ("postgresql://u:S3cretPW@localhost:99999/db", "port .* from 1 to 65535"),
+    ("postgresql://u:S3cretPW@localhost/db?bogus=1", "unknown option 'bogus'"),
+    ("sqlite://u:S3cretPW@localhost/taiat.db", "names a file, not a user or host"),
+    ("", "the database URL is empty"),
+]
+
+
+@pytest.mark.parametrize(("url", "words"), BAD_URLS)
+def test_bad_url_is_refused_without_its_password(
+    url: str, words: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TAIAT_DATABASE_URL", raising=False)
+    with pytest.raises(InvalidDatabaseURL, match=words) as caught:
+        JobManager(url)
+    assert "S3cretPW" not in str(caught.value) and "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []  # not even an embedded ./taiat.db
+
+
+def test_a_url_is_shown_without_any_part_of_its_password() -> None:
+    # An @ in the password, not percent-encoded: the parser takes only "p" for the password.
+    manager = JobManager("postgresql://u:p@S3cret@localhost/db?sslpassword=S3cretToo")
+    assert "S3cret" not in repr(manager)
+    assert repr(manager) == "JobManager('postgresql://u:***@localhost/db?sslpassword=***')"
+
+
 def test_uninitialised_database(empty_url: str) -> None:
     manager = JobManager(empty_url)
     with pytest.raises(DatabaseNotInitialised, match=r"python -m taiat\.init_worker"):

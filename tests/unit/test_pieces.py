@@ -12,6 +12,7 @@ import pytest
 
 from taiat import child
 from taiat.cli import supervisor_config
+from taiat.db import mask_url
 from taiat.errors import ConfigurationError, InvalidDependency, InvalidJob
 from taiat.jobs import Job, JobStatus, JobType
 from taiat.lifecycle import RetryPolicy
@@ -102,6 +103,32 @@ def test_switches_turn_off_the_fork_server_and_claiming_ahead(
 def test_bad_numbers_are_configuration_errors(option: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=option):
         supervisor_config({option: value})
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("postgresql://u:S3cret@h/db", "postgresql://u:***@h/db"),
+        ("postgresql//u:S3cret@h/db", "postgresql//u:***@h/db"),  # cannot be parsed
+        ("postgresql://u:S3cret@[::1:5432/db", "postgresql://u:***@[::1:5432/db"),
+        ("postgresql://u:S3c@ret@h/db", "postgresql://u:***@h/db"),
+        (
+            "postgresql://u@h/db?password=S3cret&sslmode=require",
+            "postgresql://u@h/db?password=***&sslmode=require",
+        ),
+        ("--database-url=postgres:u:S3cret@h", "--database-url=postgres:***@h"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("sqlite:////var/lib/taiat/taiat.db", "sqlite:////var/lib/taiat/taiat.db"),
+        (
+            "unmatched [Option(None, '--database-url', 1, 'postgresql://u:S3cret@h/db'), "
+            "Argument(None, 'postgresql://v:S3cret@h/db')]",
+            "unmatched [Option(None, '--database-url', 1, 'postgresql://u:***@h/db'), "
+            "Argument(None, 'postgresql://v:***@h/db')]",
+        ),
+    ],
+)
+def test_mask_url_hides_every_password(text: str, shown: str) -> None:
+    assert mask_url(text) == shown
 
 
 def _job(**changes: object) -> Job:
