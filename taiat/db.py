@@ -242,6 +242,12 @@ def translate_errors(engine: Engine) -> Iterator[None]:
         if ours is None:
             raise
         raise ours from exc
+    except UnicodeEncodeError as exc:
+        # The driver could not send a text value: a lone surrogate (undecodable bytes kept by
+        # `surrogateescape`) is not text. The callers' own checks name the value.
+        raise InvalidJob(
+            f"the database cannot store a text value, which is not valid: {exc}"
+        ) from exc
 
 
 def translate(exc: sqlalchemy.exc.DBAPIError, engine: Engine) -> TaiatError | None:
