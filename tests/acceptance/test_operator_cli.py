@@ -204,6 +204,50 @@ BAD_COMMAND_LINES = [
     (["cleanup", "--days", "-1"], 64, "--days must be a number of at least 0"),
     (["graph", "x", "--format", "gif"], 64, "unknown format 'gif'"),
     (["jobs", "frobnicate"], 64, "bad command line"),
+    # An undecodable byte arrives as a lone surrogate, which no job id or name can hold.
+    (["jobs", "show", "\udcff"], 64, "the job id holds a lone surrogate"),
+    (["jobs", "cancel", "a\udcff"], 64, "the job id holds a lone surrogate"),
+    (["graph", "\udcff"], 64, "the job id holds a lone surrogate"),
+    (["wait", "\udcff"], 64, "the job id holds a lone surrogate"),
+    (["jobs", "list", "--name", "\udcff"], 64, "the name pattern holds a lone surrogate"),
+    (["jobs", "create", "--type", "agent", "--name", "\udcff"], 64, "the name holds a lone"),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--payload", '{"a": "\\udcff"}'],
+        64,
+        "payload holds a lone surrogate",
+    ),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--run-at", "+99999999999999d"],
+        64,
+        "--run-at '+99999999999999d' is out of range",
+    ),
+    (
+        [
+            "jobs",
+            "create",
+            "--type",
+            "agent",
+            "--name",
+            "x",
+            "--run-at",
+            "9999-12-31T23:59:59-05:00",
+        ],
+        64,
+        "is out of range",
+    ),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--priority", "99999999999999999999"],
+        64,
+        "--priority must be a number from -2147483648 to 2147483647",
+    ),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--max-retries", "2147483648"],
+        64,
+        "--max-retries must be a number from 0 to 2147483647",
+    ),
+    (["jobs", "list", "--limit", "99999999999999999999"], 64, "--limit must be a number from 1"),
+    (["history", "--limit", "99999999999999999999"], 64, "--limit must be a number from 1"),
+    (["wait", "x", "--interval", "1e308"], 64, "--interval must be a number from 0.01 to 86400"),
 ]
 
 
