@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Connection, Engine
 
 from taiat import db, lifecycle, plans, queries, schema
+from taiat.config import MAX_DAYS
 from taiat.errors import InvalidJob, JobError, TransientConflict
 from taiat.jobs import Attempt, Job, JobHistoryEntry, JobStatus, JobType
 from taiat.lifecycle import Completion, RetryPolicy
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _CONFLICT_RETRIES = 8
-MAX_RETENTION_DAYS = 36_500
+MAX_RETENTION_DAYS = MAX_DAYS
 
 
 class JobManager:
