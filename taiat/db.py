@@ -179,10 +179,25 @@ def prepare_engine(engine: Engine) -> Engine:
     if name == "sqlite" and not getattr(engine, "_taiat_prepared", False):
         # pysqlite's own transaction handling begins lazily and in DEFERRED mode, which lets two
         # writers both read and then deadlock on the upgrade; BEGIN IMMEDIATE serialises them.
+        event.listen(engine, "do_connect", _sqlite_private_file)
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         engine._taiat_prepared = True  # type: ignore[attr-defined]
     return engine
+
+
+def _sqlite_private_file(_dialect: Any, _record: Any, cargs: list[Any], cparams: dict) -> None:
+    """Create a new database file 0600 before SQLite does: SQLite follows the umask (0644
+    under 022, so every local user could read payloads and results) and gives the -wal and
+    -shm files the database file's mode. A file that exists keeps the mode its operator gave
+    it. Nothing here for `:memory:` or a `file:` URI."""
+    path = cargs[0] if cargs else cparams.get("database")
+    if not isinstance(path, str) or path in ("", ":memory:") or cparams.get("uri"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except OSError:
+        pass  # there already, or not ours to create: SQLite says what is wrong, if anything
 
 
 def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
