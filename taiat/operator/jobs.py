@@ -16,7 +16,7 @@ from taiat.errors import InvalidJob, JobNotFound
 from taiat.jobs import Attempt, Job, JobStatus
 from taiat.operator import render, store
 from taiat.operator.cli import UsageError, error, job_id, manager, number, status_option
-from taiat.specs import BIGINT_RANGE, INTEGER_RANGE, shown, utc_naive
+from taiat.specs import BIGINT_RANGE, INTEGER_RANGE, MAX_JSON_DEPTH, shown, utc_naive
 
 _RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -181,6 +181,11 @@ def _payload(args: dict) -> dict[str, Any]:
         value = json.loads(text)
     except ValueError as exc:
         raise UsageError(f"{source} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(
+            f"{source} nests objects and arrays more than {MAX_JSON_DEPTH} deep, which is too "
+            "deep to be stored and read back"
+        ) from None
     if not isinstance(value, dict):
         raise UsageError(f"{source} must be a JSON object, got {type(value).__name__}")
     return value

@@ -63,7 +63,7 @@ def read_status_files(paths: list[Path]) -> dict[str, dict[str, Any]]:
     for path in paths:
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
         if isinstance(data, dict) and data.get("worker_id"):
             found[str(data["worker_id"])] = data

@@ -59,6 +59,7 @@ def test_version_and_help() -> None:
         (["--database-url", "mysql://x/y"], {}, 78, "unsupported database URL scheme"),
         ([], {"TAIAT_AGENT_CONFIG": "{not json"}, 78, "TAIAT_AGENT_CONFIG is not valid JSON"),
         ([], {"TAIAT_AGENT_CONFIG": '{"a": "nope.nothing:f"}'}, 78, "cannot import nope"),
+        ([], {"TAIAT_AGENT_CONFIG": '{"a": ' * 10_000}, 78, "nests too deeply"),
         (["--database-url", "postgresql://postgres@127.0.0.1:1/x"], {}, 69, "unavailable"),
         (["--database-url", ""], {}, 78, "the database URL is empty"),
         (["--lease", "1e308"], {}, 78, "--lease (or TAIAT_LEASE) must be at most"),

@@ -248,6 +248,11 @@ BAD_COMMAND_LINES = [
     (["jobs", "list", "--limit", "99999999999999999999"], 64, "--limit must be a number from 1"),
     (["history", "--limit", "99999999999999999999"], 64, "--limit must be a number from 1"),
     (["wait", "x", "--interval", "1e308"], 64, "--interval must be a number from 0.01 to 86400"),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--payload", "[" * 100_000],
+        64,
+        "--payload nests objects and arrays more than 128 deep",
+    ),
 ]
 
 
