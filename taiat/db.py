@@ -104,12 +104,13 @@ def engine_from_url(url: str | None = None, **kwargs: Any) -> Engine:
     usage = "use postgresql://user@host:port/db or sqlite:///path"
     try:
         parsed = make_url(url)
-        port = parsed.port  # an IPv6 host without its closing bracket gets here as a port
     except (sqlalchemy.exc.ArgumentError, ValueError):
+        # ValueError: a port that is not a number, or an IPv6 host without its closing bracket
+        # (what follows the host's first colon is taken for the port).
         raise InvalidDatabaseURL(f"cannot parse database URL {mask_url(url)!r}: {usage}") from None
-    if port is not None and not 0 < port < 65536:
+    if parsed.port is not None and not 0 < parsed.port < 65536:
         raise InvalidDatabaseURL(
-            f"the port in database URL {mask_url(url)!r} must be from 1 to 65535, got {port}"
+            f"the port in database URL {mask_url(url)!r} must be from 1 to 65535, got {parsed.port}"
         )
     if parsed.drivername == "postgres":  # Heroku-style spelling of the same thing
         parsed = parsed.set(drivername="postgresql")
@@ -177,9 +178,9 @@ def prepare_engine(engine: Engine) -> Engine:
     if name not in ("postgresql", "sqlite"):
         raise InvalidDatabaseURL(f"unsupported database {name!r}: use PostgreSQL or SQLite")
     if name == "sqlite" and not getattr(engine, "_taiat_prepared", False):
+        event.listen(engine, "do_connect", _sqlite_private_file)
         # pysqlite's own transaction handling begins lazily and in DEFERRED mode, which lets two
         # writers both read and then deadlock on the upgrade; BEGIN IMMEDIATE serialises them.
-        event.listen(engine, "do_connect", _sqlite_private_file)
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         engine._taiat_prepared = True  # type: ignore[attr-defined]
