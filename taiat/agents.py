@@ -112,6 +112,8 @@ def load_agents(value: str | None = None) -> dict[str, Agent]:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigurationError(f"TAIAT_AGENT_CONFIG is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ConfigurationError("TAIAT_AGENT_CONFIG nests too deeply to be read") from None
     if not isinstance(config, dict):
         raise ConfigurationError("TAIAT_AGENT_CONFIG must be a JSON object of agent names")
     agents: dict[str, Agent] = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from typing import Any
 from docopt import DocoptExit, docopt
 
 from taiat import db, schema
-from taiat.config import SupervisorConfig
+from taiat.config import SupervisorConfig, check_limit
 from taiat.errors import ConfigurationError, DatabaseError, DatabaseUnavailable, TaiatError
 
 #: Exit codes, for scripts and for the unit's `RestartPreventExitStatus=`.
@@ -45,7 +44,8 @@ def parse(usage: str, argv: Sequence[str] | None, version: str | None = None) ->
     try:
         return docopt(usage, argv=list(sys.argv[1:] if argv is None else argv), version=version)
     except DocoptExit as exc:
-        print(str(exc).strip(), file=sys.stderr)
+        # docopt names the arguments it could not match, a database URL among them perhaps.
+        print(db.mask_url(str(exc).strip()), file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
 
 
@@ -60,7 +60,7 @@ def exit_code_for(error: TaiatError) -> int:
 
 
 def fail(error: TaiatError) -> int:
-    print(f"error: {error}", file=sys.stderr)
+    print(f"error: {db.mask_url(str(error))}", file=sys.stderr)
     return exit_code_for(error)
 
 
@@ -170,6 +170,12 @@ _SUPERVISOR_OPTIONS: dict[str, tuple[str, str]] = {
 }
 
 
+def _field(option: str) -> str:
+    """The SupervisorConfig field an option sets."""
+    name = option.lstrip("-").replace("-", "_")
+    return "memory_limit_mb" if name == "memory_limit" else name
+
+
 def setting(args: dict, option: str, env: str) -> str | None:
     """An option's value: the command line, else its environment variable, else None."""
     given = args.get(option)
@@ -196,8 +202,7 @@ def _convert(option: str, env: str, kind: str, raw: str | None) -> Any:
         number = int(raw) if kind == "count" else float(raw)
     except ValueError:
         raise ConfigurationError(f"{where} must be a number, got {raw!r}") from None
-    if not math.isfinite(number):
-        raise ConfigurationError(f"{where} must be a finite number, got {raw}")
+    check_limit(_field(option), number, where)
     if kind == "count" and number < 1:
         raise ConfigurationError(f"{where} must be at least 1, got {raw}")
     if kind == "positive" and not number > 0:
@@ -217,10 +222,8 @@ def supervisor_config(args: dict) -> tuple[SupervisorConfig, str]:
     for option, (env, kind) in _SUPERVISOR_OPTIONS.items():
         value = _convert(option, env, kind, setting(args, option, env))
         if value is not None:
-            values[option.lstrip("-").replace("-", "_")] = value
+            values[_field(option)] = value
     level = values.pop("log_level", "INFO")
-    if "memory_limit" in values:
-        values["memory_limit_mb"] = values.pop("memory_limit")
     config = SupervisorConfig(
         **values,
         burst=bool(args.get("--burst")) or _flag("TAIAT_BURST"),

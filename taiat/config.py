@@ -3,10 +3,38 @@ before it knows whether it will run a supervisor at all)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from taiat.errors import ConfigurationError
+
 MiB = 1 << 20
+
+#: A century: the longest span any setting may name, and the history kept at most. Deadlines
+#: and timers then stay within what a datetime (year 9999) and a timedelta can hold.
+MAX_DAYS = 36_500
+MAX_SECONDS = MAX_DAYS * 86_400
+
+#: The largest value of each numeric setting, and that value in words (the smallest is
+#: checked where the setting is read).
+LIMITS: dict[str, tuple[int, str]] = {
+    "poll_interval": (MAX_SECONDS, "100 years"),
+    "max_concurrent_jobs": (10_000, "a child process each"),
+    "cleanup_interval_hours": (MAX_DAYS * 24, "100 years"),
+    "history_retention_days": (MAX_DAYS, "100 years"),
+    "job_timeout": (MAX_SECONDS, "100 years"),
+    "memory_limit_mb": (1 << 30, "1 PiB"),
+    "drain_timeout": (MAX_SECONDS, "100 years"),
+    "kill_grace": (MAX_SECONDS, "100 years"),
+    "max_result_bytes": (1 << 30, "1 GiB, the most PostgreSQL keeps in one value"),
+    "lease": (MAX_SECONDS, "100 years"),
+    "quarantine_after": (2**31 - 1, "the range of the attempts column"),
+    "status_interval": (MAX_SECONDS, "100 years"),
+    "heartbeat_interval": (MAX_SECONDS, "100 years"),
+    "memory_sample_interval": (MAX_SECONDS, "100 years"),
+    "check_interval": (MAX_SECONDS, "100 years"),
+}
 
 
 @dataclass
@@ -42,5 +70,30 @@ class SupervisorConfig:
     #: is filled at once, and endings are written together.
     claim_ahead: bool = True
 
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name in LIMITS and value is not None:
+                check_limit(field.name, value, field.name)
 
-__all__ = ["MiB", "SupervisorConfig"]
+
+def check_limit(name: str, value: float, where: str) -> None:
+    """ConfigurationError naming `where` unless the setting `name` is a finite number no
+    larger than its limit."""
+    high, words = LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{where} must be a number, got {value!r}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int no float holds
+        finite = True
+    if not finite:
+        raise ConfigurationError(f"{where} must be a finite number, got {value}")
+    if value > high:
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        if len(shown) > 24:
+            shown = f"{shown[:21]}..."
+        raise ConfigurationError(f"{where} must be at most {high} ({words}), got {shown}")
+
+
+__all__ = ["LIMITS", "MAX_DAYS", "MAX_SECONDS", "MiB", "SupervisorConfig", "check_limit"]

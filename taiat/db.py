@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,19 +58,60 @@ def default_url() -> str:
 
 
 def resolve_url(url: str | None = None) -> str:
-    """The URL given, else `TAIAT_DATABASE_URL`, else the embedded SQLite file."""
-    return url or os.environ.get("TAIAT_DATABASE_URL") or default_url()
+    """The URL given, else `TAIAT_DATABASE_URL`, else the embedded SQLite file.
+
+    An empty URL given on purpose is an error (an empty `TAIAT_DATABASE_URL` counts as unset).
+    """
+    if url is None:
+        return os.environ.get("TAIAT_DATABASE_URL") or default_url()
+    if not url.strip():
+        raise InvalidDatabaseURL(
+            "the database URL is empty: give postgresql://user@host/db or sqlite:///path, "
+            "or leave the setting out for the embedded SQLite file"
+        )
+    return url
+
+
+#: A word of text, for `mask_url`: URLs hold no whitespace.
+_WORD = re.compile(r"\S+")
+#: A query option or conninfo key whose value is a secret: password, sslpassword,
+#: oauth_client_secret, scram_client_key...
+_SECRET_OPTION = re.compile(r"(?i)((?:^|[?&\s'\"(,])[\w.-]*(?:password|secret|key)=)[^&\s'\",)]*")
+
+
+def mask_url(text: str) -> str:
+    """`text` with the password of every URL in it shown as `***`, for messages and logs.
+
+    Works on what cannot be parsed as well: in each word, everything between the first colon
+    after the `//` (or the word's start) and the last `@` is hidden, as is the value of any
+    query option named like a password, a secret or a key.
+    """
+    return _WORD.sub(lambda word: _mask_word(word.group()), text)
+
+
+def _mask_word(word: str) -> str:
+    head, slashes, rest = word.partition("//") if "//" in word else ("", "", word)
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if at and colon:
+        word = f"{head}{slashes}{user}:***@{host}"
+    return _SECRET_OPTION.sub(r"\1***", word)
 
 
 def engine_from_url(url: str | None = None, **kwargs: Any) -> Engine:
     """An engine for a PostgreSQL or SQLite URL, set up as the job manager needs it."""
     url = resolve_url(url)
+    usage = "use postgresql://user@host:port/db or sqlite:///path"
     try:
         parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError as exc:
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        # ValueError: a port that is not a number, or an IPv6 host without its closing bracket
+        # (what follows the host's first colon is taken for the port).
+        raise InvalidDatabaseURL(f"cannot parse database URL {mask_url(url)!r}: {usage}") from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
         raise InvalidDatabaseURL(
-            f"cannot parse database URL {url!r}: use postgresql://user@host/db or sqlite:///path"
-        ) from exc
+            f"the port in database URL {mask_url(url)!r} must be from 1 to 65535, got {parsed.port}"
+        )
     if parsed.drivername == "postgres":  # Heroku-style spelling of the same thing
         parsed = parsed.set(drivername="postgresql")
     if parsed.drivername not in _SUPPORTED:
@@ -78,6 +120,11 @@ def engine_from_url(url: str | None = None, **kwargs: Any) -> Engine:
             "use postgresql://user@host/db or sqlite:///path"
         )
     if parsed.get_backend_name() == "sqlite":
+        if parsed.username or parsed.password or parsed.host or parsed.port:
+            raise InvalidDatabaseURL(
+                f"a SQLite URL names a file, not a user or host: {mask_url(url)!r}: "
+                "use sqlite:///relative/path or sqlite:////absolute/path"
+            )
         database = parsed.database or ""
         if database and database != ":memory:" and not Path(database).parent.exists():
             raise InvalidDatabaseURL(
@@ -85,9 +132,25 @@ def engine_from_url(url: str | None = None, **kwargs: Any) -> Engine:
             )
         engine = create_engine(parsed, **kwargs)
     else:
+        _check_pg_options(parsed.query)
         kwargs.setdefault("pool_pre_ping", True)
         engine = create_engine(parsed, **kwargs)
     return prepare_engine(engine)
+
+
+def _check_pg_options(query: Mapping[str, Any]) -> None:
+    """Refuse a query option that libpq does not know, which would fail every connection."""
+    if not query:
+        return
+    from psycopg import pq  # the engine about to be made loads psycopg anyway
+
+    known = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise InvalidDatabaseURL(
+            f"unknown option {mask_url(unknown[0])!r} in the database URL: use libpq "
+            "connection parameters such as sslmode, connect_timeout or options"
+        )
 
 
 def engine_from(source: Any) -> Engine:
@@ -115,12 +178,27 @@ def prepare_engine(engine: Engine) -> Engine:
     if name not in ("postgresql", "sqlite"):
         raise InvalidDatabaseURL(f"unsupported database {name!r}: use PostgreSQL or SQLite")
     if name == "sqlite" and not getattr(engine, "_taiat_prepared", False):
+        event.listen(engine, "do_connect", _sqlite_private_file)
         # pysqlite's own transaction handling begins lazily and in DEFERRED mode, which lets two
         # writers both read and then deadlock on the upgrade; BEGIN IMMEDIATE serialises them.
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         engine._taiat_prepared = True  # type: ignore[attr-defined]
     return engine
+
+
+def _sqlite_private_file(_dialect: Any, _record: Any, cargs: list[Any], cparams: dict) -> None:
+    """Create a new database file 0600 before SQLite does: SQLite follows the umask (0644
+    under 022, so every local user could read payloads and results) and gives the -wal and
+    -shm files the database file's mode. A file that exists keeps the mode its operator gave
+    it. Nothing here for `:memory:` or a `file:` URI."""
+    path = cargs[0] if cargs else cparams.get("database")
+    if not isinstance(path, str) or path in ("", ":memory:") or cparams.get("uri"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except OSError:
+        pass  # there already, or not ours to create: SQLite says what is wrong, if anything
 
 
 def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -138,7 +216,7 @@ def _sqlite_begin(conn: Connection) -> None:
 
 def describe(engine: Engine) -> str:
     """The URL without its password, for messages and logs."""
-    return engine.url.render_as_string(hide_password=True)
+    return mask_url(engine.url.render_as_string(hide_password=False))
 
 
 def tables_missing(engine: Engine) -> DatabaseNotInitialised:
@@ -180,6 +258,12 @@ def translate_errors(engine: Engine) -> Iterator[None]:
         if ours is None:
             raise
         raise ours from exc
+    except UnicodeEncodeError as exc:
+        # The driver could not send a text value: a lone surrogate (undecodable bytes kept by
+        # `surrogateescape`) is not text. The callers' own checks name the value.
+        raise InvalidJob(
+            f"the database cannot store a text value, which is not valid: {exc}"
+        ) from exc
 
 
 def translate(exc: sqlalchemy.exc.DBAPIError, engine: Engine) -> TaiatError | None:

@@ -13,11 +13,12 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Connection, Engine
 
 from taiat import db, lifecycle, plans, queries, schema
+from taiat.config import MAX_DAYS
 from taiat.errors import InvalidJob, JobError, TransientConflict
 from taiat.jobs import Attempt, Job, JobHistoryEntry, JobStatus, JobType
 from taiat.lifecycle import Completion, RetryPolicy
 from taiat.queries import supervisors as supervisor_queries
-from taiat.specs import build_batch, build_spec, json_text
+from taiat.specs import BIGINT_RANGE, build_batch, build_spec, check_text, json_text, whole_number
 
 __all__ = ["JobManager", "JobType", "JobStatus", "Job", "JobHistoryEntry", "RetryPolicy"]
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _CONFLICT_RETRIES = 8
-MAX_RETENTION_DAYS = 36_500
+MAX_RETENTION_DAYS = MAX_DAYS
 
 
 class JobManager:
@@ -121,6 +122,7 @@ class JobManager:
     def get_job(self, job_id: str) -> Job | None:
         """The job, active or finished (then with its final status, result and error); None if
         no job has that id."""
+        _id(job_id)
         return self.run(lambda conn: _find(conn, job_id))
 
     def dependency_results(self, jobs: Sequence[Job]) -> dict[str, dict[str, Any]]:
@@ -140,6 +142,8 @@ class JobManager:
         """Pending jobs whose dependencies have completed and whose `run_at` has passed, in the
         order supervisors claim them; `name`: only those whose name matches this shell-style
         pattern (`load-*`), in any case."""
+        _limit(limit)
+        _name(name)
         rows = self.run(lambda c: queries.ready_jobs(c, limit, name))
         return [Job.from_row(row) for row in rows]
 
@@ -153,6 +157,8 @@ class JobManager:
         """Jobs with `status` (any status if None), newest first; finished ones from history.
         `name`: only those whose name matches this shell-style pattern, in any case."""
         wanted = _status(status)
+        _limit(limit)
+        _name(name)
 
         def read(conn: Connection) -> list[Job]:
             found = []
@@ -173,6 +179,7 @@ class JobManager:
     ) -> list[JobHistoryEntry]:
         """Finished jobs, newest first, each with its attempts."""
         wanted = _value(_status(status))
+        _limit(limit)
 
         def read(conn: Connection) -> tuple[list[Any], list[Any]]:
             rows = queries.history_entries(conn, limit, wanted)
@@ -186,6 +193,7 @@ class JobManager:
 
     def get_attempts(self, job_id: str) -> list[Attempt]:
         """Every run of the job in a child process, oldest first."""
+        _id(job_id)
         return [Attempt.from_row(r) for r in self.run(lambda c: queries.attempts_for(c, [job_id]))]
 
     def count_jobs(self) -> dict[str, int]:
@@ -197,6 +205,7 @@ class JobManager:
     def cancel_job(self, job_id: str) -> bool:
         """Cancel a pending or running job, and every job waiting on it. False if it had
         already finished; JobNotFound if no job has that id."""
+        _id(job_id)
         cancelled = self.run(lambda conn: lifecycle.cancel(conn, job_id))
         if cancelled:
             log.info("cancelled job %s", job_id)
@@ -204,6 +213,7 @@ class JobManager:
 
     def retry_job(self, job_id: str) -> Job:
         """Run a failed or cancelled job again from the start, its retries reset."""
+        _id(job_id)
         row = self.run(lambda conn: lifecycle.retry(conn, job_id))
         log.info("job %s queued again", job_id)
         return Job.from_row(row)
@@ -324,6 +334,23 @@ def _find(conn: Connection, job_id: str) -> Job | None:
         return Job.from_row(row)
     entry = queries.latest_history(conn, job_id)
     return None if entry is None else Job.from_history(JobHistoryEntry.from_row(entry))
+
+
+def _id(job_id: str) -> None:
+    """A job id to look up: text the database can hold (on SQLite a NUL or a lone surrogate
+    would just find nothing; PostgreSQL refuses them), so both databases answer alike."""
+    if isinstance(job_id, str):
+        check_text(job_id, "job id")
+
+
+def _name(pattern: str | None) -> None:
+    if pattern is not None:
+        check_text(pattern, "name pattern")
+
+
+def _limit(limit: int | None) -> None:
+    if limit is not None:
+        whole_number(limit, "limit", 0, BIGINT_RANGE[1])
 
 
 def _status(status: JobStatus | str | None) -> JobStatus | None:

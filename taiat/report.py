@@ -51,7 +51,7 @@ def print_status(database_url: str | None, status_file: Path | None = None) -> i
 def _status_file_line(path: Path) -> str:
     try:
         data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         return f"unreadable: {exc}"
     counters = ", ".join(f"{k} {v}" for k, v in data.get("counters", {}).items())
     return (

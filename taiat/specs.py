@@ -32,6 +32,18 @@ SPEC_KEYS = frozenset(
 )
 
 
+#: The range of an INTEGER column (max_retries, priority): PostgreSQL's, which is narrower than
+#: SQLite's, so that both databases take the same values.
+INTEGER_RANGE = (-(2**31), 2**31 - 1)
+#: The range of a BIGINT, which bounds a LIMIT on both databases.
+BIGINT_RANGE = (-(2**63), 2**63 - 1)
+#: How deeply JSON may nest objects and arrays: a payload, and a job's result or plan. Deeper
+#: ones cannot be encoded, stored and read back within Python's recursion limit everywhere
+#: they travel (the supervisor, the fork server, the job's child, a dependent's child, a
+#: program's `get_job`): a payload is refused when the job is created, a result ends its
+#: attempt as a failure that says so.
+MAX_JSON_DEPTH = 128
+
 # A \u0000 escape in JSON text: preceded by an even number of backslashes, so not an escaped
 # backslash followed by the letters "u0000".
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -44,9 +56,6 @@ _INVALID_CHARS = re.compile("[\x00\ud800-\udfff]")
 _INVALID_ESCAPE = re.compile(
     r"\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}"
 )
-#: How deep JSON from a job (a result, a plan) may nest to be stored: deeper, and those who
-#: read it back (the supervisor for a dependent job, a program's `get_job`) run out of stack.
-MAX_JSON_DEPTH = 512
 # A string in JSON text once its escaped backslashes and quotes are gone.
 _PLAIN_STRING = re.compile(r'"[^"]*"')
 # ASCII JSON text down to its quotes and brackets, all of one kind.
@@ -54,6 +63,12 @@ _BRACKETS = {code: None for code in range(128) if chr(code) not in '"[]{}'} | {
     ord("{"): "[",
     ord("}"): "]",
 }
+# A \uD800-\uDFFF escape, so preceded by an even number of backslashes: a high surrogate, with
+# the low one that completes the pair (one character) if it follows, or a low one alone.
+_SURROGATE_ESCAPE = re.compile(
+    r"(?<!\\)(?:\\\\)*\\u(?P<hex>d[89ab][0-9a-f]{2}(?P<low>\\ud[c-f][0-9a-f]{2})?|d[c-f][0-9a-f]{2})",
+    re.IGNORECASE,
+)
 #: `json.dumps(value, allow_nan=False)`, made once: `dumps` builds a new encoder for every call
 #: with options, which in a job's fresh child is mostly page faults.
 _ENCODER = json.JSONEncoder(allow_nan=False)
@@ -72,10 +87,61 @@ def json_text(value: Any, what: str, *, refuse_nul: bool = True) -> str:
     except (TypeError, ValueError) as exc:
         raise InvalidJob(f"{what} is not JSON-serialisable: {exc}") from exc
     except RecursionError:
-        raise InvalidJob(f"{what} is nested too deep to be encoded as JSON") from None
+        raise InvalidJob(f"{what} is nested too deep to be stored as JSON") from None
     if refuse_nul and _NUL_ESCAPE.search(text):
         raise InvalidJob(f"{what} contains a NUL character (\\u0000), which cannot be stored")
     return text
+
+
+def check_json(value: Any, what: str) -> None:
+    """Raise InvalidJob naming `what` unless both databases store `value` alike and it can be
+    read back anywhere: JSON, no NUL, no lone surrogate (PostgreSQL refuses it, SQLite would
+    keep it), nested at most MAX_JSON_DEPTH deep."""
+    text = json_text(value, what)
+    if "\\u" in text:
+        for escape in _SURROGATE_ESCAPE.finditer(text):
+            if escape["low"] is None:
+                raise InvalidJob(
+                    f"{what} holds a lone surrogate (\\u{escape['hex'][:4]}, from bytes that are "
+                    "not UTF-8?), which is not text and cannot be stored"
+                )
+    if _nesting(text) > MAX_JSON_DEPTH:
+        raise InvalidJob(
+            f"{what} nests objects and arrays more than {MAX_JSON_DEPTH} deep, which is "
+            "too deep to be stored and read back"
+        )
+
+
+def check_text(value: str, what: str) -> str:
+    """`value`, or InvalidJob naming `what` when a database cannot store it as text: a NUL
+    character (PostgreSQL refuses it) or a lone surrogate, which is not text at all (undecodable
+    bytes that Python keeps under `surrogateescape`, such as a file name or an argument)."""
+    if "\x00" in value:
+        raise InvalidJob(f"the {what} contains a NUL character, which cannot be stored")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidJob(
+            f"the {what} holds a lone surrogate ({value[exc.start]!r} at character {exc.start}: "
+            "bytes that are not UTF-8?), which is not text and cannot be stored"
+        ) from None
+    return value
+
+
+def whole_number(value: Any, what: str, low: int, high: int) -> int:
+    """`value` if it is a whole number from `low` to `high`, else InvalidJob naming `what`."""
+    if not _is_int(value) or not low <= value <= high:
+        raise InvalidJob(f"{what} must be a whole number from {low} to {high}, got {shown(value)}")
+    return int(value)
+
+
+def shown(value: Any, width: int = 40) -> str:
+    """`repr(value)` for a message, cut short when long (an int of 10**400 has 401 digits)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print at all
+        return f"an {type(value).__name__} too long to print"
+    return text if len(text) <= width else f"{text[: width - 3]}..."
 
 
 def clean_text(value: str) -> str:
@@ -164,9 +230,16 @@ def _clean(value: Any, depth: int) -> Any:
 
 
 def utc_naive(moment: datetime) -> datetime:
-    """A datetime as naive UTC, the way the tables keep it; naive input is taken as UTC."""
+    """A datetime as naive UTC, the way the tables keep it; naive input is taken as UTC.
+    InvalidJob when UTC has no such day (an aware time near `datetime.min` or `max`)."""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
+        try:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise InvalidJob(
+                f"{moment.isoformat()} is out of range: in UTC it falls before year 1 or "
+                "after year 9999"
+            ) from None
     return moment
 
 
@@ -236,27 +309,20 @@ def build_spec(
         raise InvalidJob("a job needs a non-empty name")
     if description is not None and not isinstance(description, str):
         raise InvalidJob(f"description must be text, got {type(description).__name__}")
-    for label, text in (("name", name), ("description", description), ("id", id)):
-        if isinstance(text, str) and "\x00" in text:
-            raise InvalidJob(f"the {label} contains a NUL character, which cannot be stored")
+    for label, text in (("name", name), ("description", description), ("job id", id)):
+        if isinstance(text, str):
+            check_text(text, label)
     payload = {} if payload is None else payload
     if not isinstance(payload, Mapping):
         raise InvalidJob(f"payload must be a JSON object (a dict), got {type(payload).__name__}")
     payload = dict(payload)
-    json_text(payload, "payload")
+    check_json(payload, "payload")
     if kind is JobType.QUERY:
         check_query_payload(payload)
-    if not _is_int(max_retries) or max_retries < 0:
-        raise InvalidJob(f"max_retries must be a whole number >= 0, got {max_retries!r}")
-    if not _is_int(priority):
-        raise InvalidJob(f"priority must be a whole number, got {priority!r}")
-    if timeout_seconds is not None and (
-        isinstance(timeout_seconds, bool)
-        or not isinstance(timeout_seconds, int | float)
-        or not math.isfinite(timeout_seconds)
-        or timeout_seconds <= 0
-    ):
-        raise InvalidJob(f"timeout_seconds must be a positive number, got {timeout_seconds!r}")
+    whole_number(max_retries, "max_retries", 0, INTEGER_RANGE[1])
+    whole_number(priority, "priority", *INTEGER_RANGE)
+    if timeout_seconds is not None and not _positive_float(timeout_seconds):
+        raise InvalidJob(f"timeout_seconds must be a positive number, got {shown(timeout_seconds)}")
     if run_at is not None and not isinstance(run_at, datetime):
         raise InvalidJob(f"run_at must be a datetime, got {type(run_at).__name__}")
     if id is not None and (not isinstance(id, str) or not id.strip()):
@@ -272,12 +338,29 @@ def build_spec(
         max_retries=max_retries,
         priority=priority,
         timeout_seconds=None if timeout_seconds is None else float(timeout_seconds),
-        run_at=None if run_at is None else utc_naive(run_at),
+        run_at=None if run_at is None else _run_at(run_at),
     )
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_float(value: Any) -> bool:
+    """A finite number above 0 that a float holds (an int of 10**400 is none)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value)) and value > 0
+    except OverflowError:
+        return False
+
+
+def _run_at(moment: datetime) -> datetime:
+    try:
+        return utc_naive(moment)
+    except InvalidJob as exc:
+        raise InvalidJob(f"run_at {exc}") from None
 
 
 def _dependency_ids(job_id: str, dependencies: Any) -> tuple[str, ...]:
@@ -292,6 +375,7 @@ def _dependency_ids(job_id: str, dependencies: Any) -> tuple[str, ...]:
         dep_id = getattr(dep, "id", dep)  # a Job is as good as its id
         if not isinstance(dep_id, str) or not dep_id:
             raise InvalidDependency(f"a dependency must be a job id, got {dep!r}")
+        check_text(dep_id, "dependency id")
         if dep_id == job_id:
             raise InvalidDependency(f"job {job_id} cannot depend on itself")
         if dep_id not in ids:

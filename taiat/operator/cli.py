@@ -72,6 +72,7 @@ from typing import Any
 from docopt import DocoptExit, docopt
 
 from taiat import cli as common
+from taiat import db
 from taiat.errors import (
     DuplicateJob,
     InvalidDependency,
@@ -81,6 +82,10 @@ from taiat.errors import (
 )
 from taiat.job_manager import JobManager
 from taiat.jobs import JobStatus
+from taiat.specs import check_text
+
+#: The longest wait between refreshes (`top`, `wait`): a day.
+MAX_INTERVAL = 86_400.0
 
 
 class UsageError(TaiatError):
@@ -103,7 +108,7 @@ def exit_code_for(error: TaiatError) -> int:
 
 def error(message: str) -> None:
     """One line on standard error."""
-    flat = " ".join(str(message).split())
+    flat = " ".join(db.mask_url(str(message)).split())
     print(f"taiat: error: {flat}", file=sys.stderr)
 
 
@@ -121,8 +126,16 @@ def status_option(args: dict) -> JobStatus | None:
         raise UsageError(f"unknown status {raw!r}: use one of {known}") from None
 
 
-def number(args: dict, option: str, kind: Callable[[str], Any], default: Any, low: float) -> Any:
-    """The option as an int or float no smaller than `low`, or `default` when absent."""
+def number(
+    args: dict,
+    option: str,
+    kind: Callable[[str], Any],
+    default: Any,
+    low: float,
+    high: float | None = None,
+) -> Any:
+    """The option as an int or float from `low` to `high` (if given), or `default` when
+    absent."""
     raw = args.get(option)
     if raw is None:
         return default
@@ -131,8 +144,24 @@ def number(args: dict, option: str, kind: Callable[[str], Any], default: Any, lo
     except ValueError:
         raise UsageError(f"{option} must be a number, got {raw!r}") from None
     if value != value or value in (float("inf"), float("-inf")) or value < low:
-        raise UsageError(f"{option} must be a number of at least {low:g}, got {raw!r}")
+        raise UsageError(f"{option} must be a number of at least {_figure(low)}, got {raw!r}")
+    if high is not None and value > high:
+        raise UsageError(
+            f"{option} must be a number from {_figure(low)} to {_figure(high)}, got {raw!r}"
+        )
     return value
+
+
+def _figure(bound: float) -> str:
+    """A bound as written: whole numbers in full (2147483647, not 2.14748e+09)."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+def identifiers(args: dict) -> list[str]:
+    """The command's IDs, each text a job id can be (an undecodable byte on the command line
+    arrives as a lone surrogate, which no id holds)."""
+    ids = args["ID"]
+    return [check_text(i, "job id") for i in (ids if isinstance(ids, list) else [ids])]
 
 
 def lease(args: dict) -> float:
@@ -149,8 +178,7 @@ def lease(args: dict) -> float:
 
 def job_id(args: dict) -> str:
     """The one ID of the command (docopt gives a list: `wait` takes several)."""
-    ids = args["ID"]
-    return ids[0] if isinstance(ids, list) else ids
+    return identifiers(args)[0]
 
 
 def manager(args: dict) -> JobManager:
@@ -189,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = docopt(__doc__ or "", argv=words, version=__version__)
     except DocoptExit:
-        error(f"bad command line `{shlex.join(['taiat', *words])}`: see `taiat --help`")
+        echo = shlex.join(["taiat", *(db.mask_url(word) for word in words)])
+        error(f"bad command line `{echo}`: see `taiat --help`")
         return common.EXIT_USAGE
     logging.basicConfig(level=os.environ.get("TAIAT_LOG_LEVEL", "WARNING").upper())
     try:

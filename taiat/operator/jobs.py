@@ -12,11 +12,11 @@ from typing import Any
 from rich.text import Text
 
 from taiat.cli import EXIT_FAILURE, EXIT_OK
-from taiat.errors import JobNotFound
+from taiat.errors import InvalidJob, JobNotFound
 from taiat.jobs import Attempt, Job, JobStatus
 from taiat.operator import render, store
 from taiat.operator.cli import UsageError, error, job_id, manager, number, status_option
-from taiat.specs import utc_naive
+from taiat.specs import BIGINT_RANGE, INTEGER_RANGE, MAX_JSON_DEPTH, shown, utc_naive
 
 _RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -24,7 +24,7 @@ _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def list_command(args: dict) -> int:
     status = status_option(args)
-    limit = number(args, "--limit", int, 100, 1)
+    limit = number(args, "--limit", int, 100, 1, BIGINT_RANGE[1])
     if args["--ready"] and status not in (None, JobStatus.PENDING):
         raise UsageError("--ready lists pending jobs only: leave out --status")
     jobs = store.find_jobs(
@@ -181,6 +181,11 @@ def _payload(args: dict) -> dict[str, Any]:
         value = json.loads(text)
     except ValueError as exc:
         raise UsageError(f"{source} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(
+            f"{source} nests objects and arrays more than {MAX_JSON_DEPTH} deep, which is too "
+            "deep to be stored and read back"
+        ) from None
     if not isinstance(value, dict):
         raise UsageError(f"{source} must be a JSON object, got {type(value).__name__}")
     return value
@@ -189,12 +194,16 @@ def _payload(args: dict) -> dict[str, Any]:
 def parse_time(raw: str, now: datetime | None = None) -> datetime:
     """ISO 8601 (naive means UTC) or "+N[s|m|h|d]" from `now`; naive UTC."""
     relative = _RELATIVE.match(raw.strip())
-    if relative:
-        base = now or datetime.now(UTC).replace(tzinfo=None)
-        seconds = float(relative.group(1)) * _UNIT_SECONDS[relative.group(2)]
-        return base + timedelta(seconds=seconds)
     try:
+        if relative:
+            base = now or datetime.now(UTC).replace(tzinfo=None)
+            seconds = float(relative.group(1)) * _UNIT_SECONDS[relative.group(2)]
+            return base + timedelta(seconds=seconds)
         return utc_naive(datetime.fromisoformat(raw.strip()))
+    except (OverflowError, InvalidJob):
+        raise UsageError(
+            f"--run-at {shown(raw)} is out of range: it must fall in years 1 to 9999 (UTC)"
+        ) from None
     except ValueError:
         raise UsageError(
             f"--run-at {raw!r} is not a time: use ISO 8601 (2030-01-31T09:00:00) or +30m"
@@ -210,8 +219,8 @@ def create_command(args: dict) -> int:
         args["--description"],
         payload,
         list(args["--depends-on"]),
-        number(args, "--max-retries", int, 3, 0),
-        priority=number(args, "--priority", int, 0, -(2**31)),
+        number(args, "--max-retries", int, 3, 0, INTEGER_RANGE[1]),
+        priority=number(args, "--priority", int, 0, *INTEGER_RANGE),
         timeout_seconds=number(args, "--timeout", float, None, 0),
         run_at=run_at,
     )
@@ -239,7 +248,7 @@ def retry_command(args: dict) -> int:
 
 def history_command(args: dict) -> int:
     status = status_option(args)
-    limit = number(args, "--limit", int, 10, 1)
+    limit = number(args, "--limit", int, 10, 1, BIGINT_RANGE[1])
     entries = manager(args).get_job_history(limit=limit, status=status)
     if args["--json"]:
         render.print_json(entries)

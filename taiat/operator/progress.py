@@ -218,11 +218,11 @@ def run_burst(supervisor: Any) -> int:
 
 
 def wait_command(args: dict) -> int:
-    from taiat.operator.cli import error, manager, number
+    from taiat.operator.cli import MAX_INTERVAL, error, identifiers, manager, number
 
-    ids = list(dict.fromkeys(args["ID"]))
+    ids = list(dict.fromkeys(identifiers(args)))
     timeout = number(args, "--timeout", float, None, 0)
-    interval = number(args, "--interval", float, 0.5, 0.01)
+    interval = number(args, "--interval", float, 0.5, 0.01, MAX_INTERVAL)
     jm = manager(args)
     jobs = store.jobs_by_id(jm, ids)
     unknown = [job_id for job_id in ids if job_id not in jobs]

@@ -27,7 +27,7 @@ from taiat.cli import EXIT_OK
 from taiat.job_manager import JobManager
 from taiat.operator import render, store
 from taiat.operator.admin import supervisor_rows
-from taiat.operator.cli import lease, manager, number
+from taiat.operator.cli import MAX_INTERVAL, lease, manager, number
 
 
 class CpuMeter:
@@ -63,7 +63,7 @@ def read_status_files(paths: list[Path]) -> dict[str, dict[str, Any]]:
     for path in paths:
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
         if isinstance(data, dict) and data.get("worker_id"):
             found[str(data["worker_id"])] = data
@@ -193,7 +193,7 @@ def keys() -> Iterator[Any]:
 
 
 def top_command(args: dict) -> int:
-    interval = number(args, "--interval", float, 1.0, 0.05)
+    interval = number(args, "--interval", float, 1.0, 0.05, MAX_INTERVAL)
     lease_seconds = lease(args)
     paths = [Path(p) for p in args["--status-file"]]
     if not paths and os.environ.get("TAIAT_STATUS_FILE"):

@@ -59,7 +59,12 @@ def test_version_and_help() -> None:
         (["--database-url", "mysql://x/y"], {}, 78, "unsupported database URL scheme"),
         ([], {"TAIAT_AGENT_CONFIG": "{not json"}, 78, "TAIAT_AGENT_CONFIG is not valid JSON"),
         ([], {"TAIAT_AGENT_CONFIG": '{"a": "nope.nothing:f"}'}, 78, "cannot import nope"),
+        ([], {"TAIAT_AGENT_CONFIG": '{"a": ' * 10_000}, 78, "nests too deeply"),
         (["--database-url", "postgresql://postgres@127.0.0.1:1/x"], {}, 69, "unavailable"),
+        (["--database-url", ""], {}, 78, "the database URL is empty"),
+        (["--lease", "1e308"], {}, 78, "--lease (or TAIAT_LEASE) must be at most"),
+        ([], {"TAIAT_MEMORY_LIMIT": "1e308"}, 78, "TAIAT_MEMORY_LIMIT) must be at most"),
+        (["--history-retention-days", "40000"], {}, 78, "must be at most 36500"),
     ],
 )
 def test_bad_settings_exit_with_their_code(args, env, code, words, tmp_path: Path) -> None:
@@ -67,6 +72,42 @@ def test_bad_settings_exit_with_their_code(args, env, code, words, tmp_path: Pat
     assert result.returncode == code, result.stderr
     assert words in result.stderr
     assert not (tmp_path / "taiat.db").exists() or code != 78
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--database-url", "postgresql//u:S3cretPW@localhost/db"], 78),
+        (["--database-url", "postgresql://u:S3cretPW@localhost:notaport/db"], 78),
+        (
+            [
+                "--database-url=postgresql://u:S3cretPW@h/db",
+                "--database-url=postgresql://u:S3cretPW@h/db",
+            ],
+            64,
+        ),
+        (["postgresql://u:S3cretPW@h/db"], 64),
+    ],
+)
+def test_no_error_shows_the_password(args: list[str], code: int, tmp_path: Path) -> None:
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert "S3cretPW" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("setting", [["--memory-limit", "1e308"], ["--lease", "1e308"]])
+def test_a_setting_out_of_range_changes_nothing(database_url: str, setting: list[str]) -> None:
+    manager = JobManager(database_url)
+    try:
+        job = manager.create_job("agent", "waiting", payload={"agent_name": "plain"})
+        result = run("--burst", "--database-url", database_url, *setting)
+        assert result.returncode == 78, result.stderr
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+        found = manager.get_job(job.id)
+        assert found is not None and found.status is JobStatus.PENDING
+        assert found.retry_count == 0 and manager.get_attempts(job.id) == []
+    finally:
+        manager.engine.dispose()
 
 
 def test_uninitialised_database_exit_code(empty_url: str) -> None:

@@ -204,6 +204,55 @@ BAD_COMMAND_LINES = [
     (["cleanup", "--days", "-1"], 64, "--days must be a number of at least 0"),
     (["graph", "x", "--format", "gif"], 64, "unknown format 'gif'"),
     (["jobs", "frobnicate"], 64, "bad command line"),
+    # An undecodable byte arrives as a lone surrogate, which no job id or name can hold.
+    (["jobs", "show", "\udcff"], 64, "the job id holds a lone surrogate"),
+    (["jobs", "cancel", "a\udcff"], 64, "the job id holds a lone surrogate"),
+    (["graph", "\udcff"], 64, "the job id holds a lone surrogate"),
+    (["wait", "\udcff"], 64, "the job id holds a lone surrogate"),
+    (["jobs", "list", "--name", "\udcff"], 64, "the name pattern holds a lone surrogate"),
+    (["jobs", "create", "--type", "agent", "--name", "\udcff"], 64, "the name holds a lone"),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--payload", '{"a": "\\udcff"}'],
+        64,
+        "payload holds a lone surrogate",
+    ),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--run-at", "+99999999999999d"],
+        64,
+        "--run-at '+99999999999999d' is out of range",
+    ),
+    (
+        [
+            "jobs",
+            "create",
+            "--type",
+            "agent",
+            "--name",
+            "x",
+            "--run-at",
+            "9999-12-31T23:59:59-05:00",
+        ],
+        64,
+        "is out of range",
+    ),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--priority", "99999999999999999999"],
+        64,
+        "--priority must be a number from -2147483648 to 2147483647",
+    ),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--max-retries", "2147483648"],
+        64,
+        "--max-retries must be a number from 0 to 2147483647",
+    ),
+    (["jobs", "list", "--limit", "99999999999999999999"], 64, "--limit must be a number from 1"),
+    (["history", "--limit", "99999999999999999999"], 64, "--limit must be a number from 1"),
+    (["wait", "x", "--interval", "1e308"], 64, "--interval must be a number from 0.01 to 86400"),
+    (
+        ["jobs", "create", "--type", "agent", "--name", "x", "--payload", "[" * 100_000],
+        64,
+        "--payload nests objects and arrays more than 128 deep",
+    ),
 ]
 
 
@@ -234,6 +283,23 @@ def test_bad_command_lines_are_refused_in_one_line(
     sqlite_url: str, sqlite_manager: JobManager
 ) -> None:
     _refused(sqlite_url, sqlite_manager, BAD_COMMAND_LINES)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["jobs", "lisst", "--database-url", "postgresql://u:S3cretPW@localhost/db"],
+        ["jobs", "list", "--database-url=postgresql://u:S3cretPW@localhost/db", "extra"],
+        ["jobs", "list", "--database-url", "postgresql//u:S3cretPW@localhost/db"],
+        ["jobs", "list", "--database-url", "postgresql://u:S3cretPW@[::1:5432/db"],
+        ["jobs", "list", "--database-url", "postgresql://u:S3cretPW@localhost/db?bogus=1"],
+    ],
+)
+def test_no_error_shows_the_password(args: list[str]) -> None:
+    result = taiat(*args)
+    assert result.returncode in (64, 78), result.stderr
+    assert result.stderr.startswith("taiat: error: ") and result.stderr.count("\n") == 1
+    assert "S3cretPW" not in result.stderr + result.stdout
 
 
 def test_database_not_initialised_then_init(empty_url: str) -> None:

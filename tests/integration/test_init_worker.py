@@ -74,3 +74,26 @@ def test_newer_schema_is_refused(database_url: str) -> None:
     with pytest.raises(SchemaVersionMismatch, match="upgrade the taiat package"):
         JobManager(engine).get_job("x")
     engine.dispose()
+
+
+def test_a_new_sqlite_file_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Under umask 022 SQLite made the file and its -wal and -shm 0644: any local user could
+    read payloads and results. A file that exists keeps the mode its operator chose."""
+    kept = tmp_path / "shared.db"
+    kept.touch(mode=0o640)
+    kept.chmod(0o640)
+    before = os.umask(0o022)
+    try:
+        for path in (tmp_path / "taiat.db", kept):
+            manager = JobManager(f"sqlite:///{path}")
+            schema.initialise(manager.engine)
+            manager.create_job("agent", "payload with secrets", payload={"token": "x"})
+            modes = {
+                suffix: Path(f"{path}{suffix}").stat().st_mode & 0o777
+                for suffix in ("", "-wal", "-shm")
+            }
+            manager.engine.dispose()
+            expected = 0o600 if path != kept else 0o640
+            assert modes == {"": expected, "-wal": expected, "-shm": expected}, path
+    finally:
+        os.umask(before)

@@ -12,6 +12,8 @@ import pytest
 
 from taiat import child
 from taiat.cli import supervisor_config
+from taiat.config import SupervisorConfig
+from taiat.db import mask_url
 from taiat.errors import ConfigurationError, InvalidDependency, InvalidJob
 from taiat.jobs import Job, JobStatus, JobType
 from taiat.lifecycle import RetryPolicy
@@ -102,6 +104,62 @@ def test_switches_turn_off_the_fork_server_and_claiming_ahead(
 def test_bad_numbers_are_configuration_errors(option: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=option):
         supervisor_config({option: value})
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--lease", "1e308", "at most 3153600000 \\(100 years\\)"),
+        ("--memory-limit", "1e308", "at most 1073741824 \\(1 PiB\\)"),
+        ("--history-retention-days", "40000", "at most 36500"),
+        ("--max-concurrent-jobs", "99999999999999999999", "at most 10000"),
+        ("--max-result-bytes", "99999999999999999999", "at most 1073741824"),
+        ("--quarantine-after", "99999999999999999999", "at most 2147483647"),
+        ("--job-timeout", "1e12", "at most 3153600000"),
+        ("--poll-interval", "1e308", "at most"),
+        ("--cleanup-interval-hours", "1e308", "at most 876000"),
+        ("--drain-timeout", "1e308", "at most"),
+        ("--kill-grace", "1e308", "at most"),
+    ],
+)
+def test_settings_out_of_range_are_configuration_errors(
+    option: str, value: str, words: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=f"{option} .*{words}"):
+        supervisor_config({option: value})
+
+
+def test_a_configuration_made_in_code_is_checked_too() -> None:
+    with pytest.raises(ConfigurationError, match="lease must be a finite number"):
+        SupervisorConfig(lease=float("inf"))
+    with pytest.raises(ConfigurationError, match="memory_limit_mb must be at most"):
+        SupervisorConfig(memory_limit_mb=1e308)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("postgresql://u:S3cret@h/db", "postgresql://u:***@h/db"),
+        ("postgresql//u:S3cret@h/db", "postgresql//u:***@h/db"),  # cannot be parsed
+        ("postgresql://u:S3cret@[::1:5432/db", "postgresql://u:***@[::1:5432/db"),
+        ("postgresql://u:S3c@ret@h/db", "postgresql://u:***@h/db"),
+        (
+            "postgresql://u@h/db?password=S3cret&sslmode=require",
+            "postgresql://u@h/db?password=***&sslmode=require",
+        ),
+        ("--database-url=postgres:u:S3cret@h", "--database-url=postgres:***@h"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("sqlite:////var/lib/taiat/taiat.db", "sqlite:////var/lib/taiat/taiat.db"),
+        (
+            "unmatched [Option(None, '--database-url', 1, 'postgresql://u:S3cret@h/db'), "
+            "Argument(None, 'postgresql://v:S3cret@h/db')]",
+            "unmatched [Option(None, '--database-url', 1, 'postgresql://u:***@h/db'), "
+            "Argument(None, 'postgresql://v:***@h/db')]",
+        ),
+    ],
+)
+def test_mask_url_hides_every_password(text: str, shown: str) -> None:
+    assert mask_url(text) == shown
 
 
 def _job(**changes: object) -> Job:
