@@ -126,8 +126,12 @@ class Supervisor:
         watchdog = status.watchdog_interval()
         drain_deadline: float | None = None
         stops_seen = 0
+        hangups_seen = 0
         while True:
             now = time.monotonic()
+            if self.wakeup.hangups > hangups_seen:
+                hangups_seen = self.wakeup.hangups
+                self._hang_up()
             if self.wakeup.stop_requests > stops_seen:
                 stops_seen = self.wakeup.stop_requests
                 drain_deadline = self._begin_drain(now, stops_seen, drain_deadline)
@@ -229,6 +233,12 @@ class Supervisor:
                 proc.stop("cancelled", "cancelled while running")
             elif payload.startswith("cancel:"):
                 self._forget_held({payload[7:]})
+
+    def _hang_up(self) -> None:
+        """SIGHUP: the supervisor logs to stderr and has no log file to reopen; it writes its
+        status and metrics files afresh (after a rotation, or a cleaned run directory)."""
+        log.info("SIGHUP: status and metrics files rewritten; logs go to stderr, nothing to reopen")
+        self._publish(force=True)
 
     def _check_claims(self) -> None:
         """Stop children whose claim is no longer current: cancelled, or taken back by another
