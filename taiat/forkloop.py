@@ -32,6 +32,9 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
         os._exit(0)
     (supervisor_pid, sys_path, blob, database_url), _ = first
     _follow(supervisor_pid)
+    # What a job leaves behind comes here when the job's process ends (its own orphans come
+    # to it while it runs): the server kills it (see `_reap`).
+    child.become_subreaper()
     sys.path[:] = sys_path
     forker = QuickFork()  # before the executors' modules register their fork hooks
     try:
@@ -106,19 +109,34 @@ def _follow(supervisor_pid: int) -> None:
 
 
 def _reap(sock: socket.socket, children: dict[int, int]) -> None:
-    while children:
+    """Reap what has ended and report the jobs' children; then kill every other child: the
+    server forks only jobs, so any other child is what an ended job left behind, come to the
+    server, a subreaper, when the job's process ended."""
+    reaped = False
+    while True:
         try:
             pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
-            children.clear()
-            return
+            break
         if pid == 0:
-            return
+            break
+        reaped = True
         token = children.pop(pid, None)
         if token is None:
-            continue  # not a job's child (none other is forked here)
+            continue  # left behind by a job, and killed
         report = (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
         send_message(sock, ("exited", token, status, *report))
+    if reaped:
+        _kill_leftovers(children)
+
+
+def _kill_leftovers(children: dict[int, int]) -> list[int]:
+    """SIGKILL the server's children that are not running jobs; returns their pids. (Once
+    they are reaped, what they left comes here in turn, and goes the same way.)"""
+    leftovers = [pid for pid in child.children_of_this_process() if pid not in children]
+    for pid in leftovers:
+        child.kill_tree(pid)
+    return leftovers
 
 
 def _shut_down(children: dict[int, int]) -> NoReturn:
@@ -133,4 +151,15 @@ def _shut_down(children: dict[int, int]) -> NoReturn:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
+    children.clear()
+    # And what the jobs left behind, which comes here as each process above it ends.
+    for _ in range(1000):
+        leftovers = _kill_leftovers(children)
+        if not leftovers:
+            break
+        for pid in leftovers:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
     os._exit(0)

@@ -172,3 +172,25 @@ def linger(marker: str, pid_file: str) -> dict:
     Path(pid_file).write_text(str(os.getpid()))
     sys.stdout = _HeldFlush(sys.stdout, Path(marker))
     return {"lingered": True}
+
+
+def escape(pid_file: str, megabytes: int = 0, seconds: float = 0.0) -> dict:
+    """Leave a process behind in a session of its own (fork, setsid, fork: a daemon's double
+    fork) holding `megabytes`; return once it has told its pid, after `seconds` more."""
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        if os.fork() == 0:
+            block = bytearray(megabytes << 20)
+            for i in range(0, len(block), 4096):
+                block[i] = 1
+            Path(pid_file + ".tmp").write_text(str(os.getpid()))
+            os.rename(pid_file + ".tmp", pid_file)
+            time.sleep(300)
+        os._exit(0)
+    os.waitpid(middle, 0)
+    deadline = time.monotonic() + 30
+    while not Path(pid_file).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(seconds)
+    return {"escaped": int(Path(pid_file).read_text())}

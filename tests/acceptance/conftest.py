@@ -44,6 +44,7 @@ AGENT_CONFIG = {
         "random_draw",
         "threads",
         "linger",
+        "escape",
     ]
 }
 
