@@ -176,16 +176,17 @@ def linger(marker: str, pid_file: str) -> dict:
 
 def escape(pid_file: str, megabytes: int = 0, seconds: float = 0.0) -> dict:
     """Leave a process behind in a session of its own (fork, setsid, fork: a daemon's double
-    fork) holding `megabytes`; return once it has told its pid, after `seconds` more."""
+    fork) that tells its pid, then holds `megabytes`; return once it has told its pid, after
+    `seconds` more."""
     middle = os.fork()
     if middle == 0:
         os.setsid()
         if os.fork() == 0:
+            Path(pid_file + ".tmp").write_text(str(os.getpid()))
+            os.rename(pid_file + ".tmp", pid_file)
             block = bytearray(megabytes << 20)
             for i in range(0, len(block), 4096):
                 block[i] = 1
-            Path(pid_file + ".tmp").write_text(str(os.getpid()))
-            os.rename(pid_file + ".tmp", pid_file)
             time.sleep(300)
         os._exit(0)
     os.waitpid(middle, 0)
