@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from taiat import __version__, db, queries, status, workers
+from taiat import __version__, child, db, queries, status, workers
 from taiat.ahead import WRITE_DELAY, ClaimAhead
 from taiat.config import MiB, SupervisorConfig
 from taiat.errors import DatabaseUnavailable
@@ -76,6 +76,9 @@ class Supervisor:
         self._published = 0.0
         self._claim_now = True
         self.forking: Forking | None = None
+        #: Jobs whose fork server was killed while they ran beside others: each runs next
+        #: alone, in a fork server of its own (see `JobProcess.alone`).
+        self.suspects: set[str] = set()
 
     # -- public ---------------------------------------------------------------------------
 
@@ -92,6 +95,9 @@ class Supervisor:
         """Serve until stopped (or, in burst mode, until nothing is left); returns 0."""
         self._publish(force=True)  # "starting"
         self._register()
+        if self.config.subreaper:
+            # Orphans of a fork server that dies come here, not to init: see `_reap_adopted`.
+            child.become_subreaper()
         executors = [*self.custom_executors, AgentExecutor(self.agents), QueryExecutor(self.agents)]
         self.forking = Forking(executors, self.manager.engine, fork_server=self.config.fork_server)
         self.wakeup.install_signals()
@@ -202,17 +208,15 @@ class Supervisor:
         # listener whose connection dropped).
         listener = self.listener if self.listener and self.listener.connected else None
         listener_fd = listener.fileno() if listener is not None else None
-        server = self.forking.server if self.forking else None
-        server = server if server is not None and not server.gone else None
-        server_fd = server.fileno() if server is not None else None
-        fds += [fd for fd in (listener_fd, server_fd) if fd is not None]
+        servers = {s.fileno(): s for s in self.forking.servers()} if self.forking else {}
+        fds += [fd for fd in (listener_fd, *servers) if fd is not None]
         for ready in ready_fds(fds, timeout):
             if ready == self.wakeup.fd:
                 self.wakeup.clear()
             elif listener is not None and ready == listener_fd:
                 self._hear(listener)
-            elif server is not None and ready == server_fd:
-                server.poll()
+            elif ready in servers:
+                servers[ready].poll()
                 self._dirty = True  # a child forked (its pid now known), or one ended
         for proc in self.children:
             proc.read_available()
@@ -324,6 +328,9 @@ class Supervisor:
             exit_grace=self.config.kill_grace,
         )
         assert self.forking is not None
+        if job.id in self.suspects:
+            self.suspects.discard(job.id)
+            proc.alone = True
         self.forking.start(proc, dependency_results)
         self.children.append(proc)
         self._dirty = True
@@ -335,6 +342,10 @@ class Supervisor:
         return int(min(valid) * MiB) if valid else None
 
     def _reap(self) -> None:
+        if self.forking is not None and self.forking.replace_lost():
+            self._dirty = True  # a new fork server's pid
+        if self.config.subreaper and self.wakeup.take_child_signal():
+            self._reap_adopted()
         for proc in list(self.children):
             learnt = proc.pid_learnt
             ending = proc.try_reap()
@@ -349,12 +360,30 @@ class Supervisor:
             log_ending(proc.job, ending)
             if proc.known_pid:
                 self.ahead.observe(ending.wall_seconds)
-            elif self.forking is not None:
-                self.forking.never_started()
+            if self.forking is not None:
+                self.forking.ended(proc)
+            if proc.suspect:
+                self.suspects.add(proc.job.id)
             for observer in self.observers:
                 observer(proc.job, ending)
             attempt = attempt_of(proc, ending, self.worker_id, self.host)
             self.recorder.add(Record(proc.job, ending, attempt))
+
+    def _reap_adopted(self) -> None:
+        """As a subreaper, the supervisor adopts the orphans of a fork server that died (and,
+        when it forks jobs itself, what their processes leave): it kills and reaps every child
+        of its own that is neither a fork server nor a job's process. (A job's process that
+        outlived its server is reaped by `try_reap`.)"""
+        ours = {p.known_pid for p in self.children}
+        if self.forking is not None:
+            ours |= self.forking.server_pids()
+        for pid in child.children_of_this_process():
+            if pid not in ours:
+                child.kill_tree(pid)
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
 
     def _count(self, ending: Ending) -> None:
         if ending.ok:

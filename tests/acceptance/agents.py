@@ -195,3 +195,13 @@ def escape(pid_file: str, megabytes: int = 0, seconds: float = 0.0) -> dict:
         time.sleep(0.01)
     time.sleep(seconds)
     return {"escaped": int(Path(pid_file).read_text())}
+
+
+def kill_parent(wait_for: str | None = None) -> None:
+    """SIGKILL the process that forked this job's (its fork server), once the file `wait_for`
+    exists."""
+    deadline = time.monotonic() + 30
+    while wait_for and not Path(wait_for).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(30)

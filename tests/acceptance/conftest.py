@@ -45,6 +45,7 @@ AGENT_CONFIG = {
         "threads",
         "linger",
         "escape",
+        "kill_parent",
     ]
 }
 

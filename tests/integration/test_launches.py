@@ -121,7 +121,7 @@ def test_after_a_failed_fork_the_supervisor_forks_jobs_itself(
     handle.poll()
     ending = proc.try_reap()
     assert ending is not None and ending.cause == "stopped"
-    forking.never_started()
+    forking.ended(proc)
     assert isinstance(forking.launcher, DirectLauncher)
     assert forking.server_in_use is None and not handle.gone
 
