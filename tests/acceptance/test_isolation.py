@@ -6,6 +6,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from conftest import agent_job, finished, pid_alive, wait_until
 
 from taiat import JobManager, JobStatus
@@ -145,14 +146,16 @@ def _kill_if_alive(pid_file: Path) -> None:
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
+@pytest.mark.parametrize("forker", ["fork server", "supervisor"])
 def test_a_process_that_escapes_into_its_own_session_ends_with_its_job(
-    manager: JobManager, supervisor, tmp_path: Path
+    manager: JobManager, supervisor, tmp_path: Path, forker: str
 ) -> None:
     """A double fork and setsid leave the job's process group, but not the job: the process
-    is killed when its job ends, and the supervisor serves on."""
+    is killed when its job ends (by the fork server, or by the supervisor when it forks the
+    jobs itself), and the supervisor serves on."""
     pid_file = tmp_path / "escaped.pid"
     job = manager.create_job(**agent_job("escape", "escape", pid_file=str(pid_file)))
-    sup = supervisor()
+    sup = supervisor(*(["--no-fork-server"] if forker == "supervisor" else []))
     try:
         done = wait_until(lambda: finished(manager, job.id), 30, "the job", watch=sup)
         assert done.status is JobStatus.COMPLETED, done.error_message
