@@ -106,6 +106,10 @@ def _follow(supervisor_pid: int) -> None:
         os._exit(1)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_IGN)
+    # Every other signal that would end it is held back, so that a job that signals its parent
+    # (`os.kill(os.getppid(), signal.SIGUSR1)`) does not end it: only SIGKILL can. SIGCHLD
+    # wakes its loop. A job's child unblocks them all (`child._become_independent`).
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - {signal.SIGCHLD})
 
 
 def _reap(sock: socket.socket, children: dict[int, int]) -> None:

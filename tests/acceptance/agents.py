@@ -197,11 +197,12 @@ def escape(pid_file: str, megabytes: int = 0, seconds: float = 0.0) -> dict:
     return {"escaped": int(Path(pid_file).read_text())}
 
 
-def kill_parent(wait_for: str | None = None) -> None:
-    """SIGKILL the process that forked this job's (its fork server), once the file `wait_for`
-    exists."""
+def kill_parent(wait_for: str | None = None, signum: int = signal.SIGKILL) -> int:
+    """Signal the process that forked this job's (its fork server) with `signum`, once the file
+    `wait_for` exists; then wait a moment for what comes of it."""
     deadline = time.monotonic() + 30
     while wait_for and not Path(wait_for).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    os.kill(os.getppid(), signal.SIGKILL)
-    time.sleep(30)
+    os.kill(os.getppid(), signum)
+    time.sleep(30 if signum == signal.SIGKILL else 0.5)
+    return signum

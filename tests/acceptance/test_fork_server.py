@@ -226,6 +226,22 @@ def test_a_job_that_kills_its_fork_server_is_blamed_and_its_bystanders_are_not(
     assert sup.wait(30) == 0
 
 
+def test_signals_a_job_sends_its_fork_server_do_not_end_it(manager: JobManager, supervisor) -> None:
+    """Only SIGKILL ends the server: every other signal that would is held back."""
+    sup = supervisor("--max-concurrent-jobs", "2")
+    server_pid = wait_until(lambda: sup.status().get("fork_server_pid"), 30, "the fork server")
+    signals = [signal.SIGUSR1, signal.SIGALRM, signal.SIGTERM, signal.SIGABRT, signal.SIGRTMIN]
+    jobs = [
+        manager.create_job(**agent_job(f"send {signum}", "kill_parent", signum=signum))
+        for signum in signals
+    ]
+    for job, signum in zip(jobs, signals, strict=True):
+        done = wait_until(lambda j=job: finished(manager, j.id), 30, job.name, watch=sup)
+        assert done.status is JobStatus.COMPLETED and done.result == signum, done.error_message
+        assert [a.outcome for a in manager.get_attempts(job.id)] == ["completed"]
+    assert pid_alive(server_pid) and sup.status()["fork_server_pid"] == server_pid
+
+
 def test_executors_that_cannot_travel_stay_with_the_supervisor(database_url: str, caplog) -> None:
     """A registry of lambdas cannot be sent to a fresh process: the supervisor forks itself."""
     supervisor = Supervisor(
