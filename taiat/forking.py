@@ -66,7 +66,8 @@ class Forking:
         others if no such server can be had), else from the launcher, which is replaced first
         if it is a lost fork server."""
         if proc.alone and self.server is not None:
-            server = self._new_server(f"for job {proc.job.id} ({proc.job.name}) alone: ")
+            context = f"for job {proc.job.id} ({proc.job.name}) alone: "
+            server = self._new_server(context, hold=True)
             if server is not None:
                 try:
                     proc.start(server, dependency_results)
@@ -101,9 +102,9 @@ class Forking:
                 server.close()
         self.alone.clear()
 
-    def _new_server(self, context: str) -> ForkServer | None:
+    def _new_server(self, context: str, *, hold: bool = False) -> ForkServer | None:
         try:
-            server = ForkServer.start(self.executors, db.url_of(self.engine))
+            server = ForkServer.start(self.executors, db.url_of(self.engine), hold=hold)
         except ForkServerError as exc:
             log.warning("%sno fork server (%s): jobs are forked from the supervisor", context, exc)
             return None

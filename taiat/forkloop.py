@@ -30,7 +30,7 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
     first = receive_message(sock)
     if first is None:
         os._exit(0)
-    (supervisor_pid, sys_path, blob, database_url), _ = first
+    (supervisor_pid, sys_path, blob, database_url, hold), _ = first
     _follow(supervisor_pid)
     # What a job leaves behind comes here when the job's process ends (its own orphans come
     # to it while it runs): the server kills it (see `_reap`).
@@ -80,13 +80,17 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
         # What is alive now is the server's: frozen, the collector leaves it alone in the child,
         # whose pages then stay shared instead of being copied on the collector's writes.
         gc.freeze()
+        held = os.pipe() if hold else None
         try:
             pid = forker.fork()
         except OSError as exc:
-            os.close(fds[0])
+            for number in (fds[0], *(held or ())):
+                os.close(number)
             send_message(sock, ("failed", token, f"cannot fork: {exc}"))
             continue
         if pid == 0:
+            if held is not None:
+                _wait_until_told(*held)
             child.run(
                 sealed, executors, fds[0], server_pid, max_result_bytes, database_url, forget_server
             )
@@ -97,6 +101,19 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
             pass
         children[pid] = token
         send_message(pid_sock, ("started", token, pid))
+        if held is not None:
+            os.close(held[0])
+            os.write(held[1], b"\0")
+            os.close(held[1])
+
+
+def _wait_until_told(read_end: int, write_end: int) -> None:
+    """In a held child: wait for the server to say that it has told the child's pid; leave if
+    the server is gone first (the job never ran)."""
+    os.close(write_end)
+    if not os.read(read_end, 1):
+        os._exit(1)
+    os.close(read_end)
 
 
 def _follow(supervisor_pid: int) -> None:

@@ -163,9 +163,13 @@ class ForkServer:
         self._token = 0
 
     @classmethod
-    def start(cls, executors: Sequence[Any], database_url: str | None) -> ForkServer:
+    def start(
+        cls, executors: Sequence[Any], database_url: str | None, *, hold: bool = False
+    ) -> ForkServer:
         """Start a server that runs jobs with `executors`; ForkServerError if it cannot (an
-        executor that does not pickle by reference, a module the server cannot import)."""
+        executor that does not pickle by reference, a module the server cannot import). With
+        `hold`, each child waits to run its job until the server has told its pid: a job that
+        kills the server is then always known to have started (the way of a job run alone)."""
         try:
             blob = pickle.dumps(list(executors), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - any object may refuse to be pickled
@@ -191,7 +195,7 @@ class ForkServer:
             their_pids.close()
         server = cls(process, ours, our_pids)
         try:
-            send_message(ours, (os.getpid(), list(sys.path), blob, database_url))
+            send_message(ours, (os.getpid(), list(sys.path), blob, database_url, hold))
             kind, detail = server._reply(0, START_TIMEOUT)
         except OSError as exc:  # it exited before it read a word
             server.close()
@@ -269,7 +273,8 @@ class ForkServer:
         if pid is None:
             if handle in self._failed:
                 return Exit(-1, error=self._failed.pop(handle))
-            return LOST if self.gone else None  # it died with the server before it was told
+            # It died with the server, if it ever started, before it was told.
+            return Exit(-1, server_end=self.end) if self.gone else None
         ending = self._exits.pop(handle, None)
         if ending is None and self.gone:
             ending = self._reap_orphan(pid)

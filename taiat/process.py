@@ -225,8 +225,8 @@ class JobProcess:
         #: Run in a fork server of its own, with no other job, because a fork server died
         #: while it ran beside others: should this one die too, the job is the one to blame.
         self.alone = False
-        #: Its fork server was killed while it ran beside others, and it with it: it may have
-        #: done it, and runs alone next time (see `alone`).
+        #: Its fork server was killed while it ran, and it with it: it may have done it (or
+        #: has been found to), and runs alone next time (see `alone`).
         self.suspect = False
 
     # -- start ---------------------------------------------------------------------------
@@ -389,7 +389,7 @@ class JobProcess:
         wall = time.monotonic() - self.started
         if not self.pid:
             self._close_pipe()
-            return self._not_started(ended.error, wall)
+            return self._not_started(ended, wall)
         self.read_available()
         self._close_pipe()
         # Grandchildren it left behind go with it.
@@ -432,23 +432,35 @@ class JobProcess:
             how = f"exited with code {end.returncode}"
         else:
             how = f"was lost ({end.why})"
+        self.suspect = end.killed
         if end.killed and self.alone:
+            # Blamed; and, should it run again, alone again.
             return "crashed", (
                 f"killed its fork server (pid {end.pid}): the server {how} while the job ran "
                 "alone in it, after another one had died while the job ran beside other jobs"
             )
-        self.suspect = end.killed
         return "stopped", (
             f"its fork server (pid {end.pid}) {how} while the job ran, and the job's process "
             "with it; not known to be the job's doing: back to pending, no retry spent"
         )
 
-    def _not_started(self, why: str | None, wall: float) -> Ending:
+    def _not_started(self, ended: Exit, wall: float) -> Ending:
         """The ending of a launch not known to have become a child: the job goes back to
-        pending ("stopped"), no retry spent. The server said why it could not fork (`why`), or
-        it was lost before it said anything: the child, if there was one, died with it."""
-        if why:
-            return unstarted(f"never started: {why}", wall)
+        pending ("stopped"), no retry spent. The server said why it could not fork, or it was
+        lost before it said anything: the child, if there was one, died with it. If the server
+        was killed, the child may have started and done it: the job runs alone next time (a
+        child of a server of its own runs its job only once its pid is told)."""
+        if ended.error:
+            return unstarted(f"never started: {ended.error}", wall)
+        end = ended.server_end
+        if end is not None and end.killed:
+            self.suspect = True
+            how = f"was killed by {signal_words(-(end.returncode or 0))}"
+            return unstarted(
+                f"not known to have started: its fork server (pid {end.pid}) {how} "
+                "before it said so",
+                wall,
+            )
         return unstarted(
             "not known to have started: the fork server was lost before it said so", wall
         )

@@ -197,7 +197,8 @@ def test_a_job_that_kills_its_fork_server_is_blamed_and_its_bystanders_are_not(
         assert done[sleeper.id].status is JobStatus.COMPLETED, done[sleeper.id].error_message
         assert done[sleeper.id].retry_count == 0
         first, second = manager.get_attempts(sleeper.id)
-        assert first.outcome == "stopped" and "not known to be the job's doing" in (
+        # Not blamed (and, should its pid not have been told yet, not known to have started).
+        assert first.outcome == "stopped" and f"fork server (pid {server_pid})" in (
             first.error_message
         )
         assert second.outcome == "completed"
@@ -224,6 +225,22 @@ def test_a_job_that_kills_its_fork_server_is_blamed_and_its_bystanders_are_not(
     assert sup.process.poll() is None
     sup.signal(signal.SIGTERM)
     assert sup.wait(30) == 0
+
+
+def test_a_job_found_to_kill_its_fork_server_runs_alone_when_retried(
+    manager: JobManager, supervisor
+) -> None:
+    sup = supervisor("--max-concurrent-jobs", "2")
+    server_pid = wait_until(lambda: sup.status().get("fork_server_pid"), 30, "the fork server")
+    killer = manager.create_job(**agent_job("killer", "kill_parent"), max_retries=1)
+    blamed = wait_until(lambda: finished(manager, killer.id), 60, "the killer", watch=sup)
+    assert blamed.status is JobStatus.FAILED
+    outcomes = [a.outcome for a in manager.get_attempts(killer.id)]
+    assert outcomes == ["stopped", "crashed", "crashed"]
+    # It killed the jobs' fork server once; after that, only fork servers of its own.
+    assert sup.log().count("was lost (it exited)") == 1
+    new_server = sup.status()["fork_server_pid"]
+    assert new_server not in (None, server_pid) and pid_alive(new_server)
 
 
 def test_signals_a_job_sends_its_fork_server_do_not_end_it(manager: JobManager, supervisor) -> None:
