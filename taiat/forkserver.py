@@ -14,7 +14,11 @@ supervisor: it reads the result pipe, watches deadlines and memory, and kills by
 
 The server dies with the supervisor (PR_SET_PDEATHSIG, and end of file on its socket), and its
 children die with it. Signals meant for the supervisor (Ctrl-C, SIGTERM) are the supervisor's to
-act on: the server ignores them.
+act on: the server ignores them, and holds back every other signal but SIGCHLD, so that only
+SIGKILL ends it. It is a child subreaper: what an ended job leaves behind comes to it, and it
+kills it. When it dies, its children die with it and come to the supervisor (a subreaper too,
+as a daemon), which reaps them: `ServerEnd` then says how the server ended, and the supervisor
+judges who is to blame (`JobProcess`).
 
 This module is the supervisor's side, and the framing of the messages both sides send; the
 server's own loop is `taiat.forkloop`. It must stay light: the server imports it, and only what
