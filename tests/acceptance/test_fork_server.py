@@ -168,7 +168,7 @@ def test_a_job_that_kills_its_fork_server_is_blamed_and_its_bystanders_are_not(
     pid_files = [tmp_path / f"sleeper-{number}.pid" for number in range(2)]
     sleepers = [
         manager.create_job(
-            **agent_job(f"sleeper {number}", "sleep", seconds=4, pid_file=str(path)),
+            **agent_job(f"sleeper {number}", "sleep", seconds=6, pid_file=str(path)),
             max_retries=0,
         )
         for number, path in enumerate(pid_files)
