@@ -31,6 +31,7 @@ from taiat.specs import json_text
 HEADER = struct.Struct(">Q")
 TRACEBACK_LINES = 12
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 # Plain numbers, for `_signal`'s functions: those of `signal` turn every answer into an enum,
 # which in a job's fresh child is mostly page faults.
@@ -124,6 +125,10 @@ def _become_independent(supervisor_pid: int) -> None:
     die_with_parent()
     if os.getppid() != supervisor_pid:
         os._exit(1)
+    # What the job starts stays below it, even a process that double-forks into a session of
+    # its own: such orphans come to this process, not to init, so their memory counts as the
+    # job's, and when the job ends they come to its parent, which kills them.
+    become_subreaper()
     # No core files from crashing jobs filling the disk.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
@@ -131,6 +136,47 @@ def _become_independent(supervisor_pid: int) -> None:
 def die_with_parent() -> None:
     """Be killed (SIGKILL) when the parent process dies, whatever kills it."""
     _prctl()(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def become_subreaper() -> None:
+    """Adopt the orphaned descendants of this process (PR_SET_CHILD_SUBREAPER): they come to it
+    rather than to init, and it is theirs to reap."""
+    _prctl()(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def children_of_this_process() -> list[int]:
+    """The pids of this process's children, zombies included, from /proc (an empty list where
+    the kernel does not say)."""
+    pids: list[int] = []
+    try:
+        threads = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for thread in threads:
+        try:
+            fd = os.open(f"/proc/self/task/{thread}/children", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            data = b""
+            while chunk := os.read(fd, 65536):
+                data += chunk
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        pids += map(int, data.split())
+    return pids
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process left behind, and the process group it leads, if it leads one (one
+    that called setsid does)."""
+    for target in (-pid, pid):
+        try:
+            os.kill(target, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def prepare_to_fork() -> None:

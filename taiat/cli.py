@@ -230,6 +230,7 @@ def supervisor_config(args: dict) -> tuple[SupervisorConfig, str]:
         listen=not (args.get("--no-listen") or _flag("TAIAT_NO_LISTEN")),
         fork_server=not (args.get("--no-fork-server") or _flag("TAIAT_NO_FORK_SERVER")),
         claim_ahead=not (args.get("--no-claim-ahead") or _flag("TAIAT_NO_CLAIM_AHEAD")),
+        subreaper=True,  # the process is the supervisor's own
     )
     for path in (config.status_file, config.metrics_file):
         if path is not None and not path.parent.is_dir():

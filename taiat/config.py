@@ -69,6 +69,10 @@ class SupervisorConfig:
     #: Claim jobs ahead of free slots while jobs are short (see `taiat.ahead`): a freed slot
     #: is filled at once, and endings are written together.
     claim_ahead: bool = True
+    #: Make the supervisor's process a child subreaper (PR_SET_CHILD_SUBREAPER), which reaps
+    #: and kills what a dead fork server leaves: the daemon's way. Off for a program that
+    #: runs a supervisor inside itself, whose own children it would otherwise kill.
+    subreaper: bool = False
 
     def __post_init__(self) -> None:
         for field in fields(self):

@@ -1,5 +1,8 @@
-"""Who forks the jobs' children: the fork server when it can be had, else the supervisor itself,
-and the fall from one to the other when the server fails (see `taiat.forkserver`)."""
+"""Who forks the jobs' children: the fork server when it can be had, else the supervisor itself.
+A fork server that is lost is replaced by a new one; the supervisor forks jobs itself only when
+no server can be started (or when one could not fork). A job whose server was killed while it
+ran beside other jobs runs next in a server of its own, alone (see `taiat.forkserver`, and
+`JobProcess.alone`)."""
 
 from __future__ import annotations
 
@@ -16,20 +19,17 @@ log = logging.getLogger(__name__)
 
 
 class Forking:
-    """The supervisor's launcher, chosen once and changed only for the worse: from the fork
-    server to the supervisor's own forks."""
+    """The supervisor's launcher: the fork server, replaced when it is lost, or the
+    supervisor's own forks once no server can be had; and the servers of jobs run alone."""
 
     def __init__(self, executors: Sequence[JobExecutor], engine: Any, *, fork_server: bool) -> None:
         self.executors = list(executors)
         self.engine = engine
         self.server: ForkServer | None = None
+        #: The fork servers of the jobs that run alone, by job process.
+        self.alone: dict[JobProcess, ForkServer] = {}
         if fork_server:
-            try:
-                self.server = ForkServer.start(self.executors, db.url_of(engine))
-            except ForkServerError as exc:
-                log.warning("no fork server (%s): jobs are forked from the supervisor", exc)
-            else:
-                log.info("fork server started, pid %d", self.server.pid)
+            self.server = self._new_server("")
         self.launcher: Launcher = self.server or self._direct()
 
     @property
@@ -39,25 +39,77 @@ class Forking:
         in_use = server is not None and self.launcher is server and not server.gone
         return server if in_use else None
 
+    def servers(self) -> list[ForkServer]:
+        """Every fork server still in use: the jobs' and those of the jobs run alone."""
+        return [s for s in (self.server, *self.alone.values()) if s is not None and not s.gone]
+
+    def server_pids(self) -> set[int]:
+        """The pids of the fork servers whose processes have not been reaped."""
+        return {s.pid for s in (self.server, *self.alone.values()) if s is not None and s.alive}
+
+    def replace_lost(self) -> bool:
+        """Start a new fork server if the one in use is lost (the supervisor forks jobs itself
+        if none can be started); True if the launcher changed."""
+        server = self.server
+        if server is None or self.launcher is not server or not server.gone:
+            return False
+        why = server.end.why if server.end is not None else "lost"
+        new = self._new_server(f"after the fork server (pid {server.pid}) was lost ({why}), ")
+        if new is None:
+            self.launcher = self._direct()
+        else:
+            self.server = self.launcher = new
+        return True
+
     def start(self, proc: JobProcess, dependency_results: dict[str, Any] | None) -> None:
-        """Start `proc`'s child; when the fork server has gone, by the supervisor's own fork."""
+        """Start `proc`'s child: alone in a fork server of its own if `proc.alone` (or with the
+        others if no such server can be had), else from the launcher, which is replaced first
+        if it is a lost fork server."""
+        if proc.alone and self.server is not None:
+            context = f"for job {proc.job.id} ({proc.job.name}) alone: "
+            server = self._new_server(context, hold=True)
+            if server is not None:
+                try:
+                    proc.start(server, dependency_results)
+                except ForkServerError:
+                    server.close()
+                else:
+                    self.alone[proc] = server
+                    return
+        proc.alone = False
+        self.replace_lost()
         try:
             proc.start(self.launcher, dependency_results)
         except ForkServerError as exc:
-            log.warning("%s: jobs are forked from the supervisor from now on", exc)
-            self.launcher = self._direct()
+            log.warning("%s", exc)
+            self.replace_lost()
             proc.start(self.launcher, dependency_results)
 
-    def never_started(self) -> None:
-        """A launch never became a child: if the fork server is still there, it could not fork,
-        and the supervisor forks jobs itself from now on."""
-        if self.server_in_use is not None:
+    def ended(self, proc: JobProcess) -> None:
+        """`proc`'s child has been reaped: its own fork server, if it had one, is closed. A
+        launch that never became a child, from a fork server still there, means that the server
+        could not fork: the supervisor forks jobs itself from now on."""
+        own = self.alone.pop(proc, None)
+        if own is not None:
+            own.close()
+        elif not proc.known_pid and (in_use := self.server_in_use) and proc.launcher is in_use:
             log.warning("the fork server could not fork: jobs are forked from the supervisor")
             self.launcher = self._direct()
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        for server in (self.server, *self.alone.values()):
+            if server is not None:
+                server.close()
+        self.alone.clear()
+
+    def _new_server(self, context: str, *, hold: bool = False) -> ForkServer | None:
+        try:
+            server = ForkServer.start(self.executors, db.url_of(self.engine), hold=hold)
+        except ForkServerError as exc:
+            log.warning("%sno fork server (%s): jobs are forked from the supervisor", context, exc)
+            return None
+        log.info("%sfork server started, pid %d", context, server.pid)
+        return server
 
     def _direct(self) -> DirectLauncher:
         engine = self.engine

@@ -30,8 +30,11 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
     first = receive_message(sock)
     if first is None:
         os._exit(0)
-    (supervisor_pid, sys_path, blob, database_url), _ = first
+    (supervisor_pid, sys_path, blob, database_url, hold), _ = first
     _follow(supervisor_pid)
+    # What a job leaves behind comes here when the job's process ends (its own orphans come
+    # to it while it runs): the server kills it (see `_reap`).
+    child.become_subreaper()
     sys.path[:] = sys_path
     forker = QuickFork()  # before the executors' modules register their fork hooks
     try:
@@ -77,13 +80,17 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
         # What is alive now is the server's: frozen, the collector leaves it alone in the child,
         # whose pages then stay shared instead of being copied on the collector's writes.
         gc.freeze()
+        held = os.pipe() if hold else None
         try:
             pid = forker.fork()
         except OSError as exc:
-            os.close(fds[0])
+            for number in (fds[0], *(held or ())):
+                os.close(number)
             send_message(sock, ("failed", token, f"cannot fork: {exc}"))
             continue
         if pid == 0:
+            if held is not None:
+                _wait_until_told(*held)
             child.run(
                 sealed, executors, fds[0], server_pid, max_result_bytes, database_url, forget_server
             )
@@ -94,6 +101,19 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
             pass
         children[pid] = token
         send_message(pid_sock, ("started", token, pid))
+        if held is not None:
+            os.close(held[0])
+            os.write(held[1], b"\0")
+            os.close(held[1])
+
+
+def _wait_until_told(read_end: int, write_end: int) -> None:
+    """In a held child: wait for the server to say that it has told the child's pid; leave if
+    the server is gone first (the job never ran)."""
+    os.close(write_end)
+    if not os.read(read_end, 1):
+        os._exit(1)
+    os.close(read_end)
 
 
 def _follow(supervisor_pid: int) -> None:
@@ -103,22 +123,41 @@ def _follow(supervisor_pid: int) -> None:
         os._exit(1)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_IGN)
+    # Every other signal that would end it is held back, so that a job that signals its parent
+    # (`os.kill(os.getppid(), signal.SIGUSR1)`) does not end it: only SIGKILL can. SIGCHLD
+    # wakes its loop. A job's child unblocks them all (`child._become_independent`).
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - {signal.SIGCHLD})
 
 
 def _reap(sock: socket.socket, children: dict[int, int]) -> None:
-    while children:
+    """Reap what has ended and report the jobs' children; then kill every other child: the
+    server forks only jobs, so any other child is what an ended job left behind, come to the
+    server, a subreaper, when the job's process ended."""
+    reaped = False
+    while True:
         try:
             pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
-            children.clear()
-            return
+            break
         if pid == 0:
-            return
+            break
+        reaped = True
         token = children.pop(pid, None)
         if token is None:
-            continue  # not a job's child (none other is forked here)
+            continue  # left behind by a job, and killed
         report = (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
         send_message(sock, ("exited", token, status, *report))
+    if reaped:
+        _kill_leftovers(children)
+
+
+def _kill_leftovers(children: dict[int, int]) -> list[int]:
+    """SIGKILL the server's children that are not running jobs; returns their pids. (Once
+    they are reaped, what they left comes here in turn, and goes the same way.)"""
+    leftovers = [pid for pid in child.children_of_this_process() if pid not in children]
+    for pid in leftovers:
+        child.kill_tree(pid)
+    return leftovers
 
 
 def _shut_down(children: dict[int, int]) -> NoReturn:
@@ -133,4 +172,15 @@ def _shut_down(children: dict[int, int]) -> NoReturn:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
+    children.clear()
+    # And what the jobs left behind, which comes here as each process above it ends.
+    for _ in range(1000):
+        leftovers = _kill_leftovers(children)
+        if not leftovers:
+            break
+        for pid in leftovers:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
     os._exit(0)

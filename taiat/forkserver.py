@@ -14,7 +14,11 @@ supervisor: it reads the result pipe, watches deadlines and memory, and kills by
 
 The server dies with the supervisor (PR_SET_PDEATHSIG, and end of file on its socket), and its
 children die with it. Signals meant for the supervisor (Ctrl-C, SIGTERM) are the supervisor's to
-act on: the server ignores them.
+act on: the server ignores them, and holds back every other signal but SIGCHLD, so that only
+SIGKILL ends it. It is a child subreaper: what an ended job leaves behind comes to it, and it
+kills it. When it dies, its children die with it and come to the supervisor (a subreaper too,
+as a daemon), which reaps them: `ServerEnd` then says how the server ended, and the supervisor
+judges who is to blame (`JobProcess`).
 
 This module is the supervisor's side, and the framing of the messages both sides send; the
 server's own loop is `taiat.forkloop`. It must stay light: the server imports it, and only what
@@ -46,6 +50,8 @@ _CHUNK = 1 << 16
 START_TIMEOUT = 60.0
 #: How long the server may take to fork one child.
 LAUNCH_TIMEOUT = 10.0
+#: How long the server may take to end once its socket has closed.
+EXIT_TIMEOUT = 2.0
 
 
 class ForkServerError(Exception):
@@ -53,15 +59,34 @@ class ForkServerError(Exception):
 
 
 @dataclass(frozen=True)
+class ServerEnd:
+    """How a fork server ended: its pid, its exit status as `Popen.returncode` says it
+    (negative: the signal that killed it), whether the supervisor ended it, and why it was
+    given up."""
+
+    pid: int
+    returncode: int | None
+    by_supervisor: bool
+    why: str
+
+    @property
+    def killed(self) -> bool:
+        """Killed by a signal that the supervisor did not send: a job's, or anyone's."""
+        return self.returncode is not None and self.returncode < 0 and not self.by_supervisor
+
+
+@dataclass(frozen=True)
 class Exit:
     """How a child ended, as `wait4` told its parent. `status` is -1 when it is not known;
-    `error` says why when the child never started."""
+    `error` says why when the child never started; `server_end` says how its fork server ended
+    when the child outlived it (reaped by the supervisor, a subreaper, or lost)."""
 
     status: int
     user_seconds: float = 0.0
     system_seconds: float = 0.0
     peak_rss_bytes: int = 0
     error: str | None = None
+    server_end: ServerEnd | None = None
 
 
 LOST = Exit(-1)
@@ -130,6 +155,8 @@ class ForkServer:
         self.pid_sock = pid_sock
         self.pid = process.pid
         self.gone = False
+        #: How it ended, once it has.
+        self.end: ServerEnd | None = None
         self._buffer = bytearray()
         self._pid_buffer = bytearray()
         self._exits: dict[int, Exit] = {}  # by launch handle
@@ -140,9 +167,13 @@ class ForkServer:
         self._token = 0
 
     @classmethod
-    def start(cls, executors: Sequence[Any], database_url: str | None) -> ForkServer:
+    def start(
+        cls, executors: Sequence[Any], database_url: str | None, *, hold: bool = False
+    ) -> ForkServer:
         """Start a server that runs jobs with `executors`; ForkServerError if it cannot (an
-        executor that does not pickle by reference, a module the server cannot import)."""
+        executor that does not pickle by reference, a module the server cannot import). With
+        `hold`, each child waits to run its job until the server has told its pid: a job that
+        kills the server is then always known to have started (the way of a job run alone)."""
         try:
             blob = pickle.dumps(list(executors), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - any object may refuse to be pickled
@@ -168,7 +199,7 @@ class ForkServer:
             their_pids.close()
         server = cls(process, ours, our_pids)
         try:
-            send_message(ours, (os.getpid(), list(sys.path), blob, database_url))
+            send_message(ours, (os.getpid(), list(sys.path), blob, database_url, hold))
             kind, detail = server._reply(0, START_TIMEOUT)
         except OSError as exc:  # it exited before it read a word
             server.close()
@@ -246,13 +277,31 @@ class ForkServer:
         if pid is None:
             if handle in self._failed:
                 return Exit(-1, error=self._failed.pop(handle))
-            return LOST if self.gone else None  # it died with the server before it was told
+            # It died with the server, if it ever started, before it was told.
+            return Exit(-1, server_end=self.end) if self.gone else None
         ending = self._exits.pop(handle, None)
-        if ending is None and self.gone and not pid_exists(pid):
-            ending = LOST  # the server died, and its children with it, untold
+        if ending is None and self.gone:
+            ending = self._reap_orphan(pid)
         if ending is not None:
             del self._pids[handle]
         return ending
+
+    def _reap_orphan(self, pid: int) -> Exit | None:
+        """How a child that outlived the server ended. Re-parented to the supervisor when it is
+        a subreaper, it is the supervisor's to reap; else it is gone untold once its pid is."""
+        try:
+            found, status, usage = os.wait4(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None if pid_exists(pid) else Exit(-1, server_end=self.end)
+        if found == 0:
+            return None
+        usage_figures = (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
+        return Exit(status, *usage_figures, server_end=self.end)
+
+    @property
+    def alive(self) -> bool:
+        """Whether its process has not been reaped yet (it may have exited unseen)."""
+        return self.process.returncode is None
 
     def close(self) -> None:
         """Stop the server (its remaining children are killed) and wait for it."""
@@ -267,6 +316,8 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if self.end is None:
+            self.end = ServerEnd(self.pid, self.process.returncode, True, "closed")
 
     def _reply(self, token: int, timeout: float) -> tuple[str, Any]:
         deadline = time.monotonic() + timeout
@@ -290,7 +341,7 @@ class ForkServer:
         except OSError as exc:
             self._lose(f"cannot read from it: {exc}")
         if chunk == b"":
-            self._lose(f"it exited ({self.process.poll()})")
+            self._lose("it exited", exiting=True)
         if chunk:
             self._take(self._buffer, chunk)
         # After `sock`: the server tells a child's pid before its end, so an end read now has
@@ -330,15 +381,35 @@ class ForkServer:
                 kind, token, detail = message
                 self._replies[token] = (kind, detail)
 
-    def _lose(self, why: str) -> NoReturn:
+    def _lose(self, why: str, *, exiting: bool = False) -> NoReturn:
         """Give the server up: kill it, so that it forks nothing more that was asked of it (its
-        children die with it), and say why."""
+        children die with it), and say why. When it is `exiting` (its socket closed), it is
+        waited for first: it closes its files before it ends, and only once it has ended are
+        its children re-parented, and is it known who ended it."""
+        import subprocess  # loaded already by `start`
+
         self.gone = True
-        if self.process.poll() is None:
+        if exiting:
+            try:
+                self.process.wait(EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        by_supervisor = self.process.poll() is None
+        if by_supervisor:
             self.process.kill()
             self.process.wait()
+        if self.end is None:
+            self.end = ServerEnd(self.pid, self.process.returncode, by_supervisor, why)
         self._read_pids()  # what it told before it went: those children did start
+        if not by_supervisor and self.process.returncode is not None:
+            why += f" ({_status_words(self.process.returncode)})"
         raise ForkServerError(f"the fork server (pid {self.pid}) is gone: {why}")
+
+
+def _status_words(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
 
 
 def pid_exists(pid: int) -> bool:

@@ -19,7 +19,7 @@ import psutil
 
 from taiat import child
 from taiat.executors import JobExecutor
-from taiat.forkserver import LOST, Exit, pid_exists
+from taiat.forkserver import LOST, Exit, ServerEnd, pid_exists
 from taiat.jobs import Job
 
 _READ_CHUNK = 1 << 20
@@ -222,6 +222,12 @@ class JobProcess:
         self._message: dict[str, Any] | None = None
         self._verdict: tuple[str, str] | None = None  # (cause, error) decided by the parent
         self._launcher: Launcher | None = None
+        #: Run in a fork server of its own, with no other job, because a fork server died
+        #: while it ran beside others: should this one die too, the job is the one to blame.
+        self.alone = False
+        #: Its fork server was killed while it ran, and it with it: it may have done it (or
+        #: has been found to), and runs alone next time (see `alone`).
+        self.suspect = False
 
     # -- start ---------------------------------------------------------------------------
 
@@ -242,6 +248,11 @@ class JobProcess:
         self.started = time.monotonic()
         if self.timeout is not None:
             self.deadline = self.started + self.timeout
+
+    @property
+    def launcher(self) -> Launcher | None:
+        """What started its child (None before `start`)."""
+        return self._launcher
 
     @property
     def pid(self) -> int:
@@ -375,7 +386,7 @@ class JobProcess:
         wall = time.monotonic() - self.started
         if not self.pid:
             self._close_pipe()
-            return self._not_started(ended.error, wall)
+            return self._not_started(ended, wall)
         self.read_available()
         self._close_pipe()
         # Grandchildren it left behind go with it.
@@ -386,6 +397,8 @@ class JobProcess:
         exit_code = os.WEXITSTATUS(status) if known and os.WIFEXITED(status) else None
         exit_signal = os.WTERMSIG(status) if known and os.WIFSIGNALED(status) else None
         ok, result, cause, error = self._judge(exit_code, exit_signal)
+        if ended.server_end is not None and self._verdict is None and self._message is None:
+            cause, error = self._outlived(ended.server_end)
         said = self._message if self._verdict is None and self._message is not None else {}
         plan = said.get("plan") if ok else None
         return Ending(
@@ -403,12 +416,48 @@ class JobProcess:
             final=bool(said.get("final")) and not ok,
         )
 
-    def _not_started(self, why: str | None, wall: float) -> Ending:
+    def _outlived(self, end: ServerEnd) -> tuple[str, str]:
+        """The cause and words of a child that ended without a result after its fork server
+        ended. A job is blamed for the server's death only when it is sure: a server was killed
+        while it ran beside other jobs, and again while it ran alone in a server of its own.
+        Until then it is one of the bystanders, which go back to pending with no retry spent."""
+        if end.killed:
+            how = f"was killed by {signal_words(-(end.returncode or 0))}"
+        elif end.by_supervisor:
+            how = f"was given up by the supervisor ({end.why})"
+        elif end.returncode is not None:
+            how = f"exited with code {end.returncode}"
+        else:
+            how = f"was lost ({end.why})"
+        self.suspect = end.killed
+        if end.killed and self.alone:
+            # Blamed; and, should it run again, alone again.
+            return "crashed", (
+                f"killed its fork server (pid {end.pid}): the server {how} while the job ran "
+                "alone in it, after another one had died while the job ran beside other jobs"
+            )
+        return "stopped", (
+            f"its fork server (pid {end.pid}) {how} while the job ran, and the job's process "
+            "with it; not known to be the job's doing: back to pending, no retry spent"
+        )
+
+    def _not_started(self, ended: Exit, wall: float) -> Ending:
         """The ending of a launch not known to have become a child: the job goes back to
-        pending ("stopped"), no retry spent. The server said why it could not fork (`why`), or
-        it was lost before it said anything: the child, if there was one, died with it."""
-        if why:
-            return unstarted(f"never started: {why}", wall)
+        pending ("stopped"), no retry spent. The server said why it could not fork, or it was
+        lost before it said anything: the child, if there was one, died with it. If the server
+        was killed, the child may have started and done it: the job runs alone next time (a
+        child of a server of its own runs its job only once its pid is told)."""
+        if ended.error:
+            return unstarted(f"never started: {ended.error}", wall)
+        end = ended.server_end
+        if end is not None and end.killed:
+            self.suspect = True
+            how = f"was killed by {signal_words(-(end.returncode or 0))}"
+            return unstarted(
+                f"not known to have started: its fork server (pid {end.pid}) {how} "
+                "before it said so",
+                wall,
+            )
         return unstarted(
             "not known to have started: the fork server was lost before it said so", wall
         )

@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from taiat import __version__, db, queries, status, workers
+from taiat import __version__, child, db, queries, status, workers
 from taiat.ahead import WRITE_DELAY, ClaimAhead
 from taiat.config import MiB, SupervisorConfig
 from taiat.errors import DatabaseUnavailable
@@ -78,6 +78,9 @@ class Supervisor:
         self._published = 0.0
         self._claim_now = True
         self.forking: Forking | None = None
+        #: Jobs whose fork server was killed while they ran beside others: each runs next
+        #: alone, in a fork server of its own (see `JobProcess.alone`).
+        self.suspects: set[str] = set()
 
     # -- public ---------------------------------------------------------------------------
 
@@ -94,6 +97,9 @@ class Supervisor:
         """Serve until stopped (or, in burst mode, until nothing is left); returns 0."""
         self._publish(force=True)  # "starting"
         self._register()
+        if self.config.subreaper:
+            # Orphans of a fork server that dies come here, not to init: see `_reap_adopted`.
+            child.become_subreaper()
         executors = [*self.custom_executors, AgentExecutor(self.agents), QueryExecutor(self.agents)]
         self.forking = Forking(executors, self.manager.engine, fork_server=self.config.fork_server)
         self.wakeup.install_signals()
@@ -128,8 +134,12 @@ class Supervisor:
         watchdog = status.watchdog_interval()
         drain_deadline: float | None = None
         stops_seen = 0
+        hangups_seen = 0
         while True:
             now = time.monotonic()
+            if self.wakeup.hangups > hangups_seen:
+                hangups_seen = self.wakeup.hangups
+                self._hang_up()
             if self.wakeup.stop_requests > stops_seen:
                 stops_seen = self.wakeup.stop_requests
                 drain_deadline = self._begin_drain(now, stops_seen, drain_deadline)
@@ -200,17 +210,15 @@ class Supervisor:
         # listener whose connection dropped).
         listener = self.listener if self.listener and self.listener.connected else None
         listener_fd = listener.fileno() if listener is not None else None
-        server = self.forking.server if self.forking else None
-        server = server if server is not None and not server.gone else None
-        server_fd = server.fileno() if server is not None else None
-        fds += [fd for fd in (listener_fd, server_fd) if fd is not None]
+        servers = {s.fileno(): s for s in self.forking.servers()} if self.forking else {}
+        fds += [fd for fd in (listener_fd, *servers) if fd is not None]
         for ready in ready_fds(fds, timeout):
             if ready == self.wakeup.fd:
                 self.wakeup.clear()
             elif listener is not None and ready == listener_fd:
                 self._hear(listener)
-            elif server is not None and ready == server_fd:
-                server.poll()
+            elif ready in servers:
+                servers[ready].poll()
                 self._dirty = True  # a child forked (its pid now known), or one ended
         for proc in self.children:
             proc.read_available()
@@ -231,6 +239,12 @@ class Supervisor:
                 proc.stop("cancelled", "cancelled while running")
             elif payload.startswith("cancel:"):
                 self._forget_held({payload[7:]})
+
+    def _hang_up(self) -> None:
+        """SIGHUP: the supervisor logs to stderr and has no log file to reopen; it writes its
+        status and metrics files afresh (after a rotation, or a cleaned run directory)."""
+        log.info("SIGHUP: status and metrics files rewritten; logs go to stderr, nothing to reopen")
+        self._publish(force=True)
 
     def _check_claims(self) -> None:
         """Stop children whose claim is no longer current: cancelled, or taken back by another
@@ -329,6 +343,9 @@ class Supervisor:
             self._not_started(job, f"it cannot be started: {reason(exc)}", final=True)
             return
         assert self.forking is not None
+        if job.id in self.suspects:
+            self.suspects.discard(job.id)
+            proc.alone = True
         try:
             self.forking.start(proc, dependency_results)
         except Exception as exc:  # noqa: BLE001 - one failed launch is one failed attempt
@@ -344,6 +361,10 @@ class Supervisor:
         return memory_limit_bytes(self.config.memory_limit_mb, job.payload.get("memory_limit_mb"))
 
     def _reap(self) -> None:
+        if self.forking is not None and self.forking.replace_lost():
+            self._dirty = True  # a new fork server's pid
+        if self.config.subreaper and self.wakeup.take_child_signal():
+            self._reap_adopted()
         for proc in list(self.children):
             learnt = proc.pid_learnt
             try:
@@ -357,8 +378,10 @@ class Supervisor:
             self.children.remove(proc)
             if proc.known_pid:
                 self.ahead.observe(ending.wall_seconds)
-            elif self.forking is not None:
-                self.forking.never_started()
+            if self.forking is not None:
+                self.forking.ended(proc)
+            if proc.suspect:
+                self.suspects.add(proc.job.id)
             self._ended(proc.job, ending, proc)
 
     def _ended(self, job: Job, ending: Ending, proc: JobProcess | None = None) -> None:
@@ -400,6 +423,22 @@ class Supervisor:
         self._ended(
             job, Ending(False, None, error, "failed", None, None, 0.0, 0.0, 0.0, 0, final=final)
         )
+
+    def _reap_adopted(self) -> None:
+        """As a subreaper, the supervisor adopts the orphans of a fork server that died (and,
+        when it forks jobs itself, what their processes leave): it kills and reaps every child
+        of its own that is neither a fork server nor a job's process. (A job's process that
+        outlived its server is reaped by `try_reap`.)"""
+        ours = {p.known_pid for p in self.children}
+        if self.forking is not None:
+            ours |= self.forking.server_pids()
+        for pid in child.children_of_this_process():
+            if pid not in ours:
+                child.kill_tree(pid)
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
 
     def _count(self, ending: Ending) -> None:
         if ending.ok:

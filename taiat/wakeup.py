@@ -21,6 +21,10 @@ class WakeUp:
             os.set_blocking(fd, False)
         self.stop_requests = 0
         self.last_reason = "stop requested"
+        #: SIGHUPs received so far: each asks for the status and metrics files afresh.
+        self.hangups = 0
+        #: Whether a SIGCHLD came since the loop last looked (`take_child_signal`).
+        self._child_signal = False
         #: False when embedded off the main thread: no SIGCHLD wake-ups, stop() only.
         self.signals_installed = False
         self._old_wakeup = -1
@@ -46,14 +50,16 @@ class WakeUp:
             pass
 
     def install_signals(self) -> None:
-        """SIGTERM and SIGINT request a stop; SIGCHLD only wakes the loop."""
+        """SIGTERM and SIGINT request a stop; SIGHUP is counted (the loop rewrites the status
+        and metrics files); SIGCHLD wakes the loop and is noted."""
         if threading.current_thread() is not threading.main_thread():
             return
         self._old_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         for signum, handler in (
             (signal.SIGTERM, self._on_stop_signal),
             (signal.SIGINT, self._on_stop_signal),
-            (signal.SIGCHLD, _wake_only),
+            (signal.SIGHUP, self._on_hangup),
+            (signal.SIGCHLD, self._on_child),
         ):
             self._old_handlers[signum] = signal.signal(signum, handler)
         self.signals_installed = True
@@ -70,9 +76,19 @@ class WakeUp:
         self.last_reason = signal.Signals(signum).name
         self.stop_requests += 1
 
+    def _on_hangup(self, _signum: int, _frame: Any) -> None:
+        self.hangups += 1
 
-def _wake_only(_signum: int, _frame: Any) -> None:
-    """SIGCHLD needs a handler of its own for the wake-up fd to hear it."""
+    def _on_child(self, _signum: int, _frame: Any) -> None:
+        # A handler of its own, for the wake-up fd to hear SIGCHLD at all.
+        self._child_signal = True
+
+    def take_child_signal(self) -> bool:
+        """Whether a SIGCHLD came since the last call (always True off the main thread, where
+        none is heard)."""
+        came = self._child_signal or not self.signals_installed
+        self._child_signal = False
+        return came
 
 
 class Timers:

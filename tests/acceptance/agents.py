@@ -207,3 +207,37 @@ def pipe_writer(body: str) -> None:
             data = body.encode()
             os.write(fd, struct.pack(">Q", len(data)) + data)
     os._exit(0)
+
+
+def escape(pid_file: str, megabytes: int = 0, seconds: float = 0.0) -> dict:
+    """Leave a process behind in a session of its own (fork, setsid, fork: a daemon's double
+    fork) that tells its pid, then holds `megabytes`; return once it has told its pid, after
+    `seconds` more."""
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        if os.fork() == 0:
+            Path(pid_file + ".tmp").write_text(str(os.getpid()))
+            os.rename(pid_file + ".tmp", pid_file)
+            block = bytearray(megabytes << 20)
+            for i in range(0, len(block), 4096):
+                block[i] = 1
+            time.sleep(300)
+        os._exit(0)
+    os.waitpid(middle, 0)
+    deadline = time.monotonic() + 30
+    while not Path(pid_file).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(seconds)
+    return {"escaped": int(Path(pid_file).read_text())}
+
+
+def kill_parent(wait_for: str | None = None, signum: int = signal.SIGKILL) -> int:
+    """Signal the process that forked this job's (its fork server) with `signum`, once the file
+    `wait_for` exists; then wait a moment for what comes of it."""
+    deadline = time.monotonic() + 30
+    while wait_for and not Path(wait_for).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(os.getppid(), signum)
+    time.sleep(30 if signum == signal.SIGKILL else 0.5)
+    return signum

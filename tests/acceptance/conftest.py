@@ -47,6 +47,8 @@ AGENT_CONFIG = {
         "deep",
         "undecodable",
         "pipe_writer",
+        "escape",
+        "kill_parent",
     ]
 }
 

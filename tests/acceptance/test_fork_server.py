@@ -118,29 +118,145 @@ def test_without_the_fork_server_the_supervisor_forks(manager: JobManager, super
     assert sup.status()["fork_server_pid"] is None
 
 
-def test_a_lost_fork_server_costs_one_attempt_and_nothing_else(
+def test_a_fork_server_killed_from_outside_is_replaced_and_costs_no_retry(
     manager: JobManager, supervisor, tmp_path
 ) -> None:
     sup = supervisor("--max-concurrent-jobs", "2")
     server_pid = wait_until(lambda: sup.status().get("fork_server_pid"), 30, "the fork server")
     pid_file = tmp_path / "sleeper.pid"
     sleeper = manager.create_job(
-        **agent_job("sleeper", "sleep", seconds=60, pid_file=str(pid_file)), max_retries=1
+        **agent_job("sleeper", "sleep", seconds=60, pid_file=str(pid_file)), max_retries=0
     )
     job_pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), 30, "the job"))
+    pid_file.unlink()
     os.kill(server_pid, signal.SIGKILL)
 
-    # Its child died with it; the attempt is recorded as a crash and the job runs again, now
-    # forked by the supervisor itself, which carries on.
+    # Its child died with it, and was reaped by the supervisor; nothing says the job did it,
+    # so it goes back to pending with no retry spent, and runs again.
     wait_until(lambda: not pid_alive(job_pid), 10, "the job's child to die with the server")
-    wait_until(lambda: manager.get_job(sleeper.id).retry_count == 1, 30, "the retry", watch=sup)
+    again = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), 30, "the rerun"))
+    assert manager.get_job(sleeper.id).retry_count == 0
     [first, *_] = manager.get_attempts(sleeper.id)
-    assert first.outcome == "crashed"
+    assert first.outcome == "stopped" and first.exit_signal == signal.SIGKILL
+    assert f"its fork server (pid {server_pid}) was killed by signal 9 (SIGKILL)" in (
+        first.error_message
+    )
+    # A new fork server forks the jobs, not the supervisor.
+    new_server = wait_until(
+        lambda: sup.status().get("fork_server_pid") not in (None, server_pid) and sup.status(),
+        30,
+        "a new fork server",
+        watch=sup,
+    )["fork_server_pid"]
     after = manager.create_job("agent", "after", payload={"agent_name": "parent_pid"})
     done = wait_until(lambda: finished(manager, after.id), 30, "a later job", watch=sup)
-    assert done.result == sup.pid
-    assert "fork server" in sup.log()
-    assert sup.status()["fork_server_pid"] is None
+    assert done.result == new_server
+    assert manager.cancel_job(sleeper.id)
+    wait_until(lambda: not pid_alive(again), 30, "the rerun to be stopped", watch=sup)
+
+
+def test_a_job_that_kills_its_fork_server_is_blamed_and_its_bystanders_are_not(
+    manager: JobManager, supervisor, tmp_path
+) -> None:
+    """`os.kill(os.getppid(), SIGKILL)` in a job kills its fork server, and the children of
+    every job running there die with it. Those that sent their results keep them; the others
+    go back to pending with no retry spent, and each runs next alone, in a fork server of its
+    own: the one that kills that one too is the one to blame."""
+    sup = supervisor("--max-concurrent-jobs", "4")
+    server_pid = wait_until(lambda: sup.status().get("fork_server_pid"), 30, "the fork server")
+    go = tmp_path / "go"
+    pid_files = [tmp_path / f"sleeper-{number}.pid" for number in range(2)]
+    sleepers = [
+        manager.create_job(
+            **agent_job(f"sleeper {number}", "sleep", seconds=6, pid_file=str(path)),
+            max_retries=0,
+        )
+        for number, path in enumerate(pid_files)
+    ]
+    never = str(tmp_path / "never")
+    lingering = manager.create_job(
+        **agent_job("lingering", "linger", marker=never, pid_file=str(tmp_path / "linger.pid")),
+        max_retries=0,
+    )
+    killer = manager.create_job(
+        **agent_job("killer", "kill_parent", wait_for=str(go)), max_retries=0
+    )
+    wait_until(
+        lambda: all(p.exists() for p in pid_files) and sup.status().get("finishing") == 1,
+        30,
+        "the bystanders to run, and the lingering one to send its result",
+        watch=sup,
+    )
+    go.touch()
+    jobs = [*sleepers, lingering, killer]
+    done = {
+        j.id: wait_until(lambda j=j: finished(manager, j.id), 90, j.name, watch=sup) for j in jobs
+    }
+
+    for sleeper in sleepers:
+        assert done[sleeper.id].status is JobStatus.COMPLETED, done[sleeper.id].error_message
+        assert done[sleeper.id].retry_count == 0
+        first, second = manager.get_attempts(sleeper.id)
+        # Not blamed (and, should its pid not have been told yet, not known to have started).
+        assert first.outcome == "stopped" and f"fork server (pid {server_pid})" in (
+            first.error_message
+        )
+        assert second.outcome == "completed"
+    assert done[lingering.id].status is JobStatus.COMPLETED
+    assert done[lingering.id].result == {"lingered": True}
+    [lingered] = manager.get_attempts(lingering.id)
+    assert lingered.outcome == "completed" and lingered.exit_signal == signal.SIGKILL
+
+    blamed = done[killer.id]
+    assert blamed.status is JobStatus.FAILED
+    assert blamed.error_message.startswith("killed its fork server (pid ")
+    assert [a.outcome for a in manager.get_attempts(killer.id)] == ["stopped", "crashed"]
+    new_server = sup.status()["fork_server_pid"]
+    assert new_server not in (None, server_pid) and pid_alive(new_server)
+
+    # A second such job kills the new server, not the supervisor, and is blamed in turn.
+    again = manager.create_job(**agent_job("killer again", "kill_parent"), max_retries=0)
+    blamed = wait_until(lambda: finished(manager, again.id), 60, "the second killer", watch=sup)
+    assert blamed.status is JobStatus.FAILED
+    assert blamed.error_message.startswith("killed its fork server (pid ")
+    after = manager.create_job("agent", "after", payload={"agent_name": "parent_pid"})
+    done_after = wait_until(lambda: finished(manager, after.id), 30, "a later job", watch=sup)
+    assert done_after.result == sup.status()["fork_server_pid"] != new_server
+    assert sup.process.poll() is None
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(30) == 0
+
+
+def test_a_job_found_to_kill_its_fork_server_runs_alone_when_retried(
+    manager: JobManager, supervisor
+) -> None:
+    sup = supervisor("--max-concurrent-jobs", "2")
+    server_pid = wait_until(lambda: sup.status().get("fork_server_pid"), 30, "the fork server")
+    killer = manager.create_job(**agent_job("killer", "kill_parent"), max_retries=1)
+    blamed = wait_until(lambda: finished(manager, killer.id), 60, "the killer", watch=sup)
+    assert blamed.status is JobStatus.FAILED
+    outcomes = [a.outcome for a in manager.get_attempts(killer.id)]
+    assert outcomes == ["stopped", "crashed", "crashed"]
+    # It killed the jobs' fork server once; after that, only fork servers of its own.
+    assert sup.log().count("was lost (it exited)") == 1
+    new_server = sup.status()["fork_server_pid"]
+    assert new_server not in (None, server_pid) and pid_alive(new_server)
+
+
+def test_signals_a_job_sends_its_fork_server_do_not_end_it(manager: JobManager, supervisor) -> None:
+    """Only SIGKILL ends the server: every other signal that would is held back."""
+    sup = supervisor("--max-concurrent-jobs", "2")
+    server_pid = wait_until(lambda: sup.status().get("fork_server_pid"), 30, "the fork server")
+    signals = [signal.SIGUSR1, signal.SIGALRM, signal.SIGTERM, signal.SIGABRT, signal.SIGRTMIN]
+    jobs = [
+        manager.create_job(**agent_job(f"send {signum}", "kill_parent", signum=signum))
+        for signum in signals
+    ]
+    for job, signum in zip(jobs, signals, strict=True):
+        done = wait_until(lambda j=job: finished(manager, j.id), 30, job.name, watch=sup)
+        assert done.status is JobStatus.COMPLETED and done.result == signum, done.error_message
+        assert [a.outcome for a in manager.get_attempts(job.id)] == ["completed"]
+    assert pid_alive(server_pid) and sup.status()["fork_server_pid"] == server_pid
 
 
 def test_executors_that_cannot_travel_stay_with_the_supervisor(database_url: str, caplog) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
+import pytest
 from conftest import agent_job, finished, pid_alive, wait_until
 
 from taiat import JobManager, JobStatus
@@ -136,3 +138,51 @@ def test_current_job_sees_dependency_results(manager: JobManager, supervisor) ->
     assert result["id"] == second.id and result["name"] == "second"
     assert result["attempt"] == 1
     assert result["dependency_results"][first.id]["value"] == 42
+
+
+def _kill_if_alive(pid_file: Path) -> None:
+    """Clean up after a failing test: the escaped process is not the test's child."""
+    if pid_file.exists() and pid_alive(int(pid_file.read_text())):
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("forker", ["fork server", "supervisor"])
+def test_a_process_that_escapes_into_its_own_session_ends_with_its_job(
+    manager: JobManager, supervisor, tmp_path: Path, forker: str
+) -> None:
+    """A double fork and setsid leave the job's process group, but not the job: the process
+    is killed when its job ends (by the fork server, or by the supervisor when it forks the
+    jobs itself), and the supervisor serves on."""
+    pid_file = tmp_path / "escaped.pid"
+    job = manager.create_job(**agent_job("escape", "escape", pid_file=str(pid_file)))
+    sup = supervisor(*(["--no-fork-server"] if forker == "supervisor" else []))
+    try:
+        done = wait_until(lambda: finished(manager, job.id), 30, "the job", watch=sup)
+        assert done.status is JobStatus.COMPLETED, done.error_message
+        escaped = done.result["escaped"]
+        wait_until(lambda: not pid_alive(escaped), 10, "the escaped process to be killed")
+    finally:
+        _kill_if_alive(pid_file)
+    assert sup.process.poll() is None
+
+
+def test_the_memory_of_an_escaped_process_counts_against_its_job(
+    manager: JobManager, supervisor, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "escaped.pid"
+    job = manager.create_job(
+        **agent_job("escape", "escape", pid_file=str(pid_file), megabytes=150, seconds=60),
+        max_retries=0,
+        timeout_seconds=30,
+    )
+    sup = supervisor("--memory-limit", "100")
+    try:
+        done = wait_until(lambda: finished(manager, job.id), 60, "the job", watch=sup)
+        assert done.status is JobStatus.FAILED
+        assert done.error_message == "exceeded memory limit of 100 MB"
+        [attempt] = manager.get_attempts(job.id)
+        assert attempt.outcome == "memory" and attempt.peak_rss_bytes > 100 << 20
+        escaped = int(pid_file.read_text())
+        wait_until(lambda: not pid_alive(escaped), 10, "the escaped process to be killed")
+    finally:
+        _kill_if_alive(pid_file)

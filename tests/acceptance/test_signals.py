@@ -149,3 +149,23 @@ def test_cleanup_runs_at_start(manager: JobManager, supervisor) -> None:
     manager.cancel_job(job.id)
     assert supervisor("--burst", "--history-retention-days", "0").wait(60) == 0
     assert manager.get_job_history() == []
+
+
+def test_sighup_rewrites_the_status_files_and_stops_nothing(
+    manager: JobManager, supervisor, tmp_path: Path
+) -> None:
+    [job] = manager.create_jobs([agent_job("short", "sleep", seconds=1.5)])
+    sup = supervisor()
+    wait_until(lambda: running(manager, job.id), 30, "the job to start", watch=sup)
+    sup.status_file.unlink()
+    sup.signal(signal.SIGHUP)
+    rewritten = "SIGHUP: status and metrics files rewritten"
+    wait_until(lambda: rewritten in sup.log(), 10, "SIGHUP", watch=sup)
+    wait_until(lambda: sup.status().get("state") == "running", 10, "the status file", watch=sup)
+    done = wait_until(lambda: finished(manager, job.id), 30, "the job", watch=sup)
+    assert done.status is JobStatus.COMPLETED and done.result == {"slept": 1.5}
+    [attempt] = manager.get_attempts(job.id)
+    assert attempt.outcome == "completed"
+    assert sup.process.poll() is None
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(30) == 0

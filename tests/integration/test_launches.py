@@ -121,7 +121,7 @@ def test_after_a_failed_fork_the_supervisor_forks_jobs_itself(
     handle.poll()
     ending = proc.try_reap()
     assert ending is not None and ending.cause == "stopped"
-    forking.never_started()
+    forking.ended(proc)
     assert isinstance(forking.launcher, DirectLauncher)
     assert forking.server_in_use is None and not handle.gone
 
@@ -161,3 +161,38 @@ def test_an_end_read_from_the_server_has_its_pid_read_with_it(manager: JobManage
         ending = server.reap(proc.handle)  # none while its pid is unknown
         assert ending is not None and ending.status == 0
         proc.read_available()  # and close the result pipe
+
+
+def test_a_launch_untold_when_its_server_was_killed_runs_alone_next(
+    manager: JobManager, server: tuple[ForkServer, socket.socket]
+) -> None:
+    """Killed (not by the supervisor) before it told a pid: the child may have started and
+    killed it. Not blamed for it: back to pending, no retry spent, and alone next time."""
+    handle, peer = server
+    _, proc = launch(manager, handle)
+    asked_to_run(peer)
+    handle.process.kill()  # as a job's child would: the supervisor did not do it
+    peer.close()
+    assert select.select([handle], [], [], 10)[0] == [handle]
+    handle.poll()
+    assert handle.gone and handle.end is not None and handle.end.killed
+    ending = proc.try_reap()
+    assert ending is not None and ending.cause == "stopped"
+    assert ending.error == (
+        f"not known to have started: its fork server (pid {handle.pid}) was killed by signal 9 "
+        "(SIGKILL) before it said so"
+    )
+    assert proc.suspect and proc.pid == 0
+
+
+def test_a_server_given_up_by_the_supervisor_blames_no_launch(
+    manager: JobManager, server: tuple[ForkServer, socket.socket], monkeypatch
+) -> None:
+    monkeypatch.setattr(forkserver, "LAUNCH_TIMEOUT", 0.2)
+    handle, peer = server
+    _, proc = launch(manager, handle)
+    asked_to_run(peer)
+    assert proc.pid == 0  # no answer: given up, and killed by the supervisor
+    assert handle.end is not None and handle.end.by_supervisor and not handle.end.killed
+    ending = proc.try_reap()
+    assert ending is not None and ending.cause == "stopped" and not proc.suspect
