@@ -7,7 +7,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -17,6 +17,8 @@ from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job
 from taiat.lifecycle import Completion
 from taiat.process import MOVED_ON, Ending, JobProcess, unstarted
+from taiat.spool import Spool
+from taiat.storing import Stored, Storer
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,18 @@ class Recorder:
         self._on_change = on_change
         self._retry_at = 0.0
         self._backoff = _FIRST_BACKOFF
+        #: Successes whose large results are stored by a process of their own.
+        self.storer = Storer(manager)
 
     @property
     def retry_at(self) -> float | None:
         """When the next write may be tried after an outage, if anything waits for one."""
-        return self._retry_at if self.pending and not self.ok else None
+        return self._retry_at if (self.pending or self.storer.queue) and not self.ok else None
+
+    @property
+    def unwritten(self) -> list[Record]:
+        """Every finished attempt not yet written: waiting, or being stored."""
+        return [*self.pending, *self.storer.items()]
 
     @property
     def oldest(self) -> float | None:
@@ -89,7 +98,10 @@ class Recorder:
         while self.pending:
             record = self.pending.popleft()
             if record.ending.ok and record.ending.plan is None:
-                successes.append(record)
+                if isinstance(record.ending.result, Spool):  # large: stored on the side
+                    self.storer.add(record, _completion(record), record.ending.result)
+                else:
+                    successes.append(record)
                 continue
             try:
                 self._write(record)
@@ -119,6 +131,36 @@ class Recorder:
             if record.job.id not in done:
                 _stale(record.job)
         return claimed
+
+    def store(self) -> list[Stored]:
+        """Learn how the storing of a large result went, and store the next one (when the
+        database is not known to be away); never blocks."""
+        stored = self.storer.poll()
+        if stored is not None:
+            self._stored(stored)
+        if self.ready():
+            self.storer.start()
+        return [] if stored is None else [stored]
+
+    def _stored(self, stored: Stored) -> None:
+        record: Record = stored.item
+        job = record.job
+        if stored.outcome == "outage":
+            self._lost(DatabaseUnavailable(stored.words))
+            return
+        self._back()
+        if stored.outcome == "done":
+            log.info("job %s (%s): its large result is stored", job.id, job.name)
+        elif stored.outcome == "stale":
+            _stale(job)
+        else:  # refused: a failed attempt, which says why
+            log.warning("job %s (%s): result refused: %s", job.id, job.name, stored.words)
+            ending = replace(record.ending, ok=False, result=None, error=stored.words)
+            ending = replace(ending, cause="failed")
+            attempt = record.attempt
+            if attempt is not None:
+                attempt = replace(attempt, outcome="failed", error_message=stored.words)
+            self.pending.append(Record(job, ending, attempt))
 
     def _write(self, record: Record) -> None:
         job, ending, attempt = record.job, record.ending, record.attempt
