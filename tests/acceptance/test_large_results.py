@@ -4,6 +4,7 @@ result crosses, and its memory does not grow with the result."""
 
 from __future__ import annotations
 
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,5 +64,22 @@ def test_a_large_result_keeps_the_loop_on_time_and_its_memory_small(
     (attempt,) = manager.get_attempts(short.id)
     assert attempt.outcome == "timed_out"
     assert attempt.wall_seconds is not None and attempt.wall_seconds < 2 + LEASE
+    assert "its large result is stored" in sup.log()
+    manager.engine.dispose()
+
+
+def test_a_stop_waits_for_a_large_result_being_stored(
+    database_url: str, supervisor: Any, tmp_path: Path
+) -> None:
+    manager = JobManager(database_url)
+    sup = supervisor("--max-result-bytes", str(100 << 20))
+    large = manager.create_job(**agent_job("large", "huge", megabytes=MB))
+    # Its child has ended and been reaped: its result is now being stored on the side.
+    wait_until(lambda: "(large) completed:" in sup.log(), 60, "the large result in", watch=sup)
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(120) == 0
+    done = manager.get_job(large.id)
+    assert done is not None and done.status == JobStatus.COMPLETED
+    assert done.result == "x" * (MB << 20)
     assert "its large result is stored" in sup.log()
     manager.engine.dispose()
