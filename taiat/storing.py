@@ -25,14 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from taiat import child, db
-from taiat.errors import DatabaseUnavailable
+from taiat.errors import DatabaseUnavailable, TransientConflict
 from taiat.job_manager import JobManager
 from taiat.lifecycle import Completion
 from taiat.spool import Spool
 
 #: How much of a refusal's words the helper sends back.
 _WORDS = 2000
-#: A helper that ends without a word is tried again this many times before the job fails.
+#: A helper that ends without a word, or in a conflict, is tried this many times before the
+#: job fails.
 _TRIES = 3
 
 
@@ -107,10 +108,12 @@ class Storer:
             reply = json.loads(self._reply)
             outcome, words = str(reply["outcome"]), str(reply.get("words", ""))
         except (ValueError, KeyError, TypeError):
+            outcome, words = "again", "the process storing it ended without a word"
+        if outcome == "again":  # it may go through next time; not forever
             self._tries += 1
             if self._tries < _TRIES:
                 return None  # tried again at the next start()
-            outcome, words = "refused", "the process storing it ended without a word"
+            outcome, words = "refused", f"its result could not be stored: {words}"
         self._tries = 0
         item, _completion, spool = self.queue.popleft()
         if outcome == "outage":
@@ -161,6 +164,8 @@ def _store(manager: JobManager, completion: Completion, read: Callable[[], bytes
         done, _ = manager.complete_and_claim([stored], "", 0)
     except DatabaseUnavailable as exc:
         return {"outcome": "outage", "words": str(exc)[:_WORDS]}
+    except TransientConflict as exc:  # conflicts outlasted the manager's own retries
+        return {"outcome": "again", "words": str(exc)[:_WORDS]}
     except Exception as exc:  # noqa: BLE001 - refused for good: the words say why
         return {"outcome": "refused", "words": f"its result could not be stored: {exc}"[:_WORDS]}
     return {"outcome": "done" if completion.job_id in done else "stale"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from support import poll
 
-from taiat import JobManager, JobStatus, child
+from taiat import JobManager, JobStatus, child, queries
 from taiat.jobs import Attempt, Job, JobType
 from taiat.process import Ending, JobProcess
 from taiat.recorder import Record, Recorder
@@ -176,6 +177,36 @@ def test_a_stale_claim_cannot_store_its_large_result(manager: JobManager, claime
     assert stored(recorder).outcome == "stale"
     job = manager.get_job(claimed.id)
     assert job is not None and job.status is JobStatus.PENDING and job.result is None
+
+
+def test_a_storing_process_that_dies_is_tried_again_then_its_job_fails_in_words(
+    manager: JobManager, claimed: Job
+) -> None:
+    recorder = Recorder(manager, lambda: None)
+    recorder.add(record(claimed, spooled(LARGE_TEXT.encode())))
+    recorder.settle(WORKER, 0)  # to the storer (no write of its own)
+    found: list[Stored] = []
+    with manager.transaction() as conn:
+        # The job's row is locked (on SQLite, the whole database): no helper can commit.
+        assert queries.lock_running(conn, claimed.id, claimed.claim_seq) is not None
+        for _ in range(3):
+            recorder.store()
+            helper = recorder.storer._pid
+            assert recorder.storer.busy
+            os.kill(helper, signal.SIGKILL)
+
+            def ended(helper: int = helper) -> bool:
+                found.extend(recorder.store())
+                return bool(found) or recorder.storer._pid != helper  # or another one started
+
+            poll(ended, 30, "the helper's end seen")
+    assert [s.outcome for s in found] == ["refused"]
+    words = "its result could not be stored: the process storing it ended without a word"
+    assert found[0].words == words
+    recorder.settle(WORKER, 0)
+    failed = manager.get_job(claimed.id)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.error_message == words
 
 
 def test_through_an_outage_a_large_result_waits_in_its_file(
