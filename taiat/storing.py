@@ -144,10 +144,13 @@ def _helper(
         db.after_fork_in_child(manager.engine)
         reply = _store(manager, completion, spool.read)
     except BaseException as exc:  # noqa: BLE001 - the helper never unwinds into the supervisor
-        reply = {"outcome": "refused", "words": f"{type(exc).__name__}: {exc}"[:_WORDS]}
+        words = f"its result could not be stored: {type(exc).__name__}: {exc}"
+        reply = {"outcome": "refused", "words": words[:_WORDS]}
     finally:
         try:
-            os.write(reply_fd, json.dumps(reply).encode())
+            # Words that quote the result may hold what no database takes as text.
+            words = reply.get("words", "").encode("utf-8", "backslashreplace").decode()
+            os.write(reply_fd, json.dumps({**reply, "words": words}).encode())
         finally:
             os._exit(0)
 
