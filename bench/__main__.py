@@ -7,7 +7,8 @@ Usage:
 Options:
   --quick        Fewer samples and smaller sizes, for a quick look.
   --only NAME    Run only this section (repeatable): limit, throughput, latency,
-                 enqueue, scale, footprint, cpu.
+                 enqueue, scale, footprint, cpu,
+                 large.
   --json PATH    Where to write the figures [default: bench/results/latest.json].
   -h --help      Show this help.
 """
@@ -25,7 +26,7 @@ from typing import Any
 
 from docopt import docopt
 
-from bench import cpu, enqueue, footprint, latency, limit, scale, throughput
+from bench import cpu, enqueue, footprint, large_result, latency, limit, scale, throughput
 
 SECTIONS = {
     "limit": limit.run,
@@ -35,6 +36,7 @@ SECTIONS = {
     "scale": scale.run,
     "footprint": footprint.run,
     "cpu": cpu.run,
+    "large": large_result.run,
 }
 
 

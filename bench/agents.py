@@ -12,3 +12,8 @@ def noop() -> None:
 def stamp() -> float:
     """The wall-clock time at which the job's code began, for enqueue-to-start latency."""
     return time.time()
+
+
+def big(megabytes: int = 200) -> str:
+    """A result of `megabytes` MiB of JSON text (and two quotes)."""
+    return "x" * (megabytes << 20)

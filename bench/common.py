@@ -20,7 +20,7 @@ from taiat import JobManager, db, schema
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TAIAT_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-AGENTS = {"noop": "bench.agents:noop", "stamp": "bench.agents:stamp"}
+AGENTS = {"noop": "bench.agents:noop", "stamp": "bench.agents:stamp", "big": "bench.agents:big"}
 #: `create_job` keywords of the cheapest job there is.
 NOOP = {"job_type": "agent", "name": "noop", "payload": {"agent_name": "noop"}}
 DATABASES = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}

@@ -29,6 +29,14 @@ from taiat.specs import json_text
 
 #: A message is an 8-byte big-endian length, then that many bytes of UTF-8 JSON.
 HEADER = struct.Struct(">Q")
+#: A message over this many bytes is a success's result and nothing else: it begins with
+#: RESULT_PREFIX and ends with RESULT_SUFFIX, and the supervisor keeps its middle, the result's
+#: JSON text, in a file as it arrives (`taiat.storing`). Errors are cut to fit below it.
+LARGE_MESSAGE = 1 << 20
+RESULT_PREFIX = b'{"ok": true, "result": '
+RESULT_SUFFIX = b"}"
+#: Characters of an error message, and of its traceback, kept when the message would be large.
+_ERROR_CHARS = 64 << 10
 TRACEBACK_LINES = 12
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -70,7 +78,7 @@ def run(
     """
     code = 70  # EX_SOFTWARE: something in this very function went wrong
     try:
-        _become_independent(supervisor_pid)
+        become_independent(supervisor_pid)
         if after_fork is not None:
             after_fork()
         if isinstance(job, bytes):
@@ -115,7 +123,8 @@ def unseal(sealed: bytes) -> tuple[Job, dict[str, Any] | None]:
     return pickle.loads(body)  # type: ignore[no-any-return]
 
 
-def _become_independent(supervisor_pid: int) -> None:
+def become_independent(supervisor_pid: int) -> None:
+    """Its own process group, default signals, death with the supervisor, no core files."""
     os.setpgrp()  # its own process group, so a kill reaches everything it starts
     _signal.set_wakeup_fd(-1)
     for signum in _RESET_SIGNALS:
@@ -224,7 +233,27 @@ def _encode(message: dict[str, Any], max_bytes: int) -> bytes:
     if len(body) > max_bytes:
         over = _error(f"result of {len(body)} bytes is over the limit of {max_bytes} bytes")
         body = json.dumps(over).encode()
+    elif len(body) > LARGE_MESSAGE and not body.startswith(RESULT_PREFIX):
+        body = json.dumps(_small(message, len(body))).encode()
     return HEADER.pack(len(body)) + body
+
+
+def _small(message: dict[str, Any], size: int) -> dict[str, Any]:
+    """A message other than a result, made to fit below LARGE_MESSAGE: an error's text cut,
+    a plan refused."""
+    if message.get("ok"):
+        return _error(f"a plan of {size} bytes is over the {LARGE_MESSAGE} bytes a plan may take")
+    return {
+        **message,
+        "error": _cut(message.get("error")),
+        "traceback": _cut(message.get("traceback")),
+    }
+
+
+def _cut(text: Any) -> Any:
+    if not isinstance(text, str) or len(text) <= _ERROR_CHARS:
+        return text
+    return f"{text[:_ERROR_CHARS]}... ({len(text) - _ERROR_CHARS} more characters cut)"
 
 
 def _send(fd: int, data: bytes) -> None:

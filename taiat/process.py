@@ -5,6 +5,7 @@ how it ended."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import gc
 import json
 import os
@@ -21,8 +22,12 @@ from taiat import child
 from taiat.executors import JobExecutor
 from taiat.forkserver import LOST, Exit, ServerEnd, pid_exists
 from taiat.jobs import Job
+from taiat.spool import Spool
 
 _READ_CHUNK = 1 << 20
+#: Bytes of a large result (see `child.LARGE_MESSAGE`) moved from its pipe to its file in one
+#: turn of the supervisor's loop: however large the result, a turn stays short.
+_SPOOL_PER_TURN = 8 << 20
 
 
 #: Causes of an ending whose job has moved on without this run (cancelled, or taken back by
@@ -219,6 +224,9 @@ class JobProcess:
         self.peak_rss_bytes = 0
         self._buffer = bytearray()
         self._expected: int | None = None
+        #: A large result's file while its bytes arrive, and how many are still to come.
+        self._spool: Spool | None = None
+        self._to_spool = 0
         self._message: dict[str, Any] | None = None
         self._verdict: tuple[str, str] | None = None  # (cause, error) decided by the parent
         self._launcher: Launcher | None = None
@@ -283,9 +291,13 @@ class JobProcess:
 
     # -- while it runs -------------------------------------------------------------------
 
-    def read_available(self) -> None:
-        """Take whatever the pipe holds now; never blocks."""
+    def read_available(self, *, whole: bool = False) -> None:
+        """Take whatever the pipe holds now (of a large result, `_SPOOL_PER_TURN` bytes at most
+        unless `whole`); never blocks."""
+        spooled = 0
         while self.fd >= 0 and self._message is None:
+            if self._spool is not None and spooled >= _SPOOL_PER_TURN and not whole:
+                return
             try:
                 chunk = os.read(self.fd, _READ_CHUNK)
             except BlockingIOError:
@@ -293,6 +305,10 @@ class JobProcess:
             if not chunk:
                 self._close_pipe()
                 return
+            if self._spool is not None:
+                spooled += len(chunk)
+                self._spill(chunk)
+                continue
             self._buffer += chunk
             self._parse()
 
@@ -307,6 +323,9 @@ class JobProcess:
                     f"{self.max_result_bytes} bytes",
                 )
                 return
+        if self._expected is not None and self._expected > child.LARGE_MESSAGE:
+            self._begin_spool()
+            return
         if self._expected is not None and len(self._buffer) >= size + self._expected:
             body = bytes(self._buffer[size : size + self._expected])
             self._buffer.clear()
@@ -315,6 +334,56 @@ class JobProcess:
             # Its job is done, and has no deadline left; its process gets `exit_grace` to end.
             self.deadline = None
             self.kill_at = time.monotonic() + self.exit_grace
+
+    def _begin_spool(self) -> None:
+        """A large message: a success's result, whose JSON text goes to a file as it comes."""
+        start = child.HEADER.size + len(child.RESULT_PREFIX)
+        if len(self._buffer) < start:
+            return  # its beginning is not all here yet
+        if self._buffer[child.HEADER.size : start] != child.RESULT_PREFIX:
+            assert self._expected is not None
+            self.stop(
+                "failed", f"the child sent a message of {self._expected} bytes that is not a result"
+            )
+            return
+        try:
+            self._spool = Spool()
+        except OSError as exc:
+            self.stop("failed", f"its result could not be kept: {exc}")
+            return
+        try:  # fewer, larger reads: a pipe holds 64 KiB unless asked for more
+            fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, _READ_CHUNK)
+        except OSError:
+            pass
+        assert self._expected is not None
+        self._to_spool = self._expected - len(child.RESULT_PREFIX)
+        rest = bytes(self._buffer[start:])
+        self._buffer = bytearray()
+        self._spill(rest)
+
+    def _spill(self, data: bytes) -> None:
+        spool = self._spool
+        assert spool is not None
+        part = memoryview(data)[: self._to_spool]
+        try:
+            spool.write(part)
+        except OSError as exc:
+            self.stop("failed", f"its result could not be kept: {exc}")
+            return
+        self._to_spool -= len(part)
+        if self._to_spool:
+            return
+        self._spool = None
+        if spool.last_byte() == child.RESULT_SUFFIX:
+            spool.truncate(spool.size - len(child.RESULT_SUFFIX))
+            self._message = {"ok": True, "result": spool}
+        else:
+            spool.close()
+            self._message = {"ok": False, "error": "the child sent a malformed result"}
+        self._close_pipe()
+        # As for a small result: no deadline left; its process gets `exit_grace` to end.
+        self.deadline = None
+        self.kill_at = time.monotonic() + self.exit_grace
 
     @property
     def delivered(self) -> bool:
@@ -326,6 +395,9 @@ class JobProcess:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self._spool is not None:  # a large result cut short: it never came whole
+            self._spool.close()
+            self._spool = None
 
     def sample_memory(self) -> int:
         """Resident memory of the whole process tree now; kill it when over the limit."""
@@ -387,7 +459,7 @@ class JobProcess:
         if not self.pid:
             self._close_pipe()
             return self._not_started(ended, wall)
-        self.read_available()
+        self.read_available(whole=True)
         self._close_pipe()
         # Grandchildren it left behind go with it.
         self._kill(signal.SIGKILL)

@@ -23,6 +23,8 @@ from taiat.jobs import Attempt, Job
 from taiat.lifecycle import Completion
 from taiat.process import MOVED_ON, Ending, JobProcess, unstarted
 from taiat.specs import clean_json, clean_text
+from taiat.spool import Spool
+from taiat.storing import Stored, Storer
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +55,18 @@ class Recorder:
         self._on_change = on_change
         self._retry_at = 0.0
         self._backoff = _FIRST_BACKOFF
+        #: Successes whose large results are stored by a process of their own.
+        self.storer = Storer(manager)
 
     @property
     def retry_at(self) -> float | None:
         """When the next write may be tried after an outage, if anything waits for one."""
-        return self._retry_at if self.pending and not self.ok else None
+        return self._retry_at if (self.pending or self.storer.queue) and not self.ok else None
+
+    @property
+    def unwritten(self) -> list[Record]:
+        """Every finished attempt not yet written: waiting, or being stored."""
+        return [*self.pending, *self.storer.items()]
 
     @property
     def oldest(self) -> float | None:
@@ -101,7 +110,10 @@ class Recorder:
         while self.pending:
             record = self.pending.popleft()
             if record.ending.ok and record.ending.plan is None:
-                successes.append(record)
+                if isinstance(record.ending.result, Spool):  # large: stored on the side
+                    self.storer.add(record, _completion(record), record.ending.result)
+                else:
+                    successes.append(record)
                 continue
             try:
                 self._write_or_fall_back(record)
@@ -188,6 +200,36 @@ class Recorder:
             except Exception as exc:  # noqa: BLE001 - the next is plainer still
                 refusal = exc
         log.error("job %s (%s): cannot record even that: %s", job.id, job.name, reason(refusal))
+
+    def store(self) -> list[Stored]:
+        """Learn how the storing of a large result went, and store the next one (when the
+        database is not known to be away); never blocks."""
+        stored = self.storer.poll()
+        if stored is not None:
+            self._stored(stored)
+        if self.ready():
+            self.storer.start()
+        return [] if stored is None else [stored]
+
+    def _stored(self, stored: Stored) -> None:
+        record: Record = stored.item
+        job = record.job
+        if stored.outcome == "outage":
+            self._lost(DatabaseUnavailable(stored.words))
+            return
+        self._back()
+        if stored.outcome == "done":
+            log.info("job %s (%s): its large result is stored", job.id, job.name)
+        elif stored.outcome == "stale":
+            _stale(job)
+        else:  # refused: a failed attempt, which says why
+            log.warning("job %s (%s): result refused: %s", job.id, job.name, stored.words)
+            ending = replace(record.ending, ok=False, result=None, error=stored.words)
+            ending = replace(ending, cause="failed")
+            attempt = record.attempt
+            if attempt is not None:
+                attempt = replace(attempt, outcome="failed", error_message=stored.words)
+            self.add(Record(job, ending, attempt))
 
     def _write(self, record: Record) -> None:
         job, ending, attempt = record.job, record.ending, record.attempt
@@ -281,7 +323,9 @@ def storable(record: Record) -> Record:
     ending, attempt = record.ending, record.attempt
     error = None if ending.error is None else clean_text(str(ending.error))
     try:
-        result = clean_json(ending.result, "it")
+        # A large result is still text in its file: the process that stores it cleans it.
+        large = isinstance(ending.result, Spool)
+        result = ending.result if large else clean_json(ending.result, "it")
         plan = None if ending.plan is None else clean_json(ending.plan, "it")
     except InvalidJob as exc:
         what = "plan" if ending.plan is not None else "result"

@@ -144,6 +144,7 @@ class Supervisor:
                 stops_seen = self.wakeup.stop_requests
                 drain_deadline = self._begin_drain(now, stops_seen, drain_deadline)
             self._reap()
+            self._store()
             if drain_deadline is None:
                 self._start_held()  # before any is found to have waited too long
                 for job in self.ahead.expired(now):
@@ -179,7 +180,7 @@ class Supervisor:
                     if self._nothing_left():
                         log.info("burst: no job left to run")
                         return
-            if drain_deadline is not None and not self.children and not self.recorder.pending:
+            if drain_deadline is not None and not self.children and not self.recorder.unwritten:
                 return
             if watchdog is not None and timers.due("watchdog", now, watchdog):
                 status.notify("WATCHDOG=1")
@@ -206,6 +207,8 @@ class Supervisor:
 
     def _wait(self, timeout: float) -> None:
         fds = [self.wakeup.fd, *(p.fd for p in self.children if p.fd >= 0)]
+        if self.recorder.storer.busy:
+            fds.append(self.recorder.storer.fd)
         # Their descriptors are taken now: handling one that is ready may close another (a
         # listener whose connection dropped).
         listener = self.listener if self.listener and self.listener.connected else None
@@ -427,9 +430,9 @@ class Supervisor:
     def _reap_adopted(self) -> None:
         """As a subreaper, the supervisor adopts the orphans of a fork server that died (and,
         when it forks jobs itself, what their processes leave): it kills and reaps every child
-        of its own that is neither a fork server nor a job's process. (A job's process that
-        outlived its server is reaped by `try_reap`.)"""
-        ours = {p.known_pid for p in self.children}
+        of its own that is neither a fork server, nor a job's process, nor the process storing
+        a large result. (A job's process that outlived its server is reaped by `try_reap`.)"""
+        ours = {p.known_pid for p in self.children} | self.recorder.storer.pids
         if self.forking is not None:
             ours |= self.forking.server_pids()
         for pid in child.children_of_this_process():
@@ -439,6 +442,17 @@ class Supervisor:
                     os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:
                     pass
+
+    def _store(self) -> None:
+        """Large results being stored on the side (see `taiat.storing`): a refused one is a
+        failure after all."""
+        for stored in self.recorder.store():
+            self._dirty = True
+            if stored.outcome == "done":
+                self._claim_now = True  # its dependents may be ready
+            elif stored.outcome == "refused":
+                self.counters["completed"] -= 1
+                self.counters["failed"] += 1
 
     def _count(self, ending: Ending) -> None:
         if ending.ok:
@@ -453,7 +467,7 @@ class Supervisor:
     # -- the database ----------------------------------------------------------------------
 
     def _nothing_left(self) -> bool:
-        if self.recorder.pending:
+        if self.recorder.unwritten:
             return False
         return self.recorder.call(lambda: self.manager.pending_count() == 0, False)
 
@@ -469,7 +483,7 @@ class Supervisor:
         lease = self.config.lease
         here = {p.job.id for p in self.children}
         here |= {held.job.id for held in self.ahead.held}
-        here |= {record.job.id for record in self.recorder.pending}
+        here |= {record.job.id for record in self.recorder.unwritten}
         none: list[str] = []
         taken = self.recorder.call(
             lambda: workers.recover(self.manager, self.worker_id, self.host, lease, here), none
@@ -526,7 +540,7 @@ class Supervisor:
             "running": running,
             "counters": dict(self.counters),
             "database": "ok" if self.recorder.ok else "unreachable",
-            "pending_results": len(self.recorder.pending),
+            "pending_results": len(self.recorder.pending) + len(self.recorder.storer.queue),
             "claimed_ahead": len(self.ahead),
             "finishing": sum(1 for p in self.children if p.delivered),
             "fork_server_pid": server.pid if server is not None else None,
