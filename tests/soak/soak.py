@@ -210,6 +210,10 @@ def report(manager: JobManager, innocent: set[str], poison: set[str], out: Path)
         ),
         "stuck": sorted(job_id for job_id, status in waiting.items() if job_id in created),
         "run_twice": sorted(job_id for job_id, n in runs.items() if n > 1),
+        # A run that left no attempt behind: a job that ran more often than it has attempts.
+        "run_twice_unexplained": sorted(
+            job_id for job_id, n in runs.items() if n > 1 and len(manager.get_attempts(job_id)) < n
+        ),
         "recorded_twice": sorted(job_id for job_id, n in entries.items() if n > 1),
         "poison_endings": dict(Counter(final.get(job_id, "none") for job_id in poison)),
     }
@@ -263,7 +267,7 @@ def main() -> int:
     manager.engine.dispose()
     print(f"blows: {dict(blows)}; {time.monotonic() - started:.0f} s")
     print(f"poison endings: {figures['poison_endings']}")
-    for key in ("lost", "stuck", "run_twice", "recorded_twice"):
+    for key in ("lost", "stuck", "run_twice", "run_twice_unexplained", "recorded_twice"):
         ids = figures[key]
         print(f"{key}: {len(ids)}" + (f" (e.g. {', '.join(ids[:5])})" if ids else ""))
     print(f"jobs: {figures['jobs']}; supervisor exits other than by signal: {len(crashes)}")
