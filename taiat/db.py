@@ -7,6 +7,7 @@ when an engine for its database is made (psycopg adds about 9 MB to a process wi
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ from taiat.errors import (
     DuplicateJob,
     InvalidDatabaseURL,
     InvalidJob,
+    LockTimeout,
     TaiatError,
     TransientConflict,
 )
@@ -123,6 +125,36 @@ def prepare_engine(engine: Engine) -> Engine:
     return engine
 
 
+def bound_sessions(
+    engine: Engine,
+    *,
+    lock_timeout: float,
+    statement_timeout: float,
+    idle_timeout: float,
+    connect_timeout: float,
+) -> None:
+    """Bound every wait of `engine`'s PostgreSQL sessions (seconds each): for a lock, for a
+    statement, for a connection; and end a session left idle in a transaction (its process
+    stopped, say) so that its locks go. A supervisor's engine is made so: one stopped
+    supervisor must not freeze the others. A wait cut short raises `LockTimeout`, a transient
+    conflict worth trying again later. No effect on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return
+    settings = {
+        "lock_timeout": lock_timeout,
+        "statement_timeout": statement_timeout,
+        "idle_in_transaction_session_timeout": idle_timeout,
+    }
+    # Set at connection time, in the startup packet: no round trip of their own.
+    ours = " ".join(f"-c {name}={max(1, round(value * 1000))}" for name, value in settings.items())
+
+    def connect(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+        params["options"] = f"{params.get('options') or ''} {ours}".strip()
+        params.setdefault("connect_timeout", max(2, math.ceil(connect_timeout)))
+
+    event.listen(engine, "do_connect", connect)
+
+
 def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
@@ -192,6 +224,8 @@ def translate(exc: sqlalchemy.exc.DBAPIError, engine: Engine) -> TaiatError | No
         lite and isinstance(orig, lite.OperationalError) and "no such table" in str(orig)
     ):
         return tables_missing(engine)
+    if pg and isinstance(orig, pg.errors.LockNotAvailable | pg.errors.QueryCanceled):
+        return LockTimeout(f"gave up waiting, safe to retry: {text}")
     if pg and isinstance(
         orig,
         pg.errors.TransactionRollback | pg.errors.DeadlockDetected | pg.errors.SerializationFailure,
