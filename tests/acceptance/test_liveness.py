@@ -94,7 +94,10 @@ def test_an_outage_longer_than_a_heartbeat_takes_back_no_job(
             done = wait_until(lambda j=job: _finished(manager, j.id), 60, job.name, watch=fleet[1])
             assert done.status is JobStatus.COMPLETED and done.retry_count == 0, done
             assert [a.outcome for a in manager.get_attempts(job.id)] == ["completed"]
-        assert all(sup.process.poll() is None for sup in fleet)
+        for sup in fleet:
+            assert sup.process.poll() is None
+            log = sup.log()  # back, its heartbeat went first
+            assert log.index("heartbeat again after") < log.index("database reachable again")
     finally:
         for sup in fleet:
             sup.stop()
@@ -175,6 +178,41 @@ def test_a_transaction_left_open_stalls_no_supervisor(
             sup.stop()
     finally:
         holder.close()
+
+
+def test_a_lock_held_on_its_job_delays_the_ending_but_not_the_supervisor(
+    pg_database_url: str, pg_manager: JobManager, tmp_path: Path
+) -> None:
+    """Another transaction holds a running job's row (a stopped peer's, say): recording its
+    ending gives up waiting and tries again later; heartbeats and other jobs go on."""
+    manager, pid_file = pg_manager, tmp_path / "job.pid"
+    job = manager.create_job(
+        "agent",
+        "held",
+        payload={"agent_name": "sleep", "parameters": {"seconds": 1, "pid_file": str(pid_file)}},
+    )
+    sup = Supervisor(pg_database_url, tmp_path, "--lease", "3")
+    holder = psycopg.connect(pg_database_url.split("?")[0], options=_options(pg_database_url))
+    try:
+        wait_until(lambda: pid_file.exists(), 30, "the job to start", watch=sup)
+        holder.execute("SELECT 1 FROM taiat_jobs WHERE id = %s FOR UPDATE", (job.id,))
+        worker_id = sup.status()["worker_id"]
+        first = _heartbeat_of(manager, worker_id)
+        wait_until(lambda: "gave up waiting" in sup.log(), 30, "a lock wait cut short", watch=sup)
+        wait_until(
+            lambda: _heartbeat_of(manager, worker_id) - first >= 3,
+            30,
+            "three more heartbeats",
+            watch=sup,
+        )
+        assert _running(manager, job.id) == worker_id
+        holder.rollback()
+        done = wait_until(lambda: finished(manager, job.id), 30, "the job", watch=sup)
+        assert done.status is JobStatus.COMPLETED and done.retry_count == 0
+        assert [a.outcome for a in manager.get_attempts(job.id)] == ["completed"]
+    finally:
+        holder.close()
+        sup.stop()
 
 
 def _options(url: str) -> str:
