@@ -456,13 +456,7 @@ class Supervisor:
         here |= {held.job.id for held in self.ahead.held}
         here |= {record.job.id for record in self.recorder.pending}
         none: list[str] = []
-        watched = time.monotonic() - self._watching_since
-        taken = self.recorder.call(
-            lambda: workers.recover(
-                self.manager, self.worker_id, lease, here, place=self.place, watched=watched
-            ),
-            none,
-        )
+        taken = self.recorder.call(lambda: self._recover(lease, here), none)
         if taken:
             self._claim_now = True
         if self.listener is not None and not self.listener.connected and self.recorder.ok:
@@ -471,6 +465,13 @@ class Supervisor:
                 self._claim_now = True  # whatever was announced while we were deaf
             except DatabaseUnavailable as exc:
                 log.warning("%s; polling meanwhile", exc)
+
+    def _recover(self, lease: float, here: set[str]) -> list[str]:
+        # How long it has watched is read only now: the recorder may have just reconnected.
+        watched = time.monotonic() - self._watching_since
+        return workers.recover(
+            self.manager, self.worker_id, lease, here, place=self.place, watched=watched
+        )
 
     def _unregister(self) -> None:
         try:
