@@ -258,13 +258,17 @@ class Supervisor:
             elif payload.startswith("cancel:"):
                 self._forget_held({payload[7:]})
 
-    def _check_claims(self) -> None:
+    def _check_claims(self) -> bool:
         """Stop children whose claim is no longer current: cancelled, or taken back by another
-        supervisor that believed this one dead. (The fallback for a missed NOTIFY, and all
-        that SQLite has.)"""
+        supervisor that believed this one dead; drop such held jobs. (The fallback for a missed
+        NOTIFY, and all that SQLite has.) Returns whether the claims could be checked."""
         claims = {p.job.id: p.job.claim_seq for p in self.children if p.kill_at is None}
         claims |= {held.job.id: held.job.claim_seq for held in self.ahead.held}
-        current = self.recorder.call(lambda: self.manager.current_claims(claims), set(claims))
+        if not claims:
+            return True
+        current = self.recorder.call(lambda: self.manager.current_claims(claims), None)
+        if current is None:
+            return False
         self._forget_held(set(claims) - current)
         for proc in self.children:
             if proc.job.id in claims and proc.job.id not in current:
@@ -274,6 +278,7 @@ class Supervisor:
                     proc.job.name,
                 )
                 proc.stop("superseded", "cancelled, or taken back by another supervisor")
+        return True
 
     def _begin_drain(self, now: float, stops: int, deadline: float | None) -> float:
         """Stop claiming and give the held jobs back; a second stop (even one that came with
@@ -318,10 +323,8 @@ class Supervisor:
     def _start_held(self) -> None:
         """Start held jobs in the free slots; after a stall, only once their claims are known
         to be current still."""
-        if self.ahead.held and self._overdue():
-            self._catch_up()
-            if self._overdue() or not self.recorder.ok:
-                return  # the claims could not be checked: start none for now
+        if self.ahead.held and self._overdue() and not self._catch_up():
+            return  # the claims could not be checked: start none for now
         for held in self.ahead.take(self.config.max_concurrent_jobs - self._busy()):
             self._start(held.job, held.dependency_results)
 
@@ -437,16 +440,18 @@ class Supervisor:
         """Whether the last heartbeat that went through is as old as a stall."""
         return time.monotonic() - self._beat_at >= self._stall_after
 
-    def _catch_up(self) -> None:
+    def _catch_up(self) -> bool:
         """After an outage, try the database again once the backoff is over, the heartbeat
         first; after a stall (SIGSTOP, a paused VM, a long step), heartbeat, then check every
-        claim held or running, before anything starts."""
+        claim held or running, before anything starts. Returns whether the claims can be
+        trusted: there was no stall, or it has been caught up with."""
         stalled = self._overdue()
         if not stalled and self.recorder.ok:
-            return
+            return True
         self._beat_now()
-        if stalled and not self._overdue():
-            self._check_claims()
+        if not stalled:
+            return True
+        return not self._overdue() and self._check_claims()
 
     def _heartbeat(self) -> None:
         """Heartbeat, take back the jobs of dead supervisors, and make sure we are LISTENing."""
