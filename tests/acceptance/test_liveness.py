@@ -3,6 +3,7 @@ places, through outages and stalls of their own or of their peers."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -110,17 +111,27 @@ def test_claims_held_through_a_stall_are_checked_before_any_starts(
     manager, out = pg_manager, tmp_path / "ran.txt"
     jobs = manager.create_jobs([agent_job(f"j{i}", "append", path=str(out)) for i in range(600)])
     args = ("--lease", "3", "--max-concurrent-jobs", "2")
-    stalled = Supervisor(pg_database_url, tmp_path, *args)
-    peer = Supervisor(pg_database_url, tmp_path, *args)
+    for name in ("stalled", "peer"):  # a status file each
+        (tmp_path / name).mkdir()
+    stalled = Supervisor(pg_database_url, tmp_path / "stalled", *args)
+    peer = Supervisor(pg_database_url, tmp_path / "peer", *args)
     try:
-        state = wait_until(
-            lambda: (s := stalled.status()).get("claimed_ahead") and s, 60, "claims ahead"
-        )
-        stalled.signal(signal.SIGSTOP)
-        mine = [
-            j.id for j in manager.list_jobs("running", None) if j.worker_id == state["worker_id"]
-        ]
-        assert mine
+        for _ in range(20):  # until it is stopped with jobs claimed ahead, not yet started
+            state = wait_until(
+                lambda: (s := stalled.status()).get("claimed_ahead") and s,
+                60,
+                "claims ahead",
+                watch=stalled,
+            )
+            stalled.signal(signal.SIGSTOP)
+            log = stalled.log()
+            running = manager.list_jobs("running", None)
+            mine = [j.id for j in running if j.worker_id == state["worker_id"]]
+            held = [j for j in mine if not re.search(rf"job {j} \(.*\) started", log)]
+            if held:
+                break
+            stalled.signal(signal.SIGCONT)
+        assert held, "never stopped while holding claims"
         # The peer takes them back and runs them meanwhile.
         for job_id in mine:
             wait_until(lambda j=job_id: finished(manager, j), 60, job_id, watch=peer)
@@ -136,7 +147,8 @@ def test_claims_held_through_a_stall_are_checked_before_any_starts(
         with out.open() as ran:
             ran.seek(seen)
             again = set(ran.read().split()) & set(mine)
-        assert not again, f"started after their claims lapsed: {again}"
+        assert again.isdisjoint(held), f"held jobs started after their claims lapsed: {again}"
+        assert not again, f"ran again after their claims lapsed: {again}"
     finally:
         for sup in (stalled, peer):
             sup.signal(signal.SIGCONT)
