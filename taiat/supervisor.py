@@ -55,14 +55,14 @@ class Supervisor:
             # supervisor rides out a dropped connection anyway (the recorder retries).
             engine = db.engine_from_url(self.config.database_url, pool_pre_ping=False)
             # No wait of this supervisor's on the database outlasts a heartbeat interval, and
-            # a transaction it leaves open when stopped ends after one: a stopped supervisor
-            # cannot freeze the others, nor be frozen by them.
-            bound = max(1.0, self._heartbeat_interval)
+            # a transaction it leaves open when stopped ends within half its lease, before its
+            # peers take its jobs back: a stopped supervisor freezes no other, and is frozen
+            # by none.
             db.bound_sessions(
                 engine,
                 lock_timeout=max(0.1, min(2.0, lease / 10)),
-                statement_timeout=bound,
-                idle_timeout=bound,
+                statement_timeout=max(1.0, self._heartbeat_interval),
+                idle_timeout=max(1.0, lease / 2),
                 connect_timeout=lease / 10,
             )
             manager = JobManager(engine)
