@@ -123,9 +123,9 @@ Options:
                                 default 5).
   --max-result-bytes N          Largest result a job may send back (TAIAT_MAX_RESULT_BYTES;
                                 default 16777216).
-  --lease S                     Seconds without a heartbeat after which a supervisor is taken
-                                for dead and its jobs are run elsewhere (TAIAT_LEASE;
-                                default 30).
+  --lease S                     Seconds without a heartbeat after which this supervisor is
+                                taken for dead and its jobs are run elsewhere; registered with
+                                it, so its peers judge it by it (TAIAT_LEASE; default 30).
   --quarantine-after N          Fail a job for good once it has crashed (signal, memory, lost
                                 supervisor) on N attempts in a row (TAIAT_QUARANTINE_AFTER;
                                 default 3).

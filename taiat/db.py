@@ -7,9 +7,11 @@ when an engine for its database is made (psycopg adds about 9 MB to a process wi
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +28,7 @@ from taiat.errors import (
     DuplicateJob,
     InvalidDatabaseURL,
     InvalidJob,
+    LockTimeout,
     TaiatError,
     TransientConflict,
 )
@@ -201,6 +204,55 @@ def _sqlite_private_file(_dialect: Any, _record: Any, cargs: list[Any], cparams:
         pass  # there already, or not ours to create: SQLite says what is wrong, if anything
 
 
+def bound_sessions(
+    engine: Engine,
+    *,
+    lock_timeout: float,
+    statement_timeout: float,
+    idle_timeout: float,
+    connect_timeout: float,
+) -> None:
+    """Bound every wait of `engine`'s PostgreSQL sessions (seconds each): for a lock, for a
+    statement, for a connection; and end a session left idle in a transaction (its process
+    stopped, say) so that its locks go. A supervisor's engine is made so: one stopped
+    supervisor must not freeze the others. A wait cut short raises `LockTimeout`, a transient
+    conflict worth trying again later. No effect on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return
+    settings = {
+        "lock_timeout": lock_timeout,
+        "statement_timeout": statement_timeout,
+        "idle_in_transaction_session_timeout": idle_timeout,
+    }
+    _BOUNDS[engine] = settings
+
+    def connect(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+        # Set at connection time, in the startup packet: no round trip of their own. 0 is no
+        # bound at all (see `unbound_statements`).
+        ours = " ".join(
+            f"-c {name}={max(1, round(value * 1000)) if value else 0}"
+            for name, value in settings.items()
+        )
+        params["options"] = f"{params.get('options') or ''} {ours}".strip()
+        params.setdefault("connect_timeout", max(2, math.ceil(connect_timeout)))
+
+    event.listen(engine, "do_connect", connect)
+
+
+#: The bounds `bound_sessions` set on each engine, read whenever it connects.
+_BOUNDS: weakref.WeakKeyDictionary[Engine, dict[str, float]] = weakref.WeakKeyDictionary()
+
+
+def unbound_statements(engine: Engine) -> None:
+    """Lift the bounds on statements (and on idling in a transaction) of `engine`'s
+    sessions from now on, keeping those on lock waits: for a process whose one write takes as
+    long as its data does (storing a large result), and holds up no loop meanwhile."""
+    settings = _BOUNDS.get(engine)
+    if settings is not None:
+        settings["statement_timeout"] = 0
+        settings["idle_in_transaction_session_timeout"] = 0
+
+
 def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
@@ -276,6 +328,8 @@ def translate(exc: sqlalchemy.exc.DBAPIError, engine: Engine) -> TaiatError | No
         lite and isinstance(orig, lite.OperationalError) and "no such table" in str(orig)
     ):
         return tables_missing(engine)
+    if pg and isinstance(orig, pg.errors.LockNotAvailable | pg.errors.QueryCanceled):
+        return LockTimeout(f"gave up waiting, safe to retry: {text}")
     if pg and isinstance(
         orig,
         pg.errors.TransactionRollback | pg.errors.DeadlockDetected | pg.errors.SerializationFailure,

@@ -31,6 +31,12 @@ class TransientConflict(DatabaseError):
     running it again is safe."""
 
 
+class LockTimeout(TransientConflict):
+    """Raised when a statement gave up waiting, for a lock or at all (`lock_timeout`,
+    `statement_timeout`): another transaction held on too long. Running it again later is safe;
+    running it again at once is likely to wait as long."""
+
+
 class DatabaseNotInitialised(DatabaseError):
     """Raised when the tables are missing: run `python -m taiat.init_worker`."""
 

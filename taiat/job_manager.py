@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from taiat import db, lifecycle, plans, queries, schema
 from taiat.config import MAX_DAYS
-from taiat.errors import InvalidJob, JobError, TransientConflict
+from taiat.errors import InvalidJob, JobError, LockTimeout, TransientConflict
 from taiat.jobs import Attempt, Job, JobHistoryEntry, JobStatus, JobType
 from taiat.lifecycle import Completion, RetryPolicy
 from taiat.queries import supervisors as supervisor_queries
@@ -61,6 +61,8 @@ class JobManager:
             try:
                 with self.transaction(single_statement=single_statement) as conn:
                     return work(conn)
+            except LockTimeout:
+                raise  # the holder is slow, or stopped: again at once would wait as long
             except TransientConflict:
                 if attempt == _CONFLICT_RETRIES - 1:
                     raise

@@ -17,6 +17,7 @@ from taiat.errors import (
     DatabaseUnavailable,
     InvalidJob,
     SchemaVersionMismatch,
+    TransientConflict,
 )
 from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job
@@ -30,9 +31,18 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _FIRST_BACKOFF = 0.5
-_MAX_BACKOFF = 30.0
-#: Not a refusal of one job's ending but a database this supervisor cannot serve.
-_NOT_REFUSALS = (DatabaseUnavailable, DatabaseNotInitialised, SchemaVersionMismatch)
+#: The longest wait between tries to reach the database again (seconds); a supervisor also
+#: waits no longer than a tenth of its lease, so that it is back in the database (its heartbeat
+#: first) long before its peers could take it for dead.
+MAX_BACKOFF = 3.0
+#: Not a refusal of one job's ending: a database this supervisor cannot serve, or one busy
+#: for a moment (a lock wait cut short), where the ending waits to be written again.
+_NOT_REFUSALS = (
+    DatabaseUnavailable,
+    DatabaseNotInitialised,
+    SchemaVersionMismatch,
+    TransientConflict,
+)
 
 
 @dataclass(frozen=True)
@@ -48,20 +58,38 @@ class Record:
 
 
 class Recorder:
-    def __init__(self, manager: JobManager, on_change: Callable[[], None]) -> None:
+    """`reconnect` is called first whenever the database may be back after an outage, before
+    any other call goes through (the supervisor's heartbeat); `max_backoff` caps the wait
+    between tries (seconds)."""
+
+    def __init__(
+        self,
+        manager: JobManager,
+        on_change: Callable[[], None],
+        *,
+        reconnect: Callable[[], None] | None = None,
+        max_backoff: float = MAX_BACKOFF,
+    ) -> None:
         self.manager = manager
         self.ok = True
         self.pending: deque[Record] = deque()
         self._on_change = on_change
+        self._reconnect = reconnect
         self._retry_at = 0.0
-        self._backoff = _FIRST_BACKOFF
+        self._max_backoff = max_backoff
+        self._backoff = min(_FIRST_BACKOFF, max_backoff)
+        #: Until when writes wait after a transient conflict (monotonic seconds).
+        self._conflict_until = 0.0
         #: Successes whose large results are stored by a process of their own.
         self.storer = Storer(manager)
 
     @property
     def retry_at(self) -> float | None:
-        """When the next write may be tried after an outage, if anything waits for one."""
-        return self._retry_at if (self.pending or self.storer.queue) and not self.ok else None
+        """When the database is next tried after an outage, or pending writes after a
+        conflict; None when nothing waits."""
+        if not self.ok:
+            return self._retry_at
+        return self._conflict_until if self.pending and self._conflict_until else None
 
     @property
     def unwritten(self) -> list[Record]:
@@ -74,16 +102,37 @@ class Recorder:
         return self.pending[0].since if self.pending else None
 
     def ready(self) -> bool:
-        return self.ok or time.monotonic() >= self._retry_at
+        """Whether the database may be used now. After an outage, once the backoff is over,
+        `reconnect` goes first: nothing else is tried until it has gone through."""
+        if self.ok:
+            return True
+        if time.monotonic() < self._retry_at:
+            return False
+        if self._reconnect is not None:
+            try:
+                self._reconnect()
+            except DatabaseUnavailable as exc:
+                self._lost(exc)
+                return False
+            except TransientConflict as exc:
+                log.warning("%s; trying again", exc)
+                self._retry_at = time.monotonic() + self._backoff
+                return False
+            self._back()
+        return True
 
     def call(self, work: Callable[[], T], default: T) -> T:
-        """`work()`, or `default` when the database is away (then retried after a backoff)."""
+        """`work()`, or `default` when the database is away (then retried after a backoff),
+        or when it gave up on a lock held too long by another transaction."""
         if not self.ready():
             return default
         try:
             value = work()
         except DatabaseUnavailable as exc:
             self._lost(exc)
+            return default
+        except TransientConflict as exc:
+            log.warning("%s; trying again later", exc)
             return default
         self._back()
         return value
@@ -103,9 +152,11 @@ class Recorder:
         """Write what has finished and claim up to `claim` ready jobs. Failures and requeues
         are written one by one; successes all together with the claim, in one transaction
         (and, should the database refuse that, one by one, so that only the one refused
-        fails). On an outage everything is kept for later and nothing is claimed."""
-        if not self.ready():
+        fails). On an outage, or a conflict, everything is kept for later and nothing is
+        claimed."""
+        if not self.ready() or time.monotonic() < self._conflict_until:
             return []
+        self._conflict_until = 0.0
         successes: list[Record] = []
         while self.pending:
             record = self.pending.popleft()
@@ -122,6 +173,11 @@ class Recorder:
                 self.pending.extendleft(reversed(successes))
                 self._lost(exc)
                 return []
+            except TransientConflict as exc:
+                self.pending.appendleft(record)
+                self.pending.extendleft(reversed(successes))
+                self._conflicted(exc)
+                return []
         if not successes and not claim:
             self._back()
             return []
@@ -135,6 +191,10 @@ class Recorder:
         except DatabaseUnavailable as exc:
             self.pending.extendleft(reversed(successes))
             self._lost(exc)
+            return []
+        except TransientConflict as exc:
+            self.pending.extendleft(reversed(successes))
+            self._conflicted(exc)
             return []
         except _NOT_REFUSALS:
             raise
@@ -163,6 +223,10 @@ class Recorder:
             except DatabaseUnavailable as exc:
                 self.pending.extendleft(reversed(successes[index:]))
                 self._lost(exc)
+                return []
+            except TransientConflict as exc:
+                self.pending.extendleft(reversed(successes[index:]))
+                self._conflicted(exc)
                 return []
         try:
             return self.call(lambda: self.manager.claim_jobs(worker_id, claim), [])
@@ -266,7 +330,12 @@ class Recorder:
             self.ok = False
             self._on_change()
         self._retry_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
+        self._backoff = min(self._backoff * 2, self._max_backoff)
+
+    def _conflicted(self, exc: TransientConflict) -> None:
+        """Another transaction held on (a stopped supervisor's, say): writes wait a moment."""
+        log.warning("%s; writing again shortly", exc)
+        self._conflict_until = time.monotonic() + min(_FIRST_BACKOFF, self._max_backoff)
 
     def _back(self) -> None:
         if not self.ok:
@@ -274,7 +343,7 @@ class Recorder:
             status.notify("STATUS=running")
             self.ok = True
             self._on_change()
-        self._backoff = _FIRST_BACKOFF
+        self._backoff = min(_FIRST_BACKOFF, self._max_backoff)
 
 
 def attempt_of(proc: JobProcess, ending: Ending, worker_id: str, host: str) -> Attempt:

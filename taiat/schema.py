@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import DDL, CreateColumn
 from sqlalchemy.sql.expression import FunctionElement
 
 from taiat import db
@@ -39,7 +40,7 @@ from taiat.errors import SchemaVersionMismatch
 log = logging.getLogger(__name__)
 
 #: Bump with every change to the tables, and add the step that upgrades to it in `UPGRADES`.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -190,6 +191,11 @@ workers = Table(
     Column("started_at", DateTime, nullable=False, server_default=utcnow()),
     Column("heartbeat_at", DateTime, nullable=False, server_default=utcnow()),
     Column("info", JsonType),
+    # Version 2: the lease it is judged by (its own), and where its pid means something: the
+    # boot and the PID namespace it runs in. None in rows from before.
+    Column("lease_seconds", Float),
+    Column("boot_id", String),
+    Column("pid_namespace", String),
 )
 
 schema_version = Table(
@@ -199,8 +205,22 @@ schema_version = Table(
     Column("applied_at", DateTime, nullable=False, server_default=utcnow()),
 )
 
+
+def _add_columns(table: Table, *names: str) -> Callable[[Connection], None]:
+    """A step that adds `table`'s columns `names`, as declared above, to an existing table."""
+
+    def step(conn: Connection) -> None:
+        for name in names:
+            column = CreateColumn(table.c[name]).compile(dialect=conn.dialect)
+            conn.execute(DDL(f"ALTER TABLE {table.name} ADD COLUMN {column}"))
+
+    return step
+
+
 #: Steps that bring a database from version N-1 to N, keyed by N.
-UPGRADES: dict[int, Callable[[Connection], None]] = {}
+UPGRADES: dict[int, Callable[[Connection], None]] = {
+    2: _add_columns(workers, "lease_seconds", "boot_id", "pid_namespace"),
+}
 
 # Any constant will do; it keeps two `init_worker` runs from creating the tables at once.
 _SCHEMA_LOCK_KEY = 0x7A1A7

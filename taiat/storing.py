@@ -149,6 +149,7 @@ def _helper(
     try:
         child.become_independent(supervisor)
         db.after_fork_in_child(manager.engine)
+        db.unbound_statements(manager.engine)  # its one write takes as long as it takes
         reply = _store(manager, completion, spool.read)
     except BaseException as exc:  # noqa: BLE001 - the helper never unwinds into the supervisor
         words = f"its result could not be stored: {type(exc).__name__}: {exc}"

@@ -5,6 +5,7 @@ by signal handlers, and a timeout for the next timer. Signal handlers only set a
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -17,13 +18,13 @@ from typing import Any
 from taiat import __version__, child, db, queries, status, workers
 from taiat.ahead import WRITE_DELAY, ClaimAhead
 from taiat.config import MiB, SupervisorConfig
-from taiat.errors import DatabaseUnavailable
+from taiat.errors import DatabaseUnavailable, TransientConflict
 from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_agents
 from taiat.forking import Forking
 from taiat.job_manager import JobManager
 from taiat.jobs import Job
 from taiat.process import MOVED_ON, Ending, JobProcess
-from taiat.recorder import Record, Recorder, attempt_of, log_ending, reason
+from taiat.recorder import MAX_BACKOFF, Record, Recorder, attempt_of, log_ending, reason
 from taiat.wakeup import Timers, WakeUp, ready_fds
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,28 @@ class Supervisor:
         agent_registry: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
         self.config = config or SupervisorConfig()
-        # No pre-ping: it costs a round trip per transaction on the hot path, and the
-        # supervisor rides out a dropped connection anyway (the recorder retries with backoff).
-        self.manager = manager or JobManager(
-            db.engine_from_url(self.config.database_url, pool_pre_ping=False)
-        )
+        lease = self.config.lease
+        self._heartbeat_interval = min(self.config.heartbeat_interval, lease / 3)
+        #: A heartbeat this old (seconds) means a stall: this loop, or the database, was away
+        #: for more than a heartbeat interval; the claims may have lapsed meanwhile.
+        self._stall_after = 2 * self._heartbeat_interval
+        if manager is None:
+            # No pre-ping: it costs a round trip per transaction on the hot path, and the
+            # supervisor rides out a dropped connection anyway (the recorder retries).
+            engine = db.engine_from_url(self.config.database_url, pool_pre_ping=False)
+            # No wait of this supervisor's on the database outlasts a heartbeat interval, and
+            # a transaction it leaves open when stopped ends within half its lease, before its
+            # peers take its jobs back: a stopped supervisor freezes no other, and is frozen
+            # by none.
+            db.bound_sessions(
+                engine,
+                lock_timeout=max(0.1, min(2.0, lease / 10)),
+                statement_timeout=max(1.0, self._heartbeat_interval),
+                idle_timeout=max(1.0, lease / 2),
+                connect_timeout=lease / 10,
+            )
+            manager = JobManager(engine)
+        self.manager = manager
         #: Every agent by name, with the inputs and outputs it declares (for query plans).
         self.agents = default_agents(agent_registry)
         self.registry = {name: agent.function for name, agent in self.agents.items()}
@@ -59,10 +77,14 @@ class Supervisor:
         self.observers: list[Callable[[Job, Ending], None]] = []
         self.host = socket.gethostname()
         self.worker_id = workers.new_worker_id(self.host, os.getpid(), uuid.uuid4().hex[:8])
+        self.place = workers.Place.here()
+        #: When the last heartbeat that went through was sent (monotonic seconds).
+        self._beat_at = -math.inf
+        #: Since when this supervisor has watched the database without a break.
+        self._watching_since = -math.inf
         self.manager.retry_policy = replace(
             self.manager.retry_policy, quarantine_after=self.config.quarantine_after
         )
-        self._heartbeat_interval = min(self.config.heartbeat_interval, self.config.lease / 3)
         self.listener: db.Listener | None = None
         if self.manager.engine.dialect.name == "postgresql" and self.config.listen:
             self.listener = db.Listener(self.manager.engine, queries.CHANNEL)
@@ -71,7 +93,12 @@ class Supervisor:
         self.counters = {"completed": 0, "failed": 0, "timed_out": 0, "crashed": 0}
         self.state = "starting"
         self.started_at = datetime.now(UTC)
-        self.recorder = Recorder(self.manager, self._changed)
+        self.recorder = Recorder(
+            self.manager,
+            self._changed,
+            reconnect=self._beat,
+            max_backoff=min(MAX_BACKOFF, lease / 10),
+        )
         self.wakeup = WakeUp()
         self._reporter = status.StatusReporter(self.config.status_file, self.config.metrics_file)
         self._dirty = True
@@ -143,6 +170,7 @@ class Supervisor:
             if self.wakeup.stop_requests > stops_seen:
                 stops_seen = self.wakeup.stop_requests
                 drain_deadline = self._begin_drain(now, stops_seen, drain_deadline)
+            self._catch_up()
             self._reap()
             self._store()
             if drain_deadline is None:
@@ -249,13 +277,17 @@ class Supervisor:
         log.info("SIGHUP: status and metrics files rewritten; logs go to stderr, nothing to reopen")
         self._publish(force=True)
 
-    def _check_claims(self) -> None:
+    def _check_claims(self) -> bool:
         """Stop children whose claim is no longer current: cancelled, or taken back by another
-        supervisor that believed this one dead. (The fallback for a missed NOTIFY, and all
-        that SQLite has.)"""
+        supervisor that believed this one dead; drop such held jobs. (The fallback for a missed
+        NOTIFY, and all that SQLite has.) Returns whether the claims could be checked."""
         claims = {p.job.id: p.job.claim_seq for p in self.children if p.kill_at is None}
         claims |= {held.job.id: held.job.claim_seq for held in self.ahead.held}
-        current = self.recorder.call(lambda: self.manager.current_claims(claims), set(claims))
+        if not claims:
+            return True
+        current = self.recorder.call(lambda: self.manager.current_claims(claims), None)
+        if current is None:
+            return False
         self._forget_held(set(claims) - current)
         for proc in self.children:
             if proc.job.id in claims and proc.job.id not in current:
@@ -265,6 +297,7 @@ class Supervisor:
                     proc.job.name,
                 )
                 proc.stop("superseded", "cancelled, or taken back by another supervisor")
+        return True
 
     def _begin_drain(self, now: float, stops: int, deadline: float | None) -> float:
         """Stop claiming and give the held jobs back; a second stop (even one that came with
@@ -313,7 +346,10 @@ class Supervisor:
         return len(jobs)
 
     def _start_held(self) -> None:
-        """Start held jobs in the free slots."""
+        """Start held jobs in the free slots; after a stall, only once their claims are known
+        to be current still."""
+        if self.ahead.held and self._overdue() and not self._catch_up():
+            return  # the claims could not be checked: start none for now
         for held in self.ahead.take(self.config.max_concurrent_jobs - self._busy()):
             self._start(held.job, held.dependency_results)
 
@@ -472,22 +508,68 @@ class Supervisor:
         return self.recorder.call(lambda: self.manager.pending_count() == 0, False)
 
     def _register(self) -> None:
-        workers.register(self.manager, self.worker_id, self.host, os.getpid())
+        sent = time.monotonic()
+        workers.register(
+            self.manager,
+            self.worker_id,
+            self.host,
+            os.getpid(),
+            lease=self.config.lease,
+            place=self.place,
+        )
+        self._beat_at = sent
+
+    def _beat(self) -> None:
+        """Heartbeat, in a short transaction of its own (raises `DatabaseUnavailable`). After a
+        silence longer than a stall, this supervisor watches the others afresh: it cannot tell
+        their silence over that time from its own."""
+        sent = time.monotonic()
+        workers.heartbeat(
+            self.manager,
+            self.worker_id,
+            self.host,
+            os.getpid(),
+            lease=self.config.lease,
+            place=self.place,
+        )
+        if sent - self._beat_at >= self._stall_after:
+            log.info("heartbeat again after %.1f s of silence", sent - self._beat_at)
+            self._watching_since = sent
+        self._beat_at = sent
+
+    def _beat_now(self) -> None:
+        """Heartbeat; after an outage, the recorder's first try is this heartbeat itself."""
+        if self.recorder.ok:
+            self.recorder.call(self._beat, None)
+        else:
+            self.recorder.ready()
+
+    def _overdue(self) -> bool:
+        """Whether the last heartbeat that went through is as old as a stall."""
+        return time.monotonic() - self._beat_at >= self._stall_after
+
+    def _catch_up(self) -> bool:
+        """After an outage, try the database again once the backoff is over, the heartbeat
+        first; after a stall (SIGSTOP, a paused VM, a long step), heartbeat, then check every
+        claim held or running, before anything starts. Returns whether the claims can be
+        trusted: there was no stall, or it has been caught up with."""
+        stalled = self._overdue()
+        if not stalled and self.recorder.ok:
+            return True
+        self._beat_now()
+        if not stalled:
+            return True
+        return not self._overdue() and self._check_claims()
 
     def _heartbeat(self) -> None:
         """Heartbeat, take back the jobs of dead supervisors, and make sure we are LISTENing."""
-        pid = os.getpid()
-        self.recorder.call(
-            lambda: workers.heartbeat(self.manager, self.worker_id, self.host, pid), None
-        )
+        self._beat_now()
         lease = self.config.lease
         here = {p.job.id for p in self.children}
         here |= {held.job.id for held in self.ahead.held}
         here |= {record.job.id for record in self.recorder.unwritten}
         none: list[str] = []
-        taken = self.recorder.call(
-            lambda: workers.recover(self.manager, self.worker_id, self.host, lease, here), none
-        )
+        taken = self.recorder.call(lambda: self._recover(lease, here), none)
         if taken:
             self._claim_now = True
         if self.listener is not None and not self.listener.connected and self.recorder.ok:
@@ -497,10 +579,17 @@ class Supervisor:
             except DatabaseUnavailable as exc:
                 log.warning("%s; polling meanwhile", exc)
 
+    def _recover(self, lease: float, here: set[str]) -> list[str]:
+        # How long it has watched is read only now: the recorder may have just reconnected.
+        watched = time.monotonic() - self._watching_since
+        return workers.recover(
+            self.manager, self.worker_id, lease, here, place=self.place, watched=watched
+        )
+
     def _unregister(self) -> None:
         try:
             workers.unregister(self.manager, self.worker_id)
-        except DatabaseUnavailable:
+        except (DatabaseUnavailable, TransientConflict):
             log.warning("could not remove supervisor %s from the database", self.worker_id)
 
     def _cleanup(self) -> None:

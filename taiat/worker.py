@@ -37,5 +37,7 @@ class TaiatWorker(Supervisor):
         if unknown:
             raise TypeError(f"TaiatWorker got unknown settings: {', '.join(sorted(unknown))}")
         config = SupervisorConfig(database_url=database_url, **settings)
-        manager = JobManager(session_maker if session_maker is not None else database_url)
+        # Without a sessionmaker, the supervisor makes its engine itself, its waits bounded;
+        # a sessionmaker's engine is the caller's, and stays as the caller made it.
+        manager = JobManager(session_maker) if session_maker is not None else None
         super().__init__(config, manager=manager, agent_registry=agent_registry)

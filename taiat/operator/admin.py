@@ -12,10 +12,11 @@ from taiat.operator.cli import lease, manager, number
 
 
 def supervisor_rows(jm: JobManager, lease_seconds: float) -> list[dict[str, Any]]:
-    """Every registered supervisor, with `alive` judged by `lease_seconds`."""
+    """Every registered supervisor, with `alive` judged by its own lease, or `lease_seconds`
+    for one that registered none."""
     found = workers.list_workers(jm)
     for worker in found:
-        worker["alive"] = worker["heartbeat_age"] < lease_seconds
+        worker["alive"] = worker["heartbeat_age"] < (worker["lease_seconds"] or lease_seconds)
     return found
 
 

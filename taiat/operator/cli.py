@@ -43,8 +43,8 @@ Options:
                        wait: seconds to wait before giving up (exit 75).
   --run-at TIME        Not before TIME: ISO 8601 (naive means UTC) or +N[s|m|h|d] from now.
   --days N             Delete history entries completed more than N days ago.
-  --lease S            A supervisor whose heartbeat is older is shown dead
-                       (TAIAT_LEASE; default 30).
+  --lease S            A supervisor whose heartbeat is older is shown dead, unless it
+                       registered a lease of its own (TAIAT_LEASE; default 30).
   --format F           text (an indented tree), dot, svg, png (through Graphviz) or json;
                        default text, or the extension of --output.
   -o FILE --output FILE  Write the graph to FILE rather than standard output.
