@@ -33,22 +33,23 @@ from typing import Any
 
 from docopt import docopt
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # tests/, for the private cluster
+TESTS = Path(__file__).resolve().parent.parent
+ACCEPTANCE = TESTS / "acceptance"
+sys.path.insert(0, str(TESTS))  # for the private cluster
 
 from private_postgres import PrivateCluster, _bin_dir  # noqa: E402
 
 from taiat import JobManager, db, schema  # noqa: E402
 from taiat.cli import EXIT_DB_UNAVAILABLE  # noqa: E402
 
+#: The acceptance tests' agents, which misbehave in every way a job can (tests/acceptance).
 AGENTS = [
-    "work",
-    "surrogate_result",
-    "surrogate_error",
-    "deep_result",
-    "pipe_garbage",
+    "append",
+    "undecodable",
+    "deep",
+    "pipe_writer",
     "segfault",
-    "hang",
+    "sleep",
     "hog",
     "kill_parent",
     "escape",
@@ -74,19 +75,20 @@ def poison_jobs(count: int, out: Path) -> list[dict[str, Any]]:
         return {"job_type": "agent", "name": name, "payload": payload, "max_retries": 0, **extra}
 
     kinds = [
-        lambda i: job(f"huge-limit-{i}", "work", parameters={"path": str(out)},
+        lambda i: job(f"huge-limit-{i}", "append", parameters={"path": str(out)},
                       payload={"memory_limit_mb": 1e308}),
-        lambda i: job(f"no-timeout-{i}", "work", parameters={"path": str(out)},
+        lambda i: job(f"no-timeout-{i}", "append", parameters={"path": str(out)},
                       timeout_seconds=1e12),
-        lambda i: job(f"surrogate-result-{i}", "surrogate_result"),
-        lambda i: job(f"surrogate-error-{i}", "surrogate_error"),
-        lambda i: job(f"deep-result-{i}", "deep_result"),
-        lambda i: job(f"pipe-garbage-{i}", "pipe_garbage"),
+        lambda i: job(f"surrogate-result-{i}", "undecodable"),
+        lambda i: job(f"surrogate-error-{i}", "undecodable", parameters={"where": "error"}),
+        lambda i: job(f"deep-result-{i}", "deep"),
+        lambda i: job(f"pipe-garbage-{i}", "pipe_writer", parameters={"body": "[1,2,3]"}),
         lambda i: job(f"segfault-{i}", "segfault"),
-        lambda i: job(f"hang-{i}", "hang", timeout_seconds=1),
+        lambda i: job(f"hang-{i}", "sleep", timeout_seconds=1),
         lambda i: job(f"hog-{i}", "hog"),
         lambda i: job(f"kill-parent-{i}", "kill_parent"),
-        lambda i: job(f"escape-{i}", "escape"),
+        lambda i: job(f"escape-{i}", "escape", parameters={"pid_file": str(out) + f".{i}.pid",
+                                                          "megabytes": 50}),
     ]  # fmt: skip
     return [kinds[i % len(kinds)](i) for i in range(count)]
 
@@ -109,8 +111,8 @@ class Fleet:
         log = open(self.folder / f"supervisor-{self._started}.log", "wb")  # noqa: SIM115
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-            "TAIAT_AGENT_CONFIG": json.dumps({name: f"soak_agents:{name}" for name in AGENTS}),
+            "PYTHONPATH": os.pathsep.join([str(ACCEPTANCE), os.environ.get("PYTHONPATH", "")]),
+            "TAIAT_AGENT_CONFIG": json.dumps({name: f"agents:{name}" for name in AGENTS}),
         }
         command = [sys.executable, "-m", "taiat.run_worker", "--database-url", self.url]
         self.processes.append(
@@ -235,8 +237,8 @@ def main() -> int:
     innocent_specs = [
         {
             "job_type": "agent",
-            "name": f"work-{i}",
-            "payload": {"agent_name": "work", "parameters": {"path": str(out), "seconds": 0.1}},
+            "name": f"append-{i}",
+            "payload": {"agent_name": "append", "parameters": {"path": str(out), "seconds": 0.1}},
             "max_retries": 10,
         }
         for i in range(count)
