@@ -25,6 +25,8 @@ __all__ = ["JobManager", "JobType", "JobStatus", "Job", "JobHistoryEntry", "Retr
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: History entries `cleanup_old_history` deletes in one transaction.
+CLEANUP_BATCH = 5000
 _CONFLICT_RETRIES = 8
 MAX_RETENTION_DAYS = MAX_DAYS
 
@@ -220,17 +222,31 @@ class JobManager:
         log.info("job %s queued again", job_id)
         return Job.from_row(row)
 
-    def cleanup_old_history(self, days: float = 30) -> int:
-        """Delete history entries completed more than `days` ago; returns how many."""
+    def cleanup_old_history(self, days: float = 30, *, batch_size: int = CLEANUP_BATCH) -> int:
+        """Delete history entries completed more than `days` ago; returns how many. They go
+        `batch_size` at a time, a transaction each (`cleanup_history_batch`): a purge of
+        millions holds no lock for long, and no statement of it outlasts a supervisor's
+        statement timeout."""
+        deleted = 0
+        while True:
+            batch = self.cleanup_history_batch(days, batch_size)
+            deleted += batch
+            if batch < batch_size:
+                break
+        log.info("deleted %d history entries older than %s days", deleted, days)
+        return deleted
+
+    def cleanup_history_batch(self, days: float, batch_size: int = CLEANUP_BATCH) -> int:
+        """Delete up to `batch_size` of the history entries completed more than `days` ago,
+        oldest first, in one transaction; returns how many (fewer: none is left)."""
         if (
             isinstance(days, bool)
             or not isinstance(days, int | float)
             or not 0 <= days <= MAX_RETENTION_DAYS
         ):
             raise InvalidJob(f"days must be a number from 0 to {MAX_RETENTION_DAYS}, got {days!r}")
-        deleted = self.run(lambda conn: queries.delete_history_before(conn, float(days)))
-        log.info("deleted %d history entries older than %s days", deleted, days)
-        return deleted
+        whole_number(batch_size, "batch_size", 1, BIGINT_RANGE[1])
+        return self.run(lambda conn: queries.delete_history_before(conn, float(days), batch_size))
 
     # -- what a supervisor drives ----------------------------------------------------------
 

@@ -21,7 +21,7 @@ from taiat.config import MiB, SupervisorConfig
 from taiat.errors import DatabaseUnavailable, TransientConflict
 from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_agents
 from taiat.forking import Forking
-from taiat.job_manager import JobManager
+from taiat.job_manager import CLEANUP_BATCH, JobManager
 from taiat.jobs import Job
 from taiat.process import MOVED_ON, Ending, JobProcess
 from taiat.recorder import MAX_BACKOFF, Record, Recorder, attempt_of, log_ending, reason
@@ -192,8 +192,8 @@ class Supervisor:
                 drain_deadline = float("inf")
             if timers.due("heartbeat", now, self._heartbeat_interval):
                 self._heartbeat()
-            if timers.due("cleanup", now, cfg.cleanup_interval_hours * 3600):
-                self._cleanup()
+            if timers.due("cleanup", now, cfg.cleanup_interval_hours * 3600) and self._cleanup():
+                timers.at["cleanup"] = now  # more to delete: the next batch on the next turn
             # While enough jobs are held, endings gather to be written (and claims made) together.
             waiting = self.ahead.may_wait(self.recorder.oldest, now)
             claiming = (
@@ -592,9 +592,16 @@ class Supervisor:
         except (DatabaseUnavailable, TransientConflict):
             log.warning("could not remove supervisor %s from the database", self.worker_id)
 
-    def _cleanup(self) -> None:
+    def _cleanup(self) -> bool:
+        """Delete a batch of old history; whether there may be more. One batch a turn of the
+        loop, so that a purge of millions holds up no heartbeat."""
         days = self.config.history_retention_days
-        self.recorder.call(lambda: self.manager.cleanup_old_history(days), 0)
+        deleted = self.recorder.call(
+            lambda: self.manager.cleanup_history_batch(days, CLEANUP_BATCH), 0
+        )
+        if deleted:
+            log.info("deleted %d history entries older than %s days", deleted, days)
+        return deleted >= CLEANUP_BATCH
 
     # -- status ----------------------------------------------------------------------------
 

@@ -324,15 +324,22 @@ def notify(conn: Connection, payload: str) -> None:
 # -- cleanup -------------------------------------------------------------------------------
 
 
-def delete_history_before(conn: Connection, days: float) -> int:
-    """Delete history entries completed more than `days` ago, and their attempts."""
+def delete_history_before(conn: Connection, days: float, limit: int) -> int:
+    """Delete up to `limit` of the history entries completed more than `days` ago, oldest
+    first, and their attempts; returns how many entries."""
     cutoff = utcnow(-days * 86400.0)
-    old = select(history.c.job_id).where(history.c.completed_at < cutoff)
+    oldest = (
+        select(history.c.id)
+        .where(history.c.completed_at < cutoff)
+        .order_by(history.c.completed_at, history.c.id)
+        .limit(limit)
+    )
+    their_jobs = select(history.c.job_id).where(history.c.id.in_(oldest))
     conn.execute(
         delete(attempts).where(
-            attempts.c.job_id.in_(old),
+            attempts.c.job_id.in_(their_jobs),
             attempts.c.job_id.not_in(select(jobs.c.id)),
             attempts.c.ended_at < cutoff,
         )
     )
-    return conn.execute(delete(history).where(history.c.completed_at < cutoff)).rowcount
+    return conn.execute(delete(history).where(history.c.id.in_(oldest))).rowcount

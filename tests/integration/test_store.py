@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from taiat import JobManager, JobStatus, JobType, lifecycle, queries
-from taiat.errors import InvalidTransition, JobNotFound
+from taiat.errors import InvalidJob, InvalidTransition, JobNotFound
 from taiat.jobs import Attempt
 from taiat.lifecycle import Completion
 from taiat.schema import jobs, utcnow
@@ -439,6 +439,25 @@ def test_cleanup_old_history(manager: JobManager) -> None:
     assert manager.cleanup_old_history(days=0) == 1
     assert manager.get_job_history() == []
     assert manager.get_job(job.id) is None
+
+
+def test_cleanup_goes_in_batches_until_none_is_left(manager: JobManager) -> None:
+    done = [manager.create_job(JobType.AGENT, f"old {i}") for i in range(5)]
+    for _ in done:
+        [claimed] = manager.claim_jobs("w", 1)
+        ended = datetime.now(UTC) - timedelta(minutes=1)
+        attempt = Attempt(
+            job_id=claimed.id, attempt=claimed.claim_seq, outcome="completed", ended_at=ended
+        )
+        manager.complete_job(claimed.id, claimed.claim_seq, None, attempt)
+    assert all(manager.get_attempts(job.id) for job in done)
+    kept = manager.create_job(JobType.AGENT, "still pending")
+    assert manager.cleanup_old_history(days=0, batch_size=2) == 5
+    assert manager.get_job_history() == []
+    assert not any(manager.get_attempts(job.id) for job in done)
+    assert manager.get_job(kept.id) is not None
+    with pytest.raises(InvalidJob, match="batch_size"):
+        manager.cleanup_old_history(days=0, batch_size=0)
 
 
 def test_count_jobs(manager: JobManager) -> None:
