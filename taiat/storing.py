@@ -18,7 +18,9 @@ next claim in one transaction.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from taiat.job_manager import JobManager
 from taiat.lifecycle import Completion
 from taiat.specs import clean_json
 from taiat.spool import Spool
+
+log = logging.getLogger(__name__)
 
 #: How much of a refusal's words the helper sends back.
 _WORDS = 2000
@@ -59,6 +63,8 @@ class Storer:
         self._pid = 0
         self._reply = bytearray()
         self._tries = 0
+        #: No helper is started before this (monotonic seconds): one could not be, lately.
+        self._not_before = 0.0
         #: Helpers that had closed their pipe but not yet ended when last looked at.
         self._unreaped: list[int] = []
 
@@ -81,10 +87,20 @@ class Storer:
         """Fork the helper for the first waiting result, unless one runs already."""
         if self.busy or not self.queue:
             return
+        if time.monotonic() < self._not_before:
+            return
         _item, completion, spool = self.queue[0]
         supervisor = os.getpid()
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
+        try:
+            read_fd, write_fd = os.pipe()
+        except OSError as exc:
+            return self._cannot_start(exc)
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes, or of memory: the result waits in its file
+            os.close(read_fd)
+            os.close(write_fd)
+            return self._cannot_start(exc)
         if pid == 0:  # pragma: no cover - the helper leaves through os._exit
             os.close(read_fd)
             _helper(self.manager, completion, spool, write_fd, supervisor)
@@ -92,6 +108,10 @@ class Storer:
         os.set_blocking(read_fd, False)
         self.fd, self._pid = read_fd, pid
         self._reply.clear()
+
+    def _cannot_start(self, exc: OSError) -> None:
+        log.warning("cannot start the process that stores a large result (%s); again in 1 s", exc)
+        self._not_before = time.monotonic() + 1.0
 
     def poll(self) -> Stored | None:
         """Read the helper's reply; the outcome once it has ended (never blocks)."""

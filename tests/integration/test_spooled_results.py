@@ -6,6 +6,7 @@ The pipe is a real pipe, fed by a thread as a child would feed it; the helper is
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -152,6 +153,27 @@ def test_a_large_result_is_stored_by_a_process_of_its_own(
     assert done.result == json.loads(LARGE_TEXT)
     [attempt] = manager.get_attempts(claimed.id)
     assert attempt.outcome == "completed" and attempt.worker_id == WORKER
+
+
+def test_a_storing_process_that_cannot_be_started_leaves_the_result_waiting(
+    manager: JobManager, claimed: Job, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder(manager, lambda: None)
+    recorder.add(record(claimed, spooled(LARGE_TEXT.encode())))
+    recorder.settle(WORKER, 0)
+
+    def no_fork() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert recorder.store() == []  # no process, no exception into the loop
+    assert not recorder.storer.busy and len(recorder.unwritten) == 1
+    monkeypatch.undo()
+    found: list[Stored] = []
+    poll(lambda: found.extend(recorder.store()) or found, 60, "the result stored")
+    assert found[0].outcome == "done"
+    done = manager.get_job(claimed.id)
+    assert done is not None and done.status is JobStatus.COMPLETED
 
 
 def test_a_large_result_that_is_not_json_fails_its_job_with_words(
