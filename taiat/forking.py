@@ -47,6 +47,13 @@ class Forking:
         """The pids of the fork servers whose processes have not been reaped."""
         return {s.pid for s in (self.server, *self.alone.values()) if s is not None and s.alive}
 
+    def end_stopped(self) -> None:
+        """Kill every fork server found stopped, as one killed by whoever stopped it (see
+        `ForkServer.end_if_stopped`): the jobs' server is then replaced as a lost one."""
+        for server in self.servers():
+            if server.end_if_stopped():
+                log.warning("the fork server (pid %d) was stopped (SIGSTOP): killed", server.pid)
+
     def replace_lost(self) -> bool:
         """Start a new fork server if the one in use is lost (the supervisor forks jobs itself
         if none can be started); True if the launcher changed."""

@@ -364,9 +364,15 @@ class Supervisor:
         return memory_limit_bytes(self.config.memory_limit_mb, job.payload.get("memory_limit_mb"))
 
     def _reap(self) -> None:
-        if self.forking is not None and self.forking.replace_lost():
-            self._dirty = True  # a new fork server's pid
-        if self.config.subreaper and self.wakeup.take_child_signal():
+        # A child of the supervisor's ended or stopped: a fork server stopped by a job (whose
+        # parent it is) would hold every job it forked.
+        child_signal = self.wakeup.take_child_signal()
+        if self.forking is not None:
+            if child_signal:
+                self.forking.end_stopped()
+            if self.forking.replace_lost():
+                self._dirty = True  # a new fork server's pid
+        if self.config.subreaper and child_signal:
             self._reap_adopted()
         for proc in list(self.children):
             learnt = proc.pid_learnt
