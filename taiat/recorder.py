@@ -60,8 +60,14 @@ class Recorder:
 
     @property
     def retry_at(self) -> float | None:
-        """When the next write may be tried after an outage, if anything waits for one."""
-        return self._retry_at if (self.pending or self.storer.queue) and not self.ok else None
+        """When the next write may be tried after an outage, or the next large result's
+        storing process forked after one could not be, if anything waits for one."""
+        outage = self._retry_at if (self.pending or self.storer.queue) and not self.ok else None
+        # (Through an outage, the outage's retry comes first: the helper is forked only then.)
+        waits = self.storer.queue and not self.storer.busy and self.ok
+        fork = self.storer.not_before if waits else None
+        times = [t for t in (outage, fork) if t is not None]
+        return min(times) if times else None
 
     @property
     def unwritten(self) -> list[Record]:

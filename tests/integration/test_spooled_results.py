@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
-from support import poll
+from support import no_free_descriptor, poll
 
 from taiat import JobManager, JobStatus, child, queries
 from taiat.jobs import Attempt, Job, JobType
@@ -231,3 +231,22 @@ def test_through_an_outage_a_large_result_waits_in_its_file(
     assert done is not None and done.status is JobStatus.COMPLETED
     assert done.result == json.loads(LARGE_TEXT)
     manager.engine.dispose()
+
+
+def test_a_large_result_waits_while_no_process_can_be_forked_to_store_it(
+    manager: JobManager, claimed: Job
+) -> None:
+    recorder = Recorder(manager, lambda: None)
+    recorder.add(record(claimed, spooled(LARGE_TEXT.encode())))
+    recorder.settle(WORKER, 0)  # to the storer
+    with no_free_descriptor():
+        assert recorder.store() == []  # not the supervisor's end, nor the job's
+    assert not recorder.storer.busy
+    assert [r.job.id for r in recorder.unwritten] == [claimed.id]  # still claimed here
+    assert recorder.retry_at is not None  # the loop wakes to try again
+    found: list[Stored] = []
+    poll(lambda: found.extend(recorder.store()) or found, 60, "the result stored at last")
+    assert found[0].outcome == "done"
+    done = manager.get_job(claimed.id)
+    assert done is not None and done.status is JobStatus.COMPLETED
+    assert done.result == json.loads(LARGE_TEXT)
