@@ -186,8 +186,16 @@ class ForkServer:
             raise ForkServerError(f"the executors cannot be sent to it: {exc}") from None
         import subprocess  # the supervisor's side only: see above
 
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        our_pids, their_pids = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as exc:  # no descriptor to be had
+            raise ForkServerError(f"it could not be started: {exc}") from None
+        try:
+            our_pids, their_pids = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            raise ForkServerError(f"it could not be started: {exc}") from None
         for sock in (ours, our_pids):
             sock.settimeout(None)  # whatever socket.setdefaulttimeout says: `poll` never waits
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -200,6 +208,10 @@ class ForkServer:
                 pass_fds=fds,
                 stdin=subprocess.DEVNULL,
             )
+        except OSError as exc:  # no process to be had (a job's fork bomb), or no descriptor
+            ours.close()
+            our_pids.close()
+            raise ForkServerError(f"it could not be started: {exc}") from None
         finally:
             theirs.close()
             their_pids.close()

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from support import poll
+from support import no_free_descriptor, poll
 
 from taiat import JobManager, JobStatus, forkserver
 from taiat.executors import AgentExecutor
@@ -124,6 +124,41 @@ def test_after_a_failed_fork_the_supervisor_forks_jobs_itself(
     forking.ended(proc)
     assert isinstance(forking.launcher, DirectLauncher)
     assert forking.server_in_use is None and not handle.gone
+    # Not for good: a while later, the server is tried again (a job's parent is then no longer
+    # the supervisor, which `os.kill(os.getppid(), SIGKILL)` would end).
+    assert forking.retry_server_at is not None
+    forking.retry_server_at = 0.0  # the while is over
+    assert forking.replace_lost()
+    assert forking.server_in_use is handle and forking.retry_server_at is None
+
+
+def test_a_lost_server_that_cannot_be_replaced_now_is_replaced_later(
+    manager: JobManager,
+) -> None:
+    """No process or descriptor to be had (a job's fork bomb) when the server is lost: the
+    supervisor forks the jobs itself for a while, rather than end, then starts a new server."""
+    forking = Forking([AgentExecutor({"getpid": os.getpid})], manager.engine, fork_server=True)
+    try:
+        lost = forking.server
+        assert lost is not None
+        lost.process.kill()
+        assert select.select([lost], [], [], 10)[0] == [lost]
+        lost.poll()
+        assert lost.gone
+        with no_free_descriptor():
+            assert forking.replace_lost()  # no exception: the supervisor's loop goes on
+        assert isinstance(forking.launcher, DirectLauncher) and forking.server_in_use is None
+        assert not forking.replace_lost()  # not yet
+        assert forking.retry_server_at is not None
+        forking.retry_server_at = 0.0
+        assert forking.replace_lost()
+        new = forking.server_in_use
+        assert new is not None and new is not lost and new.alive
+        job, proc = launch(manager, new, "getpid")
+        ending = poll(lambda: new.poll() or proc.read_available() or proc.try_reap(), 30, "end")
+        assert ending.ok and ending.result == proc.pid
+    finally:
+        forking.close()
 
 
 @contextmanager
