@@ -251,8 +251,16 @@ class ForkServer:
             # Sealed: only the child opens it. Opened in the server, it would be written into
             # pages that the next fork must copy.
             sealed = child.seal(job, dependency_results)
-            send_message(self.sock, ("run", token, sealed, max_result_bytes), [result_fd])
+            # A job larger than the socket holds waits for the server to read it: a server
+            # that never will (stopped, before the supervisor saw it) must not hold the loop.
+            self.sock.settimeout(LAUNCH_TIMEOUT)
+            try:
+                send_message(self.sock, ("run", token, sealed, max_result_bytes), [result_fd])
+            finally:
+                self.sock.settimeout(None)
         except OSError as exc:
+            if self.end_if_stopped():
+                raise ForkServerError(f"the fork server (pid {self.pid}) was stopped") from None
             self._lose(f"cannot reach it: {exc}")
         return token
 

@@ -11,6 +11,7 @@ import select
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -159,6 +160,40 @@ def test_a_lost_server_that_cannot_be_replaced_now_is_replaced_later(
         assert ending.ok and ending.result == proc.pid
     finally:
         forking.close()
+
+
+def test_a_launch_to_a_stopped_server_does_not_hold_the_supervisor(
+    manager: JobManager, monkeypatch
+) -> None:
+    """A job larger than the server's socket holds waits for the server to read it; a server
+    stopped (SIGSTOP, by one of its jobs) before the supervisor saw it never will. The launch
+    gives up, and the server ends as one stopped by someone else (see `end_if_stopped`)."""
+    monkeypatch.setattr(forkserver, "LAUNCH_TIMEOUT", 0.5)
+    with real_server() as server:
+        os.kill(server.pid, signal.SIGSTOP)
+        poll(lambda: forkserver.is_stopped(server.pid), 10, "the server stopped")
+        big = "x" * (8 << 20)
+        manager.create_job("agent", "large payload", payload={"agent_name": "noop", "big": big})
+        [job] = manager.claim_jobs(WORKER, 1)
+        proc = JobProcess(job, timeout=None, memory_limit_bytes=None, max_result_bytes=1 << 20)
+        outcome: list[BaseException | None] = []
+
+        def start() -> None:
+            try:
+                proc.start(server)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test below
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        starter = threading.Thread(target=start, daemon=True)
+        starter.start()
+        starter.join(30)
+        assert not starter.is_alive(), "the launch still waits for the stopped server"
+        [error] = outcome
+        assert isinstance(error, forkserver.ForkServerError) and "was stopped" in str(error)
+        assert server.gone and server.end is not None and server.end.stopped
+        assert server.end.killed and not server.alive
 
 
 @contextmanager
