@@ -51,6 +51,7 @@ AGENTS = [
     "hang",
     "hog",
     "kill_parent",
+    "stop_parent",
     "escape",
 ]
 LEASE = 10
@@ -86,6 +87,7 @@ def poison_jobs(count: int, out: Path) -> list[dict[str, Any]]:
         lambda i: job(f"hang-{i}", "hang", timeout_seconds=1),
         lambda i: job(f"hog-{i}", "hog"),
         lambda i: job(f"kill-parent-{i}", "kill_parent"),
+        lambda i: job(f"stop-parent-{i}", "stop_parent"),
         lambda i: job(f"escape-{i}", "escape"),
     ]  # fmt: skip
     return [kinds[i % len(kinds)](i) for i in range(count)]

@@ -76,6 +76,13 @@ def kill_parent() -> None:
     time.sleep(5)
 
 
+def stop_parent() -> None:
+    """SIGSTOP the process that forked this job (its fork server): it forks and reaps nothing
+    more until someone ends it."""
+    os.kill(os.getppid(), signal.SIGSTOP)
+    time.sleep(5)
+
+
 def escape(seconds: float = 30.0) -> str:
     """Leave a grandchild in a session of its own, holding memory, and return at once."""
     if os.fork() == 0:
