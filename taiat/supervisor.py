@@ -4,6 +4,7 @@ by signal handlers, and a timeout for the next timer. Signal handlers only set a
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -22,7 +23,7 @@ from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_a
 from taiat.forking import Forking
 from taiat.job_manager import JobManager
 from taiat.jobs import Job
-from taiat.process import MOVED_ON, Ending, JobProcess
+from taiat.process import MOVED_ON, Ending, JobProcess, unstarted
 from taiat.recorder import Record, Recorder, attempt_of, log_ending, reason
 from taiat.wakeup import Timers, WakeUp, ready_fds
 
@@ -35,6 +36,9 @@ _PUBLISH_GAP = 0.1
 _UNTOLD = 1.0
 #: A memory limit of this many MB (8 EiB) or more is no limit.
 _NO_MEMORY_LIMIT_MB = 1 << 43
+#: Why a launch fails when no process, memory or file descriptor is to be had for a while (a
+#: job's fork bomb under the user's process limit): no attempt was spent.
+_NOTHING_TO_BE_HAD = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 
 
 class Supervisor:
@@ -351,6 +355,17 @@ class Supervisor:
             proc.alone = True
         try:
             self.forking.start(proc, dependency_results)
+        except OSError as exc:
+            if exc.errno not in _NOTHING_TO_BE_HAD:
+                log.exception("job %s (%s) could not be started", job.id, job.name)
+                self._not_started(job, f"it could not be started: {reason(exc)}", final=False)
+                return
+            # The machine's want, not the job's (a neighbour's fork bomb): back to pending, no
+            # retry spent; and no claim before the next poll, lest it be claimed at once again.
+            log.warning("job %s (%s) could not be started now: %s", job.id, job.name, exc)
+            self._ended(job, unstarted(f"never started: {reason(exc)}"))
+            self._claim_now = False
+            return
         except Exception as exc:  # noqa: BLE001 - one failed launch is one failed attempt
             log.exception("job %s (%s) could not be started", job.id, job.name)
             self._not_started(job, f"it could not be started: {reason(exc)}", final=False)
