@@ -200,9 +200,11 @@ def _helper(
 
 def _store(manager: JobManager, completion: Completion, read: Callable[[], bytes]) -> dict:
     try:
-        result = clean_json(json.loads(read()), "it")
+        value = json.loads(read())
     except (ValueError, RecursionError):
         return {"outcome": "refused", "words": "the child sent a malformed result"}
+    try:
+        result = clean_json(value, "it")
     except InvalidJob as exc:  # as a small result's would be (`recorder.storable`)
         return {"outcome": "refused", "words": f"its result could not be stored: {exc}"[:_WORDS]}
     stored = Completion(

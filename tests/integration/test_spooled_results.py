@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from support import no_free_descriptor, poll
 from taiat import JobManager, JobStatus, child, queries
 from taiat.jobs import Attempt, Job, JobType
 from taiat.process import Ending, JobProcess
-from taiat.recorder import Record, Recorder
+from taiat.recorder import Record, Recorder, storable
 from taiat.spool import Spool
 from taiat.storing import Stored
 
@@ -168,6 +169,42 @@ def test_a_large_result_that_is_not_json_fails_its_job_with_words(
     assert failed.error_message == "the child sent a malformed result"
     [attempt] = manager.get_attempts(claimed.id)
     assert attempt.outcome == "failed"
+
+
+def _deep(levels: int) -> list:
+    value: list = ["y" * (2 << 20)]
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps(_deep(500)).encode(),  # ordinary job code's, too deep to store
+        b'[NaN, "' + b"y" * (2 << 20) + b'"]',  # valid to Python's json, not to JSON
+        b'[1e999, "' + b"y" * (2 << 20) + b'"]',
+    ],
+    ids=["too deep", "NaN", "infinite"],
+)
+def test_a_large_result_that_cannot_be_stored_fails_in_the_words_a_small_one_would(
+    manager: JobManager, claimed: Job, text: bytes
+) -> None:
+    """Valid JSON text that no database should store is not "malformed": its job fails with
+    the words its result would get were it small (`recorder.storable`)."""
+    shape = record(claimed, spooled(b""))
+    shape.ending.result.close()
+    small = replace(shape, ending=replace(shape.ending, result=json.loads(text)))
+    words = storable(small).ending.error
+    assert words is not None and words.startswith("its result could not be stored: it ")
+    recorder = Recorder(manager, lambda: None)
+    recorder.add(record(claimed, spooled(text)))
+    outcome = stored(recorder)
+    assert (outcome.outcome, outcome.words) == ("refused", words)
+    recorder.settle(WORKER, 0)
+    failed = manager.get_job(claimed.id)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.error_message == words
 
 
 def test_a_stale_claim_cannot_store_its_large_result(manager: JobManager, claimed: Job) -> None:
