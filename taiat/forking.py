@@ -7,6 +7,7 @@ ran beside other jobs runs next in a server of its own, alone (see `taiat.forkse
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,12 @@ from taiat.forkserver import ForkServer, ForkServerError
 from taiat.process import DirectLauncher, JobProcess, Launcher
 
 log = logging.getLogger(__name__)
+
+#: Once the supervisor forks jobs itself because a fork server could not be had for a while
+#: (none could be started in place of a lost one, or the one in use could not fork: no process
+#: to be had, as under a job's fork bomb), a fork server is tried again this long after
+#: (seconds): a job's parent is then a server again, not the supervisor.
+RETRY_SERVER = 30.0
 
 
 class Forking:
@@ -28,6 +35,10 @@ class Forking:
         self.server: ForkServer | None = None
         #: The fork servers of the jobs that run alone, by job process.
         self.alone: dict[JobProcess, ForkServer] = {}
+        #: When to try a fork server again, while the supervisor forks the jobs for want of
+        #: one (monotonic seconds; None: never, it was never to be had, or is in use).
+        self.retry_server_at: float | None = None
+        self._direct_launcher: DirectLauncher | None = None
         if fork_server:
             self.server = self._new_server("")
         self.launcher: Launcher = self.server or self._direct()
@@ -47,18 +58,39 @@ class Forking:
         """The pids of the fork servers whose processes have not been reaped."""
         return {s.pid for s in (self.server, *self.alone.values()) if s is not None and s.alive}
 
+    def end_stopped(self) -> None:
+        """Kill every fork server found stopped, as one killed by whoever stopped it (see
+        `ForkServer.end_if_stopped`): the jobs' server is then replaced as a lost one."""
+        for server in self.servers():
+            if server.end_if_stopped():
+                log.warning("the fork server (pid %d) was stopped (SIGSTOP): killed", server.pid)
+
     def replace_lost(self) -> bool:
         """Start a new fork server if the one in use is lost (the supervisor forks jobs itself
-        if none can be started); True if the launcher changed."""
+        if none can be started, and tries again `RETRY_SERVER` seconds later); go back to a
+        fork server when that time has come. True if the launcher changed."""
         server = self.server
-        if server is None or self.launcher is not server or not server.gone:
+        if server is None:
+            return False
+        if self.launcher is not server:
+            if self.retry_server_at is None or time.monotonic() < self.retry_server_at:
+                return False
+            if not server.gone:  # the one that could not fork, still there
+                log.info("jobs are forked by the fork server (pid %d) again", server.pid)
+                self.launcher = server
+                self.retry_server_at = None
+                return True
+        elif not server.gone:
             return False
         why = server.end.why if server.end is not None else "lost"
+        server.close()  # its sockets (it has been reaped: it said all it will)
         new = self._new_server(f"after the fork server (pid {server.pid}) was lost ({why}), ")
         if new is None:
-            self.launcher = self._direct()
-        else:
-            self.server = self.launcher = new
+            changed = self.launcher is server
+            self._go_direct()
+            return changed
+        self.server = self.launcher = new
+        self.retry_server_at = None
         return True
 
     def start(self, proc: JobProcess, dependency_results: dict[str, Any] | None) -> None:
@@ -94,7 +126,7 @@ class Forking:
             own.close()
         elif not proc.known_pid and (in_use := self.server_in_use) and proc.launcher is in_use:
             log.warning("the fork server could not fork: jobs are forked from the supervisor")
-            self.launcher = self._direct()
+            self._go_direct()
 
     def close(self) -> None:
         for server in (self.server, *self.alone.values()):
@@ -111,6 +143,14 @@ class Forking:
         log.info("%sfork server started, pid %d", context, server.pid)
         return server
 
+    def _go_direct(self) -> None:
+        """Fork the jobs from the supervisor for now; a fork server again in a while."""
+        self.launcher = self._direct()
+        self.retry_server_at = time.monotonic() + RETRY_SERVER
+
     def _direct(self) -> DirectLauncher:
-        engine = self.engine
-        return DirectLauncher(self.executors, engine, lambda: db.after_fork_in_child(engine))
+        if self._direct_launcher is None:
+            engine = self.engine
+            after_fork = lambda: db.after_fork_in_child(engine)  # noqa: E731
+            self._direct_launcher = DirectLauncher(self.executors, engine, after_fork)
+        return self._direct_launcher

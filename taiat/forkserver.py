@@ -68,10 +68,16 @@ class ServerEnd:
     returncode: int | None
     by_supervisor: bool
     why: str
+    #: Found stopped (SIGSTOP, which nothing can hold back): the supervisor killed it, as if
+    #: whoever stopped it had killed it (see `ForkServer.end_if_stopped`).
+    stopped: bool = False
 
     @property
     def killed(self) -> bool:
-        """Killed by a signal that the supervisor did not send: a job's, or anyone's."""
+        """Killed by a signal that the supervisor did not send (a job's, or anyone's), or
+        stopped by one."""
+        if self.stopped:
+            return True
         return self.returncode is not None and self.returncode < 0 and not self.by_supervisor
 
 
@@ -180,8 +186,16 @@ class ForkServer:
             raise ForkServerError(f"the executors cannot be sent to it: {exc}") from None
         import subprocess  # the supervisor's side only: see above
 
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        our_pids, their_pids = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as exc:  # no descriptor to be had
+            raise ForkServerError(f"it could not be started: {exc}") from None
+        try:
+            our_pids, their_pids = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            raise ForkServerError(f"it could not be started: {exc}") from None
         for sock in (ours, our_pids):
             sock.settimeout(None)  # whatever socket.setdefaulttimeout says: `poll` never waits
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,6 +208,10 @@ class ForkServer:
                 pass_fds=fds,
                 stdin=subprocess.DEVNULL,
             )
+        except OSError as exc:  # no process to be had (a job's fork bomb), or no descriptor
+            ours.close()
+            our_pids.close()
+            raise ForkServerError(f"it could not be started: {exc}") from None
         finally:
             theirs.close()
             their_pids.close()
@@ -233,8 +251,16 @@ class ForkServer:
             # Sealed: only the child opens it. Opened in the server, it would be written into
             # pages that the next fork must copy.
             sealed = child.seal(job, dependency_results)
-            send_message(self.sock, ("run", token, sealed, max_result_bytes), [result_fd])
+            # A job larger than the socket holds waits for the server to read it: a server
+            # that never will (stopped, before the supervisor saw it) must not hold the loop.
+            self.sock.settimeout(LAUNCH_TIMEOUT)
+            try:
+                send_message(self.sock, ("run", token, sealed, max_result_bytes), [result_fd])
+            finally:
+                self.sock.settimeout(None)
         except OSError as exc:
+            if self.end_if_stopped():
+                raise ForkServerError(f"the fork server (pid {self.pid}) was stopped") from None
             self._lose(f"cannot reach it: {exc}")
         return token
 
@@ -251,7 +277,9 @@ class ForkServer:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         self._lose(f"no answer in {LAUNCH_TIMEOUT:g} s")
-                    self._read(left)
+                    if self.end_if_stopped():  # it never will answer: not the launch's doing
+                        break
+                    self._read(min(left, 0.1))
             except ForkServerError:
                 pass
         if handle in self._pids:
@@ -297,6 +325,26 @@ class ForkServer:
             return None
         usage_figures = (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
         return Exit(status, *usage_figures, server_end=self.end)
+
+    def end_if_stopped(self) -> bool:
+        """Kill the server if it is stopped, and say so. A stopped server (a job's
+        `os.kill(os.getppid(), signal.SIGSTOP)`: SIGSTOP cannot be held back) forks nothing and
+        reaps nothing: every job of its supervisor would wait for it forever. It is ended as
+        one killed by whoever stopped it (`ServerEnd.stopped`): its children die with it, and
+        the supervisor judges who is to blame, as for a killed server. (A server stopped with
+        its supervisor, as a process group or a cgroup is, is continued with it, and never
+        seen stopped.)"""
+        if self.gone or not is_stopped(self.pid):
+            return False
+        self.poll()  # what it said before it stopped: children started, and ended
+        if self.gone:
+            return False
+        self.gone = True
+        self.process.kill()
+        self.process.wait()
+        self.end = ServerEnd(self.pid, self.process.returncode, False, "it was stopped", True)
+        self._read_pids()
+        return True
 
     @property
     def alive(self) -> bool:
@@ -410,6 +458,15 @@ def _status_words(returncode: int) -> str:
     if returncode < 0:
         return f"killed by signal {-returncode}"
     return f"exit code {returncode}"
+
+
+def is_stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped by a signal (not by a debugger that traces it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b") ")[2][:1] == b"T"
+    except OSError:
+        return False
 
 
 def pid_exists(pid: int) -> bool:

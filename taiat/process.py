@@ -494,7 +494,7 @@ class JobProcess:
         while it ran beside other jobs, and again while it ran alone in a server of its own.
         Until then it is one of the bystanders, which go back to pending with no retry spent."""
         if end.killed:
-            how = f"was killed by {signal_words(-(end.returncode or 0))}"
+            how = _killed_words(end)
         elif end.by_supervisor:
             how = f"was given up by the supervisor ({end.why})"
         elif end.returncode is not None:
@@ -504,8 +504,9 @@ class JobProcess:
         self.suspect = end.killed
         if end.killed and self.alone:
             # Blamed; and, should it run again, alone again.
+            did = "stopped" if end.stopped else "killed"
             return "crashed", (
-                f"killed its fork server (pid {end.pid}): the server {how} while the job ran "
+                f"{did} its fork server (pid {end.pid}): the server {how} while the job ran "
                 "alone in it, after another one had died while the job ran beside other jobs"
             )
         return "stopped", (
@@ -524,7 +525,7 @@ class JobProcess:
         end = ended.server_end
         if end is not None and end.killed:
             self.suspect = True
-            how = f"was killed by {signal_words(-(end.returncode or 0))}"
+            how = _killed_words(end)
             return unstarted(
                 f"not known to have started: its fork server (pid {end.pid}) {how} "
                 "before it said so",
@@ -555,6 +556,13 @@ class JobProcess:
         if exit_code is None:
             return False, None, "crashed", "ended without a result; its exit status was lost"
         return False, None, "crashed", "exited without sending a result (pipe closed)"
+
+
+def _killed_words(end: ServerEnd) -> str:
+    """How a fork server that someone else ended ended, after "the server"."""
+    if end.stopped:
+        return "was stopped (SIGSTOP), and so killed by the supervisor"
+    return f"was killed by {signal_words(-(end.returncode or 0))}"
 
 
 def read_message(body: bytes) -> dict[str, Any]:

@@ -85,11 +85,17 @@ class Recorder:
 
     @property
     def retry_at(self) -> float | None:
-        """When the database is next tried after an outage, or pending writes after a
-        conflict; None when nothing waits."""
+        """When the database is next tried after an outage, pending writes after a conflict,
+        or the next large result's storing process forked after one could not be; None when
+        nothing waits."""
         if not self.ok:
             return self._retry_at
-        return self._conflict_until if self.pending and self._conflict_until else None
+        times = []
+        if self.pending and self._conflict_until:
+            times.append(self._conflict_until)
+        if self.storer.queue and not self.storer.busy and self.storer.not_before is not None:
+            times.append(self.storer.not_before)
+        return min(times) if times else None
 
     @property
     def unwritten(self) -> list[Record]:

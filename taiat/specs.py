@@ -57,12 +57,12 @@ _INVALID_ESCAPE = re.compile(
     r"\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}"
 )
 # A string in JSON text once its escaped backslashes and quotes are gone.
-_PLAIN_STRING = re.compile(r'"[^"]*"')
-# ASCII JSON text down to its quotes and brackets, all of one kind.
-_BRACKETS = {code: None for code in range(128) if chr(code) not in '"[]{}'} | {
-    ord("{"): "[",
-    ord("}"): "]",
-}
+_PLAIN_STRING = re.compile(rb'"[^"]*"')
+# JSON text (as UTF-8) down to its quotes and brackets, all of one kind: `bytes.translate`'s
+# table and the bytes it deletes (at C speed; `str.translate` looks each character up in a
+# dict, a hundred times slower on a result of thousands of brackets).
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(code for code in range(256) if code not in b'"[]{}')
 # A \uD800-\uDFFF escape, so preceded by an even number of backslashes: a high surrogate, with
 # the low one that completes the pair (one character) if it follows, or a low one alone.
 _SURROGATE_ESCAPE = re.compile(
@@ -192,11 +192,14 @@ def _nesting(text: str) -> int:
     # Escaped backslashes and quotes gone, quotes open and close strings; with only quotes and
     # brackets left, "" is an empty string or two strings run together: brackets between
     # quotes are a string's text either way.
-    quotes_and_brackets = text.replace("\\\\", "").replace('\\"', "").translate(_BRACKETS)
-    nest = _PLAIN_STRING.sub("", quotes_and_brackets.replace('""', ""))
+    data = text.encode("utf-8", "surrogatepass")
+    if b"\\" in data:  # a search for one byte is ten times faster than for two
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    quotes_and_brackets = data.translate(_ONE_KIND, _NOT_BRACKETS)
+    nest = _PLAIN_STRING.sub(b"", quotes_and_brackets.replace(b'""', b""))
     depth = 0
     while nest and depth <= MAX_JSON_DEPTH:  # each round takes away the innermost level
-        nest = nest.replace("[]", "")
+        nest = nest.replace(b"[]", b"")
         depth += 1
     return depth
 

@@ -40,6 +40,13 @@ _WORDS = 2000
 #: A helper that ends without a word, or in a conflict, is tried this many times before the
 #: job fails.
 _TRIES = 3
+#: After a helper could not be forked (no process or descriptor to be had: a job's fork bomb
+#: under the user's process limit), the next one is tried this long after (seconds), doubling
+#: up to `_MAX_WAIT`.
+_FIRST_WAIT = 0.5
+_MAX_WAIT = 10.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,10 +70,11 @@ class Storer:
         self._pid = 0
         self._reply = bytearray()
         self._tries = 0
-        #: No helper is started before this (monotonic seconds): one could not be, lately.
-        self._not_before = 0.0
         #: Helpers that had closed their pipe but not yet ended when last looked at.
         self._unreaped: list[int] = []
+        #: When the next helper may be forked, after one could not be (monotonic seconds).
+        self.not_before: float | None = None
+        self._wait = _FIRST_WAIT
 
     @property
     def busy(self) -> bool:
@@ -84,34 +92,44 @@ class Storer:
         self.queue.append((item, completion, spool))
 
     def start(self) -> None:
-        """Fork the helper for the first waiting result, unless one runs already."""
+        """Fork the helper for the first waiting result, unless one runs already. One that
+        cannot be forked now is tried again a moment later: the result waits in its file."""
         if self.busy or not self.queue:
             return
-        if time.monotonic() < self._not_before:
+        if self.not_before is not None and time.monotonic() < self.not_before:
             return
         _item, completion, spool = self.queue[0]
         supervisor = os.getpid()
         try:
             read_fd, write_fd = os.pipe()
         except OSError as exc:
-            return self._cannot_start(exc)
+            self._cannot_fork(exc)
+            return
         try:
             pid = os.fork()
-        except OSError as exc:  # out of processes, or of memory: the result waits in its file
+        except OSError as exc:
             os.close(read_fd)
             os.close(write_fd)
-            return self._cannot_start(exc)
+            self._cannot_fork(exc)
+            return
         if pid == 0:  # pragma: no cover - the helper leaves through os._exit
             os.close(read_fd)
             _helper(self.manager, completion, spool, write_fd, supervisor)
+        self.not_before = None
+        self._wait = _FIRST_WAIT
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         self.fd, self._pid = read_fd, pid
         self._reply.clear()
 
-    def _cannot_start(self, exc: OSError) -> None:
-        log.warning("cannot start the process that stores a large result (%s); again in 1 s", exc)
-        self._not_before = time.monotonic() + 1.0
+    def _cannot_fork(self, exc: OSError) -> None:
+        log.warning(
+            "cannot fork the process that stores a large result (%s); trying again in %g s",
+            exc,
+            self._wait,
+        )
+        self.not_before = time.monotonic() + self._wait
+        self._wait = min(self._wait * 2, _MAX_WAIT)
 
     def poll(self) -> Stored | None:
         """Read the helper's reply; the outcome once it has ended (never blocks)."""
@@ -185,9 +203,11 @@ def _helper(
 
 def _store(manager: JobManager, completion: Completion, read: Callable[[], bytes]) -> dict:
     try:
-        result = clean_json(json.loads(read()), "it")
+        value = json.loads(read())
     except (ValueError, RecursionError):
         return {"outcome": "refused", "words": "the child sent a malformed result"}
+    try:
+        result = clean_json(value, "it")
     except InvalidJob as exc:  # as a small result's would be (`recorder.storable`)
         return {"outcome": "refused", "words": f"its result could not be stored: {exc}"[:_WORDS]}
     stored = Completion(

@@ -4,6 +4,7 @@ by signal handlers, and a timeout for the next timer. Signal handlers only set a
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -23,7 +24,7 @@ from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_a
 from taiat.forking import Forking
 from taiat.job_manager import CLEANUP_BATCH, JobManager
 from taiat.jobs import Job
-from taiat.process import MOVED_ON, Ending, JobProcess
+from taiat.process import MOVED_ON, Ending, JobProcess, unstarted
 from taiat.recorder import MAX_BACKOFF, Record, Recorder, attempt_of, log_ending, reason
 from taiat.wakeup import Timers, WakeUp, ready_fds
 
@@ -36,6 +37,9 @@ _PUBLISH_GAP = 0.1
 _UNTOLD = 1.0
 #: A memory limit of this many MB (8 EiB) or more is no limit.
 _NO_MEMORY_LIMIT_MB = 1 << 43
+#: Why a launch fails when no process, memory or file descriptor is to be had for a while (a
+#: job's fork bomb under the user's process limit): no attempt was spent.
+_NOTHING_TO_BE_HAD = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 
 
 class Supervisor:
@@ -387,6 +391,17 @@ class Supervisor:
             proc.alone = True
         try:
             self.forking.start(proc, dependency_results)
+        except OSError as exc:
+            if exc.errno not in _NOTHING_TO_BE_HAD:
+                log.exception("job %s (%s) could not be started", job.id, job.name)
+                self._not_started(job, f"it could not be started: {reason(exc)}", final=False)
+                return
+            # The machine's want, not the job's (a neighbour's fork bomb): back to pending, no
+            # retry spent; and no claim before the next poll, lest it be claimed at once again.
+            log.warning("job %s (%s) could not be started now: %s", job.id, job.name, exc)
+            self._ended(job, unstarted(f"never started: {reason(exc)}"))
+            self._claim_now = False
+            return
         except Exception as exc:  # noqa: BLE001 - one failed launch is one failed attempt
             log.exception("job %s (%s) could not be started", job.id, job.name)
             self._not_started(job, f"it could not be started: {reason(exc)}", final=False)
@@ -400,9 +415,15 @@ class Supervisor:
         return memory_limit_bytes(self.config.memory_limit_mb, job.payload.get("memory_limit_mb"))
 
     def _reap(self) -> None:
-        if self.forking is not None and self.forking.replace_lost():
-            self._dirty = True  # a new fork server's pid
-        if self.config.subreaper and self.wakeup.take_child_signal():
+        # A child of the supervisor's ended or stopped: a fork server stopped by a job (whose
+        # parent it is) would hold every job it forked.
+        child_signal = self.wakeup.take_child_signal()
+        if self.forking is not None:
+            if child_signal:
+                self.forking.end_stopped()
+            if self.forking.replace_lost():
+                self._dirty = True  # a new fork server's pid
+        if self.config.subreaper and child_signal:
             self._reap_adopted()
         for proc in list(self.children):
             learnt = proc.pid_learnt

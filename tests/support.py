@@ -1,10 +1,15 @@
-"""Helpers shared by the test tiers: run actions at the same moment, poll with a deadline."""
+"""Helpers shared by the test tiers: run actions at the same moment, poll with a deadline,
+leave a process no file descriptor to open."""
 
 from __future__ import annotations
 
+import errno
+import os
+import resource
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -45,3 +50,26 @@ def poll(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") ->
             raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
+
+
+@contextmanager
+def no_free_descriptor() -> Iterator[None]:
+    """No file descriptor to be had in this process, as no process is to be had for a fork
+    under the user's process limit that a job's fork bomb has reached: every descriptor below
+    a lowered limit is taken until the end of the block."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    taken: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 16, hard))
+    try:
+        while True:
+            try:
+                taken.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+                break
+        yield
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

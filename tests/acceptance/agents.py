@@ -239,5 +239,5 @@ def kill_parent(wait_for: str | None = None, signum: int = signal.SIGKILL) -> in
     while wait_for and not Path(wait_for).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     os.kill(os.getppid(), signum)
-    time.sleep(30 if signum == signal.SIGKILL else 0.5)
+    time.sleep(30 if signum in (signal.SIGKILL, signal.SIGSTOP) else 0.5)
     return signum

@@ -3,17 +3,37 @@ stack; without it (asked for, or gone) the supervisor forks them itself, and not
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import pytest
 from conftest import AGENT_CONFIG, agent_job, finished, pid_alive, wait_until
 from support import poll
 
 from taiat import JobManager, JobStatus
 from taiat.supervisor import Supervisor, SupervisorConfig
+
+
+@contextmanager
+def held_by_a_tracer(pid: int) -> Iterator[None]:
+    """Hold process `pid` as a debugger does (PTRACE_SEIZE, PTRACE_INTERRUPT), then let it go."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    seize, interrupt, detach, wall = 0x4206, 0x4207, 17, 0x40000000
+    if libc.ptrace(seize, pid, None, None) != 0:
+        pytest.skip(f"cannot trace the fork server: {os.strerror(ctypes.get_errno())}")
+    try:
+        assert libc.ptrace(interrupt, pid, None, None) == 0
+        os.waitpid(pid, wall)  # held
+        yield
+    finally:
+        libc.ptrace(detach, pid, None, None)
 
 
 def test_jobs_are_forked_by_the_fork_server(manager: JobManager, supervisor) -> None:
@@ -55,18 +75,17 @@ def test_a_job_the_fork_server_has_not_told_of_is_shown_without_a_pid(
     manager: JobManager, supervisor, tmp_path
 ) -> None:
     """A launch does not wait for the fork: the status file lists the job once its pid is
-    known, or after a second without it (a stopped server), with no pid."""
+    known, or after a second without it (a server held up), with no pid."""
     sup = supervisor()
     server_pid = wait_until(lambda: sup.status().get("fork_server_pid"), 30, "the fork server")
     pid_file = tmp_path / "job.pid"
-    os.kill(server_pid, signal.SIGSTOP)
-    try:
+    # Held by a debugger, not stopped by a signal: a server found stopped is killed.
+    with held_by_a_tracer(server_pid):
         job = manager.create_job(**agent_job("late", "sleep", seconds=60, pid_file=str(pid_file)))
         [entry] = wait_until(lambda: sup.status()["running"], 30, "the job listed", watch=sup)
         assert entry["job_id"] == job.id and entry["pid"] is None
-        assert not pid_file.exists()  # not forked: the server is stopped
-    finally:
-        os.kill(server_pid, signal.SIGCONT)
+        assert not pid_file.exists()  # not forked: the server is held
+    assert sup.status()["fork_server_pid"] == server_pid
     job_pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), 30, "the fork"))
     wait_until(lambda: sup.status()["running"][0]["pid"] == job_pid, 30, "its pid", watch=sup)
     assert manager.cancel_job(job.id)
@@ -241,6 +260,54 @@ def test_a_job_found_to_kill_its_fork_server_runs_alone_when_retried(
     assert sup.log().count("was lost (it exited)") == 1
     new_server = sup.status()["fork_server_pid"]
     assert new_server not in (None, server_pid) and pid_alive(new_server)
+
+
+def test_a_job_that_stops_its_fork_server_is_blamed_and_its_bystanders_are_not(
+    manager: JobManager, supervisor, tmp_path
+) -> None:
+    """`os.kill(os.getppid(), SIGSTOP)`, which no process can hold back, leaves the server
+    forking and reaping nothing: every job it forked would wait for it forever, and the
+    supervisor with them. It is killed as one the job killed: the bystanders go back to pending
+    with no retry spent, and the job, run alone, is blamed when it stops its own server too."""
+    sup = supervisor("--max-concurrent-jobs", "3")
+    server_pid = wait_until(lambda: sup.status().get("fork_server_pid"), 30, "the fork server")
+    go = tmp_path / "go"
+    pid_files = [tmp_path / f"sleeper-{number}.pid" for number in range(2)]
+    sleepers = [
+        manager.create_job(
+            **agent_job(f"sleeper {number}", "sleep", seconds=3, pid_file=str(path)),
+            max_retries=0,
+        )
+        for number, path in enumerate(pid_files)
+    ]
+    stopper = manager.create_job(
+        **agent_job("stopper", "kill_parent", wait_for=str(go), signum=int(signal.SIGSTOP)),
+        max_retries=0,
+    )
+    wait_until(lambda: all(p.exists() for p in pid_files), 30, "the bystanders", watch=sup)
+    go.touch()
+    done = {
+        j.id: wait_until(lambda j=j: finished(manager, j.id), 90, j.name, watch=sup)
+        for j in [*sleepers, stopper]
+    }
+
+    for sleeper in sleepers:
+        assert done[sleeper.id].status is JobStatus.COMPLETED, done[sleeper.id].error_message
+        assert done[sleeper.id].retry_count == 0
+        first, second = manager.get_attempts(sleeper.id)
+        assert first.outcome == "stopped"
+        assert f"its fork server (pid {server_pid}) was stopped (SIGSTOP)" in first.error_message
+        assert second.outcome == "completed"
+    blamed = done[stopper.id]
+    assert blamed.status is JobStatus.FAILED
+    assert blamed.error_message.startswith("stopped its fork server (pid ")
+    assert [a.outcome for a in manager.get_attempts(stopper.id)] == ["stopped", "crashed"]
+    assert not pid_alive(server_pid)
+    after = manager.create_job("agent", "after", payload={"agent_name": "parent_pid"})
+    done_after = wait_until(lambda: finished(manager, after.id), 30, "a later job", watch=sup)
+    assert done_after.result == sup.status()["fork_server_pid"] not in (None, server_pid)
+    sup.signal(signal.SIGTERM)
+    assert sup.wait(30) == 0
 
 
 def test_signals_a_job_sends_its_fork_server_do_not_end_it(manager: JobManager, supervisor) -> None:

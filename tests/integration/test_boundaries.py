@@ -5,10 +5,12 @@ job's data could set off there.)"""
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
 import pytest
+from support import no_free_descriptor
 
 from taiat import JobManager, JobStatus
 from taiat.config import SupervisorConfig
@@ -60,15 +62,31 @@ def test_a_launch_that_fails_is_a_failed_attempt(
 
     def launch(self: Forking, proc: JobProcess, dependency_results: Any) -> None:
         if proc.job.name == "poison":
-            raise OSError(24, "Too many open files")
+            raise OSError(errno.EBADF, "Bad file descriptor")
         start(self, proc, dependency_results)
 
     monkeypatch.setattr(Forking, "start", launch)
     poison, _ = run_burst(manager, poison_retries=0)
     assert poison.status is JobStatus.FAILED
-    assert (
-        poison.error_message == "it could not be started: OSError: [Errno 24] Too many open files"
-    )
+    assert poison.error_message == "it could not be started: OSError: [Errno 9] Bad file descriptor"
+
+
+def test_a_launch_with_no_descriptor_to_be_had_spends_no_retry(manager: JobManager) -> None:
+    """No process or descriptor to be had (a neighbour's fork bomb under the user's process
+    limit, here every descriptor taken): the job never ran, and goes back to pending with no
+    retry spent, rather than fail for good for its neighbour's doing."""
+    job = manager.create_job("agent", "innocent", payload={"agent_name": "plain"}, max_retries=0)
+    config = SupervisorConfig(fork_server=False, listen=False)
+    supervisor = Supervisor(config, manager=manager, agent_registry={"plain": plain})
+    supervisor.forking = Forking([], manager.engine, fork_server=False)
+    [claimed] = manager.claim_jobs(supervisor.worker_id, 1)
+    with no_free_descriptor():
+        supervisor._start(claimed, None)  # the supervisor's loop goes on
+    assert supervisor.children == []
+    assert supervisor.recorder.settle(supervisor.worker_id, 0) == []
+    again = manager.get_job(job.id)
+    assert again.status is JobStatus.PENDING and again.retry_count == 0
+    assert manager.get_attempts(job.id) == []  # no child, so no attempt
 
 
 def test_a_bug_reading_a_jobs_ending_fails_that_job(

@@ -11,12 +11,13 @@ import select
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from support import poll
+from support import no_free_descriptor, poll
 
 from taiat import JobManager, JobStatus, forkserver
 from taiat.executors import AgentExecutor
@@ -124,6 +125,75 @@ def test_after_a_failed_fork_the_supervisor_forks_jobs_itself(
     forking.ended(proc)
     assert isinstance(forking.launcher, DirectLauncher)
     assert forking.server_in_use is None and not handle.gone
+    # Not for good: a while later, the server is tried again (a job's parent is then no longer
+    # the supervisor, which `os.kill(os.getppid(), SIGKILL)` would end).
+    assert forking.retry_server_at is not None
+    forking.retry_server_at = 0.0  # the while is over
+    assert forking.replace_lost()
+    assert forking.server_in_use is handle and forking.retry_server_at is None
+
+
+def test_a_lost_server_that_cannot_be_replaced_now_is_replaced_later(
+    manager: JobManager,
+) -> None:
+    """No process or descriptor to be had (a job's fork bomb) when the server is lost: the
+    supervisor forks the jobs itself for a while, rather than end, then starts a new server."""
+    forking = Forking([AgentExecutor({"getpid": os.getpid})], manager.engine, fork_server=True)
+    try:
+        lost = forking.server
+        assert lost is not None
+        lost.process.kill()
+        assert select.select([lost], [], [], 10)[0] == [lost]
+        lost.poll()
+        assert lost.gone
+        with no_free_descriptor():
+            assert forking.replace_lost()  # no exception: the supervisor's loop goes on
+        assert isinstance(forking.launcher, DirectLauncher) and forking.server_in_use is None
+        assert not forking.replace_lost()  # not yet
+        assert forking.retry_server_at is not None
+        forking.retry_server_at = 0.0
+        assert forking.replace_lost()
+        new = forking.server_in_use
+        assert new is not None and new is not lost and new.alive
+        job, proc = launch(manager, new, "getpid")
+        ending = poll(lambda: new.poll() or proc.read_available() or proc.try_reap(), 30, "end")
+        assert ending.ok and ending.result == proc.pid
+    finally:
+        forking.close()
+
+
+def test_a_launch_to_a_stopped_server_does_not_hold_the_supervisor(
+    manager: JobManager, monkeypatch
+) -> None:
+    """A job larger than the server's socket holds waits for the server to read it; a server
+    stopped (SIGSTOP, by one of its jobs) before the supervisor saw it never will. The launch
+    gives up, and the server ends as one stopped by someone else (see `end_if_stopped`)."""
+    monkeypatch.setattr(forkserver, "LAUNCH_TIMEOUT", 0.5)
+    with real_server() as server:
+        os.kill(server.pid, signal.SIGSTOP)
+        poll(lambda: forkserver.is_stopped(server.pid), 10, "the server stopped")
+        big = "x" * (8 << 20)
+        manager.create_job("agent", "large payload", payload={"agent_name": "noop", "big": big})
+        [job] = manager.claim_jobs(WORKER, 1)
+        proc = JobProcess(job, timeout=None, memory_limit_bytes=None, max_result_bytes=1 << 20)
+        outcome: list[BaseException | None] = []
+
+        def start() -> None:
+            try:
+                proc.start(server)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test below
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        starter = threading.Thread(target=start, daemon=True)
+        starter.start()
+        starter.join(30)
+        assert not starter.is_alive(), "the launch still waits for the stopped server"
+        [error] = outcome
+        assert isinstance(error, forkserver.ForkServerError) and "was stopped" in str(error)
+        assert server.gone and server.end is not None and server.end.stopped
+        assert server.end.killed and not server.alive
 
 
 @contextmanager

@@ -6,22 +6,22 @@ The pipe is a real pipe, fed by a thread as a child would feed it; the helper is
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
-from support import poll
+from support import no_free_descriptor, poll
 
 from taiat import JobManager, JobStatus, child, queries
 from taiat.jobs import Attempt, Job, JobType
 from taiat.process import Ending, JobProcess
-from taiat.recorder import Record, Recorder
+from taiat.recorder import Record, Recorder, storable
 from taiat.spool import Spool
 from taiat.storing import Stored
 
@@ -155,27 +155,6 @@ def test_a_large_result_is_stored_by_a_process_of_its_own(
     assert attempt.outcome == "completed" and attempt.worker_id == WORKER
 
 
-def test_a_storing_process_that_cannot_be_started_leaves_the_result_waiting(
-    manager: JobManager, claimed: Job, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    recorder = Recorder(manager, lambda: None)
-    recorder.add(record(claimed, spooled(LARGE_TEXT.encode())))
-    recorder.settle(WORKER, 0)
-
-    def no_fork() -> int:
-        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
-
-    monkeypatch.setattr(os, "fork", no_fork)
-    assert recorder.store() == []  # no process, no exception into the loop
-    assert not recorder.storer.busy and len(recorder.unwritten) == 1
-    monkeypatch.undo()
-    found: list[Stored] = []
-    poll(lambda: found.extend(recorder.store()) or found, 60, "the result stored")
-    assert found[0].outcome == "done"
-    done = manager.get_job(claimed.id)
-    assert done is not None and done.status is JobStatus.COMPLETED
-
-
 def test_a_large_result_that_is_not_json_fails_its_job_with_words(
     manager: JobManager, claimed: Job
 ) -> None:
@@ -190,6 +169,42 @@ def test_a_large_result_that_is_not_json_fails_its_job_with_words(
     assert failed.error_message == "the child sent a malformed result"
     [attempt] = manager.get_attempts(claimed.id)
     assert attempt.outcome == "failed"
+
+
+def _deep(levels: int) -> list:
+    value: list = ["y" * (2 << 20)]
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps(_deep(500)).encode(),  # ordinary job code's, too deep to store
+        b'[NaN, "' + b"y" * (2 << 20) + b'"]',  # valid to Python's json, not to JSON
+        b'[1e999, "' + b"y" * (2 << 20) + b'"]',
+    ],
+    ids=["too deep", "NaN", "infinite"],
+)
+def test_a_large_result_that_cannot_be_stored_fails_in_the_words_a_small_one_would(
+    manager: JobManager, claimed: Job, text: bytes
+) -> None:
+    """Valid JSON text that no database should store is not "malformed": its job fails with
+    the words its result would get were it small (`recorder.storable`)."""
+    shape = record(claimed, spooled(b""))
+    shape.ending.result.close()
+    small = replace(shape, ending=replace(shape.ending, result=json.loads(text)))
+    words = storable(small).ending.error
+    assert words is not None and words.startswith("its result could not be stored: it ")
+    recorder = Recorder(manager, lambda: None)
+    recorder.add(record(claimed, spooled(text)))
+    outcome = stored(recorder)
+    assert (outcome.outcome, outcome.words) == ("refused", words)
+    recorder.settle(WORKER, 0)
+    failed = manager.get_job(claimed.id)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.error_message == words
 
 
 def test_a_stale_claim_cannot_store_its_large_result(manager: JobManager, claimed: Job) -> None:
@@ -253,3 +268,22 @@ def test_through_an_outage_a_large_result_waits_in_its_file(
     assert done is not None and done.status is JobStatus.COMPLETED
     assert done.result == json.loads(LARGE_TEXT)
     manager.engine.dispose()
+
+
+def test_a_large_result_waits_while_no_process_can_be_forked_to_store_it(
+    manager: JobManager, claimed: Job
+) -> None:
+    recorder = Recorder(manager, lambda: None)
+    recorder.add(record(claimed, spooled(LARGE_TEXT.encode())))
+    recorder.settle(WORKER, 0)  # to the storer
+    with no_free_descriptor():
+        assert recorder.store() == []  # not the supervisor's end, nor the job's
+    assert not recorder.storer.busy
+    assert [r.job.id for r in recorder.unwritten] == [claimed.id]  # still claimed here
+    assert recorder.retry_at is not None  # the loop wakes to try again
+    found: list[Stored] = []
+    poll(lambda: found.extend(recorder.store()) or found, 60, "the result stored at last")
+    assert found[0].outcome == "done"
+    done = manager.get_job(claimed.id)
+    assert done is not None and done.status is JobStatus.COMPLETED
+    assert done.result == json.loads(LARGE_TEXT)

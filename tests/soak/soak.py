@@ -87,6 +87,8 @@ def poison_jobs(count: int, out: Path) -> list[dict[str, Any]]:
         lambda i: job(f"hang-{i}", "sleep", timeout_seconds=1),
         lambda i: job(f"hog-{i}", "hog"),
         lambda i: job(f"kill-parent-{i}", "kill_parent"),
+        lambda i: job(f"stop-parent-{i}", "kill_parent",
+                      parameters={"signum": int(signal.SIGSTOP)}),
         lambda i: job(f"escape-{i}", "escape", parameters={"pid_file": str(out) + f".{i}.pid",
                                                           "megabytes": 50}),
     ]  # fmt: skip
