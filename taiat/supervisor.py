@@ -528,16 +528,19 @@ class Supervisor:
             return False
         return self.recorder.call(lambda: self.manager.pending_count() == 0, False)
 
+    @property
+    def _registration(self) -> dict[str, Any]:
+        """What this supervisor registers under its id: host, pid, lease, place."""
+        return {
+            "host": self.host,
+            "pid": os.getpid(),
+            "lease": self.config.lease,
+            "place": self.place,
+        }
+
     def _register(self) -> None:
         sent = time.monotonic()
-        workers.register(
-            self.manager,
-            self.worker_id,
-            self.host,
-            os.getpid(),
-            lease=self.config.lease,
-            place=self.place,
-        )
+        workers.register(self.manager, self.worker_id, **self._registration)
         self._beat_at = sent
 
     def _beat(self) -> None:
@@ -545,14 +548,7 @@ class Supervisor:
         silence longer than a stall, this supervisor watches the others afresh: it cannot tell
         their silence over that time from its own."""
         sent = time.monotonic()
-        workers.heartbeat(
-            self.manager,
-            self.worker_id,
-            self.host,
-            os.getpid(),
-            lease=self.config.lease,
-            place=self.place,
-        )
+        workers.heartbeat(self.manager, self.worker_id, **self._registration)
         if sent - self._beat_at >= self._stall_after:
             log.info("heartbeat again after %.1f s of silence", sent - self._beat_at)
             self._watching_since = sent

@@ -11,6 +11,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from conftest import AGENT_CONFIG, agent_job, finished, pid_alive, wait_until
@@ -174,6 +175,20 @@ def test_a_fork_server_killed_from_outside_is_replaced_and_costs_no_retry(
     wait_until(lambda: not pid_alive(again), 30, "the rerun to be stopped", watch=sup)
 
 
+def _bystanders(manager: JobManager, tmp_path: Path, seconds: float) -> tuple[list, list[Path]]:
+    """Two jobs with no retry to spare that sleep `seconds` beside a misbehaving one, and the
+    files where each tells its pid once it runs."""
+    pid_files = [tmp_path / f"sleeper-{number}.pid" for number in range(2)]
+    sleepers = [
+        manager.create_job(
+            **agent_job(f"sleeper {number}", "sleep", seconds=seconds, pid_file=str(path)),
+            max_retries=0,
+        )
+        for number, path in enumerate(pid_files)
+    ]
+    return sleepers, pid_files
+
+
 def test_a_job_that_kills_its_fork_server_is_blamed_and_its_bystanders_are_not(
     manager: JobManager, supervisor, tmp_path
 ) -> None:
@@ -184,14 +199,7 @@ def test_a_job_that_kills_its_fork_server_is_blamed_and_its_bystanders_are_not(
     sup = supervisor("--max-concurrent-jobs", "4")
     server_pid = wait_until(lambda: sup.status().get("fork_server_pid"), 30, "the fork server")
     go = tmp_path / "go"
-    pid_files = [tmp_path / f"sleeper-{number}.pid" for number in range(2)]
-    sleepers = [
-        manager.create_job(
-            **agent_job(f"sleeper {number}", "sleep", seconds=6, pid_file=str(path)),
-            max_retries=0,
-        )
-        for number, path in enumerate(pid_files)
-    ]
+    sleepers, pid_files = _bystanders(manager, tmp_path, seconds=6)
     never = str(tmp_path / "never")
     lingering = manager.create_job(
         **agent_job("lingering", "linger", marker=never, pid_file=str(tmp_path / "linger.pid")),
@@ -272,14 +280,7 @@ def test_a_job_that_stops_its_fork_server_is_blamed_and_its_bystanders_are_not(
     sup = supervisor("--max-concurrent-jobs", "3")
     server_pid = wait_until(lambda: sup.status().get("fork_server_pid"), 30, "the fork server")
     go = tmp_path / "go"
-    pid_files = [tmp_path / f"sleeper-{number}.pid" for number in range(2)]
-    sleepers = [
-        manager.create_job(
-            **agent_job(f"sleeper {number}", "sleep", seconds=3, pid_file=str(path)),
-            max_retries=0,
-        )
-        for number, path in enumerate(pid_files)
-    ]
+    sleepers, pid_files = _bystanders(manager, tmp_path, seconds=3)
     stopper = manager.create_job(
         **agent_job("stopper", "kill_parent", wait_for=str(go), signum=int(signal.SIGSTOP)),
         max_retries=0,
