@@ -391,20 +391,16 @@ class Supervisor:
             proc.alone = True
         try:
             self.forking.start(proc, dependency_results)
-        except OSError as exc:
-            if exc.errno not in _NOTHING_TO_BE_HAD:
+        except Exception as exc:  # noqa: BLE001 - one failed launch is one failed attempt
+            if isinstance(exc, OSError) and exc.errno in _NOTHING_TO_BE_HAD:
+                # The machine's want, not the job's (a neighbour's fork bomb): back to pending,
+                # no retry spent; and no claim before the next poll, lest it come straight back.
+                log.warning("job %s (%s) could not be started now: %s", job.id, job.name, exc)
+                self._ended(job, unstarted(f"never started: {reason(exc)}"))
+                self._claim_now = False
+            else:
                 log.exception("job %s (%s) could not be started", job.id, job.name)
                 self._not_started(job, f"it could not be started: {reason(exc)}", final=False)
-                return
-            # The machine's want, not the job's (a neighbour's fork bomb): back to pending, no
-            # retry spent; and no claim before the next poll, lest it be claimed at once again.
-            log.warning("job %s (%s) could not be started now: %s", job.id, job.name, exc)
-            self._ended(job, unstarted(f"never started: {reason(exc)}"))
-            self._claim_now = False
-            return
-        except Exception as exc:  # noqa: BLE001 - one failed launch is one failed attempt
-            log.exception("job %s (%s) could not be started", job.id, job.name)
-            self._not_started(job, f"it could not be started: {reason(exc)}", final=False)
             return
         self.children.append(proc)
         self._dirty = True
