@@ -136,7 +136,7 @@ Options:
   --no-fork-server              Fork jobs from the supervisor itself rather than from its small
                                 fork server (TAIAT_NO_FORK_SERVER=1); slower, for debugging.
   --no-claim-ahead              Never claim a job before a slot is free for it
-                                (TAIAT_NO_CLAIM_AHEAD=1); see "Claiming ahead" in the README.
+                                (TAIAT_NO_CLAIM_AHEAD=1); see "Claiming ahead" in docs/internals.md.
   --burst                       Exit 0 once nothing runs here and no job is pending
                                 (TAIAT_BURST=1).
   --log-level LEVEL             DEBUG, INFO, WARNING or ERROR (TAIAT_LOG_LEVEL;
