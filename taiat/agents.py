@@ -1,12 +1,11 @@
 """The agent registry: each agent's function and, optionally, the data it consumes (`inputs`)
-and produces (`outputs`), from the example agents, `TAIAT_AGENT_CONFIG` and the program's own
-`agent_registry`."""
+and produces (`outputs`), from the example agents, the agent config (`TAIAT_AGENT_CONFIG`,
+read by the configuration and passed in) and the program's own `agent_registry`."""
 
 from __future__ import annotations
 
 import importlib
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -95,10 +94,9 @@ def _names(agent: str, key: str, value: Any, what: str) -> tuple[str, ...]:
 
 
 def load_agents(value: str | None = None) -> dict[str, Agent]:
-    """Agents from `TAIAT_AGENT_CONFIG`: a JSON object, or the path of a JSON file, mapping
-    names to "module:function" or to {"function": "module:function", "inputs": [...],
-    "outputs": [...]}."""
-    value = os.environ.get("TAIAT_AGENT_CONFIG") if value is None else value
+    """Agents from an agent config, the value of `TAIAT_AGENT_CONFIG`: a JSON object, or the
+    path of a JSON file, mapping names to "module:function" or to {"function":
+    "module:function", "inputs": [...], "outputs": [...]}. None or blank: no agents."""
     if not value or not value.strip():
         return {}
     text = value
@@ -129,17 +127,22 @@ def load_agent_config(value: str | None = None) -> AgentRegistry:
     return {name: agent.function for name, agent in load_agents(value).items()}
 
 
-def default_agents(extra: Mapping[str, Any] | None = None) -> dict[str, Agent]:
-    """The example agents, then `TAIAT_AGENT_CONFIG`, then `extra`; later ones win (by name;
-    by the data they produce, any of yours wins over an example agent when planning)."""
+def default_agents(
+    extra: Mapping[str, Any] | None = None, agent_config: str | None = None
+) -> dict[str, Agent]:
+    """The example agents, then those of `agent_config` (`TAIAT_AGENT_CONFIG`'s value, see
+    `load_agents`), then `extra`; later ones win (by name; by the data they produce, any of
+    yours wins over an example agent when planning)."""
     from taiat.examples import AGENTS
 
     agents = {name: replace(as_agent(name, entry), example=True) for name, entry in AGENTS.items()}
-    agents.update(load_agents())
+    agents.update(load_agents(agent_config))
     agents.update({name: as_agent(name, entry) for name, entry in (extra or {}).items()})
     return agents
 
 
-def default_registry(extra: Mapping[str, Any] | None = None) -> AgentRegistry:
+def default_registry(
+    extra: Mapping[str, Any] | None = None, agent_config: str | None = None
+) -> AgentRegistry:
     """The functions of `default_agents`, by name."""
-    return {name: agent.function for name, agent in default_agents(extra).items()}
+    return {name: agent.function for name, agent in default_agents(extra, agent_config).items()}

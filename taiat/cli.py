@@ -64,9 +64,15 @@ def fail(error: TaiatError) -> int:
     return exit_code_for(error)
 
 
+def quiet_log_level() -> str:
+    """The log level of the commands that only say what they did (`init`, `taiat`):
+    TAIAT_LOG_LEVEL, else WARNING."""
+    return os.environ.get("TAIAT_LOG_LEVEL", "WARNING").upper()
+
+
 def init_main(argv: Sequence[str] | None = None) -> int:
     args = parse(INIT_USAGE, argv)
-    logging.basicConfig(level=os.environ.get("TAIAT_LOG_LEVEL", "WARNING").upper())
+    logging.basicConfig(level=quiet_log_level())
     try:
         engine = db.engine_from_url(args["--database-url"])
         before, after = schema.initialise(engine)

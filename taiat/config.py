@@ -4,7 +4,8 @@ before it knows whether it will run a supervisor at all)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from taiat.errors import ConfigurationError
@@ -35,6 +36,16 @@ LIMITS: dict[str, tuple[int, str]] = {
     "memory_sample_interval": (MAX_SECONDS, "100 years"),
     "check_interval": (MAX_SECONDS, "100 years"),
 }
+
+
+def from_environment(name: str) -> str | None:
+    """The `TAIAT_*` variable `name`, or None when it is unset or empty.
+
+    The command lines read their variables here, and so does a `SupervisorConfig` built in
+    Python for the two settings that have no option: below, settings are passed in, and no
+    module reads the environment (the one other place is `taiat.db.url_from_environment`,
+    the database of `JobManager()` with no arguments)."""
+    return os.environ.get(name) or None
 
 
 @dataclass
@@ -73,12 +84,19 @@ class SupervisorConfig:
     #: and kills what a dead fork server leaves: the daemon's way. Off for a program that
     #: runs a supervisor inside itself, whose own children it would otherwise kill.
     subreaper: bool = False
+    #: The query engine plug-in ("module:factory") that runs query jobs instead of the
+    #: built-in planner; read from `TAIAT_QUERY_ENGINE` when the config is made, and carried
+    #: to the jobs' children by their executor, so a child never looks at the environment.
+    query_engine: str | None = field(default_factory=lambda: from_environment("TAIAT_QUERY_ENGINE"))
+    #: More agents: a JSON object, or the path of a JSON file (see `taiat.agents.load_agents`);
+    #: read from `TAIAT_AGENT_CONFIG` when the config is made.
+    agent_config: str | None = field(default_factory=lambda: from_environment("TAIAT_AGENT_CONFIG"))
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if field.name in LIMITS and value is not None:
-                check_limit(field.name, value, field.name)
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if setting.name in LIMITS and value is not None:
+                check_limit(setting.name, value, setting.name)
 
 
 def check_limit(name: str, value: float, where: str) -> None:
@@ -100,4 +118,12 @@ def check_limit(name: str, value: float, where: str) -> None:
         raise ConfigurationError(f"{where} must be at most {high} ({words}), got {shown}")
 
 
-__all__ = ["LIMITS", "MAX_DAYS", "MAX_SECONDS", "MiB", "SupervisorConfig", "check_limit"]
+__all__ = [
+    "LIMITS",
+    "MAX_DAYS",
+    "MAX_SECONDS",
+    "MiB",
+    "SupervisorConfig",
+    "check_limit",
+    "from_environment",
+]

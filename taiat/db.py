@@ -54,19 +54,26 @@ _SQLITE_UNAVAILABLE = (
 _SUPPORTED = {"postgresql", "postgresql+psycopg", "sqlite", "sqlite+pysqlite"}
 
 
-def default_url() -> str:
-    """The embedded SQLite file: `$TAIAT_HOME/taiat.db`, or `./taiat.db`."""
-    home = Path(os.environ.get("TAIAT_HOME") or ".")
-    return f"sqlite:///{(home / DEFAULT_DB_FILE).absolute()}"
+def default_url(home: str | None = None) -> str:
+    """The embedded SQLite file: `home/taiat.db`, or `./taiat.db`."""
+    return f"sqlite:///{(Path(home or '.') / DEFAULT_DB_FILE).absolute()}"
+
+
+def url_from_environment() -> str:
+    """The database of `JobManager()` with no arguments, and of every command left without a
+    database URL: `TAIAT_DATABASE_URL`, else the embedded SQLite file in `TAIAT_HOME`, else
+    `./taiat.db` (an empty variable counts as unset). The one place below the command lines'
+    configuration that reads the environment."""
+    return os.environ.get("TAIAT_DATABASE_URL") or default_url(os.environ.get("TAIAT_HOME"))
 
 
 def resolve_url(url: str | None = None) -> str:
-    """The URL given, else `TAIAT_DATABASE_URL`, else the embedded SQLite file.
+    """The URL given, else the one of `url_from_environment`.
 
     An empty URL given on purpose is an error (an empty `TAIAT_DATABASE_URL` counts as unset).
     """
     if url is None:
-        return os.environ.get("TAIAT_DATABASE_URL") or default_url()
+        return url_from_environment()
     if not url.strip():
         raise InvalidDatabaseURL(
             "the database URL is empty: give postgresql://user@host/db or sqlite:///path, "

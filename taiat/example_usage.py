@@ -24,6 +24,7 @@ from typing import Any
 
 from taiat.agents import default_agents
 from taiat.cli import fail, parse, setup_logging
+from taiat.config import from_environment
 from taiat.errors import TaiatError
 from taiat.job_manager import Job, JobManager, JobType
 from taiat.planner import plan
@@ -87,7 +88,9 @@ QUERY: dict[str, Any] = {
 
 def enqueue_query(manager: JobManager) -> Job:
     """Create the example query job, and print the plan the planner will make for it."""
-    found = plan(default_agents(), GOAL, set(INPUTS))
+    # The agents a supervisor started here would plan with: the same agent config.
+    agents = default_agents(agent_config=from_environment("TAIAT_AGENT_CONFIG"))
+    found = plan(agents, GOAL, set(INPUTS))
     job = manager.create_job(JobType.QUERY, "sample report", payload=QUERY)
     print(f"enqueued {job.id}  (query for {GOAL}; planned as:)")
     for line in found.describe().splitlines():

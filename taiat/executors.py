@@ -3,7 +3,6 @@ executors. The agent registry is `taiat.agents`; a query engine plug-in, `taiat.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -129,12 +128,21 @@ def keyed_by_outputs(result: Any, outputs: list[str], agent: str) -> Any:
 
 
 class QueryExecutor:
-    """QUERY jobs. With `TAIAT_QUERY_ENGINE` ("module:factory"), the engine runs the whole query
-    here; otherwise the built-in planner plans it over the agents' declarations, and the plan
-    runs as agent jobs."""
+    """QUERY jobs. With a query `engine` ("module:factory", the supervisor's
+    `TAIAT_QUERY_ENGINE`), the engine runs the whole query here; otherwise the built-in planner
+    plans it over the agents' declarations (`agents`, else the example agents and those of
+    `agent_config`), and the plan runs as agent jobs. Both travel with the executor to the
+    job's child: nothing here reads the environment."""
 
-    def __init__(self, agents: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        agents: Mapping[str, Any] | None = None,
+        engine: str | None = None,
+        agent_config: str | None = None,
+    ) -> None:
         self._agents = None if agents is None else dict(agents)
+        self.engine = engine or None
+        self.agent_config = agent_config
 
     def can_execute(self, job: Job) -> bool:
         return job.job_type is JobType.QUERY
@@ -144,7 +152,7 @@ class QueryExecutor:
         query = payload.get("query")
         goal = payload.get("inferred_goal_output")
         inputs = payload.get("inputs") or {}
-        spec = os.environ.get("TAIAT_QUERY_ENGINE")
+        spec = self.engine
         if spec:
             try:
                 engine = engines.load(spec)
@@ -158,7 +166,9 @@ class QueryExecutor:
             raise FinalFailure(
                 'a query job\'s payload needs an "inferred_goal_output": the output to produce'
             )
-        agents = self._agents if self._agents is not None else default_agents()
+        agents = self._agents
+        if agents is None:
+            agents = default_agents(agent_config=self.agent_config)
         declared = {name: as_agent(name, entry) for name, entry in agents.items()}
         try:
             found = plan(declared, goal, set(inputs), payload.get("producers"))

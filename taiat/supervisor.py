@@ -74,7 +74,7 @@ class Supervisor:
             manager = JobManager(engine)
         self.manager = manager
         #: Every agent by name, with the inputs and outputs it declares (for query plans).
-        self.agents = default_agents(agent_registry)
+        self.agents = default_agents(agent_registry, self.config.agent_config)
         self.registry = {name: agent.function for name, agent in self.agents.items()}
         self.custom_executors: list[JobExecutor] = []
         #: Called with (job, ending) as each child is reaped, e.g. by a progress display.
@@ -131,7 +131,8 @@ class Supervisor:
         if self.config.subreaper:
             # Orphans of a fork server that dies come here, not to init: see `_reap_adopted`.
             child.become_subreaper()
-        executors = [*self.custom_executors, AgentExecutor(self.agents), QueryExecutor(self.agents)]
+        query_executor = QueryExecutor(self.agents, engine=self.config.query_engine)
+        executors = [*self.custom_executors, AgentExecutor(self.agents), query_executor]
         self.forking = Forking(executors, self.manager.engine, fork_server=self.config.fork_server)
         self.wakeup.install_signals()
         self.state = "running"

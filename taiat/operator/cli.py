@@ -67,6 +67,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from docopt import DocoptExit, docopt
@@ -176,6 +177,15 @@ def lease(args: dict) -> float:
     return value
 
 
+def status_files(args: dict) -> list[Path]:
+    """The status files of `--status-file`, given any number of times, else the one of
+    `TAIAT_STATUS_FILE`, else none."""
+    paths = [Path(p) for p in args["--status-file"]]
+    if not paths and os.environ.get("TAIAT_STATUS_FILE"):
+        paths = [Path(os.environ["TAIAT_STATUS_FILE"])]
+    return paths
+
+
 def job_id(args: dict) -> str:
     """The one ID of the command (docopt gives a list: `wait` takes several)."""
     return identifiers(args)[0]
@@ -220,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         echo = shlex.join(["taiat", *(db.mask_url(word) for word in words)])
         error(f"bad command line `{echo}`: see `taiat --help`")
         return common.EXIT_USAGE
-    logging.basicConfig(level=os.environ.get("TAIAT_LOG_LEVEL", "WARNING").upper())
+    logging.basicConfig(level=common.quiet_log_level())
     try:
         return _command(args)(args)
     except TaiatError as exc:

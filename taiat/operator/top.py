@@ -27,7 +27,7 @@ from taiat.cli import EXIT_OK
 from taiat.job_manager import JobManager
 from taiat.operator import render, store
 from taiat.operator.admin import supervisor_rows
-from taiat.operator.cli import MAX_INTERVAL, lease, manager, number
+from taiat.operator.cli import MAX_INTERVAL, lease, manager, number, status_files
 
 
 class CpuMeter:
@@ -195,9 +195,7 @@ def keys() -> Iterator[Any]:
 def top_command(args: dict) -> int:
     interval = number(args, "--interval", float, 1.0, 0.05, MAX_INTERVAL)
     lease_seconds = lease(args)
-    paths = [Path(p) for p in args["--status-file"]]
-    if not paths and os.environ.get("TAIAT_STATUS_FILE"):
-        paths = [Path(os.environ["TAIAT_STATUS_FILE"])]
+    paths = status_files(args)
     jm = manager(args)
     cpu = CpuMeter()
     interactive = sys.stdout.isatty() and sys.stdin.isatty()

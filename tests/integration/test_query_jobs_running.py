@@ -269,6 +269,35 @@ def test_query_engine_plug_in(
         assert result == outcome
 
 
+@pytest.mark.parametrize("afterwards", ["changed", "unset"])
+def test_the_query_engine_is_the_one_chosen_when_the_supervisor_was_made(
+    database_url: str, manager: JobManager, monkeypatch: pytest.MonkeyPatch, afterwards: str
+) -> None:
+    # The engine is chosen from TAIAT_QUERY_ENGINE once, and travels with the query executor
+    # to the fork server (started by run(), after the change) and the job's child: neither
+    # looks at the environment, where it is now another engine, or none (then the planner
+    # would fail the query: it has no agents for "answer").
+    monkeypatch.setenv("TAIAT_QUERY_ENGINE", f"{__name__}:CustomEngine")
+    worker = TaiatWorker(
+        database_url=database_url, burst=True, poll_interval=0.05, check_interval=0.1
+    )
+    assert worker.config.query_engine == f"{__name__}:CustomEngine"
+    if afterwards == "changed":
+        monkeypatch.setenv("TAIAT_QUERY_ENGINE", f"{__name__}:FailingEngine")
+    else:
+        monkeypatch.delenv("TAIAT_QUERY_ENGINE")
+    payload = {"query": "sum them", "inferred_goal_output": "answer", "inputs": {"n": 1}}
+    job = manager.create_job("query", "engine", payload=payload, max_retries=0)
+    try:
+        assert worker.run() == 0
+    finally:
+        worker.manager.engine.dispose()
+    done = manager.get_job(job.id)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    assert done.result["answer"] == "sum them -> answer"
+    assert done.result["pid"] != os.getpid()
+
+
 # -- retries -------------------------------------------------------------------------------
 
 

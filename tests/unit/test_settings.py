@@ -1,0 +1,121 @@
+"""Settings come from the top: only the command lines' configuration, and the default
+database of `JobManager()` with no arguments, read `TAIAT_*` variables; every module below
+gets its settings passed in."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from taiat.config import SupervisorConfig
+from taiat.executors import QueryExecutor
+
+PACKAGE = Path(__file__).resolve().parents[2] / "taiat"
+
+#: Where `TAIAT_*` variables may be read: module -> the functions that may read them (None:
+#: anywhere in it). The command lines' option handling, the supervisor's configuration, and
+#: the database of `JobManager()` with no arguments.
+ALLOWED: dict[str, set[str] | None] = {
+    "cli.py": None,
+    "config.py": None,
+    "operator/cli.py": None,
+    "db.py": {"url_from_environment"},
+}
+
+
+def _is_environment(node: ast.AST) -> bool:
+    """`os.environ`, `environ`, `os.getenv` or `getenv`."""
+    if isinstance(node, ast.Attribute):
+        return node.attr in ("environ", "getenv")
+    return isinstance(node, ast.Name) and node.id in ("environ", "getenv")
+
+
+def _reads(tree: ast.AST) -> list[tuple[str | None, int, str | None]]:
+    """Every read of the environment: (enclosing function, line, the variable's name when it
+    is a literal, else None)."""
+    found: list[tuple[str | None, int, str | None]] = []
+
+    def visit(node: ast.AST, function: str | None) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            function = node.name
+        if _is_environment(node):
+            found.append((function, node.lineno, None))
+        for child in ast.iter_child_nodes(node):
+            visit(child, function)
+
+    visit(tree, None)
+    # Name the variable of each read whose key is a literal: environ[...], environ.get(...),
+    # getenv(...).
+    named: dict[int, str] = {}
+    for node in ast.walk(tree):
+        key: ast.AST | None = None
+        if isinstance(node, ast.Subscript) and _is_environment(node.value):
+            key = node.slice
+        elif isinstance(node, ast.Call) and node.args:
+            target = node.func
+            if _is_environment(target) or (
+                isinstance(target, ast.Attribute) and _is_environment(target.value)
+            ):
+                key = node.args[0]
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            named[node.lineno] = key.value
+    return [(function, line, named.get(line)) for function, line, _ in found]
+
+
+def test_no_module_below_the_configuration_reads_a_taiat_variable() -> None:
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = path.relative_to(PACKAGE).as_posix()
+        allowed = ALLOWED.get(module, set())
+        for function, line, name in _reads(ast.parse(path.read_text(), str(path))):
+            if name is not None and not name.startswith("TAIAT_"):
+                continue  # NOTIFY_SOCKET, WATCHDOG_USEC, COLUMNS...: not a setting of ours
+            if allowed is None or function in allowed:
+                continue
+            offenders.append(f"taiat/{module}:{line} ({function}) reads {name or 'a variable'}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_scan_sees_every_kind_of_read() -> None:
+    source = """
+import os
+from os import environ
+def f(name):
+    a = os.environ.get("TAIAT_A")
+    b = os.environ["TAIAT_B"]
+    c = os.getenv("TAIAT_C")
+    d = environ.get(name)
+    e = os.environ.get("NOTIFY_SOCKET")
+"""
+    reads = _reads(ast.parse(source))
+    assert [(line, name) for _, line, name in reads] == [
+        (5, "TAIAT_A"),
+        (6, "TAIAT_B"),
+        (7, "TAIAT_C"),
+        (8, None),
+        (9, "NOTIFY_SOCKET"),
+    ]
+
+
+def test_a_config_reads_its_variables_when_made_and_not_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TAIAT_QUERY_ENGINE", "engines:First")
+    monkeypatch.setenv("TAIAT_AGENT_CONFIG", '{"a": "agents:a"}')
+    config = SupervisorConfig()
+    monkeypatch.setenv("TAIAT_QUERY_ENGINE", "engines:Second")
+    monkeypatch.delenv("TAIAT_AGENT_CONFIG")
+    assert config.query_engine == "engines:First"
+    assert config.agent_config == '{"a": "agents:a"}'
+    # Empty counts as unset; given in Python, the value wins over the variable.
+    monkeypatch.setenv("TAIAT_QUERY_ENGINE", "")
+    assert SupervisorConfig().query_engine is None
+    assert SupervisorConfig(query_engine="engines:Mine").query_engine == "engines:Mine"
+
+
+def test_a_query_executor_reads_no_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAIAT_QUERY_ENGINE", "nowhere:Engine")
+    assert QueryExecutor().engine is None
+    assert QueryExecutor(engine="engines:Mine").engine == "engines:Mine"
