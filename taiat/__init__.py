@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from taiat.context import current_job
     from taiat.errors import TaiatError
     from taiat.job_manager import JobManager
-    from taiat.jobs import Job, JobHistoryEntry, JobStatus, JobType
+    from taiat.jobs import Job, JobHistoryEntry, JobStatus, JobType, Outcome
 
 __version__ = "0.1.0"
 
@@ -25,6 +25,7 @@ _WHERE = {
     "JobHistoryEntry": "taiat.jobs",
     "JobStatus": "taiat.jobs",
     "JobType": "taiat.jobs",
+    "Outcome": "taiat.jobs",
 }
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "JobManager",
     "JobStatus",
     "JobType",
+    "Outcome",
     "TaiatError",
 ]
 

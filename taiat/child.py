@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from taiat import context
-from taiat.errors import InvalidJob
-from taiat.executors import Expansion, FinalFailure, JobExecutor, JobFailed
+from taiat.errors import FinalFailure, InvalidJob, JobFailed
+from taiat.executors import Expansion, JobExecutor
 from taiat.jobs import Job
 from taiat.specs import json_text
 

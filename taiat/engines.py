@@ -13,11 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from taiat.agents import import_object
-from taiat.errors import ConfigurationError, TaiatError
-
-
-class EngineFailed(TaiatError):
-    """Raised when the query engine failed; the message says how, in its own words."""
+from taiat.errors import ConfigurationError, EngineFailed
 
 
 def load(spec: str) -> Any:

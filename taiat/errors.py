@@ -1,4 +1,5 @@
-"""The exceptions of the job manager: one root, one subclass per thing a caller can get wrong."""
+"""Every exception of the job manager, under one root: a subclass per thing a caller can get
+wrong, and those raised inside a job, by the fork server and by the `taiat` command."""
 
 from __future__ import annotations
 
@@ -73,3 +74,42 @@ class PlanningError(JobError, ValueError):
     """Raised when a query cannot be planned: no agent produces the goal, an input is missing,
     two agents produce the same output and nothing chooses between them, or the agents' needs
     form a cycle."""
+
+
+class NotJson(InvalidJob):
+    """Raised when a value cannot be JSON at all (a type JSON has no room for, a number that is
+    not finite, a key that is not text, nesting too deep); `clean_json` turns it into an
+    InvalidJob that names the value."""
+
+
+# -- inside a job ------------------------------------------------------------------------------
+
+
+class JobFailed(TaiatError):
+    """Raised inside a job to fail it with a message, without a traceback."""
+
+
+class FinalFailure(JobFailed):
+    """Raised inside a job to fail it for good, without a retry: running it again cannot help."""
+
+
+class EngineFailed(TaiatError):
+    """Raised when the query engine failed; the message says how, in its own words."""
+
+
+# -- the supervisor's own ----------------------------------------------------------------------
+
+
+class ForkServerError(TaiatError):
+    """The fork server could not start, or has gone."""
+
+
+# -- the `taiat` command -----------------------------------------------------------------------
+
+
+class UsageError(TaiatError):
+    """Raised when a value on the command line is unusable; nothing is changed."""
+
+
+class Unavailable(TaiatError):
+    """Raised when a tool the command needs is not installed."""

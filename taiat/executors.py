@@ -18,17 +18,9 @@ from taiat.agents import (  # noqa: F401 - re-exported: their home used to be th
     load_agent_config,
 )
 from taiat.context import current_job
-from taiat.errors import ConfigurationError, PlanningError, TaiatError
+from taiat.errors import ConfigurationError, FinalFailure, JobFailed, PlanningError
 from taiat.jobs import Job, JobType
 from taiat.planner import Plan, plan
-
-
-class JobFailed(TaiatError):
-    """Raised inside a job to fail it with a message, without a traceback."""
-
-
-class FinalFailure(JobFailed):
-    """Raised inside a job to fail it for good, without a retry: running it again cannot help."""
 
 
 @dataclass(frozen=True)

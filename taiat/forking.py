@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from taiat import db
+from taiat.errors import ForkServerError
 from taiat.executors import JobExecutor
-from taiat.forkserver import ForkServer, ForkServerError
+from taiat.forkserver import ForkServer
 from taiat.process import DirectLauncher, JobProcess, Launcher
 
 log = logging.getLogger(__name__)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from taiat import child
+from taiat.errors import ForkServerError
 from taiat.jobs import Job
 
 if TYPE_CHECKING:  # the server has no use for it, and every fork would copy its pages
@@ -52,10 +53,6 @@ START_TIMEOUT = 60.0
 LAUNCH_TIMEOUT = 10.0
 #: How long the server may take to end once its socket has closed.
 EXIT_TIMEOUT = 2.0
-
-
-class ForkServerError(Exception):
-    """The fork server could not start, or has gone."""
 
 
 @dataclass(frozen=True)

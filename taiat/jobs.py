@@ -36,6 +36,36 @@ class JobStatus(enum.StrEnum):
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
+class Outcome(enum.StrEnum):
+    """How one attempt at a job ended: the `outcome` of its `Attempt` (the supervisor's
+    `Ending.cause` while it records it)."""
+
+    #: The job's code returned a result, which was stored: the job completed.
+    COMPLETED = "completed"
+    #: The job's code raised or reported failure, or its result was refused (too large, not
+    #: JSON, unstorable); or it could not be started.
+    FAILED = "failed"
+    #: The job ran past its timeout and was killed.
+    TIMED_OUT = "timed_out"
+    #: The child died without a result: killed by a signal it did not ask for, or exited
+    #: without sending one (or it was blamed for killing its fork server).
+    CRASHED = "crashed"
+    #: The child's process tree went over its memory limit and was killed.
+    MEMORY = "memory"
+    #: The supervisor cut the run short (it was stopping, or the run is not known to be the
+    #: job's doing, as when its fork server died under it): back to pending, no retry spent.
+    STOPPED = "stopped"
+    #: The job was cancelled while it ran; its child was killed.
+    CANCELLED = "cancelled"
+    #: The claim was taken back (by another supervisor, or the job was cancelled or requeued)
+    #: while the child ran; its child was killed.
+    SUPERSEDED = "superseded"
+    #: The supervisor that ran it died or stopped heartbeating; another one failed the run.
+    LOST = "lost"
+    #: A query job's run returned its plan, created as agent jobs, instead of a result.
+    PLANNED = "planned"
+
+
 _FIELDS: dict[type, frozenset[str]] = {}
 
 
@@ -71,6 +101,7 @@ class Attempt:
     worker_id: str | None = None
     host: str | None = None
     pid: int | None = None
+    #: One of `Outcome`'s values (as read back from the database: plain text).
     outcome: str | None = None
     error_message: str | None = None
     started_at: datetime | None = None

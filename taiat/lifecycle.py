@@ -25,12 +25,12 @@ from sqlalchemy.engine import Connection
 
 from taiat import plans, queries
 from taiat.errors import DuplicateJob, InvalidDependency, InvalidTransition, JobNotFound
-from taiat.jobs import Attempt, JobStatus, JobType
+from taiat.jobs import Attempt, JobStatus, JobType, Outcome
 from taiat.specs import JobSpec, clean_text, json_text, new_job_id
 
 #: Attempt outcomes that mean the job died hard: killed by a signal it did not ask for
-#: ("crashed" with a signal), by the memory limit, or with its supervisor ("lost").
-CRASH_OUTCOMES = frozenset({"crashed", "memory", "lost"})
+#: (CRASHED with a signal), by the memory limit, or with its supervisor (LOST).
+CRASH_OUTCOMES = frozenset({Outcome.CRASHED, Outcome.MEMORY, Outcome.LOST})
 
 
 @dataclass(frozen=True)
@@ -272,7 +272,7 @@ def cancel_dependents(
 def _crashes_in_a_row(conn: Connection, job_id: str, limit: int) -> int:
     count = 0
     for attempt in queries.recent_attempts(conn, job_id, limit):
-        died_by_signal = attempt["outcome"] != "crashed" or attempt["exit_signal"] is not None
+        died_by_signal = attempt["outcome"] != Outcome.CRASHED or attempt["exit_signal"] is not None
         if attempt["outcome"] not in CRASH_OUTCOMES or not died_by_signal:
             break
         count += 1

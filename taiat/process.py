@@ -21,7 +21,7 @@ import psutil
 from taiat import child
 from taiat.executors import JobExecutor
 from taiat.forkserver import LOST, Exit, ServerEnd, pid_exists
-from taiat.jobs import Job
+from taiat.jobs import Job, Outcome
 from taiat.spool import Spool
 
 _READ_CHUNK = 1 << 20
@@ -32,7 +32,7 @@ _SPOOL_PER_TURN = 8 << 20
 
 #: Causes of an ending whose job has moved on without this run (cancelled, or taken back by
 #: another supervisor): only the run itself is left to record, and it is no failure.
-MOVED_ON = frozenset({"cancelled", "superseded"})
+MOVED_ON = frozenset({Outcome.CANCELLED, Outcome.SUPERSEDED})
 
 
 @dataclass(frozen=True)
@@ -42,25 +42,25 @@ class Ending:
     ok: bool
     result: Any
     error: str | None
-    #: "completed", "failed", "timed_out", "crashed", "memory", "stopped" (the supervisor cut
-    #: it short), or one of MOVED_ON.
-    cause: str
+    #: Completed, failed, timed out, crashed, memory, stopped (the supervisor cut it short), or
+    #: one of MOVED_ON: the `outcome` of its attempt.
+    cause: Outcome
     exit_code: int | None
     exit_signal: int | None
     wall_seconds: float
     cpu_user_seconds: float
     cpu_system_seconds: float
     peak_rss_bytes: int
-    #: A query job's plan, to create as agent jobs (cause "planned"), instead of a result.
+    #: A query job's plan, to create as agent jobs (cause PLANNED), instead of a result.
     plan: dict[str, Any] | None = None
     #: The job failed in a way no retry can mend (it said so): fail it for good.
     final: bool = False
 
 
 def unstarted(error: str, wall_seconds: float = 0.0) -> Ending:
-    """The ending of a claim that did not run (or is not known to have): "stopped", so that
+    """The ending of a claim that did not run (or is not known to have): STOPPED, so that
     its job goes back to pending with no retry spent."""
-    return Ending(False, None, error, "stopped", None, None, wall_seconds, 0.0, 0.0, 0)
+    return Ending(False, None, error, Outcome.STOPPED, None, None, wall_seconds, 0.0, 0.0, 0)
 
 
 def signal_words(signum: int) -> str:
@@ -228,7 +228,7 @@ class JobProcess:
         self._spool: Spool | None = None
         self._to_spool = 0
         self._message: dict[str, Any] | None = None
-        self._verdict: tuple[str, str] | None = None  # (cause, error) decided by the parent
+        self._verdict: tuple[Outcome, str] | None = None  # (cause, error) decided by the parent
         self._launcher: Launcher | None = None
         #: Run in a fork server of its own, with no other job, because a fork server died
         #: while it ran beside others: should this one die too, the job is the one to blame.
@@ -318,7 +318,7 @@ class JobProcess:
             (self._expected,) = child.HEADER.unpack_from(self._buffer)
             if self._expected > self.max_result_bytes:
                 self.stop(
-                    "failed",
+                    Outcome.FAILED,
                     f"result of {self._expected} bytes is over the limit of "
                     f"{self.max_result_bytes} bytes",
                 )
@@ -343,13 +343,14 @@ class JobProcess:
         if self._buffer[child.HEADER.size : start] != child.RESULT_PREFIX:
             assert self._expected is not None
             self.stop(
-                "failed", f"the child sent a message of {self._expected} bytes that is not a result"
+                Outcome.FAILED,
+                f"the child sent a message of {self._expected} bytes that is not a result",
             )
             return
         try:
             self._spool = Spool()
         except OSError as exc:
-            self.stop("failed", f"its result could not be kept: {exc}")
+            self.stop(Outcome.FAILED, f"its result could not be kept: {exc}")
             return
         try:  # fewer, larger reads: a pipe holds 64 KiB unless asked for more
             fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, _READ_CHUNK)
@@ -368,7 +369,7 @@ class JobProcess:
         try:
             spool.write(part)
         except OSError as exc:
-            self.stop("failed", f"its result could not be kept: {exc}")
+            self.stop(Outcome.FAILED, f"its result could not be kept: {exc}")
             return
         self._to_spool -= len(part)
         if self._to_spool:
@@ -418,17 +419,17 @@ class JobProcess:
         self.peak_rss_bytes = max(self.peak_rss_bytes, total)
         limit = self.memory_limit_bytes
         if limit is not None and total > limit and self._verdict is None:
-            self.stop("memory", f"exceeded memory limit of {limit // (1 << 20)} MB", grace=0)
+            self.stop(Outcome.MEMORY, f"exceeded memory limit of {limit // (1 << 20)} MB", grace=0)
         return total
 
     def check_deadline(self, now: float, grace: float) -> None:
         if self.deadline is not None and now >= self.deadline and self._verdict is None:
-            self.stop("timed_out", f"timed out after {_seconds(self.timeout)} s", grace=grace)
+            self.stop(Outcome.TIMED_OUT, f"timed out after {_seconds(self.timeout)} s", grace=grace)
         elif self.kill_at is not None and now >= self.kill_at:
             self._kill(signal.SIGKILL)
             self.kill_at = None
 
-    def stop(self, cause: str, error: str, grace: float = 0.0) -> None:
+    def stop(self, cause: Outcome, error: str, grace: float = 0.0) -> None:
         """End the job for `cause`: SIGTERM to its group, then SIGKILL after `grace` seconds.
         A job that has sent its result keeps it as its outcome: only its process is ended."""
         if self._verdict is None and self._message is None:
@@ -477,7 +478,7 @@ class JobProcess:
             ok=ok,
             result=result,
             error=error,
-            cause="planned" if plan is not None else cause,
+            cause=Outcome.PLANNED if plan is not None else cause,
             exit_code=exit_code,
             exit_signal=exit_signal,
             wall_seconds=wall,
@@ -488,7 +489,7 @@ class JobProcess:
             final=bool(said.get("final")) and not ok,
         )
 
-    def _outlived(self, end: ServerEnd) -> tuple[str, str]:
+    def _outlived(self, end: ServerEnd) -> tuple[Outcome, str]:
         """The cause and words of a child that ended without a result after its fork server
         ended. A job is blamed for the server's death only when it is sure: a server was killed
         while it ran beside other jobs, and again while it ran alone in a server of its own.
@@ -505,18 +506,18 @@ class JobProcess:
         if end.killed and self.alone:
             # Blamed; and, should it run again, alone again.
             did = "stopped" if end.stopped else "killed"
-            return "crashed", (
+            return Outcome.CRASHED, (
                 f"{did} its fork server (pid {end.pid}): the server {how} while the job ran "
                 "alone in it, after another one had died while the job ran beside other jobs"
             )
-        return "stopped", (
+        return Outcome.STOPPED, (
             f"its fork server (pid {end.pid}) {how} while the job ran, and the job's process "
             "with it; not known to be the job's doing: back to pending, no retry spent"
         )
 
     def _not_started(self, ended: Exit, wall: float) -> Ending:
         """The ending of a launch not known to have become a child: the job goes back to
-        pending ("stopped"), no retry spent. The server said why it could not fork, or it was
+        pending (STOPPED), no retry spent. The server said why it could not fork, or it was
         lost before it said anything: the child, if there was one, died with it. If the server
         was killed, the child may have started and done it: the job runs alone next time (a
         child of a server of its own runs its job only once its pid is told)."""
@@ -537,25 +538,25 @@ class JobProcess:
 
     def _judge(
         self, exit_code: int | None, exit_signal: int | None
-    ) -> tuple[bool, Any, str, str | None]:
+    ) -> tuple[bool, Any, Outcome, str | None]:
         if self._verdict is not None:
             cause, error = self._verdict
             return False, None, cause, error
         message = self._message
         if message is not None and message.get("ok"):
-            return True, message.get("result"), "completed", None
+            return True, message.get("result"), Outcome.COMPLETED, None
         if message is not None:
             error = str(message.get("error"))
             if message.get("traceback"):
                 error += "\n" + str(message["traceback"])
-            return False, None, "failed", error
+            return False, None, Outcome.FAILED, error
         if exit_signal is not None:
-            return False, None, "crashed", f"killed by {signal_words(exit_signal)}"
+            return False, None, Outcome.CRASHED, f"killed by {signal_words(exit_signal)}"
         if exit_code:
-            return False, None, "crashed", f"exited with code {exit_code} without a result"
+            return False, None, Outcome.CRASHED, f"exited with code {exit_code} without a result"
         if exit_code is None:
-            return False, None, "crashed", "ended without a result; its exit status was lost"
-        return False, None, "crashed", "exited without sending a result (pipe closed)"
+            return False, None, Outcome.CRASHED, "ended without a result; its exit status was lost"
+        return False, None, Outcome.CRASHED, "exited without sending a result (pipe closed)"
 
 
 def _killed_words(end: ServerEnd) -> str:

@@ -20,7 +20,7 @@ from taiat.errors import (
     TransientConflict,
 )
 from taiat.job_manager import JobManager
-from taiat.jobs import Attempt, Job
+from taiat.jobs import Attempt, Job, Outcome
 from taiat.lifecycle import Completion
 from taiat.process import MOVED_ON, Ending, JobProcess, unstarted
 from taiat.specs import clean_json, clean_text
@@ -295,16 +295,16 @@ class Recorder:
         else:  # refused: a failed attempt, which says why
             log.warning("job %s (%s): result refused: %s", job.id, job.name, stored.words)
             ending = replace(record.ending, ok=False, result=None, error=stored.words)
-            ending = replace(ending, cause="failed")
+            ending = replace(ending, cause=Outcome.FAILED)
             attempt = record.attempt
             if attempt is not None:
-                attempt = replace(attempt, outcome="failed", error_message=stored.words)
+                attempt = replace(attempt, outcome=Outcome.FAILED, error_message=stored.words)
             self.add(Record(job, ending, attempt))
 
     def _write(self, record: Record) -> None:
         job, ending, attempt = record.job, record.ending, record.attempt
         outcome: Any
-        if ending.cause == "stopped":
+        if ending.cause == Outcome.STOPPED:
             outcome = self.manager.requeue_job(job.id, job.claim_seq, attempt)
             words = "put back to pending"
         elif ending.ok and ending.plan is None:
@@ -405,7 +405,7 @@ def storable(record: Record) -> Record:
     except InvalidJob as exc:
         what = "plan" if ending.plan is not None else "result"
         why = f"its {what} could not be stored: {exc}"
-        valid = replace(ending, ok=False, result=None, plan=None, cause="failed", error=why)
+        valid = replace(ending, ok=False, result=None, plan=None, cause=Outcome.FAILED, error=why)
     else:
         if result is ending.result and plan is ending.plan and error == ending.error:
             return record  # the common case: nothing to change
@@ -419,10 +419,10 @@ def _fallback(record: Record, why: str) -> Record:
     """A plain ending in place of one the database refused: a failure that says `why`, with
     no result; or, for one that was not a failure of the job's, the same with no text."""
     ending, attempt = record.ending, record.attempt
-    if ending.cause == "stopped" or ending.cause in MOVED_ON:
+    if ending.cause == Outcome.STOPPED or ending.cause in MOVED_ON:
         plain = replace(ending, error=why)
     else:
-        plain = replace(ending, ok=False, result=None, plan=None, cause="failed", error=why)
+        plain = replace(ending, ok=False, result=None, plan=None, cause=Outcome.FAILED, error=why)
     if attempt is not None:
         attempt = replace(attempt, outcome=plain.cause, error_message=why)
     return replace(record, ending=plain, attempt=attempt)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from taiat.errors import DuplicateJob, InvalidDependency, InvalidJob
+from taiat.errors import DuplicateJob, InvalidDependency, InvalidJob, NotJson
 from taiat.jobs import JobType
 from taiat.planner import check_query_payload
 
@@ -177,7 +177,7 @@ def clean_json(value: Any, what: str) -> Any:
             return value
     try:
         return _clean(value, 0)
-    except _NotJson as exc:
+    except NotJson as exc:
         raise InvalidJob(f"{what} {exc}") from None
     except RecursionError:  # the caller's stack was deep already
         raise InvalidJob(f"{what} is nested too deep to be stored") from None
@@ -204,10 +204,6 @@ def _nesting(text: str) -> int:
     return depth
 
 
-class _NotJson(Exception):
-    pass
-
-
 def _clean(value: Any, depth: int) -> Any:
     # Loops, not comprehensions: one frame a level, so that MAX_JSON_DEPTH levels fit.
     if isinstance(value, str):
@@ -217,9 +213,9 @@ def _clean(value: Any, depth: int) -> Any:
     if isinstance(value, float):
         if math.isfinite(value):
             return value
-        raise _NotJson(f"holds the number {value!r}, which JSON has no room for")
+        raise NotJson(f"holds the number {value!r}, which JSON has no room for")
     if depth >= MAX_JSON_DEPTH:
-        raise _NotJson(f"is nested too deep (more than {MAX_JSON_DEPTH} levels)")
+        raise NotJson(f"is nested too deep (more than {MAX_JSON_DEPTH} levels)")
     if isinstance(value, list | tuple):
         items = []
         for item in value:
@@ -230,11 +226,11 @@ def _clean(value: Any, depth: int) -> Any:
         for key, item in value.items():
             if not isinstance(key, str):  # as JSON has it: 1 -> "1", None -> "null"
                 if not isinstance(key, int | float | None) or not math.isfinite(key or 0):
-                    raise _NotJson(f"has a key that is not text: {key!r}")
+                    raise NotJson(f"has a key that is not text: {key!r}")
                 key = _ENCODER.encode(key)
             cleaned[clean_text(key)] = _clean(item, depth + 1)
         return cleaned
-    raise _NotJson(f"holds a {type(value).__name__}, which is not JSON")
+    raise NotJson(f"holds a {type(value).__name__}, which is not JSON")
 
 
 def utc_naive(moment: datetime) -> datetime:

@@ -23,7 +23,7 @@ from taiat.errors import DatabaseUnavailable, TransientConflict
 from taiat.executors import AgentExecutor, JobExecutor, QueryExecutor, default_agents
 from taiat.forking import Forking
 from taiat.job_manager import CLEANUP_BATCH, JobManager
-from taiat.jobs import Job
+from taiat.jobs import Job, Outcome
 from taiat.process import MOVED_ON, Ending, JobProcess, unstarted
 from taiat.recorder import MAX_BACKOFF, Record, Recorder, attempt_of, log_ending, reason
 from taiat.wakeup import Timers, WakeUp, ready_fds
@@ -193,7 +193,7 @@ class Supervisor:
             if drain_deadline is not None and now >= drain_deadline:
                 for proc in self.children:
                     if proc.kill_at is None:
-                        proc.stop("stopped", "the supervisor stopped", grace=cfg.kill_grace)
+                        proc.stop(Outcome.STOPPED, "the supervisor stopped", grace=cfg.kill_grace)
                 drain_deadline = float("inf")
             if timers.due("heartbeat", now, self._heartbeat_interval):
                 self._heartbeat()
@@ -272,7 +272,7 @@ class Supervisor:
                 self._claim_now = True
             elif payload.startswith("cancel:") and (proc := by_job.get(payload[7:])):
                 log.info("job %s (%s) cancelled: stopping it", proc.job.id, proc.job.name)
-                proc.stop("cancelled", "cancelled while running")
+                proc.stop(Outcome.CANCELLED, "cancelled while running")
             elif payload.startswith("cancel:"):
                 self._forget_held({payload[7:]})
 
@@ -301,7 +301,7 @@ class Supervisor:
                     proc.job.id,
                     proc.job.name,
                 )
-                proc.stop("superseded", "cancelled, or taken back by another supervisor")
+                proc.stop(Outcome.SUPERSEDED, "cancelled, or taken back by another supervisor")
         return True
 
     def _begin_drain(self, now: float, stops: int, deadline: float | None) -> float:
@@ -467,18 +467,20 @@ class Supervisor:
         job = proc.job
         log.exception("job %s (%s): its ending cannot be read", job.id, job.name)
         try:
-            proc.stop("failed", "its ending could not be read")
+            proc.stop(Outcome.FAILED, "its ending could not be read")
         except Exception:  # noqa: BLE001 - it is being given up on anyway
             log.exception("job %s (%s): cannot stop its child", job.id, job.name)
         error = f"its ending could not be read: {reason(exc)}"
         wall = time.monotonic() - proc.started
-        return Ending(False, None, error, "failed", None, None, wall, 0.0, 0.0, proc.peak_rss_bytes)
+        peak = proc.peak_rss_bytes
+        return Ending(False, None, error, Outcome.FAILED, None, None, wall, 0.0, 0.0, peak)
 
     def _not_started(self, job: Job, error: str, *, final: bool) -> None:
         """End a job whose child could not be started: a failed attempt (for good when
         `final`), with no child and so no attempt's record."""
         self._ended(
-            job, Ending(False, None, error, "failed", None, None, 0.0, 0.0, 0.0, 0, final=final)
+            job,
+            Ending(False, None, error, Outcome.FAILED, None, None, 0.0, 0.0, 0.0, 0, final=final),
         )
 
     def _reap_adopted(self) -> None:
@@ -511,11 +513,11 @@ class Supervisor:
     def _count(self, ending: Ending) -> None:
         if ending.ok:
             self.counters["completed"] += 1
-        elif ending.cause != "stopped" and ending.cause not in MOVED_ON:
+        elif ending.cause != Outcome.STOPPED and ending.cause not in MOVED_ON:
             self.counters["failed"] += 1
-            if ending.cause == "timed_out":
+            if ending.cause == Outcome.TIMED_OUT:
                 self.counters["timed_out"] += 1
-            elif ending.cause in ("crashed", "memory"):
+            elif ending.cause in (Outcome.CRASHED, Outcome.MEMORY):
                 self.counters["crashed"] += 1
 
     # -- the database ----------------------------------------------------------------------

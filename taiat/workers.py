@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from taiat import lifecycle, queries
 from taiat.forkserver import pid_exists
 from taiat.job_manager import JobManager
-from taiat.jobs import Attempt
+from taiat.jobs import Attempt, Outcome
 from taiat.queries import supervisors as supervisor_queries
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def recover(
                 job_id=job["id"],
                 attempt=job["claim_seq"],
                 worker_id=job["worker_id"],
-                outcome="lost",
+                outcome=Outcome.LOST,
                 error_message=error,
                 started_at=job["started_at"],
                 ended_at=now,

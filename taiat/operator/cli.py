@@ -80,6 +80,8 @@ from taiat.errors import (
     InvalidJob,
     JobNotFound,
     TaiatError,
+    Unavailable,
+    UsageError,
 )
 from taiat.job_manager import JobManager
 from taiat.jobs import JobStatus
@@ -87,14 +89,6 @@ from taiat.specs import check_text
 
 #: The longest wait between refreshes (`top`, `wait`): a day.
 MAX_INTERVAL = 86_400.0
-
-
-class UsageError(TaiatError):
-    """Raised when a value on the command line is unusable; nothing is changed."""
-
-
-class Unavailable(TaiatError):
-    """Raised when a tool the command needs is not installed."""
 
 
 def exit_code_for(error: TaiatError) -> int:

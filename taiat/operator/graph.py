@@ -13,10 +13,10 @@ from rich.text import Text
 from rich.tree import Tree
 
 from taiat.cli import EXIT_OK
-from taiat.errors import JobNotFound
+from taiat.errors import JobNotFound, Unavailable, UsageError
 from taiat.jobs import Job
 from taiat.operator import render, store
-from taiat.operator.cli import Unavailable, UsageError, job_id, manager
+from taiat.operator.cli import job_id, manager
 from taiat.operator.store import Graph
 
 FORMATS = ("text", "dot", "svg", "png", "json")

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from taiat.cli import EXIT_FAILURE, EXIT_OK, EXIT_TIMEOUT
 from taiat.errors import JobNotFound, TaiatError
 from taiat.job_manager import JobManager
-from taiat.jobs import Job, JobStatus
+from taiat.jobs import Job, JobStatus, Outcome
 from taiat.operator import store
 from taiat.queries import operator as operator_queries
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 LOG_EVERY = 5.0
 #: How often the supervisor asks the database how many jobs are left (seconds).
 _COUNT_EVERY = 1.0
+#: Endings that are neither done nor failed: the job goes back to pending, or has moved on.
+_NOT_A_RUN = frozenset({Outcome.STOPPED, Outcome.SUPERSEDED, Outcome.CANCELLED})
 
 
 def summary(done: int, total: int, failed: int, elapsed: float, before: int = 0) -> str:
@@ -186,7 +188,7 @@ class BurstProgress:
     def job_ended(self, job: Job, ending: Any) -> None:
         if getattr(ending, "ok", False):
             self.done += 1
-        elif getattr(ending, "cause", None) not in ("stopped", "superseded", "cancelled"):
+        elif getattr(ending, "cause", None) not in _NOT_A_RUN:
             self.done += 1
             self.failed += 1
         now = time.monotonic()
