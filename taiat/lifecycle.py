@@ -7,15 +7,21 @@
     cancel: pending or running -> cancelled (history)
     failed or cancelled: every pending dependent -> cancelled (history), transitively
     retry_job: failed or cancelled (history) -> pending
+    a query job's plan (see `taiat.plans`): its goal's agent completes -> the query completes;
+    an agent fails for good -> the query fails; the query ends -> its plan's agents cancelled
 
 A transition on a running job names the claim it belongs to (`claim_seq`); when that claim is no
 longer the current one (the job was cancelled, requeued or taken back) the write is refused.
+
+Lock order: a transition on an agent job of a plan (complete, fail, cancel) locks the plan's
+query before the agent (`lock_queries`), as cancelling the query does; so two transitions on
+one plan wait for each other instead of deadlocking, and rows of one level lock in id order.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,9 +29,11 @@ from typing import Any
 from sqlalchemy import RowMapping
 from sqlalchemy.engine import Connection
 
-from taiat import plans, queries
+from taiat import queries
 from taiat.errors import DuplicateJob, InvalidDependency, InvalidTransition, JobNotFound
 from taiat.jobs import Attempt, JobStatus, JobType, Outcome
+from taiat.planner import EXPANSION_KEYS
+from taiat.queries import plans as plan_queries
 from taiat.specs import JobSpec, clean_text, json_text, new_job_id
 
 #: Attempt outcomes that mean the job died hard: killed by a signal it did not ask for
@@ -143,13 +151,13 @@ class Completion:
 def complete(conn: Connection, completions: Sequence[Completion]) -> tuple[set[str], list[str]]:
     """Record successes, several in one go: returns the ids recorded (the others' claims were
     stale, and nothing changed for them) and the dependents that became ready."""
-    plans.lock_queries(conn, [c.job_id for c in completions if c.in_plan is not False])
+    lock_queries(conn, [c.job_id for c in completions if c.in_plan is not False])
     record_attempts(conn, [c.attempt for c in completions])
     results = {c.job_id: c.result for c in completions}
     rows = _move_completed(conn, {c.job_id: c.claim_seq for c in completions}, results)
     done = {row["id"] for row in rows}
     ready = queries.release_dependents(conn, done)
-    queries_done, also_ready = plans.complete_queries(conn, rows, results)
+    queries_done, also_ready = complete_queries(conn, rows, results)
     if queries_done:
         ready = [job_id for job_id in ready if job_id not in queries_done] + also_ready
     if ready:
@@ -162,7 +170,7 @@ def _move_completed(
 ) -> list[RowMapping]:
     """Take the jobs (id -> claim_seq) whose claim is still the running one, and write their
     history entries with their results. Their rows give at least `id`, `now` and, for a query's
-    goal-producing agent, `payload`: what `plans.complete_queries` reads."""
+    goal-producing agent, `payload`: what `complete_queries` reads."""
     if queries.completes_in_one_statement(conn):
         completed = [
             {
@@ -196,7 +204,7 @@ def fail(
     """Record a failed attempt: PENDING when it will be retried, FAILED when it is over for
     good (its dependents cancelled), None when the claim is stale."""
     record_attempt(conn, attempt)
-    plans.lock_queries(conn, [job_id])
+    lock_queries(conn, [job_id])
     row = queries.lock_running(conn, job_id, claim_seq)
     if row is None:
         return None
@@ -211,7 +219,7 @@ def fail(
     now = queries.db_now(conn)
     entry = history_entry(row, JobStatus.FAILED, now, error=clean_text(error))
     queries.move_to_history(conn, [entry])
-    plans.agent_failed(conn, row, error, now)
+    agent_failed(conn, row, error, now)
     cancel_dependents(conn, row, JobStatus.FAILED, now)
     return JobStatus.FAILED
 
@@ -227,7 +235,7 @@ def requeue(conn: Connection, job_id: str, claim_seq: int, attempt: Attempt | No
 
 def cancel(conn: Connection, job_id: str) -> bool:
     """Cancel a pending or running job and its dependents; False if it had already finished."""
-    plans.lock_queries(conn, [job_id])
+    lock_queries(conn, [job_id])
     row = queries.get_active(conn, job_id, lock=True)
     if row is None:
         if queries.latest_history(conn, job_id) is None:
@@ -238,7 +246,7 @@ def cancel(conn: Connection, job_id: str) -> bool:
     queries.move_to_history(conn, [entry])
     if row["status"] == JobStatus.RUNNING.value:
         queries.notify(conn, f"cancel:{job_id}")
-    plans.cancel_agents(conn, row, "its query job was cancelled", now)
+    cancel_agents(conn, row, "its query job was cancelled", now)
     cancel_dependents(conn, row, JobStatus.CANCELLED, now)
     return True
 
@@ -263,7 +271,7 @@ def cancel_dependents(
             entries.append(history_entry(row, JobStatus.CANCELLED, now, error=message))
         queries.move_to_history(conn, entries)
         for row in rows:  # a query cancelled this way takes its plan's agents with it
-            plans.cancel_agents(conn, row, f"its query job was cancelled: {why}", now)
+            cancel_agents(conn, row, f"its query job was cancelled: {why}", now)
         frontier = [row["id"] for row in rows]
         cancelled.extend(frontier)
     return cancelled
@@ -320,9 +328,102 @@ def retry(conn: Connection, job_id: str) -> RowMapping:
     unmet = sorted(_active_dependencies(conn, {dep: job_id for dep in deps}, missing_ok=True))
     again: Mapping[Any, Any] = row
     if row["job_type"] == JobType.QUERY.value:  # plans afresh: its old plan's agents are over
-        again = {**row, "payload": plans.unplanned(row["payload"])}
+        again = {**row, "payload": unplanned(row["payload"])}
     pending = queries.make_pending(conn, again, len(unmet))
     queries.insert_edges(conn, [{"job_id": job_id, "depends_on": dep} for dep in unmet])
     if not unmet:
         queries.notify(conn, "ready")
     return pending
+
+
+# -- the plans of query jobs ----------------------------------------------------------------
+
+
+def unplanned(payload: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The query's payload as it was before any expansion."""
+    return {k: v for k, v in (payload or {}).items() if k not in EXPANSION_KEYS}
+
+
+def lock_queries(conn: Connection, job_ids: Collection[str]) -> None:
+    """Before any of the jobs `job_ids` is locked: lock the queries whose plans those of them
+    that are agent jobs of a plan belong to."""
+    plan_queries.lock_queries_of(conn, job_ids)
+
+
+def plan_ids(query: Mapping[Any, Any]) -> list[str]:
+    """The job ids of the query's plan (none if it was never expanded, or is no query)."""
+    if query["job_type"] != JobType.QUERY.value:
+        return []
+    plan = (query["payload"] or {}).get("plan")
+    if not isinstance(plan, list):
+        return []
+    return [step["job_id"] for step in plan if isinstance(step, dict) and "job_id" in step]
+
+
+def _waiting_query(conn: Connection, agent: Mapping[Any, Any]) -> Any:
+    """The query job this agent job belongs to, locked, if it still waits on its plan."""
+    query_id = (agent["payload"] or {}).get("query_job")
+    if not isinstance(query_id, str):
+        return None
+    query = queries.get_active(conn, query_id, lock=True)
+    if query is None or query["status"] != JobStatus.PENDING.value:
+        return None
+    return query if _in_plan(agent, query) else None
+
+
+def _in_plan(agent: Mapping[Any, Any], query: Mapping[Any, Any]) -> bool:
+    """Whether the agent job belongs to the query's current plan: named there, and naming the
+    query itself."""
+    own = (agent["payload"] or {}).get("query_job") == query["id"]
+    return own and agent["id"] in plan_ids(query)
+
+
+def complete_queries(
+    conn: Connection, completed: Sequence[Mapping[Any, Any]], results: Mapping[str, Any]
+) -> tuple[set[str], list[str]]:
+    """Complete the queries whose goal-producing agent is among the `completed` rows, each
+    with the goal output as its result; returns their ids and the jobs that became ready."""
+    done: set[str] = set()
+    for row in completed:
+        goal = (row["payload"] or {}).get("goal_output")
+        if goal is None:
+            continue
+        query = _waiting_query(conn, row)
+        if query is None:
+            continue
+        result = results.get(row["id"])
+        value = result[goal] if isinstance(result, dict) and goal in result else result
+        entry = history_entry(query, JobStatus.COMPLETED, row["now"], result=value)
+        queries.move_to_history(conn, [entry])
+        done.add(query["id"])
+    return done, queries.release_dependents(conn, done)
+
+
+def agent_failed(conn: Connection, agent: Mapping[Any, Any], error: str, now: datetime) -> None:
+    """An agent of a plan failed for good: fail its query with the agent's error, and cancel
+    the plan's other agents and the query's dependents."""
+    query = _waiting_query(conn, agent)
+    if query is None:
+        return
+    name = (agent["payload"] or {}).get("agent_name")
+    message = clean_text(f"agent {name} (job {agent['id']}) failed: {error}")
+    entry = history_entry(query, JobStatus.FAILED, now, error=message)
+    queries.move_to_history(conn, [entry])
+    cancel_agents(conn, query, f"agent {name} of its query failed", now)
+    cancel_dependents(conn, query, JobStatus.FAILED, now)
+
+
+def cancel_agents(conn: Connection, query: Mapping[Any, Any], why: str, now: datetime) -> None:
+    """Cancel the query's plan's agents that are still pending or running, and what waits on
+    them; running ones are told to stop."""
+    rows = [r for r in plan_queries.lock_jobs(conn, plan_ids(query)) if _in_plan(r, query)]
+    if not rows:
+        return
+    message = f"cancelled: {why} (query job {query['id']}, {query['name']})"
+    entries = [history_entry(r, JobStatus.CANCELLED, now, error=message) for r in rows]
+    queries.move_to_history(conn, entries)
+    for row in rows:
+        if row["status"] == JobStatus.RUNNING.value:
+            queries.notify(conn, f"cancel:{row['id']}")
+    for row in rows:
+        cancel_dependents(conn, row, JobStatus.CANCELLED, now)
