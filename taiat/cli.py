@@ -14,16 +14,16 @@ from docopt import DocoptExit, docopt
 from taiat import db, schema
 from taiat.config import SupervisorConfig, check_limit
 from taiat.errors import ConfigurationError, DatabaseError, DatabaseUnavailable, TaiatError
-
-#: Exit codes, for scripts and for the unit's `RestartPreventExitStatus=`.
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 64  # EX_USAGE: bad command line
-EXIT_CONFIG = 78  # EX_CONFIG: bad setting; restarting will not help
-EXIT_DB_UNAVAILABLE = 69  # EX_UNAVAILABLE: the database cannot be reached; worth a retry
-EXIT_DB_SCHEMA = 65  # EX_DATAERR: tables missing or of another version
-EXIT_NOT_FOUND = 66  # EX_NOINPUT: `taiat`: no job has the given id
-EXIT_TIMEOUT = 75  # EX_TEMPFAIL: `taiat wait`: the jobs had not finished in time
+from taiat.exits import (  # noqa: F401 (the exit codes are named here too)
+    EXIT_CONFIG,
+    EXIT_DB_SCHEMA,
+    EXIT_DB_UNAVAILABLE,
+    EXIT_FAILURE,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+)
 
 INIT_USAGE = """Create or upgrade the Taiat job tables (python -m taiat.init_worker); a second run
 changes nothing.

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from taiat import workers
-from taiat.cli import EXIT_OK, init_main
+from taiat.cli import init_main
+from taiat.exits import EXIT_OK
 from taiat.job_manager import JobManager
 from taiat.operator import render
-from taiat.operator.cli import lease, manager, number
+from taiat.operator.options import lease, manager, number
 
 
 def supervisor_rows(jm: JobManager, lease_seconds: float) -> list[dict[str, Any]]:

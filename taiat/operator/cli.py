@@ -67,8 +67,6 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
 from docopt import DocoptExit, docopt
 
@@ -83,12 +81,7 @@ from taiat.errors import (
     Unavailable,
     UsageError,
 )
-from taiat.job_manager import JobManager
-from taiat.jobs import JobStatus
-from taiat.specs import check_text
-
-#: The longest wait between refreshes (`top`, `wait`): a day.
-MAX_INTERVAL = 86_400.0
+from taiat.operator.options import error
 
 
 def exit_code_for(error: TaiatError) -> int:
@@ -99,94 +92,6 @@ def exit_code_for(error: TaiatError) -> int:
     if isinstance(error, Unavailable):
         return common.EXIT_DB_UNAVAILABLE
     return common.exit_code_for(error)
-
-
-def error(message: str) -> None:
-    """One line on standard error."""
-    flat = " ".join(db.mask_url(str(message)).split())
-    print(f"taiat: error: {flat}", file=sys.stderr)
-
-
-# -- reading the command line --------------------------------------------------------------
-
-
-def status_option(args: dict) -> JobStatus | None:
-    raw = args["--status"]
-    if raw is None:
-        return None
-    try:
-        return JobStatus(raw.lower())
-    except ValueError:
-        known = ", ".join(s.value for s in JobStatus)
-        raise UsageError(f"unknown status {raw!r}: use one of {known}") from None
-
-
-def number(
-    args: dict,
-    option: str,
-    kind: Callable[[str], Any],
-    default: Any,
-    low: float,
-    high: float | None = None,
-) -> Any:
-    """The option as an int or float from `low` to `high` (if given), or `default` when
-    absent."""
-    raw = args.get(option)
-    if raw is None:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise UsageError(f"{option} must be a number, got {raw!r}") from None
-    if value != value or value in (float("inf"), float("-inf")) or value < low:
-        raise UsageError(f"{option} must be a number of at least {_figure(low)}, got {raw!r}")
-    if high is not None and value > high:
-        raise UsageError(
-            f"{option} must be a number from {_figure(low)} to {_figure(high)}, got {raw!r}"
-        )
-    return value
-
-
-def _figure(bound: float) -> str:
-    """A bound as written: whole numbers in full (2147483647, not 2.14748e+09)."""
-    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
-
-
-def identifiers(args: dict) -> list[str]:
-    """The command's IDs, each text a job id can be (an undecodable byte on the command line
-    arrives as a lone surrogate, which no id holds)."""
-    ids = args["ID"]
-    return [check_text(i, "job id") for i in (ids if isinstance(ids, list) else [ids])]
-
-
-def lease(args: dict) -> float:
-    from taiat.config import SupervisorConfig
-
-    raw = args.get("--lease") or os.environ.get("TAIAT_LEASE") or None
-    if raw is None:
-        return SupervisorConfig().lease
-    value = number({"--lease": raw}, "--lease", float, None, 0)
-    if not value > 0:
-        raise UsageError(f"--lease must be greater than 0, got {raw!r}")
-    return value
-
-
-def status_files(args: dict) -> list[Path]:
-    """The status files of `--status-file`, given any number of times, else the one of
-    `TAIAT_STATUS_FILE`, else none."""
-    paths = [Path(p) for p in args["--status-file"]]
-    if not paths and os.environ.get("TAIAT_STATUS_FILE"):
-        paths = [Path(os.environ["TAIAT_STATUS_FILE"])]
-    return paths
-
-
-def job_id(args: dict) -> str:
-    """The one ID of the command (docopt gives a list: `wait` takes several)."""
-    return identifiers(args)[0]
-
-
-def manager(args: dict) -> JobManager:
-    return JobManager(args.get("--database-url"))
 
 
 # -- dispatch ------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ from typing import Any
 from rich.text import Text
 from rich.tree import Tree
 
-from taiat.cli import EXIT_OK
 from taiat.errors import JobNotFound, Unavailable, UsageError
+from taiat.exits import EXIT_OK
 from taiat.jobs import Job
 from taiat.operator import render, store
-from taiat.operator.cli import job_id, manager
+from taiat.operator.options import job_id, manager
 from taiat.operator.store import Graph
 
 FORMATS = ("text", "dot", "svg", "png", "json")

@@ -11,11 +11,11 @@ from typing import Any
 
 from rich.text import Text
 
-from taiat.cli import EXIT_FAILURE, EXIT_OK
 from taiat.errors import InvalidJob, JobNotFound, UsageError
+from taiat.exits import EXIT_FAILURE, EXIT_OK
 from taiat.jobs import Attempt, Job, JobStatus
 from taiat.operator import render, store
-from taiat.operator.cli import error, job_id, manager, number, status_option
+from taiat.operator.options import error, job_id, manager, number, status_option
 from taiat.specs import BIGINT_RANGE, INTEGER_RANGE, MAX_JSON_DEPTH, shown, utc_naive
 
 _RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd]?)$")

@@ -18,11 +18,12 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from taiat.cli import EXIT_FAILURE, EXIT_OK, EXIT_TIMEOUT
 from taiat.errors import JobNotFound, TaiatError
+from taiat.exits import EXIT_FAILURE, EXIT_OK, EXIT_TIMEOUT
 from taiat.job_manager import JobManager
 from taiat.jobs import Job, JobStatus, Outcome
 from taiat.operator import store
+from taiat.operator.options import MAX_INTERVAL, error, identifiers, manager, number
 from taiat.queries import operator as operator_queries
 
 log = logging.getLogger(__name__)
@@ -220,8 +221,6 @@ def run_burst(supervisor: Any) -> int:
 
 
 def wait_command(args: dict) -> int:
-    from taiat.operator.cli import MAX_INTERVAL, error, identifiers, manager, number
-
     ids = list(dict.fromkeys(identifiers(args)))
     timeout = number(args, "--timeout", float, None, 0)
     interval = number(args, "--interval", float, 0.5, 0.01, MAX_INTERVAL)

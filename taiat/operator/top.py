@@ -23,11 +23,11 @@ from rich.live import Live
 from rich.text import Text
 
 from taiat import db
-from taiat.cli import EXIT_OK
+from taiat.exits import EXIT_OK
 from taiat.job_manager import JobManager
 from taiat.operator import render, store
 from taiat.operator.admin import supervisor_rows
-from taiat.operator.cli import MAX_INTERVAL, lease, manager, number, status_files
+from taiat.operator.options import MAX_INTERVAL, lease, manager, number, status_files
 
 
 class CpuMeter:
