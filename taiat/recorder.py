@@ -174,16 +174,8 @@ class Recorder:
                 continue
             try:
                 self._write_or_fall_back(record)
-            except DatabaseUnavailable as exc:
-                self.pending.appendleft(record)
-                self.pending.extendleft(reversed(successes))
-                self._lost(exc)
-                return []
-            except TransientConflict as exc:
-                self.pending.appendleft(record)
-                self.pending.extendleft(reversed(successes))
-                self._conflicted(exc)
-                return []
+            except (DatabaseUnavailable, TransientConflict) as exc:
+                return self._hold_back([*successes, record], exc)
         if not successes and not claim:
             self._back()
             return []
@@ -194,14 +186,8 @@ class Recorder:
                 )
             else:
                 done, claimed = set(), self.manager.claim_jobs(worker_id, claim)
-        except DatabaseUnavailable as exc:
-            self.pending.extendleft(reversed(successes))
-            self._lost(exc)
-            return []
-        except TransientConflict as exc:
-            self.pending.extendleft(reversed(successes))
-            self._conflicted(exc)
-            return []
+        except (DatabaseUnavailable, TransientConflict) as exc:
+            return self._hold_back(successes, exc)
         except _NOT_REFUSALS:
             raise
         except Exception as exc:  # noqa: BLE001 - refused, not away: see below
@@ -220,20 +206,26 @@ class Recorder:
                 _stale(record.job)
         return claimed
 
+    def _hold_back(
+        self, records: list[Record], exc: DatabaseUnavailable | TransientConflict
+    ) -> list[Job]:
+        """Keep `records`, in order, first in line for the next try: the database is away
+        (tried again after a backoff), or busy for a moment (a conflict). Claims nothing."""
+        self.pending.extendleft(reversed(records))
+        if isinstance(exc, DatabaseUnavailable):
+            self._lost(exc)
+        else:
+            self._conflicted(exc)
+        return []
+
     def _settle_alone(self, successes: list[Record], worker_id: str, claim: int) -> list[Job]:
         """Write successes one by one (the one the database refuses gets the ending that says
         why), then claim."""
         for index, record in enumerate(successes):
             try:
                 self._write_or_fall_back(record)
-            except DatabaseUnavailable as exc:
-                self.pending.extendleft(reversed(successes[index:]))
-                self._lost(exc)
-                return []
-            except TransientConflict as exc:
-                self.pending.extendleft(reversed(successes[index:]))
-                self._conflicted(exc)
-                return []
+            except (DatabaseUnavailable, TransientConflict) as exc:
+                return self._hold_back(successes[index:], exc)
         try:
             return self.call(lambda: self.manager.claim_jobs(worker_id, claim), [])
         except _NOT_REFUSALS:

@@ -36,8 +36,7 @@ def print_status(database_url: str | None, status_file: Path | None = None) -> i
     found = workers.list_workers(manager)
     print(f"supervisors ({len(found)}):")
     for worker in found:
-        lease = worker["lease_seconds"] or DEFAULT_LEASE_SECONDS
-        alive = "alive" if worker["heartbeat_age"] < lease else "DEAD"
+        alive = "alive" if workers.alive(worker, DEFAULT_LEASE_SECONDS) else "DEAD"
         print(
             f"  {worker['id']}  {alive}, heartbeat {worker['heartbeat_age']:.1f} s ago, "
             f"running {len(worker['running_jobs'])} jobs"

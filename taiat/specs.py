@@ -120,13 +120,12 @@ def check_text(value: str, what: str) -> str:
     bytes that Python keeps under `surrogateescape`, such as a file name or an argument)."""
     if "\x00" in value:
         raise InvalidJob(f"the {what} contains a NUL character, which cannot be stored")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
+    # What `clean_text` escapes in text from a job, refused in text from a caller.
+    if (bad := _INVALID_CHARS.search(value)) is not None:
         raise InvalidJob(
-            f"the {what} holds a lone surrogate ({value[exc.start]!r} at character {exc.start}: "
+            f"the {what} holds a lone surrogate ({bad.group()!r} at character {bad.start()}: "
             "bytes that are not UTF-8?), which is not text and cannot be stored"
-        ) from None
+        )
     return value
 
 

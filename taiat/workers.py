@@ -203,6 +203,12 @@ def unregister(manager: JobManager, worker_id: str) -> None:
         supervisor_queries.unregister_worker(conn, worker_id)
 
 
+def alive(entry: Mapping[str, Any], lease: float) -> bool:
+    """Whether a supervisor `list_workers` found is alive by its own lease (`lease` for one
+    that registered none)."""
+    return bool(entry["heartbeat_age"] < (entry["lease_seconds"] or lease))
+
+
 def list_workers(manager: JobManager) -> list[dict[str, Any]]:
     """Every registered supervisor with `heartbeat_age` in seconds, its own lease in seconds
     (None if it registered none) and its running job ids."""

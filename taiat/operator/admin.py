@@ -17,7 +17,7 @@ def supervisor_rows(jm: JobManager, lease_seconds: float) -> list[dict[str, Any]
     for one that registered none."""
     found = workers.list_workers(jm)
     for worker in found:
-        worker["alive"] = worker["heartbeat_age"] < (worker["lease_seconds"] or lease_seconds)
+        worker["alive"] = workers.alive(worker, lease_seconds)
     return found
 
 
