@@ -16,7 +16,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from taiat import JobManager, db, schema
+from taiat import JobManager
+from taiat.store import db, schema
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TAIAT_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 
 from bench.common import DATABASES, fresh_database, manager, start_supervisor, stop, wait_for
-from taiat import workers
+from taiat.store import leases
 
 MiB = 1 << 20
 LEASE = 6.0
@@ -65,7 +65,7 @@ def _measure(kind: str, megabytes: int) -> dict[str, Any]:
                 gap = max(gap, now - last_seen)
                 if now - checked >= 0.2:
                     checked = now
-                    ages = [w["heartbeat_age"] for w in workers.list_workers(jm)]
+                    ages = [w["heartbeat_age"] for w in leases.list_workers(jm)]
                     heartbeat_age = max([heartbeat_age, *ages])
                     current = jm.get_job(job.id)
                     if current is not None and current.status.finished:

@@ -95,10 +95,10 @@ def _worker(argv: list[str]) -> None:
     if "--taiat" in argv:
         import psycopg  # noqa: F401 - the driver a supervisor on PostgreSQL loads
 
-        import taiat.supervisor  # noqa: F401 - what the supervisor's process holds
+        import taiat.supervisor.daemon  # noqa: F401 - what the supervisor's process holds
     if "--server" in argv:
-        import taiat.examples  # noqa: F401 - the example agents, which the server holds
-        import taiat.forkloop  # noqa: F401 - what the fork server's process holds
+        import taiat.agents.examples  # noqa: F401 - the example agents, which the server holds
+        import taiat.forking.server_loop  # noqa: F401 - what the fork server's process holds
 
     fork_loop(at_once, _WARM_UP)
     seconds = fork_loop(at_once, count)

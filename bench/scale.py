@@ -24,7 +24,7 @@ from bench.common import (
     start_supervisor,
     stop,
 )
-from taiat import db, schema
+from taiat.store import db, schema
 
 BLOCKER = "scale-blocker"
 NEVER = datetime(2100, 1, 1)

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from bench.common import DATABASES, NOOP, fresh_database, manager, start_supervisor, stop
 from bench.limit import limit_rate
-from taiat import db, schema
+from taiat.store import db, schema
 
 #: (supervisors, slots each)
 CASES = [(n, k) for n in (1, 2) for k in (1, 2, 4)]

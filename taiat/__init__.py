@@ -6,8 +6,9 @@ of the package (the fork server and the jobs it forks) never loads the database 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from taiat.compat import keep_old_paths, lazy_names
 
 if TYPE_CHECKING:
     from taiat.context import current_job
@@ -39,15 +40,5 @@ __all__ = [
     "TaiatError",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'taiat' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)
+keep_old_paths()

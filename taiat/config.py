@@ -38,14 +38,31 @@ LIMITS: dict[str, tuple[int, str]] = {
 }
 
 
-def from_environment(name: str) -> str | None:
-    """The `TAIAT_*` variable `name`, or None when it is unset or empty.
+#: The embedded SQLite database's file, in the working directory or `TAIAT_HOME`.
+DEFAULT_DB_FILE = "taiat.db"
 
-    The command lines read their variables here, and so does a `SupervisorConfig` built in
-    Python for the two settings that have no option: below, settings are passed in, and no
-    module reads the environment (the one other place is `taiat.db.url_from_environment`,
-    the database of `JobManager()` with no arguments)."""
+
+def from_environment(name: str) -> str | None:
+    """The variable `name` (a `TAIAT_*` one, or one that systemd sets), or None when it is
+    unset or empty.
+
+    The one place that reads the environment: the command lines read their variables here,
+    and so do `JobManager()` with no arguments (`url_from_environment`) and a
+    `SupervisorConfig` built in Python, for the two settings that have no option. Below,
+    settings are passed in."""
     return os.environ.get(name) or None
+
+
+def default_url(home: str | None = None) -> str:
+    """The embedded SQLite file: `home/taiat.db`, or `./taiat.db`."""
+    return f"sqlite:///{(Path(home or '.') / DEFAULT_DB_FILE).absolute()}"
+
+
+def url_from_environment() -> str:
+    """The database of `JobManager()` with no arguments, and of every command left without a
+    database URL: `TAIAT_DATABASE_URL`, else the embedded SQLite file in `TAIAT_HOME`, else
+    `./taiat.db`."""
+    return from_environment("TAIAT_DATABASE_URL") or default_url(from_environment("TAIAT_HOME"))
 
 
 @dataclass
@@ -77,8 +94,9 @@ class SupervisorConfig:
     #: Fork jobs from a small fork server rather than from the supervisor itself: forking a
     #: process that has not loaded the database stack is several times cheaper.
     fork_server: bool = True
-    #: Claim jobs ahead of free slots while jobs are short (see `taiat.ahead`): a freed slot
-    #: is filled at once, and endings are written together.
+    #: Claim jobs ahead of free slots while jobs are short (see
+    #: `taiat.supervisor.claim_ahead`): a freed slot is filled at once, and endings are
+    #: written together.
     claim_ahead: bool = True
     #: Make the supervisor's process a child subreaper (PR_SET_CHILD_SUBREAPER), which reaps
     #: and kills what a dead fork server leaves: the daemon's way. Off for a program that
@@ -88,8 +106,9 @@ class SupervisorConfig:
     #: built-in planner; read from `TAIAT_QUERY_ENGINE` when the config is made, and carried
     #: to the jobs' children by their executor, so a child never looks at the environment.
     query_engine: str | None = field(default_factory=lambda: from_environment("TAIAT_QUERY_ENGINE"))
-    #: More agents: a JSON object, or the path of a JSON file (see `taiat.agents.load_agents`);
-    #: read from `TAIAT_AGENT_CONFIG` when the config is made.
+    #: More agents: a JSON object, or the path of a JSON file (see
+    #: `taiat.agents.registry.load_agents`); read from `TAIAT_AGENT_CONFIG` when the config
+    #: is made.
     agent_config: str | None = field(default_factory=lambda: from_environment("TAIAT_AGENT_CONFIG"))
 
     def __post_init__(self) -> None:
@@ -119,11 +138,14 @@ def check_limit(name: str, value: float, where: str) -> None:
 
 
 __all__ = [
+    "DEFAULT_DB_FILE",
     "LIMITS",
     "MAX_DAYS",
     "MAX_SECONDS",
     "MiB",
     "SupervisorConfig",
     "check_limit",
+    "default_url",
     "from_environment",
+    "url_from_environment",
 ]

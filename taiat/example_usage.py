@@ -22,12 +22,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from taiat.agents import default_agents
-from taiat.cli import fail, parse, setup_logging
+from taiat.agents.planner import plan
+from taiat.agents.registry import default_agents
+from taiat.cli.common import fail, parse, setup_logging
 from taiat.config import from_environment
 from taiat.errors import TaiatError
 from taiat.job_manager import Job, JobManager, JobType
-from taiat.planner import plan
 
 USAGE = """Enqueue the example DAG (python -m taiat.example_usage).
 
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging("INFO" if args["--run"] else "WARNING")
     try:
         if args["--run"]:
-            from taiat import db, schema
+            from taiat.store import db, schema
 
             schema.initialise(db.engine_from_url(args["--database-url"]))
         manager = JobManager(args["--database-url"])
@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args["--run"]:
             print("now run a supervisor: taiat-supervisor (or python -m taiat.run_worker)")
             return 0
-        from taiat.supervisor import Supervisor, SupervisorConfig
+        from taiat.supervisor.daemon import Supervisor, SupervisorConfig
 
         config = SupervisorConfig(
             database_url=args["--database-url"], burst=True, poll_interval=0.5

@@ -12,13 +12,20 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
-from taiat import db, lifecycle, plans, queries, schema
 from taiat.config import MAX_DAYS
 from taiat.errors import InvalidJob, JobError, LockTimeout, TransientConflict
 from taiat.jobs import Attempt, Job, JobHistoryEntry, JobStatus, JobType
-from taiat.lifecycle import Completion, RetryPolicy
-from taiat.queries import supervisors as supervisor_queries
-from taiat.specs import BIGINT_RANGE, build_batch, build_spec, check_text, json_text, whole_number
+from taiat.store import db, plans, queries, schema, state_machine
+from taiat.store.queries import supervisors as supervisor_queries
+from taiat.store.state_machine import Completion, RetryPolicy
+from taiat.store.validation import (
+    BIGINT_RANGE,
+    build_batch,
+    build_spec,
+    check_text,
+    json_text,
+    whole_number,
+)
 
 __all__ = ["JobManager", "JobType", "JobStatus", "Job", "JobHistoryEntry", "RetryPolicy"]
 
@@ -116,7 +123,7 @@ class JobManager:
         if not specs:
             return []
 
-        rows = self.run(lambda conn: lifecycle.create(conn, specs, chosen_ids))
+        rows = self.run(lambda conn: state_machine.create(conn, specs, chosen_ids))
         for spec in specs:
             log.debug("created job %s (%s)", spec.id, spec.name)
         return [Job.from_row(row) for row in rows]
@@ -210,7 +217,7 @@ class JobManager:
         """Cancel a pending or running job, and every job waiting on it. False if it had
         already finished; JobNotFound if no job has that id."""
         _id(job_id)
-        cancelled = self.run(lambda conn: lifecycle.cancel(conn, job_id))
+        cancelled = self.run(lambda conn: state_machine.cancel(conn, job_id))
         if cancelled:
             log.info("cancelled job %s", job_id)
         return cancelled
@@ -218,7 +225,7 @@ class JobManager:
     def retry_job(self, job_id: str) -> Job:
         """Run a failed or cancelled job again from the start, its retries reset."""
         _id(job_id)
-        row = self.run(lambda conn: lifecycle.retry(conn, job_id))
+        row = self.run(lambda conn: state_machine.retry(conn, job_id))
         log.info("job %s queued again", job_id)
         return Job.from_row(row)
 
@@ -266,7 +273,9 @@ class JobManager:
         current (cancelled, taken back), and then nothing changes."""
         json_text(result, "the result")
         done, _ = self.run(
-            lambda conn: lifecycle.complete(conn, [Completion(job_id, claim_seq, result, attempt)])
+            lambda conn: state_machine.complete(
+                conn, [Completion(job_id, claim_seq, result, attempt)]
+            )
         )
         return job_id in done
 
@@ -280,7 +289,7 @@ class JobManager:
             json_text(completion.result, "the result")
 
         def work(conn: Connection) -> tuple[set[str], list[Any]]:
-            done, _ = lifecycle.complete(conn, completions)
+            done, _ = state_machine.complete(conn, completions)
             claimed = queries.claim_jobs(conn, worker_id, limit) if limit > 0 else []
             return done, claimed
 
@@ -299,7 +308,7 @@ class JobManager:
         """Record that this claim failed: PENDING if it will be retried after a backoff,
         FAILED if that was its last attempt (or `retry` is False), None if the claim is stale."""
         return self.run(
-            lambda conn: lifecycle.fail(
+            lambda conn: state_machine.fail(
                 conn, job_id, claim_seq, error, attempt, self.retry_policy, retry=retry
             )
         )
@@ -325,11 +334,11 @@ class JobManager:
     def requeue_job(self, job_id: str, claim_seq: int, attempt: Attempt | None = None) -> bool:
         """Put this claim's job back to pending at once, no retry spent (a shutdown cut it
         short); False when the claim is stale."""
-        return self.run(lambda conn: lifecycle.requeue(conn, job_id, claim_seq, attempt))
+        return self.run(lambda conn: state_machine.requeue(conn, job_id, claim_seq, attempt))
 
     def record_attempt(self, attempt: Attempt) -> None:
         """Record a run whose job has moved on (cancelled, taken back): no state changes."""
-        self.run(lambda conn: lifecycle.record_attempt(conn, attempt))
+        self.run(lambda conn: state_machine.record_attempt(conn, attempt))
 
     def current_claims(self, claims: Mapping[str, int]) -> set[str]:
         """Those of the jobs (id -> claim_seq) whose claim is still the running one."""

@@ -6,9 +6,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any
 
-from taiat.executors import JobExecutor
+from taiat.agents.executors import JobExecutor
 from taiat.job_manager import JobManager
-from taiat.supervisor import Supervisor, SupervisorConfig
+from taiat.supervisor.daemon import Supervisor, SupervisorConfig
 
 __all__ = ["JobExecutor", "TaiatWorker", "SupervisorConfig"]
 

@@ -13,8 +13,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from taiat import JobManager, db, schema
-from taiat.lifecycle import RetryPolicy
+from taiat import JobManager
+from taiat.store import db, schema
+from taiat.store.state_machine import RetryPolicy
 
 if TYPE_CHECKING:
     from private_postgres import PrivateCluster

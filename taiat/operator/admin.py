@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from taiat import workers
-from taiat.cli import init_main
-from taiat.exits import EXIT_OK
+from taiat.cli.exits import EXIT_OK
+from taiat.cli.init_command import init_main
 from taiat.job_manager import JobManager
 from taiat.operator import render
 from taiat.operator.options import lease, manager, number
+from taiat.store import leases
 
 
 def supervisor_rows(jm: JobManager, lease_seconds: float) -> list[dict[str, Any]]:
     """Every registered supervisor, with `alive` judged by its own lease, or `lease_seconds`
     for one that registered none."""
-    found = workers.list_workers(jm)
+    found = leases.list_workers(jm)
     for worker in found:
-        worker["alive"] = workers.alive(worker, lease_seconds)
+        worker["alive"] = leases.alive(worker, lease_seconds)
     return found
 
 

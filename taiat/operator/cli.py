@@ -70,8 +70,7 @@ from collections.abc import Callable, Sequence
 
 from docopt import DocoptExit, docopt
 
-from taiat import cli as common
-from taiat import db
+from taiat.cli import common, exits
 from taiat.errors import (
     DuplicateJob,
     InvalidDependency,
@@ -82,15 +81,16 @@ from taiat.errors import (
     UsageError,
 )
 from taiat.operator.options import error
+from taiat.store import db
 
 
 def exit_code_for(error: TaiatError) -> int:
     if isinstance(error, JobNotFound):
-        return common.EXIT_NOT_FOUND
+        return exits.EXIT_NOT_FOUND
     if isinstance(error, UsageError | InvalidJob | InvalidDependency | DuplicateJob):
-        return common.EXIT_USAGE
+        return exits.EXIT_USAGE
     if isinstance(error, Unavailable):
-        return common.EXIT_DB_UNAVAILABLE
+        return exits.EXIT_DB_UNAVAILABLE
     return common.exit_code_for(error)
 
 
@@ -98,20 +98,20 @@ def exit_code_for(error: TaiatError) -> int:
 
 
 def _command(args: dict) -> Callable[[dict], int]:
-    from taiat.operator import admin, graph, jobs, progress, top
+    from taiat.operator import admin, graph, job_commands, top, waiting
 
     if args["jobs"]:
         for name in ("list", "show", "create", "cancel", "retry"):
             if args[name]:
-                return getattr(jobs, f"{name}_command")
+                return getattr(job_commands, f"{name}_command")
     table: dict[str, Callable[[dict], int]] = {
-        "history": jobs.history_command,
+        "history": job_commands.history_command,
         "cleanup": admin.cleanup_command,
         "supervisors": admin.supervisors_command,
         "init": admin.init_command,
         "graph": graph.graph_command,
         "top": top.top_command,
-        "wait": progress.wait_command,
+        "wait": waiting.wait_command,
     }
     for name, command in table.items():
         if args[name]:
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DocoptExit:
         echo = shlex.join(["taiat", *(db.mask_url(word) for word in words)])
         error(f"bad command line `{echo}`: see `taiat --help`")
-        return common.EXIT_USAGE
+        return exits.EXIT_USAGE
     logging.basicConfig(level=common.quiet_log_level())
     try:
         return _command(args)(args)
@@ -140,4 +140,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `taiat jobs list | head`: the reader has what it wanted.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return common.EXIT_OK
+        return exits.EXIT_OK

@@ -12,12 +12,12 @@ from typing import Any
 from rich.text import Text
 from rich.tree import Tree
 
+from taiat.cli.exits import EXIT_OK
 from taiat.errors import JobNotFound, Unavailable, UsageError
-from taiat.exits import EXIT_OK
 from taiat.jobs import Job
-from taiat.operator import render, store
+from taiat.operator import lookups, render
+from taiat.operator.lookups import Graph
 from taiat.operator.options import job_id, manager
-from taiat.operator.store import Graph
 
 FORMATS = ("text", "dot", "svg", "png", "json")
 _BY_EXTENSION = {".txt": "text", ".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png"}
@@ -44,7 +44,7 @@ def graph_command(args: dict) -> int:
             "graphviz), or use --format text or --format dot"
         )
     wanted = job_id(args)
-    graph = store.graph_around(manager(args), wanted)
+    graph = lookups.graph_around(manager(args), wanted)
     if graph is None:
         raise JobNotFound(f"no job has id {wanted}")
     if fmt == "text":
@@ -151,7 +151,7 @@ def text_tree(graph: Graph) -> Tree:
         if not branch.children:
             branch.add(Text("nothing", style="dim"))
     if graph.truncated:
-        top.add(Text(f"(cut at {store.MAX_GRAPH_NODES} jobs)", style="dim"))
+        top.add(Text(f"(cut at {lookups.MAX_GRAPH_NODES} jobs)", style="dim"))
     return top
 
 

@@ -3,18 +3,17 @@ statuses, leases, status files), the job manager they act on, and the line an er
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from taiat import db
-from taiat.config import SupervisorConfig
+from taiat.config import SupervisorConfig, from_environment
 from taiat.errors import UsageError
 from taiat.job_manager import JobManager
 from taiat.jobs import JobStatus
-from taiat.specs import check_text
+from taiat.store import db
+from taiat.store.validation import check_text
 
 #: The longest wait between refreshes (`top`, `wait`): a day.
 MAX_INTERVAL = 86_400.0
@@ -79,7 +78,7 @@ def identifiers(args: dict) -> list[str]:
 
 
 def lease(args: dict) -> float:
-    raw = args.get("--lease") or os.environ.get("TAIAT_LEASE") or None
+    raw = args.get("--lease") or from_environment("TAIAT_LEASE")
     if raw is None:
         return SupervisorConfig().lease
     value = number({"--lease": raw}, "--lease", float, None, 0)
@@ -92,8 +91,9 @@ def status_files(args: dict) -> list[Path]:
     """The status files of `--status-file`, given any number of times, else the one of
     `TAIAT_STATUS_FILE`, else none."""
     paths = [Path(p) for p in args["--status-file"]]
-    if not paths and os.environ.get("TAIAT_STATUS_FILE"):
-        paths = [Path(os.environ["TAIAT_STATUS_FILE"])]
+    named = from_environment("TAIAT_STATUS_FILE")
+    if not paths and named:
+        paths = [Path(named)]
     return paths
 
 

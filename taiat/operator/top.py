@@ -22,12 +22,12 @@ from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from taiat import db
-from taiat.exits import EXIT_OK
+from taiat.cli.exits import EXIT_OK
 from taiat.job_manager import JobManager
-from taiat.operator import render, store
+from taiat.operator import lookups, render
 from taiat.operator.admin import supervisor_rows
 from taiat.operator.options import MAX_INTERVAL, lease, manager, number, status_files
+from taiat.store import db
 
 
 class CpuMeter:
@@ -85,7 +85,7 @@ def gather(
         worker["slots"] = data.get("slots")
         worker["state"] = data.get("state")
         worker["counters"] = data.get("counters")
-    running = store.running_jobs(jm)
+    running = lookups.running_jobs(jm)
     for job in running:
         entry = local.get(job["id"], {})
         job["pid"] = entry.get("pid")
@@ -94,7 +94,7 @@ def gather(
     return {
         "database": db.describe(jm.engine),
         "at": datetime.now(UTC).replace(tzinfo=None),
-        "queue": store.queue_depth(jm),
+        "queue": lookups.queue_depth(jm),
         "supervisors": supervisors,
         "running": running,
     }

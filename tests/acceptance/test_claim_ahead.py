@@ -15,9 +15,9 @@ from conftest import agent_job, finished
 from support import poll
 
 from taiat import JobManager, JobStatus
+from taiat.forking.job_process import Ending
 from taiat.jobs import Job
-from taiat.process import Ending
-from taiat.supervisor import Supervisor, SupervisorConfig
+from taiat.supervisor.daemon import Supervisor, SupervisorConfig
 
 REGISTRY = {"plain": agents.plain, "sleep": agents.sleep}
 

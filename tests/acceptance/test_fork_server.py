@@ -18,7 +18,7 @@ from conftest import AGENT_CONFIG, agent_job, finished, pid_alive, wait_until
 from support import poll
 
 from taiat import JobManager, JobStatus
-from taiat.supervisor import Supervisor, SupervisorConfig
+from taiat.supervisor.daemon import Supervisor, SupervisorConfig
 
 
 @contextmanager
@@ -336,7 +336,7 @@ def test_executors_that_cannot_travel_stay_with_the_supervisor(database_url: str
     manager = JobManager(database_url)
     job = manager.create_job("agent", "local", payload={"agent_name": "local"})
     runner = threading.Thread(target=supervisor.run)
-    with caplog.at_level(logging.WARNING, logger="taiat.supervisor"):
+    with caplog.at_level(logging.WARNING, logger="taiat.supervisor.daemon"):
         runner.start()
         try:
             done = poll(lambda: finished(manager, job.id), 30, "the job")

@@ -18,7 +18,8 @@ import pytest
 from conftest import AGENT_CONFIG, HERE, ROOT, agent_job, finished, wait_until
 from pty_run import PtyProcess
 
-from taiat import JobManager, JobStatus, __version__, schema
+from taiat import JobManager, JobStatus, __version__
+from taiat.store import schema
 
 TAIAT = [sys.executable, "-m", "taiat"]
 

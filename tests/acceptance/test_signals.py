@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import agent_job, finished, pid_alive, wait_until
 
 from taiat import JobManager, JobStatus
-from taiat.status import CONTRACT_KEYS
+from taiat.supervisor.publishing import CONTRACT_KEYS
 
 
 def running(manager: JobManager, job_id: str) -> bool:

@@ -14,10 +14,10 @@ from support import no_free_descriptor
 
 from taiat import JobManager, JobStatus
 from taiat.config import SupervisorConfig
-from taiat.forking import Forking
+from taiat.forking.job_process import Ending, JobProcess
+from taiat.forking.launchers import Forking
 from taiat.jobs import Job
-from taiat.process import Ending, JobProcess
-from taiat.supervisor import Supervisor
+from taiat.supervisor.daemon import Supervisor
 
 
 def plain(value: Any = None) -> dict[str, Any]:

@@ -8,8 +8,9 @@ import pytest
 import sqlalchemy.exc
 from support import poll
 
-from taiat import JobManager, db
+from taiat import JobManager
 from taiat.errors import LockTimeout
+from taiat.store import db
 
 
 def _bounded(url: str) -> JobManager:

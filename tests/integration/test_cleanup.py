@@ -8,8 +8,9 @@ import threading
 import pytest
 from support import poll
 
-from taiat import JobManager, supervisor
+from taiat import JobManager
 from taiat.config import SupervisorConfig
+from taiat.supervisor import daemon
 
 
 def _finish(manager: JobManager, count: int) -> None:
@@ -23,7 +24,7 @@ def test_a_supervisor_purges_old_history_a_batch_a_turn(
     manager: JobManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _finish(manager, 7)
-    monkeypatch.setattr(supervisor, "CLEANUP_BATCH", 3)
+    monkeypatch.setattr(daemon, "CLEANUP_BATCH", 3)
     batches: list[int] = []
     one_batch = JobManager.cleanup_history_batch
 
@@ -35,7 +36,7 @@ def test_a_supervisor_purges_old_history_a_batch_a_turn(
     config = SupervisorConfig(
         history_retention_days=0, poll_interval=0.1, fork_server=False, listen=False
     )
-    running = supervisor.Supervisor(config, manager=manager)
+    running = daemon.Supervisor(config, manager=manager)
     thread = threading.Thread(target=running.run)
     thread.start()
     try:

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from taiat import JobManager, JobStatus
+from taiat.forking.job_process import Ending
 from taiat.jobs import Attempt, Job
-from taiat.process import Ending
-from taiat.recorder import Record, Recorder
+from taiat.supervisor.recorder import Record, Recorder
 
 WORKER = "test-worker"
 UNDECODABLE = os.fsdecode(b"report-\xff.txt")  # as os.listdir gives it: a lone surrogate

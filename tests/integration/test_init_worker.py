@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
-from taiat import JobManager, db, schema
+from taiat import JobManager
 from taiat.errors import SchemaVersionMismatch
+from taiat.store import db, schema
 
 
 def run_init(*args: str, env: dict | None = None, cwd: Path | None = None):

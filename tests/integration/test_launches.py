@@ -19,13 +19,14 @@ from typing import Any
 import pytest
 from support import no_free_descriptor, poll
 
-from taiat import JobManager, JobStatus, forkserver
-from taiat.executors import AgentExecutor
-from taiat.forking import Forking
-from taiat.forkserver import ForkServer
+from taiat import JobManager, JobStatus
+from taiat.agents.executors import AgentExecutor
+from taiat.forking import server as fork_server
+from taiat.forking.job_process import DirectLauncher, JobProcess
+from taiat.forking.launchers import Forking
+from taiat.forking.server import ForkServer
 from taiat.jobs import Job
-from taiat.process import DirectLauncher, JobProcess
-from taiat.recorder import Record, Recorder, attempt_of
+from taiat.supervisor.recorder import Record, Recorder, attempt_of
 
 WORKER = "test-worker"
 
@@ -47,7 +48,7 @@ def server() -> Iterator[tuple[ForkServer, socket.socket]]:
 
 def asked_to_run(peer: socket.socket) -> int:
     """Take the "run" message the supervisor's side sent; its token."""
-    received = forkserver.receive_message(peer)
+    received = server.receive_message(peer)
     assert received is not None
     (kind, token, *_), fds = received
     assert kind == "run" and len(fds) == 1
@@ -72,7 +73,7 @@ def test_a_fork_the_server_could_not_make_puts_the_job_back(
     token = asked_to_run(peer)
     assert proc.known_pid is None and proc.try_reap() is None  # not told anything yet
 
-    forkserver.send_message(peer, ("failed", token, "cannot fork: [Errno 11] Resource unavailable"))
+    server.send_message(peer, ("failed", token, "cannot fork: [Errno 11] Resource unavailable"))
     handle.poll()
     ending = proc.try_reap()
     assert ending is not None and not ending.ok
@@ -96,7 +97,7 @@ def test_a_fork_the_server_could_not_make_puts_the_job_back(
 def test_a_server_that_says_nothing_is_given_up_and_killed(
     manager: JobManager, server: tuple[ForkServer, socket.socket], monkeypatch
 ) -> None:
-    monkeypatch.setattr(forkserver, "LAUNCH_TIMEOUT", 0.2)
+    monkeypatch.setattr(fork_server, "LAUNCH_TIMEOUT", 0.2)
     handle, peer = server
     _, proc = launch(manager, handle)
     asked_to_run(peer)
@@ -106,7 +107,7 @@ def test_a_server_that_says_nothing_is_given_up_and_killed(
     ending = proc.try_reap()
     assert ending is not None and ending.cause == "stopped"
     assert ending.error == ("not known to have started: the fork server was lost before it said so")
-    with pytest.raises(forkserver.ForkServerError, match="is gone"):
+    with pytest.raises(server.ForkServerError, match="is gone"):
         launch(manager, handle)
 
 
@@ -118,7 +119,7 @@ def test_after_a_failed_fork_the_supervisor_forks_jobs_itself(
     forking.server = forking.launcher = handle  # as if it had started this server
     assert forking.server_in_use is handle
     _, proc = launch(manager, forking.launcher)
-    forkserver.send_message(peer, ("failed", asked_to_run(peer), "cannot fork: out of memory"))
+    server.send_message(peer, ("failed", asked_to_run(peer), "cannot fork: out of memory"))
     handle.poll()
     ending = proc.try_reap()
     assert ending is not None and ending.cause == "stopped"
@@ -168,10 +169,10 @@ def test_a_launch_to_a_stopped_server_does_not_hold_the_supervisor(
     """A job larger than the server's socket holds waits for the server to read it; a server
     stopped (SIGSTOP, by one of its jobs) before the supervisor saw it never will. The launch
     gives up, and the server ends as one stopped by someone else (see `end_if_stopped`)."""
-    monkeypatch.setattr(forkserver, "LAUNCH_TIMEOUT", 0.5)
+    monkeypatch.setattr(fork_server, "LAUNCH_TIMEOUT", 0.5)
     with real_server() as server:
         os.kill(server.pid, signal.SIGSTOP)
-        poll(lambda: forkserver.is_stopped(server.pid), 10, "the server stopped")
+        poll(lambda: server.is_stopped(server.pid), 10, "the server stopped")
         big = "x" * (8 << 20)
         manager.create_job("agent", "large payload", payload={"agent_name": "noop", "big": big})
         [job] = manager.claim_jobs(WORKER, 1)
@@ -191,7 +192,7 @@ def test_a_launch_to_a_stopped_server_does_not_hold_the_supervisor(
         starter.join(30)
         assert not starter.is_alive(), "the launch still waits for the stopped server"
         [error] = outcome
-        assert isinstance(error, forkserver.ForkServerError) and "was stopped" in str(error)
+        assert isinstance(error, server.ForkServerError) and "was stopped" in str(error)
         assert server.gone and server.end is not None and server.end.stopped
         assert server.end.killed and not server.alive
 
@@ -258,7 +259,7 @@ def test_a_launch_untold_when_its_server_was_killed_runs_alone_next(
 def test_a_server_given_up_by_the_supervisor_blames_no_launch(
     manager: JobManager, server: tuple[ForkServer, socket.socket], monkeypatch
 ) -> None:
-    monkeypatch.setattr(forkserver, "LAUNCH_TIMEOUT", 0.2)
+    monkeypatch.setattr(fork_server, "LAUNCH_TIMEOUT", 0.2)
     handle, peer = server
     _, proc = launch(manager, handle)
     asked_to_run(peer)

@@ -174,7 +174,7 @@ def test_a_query_payload_cannot_bring_its_own_plan(database_url: str, manager: J
 def test_cancelling_a_query_spares_jobs_its_plan_names_that_are_not_its_own(
     manager: JobManager,
 ) -> None:
-    from taiat.queries import plans as plan_queries
+    from taiat.store.queries import plans as plan_queries
 
     other = manager.create_job("agent", "unrelated", payload={"agent_name": "clean"})
     job = manager.create_job("query", "q", payload=query("report"))

@@ -14,8 +14,8 @@ from sqlalchemy import event
 from support import race
 
 from taiat import JobManager, JobStatus
-from taiat.agents import as_agent
-from taiat.planner import plan
+from taiat.agents.planner import plan
+from taiat.agents.registry import as_agent
 
 ROUNDS = 15
 

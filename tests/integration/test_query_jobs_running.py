@@ -185,8 +185,8 @@ def test_cancelling_an_agent_cancels_its_query_and_the_other_agents(
 ) -> None:
     job = manager.create_job("query", "q", payload=query("summary", raw=[1]))
     [claimed] = manager.claim_jobs("here:1:a", 1)
-    from taiat.agents import as_agent
-    from taiat.planner import plan
+    from taiat.agents.planner import plan
+    from taiat.agents.registry import as_agent
 
     found = plan({n: as_agent(n, e) for n, e in DIAMOND.items()}, "summary", {"raw"})
     ids = manager.expand_query(job.id, claimed.claim_seq, found.to_json())
@@ -304,8 +304,8 @@ def test_the_query_engine_is_the_one_chosen_when_the_supervisor_was_made(
 def expanded_chain(manager: JobManager) -> tuple[str, str, str]:
     """A query planned as clean -> total by hand, its clean done and its total failed for good
     (so the query failed too): the ids of the query, clean and total."""
-    from taiat.agents import as_agent
-    from taiat.planner import plan
+    from taiat.agents.planner import plan
+    from taiat.agents.registry import as_agent
 
     agents = {n: as_agent(n, e) for n, e in CHAIN.items()}
     job = manager.create_job("query", "q", payload=query("total", raw=[2, 1]), max_retries=0)

@@ -6,7 +6,8 @@ from datetime import datetime
 
 from sqlalchemy import text
 
-from taiat import JobManager, JobType, queries
+from taiat import JobManager, JobType
+from taiat.store import queries
 
 
 def fill(manager: JobManager, blocked: int, ready: int) -> None:

@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING
 import pytest
 from support import no_free_descriptor, poll
 
-from taiat import JobManager, JobStatus, child, queries
+from taiat import JobManager, JobStatus
+from taiat.forking import child
+from taiat.forking.job_process import Ending, JobProcess
+from taiat.forking.spool import Spool
 from taiat.jobs import Attempt, Job, JobType
-from taiat.process import Ending, JobProcess
-from taiat.recorder import Record, Recorder, storable
-from taiat.spool import Spool
-from taiat.storing import Stored
+from taiat.store import queries
+from taiat.supervisor.large_results import Stored
+from taiat.supervisor.recorder import Record, Recorder, storable
 
 if TYPE_CHECKING:
     from private_postgres import PrivateCluster

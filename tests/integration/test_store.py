@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from taiat import JobManager, JobStatus, JobType, lifecycle, queries
+from taiat import JobManager, JobStatus, JobType
 from taiat.errors import InvalidJob, InvalidTransition, JobNotFound
 from taiat.jobs import Attempt
-from taiat.lifecycle import Completion
-from taiat.schema import jobs, utcnow
+from taiat.store import queries, state_machine
+from taiat.store.schema import jobs, utcnow
+from taiat.store.state_machine import Completion
 
 
 def finish(manager: JobManager, job_id: str, result: object = None) -> None:
@@ -57,7 +58,7 @@ def test_completed_job_comes_back_from_history(manager: JobManager) -> None:
 
 def test_a_completion_writes_the_entry_that_history_entry_builds(manager: JobManager) -> None:
     """On PostgreSQL a success moves to history in one statement on the server; its entry is
-    the one `lifecycle.history_entry` builds from the job's row (which SQLite writes)."""
+    the one `state_machine.history_entry` builds from the job's row (which SQLite writes)."""
     parent = manager.create_job(JobType.AGENT, "parent")
     job = manager.create_job(
         JobType.AGENT,
@@ -83,7 +84,7 @@ def test_a_completion_writes_the_entry_that_history_entry_builds(manager: JobMan
     with manager.transaction() as conn:
         stored = dict(queries.latest_history(conn, job.id))
     assert row["error_message"] == "once" and row["retry_count"] == 1
-    expected = lifecycle.history_entry(
+    expected = state_machine.history_entry(
         row, JobStatus.COMPLETED, stored["completed_at"], result=result
     )
     assert stored.keys() == expected.keys()
@@ -196,7 +197,7 @@ def test_retries_then_fails_for_good(manager: JobManager) -> None:
 
 
 def test_retry_waits_out_its_backoff(database_url: str) -> None:
-    from taiat.lifecycle import RetryPolicy
+    from taiat.store.state_machine import RetryPolicy
 
     manager = JobManager(database_url, retry_policy=RetryPolicy(base_delay=3600, max_delay=7200))
     job = manager.create_job(JobType.AGENT, "later")
@@ -211,7 +212,7 @@ def test_retry_waits_out_its_backoff(database_url: str) -> None:
 
 
 def test_backoff_grows_and_is_capped() -> None:
-    from taiat.lifecycle import RetryPolicy
+    from taiat.store.state_machine import RetryPolicy
 
     policy = RetryPolicy(base_delay=1.0, max_delay=10.0)
     for attempt, ceiling in [(0, 1.0), (1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (50, 10.0)]:

@@ -39,8 +39,9 @@ sys.path.insert(0, str(TESTS))  # for the private cluster
 
 from private_postgres import PrivateCluster, _bin_dir  # noqa: E402
 
-from taiat import JobManager, db, schema  # noqa: E402
-from taiat.cli import EXIT_DB_UNAVAILABLE  # noqa: E402
+from taiat import JobManager  # noqa: E402
+from taiat.cli.exits import EXIT_DB_UNAVAILABLE  # noqa: E402
+from taiat.store import db, schema  # noqa: E402
 
 #: The acceptance tests' agents, which misbehave in every way a job can (tests/acceptance).
 AGENTS = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from taiat.ahead import WRITE_DELAY, ClaimAhead
 from taiat.jobs import Job, JobStatus, JobType
+from taiat.supervisor.claim_ahead import WRITE_DELAY, ClaimAhead
 
 
 def job(job_id: str) -> Job:

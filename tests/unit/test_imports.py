@@ -89,8 +89,10 @@ def test_the_finder_sees_a_circle_through_a_lazy_import() -> None:
 
 def test_the_finder_sees_imports_inside_functions_and_of_submodules() -> None:
     edges = graph()
-    assert "taiat.queries.plans" in edges["taiat.plans"]  # from taiat.queries import plans as ...
-    assert "taiat.supervisor" in edges["taiat.cli"]  # inside supervisor_main
+    assert "taiat.store.queries.plans" in edges["taiat.store.plans"]  # from ... import plans as
+    assert (
+        "taiat.supervisor.daemon" in edges["taiat.cli.supervisor_command"]
+    )  # inside supervisor_main
 
 
 def test_no_module_imports_one_that_imports_it_back() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from taiat import child
+from taiat.forking import child
 
 
 def body(message: dict) -> bytes:

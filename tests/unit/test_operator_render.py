@@ -8,13 +8,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from taiat.cli.progress import ProgressDisplay, summary
 from taiat.jobs import Job, JobStatus, JobType
 from taiat.operator import graph, render
 from taiat.operator.cli import UsageError
-from taiat.operator.jobs import parse_time
-from taiat.operator.progress import ProgressDisplay, summary
-from taiat.operator.store import Graph
-from taiat.queries.reading import like_pattern
+from taiat.operator.job_commands import parse_time
+from taiat.operator.lookups import Graph
+from taiat.store.queries.reading import like_pattern
 
 NOW = datetime(2030, 1, 2, 3, 4, 5)
 

@@ -10,16 +10,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from taiat import child
-from taiat.cli import supervisor_config
+from taiat.cli.supervisor_command import supervisor_config
 from taiat.config import SupervisorConfig
-from taiat.db import mask_url
 from taiat.errors import ConfigurationError, InvalidDependency, InvalidJob
+from taiat.forking import child
+from taiat.forking.job_process import signal_words
 from taiat.jobs import Job, JobStatus, JobType
-from taiat.lifecycle import RetryPolicy
-from taiat.process import signal_words
-from taiat.specs import build_batch, build_spec, clean_text, json_text
-from taiat.workers import describe, new_worker_id
+from taiat.store.db import mask_url
+from taiat.store.leases import describe, new_worker_id
+from taiat.store.state_machine import RetryPolicy
+from taiat.store.validation import build_batch, build_spec, clean_text, json_text
 
 
 def test_cycle_is_named_in_dependency_order() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from taiat.agents import as_agent
-from taiat.engines import TaiatStateAdapter, takes_state
+from taiat.agents.executors import JobFailed, keyed_by_outputs
+from taiat.agents.planner import Plan, plan
+from taiat.agents.query_engines import TaiatStateAdapter, takes_state
+from taiat.agents.registry import as_agent
 from taiat.errors import ConfigurationError, PlanningError
-from taiat.executors import JobFailed, keyed_by_outputs
-from taiat.planner import Plan, plan
 
 
 def agents(**declared: tuple[list[str], list[str]]) -> dict:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SCENARIO = """
 import json, os, random, sys, threading
-from taiat.quickfork import QuickFork
+from taiat.forking.fast_fork import QuickFork
 
 forks = []
 real_fork = os.fork

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from taiat.status import (
+from taiat.supervisor.publishing import (
     CONTRACT_KEYS,
     COUNTERS,
     STATES,
@@ -305,7 +305,7 @@ def test_status_reporter_logs_an_unwritable_path_once_and_carries_on(
     blocker.write_text("a file where a directory should be")
     status_file = blocker / "status.json"
     reporter = StatusReporter(status_file, tmp_path / "metrics.prom")
-    caplog.set_level(logging.INFO, logger="taiat.status")
+    caplog.set_level(logging.INFO, logger="taiat.supervisor.publishing")
 
     for _ in range(3):
         reporter.publish(snapshot())
@@ -331,7 +331,7 @@ def test_status_reporter_survives_a_snapshot_it_cannot_render(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     reporter = StatusReporter(tmp_path / "status.json", tmp_path / "metrics.prom")
-    caplog.set_level(logging.WARNING, logger="taiat.status")
+    caplog.set_level(logging.WARNING, logger="taiat.supervisor.publishing")
 
     reporter.publish(snapshot(started_at="not a time", extra=object()))
 
@@ -385,7 +385,7 @@ def test_notify_to_nobody_listening_is_a_logged_no(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone.sock"))
-    caplog.set_level(logging.DEBUG, logger="taiat.status")
+    caplog.set_level(logging.DEBUG, logger="taiat.supervisor.publishing")
 
     assert notify("STOPPING=1") is False
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from taiat.cli import EXIT_CONFIG, EXIT_DB_SCHEMA, EXIT_DB_UNAVAILABLE, EXIT_USAGE
+from taiat.cli.exits import EXIT_CONFIG, EXIT_DB_SCHEMA, EXIT_DB_UNAVAILABLE, EXIT_USAGE
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 UNIT = SYSTEMD / "taiat-supervisor.service"

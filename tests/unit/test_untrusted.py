@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from taiat import child, status
 from taiat.errors import InvalidJob
+from taiat.forking import child
+from taiat.forking.job_process import Ending, read_message
 from taiat.jobs import Attempt, Job, JobStatus, JobType
-from taiat.process import Ending, read_message
-from taiat.recorder import Record, reason, storable
-from taiat.specs import MAX_JSON_DEPTH, clean_json, clean_text
-from taiat.supervisor import memory_limit_bytes
+from taiat.store.validation import MAX_JSON_DEPTH, clean_json, clean_text
+from taiat.supervisor import publishing
+from taiat.supervisor.daemon import memory_limit_bytes
+from taiat.supervisor.recorder import Record, reason, storable
 
 MiB = 1 << 20
 #: What `os.listdir` makes of a file name whose bytes are not UTF-8.
@@ -215,7 +216,7 @@ def test_memory_limits_from_a_payload_are_computed_safely(
 
 
 def test_times_beyond_what_a_datetime_holds_are_shown_as_its_last_or_first() -> None:
-    assert status.iso(datetime.now(UTC).timestamp() + 1e12) == "9999-12-31T23:59:59.999+00:00"
-    assert status.iso(1e308) == "9999-12-31T23:59:59.999+00:00"
-    assert status.iso(-1e20) == "0001-01-01T00:00:00.000+00:00"
-    assert status.iso(math.nan) is None
+    assert publishing.iso(datetime.now(UTC).timestamp() + 1e12) == "9999-12-31T23:59:59.999+00:00"
+    assert publishing.iso(1e308) == "9999-12-31T23:59:59.999+00:00"
+    assert publishing.iso(-1e20) == "0001-01-01T00:00:00.000+00:00"
+    assert publishing.iso(math.nan) is None

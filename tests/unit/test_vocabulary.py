@@ -40,10 +40,10 @@ def test_every_exception_is_in_errors_under_the_one_root() -> None:
 @pytest.mark.parametrize(
     ("module", "name"),
     [
-        ("taiat.executors", "JobFailed"),
-        ("taiat.executors", "FinalFailure"),
-        ("taiat.engines", "EngineFailed"),
-        ("taiat.forkserver", "ForkServerError"),
+        ("taiat.agents.executors", "JobFailed"),
+        ("taiat.agents.executors", "FinalFailure"),
+        ("taiat.agents.query_engines", "EngineFailed"),
+        ("taiat.forking.server", "ForkServerError"),
         ("taiat.operator.cli", "UsageError"),
         ("taiat.operator.cli", "Unavailable"),
         ("taiat", "TaiatError"),

@@ -1,0 +1,148 @@
+"""The agent registry: each agent's function and, optionally, the data it consumes (`inputs`)
+and produces (`outputs`), from the example agents, the agent config (`TAIAT_AGENT_CONFIG`,
+read by the configuration and passed in) and the program's own `agent_registry`."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from taiat.errors import ConfigurationError
+
+AgentRegistry = dict[str, Callable[..., Any]]
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A registered agent. `inputs` and `outputs` are data names; an agent without them can
+    still run as an AGENT job, but the planner never picks it."""
+
+    name: str
+    function: Callable[..., Any]
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    #: One of the example agents (`taiat.agents.examples`): the planner picks it only for data no
+    #: other agent produces.
+    example: bool = False
+
+
+def import_object(spec: str, what: str) -> Any:
+    """The object named by "package.module:attribute"."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(f'{what}: {spec!r} is not of the form "module:function"')
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"{what}: cannot import {module_name}: {exc}") from exc
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ConfigurationError(f"{what}: {module_name} has no {attribute}") from None
+
+
+#: The keys of a registry entry given as a dict.
+_ENTRY_KEYS = frozenset({"function", "inputs", "outputs"})
+
+
+def as_agent(name: str, entry: Any, what: str = "agent") -> Agent:
+    """An `Agent` from a registry entry: a function, "module:function", an `Agent`, or a dict
+    {"function": ..., "inputs": [...], "outputs": [...]}."""
+    if isinstance(entry, Agent):
+        if entry.name == name:
+            return entry
+        return replace(entry, name=name)
+    inputs: Any = ()
+    outputs: Any = ()
+    function = entry
+    if isinstance(entry, Mapping):
+        unknown = sorted(set(entry) - _ENTRY_KEYS, key=str)
+        if unknown:
+            raise ConfigurationError(
+                f"{what} {name}: unknown key {unknown[0]!r} (known: "
+                f"{', '.join(sorted(_ENTRY_KEYS))})"
+            )
+        function = entry.get("function")
+        inputs = entry.get("inputs", ())
+        outputs = entry.get("outputs", ())
+    if isinstance(function, str):
+        function = import_object(function, f"{what} {name}")
+    if function is None:
+        raise ConfigurationError(f'{what} {name} needs "module:function"')
+    if not callable(function):
+        raise ConfigurationError(f"{what} {name}: {function!r} is not callable")
+    return Agent(
+        name,
+        function,
+        _names(name, "inputs", inputs, what),
+        _names(name, "outputs", outputs, what),
+    )
+
+
+def _names(agent: str, key: str, value: Any, what: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigurationError(f'{what} {agent}: "{key}" must be a list of names')
+    if not all(isinstance(name, str) and name.strip() for name in value):
+        raise ConfigurationError(f'{what} {agent}: "{key}" must be a list of non-empty names')
+    if len(set(value)) != len(value):
+        raise ConfigurationError(f'{what} {agent}: "{key}" names one data item twice')
+    return tuple(value)
+
+
+def load_agents(value: str | None = None) -> dict[str, Agent]:
+    """Agents from an agent config, the value of `TAIAT_AGENT_CONFIG`: a JSON object, or the
+    path of a JSON file, mapping names to "module:function" or to {"function":
+    "module:function", "inputs": [...], "outputs": [...]}. None or blank: no agents."""
+    if not value or not value.strip():
+        return {}
+    text = value
+    if not value.lstrip().startswith("{"):
+        path = Path(value)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigurationError(f"TAIAT_AGENT_CONFIG: cannot read {path}: {exc}") from exc
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"TAIAT_AGENT_CONFIG is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ConfigurationError("TAIAT_AGENT_CONFIG nests too deeply to be read") from None
+    if not isinstance(config, dict):
+        raise ConfigurationError("TAIAT_AGENT_CONFIG must be a JSON object of agent names")
+    agents: dict[str, Agent] = {}
+    for name, entry in config.items():
+        if not isinstance(entry, str | dict):
+            raise ConfigurationError(f'TAIAT_AGENT_CONFIG: agent {name} needs "module:function"')
+        agents[name] = as_agent(name, entry, "TAIAT_AGENT_CONFIG agent")
+    return agents
+
+
+def load_agent_config(value: str | None = None) -> AgentRegistry:
+    """The functions of `load_agents`, by name."""
+    return {name: agent.function for name, agent in load_agents(value).items()}
+
+
+def default_agents(
+    extra: Mapping[str, Any] | None = None, agent_config: str | None = None
+) -> dict[str, Agent]:
+    """The example agents, then those of `agent_config` (`TAIAT_AGENT_CONFIG`'s value, see
+    `load_agents`), then `extra`; later ones win (by name; by the data they produce, any of
+    yours wins over an example agent when planning)."""
+    from taiat.agents.examples import AGENTS
+
+    agents = {name: replace(as_agent(name, entry), example=True) for name, entry in AGENTS.items()}
+    agents.update(load_agents(agent_config))
+    agents.update({name: as_agent(name, entry) for name, entry in (extra or {}).items()})
+    return agents
+
+
+def default_registry(
+    extra: Mapping[str, Any] | None = None, agent_config: str | None = None
+) -> AgentRegistry:
+    """The functions of `default_agents`, by name."""
+    return {name: agent.function for name, agent in default_agents(extra, agent_config).items()}

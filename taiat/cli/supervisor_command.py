@@ -1,0 +1,186 @@
+"""`taiat-supervisor` (also `python -m taiat.run_worker` and `bin/taiat-supervisor`): its
+options and `TAIAT_*` variables made into a `SupervisorConfig`, then the supervisor, its
+`--status` report, or a burst with its progress."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from taiat.cli.common import fail, parse, setup_logging
+from taiat.config import SupervisorConfig, check_limit, from_environment
+from taiat.errors import ConfigurationError, TaiatError
+
+SUPERVISOR_USAGE = """Run the Taiat job supervisor: run each ready job in a fresh child process.
+Also `python -m taiat.run_worker` and `bin/taiat-supervisor`. Every option may instead be set
+by the TAIAT_* variable named beside it; the option wins.
+
+Usage:
+  taiat-supervisor [options]
+  taiat-supervisor --status [options]
+  taiat-supervisor (-h | --help)
+  taiat-supervisor --version
+
+Options:
+  --database-url URL            Database (TAIAT_DATABASE_URL; else the embedded SQLite file
+                                ./taiat.db, or $TAIAT_HOME/taiat.db).
+  --poll-interval S             Seconds between looks for ready jobs when idle
+                                (TAIAT_POLL_INTERVAL;
+                                default 5.0).
+  --max-concurrent-jobs N       Jobs run at once, one child process each
+                                (TAIAT_MAX_CONCURRENT_JOBS;
+                                default 4).
+  --cleanup-interval-hours H    Hours between deletions of old history
+                                (TAIAT_CLEANUP_INTERVAL_HOURS;
+                                default 24).
+  --history-retention-days D    History kept, by completion time
+                                (TAIAT_HISTORY_RETENTION_DAYS;
+                                default 30).
+  --job-timeout S               Default seconds a job may run; a job's own timeout_seconds
+                                wins (TAIAT_JOB_TIMEOUT;
+                                default 3600).
+  --memory-limit MB             Resident memory a job's process tree may use; a job's payload
+                                "memory_limit_mb" may set it lower (TAIAT_MEMORY_LIMIT).
+  --drain-timeout S             On SIGTERM, seconds running jobs may take to finish before they
+                                are stopped and requeued (TAIAT_DRAIN_TIMEOUT;
+                                default 60).
+  --kill-grace S                Seconds between SIGTERM and SIGKILL when a job is stopped
+                                (TAIAT_KILL_GRACE;
+                                default 5).
+  --max-result-bytes N          Largest result a job may send back (TAIAT_MAX_RESULT_BYTES;
+                                default 16777216).
+  --lease S                     Seconds without a heartbeat after which this supervisor is
+                                taken for dead and its jobs are run elsewhere; registered with
+                                it, so its peers judge it by it (TAIAT_LEASE; default 30).
+  --quarantine-after N          Fail a job for good once it has crashed (signal, memory, lost
+                                supervisor) on N attempts in a row (TAIAT_QUARANTINE_AFTER;
+                                default 3).
+  --status-file PATH            JSON status file, rewritten atomically (TAIAT_STATUS_FILE).
+  --metrics-file PATH           Prometheus textfile (TAIAT_METRICS_FILE).
+  --no-listen                   Do not LISTEN for wake-ups on PostgreSQL; find jobs by polling
+                                only (TAIAT_NO_LISTEN=1), e.g. behind a transaction pooler.
+  --no-fork-server              Fork jobs from the supervisor itself rather than from its small
+                                fork server (TAIAT_NO_FORK_SERVER=1); slower, for debugging.
+  --no-claim-ahead              Never claim a job before a slot is free for it
+                                (TAIAT_NO_CLAIM_AHEAD=1); see "Claiming ahead" in docs/internals.md.
+  --burst                       Exit 0 once nothing runs here and no job is pending
+                                (TAIAT_BURST=1).
+  --log-level LEVEL             DEBUG, INFO, WARNING or ERROR (TAIAT_LOG_LEVEL;
+                                default INFO).
+  --status                      Print the state of the jobs and supervisors, start nothing.
+  --version                     Print the version.
+  -h --help                     Show this help.
+
+Exit codes: 0 stopped cleanly; 64 bad command line; 65 tables missing or of another version
+(run `python -m taiat.init_worker`); 69 database unreachable at start; 78 bad setting.
+"""
+
+#: option -> (environment variable, kind of value, SupervisorConfig field); unset options
+#: take the field's default, which the usage text states in parentheses.
+_SUPERVISOR_OPTIONS: dict[str, tuple[str, str]] = {
+    "--database-url": ("TAIAT_DATABASE_URL", "text"),
+    "--poll-interval": ("TAIAT_POLL_INTERVAL", "positive"),
+    "--max-concurrent-jobs": ("TAIAT_MAX_CONCURRENT_JOBS", "count"),
+    "--cleanup-interval-hours": ("TAIAT_CLEANUP_INTERVAL_HOURS", "positive"),
+    "--history-retention-days": ("TAIAT_HISTORY_RETENTION_DAYS", "nonnegative"),
+    "--job-timeout": ("TAIAT_JOB_TIMEOUT", "positive"),
+    "--memory-limit": ("TAIAT_MEMORY_LIMIT", "positive"),
+    "--drain-timeout": ("TAIAT_DRAIN_TIMEOUT", "nonnegative"),
+    "--kill-grace": ("TAIAT_KILL_GRACE", "nonnegative"),
+    "--max-result-bytes": ("TAIAT_MAX_RESULT_BYTES", "count"),
+    "--lease": ("TAIAT_LEASE", "positive"),
+    "--quarantine-after": ("TAIAT_QUARANTINE_AFTER", "count"),
+    "--status-file": ("TAIAT_STATUS_FILE", "path"),
+    "--metrics-file": ("TAIAT_METRICS_FILE", "path"),
+    "--log-level": ("TAIAT_LOG_LEVEL", "level"),
+}
+
+
+def _field(option: str) -> str:
+    """The SupervisorConfig field an option sets."""
+    name = option.lstrip("-").replace("-", "_")
+    return "memory_limit_mb" if name == "memory_limit" else name
+
+
+def setting(args: dict, option: str, env: str) -> str | None:
+    """An option's value: the command line, else its environment variable, else None."""
+    given = args.get(option)
+    if given is not None:
+        return given
+    return from_environment(env)
+
+
+def _convert(option: str, env: str, kind: str, raw: str | None) -> Any:
+    if raw is None:
+        return None
+    where = f"{option} (or {env})"
+    if kind in ("text",):
+        return raw
+    if kind == "path":
+        return Path(raw)
+    if kind == "level":
+        level = raw.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigurationError(f"{where}: unknown log level {raw!r}")
+        return level
+    try:
+        number = int(raw) if kind == "count" else float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{where} must be a number, got {raw!r}") from None
+    check_limit(_field(option), number, where)
+    if kind == "count" and number < 1:
+        raise ConfigurationError(f"{where} must be at least 1, got {raw}")
+    if kind == "positive" and not number > 0:
+        raise ConfigurationError(f"{where} must be greater than 0, got {raw}")
+    if kind == "nonnegative" and number < 0:
+        raise ConfigurationError(f"{where} must be 0 or more, got {raw}")
+    return number
+
+
+def _flag(env: str) -> bool:
+    return (from_environment(env) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def supervisor_config(args: dict) -> tuple[SupervisorConfig, str]:
+    """The supervisor's settings from the command line and the environment, checked."""
+    values: dict[str, Any] = {}
+    for option, (env, kind) in _SUPERVISOR_OPTIONS.items():
+        value = _convert(option, env, kind, setting(args, option, env))
+        if value is not None:
+            values[_field(option)] = value
+    level = values.pop("log_level", "INFO")
+    config = SupervisorConfig(
+        **values,
+        burst=bool(args.get("--burst")) or _flag("TAIAT_BURST"),
+        listen=not (args.get("--no-listen") or _flag("TAIAT_NO_LISTEN")),
+        fork_server=not (args.get("--no-fork-server") or _flag("TAIAT_NO_FORK_SERVER")),
+        claim_ahead=not (args.get("--no-claim-ahead") or _flag("TAIAT_NO_CLAIM_AHEAD")),
+        subreaper=True,  # the process is the supervisor's own
+    )
+    for path in (config.status_file, config.metrics_file):
+        if path is not None and not path.parent.is_dir():
+            raise ConfigurationError(f"no directory to write {path} in: create {path.parent}")
+    return config, level
+
+
+def supervisor_main(argv: Sequence[str] | None = None) -> int:
+    from taiat import __version__
+
+    args = parse(SUPERVISOR_USAGE, argv, version=__version__)
+    try:
+        config, level = supervisor_config(args)
+        setup_logging(level)
+        if args["--status"]:
+            from taiat.cli.status_report import print_status
+
+            return print_status(config.database_url, config.status_file)
+        from taiat.supervisor.daemon import Supervisor
+
+        if config.burst:
+            from taiat.cli.progress import run_burst
+
+            return run_burst(Supervisor(config))
+        return Supervisor(config).run()
+    except TaiatError as error:
+        return fail(error)

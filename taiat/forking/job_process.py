@@ -1,0 +1,610 @@
+"""A job's child process seen from the supervisor: fork, read the result as it arrives, watch
+the deadline and the memory of its process tree, kill by process group, reap, and say in words
+how it ended."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import gc
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import psutil
+
+from taiat.agents.executors import JobExecutor
+from taiat.forking import child
+from taiat.forking.server import LOST, Exit, ServerEnd, pid_exists
+from taiat.forking.spool import Spool
+from taiat.jobs import Job, Outcome
+
+_READ_CHUNK = 1 << 20
+#: Bytes of a large result (see `child.LARGE_MESSAGE`) moved from its pipe to its file in one
+#: turn of the supervisor's loop: however large the result, a turn stays short.
+_SPOOL_PER_TURN = 8 << 20
+
+
+#: Causes of an ending whose job has moved on without this run (cancelled, or taken back by
+#: another supervisor): only the run itself is left to record, and it is no failure.
+MOVED_ON = frozenset({Outcome.CANCELLED, Outcome.SUPERSEDED})
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a child ended. `ok` with `result`, or not with `error` in words."""
+
+    ok: bool
+    result: Any
+    error: str | None
+    #: Completed, failed, timed out, crashed, memory, stopped (the supervisor cut it short), or
+    #: one of MOVED_ON: the `outcome` of its attempt.
+    cause: Outcome
+    exit_code: int | None
+    exit_signal: int | None
+    wall_seconds: float
+    cpu_user_seconds: float
+    cpu_system_seconds: float
+    peak_rss_bytes: int
+    #: A query job's plan, to create as agent jobs (cause PLANNED), instead of a result.
+    plan: dict[str, Any] | None = None
+    #: The job failed in a way no retry can mend (it said so): fail it for good.
+    final: bool = False
+
+
+def unstarted(error: str, wall_seconds: float = 0.0) -> Ending:
+    """The ending of a claim that did not run (or is not known to have): STOPPED, so that
+    its job goes back to pending with no retry spent."""
+    return Ending(False, None, error, Outcome.STOPPED, None, None, wall_seconds, 0.0, 0.0, 0)
+
+
+def signal_words(signum: int) -> str:
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+    detail = {
+        signal.SIGSEGV: ": segmentation fault",
+        signal.SIGBUS: ": bus error",
+        signal.SIGFPE: ": floating-point exception",
+        signal.SIGABRT: ": aborted",
+        signal.SIGILL: ": illegal instruction",
+    }.get(signal.Signals(signum), "")
+    return f"signal {signum} ({name}){detail}"
+
+
+def killpg(pgid: int, signum: int) -> None:
+    """Signal a whole process group; one that is gone already is no error."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass
+    except PermissionError as exc:  # a pid reused by someone else's process: leave it be
+        if exc.errno != errno.EPERM:
+            raise
+
+
+class Launcher(Protocol):
+    """Starts job children and learns how they ended: the fork server
+    (`taiat.forking.server.ForkServer`), or the supervisor itself (`DirectLauncher`). A launch is
+    known by the handle `launch` returns, which need not be the child's pid: the fork server
+    says that later."""
+
+    def launch(
+        self,
+        job: Job,
+        result_fd: int,
+        max_result_bytes: int,
+        dependency_results: dict[str, Any] | None = None,
+    ) -> int: ...
+
+    def child_pid(self, handle: int, *, wait: bool = False) -> int | None: ...
+
+    def reap(self, handle: int) -> Exit | None: ...
+
+
+class DirectLauncher:
+    """Fork job children from this very process (the fallback when there is no fork server,
+    and the way of an embedding program that asks for none)."""
+
+    def __init__(
+        self,
+        executors: Sequence[JobExecutor],
+        engine: Any,
+        after_fork: Callable[[], None] | None,
+    ) -> None:
+        self.executors = list(executors)
+        self.engine = engine
+        self.after_fork = after_fork
+        child.prepare_to_fork()
+        self._processes: dict[int, Any] = {}
+        # Here, not at the top: a supervisor whose jobs the fork server forks spares the 2.5 MB.
+        import multiprocess
+
+        self._context = multiprocess.get_context("fork")
+        self._known_to_multiprocess = multiprocess.process._children
+
+    def launch(
+        self,
+        job: Job,
+        result_fd: int,
+        max_result_bytes: int,
+        dependency_results: dict[str, Any] | None = None,
+    ) -> int:
+        process = self._context.Process(
+            target=child.run,
+            args=(
+                job,
+                self.executors,
+                result_fd,
+                os.getpid(),
+                max_result_bytes,
+                self.engine,
+                self.after_fork,
+                dependency_results,
+            ),
+            name=f"taiat-job-{job.id}",
+        )
+        # Objects alive now are the parent's: frozen, the collector leaves them alone in the
+        # child, whose pages then stay shared instead of being copied on the collector's writes.
+        gc.freeze()
+        try:
+            process.start()
+        finally:
+            gc.unfreeze()
+        # multiprocess reaps the children it knows of whenever another one starts, which would
+        # take the exit status and rusage from us: we reap this one ourselves with wait4.
+        self._known_to_multiprocess.discard(process)
+        self._processes[process.pid] = process
+        try:  # also from here, so a kill that comes before the child's own setpgrp still works
+            os.setpgid(process.pid, process.pid)
+        except OSError:
+            pass  # the child did it first, or has exited
+        return process.pid
+
+    def child_pid(self, handle: int, *, wait: bool = False) -> int | None:
+        return handle  # the pid itself
+
+    def reap(self, handle: int) -> Exit | None:
+        pid = handle
+        try:
+            found, status, usage = os.wait4(pid, os.WNOHANG)
+        except ChildProcessError:
+            # Reaped by someone else in this process (an embedding program's own wait()): the
+            # exit status is lost, but the job must not wait for it forever.
+            if pid_exists(pid):
+                return None
+            self._forget(pid, 255)
+            return LOST
+        if found == 0:
+            return None
+        self._forget(pid, os.waitstatus_to_exitcode(status))
+        return Exit(status, usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
+
+    def _forget(self, pid: int, returncode: int) -> None:
+        # We reaped the child ourselves; tell multiprocess so that it lets go.
+        process = self._processes.pop(pid)
+        popen = getattr(process, "_popen", None)
+        if popen is not None:
+            popen.returncode = returncode
+        process.close()
+
+
+class JobProcess:
+    """One job running in its own forked child and process group."""
+
+    def __init__(
+        self,
+        job: Job,
+        *,
+        timeout: float | None,
+        memory_limit_bytes: int | None,
+        max_result_bytes: int,
+        exit_grace: float = 5.0,
+    ) -> None:
+        self.job = job
+        self.timeout = timeout
+        #: How long the child may take to exit once it has sent its result.
+        self.exit_grace = exit_grace
+        self.memory_limit_bytes = memory_limit_bytes
+        self.max_result_bytes = max_result_bytes
+        self.handle = 0
+        self._pid: int | None = None
+        self.fd = -1
+        self.started = 0.0
+        self.started_at = datetime.now(UTC).replace(tzinfo=None)
+        self.deadline: float | None = None
+        self.kill_at: float | None = None
+        self.rss_bytes = 0
+        self.peak_rss_bytes = 0
+        self._buffer = bytearray()
+        self._expected: int | None = None
+        #: A large result's file while its bytes arrive, and how many are still to come.
+        self._spool: Spool | None = None
+        self._to_spool = 0
+        self._message: dict[str, Any] | None = None
+        self._verdict: tuple[Outcome, str] | None = None  # (cause, error) decided by the parent
+        self._launcher: Launcher | None = None
+        #: Run in a fork server of its own, with no other job, because a fork server died
+        #: while it ran beside others: should this one die too, the job is the one to blame.
+        self.alone = False
+        #: Its fork server was killed while it ran, and it with it: it may have done it (or
+        #: has been found to), and runs alone next time (see `alone`).
+        self.suspect = False
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(self, launcher: Launcher, dependency_results: dict[str, Any] | None = None) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        try:
+            self.handle = launcher.launch(
+                self.job, write_fd, self.max_result_bytes, dependency_results
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self._launcher = launcher
+        self.fd = read_fd
+        self.started = time.monotonic()
+        if self.timeout is not None:
+            self.deadline = self.started + self.timeout
+
+    @property
+    def launcher(self) -> Launcher | None:
+        """What started its child (None before `start`)."""
+        return self._launcher
+
+    @property
+    def pid(self) -> int:
+        """The child's pid, waiting for the launcher to say it if need be; 0 if it never
+        started."""
+        return self._resolve(wait=True) or 0
+
+    @property
+    def known_pid(self) -> int | None:
+        """The child's pid if the launcher has said it already (never waits)."""
+        return self._resolve(wait=False) or None
+
+    @property
+    def pid_learnt(self) -> bool:
+        """Whether the launcher has said the child's pid, or that there is none (reads
+        nothing)."""
+        return self._pid is not None
+
+    def _resolve(self, *, wait: bool) -> int | None:
+        if self._pid is None and self._launcher is not None:
+            self._pid = self._launcher.child_pid(self.handle, wait=wait)
+        return self._pid
+
+    def _kill(self, signum: int) -> None:
+        """Signal the child's process group, if it ever started."""
+        if pid := self.pid:
+            killpg(pid, signum)
+
+    # -- while it runs -------------------------------------------------------------------
+
+    def read_available(self, *, whole: bool = False) -> None:
+        """Take whatever the pipe holds now (of a large result, `_SPOOL_PER_TURN` bytes at most
+        unless `whole`); never blocks."""
+        spooled = 0
+        while self.fd >= 0 and self._message is None:
+            if self._spool is not None and spooled >= _SPOOL_PER_TURN and not whole:
+                return
+            try:
+                chunk = os.read(self.fd, _READ_CHUNK)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self._close_pipe()
+                return
+            if self._spool is not None:
+                spooled += len(chunk)
+                self._spill(chunk)
+                continue
+            self._buffer += chunk
+            self._parse()
+
+    def _parse(self) -> None:
+        size = child.HEADER.size
+        if self._expected is None and len(self._buffer) >= size:
+            (self._expected,) = child.HEADER.unpack_from(self._buffer)
+            if self._expected > self.max_result_bytes:
+                self.stop(
+                    Outcome.FAILED,
+                    f"result of {self._expected} bytes is over the limit of "
+                    f"{self.max_result_bytes} bytes",
+                )
+                return
+        if self._expected is not None and self._expected > child.LARGE_MESSAGE:
+            self._begin_spool()
+            return
+        if self._expected is not None and len(self._buffer) >= size + self._expected:
+            body = bytes(self._buffer[size : size + self._expected])
+            self._buffer.clear()
+            self._message = read_message(body)
+            self._close_pipe()
+            # Its job is done, and has no deadline left; its process gets `exit_grace` to end.
+            self.deadline = None
+            self.kill_at = time.monotonic() + self.exit_grace
+
+    def _begin_spool(self) -> None:
+        """A large message: a success's result, whose JSON text goes to a file as it comes."""
+        start = child.HEADER.size + len(child.RESULT_PREFIX)
+        if len(self._buffer) < start:
+            return  # its beginning is not all here yet
+        if self._buffer[child.HEADER.size : start] != child.RESULT_PREFIX:
+            assert self._expected is not None
+            self.stop(
+                Outcome.FAILED,
+                f"the child sent a message of {self._expected} bytes that is not a result",
+            )
+            return
+        try:
+            self._spool = Spool()
+        except OSError as exc:
+            self.stop(Outcome.FAILED, f"its result could not be kept: {exc}")
+            return
+        try:  # fewer, larger reads: a pipe holds 64 KiB unless asked for more
+            fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, _READ_CHUNK)
+        except OSError:
+            pass
+        assert self._expected is not None
+        self._to_spool = self._expected - len(child.RESULT_PREFIX)
+        rest = bytes(self._buffer[start:])
+        self._buffer = bytearray()
+        self._spill(rest)
+
+    def _spill(self, data: bytes) -> None:
+        spool = self._spool
+        assert spool is not None
+        part = memoryview(data)[: self._to_spool]
+        try:
+            spool.write(part)
+        except OSError as exc:
+            self.stop(Outcome.FAILED, f"its result could not be kept: {exc}")
+            return
+        self._to_spool -= len(part)
+        if self._to_spool:
+            return
+        self._spool = None
+        if spool.last_byte() == child.RESULT_SUFFIX:
+            spool.truncate(spool.size - len(child.RESULT_SUFFIX))
+            self._message = {"ok": True, "result": spool}
+        else:
+            spool.close()
+            self._message = {"ok": False, "error": "the child sent a malformed result"}
+        self._close_pipe()
+        # As for a small result: no deadline left; its process gets `exit_grace` to end.
+        self.deadline = None
+        self.kill_at = time.monotonic() + self.exit_grace
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the child has sent its whole result, before anything ended it: its job's
+        outcome is then that result, whatever becomes of its process."""
+        return self._message is not None and self._verdict is None
+
+    def _close_pipe(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self._spool is not None:  # a large result cut short: it never came whole
+            self._spool.close()
+            self._spool = None
+
+    def sample_memory(self) -> int:
+        """Resident memory of the whole process tree now; kill it when over the limit."""
+        total = 0
+        pid = self._resolve(wait=False)
+        if not pid:
+            return self.rss_bytes  # not forked yet, or never
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                    continue
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            return self.rss_bytes
+        self.rss_bytes = total
+        self.peak_rss_bytes = max(self.peak_rss_bytes, total)
+        limit = self.memory_limit_bytes
+        if limit is not None and total > limit and self._verdict is None:
+            self.stop(Outcome.MEMORY, f"exceeded memory limit of {limit // (1 << 20)} MB", grace=0)
+        return total
+
+    def check_deadline(self, now: float, grace: float) -> None:
+        if self.deadline is not None and now >= self.deadline and self._verdict is None:
+            self.stop(Outcome.TIMED_OUT, f"timed out after {_seconds(self.timeout)} s", grace=grace)
+        elif self.kill_at is not None and now >= self.kill_at:
+            self._kill(signal.SIGKILL)
+            self.kill_at = None
+
+    def stop(self, cause: Outcome, error: str, grace: float = 0.0) -> None:
+        """End the job for `cause`: SIGTERM to its group, then SIGKILL after `grace` seconds.
+        A job that has sent its result keeps it as its outcome: only its process is ended."""
+        if self._verdict is None and self._message is None:
+            self._verdict = (cause, error)
+        self._close_pipe()
+        if grace > 0:
+            self._kill(signal.SIGTERM)
+            self.kill_at = time.monotonic() + grace
+        else:
+            self._kill(signal.SIGKILL)
+            self.kill_at = None
+
+    @property
+    def next_timer(self) -> float | None:
+        times = [t for t in (self.deadline if self._verdict is None else None, self.kill_at) if t]
+        return min(times) if times else None
+
+    # -- the end -------------------------------------------------------------------------
+
+    def try_reap(self) -> Ending | None:
+        """The ending if the child has exited (reaping it and its leftovers), else None."""
+        assert self._launcher is not None, "reaping a child that was never started"
+        self._resolve(wait=False)  # the pid, before the launcher forgets the launch
+        ended = self._launcher.reap(self.handle)
+        if ended is None:
+            return None
+        wall = time.monotonic() - self.started
+        if not self.pid:
+            self._close_pipe()
+            return self._not_started(ended, wall)
+        self.read_available(whole=True)
+        self._close_pipe()
+        # Grandchildren it left behind go with it.
+        self._kill(signal.SIGKILL)
+        status = ended.status
+        known = status >= 0
+        peak = max(self.peak_rss_bytes, ended.peak_rss_bytes)
+        exit_code = os.WEXITSTATUS(status) if known and os.WIFEXITED(status) else None
+        exit_signal = os.WTERMSIG(status) if known and os.WIFSIGNALED(status) else None
+        ok, result, cause, error = self._judge(exit_code, exit_signal)
+        if ended.server_end is not None and self._verdict is None and self._message is None:
+            cause, error = self._outlived(ended.server_end)
+        said = self._message if self._verdict is None and self._message is not None else {}
+        plan = said.get("plan") if ok else None
+        return Ending(
+            ok=ok,
+            result=result,
+            error=error,
+            cause=Outcome.PLANNED if plan is not None else cause,
+            exit_code=exit_code,
+            exit_signal=exit_signal,
+            wall_seconds=wall,
+            cpu_user_seconds=ended.user_seconds,
+            cpu_system_seconds=ended.system_seconds,
+            peak_rss_bytes=peak,
+            plan=plan,
+            final=bool(said.get("final")) and not ok,
+        )
+
+    def _outlived(self, end: ServerEnd) -> tuple[Outcome, str]:
+        """The cause and words of a child that ended without a result after its fork server
+        ended. A job is blamed for the server's death only when it is sure: a server was killed
+        while it ran beside other jobs, and again while it ran alone in a server of its own.
+        Until then it is one of the bystanders, which go back to pending with no retry spent."""
+        if end.killed:
+            how = _killed_words(end)
+        elif end.by_supervisor:
+            how = f"was given up by the supervisor ({end.why})"
+        elif end.returncode is not None:
+            how = f"exited with code {end.returncode}"
+        else:
+            how = f"was lost ({end.why})"
+        self.suspect = end.killed
+        if end.killed and self.alone:
+            # Blamed; and, should it run again, alone again.
+            did = "stopped" if end.stopped else "killed"
+            return Outcome.CRASHED, (
+                f"{did} its fork server (pid {end.pid}): the server {how} while the job ran "
+                "alone in it, after another one had died while the job ran beside other jobs"
+            )
+        return Outcome.STOPPED, (
+            f"its fork server (pid {end.pid}) {how} while the job ran, and the job's process "
+            "with it; not known to be the job's doing: back to pending, no retry spent"
+        )
+
+    def _not_started(self, ended: Exit, wall: float) -> Ending:
+        """The ending of a launch not known to have become a child: the job goes back to
+        pending (STOPPED), no retry spent. The server said why it could not fork, or it was
+        lost before it said anything: the child, if there was one, died with it. If the server
+        was killed, the child may have started and done it: the job runs alone next time (a
+        child of a server of its own runs its job only once its pid is told)."""
+        if ended.error:
+            return unstarted(f"never started: {ended.error}", wall)
+        end = ended.server_end
+        if end is not None and end.killed:
+            self.suspect = True
+            how = _killed_words(end)
+            return unstarted(
+                f"not known to have started: its fork server (pid {end.pid}) {how} "
+                "before it said so",
+                wall,
+            )
+        return unstarted(
+            "not known to have started: the fork server was lost before it said so", wall
+        )
+
+    def _judge(
+        self, exit_code: int | None, exit_signal: int | None
+    ) -> tuple[bool, Any, Outcome, str | None]:
+        if self._verdict is not None:
+            cause, error = self._verdict
+            return False, None, cause, error
+        message = self._message
+        if message is not None and message.get("ok"):
+            return True, message.get("result"), Outcome.COMPLETED, None
+        if message is not None:
+            error = str(message.get("error"))
+            if message.get("traceback"):
+                error += "\n" + str(message["traceback"])
+            return False, None, Outcome.FAILED, error
+        if exit_signal is not None:
+            return False, None, Outcome.CRASHED, f"killed by {signal_words(exit_signal)}"
+        if exit_code:
+            return False, None, Outcome.CRASHED, f"exited with code {exit_code} without a result"
+        if exit_code is None:
+            return False, None, Outcome.CRASHED, "ended without a result; its exit status was lost"
+        return False, None, Outcome.CRASHED, "exited without sending a result (pipe closed)"
+
+
+def _killed_words(end: ServerEnd) -> str:
+    """How a fork server that someone else ended ended, after "the server"."""
+    if end.stopped:
+        return "was stopped (SIGSTOP), and so killed by the supervisor"
+    return f"was killed by {signal_words(-(end.returncode or 0))}"
+
+
+def read_message(body: bytes) -> dict[str, Any]:
+    """The child's message, judged rather than trusted: job code can write anything to the
+    pipe it inherited. `child` sends an object, {"ok": true, "result": ...} or {"ok": true,
+    "plan": {...}}, or {"ok": false, "error": "...", "traceback": "..." or null, "final":
+    bool}; whatever else arrives is a failure that says what was wrong with it. The message
+    returned always has that shape."""
+    try:
+        message = json.loads(body)
+    except RecursionError:
+        return _malformed("it is nested too deep to be read")
+    except ValueError as exc:  # UnicodeDecodeError too
+        return _malformed(f"it is not JSON: {exc}")
+    if not isinstance(message, dict):
+        return _malformed(f"it is a JSON {_json_kind(message)}, not an object")
+    ok = message.get("ok")
+    if ok is True:
+        plan = message.get("plan")
+        if plan is not None and not isinstance(plan, dict):
+            return _malformed(f"its plan is a JSON {_json_kind(plan)}, not an object")
+        return {"ok": True, "result": message.get("result"), "plan": plan}
+    if ok is not False:
+        return _malformed('its "ok" is neither true nor false')
+    error, trace = message.get("error"), message.get("traceback")
+    return {
+        "ok": False,
+        "error": error if isinstance(error, str) else "the job failed; its error is not text",
+        "traceback": trace if isinstance(trace, str) else None,
+        "final": message.get("final") is True,
+    }
+
+
+def _malformed(why: str) -> dict[str, Any]:
+    return {"ok": False, "error": f"the child sent a malformed result: {why}", "traceback": None}
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(value), "number")
+
+
+def _seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:g}"

@@ -1,0 +1,274 @@
+"""`taiat jobs list|show|create|cancel|retry` and `taiat history`."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+
+from taiat.cli.exits import EXIT_FAILURE, EXIT_OK
+from taiat.errors import InvalidJob, JobNotFound, UsageError
+from taiat.jobs import Attempt, Job, JobStatus
+from taiat.operator import lookups, render
+from taiat.operator.options import error, job_id, manager, number, status_option
+from taiat.store.validation import BIGINT_RANGE, INTEGER_RANGE, MAX_JSON_DEPTH, shown, utc_naive
+
+_RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def list_command(args: dict) -> int:
+    status = status_option(args)
+    limit = number(args, "--limit", int, 100, 1, BIGINT_RANGE[1])
+    if args["--ready"] and status not in (None, JobStatus.PENDING):
+        raise UsageError("--ready lists pending jobs only: leave out --status")
+    jobs = lookups.find_jobs(
+        manager(args), status, ready=args["--ready"], name=args["--name"], limit=limit
+    )
+    if args["--json"]:
+        render.print_json([render.job_record(job) for job in jobs])
+        return EXIT_OK
+    rows = (
+        (
+            job.id,
+            job.name,
+            render.status_text(job.status),
+            job.priority,
+            f"{job.attempt}/{job.max_retries + 1}",
+            render.when(job.updated_at or job.created_at),
+            render.first_line(job.error_message),
+        )
+        for job in jobs
+    )
+    columns = ("ID", "NAME", "STATUS", "PRI", "TRY", "UPDATED (UTC)", "ERROR")
+    render.print_rows(render.console(), columns, rows)
+    return EXIT_OK
+
+
+def show_command(args: dict) -> int:
+    wanted = job_id(args)
+    jm = manager(args)
+    job = jm.get_job(wanted)
+    if job is None:
+        raise JobNotFound(f"no job has id {wanted}")
+    dependencies = lookups.jobs_by_id(jm, job.dependencies)
+    attempts = jm.get_attempts(job.id)
+    if args["--json"]:
+        render.print_json(
+            {
+                "job": render.job_record(job),
+                "dependencies": [
+                    _dependency(dep, dependencies.get(dep)) for dep in job.dependencies
+                ],
+                "attempts": [render.attempt_record(a) for a in attempts],
+            }
+        )
+        return EXIT_OK
+    out = render.console()
+    field = render.table("FIELD", "VALUE", rows=_fields(job), wrap=True, width=out.width)
+    field.show_header = False
+    parts: list[Any] = [Text(f"job {job.id}", style="bold"), field, ""]
+    deps = render.table(
+        "ID",
+        "NAME",
+        "STATUS",
+        rows=[_dependency_row(dep, dependencies.get(dep)) for dep in job.dependencies],
+        title="dependencies",
+        width=out.width,
+    )
+    parts += [deps if job.dependencies else "dependencies: none", ""]
+    parts.append(_attempts_table(attempts, out.width) if attempts else "attempts: none yet")
+    render.show(out, *parts)
+    return EXIT_OK
+
+
+def _dependency_row(dep: str, found: Job | None) -> tuple[Any, ...]:
+    if found is None:
+        return (dep, "(gone from history)", "-")
+    return (dep, found.name, render.status_text(found.status))
+
+
+def _dependency(dep: str, found: Job | None) -> dict[str, Any]:
+    if found is None:
+        return {"id": dep, "name": None, "status": None}
+    return {"id": dep, "name": found.name, "status": found.status.value}
+
+
+def _fields(job: Job) -> list[tuple[str, Any]]:
+    fields: list[tuple[str, Any]] = [
+        ("name", job.name),
+        ("type", job.job_type.value),
+        ("status", render.status_text(job.status)),
+    ]
+    if job.description:
+        fields.append(("description", job.description))
+    fields += [
+        ("priority", str(job.priority)),
+        ("attempt", f"{job.attempt} of at most {job.max_retries + 1}"),
+        (
+            "timeout",
+            "supervisor's default"
+            if job.timeout_seconds is None
+            else render.duration(job.timeout_seconds),
+        ),
+        ("created", render.when(job.created_at)),
+    ]
+    if job.status.value == "pending" and job.run_at is not None:
+        fields.append(("not before", render.when(job.run_at)))
+    if job.started_at is not None:
+        fields.append(("started", render.when(job.started_at)))
+    if job.completed_at is not None:
+        fields.append(("finished", render.when(job.completed_at)))
+    if job.worker_id:
+        fields.append(("supervisor", job.worker_id))
+    fields.append(("payload", json.dumps(job.payload, sort_keys=True)))
+    if job.result is not None:
+        fields.append(("result", json.dumps(job.result, sort_keys=True, default=str)))
+    if job.error_message:
+        fields.append(("error", Text(job.error_message.strip(), style="red")))
+    return fields
+
+
+def _attempts_table(attempts: list[Attempt], width: int) -> Any:
+    rows = []
+    for a in attempts:
+        cpu = None
+        if a.cpu_user_seconds is not None or a.cpu_system_seconds is not None:
+            cpu = (a.cpu_user_seconds or 0.0) + (a.cpu_system_seconds or 0.0)
+        if a.exit_signal is not None:
+            exit_cause = f"signal {a.exit_signal}"
+        else:
+            exit_cause = "-" if a.exit_code is None else f"code {a.exit_code}"
+        rows.append(
+            (
+                str(a.attempt),
+                a.host or "-",
+                "-" if a.pid is None else str(a.pid),
+                render.status_text(a.outcome or "-"),
+                exit_cause,
+                render.duration(a.wall_seconds),
+                render.duration(cpu),
+                render.size(a.peak_rss_bytes),
+                render.when(a.ended_at),
+                render.first_line(a.error_message),
+            )
+        )
+    columns = ("#", "HOST", "PID", "OUTCOME", "EXIT", "WALL", "CPU", "PEAK RSS", "ENDED (UTC)")
+    return render.table(*columns, "ERROR", rows=rows, title="attempts", width=width)
+
+
+# -- changing ------------------------------------------------------------------------------
+
+
+def _payload(args: dict) -> dict[str, Any]:
+    if args["--payload-file"] is not None:
+        where = args["--payload-file"]
+        try:
+            text = sys.stdin.read() if where == "-" else Path(where).read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read --payload-file {where}: {exc.strerror}") from None
+        source = f"--payload-file {where}"
+    elif args["--payload"] is not None:
+        text, source = args["--payload"], "--payload"
+    else:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{source} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(
+            f"{source} nests objects and arrays more than {MAX_JSON_DEPTH} deep, which is too "
+            "deep to be stored and read back"
+        ) from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{source} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def parse_time(raw: str, now: datetime | None = None) -> datetime:
+    """ISO 8601 (naive means UTC) or "+N[s|m|h|d]" from `now`; naive UTC."""
+    relative = _RELATIVE.match(raw.strip())
+    try:
+        if relative:
+            base = now or datetime.now(UTC).replace(tzinfo=None)
+            seconds = float(relative.group(1)) * _UNIT_SECONDS[relative.group(2)]
+            return base + timedelta(seconds=seconds)
+        return utc_naive(datetime.fromisoformat(raw.strip()))
+    except (OverflowError, InvalidJob):
+        raise UsageError(
+            f"--run-at {shown(raw)} is out of range: it must fall in years 1 to 9999 (UTC)"
+        ) from None
+    except ValueError:
+        raise UsageError(
+            f"--run-at {raw!r} is not a time: use ISO 8601 (2030-01-31T09:00:00) or +30m"
+        ) from None
+
+
+def create_command(args: dict) -> int:
+    payload = _payload(args)
+    run_at = None if args["--run-at"] is None else parse_time(args["--run-at"])
+    job = manager(args).create_job(
+        args["--type"],
+        args["--name"],
+        args["--description"],
+        payload,
+        list(args["--depends-on"]),
+        number(args, "--max-retries", int, 3, 0, INTEGER_RANGE[1]),
+        priority=number(args, "--priority", int, 0, *INTEGER_RANGE),
+        timeout_seconds=number(args, "--timeout", float, None, 0),
+        run_at=run_at,
+    )
+    print(job.id)
+    return EXIT_OK
+
+
+def cancel_command(args: dict) -> int:
+    wanted = job_id(args)
+    jm = manager(args)
+    if jm.cancel_job(wanted):
+        print(f"cancelled job {wanted} and every job waiting on it")
+        return EXIT_OK
+    job = jm.get_job(wanted)
+    status = job.status.value if job else "finished"
+    error(f"job {wanted} already {status}; nothing to cancel")
+    return EXIT_FAILURE
+
+
+def retry_command(args: dict) -> int:
+    job = manager(args).retry_job(job_id(args))
+    print(f"job {job.id} ({job.name}) is pending again, retries reset")
+    return EXIT_OK
+
+
+def history_command(args: dict) -> int:
+    status = status_option(args)
+    limit = number(args, "--limit", int, 10, 1, BIGINT_RANGE[1])
+    entries = manager(args).get_job_history(limit=limit, status=status)
+    if args["--json"]:
+        render.print_json(entries)
+        return EXIT_OK
+    rows = (
+        (
+            render.when(entry.completed_at),
+            render.status_text(entry.status),
+            entry.job_id,
+            entry.name,
+            render.duration(
+                sum(a.wall_seconds or 0.0 for a in entry.attempts)
+                if entry.attempts
+                else entry.duration_seconds
+            ),
+            str(len(entry.attempts)),
+            render.first_line(entry.error_message),
+        )
+        for entry in entries
+    )
+    columns = ("FINISHED (UTC)", "STATUS", "JOB ID", "NAME", "RAN", "RUNS", "ERROR")
+    render.print_rows(render.console(), columns, rows)
+    return EXIT_OK

@@ -1,0 +1,150 @@
+"""What the `taiat` command reads beyond `JobManager`'s API: jobs found by name, jobs by id
+with their final state, the dependency graph around a job, what runs now."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from taiat.job_manager import JobManager
+from taiat.jobs import Job, JobHistoryEntry, JobStatus
+from taiat.store import queries
+from taiat.store.queries import operator as operator_queries
+
+#: A graph stops growing past this many jobs, so one huge fan-out cannot flood a terminal.
+MAX_GRAPH_NODES = 500
+
+
+def find_jobs(
+    manager: JobManager,
+    status: JobStatus | None = None,
+    *,
+    ready: bool = False,
+    name: str | None = None,
+    limit: int | None = 100,
+) -> list[Job]:
+    """Jobs by status and name pattern, most recently changed first; ready ones (pending,
+    dependencies met, `run_at` passed) in claim order."""
+    if ready:
+        return manager.get_ready_jobs(limit, name=name)
+    return manager.list_jobs(status, limit, name=name)
+
+
+def _by_id(conn: Connection, ids: Collection[str]) -> dict[str, Job]:
+    found: dict[str, Job] = {}
+    for row in operator_queries.history_by_job_id(conn, ids):
+        found[row["job_id"]] = Job.from_history(JobHistoryEntry.from_row(row))  # newest wins
+    for row in operator_queries.active_by_id(conn, ids):
+        found[row["id"]] = Job.from_row(row)  # active again after a retry: that is its state
+    return found
+
+
+def jobs_by_id(manager: JobManager, ids: Collection[str]) -> dict[str, Job]:
+    """Each of `ids` that names a job, in its current state (finished ones from history)."""
+    return manager.run(lambda conn: _by_id(conn, ids))
+
+
+@dataclass
+class Graph:
+    """The jobs around one job: every ancestor and every descendant, and the edges between
+    them, each edge `(dependency, dependent)`. `now` is the database's clock."""
+
+    root: str
+    jobs: dict[str, Job] = field(default_factory=dict)
+    edges: set[tuple[str, str]] = field(default_factory=set)
+    #: Ids named as dependencies that no job has any more (history cleaned up).
+    missing: set[str] = field(default_factory=set)
+    truncated: bool = False
+    now: datetime | None = None
+
+    def dependencies(self, job_id: str) -> list[str]:
+        return sorted(dep for dep, job in self.edges if job == job_id)
+
+    def dependents(self, job_id: str) -> list[str]:
+        return sorted(job for dep, job in self.edges if dep == job_id)
+
+
+def graph_around(manager: JobManager, job_id: str) -> Graph | None:
+    """The dependency graph around `job_id`, or None if no job has that id."""
+
+    def read(conn: Connection) -> Graph | None:
+        graph = Graph(job_id, now=queries.db_now(conn))
+        root = _by_id(conn, [job_id])
+        if not root:
+            return None
+        graph.jobs.update(root)
+        _walk_up(conn, graph, [job_id])
+        _walk_down(conn, graph, [job_id])
+        # A graph cut short leaves edges to jobs it does not show.
+        drawn = set(graph.jobs) | graph.missing
+        graph.edges = {(a, b) for a, b in graph.edges if a in drawn and b in drawn}
+        return graph
+
+    return manager.run(read)
+
+
+def _walk_up(conn: Connection, graph: Graph, frontier: Iterable[str]) -> None:
+    todo = list(frontier)
+    while todo:
+        wanted: set[str] = set()
+        for job_id in todo:
+            for dep in graph.jobs[job_id].dependencies:
+                graph.edges.add((dep, job_id))
+                if dep not in graph.jobs and dep not in graph.missing:
+                    wanted.add(dep)
+        chosen = _room(graph, wanted)
+        found = _by_id(conn, chosen)
+        graph.missing |= set(chosen) - set(found)
+        graph.jobs.update(found)
+        todo = list(found)
+
+
+def _walk_down(conn: Connection, graph: Graph, frontier: Iterable[str]) -> None:
+    todo = list(frontier)
+    seen = set(todo)
+    while todo:
+        wanted: set[str] = set()
+        for row in operator_queries.dependents_of(conn, todo):
+            for dep in row["dependencies"] or []:
+                if dep in todo:
+                    graph.edges.add((dep, row["id"]))
+            if row["id"] not in seen:
+                wanted.add(row["id"])
+        seen |= wanted
+        found = _by_id(conn, _room(graph, wanted - set(graph.jobs)))
+        graph.jobs.update(found)
+        todo = sorted(found)
+
+
+def _room(graph: Graph, wanted: set[str]) -> list[str]:
+    space = MAX_GRAPH_NODES - len(graph.jobs)
+    chosen = sorted(wanted)
+    if len(chosen) > space:
+        graph.truncated = True
+        chosen = chosen[: max(space, 0)]
+    return chosen
+
+
+def running_jobs(manager: JobManager) -> list[dict[str, Any]]:
+    """The running jobs, each with `elapsed` seconds by the database's clock."""
+    rows = manager.run(operator_queries.running_jobs)
+    found = []
+    for row in rows:
+        entry = dict(row)
+        started, now = entry.pop("started_at"), entry.pop("now")
+        entry["started_at"] = started
+        entry["elapsed"] = None if started is None else (now - started).total_seconds()
+        found.append(entry)
+    return found
+
+
+def queue_depth(manager: JobManager) -> dict[str, int]:
+    """Jobs per status (each job once), and `ready` among the pending ones."""
+    counts = {status.value: 0 for status in JobStatus}
+    counts.update(manager.count_jobs())
+    counts["ready"] = manager.run(operator_queries.count_ready)
+    return counts

@@ -1,0 +1,346 @@
+"""Every SQL statement of the job manager, one named function each, for PostgreSQL and SQLite
+(reads in `taiat.store.queries.reading` and the ends of claims in
+`taiat.store.queries.endings`, both re-exported here; supervisors' statements in
+`taiat.store.queries.supervisors`, query plans' in
+`taiat.store.queries.plans`, the `taiat` command's in `taiat.store.queries.operator`).
+
+Functions take an open connection inside the caller's transaction; none commits. Row locks
+(`FOR UPDATE`, `FOR KEY SHARE`, `SKIP LOCKED`) matter on PostgreSQL; on SQLite every transaction
+already holds the write lock (`BEGIN IMMEDIATE`), so the same statements are safe there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    RowMapping,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+
+from taiat.store import db
+from taiat.store.queries.endings import (  # noqa: F401 - part of this module's interface
+    CARRIED,
+    complete_running,
+    completes_in_one_statement,
+    insert_attempts,
+    insert_history,
+    move_to_history,
+    recent_attempts,
+    take_running,
+)
+from taiat.store.queries.reading import (  # noqa: F401 - part of this module's interface
+    PENDING,
+    RUNNING,
+    _latest_entries,
+    active_jobs,
+    attempts_for,
+    completed_results,
+    count_by_status,
+    count_pending,
+    finished_jobs,
+    get_active,
+    history_entries,
+    latest_history,
+    ready_jobs,
+)
+from taiat.store.queries.reading import (
+    READY as _READY,
+)
+from taiat.store.queries.reading import (
+    READY_ORDER as _READY_ORDER,
+)
+from taiat.store.schema import attempts, dependencies, history, jobs, utcnow
+
+
+def db_now(conn: Connection, *, notify_payload: str | None = None) -> datetime:
+    """The database's clock, as naive UTC; with `notify_payload`, in the same round trip, the
+    `notify` of it (sent when the transaction commits)."""
+    if notify_payload is not None and conn.dialect.name == "postgresql":
+        stmt = select(utcnow(), func.pg_notify(CHANNEL, notify_payload))
+        return conn.execute(stmt).first()[0]  # type: ignore[index]
+    return conn.execute(select(utcnow())).scalar_one()
+
+
+# -- creating ------------------------------------------------------------------------------
+
+
+#: From this many rows on, PostgreSQL gets the jobs by COPY: several times faster than INSERT.
+COPY_FROM_ROWS = 200
+
+
+def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert whole job rows (every column given)."""
+    if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS:
+        db.copy_rows(conn, jobs, rows)
+    elif rows:
+        conn.execute(insert(jobs), list(rows))
+
+
+def insert_edges(conn: Connection, edges: Sequence[Mapping[str, str]]) -> None:
+    if edges:
+        conn.execute(insert(dependencies), list(edges))
+
+
+def lock_active(conn: Connection, ids: Collection[str]) -> dict[str, str]:
+    """Status of those of `ids` still active, locked so that none can finish until we commit."""
+    if not ids:
+        return {}
+    # Locks are always taken in id order, so that two transactions cannot wait on each other.
+    stmt = (
+        select(jobs.c.id, jobs.c.status)
+        .where(jobs.c.id.in_(ids))
+        .order_by(jobs.c.id)
+        .with_for_update(read=True, key_share=True)
+    )
+    return {row.id: row.status for row in conn.execute(stmt)}
+
+
+def latest_history_status(conn: Connection, job_ids: Collection[str]) -> dict[str, str]:
+    """The status of each job's newest history entry, for those of `job_ids` in history."""
+    if not job_ids:
+        return {}
+    stmt = (
+        select(history.c.job_id, history.c.status)
+        .where(history.c.job_id.in_(job_ids))
+        .order_by(history.c.created_at)
+    )
+    return {row.job_id: row.status for row in conn.execute(stmt)}
+
+
+def known_ids(conn: Connection, ids: Collection[str]) -> set[str]:
+    """Those of `ids` that name a job, active or in history."""
+    if not ids:
+        return set()
+    active = select(jobs.c.id).where(jobs.c.id.in_(ids))
+    finished = select(history.c.job_id).where(history.c.job_id.in_(ids))
+    return set(conn.execute(active.union(finished)).scalars())
+
+
+# -- the state machine ---------------------------------------------------------------------
+
+
+def _claim_statement() -> Any:
+    """Mark up to :claim_limit ready jobs running for :worker_id, best first; one statement.
+
+    `FOR NO KEY UPDATE` rather than `FOR UPDATE`: it does not wait for the `FOR KEY SHARE` lock
+    that creating a dependent job takes on its dependencies. Built once: this is the
+    supervisor's hot path.
+    """
+    chosen = (
+        select(jobs.c.id)
+        .where(_READY, jobs.c.run_at <= utcnow())
+        .order_by(*_READY_ORDER)
+        .limit(bindparam("claim_limit"))
+        .with_for_update(skip_locked=True, key_share=True)
+        .cte("chosen")
+    )
+    return (
+        update(jobs)
+        .where(jobs.c.id == chosen.c.id)
+        .values(
+            status=RUNNING,
+            worker_id=bindparam("claimer"),
+            started_at=utcnow(),
+            updated_at=utcnow(),
+            claim_seq=jobs.c.claim_seq + 1,
+        )
+        .returning(*jobs.c)
+    )
+
+
+CLAIM = _claim_statement()
+
+
+def explain_claim(conn: Connection, limit: int = 4) -> str:
+    """The database's plan for the claim statement, as text."""
+    compiled = CLAIM.compile(dialect=conn.dialect)
+    params = compiled.construct_params({"claimer": "explain", "claim_limit": limit})
+    if compiled.positional:
+        args: Any = tuple(params[name] for name in compiled.positiontup or ())
+    else:
+        args = params
+    if conn.dialect.name == "postgresql":
+        return "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {compiled}", args))
+    rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", args)
+    return "\n".join(str(row[-1]) for row in rows)
+
+
+def claim_jobs(conn: Connection, worker_id: str, limit: int) -> list[RowMapping]:
+    params = {"claimer": worker_id, "claim_limit": limit}
+    return list(conn.execute(CLAIM, params).mappings())
+
+
+def _running(job_id: str, claim_seq: int) -> Any:
+    return and_(jobs.c.id == job_id, jobs.c.status == RUNNING, jobs.c.claim_seq == claim_seq)
+
+
+def lock_running(conn: Connection, job_id: str, claim_seq: int) -> RowMapping | None:
+    """The job if this claim of it is still the running one, locked; else None (a stale write)."""
+    stmt = select(jobs).where(_running(job_id, claim_seq)).with_for_update()
+    return conn.execute(stmt).mappings().first()
+
+
+def reschedule(
+    conn: Connection, job_id: str, claim_seq: int, error: str, delay_seconds: float
+) -> bool:
+    """Put a failed attempt back to pending after `delay_seconds`, spending one retry."""
+    stmt = (
+        update(jobs)
+        .where(_running(job_id, claim_seq))
+        .values(
+            status=PENDING,
+            retry_count=jobs.c.retry_count + 1,
+            error_message=error,
+            run_at=utcnow(delay_seconds),
+            worker_id=None,
+            updated_at=utcnow(),
+        )
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def requeue(conn: Connection, job_id: str, claim_seq: int) -> bool:
+    """Put a running job back to pending at once without spending a retry (shutdown)."""
+    stmt = (
+        update(jobs)
+        .where(_running(job_id, claim_seq))
+        .values(status=PENDING, worker_id=None, started_at=None, updated_at=utcnow())
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def make_pending(conn: Connection, row: Mapping[Any, Any], unmet: int) -> RowMapping:
+    """Insert a job taken from history back as pending (retry), attempts reset."""
+    stmt = (
+        insert(jobs)
+        .values(
+            id=row["job_id"],
+            job_type=row["job_type"],
+            name=row["name"],
+            description=row["description"],
+            payload=row["payload"],
+            dependencies=row["dependencies"],
+            max_retries=row["max_retries"],
+            retry_count=0,
+            status=PENDING,
+            priority=row["priority"],
+            timeout_seconds=row["timeout_seconds"],
+            unmet_dependencies=unmet,
+            claim_seq=row["claim_seq"],
+            run_at=utcnow(),
+            created_at=utcnow(),
+            updated_at=utcnow(),
+        )
+        .returning(*jobs.c)
+    )
+    return conn.execute(stmt).mappings().one()
+
+
+def pending_dependents(conn: Connection, job_ids: Collection[str]) -> list[RowMapping]:
+    """The pending jobs that depend directly on any of `job_ids`, locked."""
+    if not job_ids:
+        return []
+    dependents = _dependents(conn, _edges_from(job_ids))
+    if not dependents:
+        return []
+    stmt = (
+        select(jobs)
+        .where(jobs.c.id.in_(dependents), jobs.c.status == PENDING)
+        .order_by(jobs.c.id)
+        .with_for_update()
+    )
+    return list(conn.execute(stmt).mappings())
+
+
+def _edges_from(job_ids: Collection[str]) -> Any:
+    return select(dependencies.c.job_id).where(dependencies.c.depends_on.in_(job_ids))
+
+
+def _dependents(conn: Connection, edges: Any) -> list[str]:
+    """The jobs at the far end of `edges`, in id order: looked up from the edges first, so that
+    the jobs are then found by primary key, never by a scan of the pending ones, whatever the
+    planner believes of their number."""
+    return sorted(set(conn.execute(edges).scalars()))
+
+
+def release_dependents(conn: Connection, job_ids: Collection[str]) -> list[str]:
+    """Count the met dependencies of every job waiting on any of `job_ids` (which completed),
+    and drop those edges; returns the jobs now ready.
+
+    This must be a statement of its own, after the one that took the jobs: a dependent
+    created while that one waited for its lock is seen only by a later statement's snapshot.
+    """
+    if not job_ids:
+        return []
+    dependents = _dependents(conn, _edges_from(job_ids))
+    if not dependents:
+        return []
+    waiting = (
+        select(jobs.c.id)
+        .where(jobs.c.id.in_(dependents), jobs.c.status == PENDING)
+        .order_by(jobs.c.id)
+        .with_for_update(key_share=True)
+    )
+    ids = list(conn.execute(waiting).scalars())
+    if not ids:
+        return []  # edges only ever point from pending jobs: there are none to drop
+    met = (
+        select(func.count())
+        .where(dependencies.c.job_id == jobs.c.id, dependencies.c.depends_on.in_(job_ids))
+        .scalar_subquery()
+    )
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(ids))
+        .values(unmet_dependencies=jobs.c.unmet_dependencies - met, updated_at=utcnow())
+        .returning(jobs.c.id, jobs.c.unmet_dependencies)
+    )
+    ready = [row.id for row in conn.execute(stmt) if row.unmet_dependencies == 0]
+    conn.execute(delete(dependencies).where(dependencies.c.depends_on.in_(job_ids)))
+    return ready
+
+
+# -- wake-ups (PostgreSQL) -----------------------------------------------------------------
+
+#: The channel supervisors LISTEN on. Payloads: "ready", or "cancel:<job id>".
+CHANNEL = "taiat_jobs"
+
+
+def notify(conn: Connection, payload: str) -> None:
+    """Wake the listening supervisors when this transaction commits; nothing on SQLite."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_notify(CHANNEL, payload)))
+
+
+# -- cleanup -------------------------------------------------------------------------------
+
+
+def delete_history_before(conn: Connection, days: float, limit: int) -> int:
+    """Delete up to `limit` of the history entries completed more than `days` ago, oldest
+    first, and their attempts; returns how many entries."""
+    cutoff = utcnow(-days * 86400.0)
+    oldest = (
+        select(history.c.id)
+        .where(history.c.completed_at < cutoff)
+        .order_by(history.c.completed_at, history.c.id)
+        .limit(limit)
+    )
+    their_jobs = select(history.c.job_id).where(history.c.id.in_(oldest))
+    conn.execute(
+        delete(attempts).where(
+            attempts.c.job_id.in_(their_jobs),
+            attempts.c.job_id.not_in(select(jobs.c.id)),
+            attempts.c.ended_at < cutoff,
+        )
+    )
+    return conn.execute(delete(history).where(history.c.id.in_(oldest))).rowcount

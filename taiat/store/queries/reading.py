@@ -1,0 +1,150 @@
+"""The statements that read jobs, history and attempts without changing them. Part of the query
+module (`taiat.store.queries`, which re-exports them); see its docstring."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from sqlalchemy import RowMapping, and_, func, select, true
+from sqlalchemy.engine import Connection
+
+from taiat.jobs import JobStatus
+from taiat.store.schema import attempts, history, jobs, utcnow
+
+PENDING = JobStatus.PENDING.value
+RUNNING = JobStatus.RUNNING.value
+
+READY = and_(jobs.c.status == PENDING, jobs.c.unmet_dependencies == 0)
+READY_ORDER = (jobs.c.priority.desc(), jobs.c.run_at, jobs.c.created_at)
+
+
+def get_active(conn: Connection, job_id: str, *, lock: bool = False) -> RowMapping | None:
+    stmt = select(jobs).where(jobs.c.id == job_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).mappings().first()
+
+
+def latest_history(conn: Connection, job_id: str) -> RowMapping | None:
+    stmt = (
+        select(history)
+        .where(history.c.job_id == job_id)
+        .order_by(history.c.created_at.desc())
+        .limit(1)
+    )
+    return conn.execute(stmt).mappings().first()
+
+
+def completed_results(conn: Connection, job_ids: Collection[str]) -> dict[str, Any]:
+    """The result of each of `job_ids` that has completed, by id."""
+    if not job_ids:
+        return {}
+    h = history.c
+    stmt = select(h.job_id, h.result).where(h.job_id.in_(job_ids), h.status == "completed")
+    return {row.job_id: row.result for row in conn.execute(stmt)}
+
+
+#: LIKE's escape character; name patterns use the shell's `*` and `?` instead.
+_ESCAPE = "\\"
+
+
+def like_pattern(glob: str) -> str:
+    """A shell-style pattern (`*` any text, `?` one character) as a LIKE pattern."""
+    escaped = glob.replace(_ESCAPE, _ESCAPE * 2).replace("%", r"\%").replace("_", r"\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _named(column: Any, glob: str | None) -> Any:
+    """Rows whose `column` matches the shell-style pattern `glob` in any case; all if None."""
+    if glob is None:
+        return true()
+    return column.ilike(like_pattern(glob), escape=_ESCAPE)
+
+
+def _rows(conn: Connection, stmt: Any, limit: int | None) -> list[RowMapping]:
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(conn.execute(stmt).mappings())
+
+
+def ready_jobs(conn: Connection, limit: int | None, name: str | None = None) -> list[RowMapping]:
+    """Ready jobs whose name matches `name`, in the order supervisors claim them."""
+    stmt = (
+        select(jobs)
+        .where(READY, jobs.c.run_at <= utcnow(), _named(jobs.c.name, name))
+        .order_by(*READY_ORDER)
+    )
+    return _rows(conn, stmt, limit)
+
+
+def active_jobs(
+    conn: Connection, status: str | None, limit: int | None, name: str | None = None
+) -> list[RowMapping]:
+    """Active jobs with `status` (any if None) whose name matches `name`, most recently changed
+    first."""
+    stmt = select(jobs).where(_named(jobs.c.name, name))
+    if status is not None:
+        stmt = stmt.where(jobs.c.status == status)
+    return _rows(conn, stmt.order_by(jobs.c.updated_at.desc(), jobs.c.id), limit)
+
+
+def history_entries(
+    conn: Connection, limit: int | None, status: str | None = None
+) -> list[RowMapping]:
+    stmt = select(history)
+    if status is not None:
+        stmt = stmt.where(history.c.status == status)
+    return _rows(conn, stmt.order_by(history.c.created_at.desc(), history.c.id), limit)
+
+
+def _latest_entries() -> Any:
+    """History entries that stand for their job: its newest, and only if it is not active again
+    (a job retried after failing has an older failed entry)."""
+    newer = history.alias("newer")
+    return and_(
+        ~select(jobs.c.id).where(jobs.c.id == history.c.job_id).exists(),
+        ~select(newer.c.id)
+        .where(newer.c.job_id == history.c.job_id, newer.c.created_at > history.c.created_at)
+        .exists(),
+    )
+
+
+def finished_jobs(
+    conn: Connection, status: str | None, limit: int | None, name: str | None = None
+) -> list[RowMapping]:
+    """Each finished job once, by its newest history entry, with `status` (any if None) and a
+    name matching `name`, most recently finished first."""
+    stmt = select(history).where(_latest_entries(), _named(history.c.name, name))
+    if status is not None:
+        stmt = stmt.where(history.c.status == status)
+    return _rows(conn, stmt.order_by(history.c.created_at.desc(), history.c.id), limit)
+
+
+def count_by_status(conn: Connection) -> dict[str, int]:
+    """Jobs per status, each job counted once."""
+    counts: dict[str, int] = {}
+    active = select(jobs.c.status, func.count()).group_by(jobs.c.status)
+    finished = (
+        select(history.c.status, func.count()).where(_latest_entries()).group_by(history.c.status)
+    )
+    for stmt in (active, finished):
+        for status, count in conn.execute(stmt):
+            counts[status] = counts.get(status, 0) + count
+    return counts
+
+
+def count_pending(conn: Connection) -> int:
+    stmt = select(func.count()).select_from(jobs).where(jobs.c.status == PENDING)
+    return conn.execute(stmt).scalar_one()
+
+
+def attempts_for(conn: Connection, job_ids: Collection[str]) -> list[RowMapping]:
+    if not job_ids:
+        return []
+    stmt = (
+        select(attempts)
+        .where(attempts.c.job_id.in_(job_ids))
+        .order_by(attempts.c.job_id, attempts.c.attempt)
+    )
+    return list(conn.execute(stmt).mappings())

@@ -1,0 +1,274 @@
+"""The tables: the seed's `taiat_jobs` and `taiat_job_history` with every seed column, plus ours.
+
+Times are naive UTC timestamps taken from the database's clock (`utcnow()`), so supervisors on
+many hosts agree on "now" whatever their own clocks say.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import DDL, CreateColumn
+from sqlalchemy.sql.expression import FunctionElement
+
+from taiat.errors import SchemaVersionMismatch
+from taiat.store import db
+
+log = logging.getLogger(__name__)
+
+#: Bump with every change to the tables, and add the step that upgrades to it in `UPGRADES`.
+SCHEMA_VERSION = 2
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class utcnow(FunctionElement[Any]):  # noqa: N801 - reads as a SQL function
+    """The database's current time as a naive UTC timestamp, plus `offset` seconds if given."""
+
+    type = DateTime()
+    inherit_cache = True
+
+
+@compiles(utcnow, "postgresql")
+def _pg_utcnow(element: utcnow, compiler: Any, **kw: Any) -> str:
+    base = "(now() AT TIME ZONE 'utc')"
+    if not element.clauses.clauses:
+        return base
+    offset = compiler.process(element.clauses.clauses[0], **kw)
+    return f"({base} + make_interval(secs => {offset}))"
+
+
+@compiles(utcnow, "sqlite")
+def _sqlite_utcnow(element: utcnow, compiler: Any, **kw: Any) -> str:
+    # The same text SQLAlchemy writes for a bound datetime, so values compare as strings.
+    if not element.clauses.clauses:
+        return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+    offset = compiler.process(element.clauses.clauses[0], **kw)
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', printf('%+.6f seconds', {offset}))"
+
+
+metadata = MetaData()
+
+
+def _what_to_run() -> list[Column[Any]]:
+    """The seed's columns describing a job, shared by the active and the history table."""
+    return [
+        Column("job_type", String, nullable=False),
+        Column("name", String, nullable=False),
+        Column("description", Text),
+        Column("payload", JsonType, nullable=False, server_default=text("'{}'")),
+        Column("dependencies", JsonType, nullable=False, server_default=text("'[]'")),
+    ]
+
+
+def _how_it_went() -> list[Column[Any]]:
+    """The seed's columns describing a job's outcome, shared by both tables."""
+    return [
+        Column("error_message", Text),
+        Column("result", JsonType),
+        Column("started_at", DateTime),
+        Column("completed_at", DateTime),
+    ]
+
+
+jobs = Table(
+    "taiat_jobs",
+    metadata,
+    # The seed's columns, names and meanings unchanged.
+    Column("id", String, primary_key=True),
+    *_what_to_run(),
+    Column("max_retries", Integer, nullable=False, server_default=text("3")),
+    Column("retry_count", Integer, nullable=False, server_default=text("0")),
+    Column("status", String, nullable=False, server_default=text("'pending'")),
+    *_how_it_went(),
+    Column("created_at", DateTime, server_default=utcnow()),
+    Column("updated_at", DateTime, server_default=utcnow()),
+    # Ours.
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("run_at", DateTime, nullable=False, server_default=utcnow()),
+    Column("timeout_seconds", Float),
+    Column("unmet_dependencies", Integer, nullable=False, server_default=text("0")),
+    Column("worker_id", String),
+    Column("claim_seq", Integer, nullable=False, server_default=text("0")),
+    # Ready = pending, nothing unmet, run_at passed: the claim walks only this index.
+    Index(
+        "ix_taiat_jobs_ready",
+        text("priority DESC"),
+        "run_at",
+        "created_at",
+        postgresql_where=text("status = 'pending' AND unmet_dependencies = 0"),
+        sqlite_where=text("status = 'pending' AND unmet_dependencies = 0"),
+    ),
+    Index("ix_taiat_jobs_status_created", "status", "created_at"),
+    Index("ix_taiat_jobs_worker", "worker_id", postgresql_where=text("worker_id IS NOT NULL")),
+)
+
+history = Table(
+    "taiat_job_history",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("job_id", String, nullable=False),
+    *_what_to_run(),
+    Column("status", String, nullable=False),
+    *_how_it_went(),
+    Column("duration_seconds", Integer),
+    Column("created_at", DateTime, server_default=utcnow()),
+    # Ours: what `retry_job` needs to run the job again, and who ran it last.
+    Column("job_created_at", DateTime),
+    Column("max_retries", Integer, nullable=False, server_default=text("3")),
+    Column("retry_count", Integer, nullable=False, server_default=text("0")),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("timeout_seconds", Float),
+    Column("worker_id", String),
+    Column("claim_seq", Integer, nullable=False, server_default=text("0")),
+    Index("ix_taiat_job_history_created", text("created_at DESC")),
+    Index("ix_taiat_job_history_completed", "completed_at"),
+    Index("ix_taiat_job_history_job", "job_id", text("created_at DESC")),
+)
+
+#: An edge per unmet dependency of an active job; it goes when the dependency completes or
+#: the dependent job finishes, so edges only ever point from pending jobs.
+dependencies = Table(
+    "taiat_job_dependencies",
+    metadata,
+    Column("job_id", String, primary_key=True),
+    Column("depends_on", String, primary_key=True),
+    Index("ix_taiat_job_dependencies_depends_on", "depends_on"),
+)
+
+#: One row per run of a job in a child process: how it ended and what it cost.
+attempts = Table(
+    "taiat_job_attempts",
+    metadata,
+    Column("job_id", String, primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("worker_id", String),
+    Column("host", String),
+    Column("pid", Integer),
+    Column("outcome", String),
+    Column("error_message", Text),
+    Column("started_at", DateTime),
+    Column("ended_at", DateTime),
+    Column("wall_seconds", Float),
+    Column("cpu_user_seconds", Float),
+    Column("cpu_system_seconds", Float),
+    Column("peak_rss_bytes", BigInteger),
+    Column("exit_code", Integer),
+    Column("exit_signal", Integer),
+    Index("ix_taiat_job_attempts_ended", "ended_at"),
+)
+
+#: Supervisors register here and heartbeat; a stale heartbeat means the supervisor is dead.
+workers = Table(
+    "taiat_workers",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("host", String, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime, nullable=False, server_default=utcnow()),
+    Column("heartbeat_at", DateTime, nullable=False, server_default=utcnow()),
+    Column("info", JsonType),
+    # Version 2: the lease it is judged by (its own), and where its pid means something: the
+    # boot and the PID namespace it runs in. None in rows from before.
+    Column("lease_seconds", Float),
+    Column("boot_id", String),
+    Column("pid_namespace", String),
+)
+
+schema_version = Table(
+    "taiat_schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", DateTime, nullable=False, server_default=utcnow()),
+)
+
+
+def _add_columns(table: Table, *names: str) -> Callable[[Connection], None]:
+    """A step that adds `table`'s columns `names`, as declared above, to an existing table."""
+
+    def step(conn: Connection) -> None:
+        for name in names:
+            column = CreateColumn(table.c[name]).compile(dialect=conn.dialect)
+            conn.execute(DDL(f"ALTER TABLE {table.name} ADD COLUMN {column}"))
+
+    return step
+
+
+#: Steps that bring a database from version N-1 to N, keyed by N.
+UPGRADES: dict[int, Callable[[Connection], None]] = {
+    2: _add_columns(workers, "lease_seconds", "boot_id", "pid_namespace"),
+}
+
+# Any constant will do; it keeps two `init_worker` runs from creating the tables at once.
+_SCHEMA_LOCK_KEY = 0x7A1A7
+
+
+def current_version(conn: Connection) -> int | None:
+    """The schema version recorded in the database, or None when it was never initialised."""
+    if not inspect(conn).has_table(schema_version.name):
+        return None
+    return conn.execute(select(func.max(schema_version.c.version))).scalar()
+
+
+def check_version(conn: Connection) -> None:
+    """Raise unless the database holds exactly the schema this release reads and writes."""
+    version = current_version(conn)
+    if version is None:
+        raise db.tables_missing(conn.engine)
+    if version != SCHEMA_VERSION:
+        raise _mismatch(version)
+
+
+def _mismatch(version: int) -> SchemaVersionMismatch:
+    if version > SCHEMA_VERSION:
+        return SchemaVersionMismatch(
+            f"the database schema is version {version}, newer than this release's "
+            f"{SCHEMA_VERSION}: upgrade the taiat package"
+        )
+    return SchemaVersionMismatch(
+        f"the database schema is version {version}, older than this release's "
+        f"{SCHEMA_VERSION}: run `python -m taiat.init_worker` to upgrade it"
+    )
+
+
+def initialise(engine: Engine) -> tuple[int | None, int]:
+    """Create or upgrade the tables. Returns (version before, version after); idempotent."""
+    with db.begin(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+        before = current_version(conn)
+        if before is not None and before > SCHEMA_VERSION:
+            raise _mismatch(before)
+        if before is None:
+            metadata.create_all(conn)
+            conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+            log.info("created the tables at schema version %d", SCHEMA_VERSION)
+        else:
+            for version in range(before + 1, SCHEMA_VERSION + 1):
+                UPGRADES[version](conn)
+                conn.execute(insert(schema_version).values(version=version))
+                log.info("upgraded the schema to version %d", version)
+    return before, SCHEMA_VERSION

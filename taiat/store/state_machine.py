@@ -1,0 +1,429 @@
+"""The job state machine: every transition, inside the caller's transaction.
+
+    create -> pending --claim--> running --complete--> completed (history)
+                 ^                  |  \\--fail, retries left--> pending (run_at = backoff)
+                 |                  |   \\--fail, none left----> failed (history)
+                 +----requeue-------+
+    cancel: pending or running -> cancelled (history)
+    failed or cancelled: every pending dependent -> cancelled (history), transitively
+    retry_job: failed or cancelled (history) -> pending
+    a query job's plan (see `taiat.store.plans`): its goal's agent completes -> the query completes;
+    an agent fails for good -> the query fails; the query ends -> its plan's agents cancelled
+
+A transition on a running job names the claim it belongs to (`claim_seq`); when that claim is no
+longer the current one (the job was cancelled, requeued or taken back) the write is refused.
+
+Lock order: a transition on an agent job of a plan (complete, fail, cancel) locks the plan's
+query before the agent (`lock_queries`), as cancelling the query does; so two transitions on
+one plan wait for each other instead of deadlocking, and rows of one level lock in id order.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import RowMapping
+from sqlalchemy.engine import Connection
+
+from taiat.agents.planner import EXPANSION_KEYS
+from taiat.errors import DuplicateJob, InvalidDependency, InvalidTransition, JobNotFound
+from taiat.jobs import Attempt, JobStatus, JobType, Outcome
+from taiat.store import queries
+from taiat.store.queries import plans as plan_queries
+from taiat.store.validation import JobSpec, clean_text, json_text, new_job_id
+
+#: Attempt outcomes that mean the job died hard: killed by a signal it did not ask for
+#: (CRASHED with a signal), by the memory limit, or with its supervisor (LOST).
+CRASH_OUTCOMES = frozenset({Outcome.CRASHED, Outcome.MEMORY, Outcome.LOST})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: attempt n waits between half and all of base * 2**n.
+
+    A job whose last `quarantine_after` attempts all crashed fails for good, retries or not.
+    """
+
+    base_delay: float = 1.0
+    max_delay: float = 300.0
+    quarantine_after: int = 3
+
+    def delay(self, retry_count: int) -> float:
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** min(retry_count, 30))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def history_entry(
+    row: Mapping[Any, Any],
+    status: JobStatus,
+    now: datetime,
+    *,
+    error: str | None = None,
+    result: Any = None,
+) -> dict[str, Any]:
+    started = row["started_at"]
+    return {
+        "id": new_job_id(),
+        "job_id": row["id"],
+        **{name: row[name] for name in queries.CARRIED},
+        "status": status.value,
+        "error_message": error,
+        "result": result,
+        "started_at": started,
+        "completed_at": now,
+        "duration_seconds": None if started is None else int((now - started).total_seconds()),
+        "created_at": now,
+        "job_created_at": row["created_at"],
+    }
+
+
+# -- creating ------------------------------------------------------------------------------
+
+
+def create(
+    conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]
+) -> list[dict[str, Any]]:
+    """Insert checked jobs with their edges; returns their rows as stored, in order."""
+    taken = queries.known_ids(conn, chosen_ids)
+    if taken:
+        raise DuplicateJob(f"job id {sorted(taken)[0]} is already taken")
+    batch = {spec.id for spec in specs}
+    wanted = {dep: spec.id for spec in specs for dep in spec.dependencies if dep not in batch}
+    active = _active_dependencies(conn, wanted)
+    unmet = {
+        spec.id: [dep for dep in spec.dependencies if dep in batch or dep in active]
+        for spec in specs
+    }
+    any_ready = not all(unmet.values())
+    now = queries.db_now(conn, notify_payload="ready" if any_ready else None)
+    rows = [spec.row(len(unmet[spec.id]), now) for spec in specs]
+    edges = [{"job_id": spec.id, "depends_on": dep} for spec in specs for dep in unmet[spec.id]]
+    queries.insert_jobs(conn, rows)
+    queries.insert_edges(conn, edges)
+    return rows
+
+
+def _active_dependencies(
+    conn: Connection, wanted: Mapping[str, str], *, missing_ok: bool = False
+) -> set[str]:
+    """Those of the dependencies not yet finished, locked against finishing until we commit.
+
+    A completed one counts as met; an unknown, failed or cancelled one is an error (an unknown
+    one is met when `missing_ok`: a retried job's dependency whose history was cleaned up).
+    `wanted` maps each dependency to a job that asked for it, for the message.
+    """
+    active = queries.lock_active(conn, wanted.keys())
+    finished = queries.latest_history_status(conn, wanted.keys() - active.keys())
+    for dep in wanted.keys() - active.keys():
+        status = finished.get(dep)
+        if status is None and missing_ok:
+            continue
+        if status is None:
+            raise InvalidDependency(f"job {wanted[dep]} depends on {dep}, but no job has that id")
+        if status != JobStatus.COMPLETED.value:
+            raise InvalidDependency(
+                f"job {wanted[dep]} depends on {dep}, which {_verb(status)} and can never "
+                f"complete: retry it first"
+            )
+    return set(active)
+
+
+# -- finishing -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A claim's success, to record: its result and the attempt's record."""
+
+    job_id: str
+    claim_seq: int
+    result: Any = None
+    attempt: Attempt | None = None
+    #: Whether the job is an agent of a query's plan (its payload names a `query_job`); None
+    #: when not known. Only those that may be have their queries locked first.
+    in_plan: bool | None = None
+
+
+def complete(conn: Connection, completions: Sequence[Completion]) -> tuple[set[str], list[str]]:
+    """Record successes, several in one go: returns the ids recorded (the others' claims were
+    stale, and nothing changed for them) and the dependents that became ready."""
+    lock_queries(conn, [c.job_id for c in completions if c.in_plan is not False])
+    record_attempts(conn, [c.attempt for c in completions])
+    results = {c.job_id: c.result for c in completions}
+    rows = _move_completed(conn, {c.job_id: c.claim_seq for c in completions}, results)
+    done = {row["id"] for row in rows}
+    ready = queries.release_dependents(conn, done)
+    queries_done, also_ready = complete_queries(conn, rows, results)
+    if queries_done:
+        ready = [job_id for job_id in ready if job_id not in queries_done] + also_ready
+    if ready:
+        queries.notify(conn, "ready")
+    return done, ready
+
+
+def _move_completed(
+    conn: Connection, claims: Mapping[str, int], results: Mapping[str, Any]
+) -> list[RowMapping]:
+    """Take the jobs (id -> claim_seq) whose claim is still the running one, and write their
+    history entries with their results. Their rows give at least `id`, `now` and, for a query's
+    goal-producing agent, `payload`: what `complete_queries` reads."""
+    if queries.completes_in_one_statement(conn):
+        completed = [
+            {
+                "job_id": job_id,
+                "claim_seq": claim_seq,
+                "history_id": new_job_id(),
+                "result": json_text(results[job_id], "the result"),
+            }
+            for job_id, claim_seq in claims.items()
+        ]
+        return queries.complete_running(conn, completed)
+    rows = queries.take_running(conn, claims)
+    entries = [
+        history_entry(row, JobStatus.COMPLETED, row["now"], result=results[row["id"]])
+        for row in rows
+    ]
+    queries.insert_history(conn, entries)
+    return rows
+
+
+def fail(
+    conn: Connection,
+    job_id: str,
+    claim_seq: int,
+    error: str,
+    attempt: Attempt | None,
+    policy: RetryPolicy,
+    *,
+    retry: bool = True,
+) -> JobStatus | None:
+    """Record a failed attempt: PENDING when it will be retried, FAILED when it is over for
+    good (its dependents cancelled), None when the claim is stale."""
+    record_attempt(conn, attempt)
+    lock_queries(conn, [job_id])
+    row = queries.lock_running(conn, job_id, claim_seq)
+    if row is None:
+        return None
+    crashes = _crashes_in_a_row(conn, job_id, policy.quarantine_after)
+    if crashes >= policy.quarantine_after:
+        retry = False
+        error = f"quarantined: crashed on {crashes} attempts in a row; last: {error}"
+    if retry and row["retry_count"] < row["max_retries"]:
+        delay = policy.delay(row["retry_count"])
+        queries.reschedule(conn, job_id, claim_seq, clean_text(error), delay)
+        return JobStatus.PENDING
+    now = queries.db_now(conn)
+    entry = history_entry(row, JobStatus.FAILED, now, error=clean_text(error))
+    queries.move_to_history(conn, [entry])
+    agent_failed(conn, row, error, now)
+    cancel_dependents(conn, row, JobStatus.FAILED, now)
+    return JobStatus.FAILED
+
+
+def requeue(conn: Connection, job_id: str, claim_seq: int, attempt: Attempt | None) -> bool:
+    """Put a running job back to pending without spending a retry; False when stale."""
+    record_attempt(conn, attempt)
+    requeued = queries.requeue(conn, job_id, claim_seq)
+    if requeued:
+        queries.notify(conn, "ready")
+    return requeued
+
+
+def cancel(conn: Connection, job_id: str) -> bool:
+    """Cancel a pending or running job and its dependents; False if it had already finished."""
+    lock_queries(conn, [job_id])
+    row = queries.get_active(conn, job_id, lock=True)
+    if row is None:
+        if queries.latest_history(conn, job_id) is None:
+            raise JobNotFound(f"no job has id {job_id}")
+        return False
+    now = queries.db_now(conn)
+    entry = history_entry(row, JobStatus.CANCELLED, now, error="cancelled by request")
+    queries.move_to_history(conn, [entry])
+    if row["status"] == JobStatus.RUNNING.value:
+        queries.notify(conn, f"cancel:{job_id}")
+    cancel_agents(conn, row, "its query job was cancelled", now)
+    cancel_dependents(conn, row, JobStatus.CANCELLED, now)
+    return True
+
+
+def cancel_dependents(
+    conn: Connection, cause: Mapping[Any, Any], outcome: JobStatus, now: datetime
+) -> list[str]:
+    """Cancel, transitively, every pending job that depends on `cause`, which ended with
+    `outcome` (failed or cancelled); each message names the cause and the way it came."""
+    why = f"job {cause['id']} ({cause['name']}) {_verb(outcome.value)}"
+    cancelled: list[str] = []
+    frontier = [cause["id"]]
+    while frontier:
+        rows = queries.pending_dependents(conn, frontier)
+        entries = []
+        for row in rows:
+            via = row["dependencies"]
+            direct = next((dep for dep in via if dep in frontier), cause["id"])
+            message = f"cancelled: dependency {why}"
+            if direct != cause["id"]:
+                message += f" (reached through {direct})"
+            entries.append(history_entry(row, JobStatus.CANCELLED, now, error=message))
+        queries.move_to_history(conn, entries)
+        for row in rows:  # a query cancelled this way takes its plan's agents with it
+            cancel_agents(conn, row, f"its query job was cancelled: {why}", now)
+        frontier = [row["id"] for row in rows]
+        cancelled.extend(frontier)
+    return cancelled
+
+
+def _crashes_in_a_row(conn: Connection, job_id: str, limit: int) -> int:
+    count = 0
+    for attempt in queries.recent_attempts(conn, job_id, limit):
+        died_by_signal = attempt["outcome"] != Outcome.CRASHED or attempt["exit_signal"] is not None
+        if attempt["outcome"] not in CRASH_OUTCOMES or not died_by_signal:
+            break
+        count += 1
+    return count
+
+
+def _verb(status: str) -> str:
+    return {"failed": "failed", "cancelled": "was cancelled"}.get(status, status)
+
+
+def record_attempt(conn: Connection, attempt: Attempt | None) -> None:
+    record_attempts(conn, [attempt])
+
+
+def record_attempts(conn: Connection, attempts: Sequence[Attempt | None]) -> None:
+    rows = []
+    for attempt in attempts:
+        if attempt is not None:
+            values = dict(vars(attempt))  # its fields are plain values: no deep copy needed
+            if values["error_message"]:
+                values["error_message"] = clean_text(values["error_message"])
+            rows.append(values)
+    queries.insert_attempts(conn, rows)
+
+
+# -- again ---------------------------------------------------------------------------------
+
+
+def retry(conn: Connection, job_id: str) -> RowMapping:
+    """Run a failed or cancelled job again, retries reset; returns its new row. A query job
+    is planned afresh when it runs."""
+    active = queries.get_active(conn, job_id)
+    if active is not None:
+        raise InvalidTransition(
+            f"job {job_id} is {active['status']}: only a failed or cancelled job can be retried"
+        )
+    row = queries.latest_history(conn, job_id)
+    if row is None:
+        raise JobNotFound(f"no job has id {job_id}")
+    if row["status"] == JobStatus.COMPLETED.value:
+        raise InvalidTransition(
+            f"job {job_id} completed: only a failed or cancelled job can be retried"
+        )
+    deps = list(dict.fromkeys(row["dependencies"] or []))
+    unmet = sorted(_active_dependencies(conn, {dep: job_id for dep in deps}, missing_ok=True))
+    again: Mapping[Any, Any] = row
+    if row["job_type"] == JobType.QUERY.value:  # plans afresh: its old plan's agents are over
+        again = {**row, "payload": unplanned(row["payload"])}
+    pending = queries.make_pending(conn, again, len(unmet))
+    queries.insert_edges(conn, [{"job_id": job_id, "depends_on": dep} for dep in unmet])
+    if not unmet:
+        queries.notify(conn, "ready")
+    return pending
+
+
+# -- the plans of query jobs ----------------------------------------------------------------
+
+
+def unplanned(payload: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The query's payload as it was before any expansion."""
+    return {k: v for k, v in (payload or {}).items() if k not in EXPANSION_KEYS}
+
+
+def lock_queries(conn: Connection, job_ids: Collection[str]) -> None:
+    """Before any of the jobs `job_ids` is locked: lock the queries whose plans those of them
+    that are agent jobs of a plan belong to."""
+    plan_queries.lock_queries_of(conn, job_ids)
+
+
+def plan_ids(query: Mapping[Any, Any]) -> list[str]:
+    """The job ids of the query's plan (none if it was never expanded, or is no query)."""
+    if query["job_type"] != JobType.QUERY.value:
+        return []
+    plan = (query["payload"] or {}).get("plan")
+    if not isinstance(plan, list):
+        return []
+    return [step["job_id"] for step in plan if isinstance(step, dict) and "job_id" in step]
+
+
+def _waiting_query(conn: Connection, agent: Mapping[Any, Any]) -> Any:
+    """The query job this agent job belongs to, locked, if it still waits on its plan."""
+    query_id = (agent["payload"] or {}).get("query_job")
+    if not isinstance(query_id, str):
+        return None
+    query = queries.get_active(conn, query_id, lock=True)
+    if query is None or query["status"] != JobStatus.PENDING.value:
+        return None
+    return query if _in_plan(agent, query) else None
+
+
+def _in_plan(agent: Mapping[Any, Any], query: Mapping[Any, Any]) -> bool:
+    """Whether the agent job belongs to the query's current plan: named there, and naming the
+    query itself."""
+    own = (agent["payload"] or {}).get("query_job") == query["id"]
+    return own and agent["id"] in plan_ids(query)
+
+
+def complete_queries(
+    conn: Connection, completed: Sequence[Mapping[Any, Any]], results: Mapping[str, Any]
+) -> tuple[set[str], list[str]]:
+    """Complete the queries whose goal-producing agent is among the `completed` rows, each
+    with the goal output as its result; returns their ids and the jobs that became ready."""
+    done: set[str] = set()
+    for row in completed:
+        goal = (row["payload"] or {}).get("goal_output")
+        if goal is None:
+            continue
+        query = _waiting_query(conn, row)
+        if query is None:
+            continue
+        result = results.get(row["id"])
+        value = result[goal] if isinstance(result, dict) and goal in result else result
+        entry = history_entry(query, JobStatus.COMPLETED, row["now"], result=value)
+        queries.move_to_history(conn, [entry])
+        done.add(query["id"])
+    return done, queries.release_dependents(conn, done)
+
+
+def agent_failed(conn: Connection, agent: Mapping[Any, Any], error: str, now: datetime) -> None:
+    """An agent of a plan failed for good: fail its query with the agent's error, and cancel
+    the plan's other agents and the query's dependents."""
+    query = _waiting_query(conn, agent)
+    if query is None:
+        return
+    name = (agent["payload"] or {}).get("agent_name")
+    message = clean_text(f"agent {name} (job {agent['id']}) failed: {error}")
+    entry = history_entry(query, JobStatus.FAILED, now, error=message)
+    queries.move_to_history(conn, [entry])
+    cancel_agents(conn, query, f"agent {name} of its query failed", now)
+    cancel_dependents(conn, query, JobStatus.FAILED, now)
+
+
+def cancel_agents(conn: Connection, query: Mapping[Any, Any], why: str, now: datetime) -> None:
+    """Cancel the query's plan's agents that are still pending or running, and what waits on
+    them; running ones are told to stop."""
+    rows = [r for r in plan_queries.lock_jobs(conn, plan_ids(query)) if _in_plan(r, query)]
+    if not rows:
+        return
+    message = f"cancelled: {why} (query job {query['id']}, {query['name']})"
+    entries = [history_entry(r, JobStatus.CANCELLED, now, error=message) for r in rows]
+    queries.move_to_history(conn, entries)
+    for row in rows:
+        if row["status"] == JobStatus.RUNNING.value:
+            queries.notify(conn, f"cancel:{row['id']}")
+    for row in rows:
+        cancel_dependents(conn, row, JobStatus.CANCELLED, now)

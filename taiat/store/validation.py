@@ -1,0 +1,434 @@
+"""Checking what a caller asks to create, before anything touches the database."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from taiat.agents.planner import check_query_payload
+from taiat.errors import DuplicateJob, InvalidDependency, InvalidJob, NotJson
+from taiat.jobs import JobType
+
+#: The keyword names `create_job` takes, which is also what a `create_jobs` item may hold.
+SPEC_KEYS = frozenset(
+    {
+        "id",
+        "job_type",
+        "name",
+        "description",
+        "payload",
+        "dependencies",
+        "max_retries",
+        "priority",
+        "timeout_seconds",
+        "run_at",
+    }
+)
+
+
+#: The range of an INTEGER column (max_retries, priority): PostgreSQL's, which is narrower than
+#: SQLite's, so that both databases take the same values.
+INTEGER_RANGE = (-(2**31), 2**31 - 1)
+#: The range of a BIGINT, which bounds a LIMIT on both databases.
+BIGINT_RANGE = (-(2**63), 2**63 - 1)
+#: How deeply JSON may nest objects and arrays: a payload, and a job's result or plan. Deeper
+#: ones cannot be encoded, stored and read back within Python's recursion limit everywhere
+#: they travel (the supervisor, the fork server, the job's child, a dependent's child, a
+#: program's `get_job`): a payload is refused when the job is created, a result ends its
+#: attempt as a failure that says so.
+MAX_JSON_DEPTH = 128
+
+# A \u0000 escape in JSON text: preceded by an even number of backslashes, so not an escaped
+# backslash followed by the letters "u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+# What `clean_text` escapes: NUL, and surrogates (in a str, only lone ones: a pair is one
+# character), which neither database can store.
+_INVALID_CHARS = re.compile("[\x00\ud800-\udfff]")
+# The same as escapes in ASCII JSON text: NUL, a high surrogate not followed by a low one, a
+# low one not after a high one (a pair is one character, an emoji). After an escaped
+# backslash these are a string's text: that only sends a value the slow way.
+_INVALID_ESCAPE = re.compile(
+    r"\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}"
+)
+# A string in JSON text once its escaped backslashes and quotes are gone.
+_PLAIN_STRING = re.compile(rb'"[^"]*"')
+# JSON text (as UTF-8) down to its quotes and brackets, all of one kind: `bytes.translate`'s
+# table and the bytes it deletes (at C speed; `str.translate` looks each character up in a
+# dict, a hundred times slower on a result of thousands of brackets).
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(code for code in range(256) if code not in b'"[]{}')
+# A \uD800-\uDFFF escape, so preceded by an even number of backslashes: a high surrogate, with
+# the low one that completes the pair (one character) if it follows, or a low one alone.
+_SURROGATE_ESCAPE = re.compile(
+    r"(?<!\\)(?:\\\\)*\\u(?P<hex>d[89ab][0-9a-f]{2}(?P<low>\\ud[c-f][0-9a-f]{2})?|d[c-f][0-9a-f]{2})",
+    re.IGNORECASE,
+)
+#: `json.dumps(value, allow_nan=False)`, made once: `dumps` builds a new encoder for every call
+#: with options, which in a job's fresh child is mostly page faults.
+_ENCODER = json.JSONEncoder(allow_nan=False)
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def json_text(value: Any, what: str, *, refuse_nul: bool = True) -> str:
+    """`value` as JSON text, or InvalidJob naming `what` when it cannot be stored as JSON
+    (PostgreSQL's JSONB, unlike JSON itself, has no room for a NUL character; without
+    `refuse_nul`, for text whose strings are made valid before they are stored)."""
+    try:
+        text = _ENCODER.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidJob(f"{what} is not JSON-serialisable: {exc}") from exc
+    except RecursionError:
+        raise InvalidJob(f"{what} is nested too deep to be stored as JSON") from None
+    # The plain search first: the pattern's look-behind makes it try every position of a text
+    # that may be hundreds of MB (seconds), where `in` takes milliseconds.
+    if refuse_nul and "\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise InvalidJob(f"{what} contains a NUL character (\\u0000), which cannot be stored")
+    return text
+
+
+def check_json(value: Any, what: str) -> None:
+    """Raise InvalidJob naming `what` unless both databases store `value` alike and it can be
+    read back anywhere: JSON, no NUL, no lone surrogate (PostgreSQL refuses it, SQLite would
+    keep it), nested at most MAX_JSON_DEPTH deep."""
+    text = json_text(value, what)
+    if "\\u" in text:
+        for escape in _SURROGATE_ESCAPE.finditer(text):
+            if escape["low"] is None:
+                raise InvalidJob(
+                    f"{what} holds a lone surrogate (\\u{escape['hex'][:4]}, from bytes that are "
+                    "not UTF-8?), which is not text and cannot be stored"
+                )
+    if _nesting(text) > MAX_JSON_DEPTH:
+        raise InvalidJob(
+            f"{what} nests objects and arrays more than {MAX_JSON_DEPTH} deep, which is "
+            "too deep to be stored and read back"
+        )
+
+
+def check_text(value: str, what: str) -> str:
+    """`value`, or InvalidJob naming `what` when a database cannot store it as text: a NUL
+    character (PostgreSQL refuses it) or a lone surrogate, which is not text at all (undecodable
+    bytes that Python keeps under `surrogateescape`, such as a file name or an argument)."""
+    if "\x00" in value:
+        raise InvalidJob(f"the {what} contains a NUL character, which cannot be stored")
+    # What `clean_text` escapes in text from a job, refused in text from a caller.
+    if (bad := _INVALID_CHARS.search(value)) is not None:
+        raise InvalidJob(
+            f"the {what} holds a lone surrogate ({bad.group()!r} at character {bad.start()}: "
+            "bytes that are not UTF-8?), which is not text and cannot be stored"
+        )
+    return value
+
+
+def whole_number(value: Any, what: str, low: int, high: int) -> int:
+    """`value` if it is a whole number from `low` to `high`, else InvalidJob naming `what`."""
+    if not _is_int(value) or not low <= value <= high:
+        raise InvalidJob(f"{what} must be a whole number from {low} to {high}, got {shown(value)}")
+    return int(value)
+
+
+def shown(value: Any, width: int = 40) -> str:
+    """`repr(value)` for a message, cut short when long (an int of 10**400 has 401 digits)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print at all
+        return f"an {type(value).__name__} too long to print"
+    return text if len(text) <= width else f"{text[: width - 3]}..."
+
+
+def clean_text(value: str) -> str:
+    """Text any database can store, in a TEXT column or a JSON string: a NUL character shown
+    as the two characters \\0, and a lone surrogate (what `os.listdir` and friends make of
+    bytes that are not UTF-8) as its escape, \\udcff."""
+    if _INVALID_CHARS.search(value) is None:
+        return value
+    return _INVALID_CHARS.sub(_escape_char, value)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\0" if char == "\x00" else f"\\u{ord(char):04x}"
+
+
+def clean_json(value: Any, what: str) -> Any:
+    """`value` with every string and key in it made valid by `clean_text`, at any depth, so
+    that both databases store it: the value itself when nothing needed it. InvalidJob naming
+    `what` when it cannot be JSON at all: a type JSON has no room for, a number that is not
+    finite, a key that is not text, nesting deeper than MAX_JSON_DEPTH."""
+    try:  # the common case, at C speed: JSON already, and nothing in it to escape
+        text = _ENCODER.encode(value)
+    except (TypeError, ValueError, RecursionError):
+        pass
+    else:
+        # Plain searches first: a large result's text is hundreds of MB.
+        suspect = "\\u0000" in text or "\\ud" in text
+        valid = not suspect or _INVALID_ESCAPE.search(text) is None
+        if valid and _nesting(text) <= MAX_JSON_DEPTH:
+            return value
+    try:
+        return _clean(value, 0)
+    except NotJson as exc:
+        raise InvalidJob(f"{what} {exc}") from None
+    except RecursionError:  # the caller's stack was deep already
+        raise InvalidJob(f"{what} is nested too deep to be stored") from None
+
+
+def _nesting(text: str) -> int:
+    """How deep the JSON `text`, as `_ENCODER` writes it, nests (the number of brackets when
+    that is no more than MAX_JSON_DEPTH; at most MAX_JSON_DEPTH + 1)."""
+    brackets = text.count("[") + text.count("{")
+    if brackets <= MAX_JSON_DEPTH:
+        return brackets
+    # Escaped backslashes and quotes gone, quotes open and close strings; with only quotes and
+    # brackets left, "" is an empty string or two strings run together: brackets between
+    # quotes are a string's text either way.
+    data = text.encode("utf-8", "surrogatepass")
+    if b"\\" in data:  # a search for one byte is ten times faster than for two
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    quotes_and_brackets = data.translate(_ONE_KIND, _NOT_BRACKETS)
+    nest = _PLAIN_STRING.sub(b"", quotes_and_brackets.replace(b'""', b""))
+    depth = 0
+    while nest and depth <= MAX_JSON_DEPTH:  # each round takes away the innermost level
+        nest = nest.replace(b"[]", b"")
+        depth += 1
+    return depth
+
+
+def _clean(value: Any, depth: int) -> Any:
+    # Loops, not comprehensions: one frame a level, so that MAX_JSON_DEPTH levels fit.
+    if isinstance(value, str):
+        return clean_text(value)
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        raise NotJson(f"holds the number {value!r}, which JSON has no room for")
+    if depth >= MAX_JSON_DEPTH:
+        raise NotJson(f"is nested too deep (more than {MAX_JSON_DEPTH} levels)")
+    if isinstance(value, list | tuple):
+        items = []
+        for item in value:
+            items.append(_clean(item, depth + 1))
+        return items
+    if isinstance(value, dict):
+        cleaned = {}
+        for key, item in value.items():
+            if not isinstance(key, str):  # as JSON has it: 1 -> "1", None -> "null"
+                if not isinstance(key, int | float | None) or not math.isfinite(key or 0):
+                    raise NotJson(f"has a key that is not text: {key!r}")
+                key = _ENCODER.encode(key)
+            cleaned[clean_text(key)] = _clean(item, depth + 1)
+        return cleaned
+    raise NotJson(f"holds a {type(value).__name__}, which is not JSON")
+
+
+def utc_naive(moment: datetime) -> datetime:
+    """A datetime as naive UTC, the way the tables keep it; naive input is taken as UTC.
+    InvalidJob when UTC has no such day (an aware time near `datetime.min` or `max`)."""
+    if moment.tzinfo is not None:
+        try:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise InvalidJob(
+                f"{moment.isoformat()} is out of range: in UTC it falls before year 1 or "
+                "after year 9999"
+            ) from None
+    return moment
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job to create, checked."""
+
+    id: str
+    job_type: JobType
+    name: str
+    description: str | None
+    payload: dict[str, Any]
+    dependencies: tuple[str, ...]
+    max_retries: int
+    priority: int
+    timeout_seconds: float | None
+    run_at: datetime | None
+
+    def row(self, unmet: int, now: datetime) -> dict[str, Any]:
+        """The job's whole row in `taiat_jobs`, as created."""
+        row: dict[str, Any] = {
+            "id": self.id,
+            "job_type": self.job_type.value,
+            "name": self.name,
+            "description": self.description,
+            "payload": self.payload,
+            "dependencies": list(self.dependencies),
+            "max_retries": self.max_retries,
+            "priority": self.priority,
+            "timeout_seconds": self.timeout_seconds,
+            "unmet_dependencies": unmet,
+            "run_at": self.run_at or now,
+            "status": "pending",
+            "retry_count": 0,
+            "claim_seq": 0,
+            "error_message": None,
+            "result": None,
+            "worker_id": None,
+            "started_at": None,
+            "completed_at": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        return row
+
+
+def build_spec(
+    job_type: Any,
+    name: Any,
+    description: Any = None,
+    payload: Any = None,
+    dependencies: Any = None,
+    max_retries: Any = 3,
+    *,
+    priority: Any = 0,
+    timeout_seconds: Any = None,
+    run_at: Any = None,
+    id: Any = None,  # noqa: A002 - the column's name
+) -> JobSpec:
+    """Check every field; raise InvalidJob or InvalidDependency naming the first bad one."""
+    try:
+        kind = JobType(job_type.value if isinstance(job_type, JobType) else job_type)
+    except ValueError:
+        known = ", ".join(t.value for t in JobType)
+        raise InvalidJob(f"unknown job type {job_type!r}: use one of {known}") from None
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidJob("a job needs a non-empty name")
+    if description is not None and not isinstance(description, str):
+        raise InvalidJob(f"description must be text, got {type(description).__name__}")
+    for label, text in (("name", name), ("description", description), ("job id", id)):
+        if isinstance(text, str):
+            check_text(text, label)
+    payload = {} if payload is None else payload
+    if not isinstance(payload, Mapping):
+        raise InvalidJob(f"payload must be a JSON object (a dict), got {type(payload).__name__}")
+    payload = dict(payload)
+    check_json(payload, "payload")
+    if kind is JobType.QUERY:
+        check_query_payload(payload)
+    whole_number(max_retries, "max_retries", 0, INTEGER_RANGE[1])
+    whole_number(priority, "priority", *INTEGER_RANGE)
+    if timeout_seconds is not None and not _positive_float(timeout_seconds):
+        raise InvalidJob(f"timeout_seconds must be a positive number, got {shown(timeout_seconds)}")
+    if run_at is not None and not isinstance(run_at, datetime):
+        raise InvalidJob(f"run_at must be a datetime, got {type(run_at).__name__}")
+    if id is not None and (not isinstance(id, str) or not id.strip()):
+        raise InvalidJob(f"a job id must be non-empty text, got {id!r}")
+    job_id = id or new_job_id()
+    return JobSpec(
+        id=job_id,
+        job_type=kind,
+        name=name,
+        description=description,
+        payload=payload,
+        dependencies=_dependency_ids(job_id, dependencies),
+        max_retries=max_retries,
+        priority=priority,
+        timeout_seconds=None if timeout_seconds is None else float(timeout_seconds),
+        run_at=None if run_at is None else _run_at(run_at),
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_float(value: Any) -> bool:
+    """A finite number above 0 that a float holds (an int of 10**400 is none)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value)) and value > 0
+    except OverflowError:
+        return False
+
+
+def _run_at(moment: datetime) -> datetime:
+    try:
+        return utc_naive(moment)
+    except InvalidJob as exc:
+        raise InvalidJob(f"run_at {exc}") from None
+
+
+def _dependency_ids(job_id: str, dependencies: Any) -> tuple[str, ...]:
+    if dependencies is None:
+        return ()
+    if isinstance(dependencies, str | bytes) or not isinstance(dependencies, Iterable):
+        raise InvalidDependency(
+            f"dependencies must be a list of job ids, got {type(dependencies).__name__}"
+        )
+    ids: list[str] = []
+    for dep in dependencies:
+        dep_id = getattr(dep, "id", dep)  # a Job is as good as its id
+        if not isinstance(dep_id, str) or not dep_id:
+            raise InvalidDependency(f"a dependency must be a job id, got {dep!r}")
+        check_text(dep_id, "dependency id")
+        if dep_id == job_id:
+            raise InvalidDependency(f"job {job_id} cannot depend on itself")
+        if dep_id not in ids:
+            ids.append(dep_id)
+    return tuple(ids)
+
+
+def build_batch(items: Iterable[Mapping[str, Any]]) -> list[JobSpec]:
+    """Check a DAG given as `create_job` keyword dicts: unique ids and no cycle among them."""
+    specs: list[JobSpec] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise InvalidJob(f"job #{index} must be a dict of create_job's keywords")
+        unknown = set(item) - SPEC_KEYS
+        if unknown:
+            raise InvalidJob(f"job #{index} has unknown keys: {', '.join(sorted(unknown))}")
+        if "job_type" not in item or "name" not in item:
+            raise InvalidJob(f"job #{index} needs at least job_type and name")
+        specs.append(build_spec(**item))
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.id in seen:
+            raise DuplicateJob(f"job id {spec.id} appears twice in the batch")
+        seen.add(spec.id)
+    _check_acyclic(specs)
+    return specs
+
+
+def _check_acyclic(specs: Sequence[JobSpec]) -> None:
+    ids = {spec.id for spec in specs}
+    inside = {spec.id: [dep for dep in spec.dependencies if dep in ids] for spec in specs}
+    done: set[str] = set()
+    for start in inside:
+        if start in done:
+            continue
+        # Iterative depth-first search; `path` is the chain walked so far, for the message.
+        path, on_path = [start], {start}
+        branches = [iter(inside[start])]
+        while branches:
+            nxt = next(branches[-1], None)
+            if nxt is None:
+                branches.pop()
+                on_path.discard(path[-1])
+                done.add(path.pop())
+            elif nxt in on_path:
+                cycle = path[path.index(nxt) :] + [nxt]
+                raise InvalidDependency(
+                    f"dependency cycle: {' -> '.join(cycle)} (each depends on the next)"
+                )
+            elif nxt not in done:
+                path.append(nxt)
+                on_path.add(nxt)
+                branches.append(iter(inside[nxt]))

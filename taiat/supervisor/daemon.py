@@ -1,0 +1,686 @@
+"""The supervisor daemon: claim ready jobs, run each in a fresh forked child, watch, reap,
+record, drain. Single-threaded: one wait over the children's result pipes, a wake-up pipe fed
+by signal handlers, and a timeout for the next timer. Signal handlers only set a flag."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from taiat import __version__
+from taiat.agents.executors import AgentExecutor, JobExecutor, QueryExecutor, default_agents
+from taiat.config import MiB, SupervisorConfig
+from taiat.errors import DatabaseUnavailable, TransientConflict
+from taiat.forking import child
+from taiat.forking.job_process import MOVED_ON, Ending, JobProcess, unstarted
+from taiat.forking.launchers import Forking
+from taiat.job_manager import CLEANUP_BATCH, JobManager
+from taiat.jobs import Job, Outcome
+from taiat.store import db, leases, queries
+from taiat.supervisor import publishing
+from taiat.supervisor.claim_ahead import WRITE_DELAY, ClaimAhead
+from taiat.supervisor.recorder import MAX_BACKOFF, Record, Recorder, attempt_of, log_ending, reason
+from taiat.supervisor.wakeup import Timers, WakeUp, ready_fds
+
+log = logging.getLogger(__name__)
+
+#: Under load, the status file is rewritten at most this often (seconds).
+_PUBLISH_GAP = 0.1
+#: A job whose child's pid is still unknown this long after its launch (seconds) is shown in
+#: the status file all the same, with no pid: its fork server is slow, or stuck.
+_UNTOLD = 1.0
+#: A memory limit of this many MB (8 EiB) or more is no limit.
+_NO_MEMORY_LIMIT_MB = 1 << 43
+#: Why a launch fails when no process, memory or file descriptor is to be had for a while (a
+#: job's fork bomb under the user's process limit): no attempt was spent.
+_NOTHING_TO_BE_HAD = frozenset({errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: SupervisorConfig | None = None,
+        *,
+        manager: JobManager | None = None,
+        agent_registry: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> None:
+        self.config = config or SupervisorConfig()
+        lease = self.config.lease
+        self._heartbeat_interval = min(self.config.heartbeat_interval, lease / 3)
+        #: A heartbeat this old (seconds) means a stall: this loop, or the database, was away
+        #: for more than a heartbeat interval; the claims may have lapsed meanwhile.
+        self._stall_after = 2 * self._heartbeat_interval
+        if manager is None:
+            # No pre-ping: it costs a round trip per transaction on the hot path, and the
+            # supervisor rides out a dropped connection anyway (the recorder retries).
+            engine = db.engine_from_url(self.config.database_url, pool_pre_ping=False)
+            # No wait of this supervisor's on the database outlasts a heartbeat interval, and
+            # a transaction it leaves open when stopped ends within half its lease, before its
+            # peers take its jobs back: a stopped supervisor freezes no other, and is frozen
+            # by none.
+            db.bound_sessions(
+                engine,
+                lock_timeout=max(0.1, min(2.0, lease / 10)),
+                statement_timeout=max(1.0, self._heartbeat_interval),
+                idle_timeout=max(1.0, lease / 2),
+                connect_timeout=lease / 10,
+            )
+            manager = JobManager(engine)
+        self.manager = manager
+        #: Every agent by name, with the inputs and outputs it declares (for query plans).
+        self.agents = default_agents(agent_registry, self.config.agent_config)
+        self.registry = {name: agent.function for name, agent in self.agents.items()}
+        self.custom_executors: list[JobExecutor] = []
+        #: Called with (job, ending) as each child is reaped, e.g. by a progress display.
+        self.observers: list[Callable[[Job, Ending], None]] = []
+        self.host = socket.gethostname()
+        self.worker_id = leases.new_worker_id(self.host, os.getpid(), uuid.uuid4().hex[:8])
+        self.place = leases.Place.here()
+        #: When the last heartbeat that went through was sent (monotonic seconds).
+        self._beat_at = -math.inf
+        #: Since when this supervisor has watched the database without a break.
+        self._watching_since = -math.inf
+        self.manager.retry_policy = replace(
+            self.manager.retry_policy, quarantine_after=self.config.quarantine_after
+        )
+        self.listener: db.Listener | None = None
+        if self.manager.engine.dialect.name == "postgresql" and self.config.listen:
+            self.listener = db.Listener(self.manager.engine, queries.CHANNEL)
+        self.children: list[JobProcess] = []
+        self.ahead = ClaimAhead(self.config.max_concurrent_jobs, self.config.claim_ahead)
+        self.counters = {"completed": 0, "failed": 0, "timed_out": 0, "crashed": 0}
+        self.state = "starting"
+        self.started_at = datetime.now(UTC)
+        self.recorder = Recorder(
+            self.manager,
+            self._changed,
+            reconnect=self._beat,
+            max_backoff=min(MAX_BACKOFF, lease / 10),
+        )
+        self.wakeup = WakeUp()
+        self._reporter = publishing.StatusReporter(
+            self.config.status_file, self.config.metrics_file
+        )
+        self._dirty = True
+        self._published = 0.0
+        self._claim_now = True
+        self.forking: Forking | None = None
+        #: Jobs whose fork server was killed while they ran beside others: each runs next
+        #: alone, in a fork server of its own (see `JobProcess.alone`).
+        self.suspects: set[str] = set()
+
+    # -- public ---------------------------------------------------------------------------
+
+    def add_executor(self, executor: JobExecutor) -> None:
+        """Try `executor` before the built-in agent and query executors."""
+        self.custom_executors.append(executor)
+
+    def stop(self) -> None:
+        """Ask the supervisor to drain and exit; a second call ends the drain at once. Safe
+        from signal handlers and other threads."""
+        self.wakeup.request_stop()
+
+    def run(self) -> int:
+        """Serve until stopped (or, in burst mode, until nothing is left); returns 0."""
+        self._publish(force=True)  # "starting"
+        self._register()
+        if self.config.subreaper:
+            # Orphans of a fork server that dies come here, not to init: see `_reap_adopted`.
+            child.become_subreaper()
+        query_executor = QueryExecutor(self.agents, engine=self.config.query_engine)
+        executors = [*self.custom_executors, AgentExecutor(self.agents), query_executor]
+        self.forking = Forking(executors, self.manager.engine, fork_server=self.config.fork_server)
+        self.wakeup.install_signals()
+        self.state = "running"
+        publishing.notify("READY=1", f"STATUS=running {self.config.max_concurrent_jobs} slots")
+        log.info(
+            "supervisor %s serving %s with %d slots",
+            self.worker_id,
+            db.describe(self.manager.engine),
+            self.config.max_concurrent_jobs,
+        )
+        try:
+            self._loop()
+        finally:
+            if self.listener is not None:
+                self.listener.close()
+            if self.forking is not None:
+                self.forking.close()
+            self.state = "stopped"
+            self._publish(force=True)
+            self._unregister()
+            publishing.notify("STATUS=stopped")
+            self.wakeup.restore_signals()
+        log.info("supervisor %s stopped: %s", self.worker_id, self.counters)
+        return 0
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        cfg = self.config
+        timers = Timers()
+        watchdog = publishing.watchdog_interval()
+        drain_deadline: float | None = None
+        stops_seen = 0
+        hangups_seen = 0
+        while True:
+            now = time.monotonic()
+            if self.wakeup.hangups > hangups_seen:
+                hangups_seen = self.wakeup.hangups
+                self._hang_up()
+            if self.wakeup.stop_requests > stops_seen:
+                stops_seen = self.wakeup.stop_requests
+                drain_deadline = self._begin_drain(now, stops_seen, drain_deadline)
+            self._catch_up()
+            self._reap()
+            self._store()
+            if drain_deadline is None:
+                self._start_held()  # before any is found to have waited too long
+                for job in self.ahead.expired(now):
+                    self.recorder.give_back(job, "held too long for a free slot")
+            if self.children:
+                if timers.due("memory", now, cfg.memory_sample_interval):
+                    for proc in self.children:
+                        proc.sample_memory()
+                if timers.due("claims", now, cfg.check_interval):
+                    self._check_claims()
+                for proc in self.children:
+                    proc.check_deadline(now, cfg.kill_grace)
+            if drain_deadline is not None and now >= drain_deadline:
+                for proc in self.children:
+                    if proc.kill_at is None:
+                        proc.stop(Outcome.STOPPED, "the supervisor stopped", grace=cfg.kill_grace)
+                drain_deadline = float("inf")
+            if timers.due("heartbeat", now, self._heartbeat_interval):
+                self._heartbeat()
+            if timers.due("cleanup", now, cfg.cleanup_interval_hours * 3600) and self._cleanup():
+                timers.at["cleanup"] = now  # more to delete: the next batch on the next turn
+            # While enough jobs are held, endings gather to be written (and claims made) together.
+            waiting = self.ahead.may_wait(self.recorder.oldest, now)
+            claiming = (
+                drain_deadline is None
+                and not waiting
+                and timers.due("poll", now, cfg.poll_interval, force=self._claim_now)
+            )
+            if claiming or (self.recorder.pending and not waiting):
+                self._claim_now = self._claim_now and not claiming
+                started = self._settle(claiming)
+                if claiming and cfg.burst and not started and not self.children and not self.ahead:
+                    if self._nothing_left():
+                        log.info("burst: no job left to run")
+                        return
+            if drain_deadline is not None and not self.children and not self.recorder.unwritten:
+                return
+            if watchdog is not None and timers.due("watchdog", now, watchdog):
+                publishing.notify("WATCHDOG=1")
+            if timers.due("status", now, cfg.status_interval):
+                self._dirty = True
+            self._publish()
+            idle = () if self.children else ("memory", "claims")
+            wake = timers.next(skip=(*idle, "poll") if waiting else idle)
+            if self._dirty:
+                wake = min(wake, self._published + _PUBLISH_GAP)
+            if self.children:
+                wake = min([wake, *(t for p in self.children if (t := p.next_timer))])
+                if not self.wakeup.signals_installed:  # no SIGCHLD wake-up off the main thread
+                    wake = min(wake, now + 0.05)
+            if drain_deadline is not None:
+                wake = min(wake, drain_deadline)
+            if self.recorder.retry_at is not None:
+                wake = min(wake, self.recorder.retry_at)
+            if self.ahead.next_expiry is not None:
+                wake = min(wake, self.ahead.next_expiry)
+            if waiting and self.recorder.oldest is not None:
+                wake = min(wake, self.recorder.oldest + WRITE_DELAY)
+            self._wait(max(0.0, wake - time.monotonic()))
+
+    def _wait(self, timeout: float) -> None:
+        fds = [self.wakeup.fd, *(p.fd for p in self.children if p.fd >= 0)]
+        if self.recorder.storer.busy:
+            fds.append(self.recorder.storer.fd)
+        # Their descriptors are taken now: handling one that is ready may close another (a
+        # listener whose connection dropped).
+        listener = self.listener if self.listener and self.listener.connected else None
+        listener_fd = listener.fileno() if listener is not None else None
+        servers = {s.fileno(): s for s in self.forking.servers()} if self.forking else {}
+        fds += [fd for fd in (listener_fd, *servers) if fd is not None]
+        for ready in ready_fds(fds, timeout):
+            if ready == self.wakeup.fd:
+                self.wakeup.clear()
+            elif listener is not None and ready == listener_fd:
+                self._hear(listener)
+            elif ready in servers:
+                servers[ready].poll()
+                self._dirty = True  # a child forked (its pid now known), or one ended
+        for proc in self.children:
+            proc.read_available()
+
+    def _hear(self, listener: db.Listener) -> None:
+        """Act on NOTIFY payloads: a job became ready, or a running one was cancelled."""
+        try:
+            payloads = listener.drain()
+        except DatabaseUnavailable as exc:
+            log.warning("%s; polling until it is back", exc)
+            return
+        by_job = {proc.job.id: proc for proc in self.children}
+        for payload in payloads:
+            if payload == "ready":
+                self._claim_now = True
+            elif payload.startswith("cancel:") and (proc := by_job.get(payload[7:])):
+                log.info("job %s (%s) cancelled: stopping it", proc.job.id, proc.job.name)
+                proc.stop(Outcome.CANCELLED, "cancelled while running")
+            elif payload.startswith("cancel:"):
+                self._forget_held({payload[7:]})
+
+    def _hang_up(self) -> None:
+        """SIGHUP: the supervisor logs to stderr and has no log file to reopen; it writes its
+        status and metrics files afresh (after a rotation, or a cleaned run directory)."""
+        log.info("SIGHUP: status and metrics files rewritten; logs go to stderr, nothing to reopen")
+        self._publish(force=True)
+
+    def _check_claims(self) -> bool:
+        """Stop children whose claim is no longer current: cancelled, or taken back by another
+        supervisor that believed this one dead; drop such held jobs. (The fallback for a missed
+        NOTIFY, and all that SQLite has.) Returns whether the claims could be checked."""
+        claims = {p.job.id: p.job.claim_seq for p in self.children if p.kill_at is None}
+        claims |= {held.job.id: held.job.claim_seq for held in self.ahead.held}
+        if not claims:
+            return True
+        current = self.recorder.call(lambda: self.manager.current_claims(claims), None)
+        if current is None:
+            return False
+        self._forget_held(set(claims) - current)
+        for proc in self.children:
+            if proc.job.id in claims and proc.job.id not in current:
+                log.warning(
+                    "job %s (%s): its claim is no longer current; stopping it",
+                    proc.job.id,
+                    proc.job.name,
+                )
+                proc.stop(Outcome.SUPERSEDED, "cancelled, or taken back by another supervisor")
+        return True
+
+    def _begin_drain(self, now: float, stops: int, deadline: float | None) -> float:
+        """Stop claiming and give the held jobs back; a second stop (even one that came with
+        the first) ends the drain at once."""
+        if deadline is None:
+            log.info(
+                "%s: stopped claiming; draining %d running jobs for up to %g s",
+                self.wakeup.last_reason,
+                len(self.children),
+                self.config.drain_timeout,
+            )
+            self.state = "draining"
+            for job in self.ahead.release():
+                self.recorder.give_back(job, "the supervisor stopped before starting it")
+            self._published = 0.0
+            self._dirty = True
+            publishing.notify("STOPPING=1", f"STATUS=draining {len(self.children)} jobs")
+            if stops == 1:
+                return now + self.config.drain_timeout
+        log.info("%s again: ending the drain now", self.wakeup.last_reason)
+        return now
+
+    # -- children --------------------------------------------------------------------------
+
+    def _settle(self, claiming: bool) -> int:
+        """Write what has finished and, when `claiming`, claim for the free slots (and ahead
+        of them), in one transaction; start what fits. Returns how many were claimed."""
+        wanted = self.ahead.wanted(self._busy()) if claiming else 0
+        if not wanted and not self.recorder.pending:
+            return 0
+        jobs = self.recorder.settle(self.worker_id, wanted)
+        if not jobs:
+            return 0
+        # Read here, where the database stack is loaded already; without them (an outage) the
+        # child reads them itself when asked.
+        none: dict[str, dict[str, Any]] = {}
+        try:
+            results = self.recorder.call(lambda: self.manager.dependency_results(jobs), none)
+        except Exception as exc:  # noqa: BLE001 - a result stored as none can read it
+            log.warning(
+                "cannot read dependency results (%s); each child reads its own", reason(exc)
+            )
+            results = none
+        self.ahead.put(jobs, results)
+        self._start_held()
+        return len(jobs)
+
+    def _start_held(self) -> None:
+        """Start held jobs in the free slots; after a stall, only once their claims are known
+        to be current still."""
+        if self.ahead.held and self._overdue() and not self._catch_up():
+            return  # the claims could not be checked: start none for now
+        for held in self.ahead.take(self.config.max_concurrent_jobs - self._busy()):
+            self._start(held.job, held.dependency_results)
+
+    def _busy(self) -> int:
+        """The slots taken. A child whose result is in has finished its job: only its exit
+        (and with it how its process ended) is awaited, and its slot takes the next job
+        meanwhile; but no more such children than there are slots, so that children slow to
+        exit never pile up."""
+        finishing = sum(1 for p in self.children if p.delivered)
+        return len(self.children) - finishing + max(0, finishing - self.config.max_concurrent_jobs)
+
+    def _forget_held(self, job_ids: set[str]) -> None:
+        """Drop held jobs whose claims are no longer current (cancelled, taken back)."""
+        for job in self.ahead.drop(job_ids):
+            log.info("job %s (%s): its claim ended before it started", job.id, job.name)
+
+    def _start(self, job: Job, dependency_results: dict[str, Any] | None) -> None:
+        """Start the job's child. Whatever goes wrong with this one job (its limits, its
+        launch) ends this job alone, with the reason in words, and never the loop."""
+        try:
+            proc = JobProcess(
+                job,
+                timeout=job.timeout_seconds or self.config.job_timeout,
+                memory_limit_bytes=self._memory_limit(job),
+                max_result_bytes=self.config.max_result_bytes,
+                exit_grace=self.config.kill_grace,
+            )
+        except Exception as exc:  # noqa: BLE001 - its own values: as it is, it can never run
+            log.exception("job %s (%s) cannot be started", job.id, job.name)
+            self._not_started(job, f"it cannot be started: {reason(exc)}", final=True)
+            return
+        assert self.forking is not None
+        if job.id in self.suspects:
+            self.suspects.discard(job.id)
+            proc.alone = True
+        try:
+            self.forking.start(proc, dependency_results)
+        except Exception as exc:  # noqa: BLE001 - one failed launch is one failed attempt
+            if isinstance(exc, OSError) and exc.errno in _NOTHING_TO_BE_HAD:
+                # The machine's want, not the job's (a neighbour's fork bomb): back to pending,
+                # no retry spent; and no claim before the next poll, lest it come straight back.
+                log.warning("job %s (%s) could not be started now: %s", job.id, job.name, exc)
+                self._ended(job, unstarted(f"never started: {reason(exc)}"))
+                self._claim_now = False
+            else:
+                log.exception("job %s (%s) could not be started", job.id, job.name)
+                self._not_started(job, f"it could not be started: {reason(exc)}", final=False)
+            return
+        self.children.append(proc)
+        self._dirty = True
+        log.info("job %s (%s) started, attempt %d", job.id, job.name, job.attempt)
+
+    def _memory_limit(self, job: Job) -> int | None:
+        """The lower of the supervisor's and the job's own (its payload's "memory_limit_mb")."""
+        return memory_limit_bytes(self.config.memory_limit_mb, job.payload.get("memory_limit_mb"))
+
+    def _reap(self) -> None:
+        # A child of the supervisor's ended or stopped: a fork server stopped by a job (whose
+        # parent it is) would hold every job it forked.
+        child_signal = self.wakeup.take_child_signal()
+        if self.forking is not None:
+            if child_signal:
+                self.forking.end_stopped()
+            if self.forking.replace_lost():
+                self._dirty = True  # a new fork server's pid
+        if self.config.subreaper and child_signal:
+            self._reap_adopted()
+        for proc in list(self.children):
+            learnt = proc.pid_learnt
+            try:
+                ending = proc.try_reap()
+            except Exception as exc:  # noqa: BLE001 - its ending, not the loop's
+                ending = self._unreadable(proc, exc)
+            if ending is None:
+                if not learnt and proc.pid_learnt:
+                    self._dirty = True  # its pid, for the status file's "running"
+                continue
+            self.children.remove(proc)
+            if proc.known_pid:
+                self.ahead.observe(ending.wall_seconds)
+            if self.forking is not None:
+                self.forking.ended(proc)
+            if proc.suspect:
+                self.suspects.add(proc.job.id)
+            self._ended(proc.job, ending, proc)
+
+    def _ended(self, job: Job, ending: Ending, proc: JobProcess | None = None) -> None:
+        """Record, count, log and show a job's ending (`proc`: its child, if it had one), as
+        it will be stored: a result that cannot be is a failure."""
+        self._dirty = True
+        self._claim_now = True
+        attempt = None
+        if proc is not None:
+            try:
+                attempt = attempt_of(proc, ending, self.worker_id, self.host)
+            except Exception:  # noqa: BLE001 - the ending is recorded all the same
+                log.exception("job %s (%s): its attempt cannot be told", job.id, job.name)
+        ending = self.recorder.add(Record(job, ending, attempt)).ending
+        self._count(ending)
+        log_ending(job, ending)
+        for observer in self.observers:
+            try:
+                observer(job, ending)
+            except Exception:  # noqa: BLE001 - a display's trouble is not the job's
+                log.exception("job %s (%s): an observer of its ending failed", job.id, job.name)
+
+    def _unreadable(self, proc: JobProcess, exc: Exception) -> Ending:
+        """The ending of a child whose own could not be read: a failure that says why; its
+        process group is killed, lest it run on unwatched."""
+        job = proc.job
+        log.exception("job %s (%s): its ending cannot be read", job.id, job.name)
+        try:
+            proc.stop(Outcome.FAILED, "its ending could not be read")
+        except Exception:  # noqa: BLE001 - it is being given up on anyway
+            log.exception("job %s (%s): cannot stop its child", job.id, job.name)
+        error = f"its ending could not be read: {reason(exc)}"
+        wall = time.monotonic() - proc.started
+        peak = proc.peak_rss_bytes
+        return Ending(False, None, error, Outcome.FAILED, None, None, wall, 0.0, 0.0, peak)
+
+    def _not_started(self, job: Job, error: str, *, final: bool) -> None:
+        """End a job whose child could not be started: a failed attempt (for good when
+        `final`), with no child and so no attempt's record."""
+        self._ended(
+            job,
+            Ending(False, None, error, Outcome.FAILED, None, None, 0.0, 0.0, 0.0, 0, final=final),
+        )
+
+    def _reap_adopted(self) -> None:
+        """As a subreaper, the supervisor adopts the orphans of a fork server that died (and,
+        when it forks jobs itself, what their processes leave): it kills and reaps every child
+        of its own that is neither a fork server, nor a job's process, nor the process storing
+        a large result. (A job's process that outlived its server is reaped by `try_reap`.)"""
+        ours = {p.known_pid for p in self.children} | self.recorder.storer.pids
+        if self.forking is not None:
+            ours |= self.forking.server_pids()
+        for pid in child.children_of_this_process():
+            if pid not in ours:
+                child.kill_tree(pid)
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+
+    def _store(self) -> None:
+        """Large results being stored on the side (see `taiat.supervisor.large_results`): a
+        refused one is a failure after all."""
+        for stored in self.recorder.store():
+            self._dirty = True
+            if stored.outcome == "done":
+                self._claim_now = True  # its dependents may be ready
+            elif stored.outcome == "refused":
+                self.counters["completed"] -= 1
+                self.counters["failed"] += 1
+
+    def _count(self, ending: Ending) -> None:
+        if ending.ok:
+            self.counters["completed"] += 1
+        elif ending.cause != Outcome.STOPPED and ending.cause not in MOVED_ON:
+            self.counters["failed"] += 1
+            if ending.cause == Outcome.TIMED_OUT:
+                self.counters["timed_out"] += 1
+            elif ending.cause in (Outcome.CRASHED, Outcome.MEMORY):
+                self.counters["crashed"] += 1
+
+    # -- the database ----------------------------------------------------------------------
+
+    def _nothing_left(self) -> bool:
+        if self.recorder.unwritten:
+            return False
+        return self.recorder.call(lambda: self.manager.pending_count() == 0, False)
+
+    @property
+    def _registration(self) -> dict[str, Any]:
+        """What this supervisor registers under its id: host, pid, lease, place."""
+        return {
+            "host": self.host,
+            "pid": os.getpid(),
+            "lease": self.config.lease,
+            "place": self.place,
+        }
+
+    def _register(self) -> None:
+        sent = time.monotonic()
+        leases.register(self.manager, self.worker_id, **self._registration)
+        self._beat_at = sent
+
+    def _beat(self) -> None:
+        """Heartbeat, in a short transaction of its own (raises `DatabaseUnavailable`). After a
+        silence longer than a stall, this supervisor watches the others afresh: it cannot tell
+        their silence over that time from its own."""
+        sent = time.monotonic()
+        leases.heartbeat(self.manager, self.worker_id, **self._registration)
+        if sent - self._beat_at >= self._stall_after:
+            log.info("heartbeat again after %.1f s of silence", sent - self._beat_at)
+            self._watching_since = sent
+        self._beat_at = sent
+
+    def _beat_now(self) -> None:
+        """Heartbeat; after an outage, the recorder's first try is this heartbeat itself."""
+        if self.recorder.ok:
+            self.recorder.call(self._beat, None)
+        else:
+            self.recorder.ready()
+
+    def _overdue(self) -> bool:
+        """Whether the last heartbeat that went through is as old as a stall."""
+        return time.monotonic() - self._beat_at >= self._stall_after
+
+    def _catch_up(self) -> bool:
+        """After an outage, try the database again once the backoff is over, the heartbeat
+        first; after a stall (SIGSTOP, a paused VM, a long step), heartbeat, then check every
+        claim held or running, before anything starts. Returns whether the claims can be
+        trusted: there was no stall, or it has been caught up with."""
+        stalled = self._overdue()
+        if not stalled and self.recorder.ok:
+            return True
+        self._beat_now()
+        if not stalled:
+            return True
+        return not self._overdue() and self._check_claims()
+
+    def _heartbeat(self) -> None:
+        """Heartbeat, take back the jobs of dead supervisors, and make sure we are LISTENing."""
+        self._beat_now()
+        lease = self.config.lease
+        here = {p.job.id for p in self.children}
+        here |= {held.job.id for held in self.ahead.held}
+        here |= {record.job.id for record in self.recorder.unwritten}
+        none: list[str] = []
+        taken = self.recorder.call(lambda: self._recover(lease, here), none)
+        if taken:
+            self._claim_now = True
+        if self.listener is not None and not self.listener.connected and self.recorder.ok:
+            try:
+                self.listener.connect()
+                self._claim_now = True  # whatever was announced while we were deaf
+            except DatabaseUnavailable as exc:
+                log.warning("%s; polling meanwhile", exc)
+
+    def _recover(self, lease: float, here: set[str]) -> list[str]:
+        # How long it has watched is read only now: the recorder may have just reconnected.
+        watched = time.monotonic() - self._watching_since
+        return leases.recover(
+            self.manager, self.worker_id, lease, here, place=self.place, watched=watched
+        )
+
+    def _unregister(self) -> None:
+        try:
+            leases.unregister(self.manager, self.worker_id)
+        except (DatabaseUnavailable, TransientConflict):
+            log.warning("could not remove supervisor %s from the database", self.worker_id)
+
+    def _cleanup(self) -> bool:
+        """Delete a batch of old history; whether there may be more. One batch a turn of the
+        loop, so that a purge of millions holds up no heartbeat."""
+        days = self.config.history_retention_days
+        deleted = self.recorder.call(
+            lambda: self.manager.cleanup_history_batch(days, CLEANUP_BATCH), 0
+        )
+        if deleted:
+            log.info("deleted %d history entries older than %s days", deleted, days)
+        return deleted >= CLEANUP_BATCH
+
+    # -- status ----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        wall = time.time()
+        server = self.forking.server_in_use if self.forking else None
+        # A job counts as running once its child is forked and its pid known (the fork server
+        # says it a moment after the launch); one the server has not told of for a while is
+        # shown all the same, with no pid.
+        running = [
+            {
+                "job_id": p.job.id,
+                "name": p.job.name,
+                "pid": pid,
+                "started_at": publishing.iso(p.started_at),
+                "deadline": None if p.deadline is None else publishing.iso(wall + p.deadline - now),
+                "rss_bytes": p.rss_bytes,
+            }
+            for p in self.children
+            if not p.delivered and ((pid := p.known_pid) or now - p.started >= _UNTOLD)
+        ]
+        return {
+            "pid": os.getpid(),
+            "host": self.host,
+            "version": __version__,
+            "worker_id": self.worker_id,
+            "started_at": publishing.iso(self.started_at),
+            "updated_at": publishing.iso(datetime.now(UTC)),
+            "state": self.state,
+            "slots": self.config.max_concurrent_jobs,
+            "running": running,
+            "counters": dict(self.counters),
+            "database": "ok" if self.recorder.ok else "unreachable",
+            "pending_results": len(self.recorder.pending) + len(self.recorder.storer.queue),
+            "claimed_ahead": len(self.ahead),
+            "finishing": sum(1 for p in self.children if p.delivered),
+            "fork_server_pid": server.pid if server is not None else None,
+        }
+
+    def _changed(self) -> None:
+        self._dirty = True
+        self._published = 0.0  # a change of state is written at once
+
+    def _publish(self, force: bool = False) -> None:
+        """Write the status and metrics files if anything changed, at most every
+        `_PUBLISH_GAP` seconds under load (a state change is written at once)."""
+        now = time.monotonic()
+        if force or (self._dirty and now >= self._published + _PUBLISH_GAP):
+            self._dirty = False
+            self._published = now
+            self._reporter.publish(self.snapshot())
+
+
+def memory_limit_bytes(*limits_mb: Any) -> int | None:
+    """The lowest of the limits in MB, in bytes. A job's own comes from its payload, untrusted:
+    one that is not a positive number is no limit, nor is one beyond what any machine has
+    (10**400, 1e308)."""
+    valid = [x for x in limits_mb if isinstance(x, int | float) and not isinstance(x, bool)]
+    valid = [x for x in valid if 0 < x < _NO_MEMORY_LIMIT_MB]  # NaN is neither
+    return max(1, int(min(valid) * MiB)) if valid else None
