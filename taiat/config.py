@@ -1,5 +1,6 @@
-"""The supervisor's settings: a plain dataclass, light to import (the command line builds one
-before it knows whether it will run a supervisor at all)."""
+"""The configuration: every `TAIAT_*` variable is read here, and nowhere else. Also the
+supervisor's settings, a plain dataclass, light to import (the command line builds one before
+it knows whether it will run a supervisor at all)."""
 
 from __future__ import annotations
 

@@ -14,10 +14,9 @@ class JobContext:
     """The running job, as its child process sees it."""
 
     job: Job
-    #: The supervisor's engine (its inherited connections dropped in the child), or the
-    #: database's URL.
-    engine: Any = None
-    _dependency_results: dict[str, Any] | None = field(default=None, repr=False)
+    #: The result of each dependency, by job id (None for one that has not completed): read
+    #: by the supervisor in the claim's own transaction, so the child never opens the database.
+    dependency_results: dict[str, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -35,21 +34,6 @@ class JobContext:
     @property
     def payload(self) -> dict[str, Any]:
         return self.job.payload
-
-    @property
-    def dependency_results(self) -> dict[str, Any]:
-        """The result of each dependency, by job id; read from the database on first use."""
-        if self._dependency_results is None:
-            from taiat.job_manager import JobManager
-
-            results: dict[str, Any] = {}
-            if self.job.dependencies:
-                manager = JobManager(self.engine)
-                for dep in self.job.dependencies:
-                    found = manager.get_job(dep)
-                    results[dep] = None if found is None else found.result
-            self._dependency_results = results
-        return self._dependency_results
 
 
 _current: JobContext | None = None

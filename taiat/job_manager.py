@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import logging
-import random
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
 from taiat.config import MAX_DAYS
-from taiat.errors import InvalidJob, JobError, LockTimeout, TransientConflict
+from taiat.errors import InvalidJob
 from taiat.jobs import Attempt, Job, JobHistoryEntry, JobStatus, JobType
-from taiat.store import db, plans, queries, schema, state_machine
-from taiat.store.queries import supervisors as supervisor_queries
+from taiat.store import db, queries, state_machine
+from taiat.store.port import SupervisorPort, dependency_results
 from taiat.store.state_machine import Completion, RetryPolicy
+from taiat.store.transactions import Transactions
 from taiat.store.validation import (
     BIGINT_RANGE,
     build_batch,
     build_spec,
     check_text,
-    json_text,
     whole_number,
 )
 
@@ -34,7 +32,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: History entries `cleanup_old_history` deletes in one transaction.
 CLEANUP_BATCH = 5000
-_CONFLICT_RETRIES = 8
 MAX_RETENTION_DAYS = MAX_DAYS
 
 
@@ -47,36 +44,31 @@ class JobManager:
 
     def __init__(self, database: Any = None, *, retry_policy: RetryPolicy | None = None) -> None:
         self.engine: Engine = db.engine_from(database)
-        self.retry_policy = retry_policy or RetryPolicy()
-        self._schema_checked = False
+        self._transactions = Transactions(self.engine)
+        #: The supervisor's way into the store, on the same engine; the transitions below that
+        #: a supervisor drives go through it too.
+        self.port = SupervisorPort(self._transactions, retry_policy or RetryPolicy())
 
     def __repr__(self) -> str:
         return f"JobManager({db.describe(self.engine)!r})"
 
-    @contextmanager
-    def transaction(self, *, single_statement: bool = False) -> Iterator[Connection]:
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self.port.retry_policy
+
+    @retry_policy.setter
+    def retry_policy(self, policy: RetryPolicy) -> None:
+        self.port.retry_policy = policy
+
+    def transaction(self, *, single_statement: bool = False) -> AbstractContextManager[Connection]:
         """A transaction on a schema this release understands (see `db.begin` for
         `single_statement`)."""
-        with db.begin(self.engine, single_statement=single_statement) as conn:
-            if not self._schema_checked:
-                schema.check_version(conn)
-                self._schema_checked = True
-            yield conn
+        return self._transactions.transaction(single_statement=single_statement)
 
     def run(self, work: Callable[[Connection], T], *, single_statement: bool = False) -> T:
         """`work(conn)` in a transaction, run again from the start when PostgreSQL aborts it
         for a deadlock or serialisation conflict with another transaction."""
-        for attempt in range(_CONFLICT_RETRIES):
-            try:
-                with self.transaction(single_statement=single_statement) as conn:
-                    return work(conn)
-            except LockTimeout:
-                raise  # the holder is slow, or stopped: again at once would wait as long
-            except TransientConflict:
-                if attempt == _CONFLICT_RETRIES - 1:
-                    raise
-                time.sleep(random.uniform(0, 0.01 * 2**attempt))
-        raise AssertionError("unreachable")
+        return self._transactions.run(work, single_statement=single_statement)
 
     # -- creating --------------------------------------------------------------------------
 
@@ -139,15 +131,7 @@ class JobManager:
     def dependency_results(self, jobs: Sequence[Job]) -> dict[str, dict[str, Any]]:
         """For each of `jobs` that has dependencies, the result of each one by id (None for one
         that has not completed), read in one query."""
-        wanted = {dep for job in jobs for dep in job.dependencies}
-        if not wanted:
-            return {}
-        found = self.run(lambda conn: queries.completed_results(conn, wanted))
-        return {
-            job.id: {dep: found.get(dep) for dep in job.dependencies}
-            for job in jobs
-            if job.dependencies
-        }
+        return self.run(lambda conn: dependency_results(conn, jobs))
 
     def get_ready_jobs(self, limit: int | None = None, *, name: str | None = None) -> list[Job]:
         """Pending jobs whose dependencies have completed and whose `run_at` has passed, in the
@@ -253,48 +237,28 @@ class JobManager:
         ):
             raise InvalidJob(f"days must be a number from 0 to {MAX_RETENTION_DAYS}, got {days!r}")
         whole_number(batch_size, "batch_size", 1, BIGINT_RANGE[1])
-        return self.run(lambda conn: queries.delete_history_before(conn, float(days), batch_size))
+        return self.port.delete_history_before(days, batch_size)
 
     # -- what a supervisor drives ----------------------------------------------------------
 
     def claim_jobs(self, worker_id: str, limit: int = 1) -> list[Job]:
         """Atomically mark up to `limit` ready jobs running for `worker_id`, best first."""
-        if limit <= 0:
-            return []
-        rows = self.run(
-            lambda conn: queries.claim_jobs(conn, worker_id, limit), single_statement=True
-        )
-        return _in_claim_order(rows)
+        return self.port.claim(worker_id, limit).jobs
 
     def complete_job(
         self, job_id: str, claim_seq: int, result: Any = None, attempt: Attempt | None = None
     ) -> bool:
         """Record that this claim of the job succeeded; False when the claim is no longer
         current (cancelled, taken back), and then nothing changes."""
-        json_text(result, "the result")
-        done, _ = self.run(
-            lambda conn: state_machine.complete(
-                conn, [Completion(job_id, claim_seq, result, attempt)]
-            )
-        )
-        return job_id in done
+        return self.port.complete(job_id, claim_seq, result, attempt)
 
     def complete_and_claim(
         self, completions: Sequence[Completion], worker_id: str, limit: int
     ) -> tuple[set[str], list[Job]]:
-        """Record several successes and claim up to `limit` ready jobs, in one transaction:
-        the supervisor's hot path. Returns the ids recorded (the rest were stale) and the jobs
-        claimed."""
-        for completion in completions:
-            json_text(completion.result, "the result")
-
-        def work(conn: Connection) -> tuple[set[str], list[Any]]:
-            done, _ = state_machine.complete(conn, completions)
-            claimed = queries.claim_jobs(conn, worker_id, limit) if limit > 0 else []
-            return done, claimed
-
-        done, rows = self.run(work)
-        return done, _in_claim_order(rows)
+        """Record several successes and claim up to `limit` ready jobs, in one transaction.
+        Returns the ids recorded (the rest were stale) and the jobs claimed."""
+        done, claimed = self.port.settle(completions, worker_id, limit)
+        return done, claimed.jobs
 
     def fail_job(
         self,
@@ -307,11 +271,7 @@ class JobManager:
     ) -> JobStatus | None:
         """Record that this claim failed: PENDING if it will be retried after a backoff,
         FAILED if that was its last attempt (or `retry` is False), None if the claim is stale."""
-        return self.run(
-            lambda conn: state_machine.fail(
-                conn, job_id, claim_seq, error, attempt, self.retry_policy, retry=retry
-            )
-        )
+        return self.port.fail(job_id, claim_seq, error, attempt, retry=retry)
 
     def expand_query(
         self,
@@ -323,36 +283,24 @@ class JobManager:
         """Record that this claim of a query job planned it: create the plan's agent jobs and
         make the query wait for them. Their ids; None when the claim is stale. A plan that
         cannot be created fails the query for good (and gives no ids)."""
-        try:
-            return self.run(lambda conn: plans.expand(conn, job_id, claim_seq, plan, attempt))
-        except (JobError, KeyError, TypeError, ValueError) as exc:
-            log.error("job %s: cannot create its plan's jobs: %s", job_id, exc)
-            error = f"cannot create the plan's jobs: {exc}"
-            status = self.fail_job(job_id, claim_seq, error, attempt, retry=False)
-            return None if status is None else []
+        return self.port.expand(job_id, claim_seq, plan, attempt)
 
     def requeue_job(self, job_id: str, claim_seq: int, attempt: Attempt | None = None) -> bool:
         """Put this claim's job back to pending at once, no retry spent (a shutdown cut it
         short); False when the claim is stale."""
-        return self.run(lambda conn: state_machine.requeue(conn, job_id, claim_seq, attempt))
+        return self.port.requeue(job_id, claim_seq, attempt)
 
     def record_attempt(self, attempt: Attempt) -> None:
         """Record a run whose job has moved on (cancelled, taken back): no state changes."""
-        self.run(lambda conn: state_machine.record_attempt(conn, attempt))
+        self.port.record_attempt(attempt)
 
     def current_claims(self, claims: Mapping[str, int]) -> set[str]:
         """Those of the jobs (id -> claim_seq) whose claim is still the running one."""
-        return self.run(lambda conn: supervisor_queries.current_claims(conn, claims))
+        return self.port.current_claims(claims)
 
     def pending_count(self) -> int:
         """Pending jobs, ready or not (a retry waiting out its backoff counts)."""
-        return self.run(queries.count_pending)
-
-
-def _in_claim_order(rows: Iterable[Mapping[Any, Any]]) -> list[Job]:
-    jobs = [Job.from_row(row) for row in rows]
-    jobs.sort(key=lambda job: (-job.priority, job.run_at or datetime.min))
-    return jobs
+        return self.port.pending_count()
 
 
 def _find(conn: Connection, job_id: str) -> Job | None:

@@ -1,4 +1,4 @@
-"""What a job runs: the agent registry (`registry`), the executors that run a job inside its
+"""What a job runs. The agent registry (`registry`), the executors that run a job inside its
 child (`executors`), query engine plug-ins (`query_engines`), the built-in query planner
 (`planner`), and the example agents (`examples`).
 

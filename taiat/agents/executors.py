@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from taiat.agents import query_engines
-from taiat.agents.planner import Plan, plan
+from taiat.agents.planner import plan
 from taiat.agents.registry import (  # noqa: F401 - re-exported: their home used to be this module
     Agent,
     AgentRegistry,
@@ -22,6 +22,7 @@ from taiat.agents.registry import (  # noqa: F401 - re-exported: their home used
 from taiat.context import current_job
 from taiat.errors import ConfigurationError, FinalFailure, JobFailed, PlanningError
 from taiat.jobs import Job, JobType
+from taiat.query_plans import Plan
 
 
 @dataclass(frozen=True)

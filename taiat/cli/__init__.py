@@ -1,4 +1,4 @@
-"""The command lines below the `taiat` command: what they share (`common`, the exit codes in
+"""The command lines below the `taiat` command. What they share (`common`, the exit codes in
 `exits`), the supervisor's (`supervisor_command`, with `--status` in `status_report`),
 `init`'s (`init_command`), and the progress of a batch of jobs (`progress`).
 

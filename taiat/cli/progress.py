@@ -19,9 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from taiat.errors import TaiatError
-from taiat.job_manager import JobManager
 from taiat.jobs import Job, Outcome
-from taiat.store.queries import operator as operator_queries
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +160,12 @@ class BurstProgress:
 
     def __init__(
         self,
-        manager: JobManager,
+        unfinished: Callable[[], int],
         display: ProgressDisplay,
         healthy: Callable[[], bool] = lambda: True,
     ) -> None:
-        self.manager = manager
+        """`unfinished` counts the jobs the database still holds, pending or running."""
+        self.unfinished = unfinished
         self.display = display
         self.healthy = healthy
         self.done = 0
@@ -179,7 +178,7 @@ class BurstProgress:
         if not self.healthy():  # the supervisor is riding out an outage: do not add to it
             return None
         try:
-            return self.manager.run(operator_queries.count_unfinished)
+            return self.unfinished()
         except TaiatError:  # progress must never stop the supervisor
             return None
 
@@ -203,7 +202,9 @@ class BurstProgress:
 def run_burst(supervisor: Any) -> int:
     """Run a burst supervisor with its progress shown on standard error."""
     display = ProgressDisplay("burst", plain=lambda line: log.info("%s", line))
-    watcher = BurstProgress(supervisor.manager, display, lambda: supervisor.recorder.ok)
+    watcher = BurstProgress(
+        supervisor.port.unfinished_count, display, lambda: supervisor.recorder.ok
+    )
     supervisor.observers.append(watcher.job_ended)
     with logs_above(display):
         try:

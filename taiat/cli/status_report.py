@@ -9,7 +9,8 @@ from typing import Any
 from taiat.config import SupervisorConfig
 from taiat.job_manager import JobManager
 from taiat.jobs import JobStatus
-from taiat.store import db, leases
+from taiat.store import db
+from taiat.supervisor import liveness
 
 #: A supervisor whose heartbeat is older than the default lease is shown as dead.
 DEFAULT_LEASE_SECONDS = SupervisorConfig().lease
@@ -33,10 +34,10 @@ def print_status(database_url: str | None, status_file: Path | None = None) -> i
         if entry.error_message:
             line += f"  {entry.error_message.splitlines()[0][:80]}"
         print(line)
-    found = leases.list_workers(manager)
+    found = manager.port.list_workers()
     print(f"supervisors ({len(found)}):")
     for worker in found:
-        alive = "alive" if leases.alive(worker, DEFAULT_LEASE_SECONDS) else "DEAD"
+        alive = "alive" if liveness.alive(worker, DEFAULT_LEASE_SECONDS) else "DEAD"
         print(
             f"  {worker['id']}  {alive}, heartbeat {worker['heartbeat_age']:.1f} s ago, "
             f"running {len(worker['running_jobs'])} jobs"

@@ -4,10 +4,8 @@ how it ended."""
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import gc
-import json
 import os
 import signal
 import time
@@ -19,13 +17,13 @@ from typing import Any, Protocol
 import psutil
 
 from taiat.agents.executors import JobExecutor
-from taiat.forking import child
-from taiat.forking.server import LOST, Exit, ServerEnd, pid_exists
+from taiat.forking import child, posix, wire
+from taiat.forking.server import LOST, Exit, ServerEnd
 from taiat.forking.spool import Spool
 from taiat.jobs import Job, Outcome
 
 _READ_CHUNK = 1 << 20
-#: Bytes of a large result (see `child.LARGE_MESSAGE`) moved from its pipe to its file in one
+#: Bytes of a large result (see `wire.LARGE_MESSAGE`) moved from its pipe to its file in one
 #: turn of the supervisor's loop: however large the result, a turn stays short.
 _SPOOL_PER_TURN = 8 << 20
 
@@ -40,6 +38,8 @@ class Ending:
     """How a child ended. `ok` with `result`, or not with `error` in words."""
 
     ok: bool
+    #: The job's result: as its checked JSON text (`JsonText`), to be stored as it is; a
+    #: `Spool` when large; or the value itself when the text needed a closer look.
     result: Any
     error: str | None
     #: Completed, failed, timed out, crashed, memory, stopped (the supervisor cut it short), or
@@ -61,32 +61,6 @@ def unstarted(error: str, wall_seconds: float = 0.0) -> Ending:
     """The ending of a claim that did not run (or is not known to have): STOPPED, so that
     its job goes back to pending with no retry spent."""
     return Ending(False, None, error, Outcome.STOPPED, None, None, wall_seconds, 0.0, 0.0, 0)
-
-
-def signal_words(signum: int) -> str:
-    try:
-        name = signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-    detail = {
-        signal.SIGSEGV: ": segmentation fault",
-        signal.SIGBUS: ": bus error",
-        signal.SIGFPE: ": floating-point exception",
-        signal.SIGABRT: ": aborted",
-        signal.SIGILL: ": illegal instruction",
-    }.get(signal.Signals(signum), "")
-    return f"signal {signum} ({name}){detail}"
-
-
-def killpg(pgid: int, signum: int) -> None:
-    """Signal a whole process group; one that is gone already is no error."""
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        pass
-    except PermissionError as exc:  # a pid reused by someone else's process: leave it be
-        if exc.errno != errno.EPERM:
-            raise
 
 
 class Launcher(Protocol):
@@ -115,13 +89,11 @@ class DirectLauncher:
     def __init__(
         self,
         executors: Sequence[JobExecutor],
-        engine: Any,
-        after_fork: Callable[[], None] | None,
+        after_fork: Callable[[], None] | None = None,
     ) -> None:
         self.executors = list(executors)
-        self.engine = engine
         self.after_fork = after_fork
-        child.prepare_to_fork()
+        posix.prepare_to_fork()
         self._processes: dict[int, Any] = {}
         # Here, not at the top: a supervisor whose jobs the fork server forks spares the 2.5 MB.
         import multiprocess
@@ -144,7 +116,6 @@ class DirectLauncher:
                 result_fd,
                 os.getpid(),
                 max_result_bytes,
-                self.engine,
                 self.after_fork,
                 dependency_results,
             ),
@@ -177,7 +148,7 @@ class DirectLauncher:
         except ChildProcessError:
             # Reaped by someone else in this process (an embedding program's own wait()): the
             # exit status is lost, but the job must not wait for it forever.
-            if pid_exists(pid):
+            if posix.pid_exists(pid):
                 return None
             self._forget(pid, 255)
             return LOST
@@ -287,7 +258,7 @@ class JobProcess:
     def _kill(self, signum: int) -> None:
         """Signal the child's process group, if it ever started."""
         if pid := self.pid:
-            killpg(pid, signum)
+            posix.killpg(pid, signum)
 
     # -- while it runs -------------------------------------------------------------------
 
@@ -313,9 +284,9 @@ class JobProcess:
             self._parse()
 
     def _parse(self) -> None:
-        size = child.HEADER.size
+        size = wire.HEADER.size
         if self._expected is None and len(self._buffer) >= size:
-            (self._expected,) = child.HEADER.unpack_from(self._buffer)
+            (self._expected,) = wire.HEADER.unpack_from(self._buffer)
             if self._expected > self.max_result_bytes:
                 self.stop(
                     Outcome.FAILED,
@@ -323,13 +294,13 @@ class JobProcess:
                     f"{self.max_result_bytes} bytes",
                 )
                 return
-        if self._expected is not None and self._expected > child.LARGE_MESSAGE:
+        if self._expected is not None and self._expected > wire.LARGE_MESSAGE:
             self._begin_spool()
             return
         if self._expected is not None and len(self._buffer) >= size + self._expected:
             body = bytes(self._buffer[size : size + self._expected])
             self._buffer.clear()
-            self._message = read_message(body)
+            self._message = wire.read_message(body)
             self._close_pipe()
             # Its job is done, and has no deadline left; its process gets `exit_grace` to end.
             self.deadline = None
@@ -337,10 +308,10 @@ class JobProcess:
 
     def _begin_spool(self) -> None:
         """A large message: a success's result, whose JSON text goes to a file as it comes."""
-        start = child.HEADER.size + len(child.RESULT_PREFIX)
+        start = wire.HEADER.size + len(wire.RESULT_PREFIX)
         if len(self._buffer) < start:
             return  # its beginning is not all here yet
-        if self._buffer[child.HEADER.size : start] != child.RESULT_PREFIX:
+        if self._buffer[wire.HEADER.size : start] != wire.RESULT_PREFIX:
             assert self._expected is not None
             self.stop(
                 Outcome.FAILED,
@@ -357,7 +328,7 @@ class JobProcess:
         except OSError:
             pass
         assert self._expected is not None
-        self._to_spool = self._expected - len(child.RESULT_PREFIX)
+        self._to_spool = self._expected - len(wire.RESULT_PREFIX)
         rest = bytes(self._buffer[start:])
         self._buffer = bytearray()
         self._spill(rest)
@@ -375,8 +346,8 @@ class JobProcess:
         if self._to_spool:
             return
         self._spool = None
-        if spool.last_byte() == child.RESULT_SUFFIX:
-            spool.truncate(spool.size - len(child.RESULT_SUFFIX))
+        if spool.last_byte() == wire.RESULT_SUFFIX:
+            spool.truncate(spool.size - len(wire.RESULT_SUFFIX))
             self._message = {"ok": True, "result": spool}
         else:
             spool.close()
@@ -551,7 +522,7 @@ class JobProcess:
                 error += "\n" + str(message["traceback"])
             return False, None, Outcome.FAILED, error
         if exit_signal is not None:
-            return False, None, Outcome.CRASHED, f"killed by {signal_words(exit_signal)}"
+            return False, None, Outcome.CRASHED, f"killed by {posix.signal_words(exit_signal)}"
         if exit_code:
             return False, None, Outcome.CRASHED, f"exited with code {exit_code} without a result"
         if exit_code is None:
@@ -563,47 +534,7 @@ def _killed_words(end: ServerEnd) -> str:
     """How a fork server that someone else ended ended, after "the server"."""
     if end.stopped:
         return "was stopped (SIGSTOP), and so killed by the supervisor"
-    return f"was killed by {signal_words(-(end.returncode or 0))}"
-
-
-def read_message(body: bytes) -> dict[str, Any]:
-    """The child's message, judged rather than trusted: job code can write anything to the
-    pipe it inherited. `child` sends an object, {"ok": true, "result": ...} or {"ok": true,
-    "plan": {...}}, or {"ok": false, "error": "...", "traceback": "..." or null, "final":
-    bool}; whatever else arrives is a failure that says what was wrong with it. The message
-    returned always has that shape."""
-    try:
-        message = json.loads(body)
-    except RecursionError:
-        return _malformed("it is nested too deep to be read")
-    except ValueError as exc:  # UnicodeDecodeError too
-        return _malformed(f"it is not JSON: {exc}")
-    if not isinstance(message, dict):
-        return _malformed(f"it is a JSON {_json_kind(message)}, not an object")
-    ok = message.get("ok")
-    if ok is True:
-        plan = message.get("plan")
-        if plan is not None and not isinstance(plan, dict):
-            return _malformed(f"its plan is a JSON {_json_kind(plan)}, not an object")
-        return {"ok": True, "result": message.get("result"), "plan": plan}
-    if ok is not False:
-        return _malformed('its "ok" is neither true nor false')
-    error, trace = message.get("error"), message.get("traceback")
-    return {
-        "ok": False,
-        "error": error if isinstance(error, str) else "the job failed; its error is not text",
-        "traceback": trace if isinstance(trace, str) else None,
-        "final": message.get("final") is True,
-    }
-
-
-def _malformed(why: str) -> dict[str, Any]:
-    return {"ok": False, "error": f"the child sent a malformed result: {why}", "traceback": None}
-
-
-def _json_kind(value: Any) -> str:
-    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-    return kinds.get(type(value), "number")
+    return f"was killed by {posix.signal_words(-(end.returncode or 0))}"
 
 
 def _seconds(value: float | None) -> str:

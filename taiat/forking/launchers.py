@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from taiat.agents.executors import JobExecutor
 from taiat.errors import ForkServerError
 from taiat.forking.job_process import DirectLauncher, JobProcess, Launcher
 from taiat.forking.server import ForkServer
-from taiat.store import db
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +29,17 @@ class Forking:
     """The supervisor's launcher: the fork server, replaced when it is lost, or the
     supervisor's own forks once no server can be had; and the servers of jobs run alone."""
 
-    def __init__(self, executors: Sequence[JobExecutor], engine: Any, *, fork_server: bool) -> None:
+    def __init__(
+        self,
+        executors: Sequence[JobExecutor],
+        *,
+        fork_server: bool,
+        after_fork: Callable[[], None] | None = None,
+    ) -> None:
+        """`after_fork` runs first in a child the supervisor forks itself: it lets go of
+        what the child inherited (the supervisor's database connections)."""
         self.executors = list(executors)
-        self.engine = engine
+        self.after_fork = after_fork
         self.server: ForkServer | None = None
         #: The fork servers of the jobs that run alone, by job process.
         self.alone: dict[JobProcess, ForkServer] = {}
@@ -137,7 +144,7 @@ class Forking:
 
     def _new_server(self, context: str, *, hold: bool = False) -> ForkServer | None:
         try:
-            server = ForkServer.start(self.executors, db.url_of(self.engine), hold=hold)
+            server = ForkServer.start(self.executors, hold=hold)
         except ForkServerError as exc:
             log.warning("%sno fork server (%s): jobs are forked from the supervisor", context, exc)
             return None
@@ -151,7 +158,5 @@ class Forking:
 
     def _direct(self) -> DirectLauncher:
         if self._direct_launcher is None:
-            engine = self.engine
-            after_fork = lambda: db.after_fork_in_child(engine)  # noqa: E731
-            self._direct_launcher = DirectLauncher(self.executors, engine, after_fork)
+            self._direct_launcher = DirectLauncher(self.executors, self.after_fork)
         return self._direct_launcher

@@ -31,7 +31,6 @@ import os
 import pickle
 import select
 import socket
-import struct
 import sys
 import time
 from collections.abc import Sequence
@@ -39,13 +38,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from taiat.errors import ForkServerError
-from taiat.forking import child
+from taiat.forking import posix, wire
 from taiat.jobs import Job
 
 if TYPE_CHECKING:  # the server has no use for it, and every fork would copy its pages
     import subprocess
 
-_FRAME = struct.Struct(">I")
 _CHUNK = 1 << 16
 #: How long the server may take to start and import the executors' modules.
 START_TIMEOUT = 60.0
@@ -98,46 +96,6 @@ LOST = Exit(-1)
 # -- framing: a 4-byte length, then a pickle; a file descriptor rides with the first bytes ------
 
 
-def send_message(sock: socket.socket, message: Any, fds: Sequence[int] = ()) -> None:
-    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    data = _FRAME.pack(len(body)) + body
-    sent = socket.send_fds(sock, [data], list(fds)) if fds else sock.send(data)
-    if sent < len(data):
-        sock.sendall(data[sent:])
-
-
-def _read_exactly(sock: socket.socket, size: int, buffer: bytearray) -> bool:
-    while len(buffer) < size:
-        chunk = sock.recv(size - len(buffer))
-        if not chunk:
-            return False
-        buffer += chunk
-    return True
-
-
-def receive_message(sock: socket.socket) -> tuple[Any, list[int]] | None:
-    """One whole message and the descriptors sent with it (blocking); None at end of file, or
-    when the other side has gone."""
-    try:
-        return _receive_frame(sock)
-    except ConnectionError:
-        return None
-
-
-def _receive_frame(sock: socket.socket) -> tuple[Any, list[int]] | None:
-    head, fds, _, _ = socket.recv_fds(sock, _FRAME.size, 1)
-    if not head:
-        return None
-    buffer = bytearray(head)
-    if not _read_exactly(sock, _FRAME.size, buffer):
-        return None
-    (size,) = _FRAME.unpack(buffer)
-    body = bytearray()
-    if not _read_exactly(sock, size, body):
-        return None
-    return pickle.loads(body), fds
-
-
 # -- the supervisor's side -----------------------------------------------------------------
 
 
@@ -170,9 +128,7 @@ class ForkServer:
         self._token = 0
 
     @classmethod
-    def start(
-        cls, executors: Sequence[Any], database_url: str | None, *, hold: bool = False
-    ) -> ForkServer:
+    def start(cls, executors: Sequence[Any], *, hold: bool = False) -> ForkServer:
         """Start a server that runs jobs with `executors`; ForkServerError if it cannot (an
         executor that does not pickle by reference, a module the server cannot import). With
         `hold`, each child waits to run its job until the server has told its pid: a job that
@@ -216,7 +172,7 @@ class ForkServer:
             their_pids.close()
         server = cls(process, ours, our_pids)
         try:
-            send_message(ours, (os.getpid(), list(sys.path), blob, database_url, hold))
+            wire.send_message(ours, (os.getpid(), list(sys.path), blob, hold))
             kind, detail = server._reply(0, START_TIMEOUT)
         except OSError as exc:  # it exited before it read a word
             server.close()
@@ -249,12 +205,12 @@ class ForkServer:
         try:
             # Sealed: only the child opens it. Opened in the server, it would be written into
             # pages that the next fork must copy.
-            sealed = child.seal(job, dependency_results)
+            sealed = wire.seal(job, dependency_results)
             # A job larger than the socket holds waits for the server to read it: a server
             # that never will (stopped, before the supervisor saw it) must not hold the loop.
             self.sock.settimeout(LAUNCH_TIMEOUT)
             try:
-                send_message(self.sock, ("run", token, sealed, max_result_bytes), [result_fd])
+                wire.send_message(self.sock, ("run", token, sealed, max_result_bytes), [result_fd])
             finally:
                 self.sock.settimeout(None)
         except OSError as exc:
@@ -319,7 +275,7 @@ class ForkServer:
         try:
             found, status, usage = os.wait4(pid, os.WNOHANG)
         except ChildProcessError:
-            return None if pid_exists(pid) else Exit(-1, server_end=self.end)
+            return None if posix.pid_exists(pid) else Exit(-1, server_end=self.end)
         if found == 0:
             return None
         usage_figures = (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
@@ -333,7 +289,7 @@ class ForkServer:
         the supervisor judges who is to blame, as for a killed server. (A server stopped with
         its supervisor, as a process group or a cgroup is, is continued with it, and never
         seen stopped.)"""
-        if self.gone or not is_stopped(self.pid):
+        if self.gone or not posix.is_stopped(self.pid):
             return False
         self.poll()  # what it said before it stopped: children started, and ended
         if self.gone:
@@ -412,12 +368,12 @@ class ForkServer:
     def _take(self, buffer: bytearray, chunk: bytes) -> None:
         """Add `chunk` to `buffer` and act on each whole message in it."""
         buffer += chunk
-        while len(buffer) >= _FRAME.size:
-            (size,) = _FRAME.unpack_from(buffer)
-            if len(buffer) < _FRAME.size + size:
+        while len(buffer) >= wire.FRAME.size:
+            (size,) = wire.FRAME.unpack_from(buffer)
+            if len(buffer) < wire.FRAME.size + size:
                 break
-            message = pickle.loads(buffer[_FRAME.size : _FRAME.size + size])
-            del buffer[: _FRAME.size + size]
+            message = pickle.loads(buffer[wire.FRAME.size : wire.FRAME.size + size])
+            del buffer[: wire.FRAME.size + size]
             if message[0] == "exited":
                 self._exits[message[1]] = Exit(*message[2:])
             elif message[0] == "started":
@@ -457,23 +413,3 @@ def _status_words(returncode: int) -> str:
     if returncode < 0:
         return f"killed by signal {-returncode}"
     return f"exit code {returncode}"
-
-
-def is_stopped(pid: int) -> bool:
-    """Whether process `pid` is stopped by a signal (not by a debugger that traces it)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rpartition(b") ")[2][:1] == b"T"
-    except OSError:
-        return False
-
-
-def pid_exists(pid: int) -> bool:
-    """Whether a process with this pid exists (zombies included)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

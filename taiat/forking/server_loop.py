@@ -17,9 +17,8 @@ import socket
 import sys
 from typing import NoReturn
 
-from taiat.forking import child
+from taiat.forking import child, posix, wire
 from taiat.forking.fast_fork import QuickFork
-from taiat.forking.server import receive_message, send_message
 
 
 def serve(fd: int, pid_fd: int) -> NoReturn:
@@ -27,21 +26,21 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
     the pids of the children it forks over socket `pid_fd`."""
     sock = socket.socket(fileno=fd)
     pid_sock = socket.socket(fileno=pid_fd)
-    first = receive_message(sock)
+    first = wire.receive_message(sock)
     if first is None:
         os._exit(0)
-    (supervisor_pid, sys_path, blob, database_url, hold), _ = first
+    (supervisor_pid, sys_path, blob, hold), _ = first
     _follow(supervisor_pid)
     # What a job leaves behind comes here when the job's process ends (its own orphans come
     # to it while it runs): the server kills it (see `_reap`).
-    child.become_subreaper()
+    posix.become_subreaper()
     sys.path[:] = sys_path
     forker = QuickFork()  # before the executors' modules register their fork hooks
     try:
         executors = pickle.loads(blob)
     except Exception as exc:  # noqa: BLE001 - the supervisor forks itself instead, and says why
         why = f"it cannot load the executors: {type(exc).__name__}: {exc}"
-        send_message(sock, ("error", 0, why))
+        wire.send_message(sock, ("error", 0, why))
         os._exit(0)
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
@@ -49,7 +48,7 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     server_pid = os.getpid()
-    send_message(sock, ("ready", 0, server_pid))
+    wire.send_message(sock, ("ready", 0, server_pid))
     children: dict[int, int] = {}  # pid -> the launch's token
     control = sock.fileno()
     inherited = (control, pid_fd, wake_read, wake_write)
@@ -70,12 +69,12 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
         _reap(sock, children)
         if control not in readable:
             continue
-        message = receive_message(sock)
+        message = wire.receive_message(sock)
         if message is None:
             _shut_down(children)
         (_, token, sealed, max_result_bytes), fds = message
         if len(fds) != 1:
-            send_message(sock, ("failed", token, "no result pipe came with the job"))
+            wire.send_message(sock, ("failed", token, "no result pipe came with the job"))
             continue
         # What is alive now is the server's: frozen, the collector leaves it alone in the child,
         # whose pages then stay shared instead of being copied on the collector's writes.
@@ -86,21 +85,19 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
         except OSError as exc:
             for number in (fds[0], *(held or ())):
                 os.close(number)
-            send_message(sock, ("failed", token, f"cannot fork: {exc}"))
+            wire.send_message(sock, ("failed", token, f"cannot fork: {exc}"))
             continue
         if pid == 0:
             if held is not None:
                 _wait_until_told(*held)
-            child.run(
-                sealed, executors, fds[0], server_pid, max_result_bytes, database_url, forget_server
-            )
+            child.run(sealed, executors, fds[0], server_pid, max_result_bytes, forget_server)
         os.close(fds[0])
         try:  # from here too, so that a kill that comes before the child's own setpgrp works
             os.setpgid(pid, pid)
         except OSError:
             pass
         children[pid] = token
-        send_message(pid_sock, ("started", token, pid))
+        wire.send_message(pid_sock, ("started", token, pid))
         if held is not None:
             os.close(held[0])
             os.write(held[1], b"\0")
@@ -118,14 +115,14 @@ def _wait_until_told(read_end: int, write_end: int) -> None:
 
 def _follow(supervisor_pid: int) -> None:
     """Die with the supervisor; leave its signals to it."""
-    child.die_with_parent()
+    posix.die_with_parent()
     if os.getppid() != supervisor_pid:
         os._exit(1)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_IGN)
     # Every other signal that would end it is held back, so that a job that signals its parent
     # (`os.kill(os.getppid(), signal.SIGUSR1)`) does not end it: only SIGKILL can. SIGCHLD
-    # wakes its loop. A job's child unblocks them all (`child._become_independent`).
+    # wakes its loop. A job's child unblocks them all (`posix.become_independent`).
     signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - {signal.SIGCHLD})
 
 
@@ -146,7 +143,7 @@ def _reap(sock: socket.socket, children: dict[int, int]) -> None:
         if token is None:
             continue  # left behind by a job, and killed
         report = (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
-        send_message(sock, ("exited", token, status, *report))
+        wire.send_message(sock, ("exited", token, status, *report))
     if reaped:
         _kill_leftovers(children)
 
@@ -154,9 +151,9 @@ def _reap(sock: socket.socket, children: dict[int, int]) -> None:
 def _kill_leftovers(children: dict[int, int]) -> list[int]:
     """SIGKILL the server's children that are not running jobs; returns their pids. (Once
     they are reaped, what they left comes here in turn, and goes the same way.)"""
-    leftovers = [pid for pid in child.children_of_this_process() if pid not in children]
+    leftovers = [pid for pid in posix.children_of_this_process() if pid not in children]
     for pid in leftovers:
-        child.kill_tree(pid)
+        posix.kill_tree(pid)
     return leftovers
 
 

@@ -9,15 +9,15 @@ from taiat.cli.init_command import init_main
 from taiat.job_manager import JobManager
 from taiat.operator import render
 from taiat.operator.options import lease, manager, number
-from taiat.store import leases
+from taiat.supervisor.liveness import alive
 
 
 def supervisor_rows(jm: JobManager, lease_seconds: float) -> list[dict[str, Any]]:
     """Every registered supervisor, with `alive` judged by its own lease, or `lease_seconds`
     for one that registered none."""
-    found = leases.list_workers(jm)
+    found = jm.port.list_workers()
     for worker in found:
-        worker["alive"] = leases.alive(worker, lease_seconds)
+        worker["alive"] = alive(worker, lease_seconds)
     return found
 
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from taiat.agents.planner import Plan
 from taiat.jobs import Attempt, JobType
+from taiat.query_plans import Plan
 from taiat.store import queries, state_machine
 from taiat.store.queries import plans as plan_queries
 from taiat.store.validation import build_spec, new_job_id

@@ -29,13 +29,15 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import DDL, CreateColumn
 from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.types import TypeDecorator
 
 from taiat.errors import SchemaVersionMismatch
 from taiat.store import db
+from taiat.store.validation import JsonText
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,35 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class ResultJson(TypeDecorator[Any]):
+    """A result column: JSON (JSONB on PostgreSQL) like `JsonType`, where a `JsonText` (the
+    checked text of a job's result) is stored as it is rather than encoded again."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else JSON())
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        encode = self.load_dialect_impl(dialect).bind_processor(dialect)
+        if dialect.name == "postgresql":
+            from psycopg.types.json import Jsonb  # loaded already: the connection is psycopg's
+
+            def text_as_is(value: JsonText) -> Any:
+                return Jsonb(value, dumps=str)
+
+        else:
+            text_as_is = str
+
+        def process(value: Any) -> Any:
+            if isinstance(value, JsonText):
+                return text_as_is(value)
+            return encode(value) if encode is not None else value
+
+        return process
 
 
 class utcnow(FunctionElement[Any]):  # noqa: N801 - reads as a SQL function
@@ -88,7 +119,7 @@ def _how_it_went() -> list[Column[Any]]:
     """The seed's columns describing a job's outcome, shared by both tables."""
     return [
         Column("error_message", Text),
-        Column("result", JsonType),
+        Column("result", ResultJson()),
         Column("started_at", DateTime),
         Column("completed_at", DateTime),
     ]

@@ -20,6 +20,7 @@ one plan wait for each other instead of deadlocking, and rows of one level lock 
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,12 +30,12 @@ from typing import Any
 from sqlalchemy import RowMapping
 from sqlalchemy.engine import Connection
 
-from taiat.agents.planner import EXPANSION_KEYS
 from taiat.errors import DuplicateJob, InvalidDependency, InvalidTransition, JobNotFound
 from taiat.jobs import Attempt, JobStatus, JobType, Outcome
+from taiat.query_plans import EXPANSION_KEYS
 from taiat.store import queries
 from taiat.store.queries import plans as plan_queries
-from taiat.store.validation import JobSpec, clean_text, json_text, new_job_id
+from taiat.store.validation import JobSpec, JsonText, clean_text, json_text, new_job_id
 
 #: Attempt outcomes that mean the job died hard: killed by a signal it did not ask for
 #: (CRASHED with a signal), by the memory limit, or with its supervisor (LOST).
@@ -392,6 +393,8 @@ def complete_queries(
         if query is None:
             continue
         result = results.get(row["id"])
+        if isinstance(result, JsonText):  # the goal output is taken out of it: read it
+            result = json.loads(result)
         value = result[goal] if isinstance(result, dict) and goal in result else result
         entry = history_entry(query, JobStatus.COMPLETED, row["now"], result=value)
         queries.move_to_history(conn, [entry])

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from taiat.agents.planner import check_query_payload
 from taiat.errors import DuplicateJob, InvalidDependency, InvalidJob, NotJson
 from taiat.jobs import JobType
+from taiat.query_plans import check_query_payload
 
 #: The keyword names `create_job` takes, which is also what a `create_jobs` item may hold.
 SPEC_KEYS = frozenset(
@@ -74,6 +74,43 @@ _SURROGATE_ESCAPE = re.compile(
 _ENCODER = json.JSONEncoder(allow_nan=False)
 
 
+class JsonText(str):
+    """JSON text that was checked (`as_is`): valid JSON, with no text a database refuses, nested
+    no deeper than MAX_JSON_DEPTH. A job's result travels from its child's pipe to the
+    database as this text, stored as it is: never decoded and encoded again on the way."""
+
+    __slots__ = ()
+
+
+# What `as_is` leaves to the slow path: an escape of NUL or of a surrogate (in any case), and a
+# number whose float may not be finite (a long run of digits, or an exponent of 100 or more).
+_SUSPECT_TEXT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])|\d{300}|[eE][+]?0*[1-9]\d{2}")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def as_is(data: bytes | str) -> JsonText | None:
+    """`data`, JSON text (as UTF-8 bytes, or a str), as a `JsonText` to be stored as it is;
+    None when it needs a closer look: not valid JSON, or holding what `clean_json` would change
+    or refuse (NUL, a lone surrogate, a number that is not finite, nesting deeper than
+    MAX_JSON_DEPTH). The text is read once, to check it, and the value read is dropped."""
+    try:
+        text = data.decode() if isinstance(data, bytes) else data
+    except UnicodeDecodeError:
+        return None
+    if _SUSPECT_TEXT.search(text) is not None:
+        return None
+    try:
+        json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return None
+    if _nesting(text) > MAX_JSON_DEPTH:
+        return None
+    return JsonText(text)
+
+
 def new_job_id() -> str:
     return str(uuid.uuid4())
 
@@ -81,7 +118,10 @@ def new_job_id() -> str:
 def json_text(value: Any, what: str, *, refuse_nul: bool = True) -> str:
     """`value` as JSON text, or InvalidJob naming `what` when it cannot be stored as JSON
     (PostgreSQL's JSONB, unlike JSON itself, has no room for a NUL character; without
-    `refuse_nul`, for text whose strings are made valid before they are stored)."""
+    `refuse_nul`, for text whose strings are made valid before they are stored). A
+    `JsonText` is JSON text already, checked: it is its own text."""
+    if isinstance(value, JsonText):
+        return value
     try:
         text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:

@@ -1,7 +1,7 @@
-"""The supervisor daemon: its loop (`daemon`), the recorder that writes endings and rides out
+"""The supervisor daemon. Its loop (`daemon`), the recorder that writes endings and rides out
 outages (`recorder`), claiming ahead of free slots (`claim_ahead`), what wakes the loop
-(`wakeup`), large results stored on the side (`large_results`), and what it tells the world:
-status file, metrics, sd_notify (`publishing`).
+(`wakeup`), large results stored on the side (`large_results`), whether its peers live
+(`liveness`), and what it tells the world: status file, metrics, sd_notify (`publishing`).
 
 `from taiat.supervisor import Supervisor` still works, imported when first used."""
 

@@ -20,14 +20,15 @@ from taiat import __version__
 from taiat.agents.executors import AgentExecutor, JobExecutor, QueryExecutor, default_agents
 from taiat.config import MiB, SupervisorConfig
 from taiat.errors import DatabaseUnavailable, TransientConflict
-from taiat.forking import child
+from taiat.forking import posix
 from taiat.forking.job_process import MOVED_ON, Ending, JobProcess, unstarted
 from taiat.forking.launchers import Forking
 from taiat.job_manager import CLEANUP_BATCH, JobManager
 from taiat.jobs import Job, Outcome
-from taiat.store import db, leases, queries
+from taiat.store.port import Listener, new_worker_id, supervisor_engine
 from taiat.supervisor import publishing
 from taiat.supervisor.claim_ahead import WRITE_DELAY, ClaimAhead
+from taiat.supervisor.liveness import Place, is_dead
 from taiat.supervisor.recorder import MAX_BACKOFF, Record, Recorder, attempt_of, log_ending, reason
 from taiat.supervisor.wakeup import Timers, WakeUp, ready_fds
 
@@ -60,22 +61,11 @@ class Supervisor:
         #: for more than a heartbeat interval; the claims may have lapsed meanwhile.
         self._stall_after = 2 * self._heartbeat_interval
         if manager is None:
-            # No pre-ping: it costs a round trip per transaction on the hot path, and the
-            # supervisor rides out a dropped connection anyway (the recorder retries).
-            engine = db.engine_from_url(self.config.database_url, pool_pre_ping=False)
-            # No wait of this supervisor's on the database outlasts a heartbeat interval, and
-            # a transaction it leaves open when stopped ends within half its lease, before its
-            # peers take its jobs back: a stopped supervisor freezes no other, and is frozen
-            # by none.
-            db.bound_sessions(
-                engine,
-                lock_timeout=max(0.1, min(2.0, lease / 10)),
-                statement_timeout=max(1.0, self._heartbeat_interval),
-                idle_timeout=max(1.0, lease / 2),
-                connect_timeout=lease / 10,
-            )
+            engine = supervisor_engine(self.config.database_url, lease, self._heartbeat_interval)
             manager = JobManager(engine)
         self.manager = manager
+        #: The one way into the store.
+        self.port = manager.port
         #: Every agent by name, with the inputs and outputs it declares (for query plans).
         self.agents = default_agents(agent_registry, self.config.agent_config)
         self.registry = {name: agent.function for name, agent in self.agents.items()}
@@ -83,25 +73,23 @@ class Supervisor:
         #: Called with (job, ending) as each child is reaped, e.g. by a progress display.
         self.observers: list[Callable[[Job, Ending], None]] = []
         self.host = socket.gethostname()
-        self.worker_id = leases.new_worker_id(self.host, os.getpid(), uuid.uuid4().hex[:8])
-        self.place = leases.Place.here()
+        self.worker_id = new_worker_id(self.host, os.getpid(), uuid.uuid4().hex[:8])
+        self.place = Place.here()
         #: When the last heartbeat that went through was sent (monotonic seconds).
         self._beat_at = -math.inf
         #: Since when this supervisor has watched the database without a break.
         self._watching_since = -math.inf
-        self.manager.retry_policy = replace(
-            self.manager.retry_policy, quarantine_after=self.config.quarantine_after
+        self.port.retry_policy = replace(
+            self.port.retry_policy, quarantine_after=self.config.quarantine_after
         )
-        self.listener: db.Listener | None = None
-        if self.manager.engine.dialect.name == "postgresql" and self.config.listen:
-            self.listener = db.Listener(self.manager.engine, queries.CHANNEL)
+        self.listener = self.port.listener() if self.config.listen else None
         self.children: list[JobProcess] = []
         self.ahead = ClaimAhead(self.config.max_concurrent_jobs, self.config.claim_ahead)
         self.counters = {"completed": 0, "failed": 0, "timed_out": 0, "crashed": 0}
         self.state = "starting"
         self.started_at = datetime.now(UTC)
         self.recorder = Recorder(
-            self.manager,
+            self.port,
             self._changed,
             reconnect=self._beat,
             max_backoff=min(MAX_BACKOFF, lease / 10),
@@ -135,17 +123,19 @@ class Supervisor:
         self._register()
         if self.config.subreaper:
             # Orphans of a fork server that dies come here, not to init: see `_reap_adopted`.
-            child.become_subreaper()
+            posix.become_subreaper()
         query_executor = QueryExecutor(self.agents, engine=self.config.query_engine)
         executors = [*self.custom_executors, AgentExecutor(self.agents), query_executor]
-        self.forking = Forking(executors, self.manager.engine, fork_server=self.config.fork_server)
+        self.forking = Forking(
+            executors, fork_server=self.config.fork_server, after_fork=self.port.after_fork
+        )
         self.wakeup.install_signals()
         self.state = "running"
         publishing.notify("READY=1", f"STATUS=running {self.config.max_concurrent_jobs} slots")
         log.info(
             "supervisor %s serving %s with %d slots",
             self.worker_id,
-            db.describe(self.manager.engine),
+            self.port.describe(),
             self.config.max_concurrent_jobs,
         )
         try:
@@ -264,7 +254,7 @@ class Supervisor:
         for proc in self.children:
             proc.read_available()
 
-    def _hear(self, listener: db.Listener) -> None:
+    def _hear(self, listener: Listener) -> None:
         """Act on NOTIFY payloads: a job became ready, or a running one was cancelled."""
         try:
             payloads = listener.drain()
@@ -295,7 +285,7 @@ class Supervisor:
         claims |= {held.job.id: held.job.claim_seq for held in self.ahead.held}
         if not claims:
             return True
-        current = self.recorder.call(lambda: self.manager.current_claims(claims), None)
+        current = self.recorder.call(lambda: self.port.current_claims(claims), None)
         if current is None:
             return False
         self._forget_held(set(claims) - current)
@@ -338,22 +328,12 @@ class Supervisor:
         wanted = self.ahead.wanted(self._busy()) if claiming else 0
         if not wanted and not self.recorder.pending:
             return 0
-        jobs = self.recorder.settle(self.worker_id, wanted)
-        if not jobs:
+        claimed = self.recorder.settle(self.worker_id, wanted)
+        if not claimed.jobs:
             return 0
-        # Read here, where the database stack is loaded already; without them (an outage) the
-        # child reads them itself when asked.
-        none: dict[str, dict[str, Any]] = {}
-        try:
-            results = self.recorder.call(lambda: self.manager.dependency_results(jobs), none)
-        except Exception as exc:  # noqa: BLE001 - a result stored as none can read it
-            log.warning(
-                "cannot read dependency results (%s); each child reads its own", reason(exc)
-            )
-            results = none
-        self.ahead.put(jobs, results)
+        self.ahead.put(claimed.jobs, claimed.dependency_results)
         self._start_held()
-        return len(jobs)
+        return len(claimed.jobs)
 
     def _start_held(self) -> None:
         """Start held jobs in the free slots; after a stall, only once their claims are known
@@ -496,9 +476,9 @@ class Supervisor:
         ours = {p.known_pid for p in self.children} | self.recorder.storer.pids
         if self.forking is not None:
             ours |= self.forking.server_pids()
-        for pid in child.children_of_this_process():
+        for pid in posix.children_of_this_process():
             if pid not in ours:
-                child.kill_tree(pid)
+                posix.kill_tree(pid)
                 try:
                     os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:
@@ -530,7 +510,7 @@ class Supervisor:
     def _nothing_left(self) -> bool:
         if self.recorder.unwritten:
             return False
-        return self.recorder.call(lambda: self.manager.pending_count() == 0, False)
+        return self.recorder.call(lambda: self.port.pending_count() == 0, False)
 
     @property
     def _registration(self) -> dict[str, Any]:
@@ -539,12 +519,12 @@ class Supervisor:
             "host": self.host,
             "pid": os.getpid(),
             "lease": self.config.lease,
-            "place": self.place,
+            **self.place.registration(),
         }
 
     def _register(self) -> None:
         sent = time.monotonic()
-        leases.register(self.manager, self.worker_id, **self._registration)
+        self.port.register(self.worker_id, **self._registration)
         self._beat_at = sent
 
     def _beat(self) -> None:
@@ -552,7 +532,7 @@ class Supervisor:
         silence longer than a stall, this supervisor watches the others afresh: it cannot tell
         their silence over that time from its own."""
         sent = time.monotonic()
-        leases.heartbeat(self.manager, self.worker_id, **self._registration)
+        self.port.heartbeat(self.worker_id, **self._registration)
         if sent - self._beat_at >= self._stall_after:
             log.info("heartbeat again after %.1f s of silence", sent - self._beat_at)
             self._watching_since = sent
@@ -603,13 +583,14 @@ class Supervisor:
     def _recover(self, lease: float, here: set[str]) -> list[str]:
         # How long it has watched is read only now: the recorder may have just reconnected.
         watched = time.monotonic() - self._watching_since
-        return leases.recover(
-            self.manager, self.worker_id, lease, here, place=self.place, watched=watched
+        place = self.place
+        return self.port.recover(
+            self.worker_id, lambda row, now: is_dead(row, now, lease, place, watched), here
         )
 
     def _unregister(self) -> None:
         try:
-            leases.unregister(self.manager, self.worker_id)
+            self.port.unregister(self.worker_id)
         except (DatabaseUnavailable, TransientConflict):
             log.warning("could not remove supervisor %s from the database", self.worker_id)
 
@@ -618,7 +599,7 @@ class Supervisor:
         loop, so that a purge of millions holds up no heartbeat."""
         days = self.config.history_retention_days
         deleted = self.recorder.call(
-            lambda: self.manager.cleanup_history_batch(days, CLEANUP_BATCH), 0
+            lambda: self.port.delete_history_before(days, CLEANUP_BATCH), 0
         )
         if deleted:
             log.info("deleted %d history entries older than %s days", deleted, days)

@@ -1,6 +1,6 @@
 """Large results, kept off the supervisor's loop.
 
-A result whose message is over `child.LARGE_MESSAGE` bytes (1 MiB) goes from the child's pipe
+A result whose message is over `wire.LARGE_MESSAGE` bytes (1 MiB) goes from the child's pipe
 into an unlinked temporary file as it arrives (`taiat.forking.spool.Spool`): the supervisor
 holds one read of it at a time, whatever its size. It is checked and stored by a short-lived process
 forked from the supervisor for it (`Storer`), which parses the JSON (the child is not trusted to
@@ -27,12 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from taiat.errors import DatabaseUnavailable, InvalidJob, TransientConflict
-from taiat.forking import child
+from taiat.forking import posix
 from taiat.forking.spool import Spool
-from taiat.job_manager import JobManager
-from taiat.store import db
-from taiat.store.state_machine import Completion
-from taiat.store.validation import clean_json
+from taiat.store.port import Completion, SupervisorPort
+from taiat.store.validation import as_is, clean_json
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +61,8 @@ class Stored:
 class Storer:
     """Stores spooled results one at a time, each by a process of its own."""
 
-    def __init__(self, manager: JobManager) -> None:
-        self.manager = manager
+    def __init__(self, port: SupervisorPort) -> None:
+        self.port = port
         #: (item, completion, spool) waiting, the first one being stored while `fd` >= 0.
         self.queue: deque[tuple[Any, Completion, Spool]] = deque()
         self.fd = -1
@@ -115,7 +113,7 @@ class Storer:
             return
         if pid == 0:  # pragma: no cover - the helper leaves through os._exit
             os.close(read_fd)
-            _helper(self.manager, completion, spool, write_fd, supervisor)
+            _helper(self.port, completion, spool, write_fd, supervisor)
         self.not_before = None
         self._wait = _FIRST_WAIT
         os.close(write_fd)
@@ -181,15 +179,15 @@ def _reaped(pid: int) -> bool:
 
 
 def _helper(
-    manager: JobManager, completion: Completion, spool: Spool, reply_fd: int, supervisor: int
+    port: SupervisorPort, completion: Completion, spool: Spool, reply_fd: int, supervisor: int
 ) -> None:
     """The helper's whole life: parse the result, record the success, say how it went."""
     reply: dict[str, str] = {"outcome": "refused", "words": "the process storing it failed"}
     try:
-        child.become_independent(supervisor)
-        db.after_fork_in_child(manager.engine)
-        db.unbound_statements(manager.engine)  # its one write takes as long as it takes
-        reply = _store(manager, completion, spool.read)
+        posix.become_independent(supervisor)
+        port.after_fork()
+        port.unbound()  # its one write takes as long as it takes
+        reply = _store(port, completion, spool.read)
     except BaseException as exc:  # noqa: BLE001 - the helper never unwinds into the supervisor
         words = f"its result could not be stored: {type(exc).__name__}: {exc}"
         reply = {"outcome": "refused", "words": words[:_WORDS]}
@@ -202,23 +200,27 @@ def _helper(
             os._exit(0)
 
 
-def _store(manager: JobManager, completion: Completion, read: Callable[[], bytes]) -> dict:
-    try:
-        value = json.loads(read())
-    except (ValueError, RecursionError):
-        return {"outcome": "refused", "words": "the child sent a malformed result"}
-    try:
-        result = clean_json(value, "it")
-    except InvalidJob as exc:  # as a small result's would be (`recorder.storable`)
-        return {"outcome": "refused", "words": f"its result could not be stored: {exc}"[:_WORDS]}
+def _store(port: SupervisorPort, completion: Completion, read: Callable[[], bytes]) -> dict:
+    data = read()
+    result: Any = as_is(data)  # stored as it is, once checked
+    if result is None:  # the slow path, which says what is wrong
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError):
+            return {"outcome": "refused", "words": "the child sent a malformed result"}
+        try:
+            result = clean_json(value, "it")
+        except InvalidJob as exc:  # as a small result's would be (`recorder.storable`)
+            words = f"its result could not be stored: {exc}"
+            return {"outcome": "refused", "words": words[:_WORDS]}
     stored = Completion(
         completion.job_id, completion.claim_seq, result, completion.attempt, completion.in_plan
     )
     try:
-        done, _ = manager.complete_and_claim([stored], "", 0)
+        done, _ = port.settle([stored], "", 0)
     except DatabaseUnavailable as exc:
         return {"outcome": "outage", "words": str(exc)[:_WORDS]}
-    except TransientConflict as exc:  # conflicts outlasted the manager's own retries
+    except TransientConflict as exc:  # conflicts outlasted the port's own retries
         return {"outcome": "again", "words": str(exc)[:_WORDS]}
     except Exception as exc:  # noqa: BLE001 - refused for good: the words say why
         return {"outcome": "refused", "words": f"its result could not be stored: {exc}"[:_WORDS]}

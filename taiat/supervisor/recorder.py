@@ -20,10 +20,9 @@ from taiat.errors import (
 )
 from taiat.forking.job_process import MOVED_ON, Ending, JobProcess, unstarted
 from taiat.forking.spool import Spool
-from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job, Outcome
-from taiat.store.state_machine import Completion
-from taiat.store.validation import clean_json, clean_text
+from taiat.store.port import Claimed, Completion, SupervisorPort
+from taiat.store.validation import JsonText, clean_json, clean_text
 from taiat.supervisor import publishing
 from taiat.supervisor.large_results import Stored, Storer
 
@@ -64,13 +63,13 @@ class Recorder:
 
     def __init__(
         self,
-        manager: JobManager,
+        port: SupervisorPort,
         on_change: Callable[[], None],
         *,
         reconnect: Callable[[], None] | None = None,
         max_backoff: float = MAX_BACKOFF,
     ) -> None:
-        self.manager = manager
+        self.port = port
         self.ok = True
         self.pending: deque[Record] = deque()
         self._on_change = on_change
@@ -81,7 +80,7 @@ class Recorder:
         #: Until when writes wait after a transient conflict (monotonic seconds).
         self._conflict_until = 0.0
         #: Successes whose large results are stored by a process of their own.
-        self.storer = Storer(manager)
+        self.storer = Storer(port)
 
     @property
     def retry_at(self) -> float | None:
@@ -154,14 +153,15 @@ class Recorder:
         """Put a claimed job that was never started back to pending, no retry spent."""
         self.add(Record(job, unstarted(why), None))
 
-    def settle(self, worker_id: str, claim: int) -> list[Job]:
-        """Write what has finished and claim up to `claim` ready jobs. Failures and requeues
+    def settle(self, worker_id: str, claim: int) -> Claimed:
+        """Write what has finished and claim up to `claim` ready jobs, with their dependency
+        results (read in the claim's own transaction). Failures and requeues
         are written one by one; successes all together with the claim, in one transaction
         (and, should the database refuse that, one by one, so that only the one refused
         fails). On an outage, or a conflict, everything is kept for later and nothing is
         claimed."""
         if not self.ready() or time.monotonic() < self._conflict_until:
-            return []
+            return Claimed()
         self._conflict_until = 0.0
         successes: list[Record] = []
         while self.pending:
@@ -178,14 +178,9 @@ class Recorder:
                 return self._hold_back([*successes, record], exc)
         if not successes and not claim:
             self._back()
-            return []
+            return Claimed()
         try:
-            if successes:
-                done, claimed = self.manager.complete_and_claim(
-                    [_completion(r) for r in successes], worker_id, claim
-                )
-            else:
-                done, claimed = set(), self.manager.claim_jobs(worker_id, claim)
+            done, claimed = self.port.settle([_completion(r) for r in successes], worker_id, claim)
         except (DatabaseUnavailable, TransientConflict) as exc:
             return self._hold_back(successes, exc)
         except _NOT_REFUSALS:
@@ -193,7 +188,7 @@ class Recorder:
         except Exception as exc:  # noqa: BLE001 - refused, not away: see below
             if not successes:
                 log.error("cannot claim jobs: %s", reason(exc))
-                return []
+                return Claimed()
             log.warning(
                 "%d successes refused together (%s); writing each alone",
                 len(successes),
@@ -208,7 +203,7 @@ class Recorder:
 
     def _hold_back(
         self, records: list[Record], exc: DatabaseUnavailable | TransientConflict
-    ) -> list[Job]:
+    ) -> Claimed:
         """Keep `records`, in order, first in line for the next try: the database is away
         (tried again after a backoff), or busy for a moment (a conflict). Claims nothing."""
         self.pending.extendleft(reversed(records))
@@ -216,9 +211,9 @@ class Recorder:
             self._lost(exc)
         else:
             self._conflicted(exc)
-        return []
+        return Claimed()
 
-    def _settle_alone(self, successes: list[Record], worker_id: str, claim: int) -> list[Job]:
+    def _settle_alone(self, successes: list[Record], worker_id: str, claim: int) -> Claimed:
         """Write successes one by one (the one the database refuses gets the ending that says
         why), then claim."""
         for index, record in enumerate(successes):
@@ -227,12 +222,12 @@ class Recorder:
             except (DatabaseUnavailable, TransientConflict) as exc:
                 return self._hold_back(successes[index:], exc)
         try:
-            return self.call(lambda: self.manager.claim_jobs(worker_id, claim), [])
+            return self.call(lambda: self.port.claim(worker_id, claim), Claimed())
         except _NOT_REFUSALS:
             raise
         except Exception as exc:  # noqa: BLE001 - the endings are written; claim next time
             log.error("cannot claim jobs: %s", reason(exc))
-            return []
+            return Claimed()
 
     def _write_or_fall_back(self, record: Record) -> None:
         """Write the record; when the database refuses it for good (for anything but an
@@ -297,22 +292,22 @@ class Recorder:
         job, ending, attempt = record.job, record.ending, record.attempt
         outcome: Any
         if ending.cause == Outcome.STOPPED:
-            outcome = self.manager.requeue_job(job.id, job.claim_seq, attempt)
+            outcome = self.port.requeue(job.id, job.claim_seq, attempt)
             words = "put back to pending"
         elif ending.ok and ending.plan is None:
-            outcome = self.manager.complete_job(job.id, job.claim_seq, ending.result, attempt)
+            outcome = self.port.complete(job.id, job.claim_seq, ending.result, attempt)
             words = "completed"
         elif ending.plan is not None:
-            created = self.manager.expand_query(job.id, job.claim_seq, ending.plan, attempt)
+            created = self.port.expand(job.id, job.claim_seq, ending.plan, attempt)
             outcome = created is not None
             words = f"planned: {len(created or [])} agent jobs created"
         elif ending.cause in MOVED_ON:
             # The job has moved on without this run; only the run itself is left to record.
             if attempt is not None:
-                self.manager.record_attempt(attempt)
+                self.port.record_attempt(attempt)
             return
         else:
-            outcome = self.manager.fail_job(
+            outcome = self.port.fail(
                 job.id, job.claim_seq, ending.error or ending.cause, attempt, retry=not ending.final
             )
             words = f"recorded, now {getattr(outcome, 'value', outcome)}"
@@ -390,9 +385,10 @@ def storable(record: Record) -> Record:
     ending, attempt = record.ending, record.attempt
     error = None if ending.error is None else clean_text(str(ending.error))
     try:
-        # A large result is still text in its file: the process that stores it cleans it.
-        large = isinstance(ending.result, Spool)
-        result = ending.result if large else clean_json(ending.result, "it")
+        # A large result is still text in its file: the process that stores it checks it. A
+        # JsonText was checked as it came off the pipe.
+        as_text = isinstance(ending.result, Spool | JsonText)
+        result = ending.result if as_text else clean_json(ending.result, "it")
         plan = None if ending.plan is None else clean_json(ending.plan, "it")
     except InvalidJob as exc:
         what = "plan" if ending.plan is not None else "result"

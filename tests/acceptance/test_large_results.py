@@ -14,7 +14,6 @@ from conftest import agent_job, finished, wait_until
 
 from taiat import JobManager
 from taiat.jobs import JobStatus
-from taiat.store import leases
 
 MB = 48
 LEASE = 5.0
@@ -38,7 +37,7 @@ def test_a_large_result_keeps_the_loop_on_time_and_its_memory_small(
 
     def sample() -> bool:
         seen["peak_rss"] = max(seen["peak_rss"], process.memory_info().rss)
-        ages = [w["heartbeat_age"] for w in leases.list_workers(manager)]
+        ages = [w["heartbeat_age"] for w in manager.port.list_workers()]
         assert ages, "the supervisor's row is gone"
         seen["heartbeat_age"] = max(seen["heartbeat_age"], *ages)
         updated = sup.status().get("updated_at")

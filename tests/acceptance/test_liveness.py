@@ -16,7 +16,7 @@ from conftest import Supervisor, agent_job, finished, wait_until
 from private_postgres import PrivateCluster
 
 from taiat import JobManager, JobStatus
-from taiat.store import leases
+from taiat.supervisor import liveness
 
 
 def _gone_pid() -> int:
@@ -35,16 +35,16 @@ def _running(manager: JobManager, job_id: str) -> str | None:
 def test_a_gone_pid_means_dead_only_in_the_same_boot_and_pid_namespace(
     manager: JobManager, supervisor
 ) -> None:
-    host, pid, here = socket.gethostname(), _gone_pid(), leases.Place.here()
+    host, pid, here = socket.gethostname(), _gone_pid(), liveness.Place.here()
     places = {
-        "other-boot": leases.Place("another boot", here.pid_namespace),
-        "other-namespace": leases.Place(here.boot_id, "pid:[1]"),
+        "other-boot": liveness.Place("another boot", here.pid_namespace),
+        "other-namespace": liveness.Place(here.boot_id, "pid:[1]"),
         "same-place": here,
     }
     jobs = manager.create_jobs([agent_job(name, "plain") for name in places])
     for job, (name, place) in zip(jobs, places.items(), strict=True):
         worker_id = f"{host}:{pid}:{name}"
-        leases.register(manager, worker_id, host, pid, lease=600.0, place=place)
+        manager.port.register(worker_id, host, pid, lease=600.0, **place.registration())
         [claimed] = manager.claim_jobs(worker_id, 1)
         assert claimed.id == job.id
     sup = supervisor("--lease", "600")
@@ -139,7 +139,7 @@ def test_claims_held_through_a_stall_are_checked_before_any_starts(
         seen = out.stat().st_size
         stalled.signal(signal.SIGCONT)
         wait_until(
-            lambda: state["worker_id"] in {w["id"] for w in leases.list_workers(manager)},
+            lambda: state["worker_id"] in {w["id"] for w in manager.port.list_workers()},
             30,
             "the stalled supervisor's heartbeat",
             watch=stalled,
@@ -163,7 +163,7 @@ def test_a_transaction_left_open_stalls_no_supervisor(
     neither wait on them nor go silent, and take its jobs once the locks go."""
     manager = pg_manager
     stuck_job = manager.create_job("agent", "stuck", payload={"agent_name": "plain"})
-    leases.register(manager, "stopped:1:aaaa", "stopped", 1, lease=1.0)
+    manager.port.register("stopped:1:aaaa", "stopped", 1, lease=1.0)
     [claimed] = manager.claim_jobs("stopped:1:aaaa", 1)
     assert claimed.id == stuck_job.id
     holder = psycopg.connect(pg_database_url.split("?")[0], options=_options(pg_database_url))
@@ -235,7 +235,7 @@ def _options(url: str) -> str:
 
 
 def _heartbeat_of(manager: JobManager, worker_id: str) -> float:
-    [row] = [w for w in leases.list_workers(manager) if w["id"] == worker_id]
+    [row] = [w for w in manager.port.list_workers() if w["id"] == worker_id]
     return row["heartbeat_at"].timestamp()
 
 

@@ -9,7 +9,6 @@ import time
 from conftest import agent_job, finished, pid_alive, wait_until
 
 from taiat import JobManager, JobStatus
-from taiat.store import leases
 
 
 def test_cancel_of_a_running_job_kills_it_within_a_second(
@@ -76,7 +75,7 @@ def test_stale_heartbeat_and_missing_row_mean_dead(manager: JobManager, supervis
     stale_job, ghost_job = manager.create_jobs(
         [agent_job("stale", "plain"), agent_job("ghost", "plain")]
     )
-    leases.register(manager, "elsewhere:4242:aaaa", "elsewhere", 4242)
+    manager.port.register("elsewhere:4242:aaaa", "elsewhere", 4242)
     [claimed] = manager.claim_jobs("elsewhere:4242:aaaa", 1)
     [ghost] = manager.claim_jobs("nowhere:7:bbbb", 1)  # no row at all
     sup = supervisor("--lease", "1")
@@ -86,7 +85,7 @@ def test_stale_heartbeat_and_missing_row_mean_dead(manager: JobManager, supervis
     errors = {a.error_message for j in (claimed, ghost) for a in manager.get_attempts(j.id)}
     assert "supervisor lost (elsewhere, 4242)" in errors
     assert "supervisor lost (nowhere, 7)" in errors
-    assert [w["id"] for w in leases.list_workers(manager)] == [sup.status()["worker_id"]]
+    assert [w["id"] for w in manager.port.list_workers()] == [sup.status()["worker_id"]]
     # The dead supervisor's late result is refused by the fence.
     assert not manager.complete_job(claimed.id, claimed.claim_seq, "late")
     assert manager.get_job(claimed.id).result != "late"

@@ -78,12 +78,12 @@ def test_a_launch_with_no_descriptor_to_be_had_spends_no_retry(manager: JobManag
     job = manager.create_job("agent", "innocent", payload={"agent_name": "plain"}, max_retries=0)
     config = SupervisorConfig(fork_server=False, listen=False)
     supervisor = Supervisor(config, manager=manager, agent_registry={"plain": plain})
-    supervisor.forking = Forking([], manager.engine, fork_server=False)
+    supervisor.forking = Forking([], fork_server=False)
     [claimed] = manager.claim_jobs(supervisor.worker_id, 1)
     with no_free_descriptor():
         supervisor._start(claimed, None)  # the supervisor's loop goes on
     assert supervisor.children == []
-    assert supervisor.recorder.settle(supervisor.worker_id, 0) == []
+    assert supervisor.recorder.settle(supervisor.worker_id, 0).jobs == []
     again = manager.get_job(job.id)
     assert again.status is JobStatus.PENDING and again.retry_count == 0
     assert manager.get_attempts(job.id) == []  # no child, so no attempt
@@ -106,18 +106,3 @@ def test_a_bug_reading_a_jobs_ending_fails_that_job(
     assert poison.error_message == "its ending could not be read: KeyError: 'not what was expected'"
     [attempt] = manager.get_attempts(poison.id)
     assert attempt.outcome == "failed"
-
-
-def test_dependency_results_that_cannot_be_read_are_left_to_each_child(
-    manager: JobManager, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def unreadable(self: JobManager, jobs: Any) -> dict[str, Any]:
-        raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
-
-    first = manager.create_job("agent", "first", payload={"agent_name": "plain"})
-    then = manager.create_job(
-        "agent", "then", payload={"agent_name": "plain"}, dependencies=[first.id]
-    )
-    monkeypatch.setattr(JobManager, "dependency_results", unreadable)
-    run_burst(manager)
-    assert manager.get_job(then.id).status is JobStatus.COMPLETED

@@ -10,6 +10,7 @@ from support import poll
 
 from taiat import JobManager
 from taiat.config import SupervisorConfig
+from taiat.store.port import SupervisorPort
 from taiat.supervisor import daemon
 
 
@@ -26,13 +27,13 @@ def test_a_supervisor_purges_old_history_a_batch_a_turn(
     _finish(manager, 7)
     monkeypatch.setattr(daemon, "CLEANUP_BATCH", 3)
     batches: list[int] = []
-    one_batch = JobManager.cleanup_history_batch
+    one_batch = SupervisorPort.delete_history_before
 
-    def counted(self: JobManager, days: float, batch_size: int = 3) -> int:
+    def counted(self: SupervisorPort, days: float, batch_size: int) -> int:
         batches.append(deleted := one_batch(self, days, batch_size))
         return deleted
 
-    monkeypatch.setattr(JobManager, "cleanup_history_batch", counted)
+    monkeypatch.setattr(SupervisorPort, "delete_history_before", counted)
     config = SupervisorConfig(
         history_retention_days=0, poll_interval=0.1, fork_server=False, listen=False
     )

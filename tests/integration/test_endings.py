@@ -48,9 +48,9 @@ def record(job: Job, ok: bool, result: Any = None, error: str | None = None) -> 
 
 def test_an_error_from_a_job_is_recorded_with_its_text_made_valid(manager: JobManager) -> None:
     [job] = claimed(manager, 1)
-    recorder = Recorder(manager, lambda: None)
+    recorder = Recorder(manager.port, lambda: None)
     recorder.add(record(job, False, error=f"ValueError: bad file name {UNDECODABLE}\x00"))
-    assert recorder.settle(WORKER, 0) == []
+    assert recorder.settle(WORKER, 0).jobs == []
     after = manager.get_job(job.id)
     assert after.status is JobStatus.FAILED
     assert after.error_message == "ValueError: bad file name report-\\udcff.txt\\0"
@@ -60,7 +60,7 @@ def test_an_error_from_a_job_is_recorded_with_its_text_made_valid(manager: JobMa
 
 def test_a_result_from_a_job_is_stored_with_its_text_made_valid(manager: JobManager) -> None:
     [job] = claimed(manager, 1)
-    recorder = Recorder(manager, lambda: None)
+    recorder = Recorder(manager.port, lambda: None)
     recorder.add(record(job, True, {UNDECODABLE: [UNDECODABLE, "nul\x00"]}))
     recorder.settle(WORKER, 0)
     after = manager.get_job(job.id)
@@ -70,11 +70,11 @@ def test_a_result_from_a_job_is_stored_with_its_text_made_valid(manager: JobMana
 
 def test_a_failure_the_database_refuses_is_recorded_plainly_not_lost(manager: JobManager) -> None:
     [job] = claimed(manager, 1)
-    recorder = Recorder(manager, lambda: None)
+    recorder = Recorder(manager.port, lambda: None)
     # A value no column takes stands for any write the database refuses.
     refused = record(job, False, error="boom")
     recorder.add(replace(refused, attempt=replace(refused.attempt, pid=2**70)))
-    assert recorder.settle(WORKER, 0) == []
+    assert recorder.settle(WORKER, 0).jobs == []
     assert recorder.ok and not recorder.pending
     after = manager.get_job(job.id)
     assert after.status is JobStatus.FAILED  # its one try spent: not run again and again
@@ -85,12 +85,12 @@ def test_a_failure_the_database_refuses_is_recorded_plainly_not_lost(manager: Jo
 def test_a_success_refused_among_others_fails_alone(manager: JobManager) -> None:
     good, bad, also_good = claimed(manager, 3, max_retries=1)
     waiting = manager.create_job("agent", "next")
-    recorder = Recorder(manager, lambda: None)
+    recorder = Recorder(manager.port, lambda: None)
     recorder.add(record(good, True, {"n": 1}))
     recorder.pending.append(record(bad, True, [math.nan]))  # past `add`: refused
     recorder.add(record(also_good, True, {"n": 3}))
 
-    [next_job] = recorder.settle(WORKER, 1)  # the claim made with them is made all the same
+    [next_job] = recorder.settle(WORKER, 1).jobs  # the claim made with them is made all the same
     assert next_job.id == waiting.id
     assert not recorder.pending
     assert manager.get_job(good.id).result == {"n": 1}

@@ -6,6 +6,7 @@ the last test has a real server, whose started children do not wake the supervis
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -21,6 +22,7 @@ from support import no_free_descriptor, poll
 
 from taiat import JobManager, JobStatus
 from taiat.agents.executors import AgentExecutor
+from taiat.forking import posix, wire
 from taiat.forking import server as fork_server
 from taiat.forking.job_process import DirectLauncher, JobProcess
 from taiat.forking.launchers import Forking
@@ -48,7 +50,7 @@ def server() -> Iterator[tuple[ForkServer, socket.socket]]:
 
 def asked_to_run(peer: socket.socket) -> int:
     """Take the "run" message the supervisor's side sent; its token."""
-    received = server.receive_message(peer)
+    received = wire.receive_message(peer)
     assert received is not None
     (kind, token, *_), fds = received
     assert kind == "run" and len(fds) == 1
@@ -73,7 +75,7 @@ def test_a_fork_the_server_could_not_make_puts_the_job_back(
     token = asked_to_run(peer)
     assert proc.known_pid is None and proc.try_reap() is None  # not told anything yet
 
-    server.send_message(peer, ("failed", token, "cannot fork: [Errno 11] Resource unavailable"))
+    wire.send_message(peer, ("failed", token, "cannot fork: [Errno 11] Resource unavailable"))
     handle.poll()
     ending = proc.try_reap()
     assert ending is not None and not ending.ok
@@ -84,9 +86,9 @@ def test_a_fork_the_server_could_not_make_puts_the_job_back(
     )
     assert proc.pid == 0 and not handle.gone  # the server itself is still there
 
-    recorder = Recorder(manager, lambda: None)
+    recorder = Recorder(manager.port, lambda: None)
     recorder.add(Record(job, ending, attempt_of(proc, ending, WORKER, "here")))
-    assert recorder.settle(WORKER, 0) == []
+    assert recorder.settle(WORKER, 0).jobs == []
     after = manager.get_job(job.id)
     assert after.status is JobStatus.PENDING and after.retry_count == 0
     [attempt] = manager.get_attempts(job.id)
@@ -107,7 +109,7 @@ def test_a_server_that_says_nothing_is_given_up_and_killed(
     ending = proc.try_reap()
     assert ending is not None and ending.cause == "stopped"
     assert ending.error == ("not known to have started: the fork server was lost before it said so")
-    with pytest.raises(server.ForkServerError, match="is gone"):
+    with pytest.raises(fork_server.ForkServerError, match="is gone"):
         launch(manager, handle)
 
 
@@ -115,11 +117,11 @@ def test_after_a_failed_fork_the_supervisor_forks_jobs_itself(
     manager: JobManager, server: tuple[ForkServer, socket.socket]
 ) -> None:
     handle, peer = server
-    forking = Forking([], manager.engine, fork_server=False)
+    forking = Forking([], fork_server=False)
     forking.server = forking.launcher = handle  # as if it had started this server
     assert forking.server_in_use is handle
     _, proc = launch(manager, forking.launcher)
-    server.send_message(peer, ("failed", asked_to_run(peer), "cannot fork: out of memory"))
+    wire.send_message(peer, ("failed", asked_to_run(peer), "cannot fork: out of memory"))
     handle.poll()
     ending = proc.try_reap()
     assert ending is not None and ending.cause == "stopped"
@@ -139,7 +141,7 @@ def test_a_lost_server_that_cannot_be_replaced_now_is_replaced_later(
 ) -> None:
     """No process or descriptor to be had (a job's fork bomb) when the server is lost: the
     supervisor forks the jobs itself for a while, rather than end, then starts a new server."""
-    forking = Forking([AgentExecutor({"getpid": os.getpid})], manager.engine, fork_server=True)
+    forking = Forking([AgentExecutor({"getpid": os.getpid})], fork_server=True)
     try:
         lost = forking.server
         assert lost is not None
@@ -158,7 +160,7 @@ def test_a_lost_server_that_cannot_be_replaced_now_is_replaced_later(
         assert new is not None and new is not lost and new.alive
         job, proc = launch(manager, new, "getpid")
         ending = poll(lambda: new.poll() or proc.read_available() or proc.try_reap(), 30, "end")
-        assert ending.ok and ending.result == proc.pid
+        assert ending.ok and json.loads(ending.result) == proc.pid
     finally:
         forking.close()
 
@@ -172,7 +174,7 @@ def test_a_launch_to_a_stopped_server_does_not_hold_the_supervisor(
     monkeypatch.setattr(fork_server, "LAUNCH_TIMEOUT", 0.5)
     with real_server() as server:
         os.kill(server.pid, signal.SIGSTOP)
-        poll(lambda: server.is_stopped(server.pid), 10, "the server stopped")
+        poll(lambda: posix.is_stopped(server.pid), 10, "the server stopped")
         big = "x" * (8 << 20)
         manager.create_job("agent", "large payload", payload={"agent_name": "noop", "big": big})
         [job] = manager.claim_jobs(WORKER, 1)
@@ -192,14 +194,14 @@ def test_a_launch_to_a_stopped_server_does_not_hold_the_supervisor(
         starter.join(30)
         assert not starter.is_alive(), "the launch still waits for the stopped server"
         [error] = outcome
-        assert isinstance(error, server.ForkServerError) and "was stopped" in str(error)
+        assert isinstance(error, fork_server.ForkServerError) and "was stopped" in str(error)
         assert server.gone and server.end is not None and server.end.stopped
         assert server.end.killed and not server.alive
 
 
 @contextmanager
 def real_server(**agents: Callable[..., Any]) -> Iterator[ForkServer]:
-    server = ForkServer.start([AgentExecutor(agents)], None)
+    server = ForkServer.start([AgentExecutor(agents)])
     try:
         yield server
     finally:

@@ -8,7 +8,8 @@ from datetime import timedelta
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, insert, inspect
 
 from taiat import JobManager
-from taiat.store import db, leases, schema
+from taiat.store import db, schema
+from taiat.supervisor import liveness
 
 
 def _version_1(url: str) -> None:
@@ -44,14 +45,16 @@ def test_upgrade_from_version_1_keeps_supervisors_judged_by_the_observers_lease(
         columns = {c["name"] for c in inspect(conn).get_columns("taiat_workers")}
     assert {"lease_seconds", "boot_id", "pid_namespace"} <= columns
     manager = JobManager(engine)
-    leases.register(manager, "new:2:bbbb", "new", 2, lease=600.0, place=leases.Place.here())
-    rows = {row["id"]: row for row in leases.list_workers(manager)}
+    manager.port.register(
+        "new:2:bbbb", "new", 2, lease=600.0, **liveness.Place.here().registration()
+    )
+    rows = {row["id"]: row for row in manager.port.list_workers()}
     assert rows["old:1:aaaa"]["lease_seconds"] is None
     assert rows["new:2:bbbb"]["lease_seconds"] == 600.0
     # A row from before the upgrade has no lease of its own: the observer's decides.
     old, new = rows["old:1:aaaa"], rows["new:2:bbbb"]
     later = old["heartbeat_at"] + timedelta(seconds=60)
-    assert leases.is_dead(old, later, lease=30.0)
-    assert not leases.is_dead(old, later, lease=120.0)
-    assert not leases.is_dead(new, later, lease=30.0)
+    assert liveness.is_dead(old, later, lease=30.0)
+    assert not liveness.is_dead(old, later, lease=120.0)
+    assert not liveness.is_dead(new, later, lease=30.0)
     engine.dispose()

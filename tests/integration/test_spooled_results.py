@@ -1,4 +1,4 @@
-"""Large results (over `child.LARGE_MESSAGE`): kept in a file as they come off the pipe, judged
+"""Large results (over `wire.LARGE_MESSAGE`): kept in a file as they come off the pipe, judged
 there, and stored by a process of their own under the claim check; a refused one becomes a
 failed attempt with words, a stale claim writes nothing, and through an outage the file waits.
 
@@ -19,7 +19,7 @@ import pytest
 from support import no_free_descriptor, poll
 
 from taiat import JobManager, JobStatus
-from taiat.forking import child
+from taiat.forking import wire
 from taiat.forking.job_process import Ending, JobProcess
 from taiat.forking.spool import Spool
 from taiat.jobs import Attempt, Job, JobType
@@ -47,7 +47,7 @@ def fed(message: bytes) -> tuple[JobProcess, int]:
 
     def write() -> None:
         try:
-            view = memoryview(child.HEADER.pack(len(message)) + message)
+            view = memoryview(wire.HEADER.pack(len(message)) + message)
             while view:
                 view = view[os.write(write_fd, view) :]
         except BrokenPipeError:
@@ -75,7 +75,7 @@ def _job() -> Job:
 
 
 def test_a_large_result_is_kept_in_a_file_as_its_json_text() -> None:
-    proc, _turns = fed(child.RESULT_PREFIX + LARGE_TEXT.encode() + child.RESULT_SUFFIX)
+    proc, _turns = fed(wire.RESULT_PREFIX + LARGE_TEXT.encode() + wire.RESULT_SUFFIX)
     assert proc.delivered
     spool = proc._message["result"]  # type: ignore[index]
     assert isinstance(spool, Spool)
@@ -85,7 +85,7 @@ def test_a_large_result_is_kept_in_a_file_as_its_json_text() -> None:
 
 def test_a_large_result_is_read_over_several_turns_of_the_loop() -> None:
     text = json.dumps("z" * (20 << 20)).encode()
-    proc, turns = fed(child.RESULT_PREFIX + text + child.RESULT_SUFFIX)
+    proc, turns = fed(wire.RESULT_PREFIX + text + wire.RESULT_SUFFIX)
     assert proc.delivered
     assert turns >= 3  # at most 8 MiB, and the read under way, a turn
     spool = proc._message["result"]  # type: ignore[index]
@@ -99,7 +99,7 @@ def test_a_large_result_is_read_over_several_turns_of_the_loop() -> None:
         # A message over the threshold must be a success's result and nothing else.
         (b'{"ok": false, "error": "' + b"e" * (2 << 20) + b'"}', "that is not a result"),
         # The result's end is not where the length says.
-        (child.RESULT_PREFIX + b"[" + b"1," * (1 << 20) + b"1]]", "malformed result"),
+        (wire.RESULT_PREFIX + b"[" + b"1," * (1 << 20) + b"1]]", "malformed result"),
     ],
     ids=["an error", "not closed"],
 )
@@ -146,7 +146,7 @@ def stored(recorder: Recorder) -> Stored:
 def test_a_large_result_is_stored_by_a_process_of_its_own(
     manager: JobManager, claimed: Job
 ) -> None:
-    recorder = Recorder(manager, lambda: None)
+    recorder = Recorder(manager.port, lambda: None)
     recorder.add(record(claimed, spooled(LARGE_TEXT.encode())))
     assert stored(recorder).outcome == "done"
     assert recorder.unwritten == []
@@ -160,7 +160,7 @@ def test_a_large_result_is_stored_by_a_process_of_its_own(
 def test_a_large_result_that_is_not_json_fails_its_job_with_words(
     manager: JobManager, claimed: Job
 ) -> None:
-    recorder = Recorder(manager, lambda: None)
+    recorder = Recorder(manager.port, lambda: None)
     recorder.add(record(claimed, spooled(b'["not", "closed"')))
     outcome = stored(recorder)
     assert outcome.outcome == "refused"
@@ -199,7 +199,7 @@ def test_a_large_result_that_cannot_be_stored_fails_in_the_words_a_small_one_wou
     small = replace(shape, ending=replace(shape.ending, result=json.loads(text)))
     words = storable(small).ending.error
     assert words is not None and words.startswith("its result could not be stored: it ")
-    recorder = Recorder(manager, lambda: None)
+    recorder = Recorder(manager.port, lambda: None)
     recorder.add(record(claimed, spooled(text)))
     outcome = stored(recorder)
     assert (outcome.outcome, outcome.words) == ("refused", words)
@@ -211,7 +211,7 @@ def test_a_large_result_that_cannot_be_stored_fails_in_the_words_a_small_one_wou
 
 def test_a_stale_claim_cannot_store_its_large_result(manager: JobManager, claimed: Job) -> None:
     assert manager.requeue_job(claimed.id, claimed.claim_seq)  # taken back meanwhile
-    recorder = Recorder(manager, lambda: None)
+    recorder = Recorder(manager.port, lambda: None)
     recorder.add(record(claimed, spooled(LARGE_TEXT.encode())))
     assert stored(recorder).outcome == "stale"
     job = manager.get_job(claimed.id)
@@ -221,7 +221,7 @@ def test_a_stale_claim_cannot_store_its_large_result(manager: JobManager, claime
 def test_a_storing_process_that_dies_is_tried_again_then_its_job_fails_in_words(
     manager: JobManager, claimed: Job
 ) -> None:
-    recorder = Recorder(manager, lambda: None)
+    recorder = Recorder(manager.port, lambda: None)
     recorder.add(record(claimed, spooled(LARGE_TEXT.encode())))
     recorder.settle(WORKER, 0)  # to the storer (no write of its own)
     found: list[Stored] = []
@@ -254,7 +254,7 @@ def test_through_an_outage_a_large_result_waits_in_its_file(
     manager = JobManager(private_pg_url)
     manager.create_job("agent", "large", payload={"agent_name": "huge"})
     [job] = manager.claim_jobs(WORKER, 1)
-    recorder = Recorder(manager, lambda: None)
+    recorder = Recorder(manager.port, lambda: None)
     recorder.add(record(job, spooled(LARGE_TEXT.encode())))
     private_pg.stop()
     try:
@@ -275,7 +275,7 @@ def test_through_an_outage_a_large_result_waits_in_its_file(
 def test_a_large_result_waits_while_no_process_can_be_forked_to_store_it(
     manager: JobManager, claimed: Job
 ) -> None:
-    recorder = Recorder(manager, lambda: None)
+    recorder = Recorder(manager.port, lambda: None)
     recorder.add(record(claimed, spooled(LARGE_TEXT.encode())))
     recorder.settle(WORKER, 0)  # to the storer
     with no_free_descriptor():

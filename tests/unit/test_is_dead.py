@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from datetime import datetime, timedelta
 
-from taiat.store import leases
+from taiat.supervisor import liveness
 
 NOW = datetime(2026, 1, 1, 12, 0, 0)
 
@@ -23,28 +23,28 @@ def _row(age: float, lease: float | None = 30.0, **more: object) -> dict:
 
 
 def test_own_lease_else_the_observers() -> None:
-    assert not leases.is_dead(_row(20), NOW, lease=3)
-    assert leases.is_dead(_row(40), NOW, lease=600)
-    assert leases.is_dead(_row(20, lease=None), NOW, lease=10)
-    assert not leases.is_dead(_row(20, lease=None), NOW, lease=30)
+    assert not liveness.is_dead(_row(20), NOW, lease=3)
+    assert liveness.is_dead(_row(40), NOW, lease=600)
+    assert liveness.is_dead(_row(20, lease=None), NOW, lease=10)
+    assert not liveness.is_dead(_row(20, lease=None), NOW, lease=30)
 
 
 def test_silence_counts_only_while_the_observer_watched() -> None:
-    assert leases.is_dead(_row(40), NOW, lease=30, watched=31)
-    assert not leases.is_dead(_row(40), NOW, lease=30, watched=10)
+    assert liveness.is_dead(_row(40), NOW, lease=30, watched=31)
+    assert not liveness.is_dead(_row(40), NOW, lease=30, watched=10)
 
 
 def test_a_gone_pid_means_dead_only_in_the_same_boot_and_namespace() -> None:
-    here = leases.Place("boot", "pid:[7]")
+    here = liveness.Place("boot", "pid:[7]")
     row = _row(0, pid=_gone_pid(), boot_id="boot", pid_namespace="pid:[7]")
-    assert leases.is_dead(row, NOW, 30, here)
-    assert not leases.is_dead(row, NOW, 30, leases.Place("another boot", "pid:[7]"))
-    assert not leases.is_dead(row, NOW, 30, leases.Place("boot", "pid:[8]"))
-    assert not leases.is_dead({**row, "boot_id": None}, NOW, 30, here)
-    assert not leases.is_dead(row, NOW, 30, leases.Place(None, None))
-    assert not leases.is_dead(row, NOW, 30)
+    assert liveness.is_dead(row, NOW, 30, here)
+    assert not liveness.is_dead(row, NOW, 30, liveness.Place("another boot", "pid:[7]"))
+    assert not liveness.is_dead(row, NOW, 30, liveness.Place("boot", "pid:[8]"))
+    assert not liveness.is_dead({**row, "boot_id": None}, NOW, 30, here)
+    assert not liveness.is_dead(row, NOW, 30, liveness.Place(None, None))
+    assert not liveness.is_dead(row, NOW, 30)
 
 
 def test_here_is_read_from_the_kernel() -> None:
-    here = leases.Place.here()
+    here = liveness.Place.here()
     assert here.boot_id and here.pid_namespace and here.pid_namespace.startswith("pid:[")

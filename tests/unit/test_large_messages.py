@@ -1,32 +1,32 @@
 """What a child sends when its message would be large: a success's result as it is (the
-supervisor keeps it in a file); anything else made to fit below `child.LARGE_MESSAGE`."""
+supervisor keeps it in a file); anything else made to fit below `wire.LARGE_MESSAGE`."""
 
 from __future__ import annotations
 
 import json
 
-from taiat.forking import child
+from taiat.forking import wire
 
 
 def body(message: dict) -> bytes:
-    framed = child._encode(message, 64 << 20)
-    (size,) = child.HEADER.unpack_from(framed)
-    assert size == len(framed) - child.HEADER.size
-    return framed[child.HEADER.size :]
+    framed = wire.encode_message(message, 64 << 20)
+    (size,) = wire.HEADER.unpack_from(framed)
+    assert size == len(framed) - wire.HEADER.size
+    return framed[wire.HEADER.size :]
 
 
 def test_a_large_result_is_sent_whole_between_its_prefix_and_suffix() -> None:
     result = {"rows": ["r" * 100] * 30000}
     sent = body({"ok": True, "result": result})
-    assert len(sent) > child.LARGE_MESSAGE
-    assert sent.startswith(child.RESULT_PREFIX) and sent.endswith(child.RESULT_SUFFIX)
-    middle = sent[len(child.RESULT_PREFIX) : -len(child.RESULT_SUFFIX)]
+    assert len(sent) > wire.LARGE_MESSAGE
+    assert sent.startswith(wire.RESULT_PREFIX) and sent.endswith(wire.RESULT_SUFFIX)
+    middle = sent[len(wire.RESULT_PREFIX) : -len(wire.RESULT_SUFFIX)]
     assert json.loads(middle) == result
 
 
 def test_a_large_error_is_cut_to_fit() -> None:
-    sent = body(child._error("e" * (3 << 20), "t" * (3 << 20)))
-    assert len(sent) <= child.LARGE_MESSAGE
+    sent = body(wire.error_message("e" * (3 << 20), "t" * (3 << 20)))
+    assert len(sent) <= wire.LARGE_MESSAGE
     message = json.loads(sent)
     assert message["ok"] is False
     assert message["error"].startswith("e" * 1000)
@@ -35,8 +35,8 @@ def test_a_large_error_is_cut_to_fit() -> None:
 
 
 def test_a_large_error_of_escaped_characters_still_fits() -> None:
-    sent = body({**child._error("\u4e2d" * (1 << 20)), "final": True})
-    assert len(sent) <= child.LARGE_MESSAGE
+    sent = body({**wire.error_message("\u4e2d" * (1 << 20)), "final": True})
+    assert len(sent) <= wire.LARGE_MESSAGE
     assert json.loads(sent)["final"] is True
 
 

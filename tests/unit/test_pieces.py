@@ -13,8 +13,8 @@ import pytest
 from taiat.cli.supervisor_command import supervisor_config
 from taiat.config import SupervisorConfig
 from taiat.errors import ConfigurationError, InvalidDependency, InvalidJob
-from taiat.forking import child
-from taiat.forking.job_process import signal_words
+from taiat.forking import wire
+from taiat.forking.posix import signal_words
 from taiat.jobs import Job, JobStatus, JobType
 from taiat.store.db import mask_url
 from taiat.store.leases import describe, new_worker_id
@@ -182,20 +182,20 @@ def _job(**changes: object) -> Job:
 def test_a_sealed_job_opens_to_the_same_job_and_results() -> None:
     job = _job()
     results = {"a": {"answer": 42}, "b": [None, "x"]}
-    sealed = child.seal(job, results)
+    sealed = wire.seal(job, results)
     assert sealed[:1] == b"m"  # JSON values travel by marshal
-    opened, opened_results = child.unseal(sealed)
+    opened, opened_results = wire.unseal(sealed)
     assert (opened, opened_results) == (job, results)
     assert opened.job_type is JobType.QUERY and opened.status is JobStatus.RUNNING
     assert opened.created_at.tzinfo is UTC and opened.started_at.tzinfo is None
-    assert opened.attempt == job.attempt and child.unseal(child.seal(job, None))[1] is None
+    assert opened.attempt == job.attempt and wire.unseal(wire.seal(job, None))[1] is None
 
 
 def test_a_value_marshal_cannot_carry_is_sealed_by_pickle() -> None:
     job = _job(result=Fraction(1, 3))
-    sealed = child.seal(job, {"a": {1, 2}})
+    sealed = wire.seal(job, {"a": {1, 2}})
     assert sealed[:1] == b"p"
-    assert child.unseal(sealed) == (job, {"a": {1, 2}})
+    assert wire.unseal(sealed) == (job, {"a": {1, 2}})
 
 
 def test_plain_values_keep_every_field() -> None:
@@ -227,9 +227,9 @@ def test_what_marshal_would_not_keep_exactly_goes_by_pickle() -> None:
     zoned = _job(created_at=datetime(2026, 1, 2, 3, 4, tzinfo=ZoneInfo("Europe/Paris")))
     odd_result = _job(result={"when": datetime(2026, 1, 2), "status": JobStatus.FAILED})
     for job in (zoned, odd_result):
-        sealed = child.seal(job, None)
+        sealed = wire.seal(job, None)
         assert sealed[:1] == b"p"
-        assert child.unseal(sealed) == (job, None)
-    assert child.unseal(child.seal(zoned, None))[0].created_at.tzinfo == ZoneInfo("Europe/Paris")
-    status = child.unseal(child.seal(odd_result, None))[0].result["status"]
+        assert wire.unseal(sealed) == (job, None)
+    assert wire.unseal(wire.seal(zoned, None))[0].created_at.tzinfo == ZoneInfo("Europe/Paris")
+    status = wire.unseal(wire.seal(odd_result, None))[0].result["status"]
     assert status is JobStatus.FAILED

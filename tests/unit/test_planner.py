@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from taiat.agents.executors import JobFailed, keyed_by_outputs
-from taiat.agents.planner import Plan, plan
+from taiat.agents.planner import plan
 from taiat.agents.query_engines import TaiatStateAdapter, takes_state
 from taiat.agents.registry import as_agent
 from taiat.errors import ConfigurationError, PlanningError
+from taiat.query_plans import Plan
 
 
 def agents(**declared: tuple[list[str], list[str]]) -> dict:

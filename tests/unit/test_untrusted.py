@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from taiat.errors import InvalidJob
-from taiat.forking import child
-from taiat.forking.job_process import Ending, read_message
+from taiat.forking import wire
+from taiat.forking.job_process import Ending
+from taiat.forking.wire import read_message
 from taiat.jobs import Attempt, Job, JobStatus, JobType
 from taiat.store.validation import MAX_JSON_DEPTH, clean_json, clean_text
 from taiat.supervisor import publishing
@@ -145,12 +146,12 @@ def test_reasons_never_fail_whatever_the_exception_holds() -> None:
 
 
 def test_the_child_does_not_refuse_nul_in_a_result_the_supervisor_makes_valid() -> None:
-    body = child._encode({"ok": True, "result": "a\x00b"}, 1 << 20)[child.HEADER.size :]
+    body = wire.encode_message({"ok": True, "result": "a\x00b"}, 1 << 20)[wire.HEADER.size :]
     assert read_message(body) == {"ok": True, "result": "a\x00b", "plan": None}
 
 
 def test_a_result_too_deep_to_encode_is_a_failure_the_child_sends() -> None:
-    body = child._encode({"ok": True, "result": deep(100_000)}, 1 << 20)[child.HEADER.size :]
+    body = wire.encode_message({"ok": True, "result": deep(100_000)}, 1 << 20)[wire.HEADER.size :]
     message = read_message(body)
     assert message["ok"] is False and "nested too deep" in message["error"]
 

@@ -1,0 +1,265 @@
+"""The supervisor's one way into the store: claims (with the dependency results of the jobs
+claimed, read in the claim's own transaction), the endings of claims, requeues, claim checks,
+its row, heartbeat and lease, and the jobs of dead supervisors taken back. `JobManager`, the
+user's way in, drives the same transitions through it.
+
+Every method is one transaction (run again on a deadlock or a serialisation conflict); none
+retries an outage, which is the caller's to ride out (`taiat.supervisor.recorder`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine, RowMapping
+
+from taiat.errors import JobError
+from taiat.jobs import Attempt, Job, JobStatus
+from taiat.store import db, leases, plans, queries, state_machine
+from taiat.store.db import Listener
+from taiat.store.leases import new_worker_id
+from taiat.store.queries import operator as operator_queries
+from taiat.store.queries import supervisors as supervisor_queries
+from taiat.store.state_machine import Completion, RetryPolicy
+from taiat.store.transactions import Transactions
+from taiat.store.validation import json_text
+
+__all__ = [
+    "Claimed",
+    "Completion",
+    "DependencyResults",
+    "Listener",
+    "SupervisorPort",
+    "check_result",
+    "dependency_results",
+    "in_claim_order",
+    "new_worker_id",
+    "supervisor_engine",
+]
+
+log = logging.getLogger(__name__)
+
+#: For each claimed job that has dependencies, the result of each one by id (None for one that
+#: has not completed).
+DependencyResults = dict[str, dict[str, Any]]
+
+
+@dataclass
+class Claimed:
+    """What a claim took: the jobs, best first, and their dependency results."""
+
+    jobs: list[Job] = field(default_factory=list)
+    dependency_results: DependencyResults = field(default_factory=dict)
+
+
+def supervisor_engine(database_url: str | None, lease: float, heartbeat_interval: float) -> Engine:
+    """The engine of a supervisor that made its own: no wait of its on the database outlasts
+    a heartbeat interval, and a transaction it leaves open when stopped ends within half its
+    lease, before its peers take its jobs back: a stopped supervisor freezes no other, and is
+    frozen by none."""
+    # No pre-ping: it costs a round trip per transaction on the hot path, and the supervisor
+    # rides out a dropped connection anyway (the recorder retries).
+    engine = db.engine_from_url(database_url, pool_pre_ping=False)
+    db.bound_sessions(
+        engine,
+        lock_timeout=max(0.1, min(2.0, lease / 10)),
+        statement_timeout=max(1.0, heartbeat_interval),
+        idle_timeout=max(1.0, lease / 2),
+        connect_timeout=lease / 10,
+    )
+    return engine
+
+
+class SupervisorPort:
+    def __init__(self, transactions: Transactions, retry_policy: RetryPolicy) -> None:
+        self.transactions = transactions
+        self.retry_policy = retry_policy
+
+    @property
+    def engine(self) -> Engine:
+        return self.transactions.engine
+
+    def describe(self) -> str:
+        """The database, in words, its password masked."""
+        return db.describe(self.engine)
+
+    def listener(self) -> Listener | None:
+        """A connection LISTENing for new jobs and cancellations; None on SQLite."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        return Listener(self.engine, queries.CHANNEL)
+
+    def after_fork(self) -> None:
+        """In a child forked from the supervisor: let go of the connections it inherited."""
+        db.after_fork_in_child(self.engine)
+
+    def unbound(self) -> None:
+        """In a helper forked from the supervisor: no statement time limit of the
+        supervisor's (its one write takes as long as it takes)."""
+        db.unbound_statements(self.engine)
+
+    # -- claims ----------------------------------------------------------------------------
+
+    def settle(
+        self, completions: Sequence[Completion], worker_id: str, limit: int
+    ) -> tuple[set[str], Claimed]:
+        """Record several successes and claim up to `limit` ready jobs, with their
+        dependency results, in one transaction: the supervisor's hot path. Returns the ids
+        recorded (the rest were stale) and what was claimed."""
+        for completion in completions:
+            check_result(completion.result)
+
+        def work(conn: Connection) -> tuple[set[str], Claimed]:
+            done, _ = state_machine.complete(conn, completions) if completions else (set(), [])
+            return done, _claim(conn, worker_id, limit)
+
+        return self.transactions.run(work)
+
+    def claim(self, worker_id: str, limit: int) -> Claimed:
+        """Claim up to `limit` ready jobs for `worker_id`, with their dependency results."""
+        return self.settle((), worker_id, limit)[1]
+
+    def current_claims(self, claims: Mapping[str, int]) -> set[str]:
+        """Those of the jobs (id -> claim_seq) whose claim is still the running one."""
+        return self.transactions.run(lambda conn: supervisor_queries.current_claims(conn, claims))
+
+    # -- endings ---------------------------------------------------------------------------
+
+    def complete(
+        self, job_id: str, claim_seq: int, result: Any = None, attempt: Attempt | None = None
+    ) -> bool:
+        """Record that this claim of the job succeeded; False when the claim is stale."""
+        done, _ = self.settle([Completion(job_id, claim_seq, result, attempt)], "", 0)
+        return job_id in done
+
+    def fail(
+        self,
+        job_id: str,
+        claim_seq: int,
+        error: str,
+        attempt: Attempt | None = None,
+        *,
+        retry: bool = True,
+    ) -> JobStatus | None:
+        """Record that this claim failed: PENDING if it will be retried after a backoff,
+        FAILED if that was its last attempt (or `retry` is False), None if the claim is stale."""
+        policy = self.retry_policy
+        return self.transactions.run(
+            lambda conn: state_machine.fail(
+                conn, job_id, claim_seq, error, attempt, policy, retry=retry
+            )
+        )
+
+    def expand(
+        self,
+        job_id: str,
+        claim_seq: int,
+        plan: Mapping[str, Any],
+        attempt: Attempt | None = None,
+    ) -> list[str] | None:
+        """Record that this claim of a query job planned it: its plan's agent jobs, created.
+        Their ids; None when the claim is stale. A plan that cannot be created fails the
+        query for good (and gives no ids)."""
+        try:
+            return self.transactions.run(
+                lambda conn: plans.expand(conn, job_id, claim_seq, plan, attempt)
+            )
+        except (JobError, KeyError, TypeError, ValueError) as exc:
+            log.error("job %s: cannot create its plan's jobs: %s", job_id, exc)
+            error = f"cannot create the plan's jobs: {exc}"
+            status = self.fail(job_id, claim_seq, error, attempt, retry=False)
+            return None if status is None else []
+
+    def requeue(self, job_id: str, claim_seq: int, attempt: Attempt | None = None) -> bool:
+        """Put this claim's job back to pending at once, no retry spent; False when the claim
+        is stale."""
+        return self.transactions.run(
+            lambda conn: state_machine.requeue(conn, job_id, claim_seq, attempt)
+        )
+
+    def record_attempt(self, attempt: Attempt) -> None:
+        """Record a run whose job has moved on (cancelled, taken back): no state changes."""
+        self.transactions.run(lambda conn: state_machine.record_attempt(conn, attempt))
+
+    # -- counts and upkeep -----------------------------------------------------------------
+
+    def pending_count(self) -> int:
+        """Pending jobs, ready or not (a retry waiting out its backoff counts)."""
+        return self.transactions.run(queries.count_pending)
+
+    def unfinished_count(self) -> int:
+        """Jobs pending or running, on any supervisor."""
+        return self.transactions.run(operator_queries.count_unfinished)
+
+    def delete_history_before(self, days: float, batch_size: int) -> int:
+        """Delete up to `batch_size` of the history entries completed more than `days` ago,
+        oldest first; returns how many."""
+        return self.transactions.run(
+            lambda conn: queries.delete_history_before(conn, float(days), batch_size)
+        )
+
+    # -- supervisors -----------------------------------------------------------------------
+
+    def register(self, worker_id: str, host: str, pid: int, **place: Any) -> None:
+        """Register a supervisor (see `leases.register` for `place`)."""
+        self.transactions.run(lambda conn: leases.register(conn, worker_id, host, pid, **place))
+
+    def heartbeat(self, worker_id: str, host: str, pid: int, **place: Any) -> None:
+        """Refresh the heartbeat; re-register if the row went missing."""
+        self.transactions.run(lambda conn: leases.heartbeat(conn, worker_id, host, pid, **place))
+
+    def unregister(self, worker_id: str) -> None:
+        self.transactions.run(lambda conn: leases.unregister(conn, worker_id))
+
+    def recover(
+        self,
+        worker_id: str,
+        is_dead: Callable[[RowMapping, datetime], bool],
+        running_here: Collection[str] = (),
+    ) -> list[str]:
+        """Take back the running jobs of the supervisors `is_dead` judges dead (see
+        `leases.recover`); returns their ids."""
+        policy = self.retry_policy
+        return self.transactions.run(
+            lambda conn: leases.recover(conn, worker_id, is_dead, policy, running_here)
+        )
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """Every registered supervisor (see `leases.list_workers`)."""
+        return self.transactions.run(leases.list_workers)
+
+
+def check_result(result: Any) -> None:
+    """InvalidJob unless `result` can be stored as JSON (`JsonText` was checked already)."""
+    json_text(result, "the result")
+
+
+def _claim(conn: Connection, worker_id: str, limit: int) -> Claimed:
+    if limit <= 0:
+        return Claimed()
+    jobs = in_claim_order(queries.claim_jobs(conn, worker_id, limit))
+    return Claimed(jobs, dependency_results(conn, jobs))
+
+
+def dependency_results(conn: Connection, jobs: Sequence[Job]) -> DependencyResults:
+    """For each of `jobs` that has dependencies, the result of each one by id (None for one
+    that has not completed), read in one query."""
+    wanted = {dep for job in jobs for dep in job.dependencies}
+    if not wanted:
+        return {}
+    found = queries.completed_results(conn, wanted)
+    return {
+        job.id: {dep: found.get(dep) for dep in job.dependencies}
+        for job in jobs
+        if job.dependencies
+    }
+
+
+def in_claim_order(rows: Iterable[Mapping[Any, Any]]) -> list[Job]:
+    """Jobs from claimed rows, best first."""
+    jobs = [Job.from_row(row) for row in rows]
+    jobs.sort(key=lambda job: (-job.priority, job.run_at or datetime.min))
+    return jobs
