@@ -13,11 +13,9 @@ import resource
 import signal
 from typing import Any
 
+# prctl(2) options.
 _PR_SET_PDEATHSIG = 1
-
-
 _PR_SET_CHILD_SUBREAPER = 36
-
 
 # Plain numbers, for `_signal`'s functions: those of `signal` turn every answer into an enum,
 # which in a job's fresh child is mostly page faults.
@@ -34,8 +32,6 @@ _RESET_SIGNALS = tuple(
         signal.SIGQUIT,
     )
 )
-
-
 _SIG_DFL = int(signal.SIG_DFL)
 
 

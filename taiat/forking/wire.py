@@ -29,30 +29,26 @@ from taiat.store.validation import as_is, json_text
 
 #: A message is an 8-byte big-endian length, then that many bytes of UTF-8 JSON.
 HEADER = struct.Struct(">Q")
-
-
 #: A message over this many bytes is a success's result and nothing else: it begins with
 #: RESULT_PREFIX and ends with RESULT_SUFFIX, and the supervisor keeps its middle, the result's
 #: JSON text, in a file as it arrives (`taiat.supervisor.large_results`). Errors are cut to
 #: fit below it.
 LARGE_MESSAGE = 1 << 20
-
-
+#: What every success's message begins and ends with, around its result's JSON text.
 RESULT_PREFIX = b'{"ok": true, "result": '
-
-
 RESULT_SUFFIX = b"}"
-
-
 #: Characters of an error message, and of its traceback, kept when the message would be large.
 _ERROR_CHARS = 64 << 10
 
 
 def error_message(message: str, trace: str | None = None) -> dict[str, Any]:
+    """A failure's message."""
     return {"ok": False, "error": message, "traceback": trace}
 
 
 def encode_message(message: dict[str, Any], max_bytes: int) -> bytes:
+    """The child's message, framed: one that cannot be JSON, or is over `max_bytes`, becomes a
+    failure that says so; one over LARGE_MESSAGE that is not a result is made to fit."""
     try:
         # Its text is made valid by the supervisor, which trusts none of it anyway.
         body = json_text(message, "result", refuse_nul=False).encode()
