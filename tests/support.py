@@ -1,16 +1,31 @@
 """Helpers shared by the test tiers: run actions at the same moment, poll with a deadline,
-leave a process no file descriptor to open."""
+leave a process no file descriptor to open; agent jobs, the acceptance tests' agents for a
+supervisor run in the test's own process, and a job of every field for the pure pieces."""
 
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import resource
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from taiat.jobs import Job, JobStatus, JobType
+
+if TYPE_CHECKING:
+    from taiat import JobManager
+
+#: The acceptance tests' folder: its `agents` module holds agents that misbehave in every way a
+#: job can; the daemons those tests start import it through PYTHONPATH.
+ACCEPTANCE = Path(__file__).resolve().parent / "acceptance"
 
 
 def race(*actions: Callable[[], Any], timeout: float = 60.0) -> list[Any]:
@@ -73,3 +88,45 @@ def no_free_descriptor() -> Iterator[None]:
         for fd in taken:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def agent_job(name: str, agent: str, **parameters: Any) -> dict[str, Any]:
+    """The spec of an agent job, for `create_job(**...)` or `create_jobs([...])`."""
+    return {
+        "job_type": "agent",
+        "name": name,
+        "payload": {"agent_name": agent, "parameters": parameters},
+    }
+
+
+def finished(manager: JobManager, job_id: str) -> Job | None:
+    """The job once it has finished, else None (to poll on)."""
+    job = manager.get_job(job_id)
+    return job if job is not None and job.status.finished else None
+
+
+def acceptance_agents() -> ModuleType:
+    """The acceptance tests' `agents` module, for a supervisor run in the test's own process.
+    Its folder joins `sys.path`, which that supervisor hands on to its fork server: the jobs'
+    executors are found there as they are here."""
+    if str(ACCEPTANCE) not in sys.path:
+        sys.path.append(str(ACCEPTANCE))
+    return importlib.import_module("agents")
+
+
+def sample_job(**changes: Any) -> Job:
+    """A running query job with every kind of field set (the `changes` replace them)."""
+    fields = {
+        "id": "j1",
+        "job_type": JobType.QUERY,
+        "name": "n",
+        "status": JobStatus.RUNNING,
+        "payload": {"query": "q", "nested": [1, 2.5, None, True, {"x": "é"}]},
+        "dependencies": ["a", "b"],
+        "created_at": datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+        "started_at": datetime(2026, 1, 2, 3, 4, 6, 1),  # naive UTC, as the database gives it
+        "timeout_seconds": 2.5,
+        "claim_seq": 7,
+        **changes,
+    }
+    return Job(**fields)  # type: ignore[arg-type]

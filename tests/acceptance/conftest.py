@@ -15,9 +15,6 @@ from typing import Any
 import pytest
 from support import poll
 
-from taiat import JobManager
-from taiat.jobs import Job
-
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 
@@ -76,14 +73,6 @@ def wait_until(
         if watch is None or "supervisor exited" in str(exc):
             raise
         raise AssertionError(f"{exc}\n{watch.log()[-5000:]}") from None
-
-
-def agent_job(name: str, agent: str, **parameters: Any) -> dict[str, Any]:
-    return {
-        "job_type": "agent",
-        "name": name,
-        "payload": {"agent_name": agent, "parameters": parameters},
-    }
 
 
 def pid_alive(pid: int) -> bool:
@@ -176,8 +165,3 @@ def supervisor(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Supe
     yield start
     for sup in started:
         sup.stop()
-
-
-def finished(manager: JobManager, job_id: str) -> Job | None:
-    job = manager.get_job(job_id)
-    return job if job is not None and job.status.finished else None

@@ -9,8 +9,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from conftest import Supervisor, agent_job, wait_until
+from conftest import Supervisor, wait_until
 from private_postgres import PrivateCluster
+from support import agent_job
 
 from taiat import JobManager
 

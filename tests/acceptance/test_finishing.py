@@ -7,7 +7,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from conftest import agent_job, finished, pid_alive, wait_until
+from conftest import pid_alive, wait_until
+from support import agent_job, finished
 
 from taiat import JobManager, JobStatus
 

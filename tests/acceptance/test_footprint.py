@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import agent_job, finished, wait_until
+from conftest import wait_until
+from support import agent_job, finished
 
 from taiat import JobManager, JobStatus
 

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import ctypes
 import json
-import logging
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import AGENT_CONFIG, agent_job, finished, pid_alive, wait_until
-from support import poll
+from conftest import AGENT_CONFIG, pid_alive, wait_until
+from support import agent_job, finished
 
 from taiat import JobManager, JobStatus
-from taiat.supervisor.daemon import Supervisor, SupervisorConfig
 
 
 @contextmanager
@@ -325,27 +322,3 @@ def test_signals_a_job_sends_its_fork_server_do_not_end_it(manager: JobManager, 
         assert done.status is JobStatus.COMPLETED and done.result == signum, done.error_message
         assert [a.outcome for a in manager.get_attempts(job.id)] == ["completed"]
     assert pid_alive(server_pid) and sup.status()["fork_server_pid"] == server_pid
-
-
-def test_executors_that_cannot_travel_stay_with_the_supervisor(database_url: str, caplog) -> None:
-    """A registry of lambdas cannot be sent to a fresh process: the supervisor forks itself."""
-    supervisor = Supervisor(
-        SupervisorConfig(database_url=database_url, poll_interval=0.1, max_concurrent_jobs=1),
-        agent_registry={"local": lambda: os.getppid()},
-    )
-    manager = JobManager(database_url)
-    job = manager.create_job("agent", "local", payload={"agent_name": "local"})
-    runner = threading.Thread(target=supervisor.run)
-    with caplog.at_level(logging.WARNING, logger="taiat.supervisor.daemon"):
-        runner.start()
-        try:
-            done = poll(lambda: finished(manager, job.id), 30, "the job")
-        finally:
-            supervisor.stop()
-            runner.join(30)
-            manager.engine.dispose()
-            supervisor.manager.engine.dispose()
-    assert not runner.is_alive()
-    assert done.status is JobStatus.COMPLETED
-    assert done.result == os.getpid()
-    assert "no fork server (the executors cannot be sent to it" in caplog.text

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from conftest import agent_job, finished, wait_until
+from conftest import wait_until
+from support import agent_job, finished
 
 from taiat import JobManager
 from taiat.jobs import JobStatus

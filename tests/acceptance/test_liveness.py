@@ -3,6 +3,7 @@ places, through outages and stalls of their own or of their peers."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -12,11 +13,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import Supervisor, agent_job, finished, wait_until
+from conftest import Supervisor, wait_until
 from private_postgres import PrivateCluster
+from support import agent_job, finished
 
 from taiat import JobManager, JobStatus
-from taiat.supervisor import liveness
 
 
 def _gone_pid() -> int:
@@ -24,6 +25,13 @@ def _gone_pid() -> int:
     child = subprocess.Popen(["true"])
     child.wait()
     return child.pid
+
+
+def _here() -> dict[str, str]:
+    """Where this process's pids mean something, as the kernel tells it: the boot and the PID
+    namespace, which the supervisors the test starts share."""
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return {"boot_id": boot_id, "pid_namespace": os.readlink("/proc/self/ns/pid")}
 
 
 def _running(manager: JobManager, job_id: str) -> str | None:
@@ -35,16 +43,16 @@ def _running(manager: JobManager, job_id: str) -> str | None:
 def test_a_gone_pid_means_dead_only_in_the_same_boot_and_pid_namespace(
     manager: JobManager, supervisor
 ) -> None:
-    host, pid, here = socket.gethostname(), _gone_pid(), liveness.Place.here()
+    host, pid, here = socket.gethostname(), _gone_pid(), _here()
     places = {
-        "other-boot": liveness.Place("another boot", here.pid_namespace),
-        "other-namespace": liveness.Place(here.boot_id, "pid:[1]"),
+        "other-boot": {**here, "boot_id": "another boot"},
+        "other-namespace": {**here, "pid_namespace": "pid:[1]"},
         "same-place": here,
     }
     jobs = manager.create_jobs([agent_job(name, "plain") for name in places])
     for job, (name, place) in zip(jobs, places.items(), strict=True):
         worker_id = f"{host}:{pid}:{name}"
-        manager.port.register(worker_id, host, pid, lease=600.0, **place.registration())
+        manager.port.register(worker_id, host, pid, lease=600.0, **place)
         [claimed] = manager.claim_jobs(worker_id, 1)
         assert claimed.id == job.id
     sup = supervisor("--lease", "600")

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AGENT_CONFIG, HERE, ROOT, agent_job, finished, wait_until
+from conftest import AGENT_CONFIG, HERE, ROOT, wait_until
 from pty_run import PtyProcess
+from support import agent_job, finished
 
 from taiat import JobManager, JobStatus, __version__
 from taiat.store import schema

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Supervisor, agent_job, wait_until
+from conftest import Supervisor, wait_until
+from support import agent_job
 
 from taiat import JobManager, JobStatus
 from taiat.errors import InvalidJob

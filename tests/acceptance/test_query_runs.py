@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import AGENT_CONFIG, ROOT, finished, pid_alive, wait_until
+from conftest import AGENT_CONFIG, ROOT, pid_alive, wait_until
 from query_agents import AGENTS
+from support import finished
 
 from taiat import JobManager, JobStatus
 

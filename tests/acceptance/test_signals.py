@@ -8,10 +8,24 @@ import signal
 import subprocess
 from pathlib import Path
 
-from conftest import agent_job, finished, pid_alive, wait_until
+from conftest import pid_alive, wait_until
+from support import agent_job, finished
 
 from taiat import JobManager, JobStatus
-from taiat.supervisor.publishing import CONTRACT_KEYS
+
+#: The keys every status file has, promised to monitoring (docs/supervisor.md).
+CONTRACT_KEYS = {
+    "pid",
+    "host",
+    "version",
+    "started_at",
+    "updated_at",
+    "state",
+    "slots",
+    "running",
+    "counters",
+    "database",
+}
 
 
 def running(manager: JobManager, job_id: str) -> bool:

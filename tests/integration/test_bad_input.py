@@ -1,4 +1,6 @@
-"""Every bad input is a TaiatError with a one-line message, and nothing is written."""
+"""Every bad input is a TaiatError with a one-line message, and nothing is written. NUL
+characters, which a database cannot keep, are refused in a job's spec and result, and escaped in
+its error text; nonsense days for a cleanup delete nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from taiat import JobManager, JobType
+from taiat import JobManager, JobStatus, JobType
 from taiat.errors import (
     DatabaseNotInitialised,
     DatabaseUnavailable,
@@ -263,3 +265,26 @@ def test_sqlite_file_in_missing_folder(tmp_path) -> None:
 def test_bad_cleanup_days(manager: JobManager) -> None:
     with pytest.raises(InvalidJob, match="days"):
         manager.cleanup_old_history(days=-1)
+
+
+def test_nul_characters_are_refused_or_escaped(manager: JobManager) -> None:
+    with pytest.raises(InvalidJob, match="NUL"):
+        manager.create_job(JobType.AGENT, "x", payload={"s": "a\x00b"})
+    with pytest.raises(InvalidJob, match="NUL"):
+        manager.create_job(JobType.AGENT, "a\x00b")
+    job = manager.create_job(JobType.AGENT, "x", payload={"s": "a\\u0000 is fine"}, max_retries=0)
+    assert manager.get_job(job.id).payload == {"s": "a\\u0000 is fine"}
+    [claimed] = manager.claim_jobs("w", 1)
+    with pytest.raises(InvalidJob, match="NUL"):
+        manager.complete_job(job.id, claimed.claim_seq, {"s": "\x00"})
+    assert manager.fail_job(job.id, claimed.claim_seq, "bad\x00byte") is JobStatus.FAILED
+    assert manager.get_job(job.id).error_message == "bad\\0byte"
+
+
+def test_cleanup_rejects_nonsense(manager: JobManager) -> None:
+    job = manager.create_job(JobType.AGENT, "a")
+    manager.cancel_job(job.id)
+    for days in (float("nan"), float("inf"), -1, 1e12, "30"):
+        with pytest.raises(InvalidJob, match="days"):
+            manager.cleanup_old_history(days=days)
+    assert len(manager.get_job_history()) == 1

@@ -1,4 +1,5 @@
-"""Many claimers at once, and a dependency finishing while a dependent is being created."""
+"""Many claimers at once, a dependency finishing while a dependent is being created, a
+completion and a failure whose dependents overlap, and one id created by several at once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import multiprocess
 from support import race
 
 from taiat import JobManager, JobStatus, JobType
+from taiat.errors import DuplicateJob
 
 
 def claim_until_empty(url: str, worker: str) -> list[str]:
@@ -56,3 +58,36 @@ def test_dependency_finishing_while_dependent_is_created(pg_database_url: str) -
         assert ready.id == child.id
         manager.complete_job(ready.id, ready.claim_seq)
     manager.engine.dispose()
+
+
+def test_concurrent_finishes_sharing_dependents(pg_manager: JobManager) -> None:
+    """A completion and a failure whose dependents overlap must both go through."""
+    manager = pg_manager
+    for _ in range(5):
+        d = manager.create_job(JobType.AGENT, "d")
+        x = manager.create_job(JobType.AGENT, "x", max_retries=0)
+        manager.create_jobs(
+            [
+                {"job_type": "agent", "name": f"s{i}", "dependencies": [d.id, x.id]}
+                for i in range(100)
+            ]
+        )
+        claims = {j.id: j for j in manager.claim_jobs("w", 2)}
+        race(
+            lambda: manager.complete_job(d.id, claims[d.id].claim_seq),  # noqa: B023
+            lambda: manager.fail_job(x.id, claims[x.id].claim_seq, "boom"),  # noqa: B023
+        )
+        assert manager.count_jobs().get("pending", 0) == 0
+
+
+def test_same_id_created_concurrently(pg_manager: JobManager) -> None:
+    manager = pg_manager
+
+    def create() -> object:
+        try:
+            return manager.create_job(JobType.AGENT, "x", id="same")
+        except DuplicateJob as exc:
+            return exc
+
+    outcomes = race(create, create, create, create)
+    assert sum(1 for o in outcomes if isinstance(o, DuplicateJob)) == 3

@@ -1,12 +1,16 @@
-"""A launch that never becomes a child: the fork server says it could not fork, or says nothing.
-The job never ran, so it goes back to pending with no retry spent, and the attempt says why.
+"""How a job is launched, and a launch that never becomes a child: the fork server says it could
+not fork, or says nothing. The job never ran, so it goes back to pending with no retry spent,
+and the attempt says why. Executors that cannot be sent to a fork server stay with the
+supervisor, which forks their jobs itself.
 
 The far end of the fork server's socket is played by the test, with the server's own framing;
-the last test has a real server, whose started children do not wake the supervisor."""
+the later tests have a real server, whose started children do not wake the supervisor, and one
+a whole supervisor in this process."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import signal
@@ -18,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from support import no_free_descriptor, poll
+from support import finished, no_free_descriptor, poll
 
 from taiat import JobManager, JobStatus
 from taiat.agents.executors import AgentExecutor
@@ -28,6 +32,7 @@ from taiat.forking.job_process import DirectLauncher, JobProcess
 from taiat.forking.launchers import Forking
 from taiat.forking.server import ForkServer
 from taiat.jobs import Job
+from taiat.supervisor.daemon import Supervisor, SupervisorConfig
 from taiat.supervisor.recorder import Record, Recorder, attempt_of
 
 WORKER = "test-worker"
@@ -134,6 +139,30 @@ def test_after_a_failed_fork_the_supervisor_forks_jobs_itself(
     forking.retry_server_at = 0.0  # the while is over
     assert forking.replace_lost()
     assert forking.server_in_use is handle and forking.retry_server_at is None
+
+
+def test_executors_that_cannot_travel_stay_with_the_supervisor(database_url: str, caplog) -> None:
+    """A registry of lambdas cannot be sent to a fresh process: the supervisor forks itself."""
+    supervisor = Supervisor(
+        SupervisorConfig(database_url=database_url, poll_interval=0.1, max_concurrent_jobs=1),
+        agent_registry={"local": lambda: os.getppid()},
+    )
+    manager = JobManager(database_url)
+    job = manager.create_job("agent", "local", payload={"agent_name": "local"})
+    runner = threading.Thread(target=supervisor.run)
+    with caplog.at_level(logging.WARNING, logger="taiat.supervisor.daemon"):
+        runner.start()
+        try:
+            done = poll(lambda: finished(manager, job.id), 30, "the job")
+        finally:
+            supervisor.stop()
+            runner.join(30)
+            manager.engine.dispose()
+            supervisor.manager.engine.dispose()
+    assert not runner.is_alive()
+    assert done.status is JobStatus.COMPLETED
+    assert done.result == os.getpid()
+    assert "no fork server (the executors cannot be sent to it" in caplog.text
 
 
 def test_a_lost_server_that_cannot_be_replaced_now_is_replaced_later(

@@ -158,6 +158,19 @@ def test_completed_dependency_counts_as_met(manager: JobManager) -> None:
     assert [j.id for j in manager.get_ready_jobs()] == [b.id]
 
 
+def test_completed_dependency_id_reused_later_does_not_count_twice(manager: JobManager) -> None:
+    dep = manager.create_job(JobType.AGENT, "dep", id="reused")
+    other = manager.create_job(JobType.AGENT, "other")
+    waiting = manager.create_job(JobType.AGENT, "waiting", dependencies=[dep.id, other.id])
+    [claimed] = manager.claim_jobs("w", 1)
+    manager.complete_job(dep.id, claimed.claim_seq)
+    manager.cleanup_old_history(days=0)
+    manager.create_job(JobType.AGENT, "impostor", id="reused")  # the id is free again
+    [claimed] = [j for j in manager.claim_jobs("w", 2) if j.id == "reused"]
+    manager.complete_job("reused", claimed.claim_seq)
+    assert manager.get_job(waiting.id).unmet_dependencies == 1
+
+
 def test_create_jobs_builds_a_dag_in_one_go(manager: JobManager) -> None:
     jobs = manager.create_jobs(
         [
@@ -209,16 +222,6 @@ def test_retry_waits_out_its_backoff(database_url: str) -> None:
     assert manager.get_ready_jobs() == [] and manager.claim_jobs("w", 1) == []
     assert manager.pending_count() == 1
     manager.engine.dispose()
-
-
-def test_backoff_grows_and_is_capped() -> None:
-    from taiat.store.state_machine import RetryPolicy
-
-    policy = RetryPolicy(base_delay=1.0, max_delay=10.0)
-    for attempt, ceiling in [(0, 1.0), (1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (50, 10.0)]:
-        delays = [policy.delay(attempt) for _ in range(50)]
-        assert all(ceiling / 2 <= d <= ceiling for d in delays)
-        assert len(set(delays)) > 1  # jittered
 
 
 def test_fail_without_retry_is_final(manager: JobManager) -> None:
@@ -362,6 +365,19 @@ def test_run_at_in_the_future_is_not_ready(manager: JobManager) -> None:
     assert [j.id for j in manager.claim_jobs("w", 5)] == [past.id]
 
 
+def test_run_at_given_for_some_items_only(manager: JobManager) -> None:
+    later = datetime.now(UTC) + timedelta(days=1)
+    for order in ([None, later], [later, None]):
+        jobs = manager.create_jobs(
+            [{"job_type": "agent", "name": str(at), "run_at": at} for at in order]
+        )
+        ready = {job.id for job in manager.get_ready_jobs()}
+        for job, at in zip(jobs, order, strict=True):
+            assert (job.id in ready) is (at is None)
+        for job in jobs:
+            manager.cancel_job(job.id)
+
+
 def test_list_jobs(manager: JobManager) -> None:
     a = manager.create_job(JobType.AGENT, "a")
     b = manager.create_job(JobType.AGENT, "b")
@@ -374,6 +390,30 @@ def test_list_jobs(manager: JobManager) -> None:
 
     with pytest.raises(InvalidJob, match="unknown status"):
         manager.list_jobs(status="bogus")
+
+
+def test_list_and_count_show_each_job_once(manager: JobManager) -> None:
+    job = manager.create_job(JobType.AGENT, "a", max_retries=0)
+    [claimed] = manager.claim_jobs("w", 1)
+    manager.fail_job(job.id, claimed.claim_seq, "boom")
+    manager.retry_job(job.id)
+    assert [j.status for j in manager.list_jobs()] == [JobStatus.PENDING]
+    assert manager.list_jobs(status="failed") == []
+    assert manager.count_jobs() == {"pending": 1}
+    [claimed] = manager.claim_jobs("w", 1)
+    manager.complete_job(job.id, claimed.claim_seq, 1)
+    assert [j.status for j in manager.list_jobs()] == [JobStatus.COMPLETED]
+    assert manager.count_jobs() == {"completed": 1}
+    assert len(manager.get_job_history()) == 2  # the history itself keeps both
+
+
+def test_list_jobs_is_most_recently_changed_first(manager: JobManager) -> None:
+    a, b, c = (manager.create_job(JobType.AGENT, name) for name in "abc")
+    [first] = manager.claim_jobs("w", 1)
+    assert first.id == a.id
+    everything = [j.id for j in manager.list_jobs(limit=3)]
+    assert everything[0] == a.id and set(everything) == {a.id, b.id, c.id}
+    assert [j.id for j in manager.list_jobs(limit=2)] == everything[:2]
 
 
 def test_history_newest_first_with_limit_and_attempts(manager: JobManager) -> None:

@@ -1,6 +1,8 @@
 """Settings come from the top: only the command lines' configuration, and the default
 database of `JobManager()` with no arguments, read `TAIAT_*` variables; every module below
-gets its settings passed in."""
+gets its settings passed in. The supervisor's command line wins over its environment, and every
+setting, given there or made in code, is checked: a bad number or one out of range is a
+configuration error that names it."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from taiat.agents.executors import QueryExecutor
+from taiat.cli.supervisor_command import supervisor_config
 from taiat.config import SupervisorConfig
+from taiat.errors import ConfigurationError
 
 PACKAGE = Path(__file__).resolve().parents[2] / "taiat"
 
@@ -114,3 +118,64 @@ def test_a_query_executor_reads_no_variable(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("TAIAT_QUERY_ENGINE", "nowhere:Engine")
     assert QueryExecutor().engine is None
     assert QueryExecutor(engine="engines:Mine").engine == "engines:Mine"
+
+
+def test_command_line_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAIAT_POLL_INTERVAL", "2.5")
+    monkeypatch.setenv("TAIAT_MAX_CONCURRENT_JOBS", "7")
+    monkeypatch.setenv("TAIAT_NO_LISTEN", "yes")
+    config, level = supervisor_config({"--max-concurrent-jobs": "3", "--log-level": "debug"})
+    assert (config.poll_interval, config.max_concurrent_jobs) == (2.5, 3)
+    assert config.listen is False and level == "DEBUG"
+    assert config.drain_timeout == 60.0  # untouched: the default
+
+
+def test_switches_turn_off_the_fork_server_and_claiming_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config, _ = supervisor_config({})
+    assert config.fork_server and config.claim_ahead
+    config, _ = supervisor_config({"--no-fork-server": True, "--no-claim-ahead": True})
+    assert not config.fork_server and not config.claim_ahead
+    monkeypatch.setenv("TAIAT_NO_CLAIM_AHEAD", "1")
+    config, _ = supervisor_config({})
+    assert not config.claim_ahead and config.fork_server
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--poll-interval", "0"), ("--max-concurrent-jobs", "1.5"), ("--lease", "inf")],
+)
+def test_bad_numbers_are_configuration_errors(option: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=option):
+        supervisor_config({option: value})
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--lease", "1e308", "at most 3153600000 \\(100 years\\)"),
+        ("--memory-limit", "1e308", "at most 1073741824 \\(1 PiB\\)"),
+        ("--history-retention-days", "40000", "at most 36500"),
+        ("--max-concurrent-jobs", "99999999999999999999", "at most 10000"),
+        ("--max-result-bytes", "99999999999999999999", "at most 1073741824"),
+        ("--quarantine-after", "99999999999999999999", "at most 2147483647"),
+        ("--job-timeout", "1e12", "at most 3153600000"),
+        ("--poll-interval", "1e308", "at most"),
+        ("--cleanup-interval-hours", "1e308", "at most 876000"),
+        ("--drain-timeout", "1e308", "at most"),
+        ("--kill-grace", "1e308", "at most"),
+    ],
+)
+def test_settings_out_of_range_are_configuration_errors(
+    option: str, value: str, words: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=f"{option} .*{words}"):
+        supervisor_config({option: value})
+
+
+def test_a_configuration_made_in_code_is_checked_too() -> None:
+    with pytest.raises(ConfigurationError, match="lease must be a finite number"):
+        SupervisorConfig(lease=float("inf"))
+    with pytest.raises(ConfigurationError, match="memory_limit_mb must be at most"):
+        SupervisorConfig(memory_limit_mb=1e308)

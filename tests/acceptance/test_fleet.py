@@ -6,7 +6,8 @@ import signal
 import socket
 import time
 
-from conftest import agent_job, finished, pid_alive, wait_until
+from conftest import pid_alive, wait_until
+from support import agent_job, finished
 
 from taiat import JobManager, JobStatus
 

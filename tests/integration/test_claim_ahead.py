@@ -1,6 +1,9 @@
 """While jobs are short the supervisor claims one job per slot ahead, to start it the moment a
 slot frees. A held job is never lost: it is given back when the slots stay busy, when the
-supervisor stops, and dropped when it is cancelled; it never counts as an attempt."""
+supervisor stops, and dropped when it is cancelled; it never counts as an attempt.
+
+The supervisor runs in this process, its jobs the acceptance tests' agents, so that the test
+can look at what it holds and count its writes."""
 
 from __future__ import annotations
 
@@ -9,16 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import agents
 import pytest
-from conftest import agent_job, finished
-from support import poll
+from support import acceptance_agents, agent_job, finished, poll
 
 from taiat import JobManager, JobStatus
 from taiat.forking.job_process import Ending
 from taiat.jobs import Job
 from taiat.supervisor.daemon import Supervisor, SupervisorConfig
 
+agents = acceptance_agents()
 REGISTRY = {"plain": agents.plain, "sleep": agents.sleep}
 
 

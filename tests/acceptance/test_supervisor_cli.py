@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import agent_job
+from support import agent_job
 
 from taiat import JobManager, JobStatus, __version__
 
