@@ -116,8 +116,7 @@ class SupervisorPort:
             done, _ = state_machine.complete(conn, completions) if completions else (set(), [])
             return done, _claim(conn, worker_id, limit)
 
-        # A claim alone is one statement on PostgreSQL, results and all: no BEGIN and COMMIT.
-        return self.transactions.run(work, single_statement=not completions)
+        return self.transactions.run(work)
 
     def claim(self, worker_id: str, limit: int) -> Claimed:
         """Claim up to `limit` ready jobs for `worker_id`, with their dependency results."""
@@ -241,20 +240,17 @@ def check_result(result: Any) -> None:
 def _claim(conn: Connection, worker_id: str, limit: int) -> Claimed:
     if limit <= 0:
         return Claimed()
-    rows, found = queries.claim_with_results(conn, worker_id, limit)
-    jobs = in_claim_order(rows)
-    return Claimed(jobs, _by_job(jobs, found))
+    jobs = in_claim_order(queries.claim_jobs(conn, worker_id, limit))
+    return Claimed(jobs, dependency_results(conn, jobs))
 
 
 def dependency_results(conn: Connection, jobs: Sequence[Job]) -> DependencyResults:
     """For each of `jobs` that has dependencies, the result of each one by id (None for one
     that has not completed), read in one query."""
     wanted = {dep for job in jobs for dep in job.dependencies}
-    return _by_job(jobs, queries.completed_results(conn, wanted) if wanted else {})
-
-
-def _by_job(jobs: Sequence[Job], found: Mapping[str, Any]) -> DependencyResults:
-    """Completed results by id, `found`, as each job's dependency results."""
+    if not wanted:
+        return {}
+    found = queries.completed_results(conn, wanted)
     return {
         job.id: {dep: found.get(dep) for dep in job.dependencies}
         for job in jobs

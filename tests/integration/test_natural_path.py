@@ -16,7 +16,7 @@ from taiat.context import JobContext
 from taiat.forking import wire
 from taiat.forking.job_process import Ending
 from taiat.jobs import Attempt, Job
-from taiat.store import queries
+from taiat.store import port
 from taiat.store.validation import JsonText
 from taiat.supervisor.recorder import Record, Recorder
 
@@ -46,21 +46,17 @@ def test_a_read_of_dependency_results_that_fails_leaves_the_job_pending_no_retry
 ) -> None:
     first = _completed(manager, 42)
     then = manager.create_job("agent", "then", dependencies=[first.id])
-    claim_with_results = queries.claim_with_results
 
-    def unreadable(conn: Any, worker_id: str, limit: int) -> Any:
-        claim_with_results(conn, worker_id, limit)
+    def unreadable(conn: Any, jobs: Any) -> Any:
         raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
 
-    monkeypatch.setattr(queries, "claim_with_results", unreadable)
+    monkeypatch.setattr(port, "dependency_results", unreadable)
     with pytest.raises(RecursionError):
         manager.port.claim(WORKER, 5)
     monkeypatch.undo()
-    # Rolled back with the claim; or, where the claim was one statement that committed, taken
-    # back on the supervisor's next turn as a claim whose reply it never had.
-    manager.port.recover(WORKER, lambda row, now: False, running_here=())
+    # Rolled back with the claim: the job was never claimed.
     job = manager.get_job(then.id)
-    assert job.status is JobStatus.PENDING and job.retry_count == 0
+    assert job.status is JobStatus.PENDING and job.retry_count == 0 and job.claim_seq == 0
     assert manager.get_attempts(then.id) == []
     claimed = manager.port.claim(WORKER, 5)
     assert [job.id for job in claimed.jobs] == [then.id]

@@ -23,10 +23,8 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    type_coerce,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 
 from taiat.store import db
@@ -180,42 +178,6 @@ def explain_claim(conn: Connection, limit: int = 4) -> str:
 def claim_jobs(conn: Connection, worker_id: str, limit: int) -> list[RowMapping]:
     params = {"claimer": worker_id, "claim_limit": limit}
     return list(conn.execute(CLAIM, params).mappings())
-
-
-def _claim_with_results_statement() -> Any:
-    """PostgreSQL's claim with, for each job claimed, the results of its completed
-    dependencies as one JSON object by id (`dependency_results`; NULL for none), read in the
-    same statement: a claim alone then needs no transaction of its own."""
-    claimed = CLAIM.cte("claimed")
-    h = history.c
-    ids = select(func.jsonb_array_elements_text(claimed.c.dependencies)).scalar_subquery()
-    results = (
-        select(func.jsonb_object_agg(h.job_id, h.result))
-        .where(h.status == "completed", h.job_id.in_(ids))
-        .scalar_subquery()
-    )
-    return select(claimed, type_coerce(results, JSONB).label("dependency_results"))
-
-
-_CLAIM_WITH_RESULTS = _claim_with_results_statement()
-
-
-def claim_with_results(
-    conn: Connection, worker_id: str, limit: int
-) -> tuple[list[RowMapping], dict[str, Any]]:
-    """Claim up to `limit` ready jobs for `worker_id` (`claim_jobs`), and read the results of
-    their completed dependencies, by id: in one statement on PostgreSQL, two on SQLite (whose
-    transaction holds the write lock from its start). Call it in one transaction, or alone."""
-    if conn.dialect.name != "postgresql":
-        rows = claim_jobs(conn, worker_id, limit)
-        wanted = {dep for row in rows for dep in row["dependencies"] or ()}
-        return rows, completed_results(conn, wanted) if wanted else {}
-    params = {"claimer": worker_id, "claim_limit": limit}
-    rows = list(conn.execute(_CLAIM_WITH_RESULTS, params).mappings())
-    found: dict[str, Any] = {}
-    for row in rows:
-        found.update(row["dependency_results"] or {})
-    return rows, found
 
 
 def _running(job_id: str, claim_seq: int) -> Any:
