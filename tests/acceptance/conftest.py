@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,26 @@ class Supervisor:
             return json.loads(self.status_file.read_text())
         except (OSError, ValueError):
             return {}
+
+    def settled_counters(self, timeout: float = 10.0) -> dict[str, int]:
+        """The counters of a status file written after this call that shows no job running and
+        no ending waiting to be written, or of the last one written if the supervisor has exited.
+        (The file is written a moment after a change, and again every two seconds: one read at
+        once may be a moment behind.)"""
+        since = datetime.now(UTC)
+
+        def settled() -> dict[str, int] | None:
+            status = self.status()
+            if self.process.poll() is not None:
+                return status["counters"]
+            written = status.get("updated_at")
+            if written is None or datetime.fromisoformat(written) < since:
+                return None
+            if status["running"] or status["pending_results"]:
+                return None
+            return status["counters"]
+
+        return wait_until(settled, timeout, "a status file with nothing running")
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ def test_results_and_errors_that_cannot_be_stored_as_they_are_end_their_jobs_alo
         assert "nested too deep" in message, message
         assert len(manager.get_attempts(job.id)) == 1
     # Counted as they were recorded: a result that could not be stored is a failure.
-    counters = sup.status()["counters"]
+    counters = sup.settled_counters()
     assert (counters["completed"], counters["failed"]) == (len(others) + 1, 1 + len(deep))
 
 

@@ -74,16 +74,7 @@ def test_a_failed_agent_fails_the_query_and_stops_its_running_sibling(
     assert manager.get_job(plan["right"]).status is JobStatus.CANCELLED
     assert manager.get_job(plan["join"]).status is JobStatus.CANCELLED
     wait_until(lambda: manager.get_attempts(plan["right"]), 10, "the sibling's attempt", watch=sup)
-
-    def settled() -> dict | None:
-        # The status file is written a moment after a change: wait for both endings in it.
-        status = sup.status()
-        failed = status.get("counters", {}).get("failed")
-        busy = status.get("running") or status.get("pending_results")
-        return None if busy or not failed else status
-
-    status = wait_until(settled, 10, "the status file to show both endings", watch=sup)
-    assert status["counters"]["failed"] == 1  # the stopped sibling is not a failure
+    assert sup.settled_counters()["failed"] == 1  # the stopped sibling is not a failure
 
 
 def test_a_taiat_shaped_engine_runs_the_whole_query_in_the_child(
