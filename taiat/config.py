@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -37,6 +38,43 @@ LIMITS: dict[str, tuple[int, str]] = {
     "memory_sample_interval": (MAX_SECONDS, "100 years"),
     "check_interval": (MAX_SECONDS, "100 years"),
 }
+
+
+#: The units a size may carry (`parse_size`), in bytes: powers of 1024, as systemd's
+#: `MemoryMax=` and `ps` count them, so that K, KB and KiB are one unit (and the "MB" of
+#: `--memory-limit` and of "exceeded memory limit of N MB" is a MiB).
+SIZE_UNITS: dict[str, int] = {
+    unit: 1024**power
+    for power, letter in enumerate("BKMGTP")
+    for unit in ((letter,) if letter == "B" else (letter, f"{letter}B", f"{letter}iB"))
+}
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+))?\s*([A-Za-z]*)\s*", re.ASCII)
+
+
+def parse_size(text: str, where: str, unit: str = "B") -> int | float:
+    """The size `text` names, counted in `unit` (a key of `SIZE_UNITS`: "B" for bytes, "MB"
+    for the memory limit). A plain number is a number of `unit`s; a number followed by a unit
+    (`512M`, `2G`, `1.5GiB`, `64 KB`, any case) is converted. An int when `text` is a whole
+    number in a unit no smaller than `unit` (exact, however large), else a float. Anything
+    else (a negative number, `inf`, an unknown unit) is a ConfigurationError naming `where`;
+    the range is the caller's to check (`check_limit`)."""
+    scale = {name.upper(): size for name, size in SIZE_UNITS.items()}
+    base = scale[unit.upper()]
+    match = _SIZE.fullmatch(text)
+    factor = match and scale.get((match.group(3) or unit).upper())
+    if not match or not factor:
+        raise ConfigurationError(
+            f"{where} must be a number of {'bytes' if base == 1 else unit} or a size with a "
+            f"unit (e.g. 512M, 2G, 1.5GiB), got {text!r}"
+        )
+    number, exponent = match.group(1), match.group(2)
+    try:
+        if exponent is None and "." not in number and factor % base == 0:
+            return int(number) * (factor // base)
+        return float(f"{number}e{exponent or 0}") * (factor / base)
+    except ValueError:  # more digits than int() takes
+        raise ConfigurationError(f"{where} is too long a number: {text[:24]}...") from None
 
 
 #: The embedded SQLite database's file, in the working directory or `TAIAT_HOME`.
@@ -143,10 +181,12 @@ __all__ = [
     "LIMITS",
     "MAX_DAYS",
     "MAX_SECONDS",
+    "SIZE_UNITS",
     "MiB",
     "SupervisorConfig",
     "check_limit",
     "default_url",
     "from_environment",
+    "parse_size",
     "url_from_environment",
 ]

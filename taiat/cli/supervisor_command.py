@@ -4,12 +4,13 @@ options and `TAIAT_*` variables made into a `SupervisorConfig`, then the supervi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from taiat.cli.common import fail, parse, setup_logging
-from taiat.config import SupervisorConfig, check_limit, from_environment
+from taiat.config import SupervisorConfig, check_limit, from_environment, parse_size
 from taiat.errors import ConfigurationError, TaiatError
 
 SUPERVISOR_USAGE = """Run the Taiat job supervisor: run each ready job in a fresh child process.
@@ -40,7 +41,8 @@ Options:
   --job-timeout S               Default seconds a job may run; a job's own timeout_seconds
                                 wins (TAIAT_JOB_TIMEOUT;
                                 default 3600).
-  --memory-limit MB             Resident memory a job's process tree may use; a job's payload
+  --memory-limit SIZE           Resident memory a job's process tree may use, in MB or with a
+                                unit: 512M, 2G, 1.5GiB (powers of 1024); a job's payload
                                 "memory_limit_mb" may set it lower (TAIAT_MEMORY_LIMIT).
   --drain-timeout S             On SIGTERM, seconds running jobs may take to finish before they
                                 are stopped and requeued (TAIAT_DRAIN_TIMEOUT;
@@ -48,8 +50,8 @@ Options:
   --kill-grace S                Seconds between SIGTERM and SIGKILL when a job is stopped
                                 (TAIAT_KILL_GRACE;
                                 default 5).
-  --max-result-bytes N          Largest result a job may send back (TAIAT_MAX_RESULT_BYTES;
-                                default 16777216).
+  --max-result-bytes SIZE       Largest result a job may send back, in bytes or with a unit:
+                                64M (TAIAT_MAX_RESULT_BYTES; default 16777216).
   --lease S                     Seconds without a heartbeat after which this supervisor is
                                 taken for dead and its jobs are run elsewhere; registered with
                                 it, so its peers judge it by it (TAIAT_LEASE; default 30).
@@ -76,8 +78,10 @@ Exit codes: 0 stopped cleanly; 64 bad command line; 65 tables missing or of anot
 (run `python -m taiat.init_worker`); 69 database unreachable at start; 78 bad setting.
 """
 
-#: option -> (environment variable, kind of value, SupervisorConfig field); unset options
-#: take the field's default, which the usage text states in parentheses.
+#: option -> (environment variable, kind of value); the option sets the SupervisorConfig field
+#: of its name (`_field`). Unset options take the field's default, which the usage text
+#: states in parentheses. "megabytes" and "bytes" are sizes (`parse_size`): a plain number
+#: counts in that unit, and 512M, 2G, 1.5GiB are understood.
 _SUPERVISOR_OPTIONS: dict[str, tuple[str, str]] = {
     "--database-url": ("TAIAT_DATABASE_URL", "text"),
     "--poll-interval": ("TAIAT_POLL_INTERVAL", "positive"),
@@ -85,10 +89,10 @@ _SUPERVISOR_OPTIONS: dict[str, tuple[str, str]] = {
     "--cleanup-interval-hours": ("TAIAT_CLEANUP_INTERVAL_HOURS", "positive"),
     "--history-retention-days": ("TAIAT_HISTORY_RETENTION_DAYS", "nonnegative"),
     "--job-timeout": ("TAIAT_JOB_TIMEOUT", "positive"),
-    "--memory-limit": ("TAIAT_MEMORY_LIMIT", "positive"),
+    "--memory-limit": ("TAIAT_MEMORY_LIMIT", "megabytes"),
     "--drain-timeout": ("TAIAT_DRAIN_TIMEOUT", "nonnegative"),
     "--kill-grace": ("TAIAT_KILL_GRACE", "nonnegative"),
-    "--max-result-bytes": ("TAIAT_MAX_RESULT_BYTES", "count"),
+    "--max-result-bytes": ("TAIAT_MAX_RESULT_BYTES", "bytes"),
     "--lease": ("TAIAT_LEASE", "positive"),
     "--quarantine-after": ("TAIAT_QUARANTINE_AFTER", "count"),
     "--status-file": ("TAIAT_STATUS_FILE", "path"),
@@ -124,10 +128,18 @@ def _convert(option: str, env: str, kind: str, raw: str | None) -> Any:
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigurationError(f"{where}: unknown log level {raw!r}")
         return level
-    try:
-        number = int(raw) if kind == "count" else float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{where} must be a number, got {raw!r}") from None
+    if kind in ("megabytes", "bytes"):
+        number = parse_size(raw, where, "MB" if kind == "megabytes" else "B")
+        if kind == "bytes" and isinstance(number, float) and math.isfinite(number):
+            if not number.is_integer():
+                raise ConfigurationError(f"{where} must be a whole number of bytes, got {raw!r}")
+            number = int(number)
+        kind = "positive" if kind == "megabytes" else "count"
+    else:
+        try:
+            number = int(raw) if kind == "count" else float(raw)
+        except ValueError:
+            raise ConfigurationError(f"{where} must be a number, got {raw!r}") from None
     check_limit(_field(option), number, where)
     if kind == "count" and number < 1:
         raise ConfigurationError(f"{where} must be at least 1, got {raw}")

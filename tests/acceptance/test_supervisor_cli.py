@@ -64,6 +64,7 @@ def test_version_and_help() -> None:
         (["--database-url", ""], {}, 78, "the database URL is empty"),
         (["--lease", "1e308"], {}, 78, "--lease (or TAIAT_LEASE) must be at most"),
         ([], {"TAIAT_MEMORY_LIMIT": "1e308"}, 78, "TAIAT_MEMORY_LIMIT) must be at most"),
+        ([], {"TAIAT_MEMORY_LIMIT": "2X"}, 78, "TAIAT_MEMORY_LIMIT) must be a number of MB or"),
         (["--history-retention-days", "40000"], {}, 78, "must be at most 36500"),
     ],
 )
@@ -138,6 +139,29 @@ def test_environment_configures_the_supervisor(database_url: str, tmp_path: Path
     assert done.retry_count == 3
     assert '"slots": 2' in status_file.read_text()
     manager.engine.dispose()
+
+
+def test_a_memory_limit_with_a_unit_is_the_limit(database_url: str) -> None:
+    # The environment file suggests TAIAT_MEMORY_LIMIT=2G; a size with a unit is taken.
+    manager = JobManager(database_url)
+    try:
+        job = manager.create_job(**agent_job("hog", "hog", megabytes=150), max_retries=0)
+        result = run(
+            "--burst",
+            "--database-url",
+            database_url,
+            env={
+                "TAIAT_MEMORY_LIMIT": "100M",
+                "PYTHONPATH": str(Path(__file__).parent),
+                "TAIAT_AGENT_CONFIG": '{"hog": "agents:hog"}',
+            },
+        )
+        assert result.returncode == 0, result.stderr
+        done = manager.get_job(job.id)
+        assert done is not None and done.status is JobStatus.FAILED
+        assert done.error_message == "exceeded memory limit of 100 MB"
+    finally:
+        manager.engine.dispose()
 
 
 def test_status_prints_jobs_and_supervisors(database_url: str, tmp_path: Path) -> None:

@@ -7,13 +7,14 @@ configuration error that names it."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 from taiat.agents.executors import QueryExecutor
-from taiat.cli.supervisor_command import supervisor_config
-from taiat.config import SupervisorConfig
+from taiat.cli.supervisor_command import _SUPERVISOR_OPTIONS, supervisor_config
+from taiat.config import SupervisorConfig, parse_size
 from taiat.errors import ConfigurationError
 
 PACKAGE = Path(__file__).resolve().parents[2] / "taiat"
@@ -179,3 +180,81 @@ def test_a_configuration_made_in_code_is_checked_too() -> None:
         SupervisorConfig(lease=float("inf"))
     with pytest.raises(ConfigurationError, match="memory_limit_mb must be at most"):
         SupervisorConfig(memory_limit_mb=1e308)
+
+
+# -- sizes -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "unit", "expected"),
+    [
+        ("512", "MB", 512),
+        ("512M", "MB", 512),
+        ("2G", "MB", 2048),
+        ("2g", "MB", 2048),
+        ("1.5GiB", "MB", 1536),
+        ("1.5 GB", "MB", 1536),
+        ("256K", "MB", 0.25),
+        ("1T", "MB", 1 << 20),
+        ("1e3", "MB", 1000),
+        ("4096", "B", 4096),
+        ("64M", "B", 64 << 20),
+        ("0.5KiB", "B", 512),
+        ("7B", "B", 7),
+        (" 10 kb ", "B", 10240),
+        ("99999999999999999999G", "B", 99999999999999999999 << 30),  # exact, for the range check
+    ],
+)
+def test_a_size_is_a_number_with_an_optional_unit(text: str, unit: str, expected: float) -> None:
+    assert parse_size(text, "--x", unit) == expected
+
+
+@pytest.mark.parametrize("text", ["2X", "G", "-5", "inf", "nan", "", "1e", "2 G B", "٣M", "0x10"])
+def test_a_size_that_is_none_is_a_configuration_error_naming_it(text: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"^--x must be a number of MB or a size with a"):
+        parse_size(text, "--x", "MB")
+
+
+def test_a_size_too_long_to_read_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="--x is too long a number"):
+        parse_size("9" * 5000, "--x")
+
+
+def test_the_memory_limit_takes_a_size_with_a_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAIAT_MEMORY_LIMIT", "2G")
+    assert supervisor_config({})[0].memory_limit_mb == 2048
+    assert supervisor_config({"--memory-limit": "1.5GiB"})[0].memory_limit_mb == 1536
+    assert supervisor_config({"--memory-limit": "300"})[0].memory_limit_mb == 300  # MB
+    with pytest.raises(ConfigurationError, match=r"TAIAT_MEMORY_LIMIT\) must be a number of MB"):
+        supervisor_config({"--memory-limit": "2X"})
+    with pytest.raises(ConfigurationError, match="must be greater than 0"):
+        supervisor_config({"--memory-limit": "0G"})
+    with pytest.raises(ConfigurationError, match=r"must be at most 1073741824 \(1 PiB\)"):
+        supervisor_config({"--memory-limit": "2P"})
+
+
+def test_the_result_limit_takes_a_size_with_a_unit() -> None:
+    assert supervisor_config({"--max-result-bytes": "64M"})[0].max_result_bytes == 64 << 20
+    assert supervisor_config({"--max-result-bytes": "4096"})[0].max_result_bytes == 4096
+    assert supervisor_config({"--max-result-bytes": "0.5K"})[0].max_result_bytes == 512
+    with pytest.raises(ConfigurationError, match="must be a whole number of bytes"):
+        supervisor_config({"--max-result-bytes": "1.5"})
+    with pytest.raises(ConfigurationError, match="must be at most 1073741824"):
+        supervisor_config({"--max-result-bytes": "2G"})
+
+
+def test_every_value_the_environment_file_suggests_is_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    example = (PACKAGE.parent / "systemd" / "supervisor.env.example").read_text()
+    suggested = dict(re.findall(r"^#(TAIAT_[A-Z_]+)=(.+)$", example, flags=re.MULTILINE))
+    assert suggested["TAIAT_MEMORY_LIMIT"] == "2G"
+    options = {env: option for option, (env, _) in _SUPERVISOR_OPTIONS.items()}
+    checked = []
+    for name, value in suggested.items():
+        if name in options:
+            monkeypatch.setenv(name, value)
+            checked.append(name)
+    config, _ = supervisor_config({})
+    assert config.memory_limit_mb == 2048
+    assert len(checked) >= 8, checked
