@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,11 +40,26 @@ def import_object(spec: str, what: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigurationError(f"{what}: cannot import {module_name}: {exc}") from exc
+        raise ConfigurationError(
+            f"{what}: cannot import {module_name}: {exc}{_searched(exc, module_name)}"
+        ) from exc
     try:
         return getattr(module, attribute)
     except AttributeError:
         raise ConfigurationError(f"{what}: {module_name} has no {attribute}") from None
+
+
+def _searched(exc: ImportError, module_name: str) -> str:
+    """Where Python looked, when it is the module itself (or its package) that was not found
+    there, rather than something the module imports."""
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if not missing or not (module_name == missing or module_name.startswith(f"{missing}.")):
+        return ""
+    folders = os.pathsep.join(entry or os.getcwd() for entry in sys.path)
+    return (
+        f" (searched the import path {folders}; put the folder that holds it on the path "
+        "with taiat-supervisor --path DIR or TAIAT_PATH)"
+    )
 
 
 #: The keys of a registry entry given as a dict.

@@ -4,6 +4,7 @@ exit codes (`taiat.cli.exits`), and logging."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -44,6 +45,30 @@ def exit_code_for(error: TaiatError) -> int:
 def fail(error: TaiatError) -> int:
     print(f"error: {db.mask_url(str(error))}", file=sys.stderr)
     return exit_code_for(error)
+
+
+def import_path(given: Sequence[str] | None = None) -> list[str]:
+    """The folders that agent modules and query engines are imported from before any other,
+    absolute: the `--path` options `given`, else `TAIAT_PATH` (folders separated by colons),
+    else the working directory (as `python -m` and `rq worker` do). ConfigurationError for a
+    folder that does not exist."""
+    where = "--path"
+    folders = [folder for folder in given or () if folder]
+    if not folders:
+        where = "TAIAT_PATH"
+        folders = [f for f in (from_environment("TAIAT_PATH") or "").split(os.pathsep) if f]
+    if not folders:
+        return [os.getcwd()]
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise ConfigurationError(f"{where}: {folder} is not a directory")
+    return [os.path.abspath(folder) for folder in folders]
+
+
+def put_first_on_path(folders: Sequence[str]) -> None:
+    """Put `folders` first on this process's import path, in their order. The fork server
+    takes the supervisor's import path when it starts, and every job's process inherits it."""
+    sys.path[:] = [*folders, *(entry for entry in sys.path if entry not in folders)]
 
 
 def quiet_log_level() -> str:

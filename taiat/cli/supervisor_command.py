@@ -4,28 +4,35 @@ options and `TAIAT_*` variables made into a `SupervisorConfig`, then the supervi
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from taiat.cli.common import fail, parse, setup_logging
+from taiat.cli.common import fail, import_path, parse, put_first_on_path, setup_logging
 from taiat.config import SupervisorConfig, check_limit, from_environment, parse_size
 from taiat.errors import ConfigurationError, TaiatError
+
+log = logging.getLogger(__name__)
 
 SUPERVISOR_USAGE = """Run the Taiat job supervisor: run each ready job in a fresh child process.
 Also `python -m taiat.run_worker` and `bin/taiat-supervisor`. Every option may instead be set
 by the TAIAT_* variable named beside it; the option wins.
 
 Usage:
-  taiat-supervisor [options]
-  taiat-supervisor --status [options]
+  taiat-supervisor [--path DIR]... [options]
+  taiat-supervisor --status [--path DIR]... [options]
   taiat-supervisor (-h | --help)
   taiat-supervisor --version
 
 Options:
   --database-url URL            Database (TAIAT_DATABASE_URL; else the embedded SQLite file
                                 ./taiat.db, or $TAIAT_HOME/taiat.db).
+  --path DIR                    Import agent modules (TAIAT_AGENT_CONFIG) and the query engine
+                                from DIR before anywhere else; repeatable (TAIAT_PATH, folders
+                                separated by colons; default the working directory).
   --poll-interval S             Seconds between looks for ready jobs when idle
                                 (TAIAT_POLL_INTERVAL;
                                 default 5.0).
@@ -183,6 +190,9 @@ def supervisor_main(argv: Sequence[str] | None = None) -> int:
     try:
         config, level = supervisor_config(args)
         setup_logging(level)
+        folders = import_path(args.get("--path"))
+        put_first_on_path(folders)
+        log.debug("importing agents from %s first", os.pathsep.join(folders))
         if args["--status"]:
             from taiat.cli.status_report import print_status
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 from support import agent_job
 
 from taiat import JobManager, JobStatus, __version__
+from taiat.store import db, schema
 
 
 def run(*args: str, env: dict | None = None, cwd: Path | None = None):
@@ -192,3 +195,141 @@ def test_default_database_is_the_embedded_file(tmp_path: Path) -> None:
     result = run("--burst", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"sqlite:///{tmp_path}/taiat.db" in result.stderr
+
+
+# -- where agents are imported from ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENTS_MODULE = """
+import os
+
+
+def greet(name: str) -> dict:
+    return {"greeting": f"hello {name}", "parent": os.getppid()}
+"""
+
+
+def entry_command(entry: str) -> list[str]:
+    """The supervisor as `entry`: the installed script, the checkout's launcher, `python -m`."""
+    if entry == "script":
+        script = shutil.which("taiat-supervisor", path=str(Path(sys.executable).parent))
+        if script is None:
+            pytest.skip("taiat-supervisor is not installed beside this Python")
+        return [script]
+    if entry == "bin":
+        return [sys.executable, str(ROOT / "bin" / "taiat-supervisor")]
+    return [sys.executable, "-m", "taiat.run_worker"]
+
+
+def greet_in(folder: Path, module: str = "myagents") -> str:
+    """A database in `folder` holding one job for the agent greet of `module`; its id."""
+    (folder / "taiat.db").unlink(missing_ok=True)
+    url = f"sqlite:///{folder / 'taiat.db'}"
+    engine = db.engine_from_url(url)
+    schema.initialise(engine)
+    engine.dispose()
+    manager = JobManager(url)
+    try:
+        job = manager.create_job(
+            "agent", "hi", payload={"agent_name": "greet", "parameters": {"name": "you"}}
+        )
+        return job.id
+    finally:
+        manager.engine.dispose()
+
+
+def burst(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, int]:
+    """Run a burst supervisor; its exit code, its stderr and its pid."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TAIAT_")}
+    process = subprocess.Popen(
+        [*command, "--burst", "--poll-interval", "0.2"],
+        cwd=cwd,
+        env={**full_env, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, stderr = process.communicate(timeout=60)
+    return process.returncode, stderr, process.pid
+
+
+def greeted(folder: Path, job_id: str) -> dict:
+    manager = JobManager(f"sqlite:///{folder / 'taiat.db'}")
+    try:
+        job = manager.get_job(job_id)
+        assert job is not None and job.status is JobStatus.COMPLETED, job
+        return job.result
+    finally:
+        manager.engine.dispose()
+
+
+@pytest.mark.parametrize("no_fork_server", [False, True])
+@pytest.mark.parametrize("entry", ["script", "bin", "module"])
+def test_every_entry_imports_agents_from_its_working_directory(
+    entry: str, no_fork_server: bool, tmp_path: Path
+) -> None:
+    # The README's operator quick start: myagents.py in the folder the supervisor runs in.
+    (tmp_path / "myagents.py").write_text(AGENTS_MODULE)
+    (tmp_path / "agents.json").write_text(json.dumps({"greet": "myagents:greet"}))
+    job_id = greet_in(tmp_path)
+    command = entry_command(entry) + (["--no-fork-server"] if no_fork_server else [])
+
+    code, stderr, pid = burst(
+        command, tmp_path, {"TAIAT_AGENT_CONFIG": str(tmp_path / "agents.json")}
+    )
+
+    assert code == 0, stderr
+    result = greeted(tmp_path, job_id)
+    assert result["greeting"] == "hello you"
+    # Run by a child of the fork server, which has the supervisor's import path.
+    assert (result["parent"] == pid) is no_fork_server, stderr
+    assert "cannot load the executors" not in stderr
+
+
+def test_path_names_the_folders_agents_are_imported_from(tmp_path: Path) -> None:
+    lib, other, run_in = tmp_path / "lib", tmp_path / "other", tmp_path / "run"
+    for folder in (lib, other, run_in):
+        folder.mkdir()
+    (lib / "myagents.py").write_text(AGENTS_MODULE)
+    (other / "moreagents.py").write_text(AGENTS_MODULE)
+    config = {"TAIAT_AGENT_CONFIG": '{"greet": "myagents:greet", "more": "moreagents:greet"}'}
+
+    # Not in the working directory: refused, naming the path searched and the way out.
+    code, stderr, _ = burst(entry_command("script"), run_in, config)
+    assert code == 78, stderr
+    assert stderr.count("\n") == 1 and "cannot import myagents" in stderr
+    assert f"searched the import path {run_in}:" in stderr and "--path DIR" in stderr
+
+    # --path, repeatable and relative to the working directory.
+    job_id = greet_in(run_in)
+    code, stderr, _ = burst(
+        [*entry_command("script"), "--path", "../lib", "--path", str(other)], run_in, config
+    )
+    assert code == 0, stderr
+    assert greeted(run_in, job_id)["greeting"] == "hello you"
+
+    # TAIAT_PATH, folders separated by colons; --path wins over it.
+    job_id = greet_in(run_in)
+    env = {**config, "TAIAT_PATH": f"{lib}:{other}"}
+    code, stderr, _ = burst(entry_command("module"), run_in, env)
+    assert code == 0, stderr
+    assert greeted(run_in, job_id)["greeting"] == "hello you"
+    code, stderr, _ = burst(
+        [*entry_command("module"), "--path", str(other)], run_in, {**env, "TAIAT_PATH": str(lib)}
+    )
+    assert code == 78 and "cannot import myagents" in stderr, stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["--path", "nowhere"], {}, "error: --path: nowhere is not a directory"),
+        ([], {"TAIAT_PATH": "/nonexistent/agents"}, "TAIAT_PATH: /nonexistent/agents is not a"),
+    ],
+)
+def test_a_path_that_is_not_a_folder_is_a_bad_setting(
+    args: list[str], env: dict[str, str], words: str, tmp_path: Path
+) -> None:
+    result = run(*args, env=env, cwd=tmp_path)
+    assert result.returncode == 78, result.stderr
+    assert words in result.stderr

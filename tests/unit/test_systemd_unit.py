@@ -85,6 +85,13 @@ def test_unit_runs_as_taiat_with_its_state_directory(service: dict[str, str]) ->
     assert service["EnvironmentFile"] == "-/etc/taiat/supervisor.env"
 
 
+def test_unit_says_where_agents_are_imported_from() -> None:
+    # The supervisor imports agents from its working directory first, or from TAIAT_PATH.
+    text = UNIT.read_text()
+    assert "TAIAT_PATH" in text and "--path DIR" in text
+    assert "WorkingDirectory" in ENV_EXAMPLE.read_text()
+
+
 def test_unit_is_hardened(service: dict[str, str]) -> None:
     expected = {
         "NoNewPrivileges": "yes",
@@ -124,6 +131,7 @@ def test_env_example_documents_every_setting() -> None:
         "TAIAT_AGENT_CONFIG",
         "TAIAT_HISTORY_RETENTION_DAYS",
         "TAIAT_CLEANUP_INTERVAL_HOURS",
+        "TAIAT_PATH",
     }
     assert len(settings) == len(set(settings)), "a setting is documented twice"
     for line in text.splitlines():  # an example: nothing takes effect until uncommented
