@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,18 +153,24 @@ def systemd_analyze() -> str:
     return found
 
 
-def verify(unit_text: str, directory: Path) -> list[str]:
+def verify(unit_text: str, directory: Path, drop_in: str | None = None) -> list[str]:
     """What `systemd-analyze verify` says about this unit text; [] when it has no complaint.
 
-    The copy runs an executable that exists here (verify rejects a missing ExecStart binary,
-    and the supervisor need not be installed to check the unit). verify exits 0 even for unknown
-    keys or unparsable values, so its complaints are read from the output, where each one names
-    the unit file.
+    Without a `drop_in`, the copy runs an executable that exists here (verify rejects a missing
+    ExecStart binary, and the supervisor need not be installed to check the unit); with one,
+    the copy is left as it is and the drop-in goes beside it, where verify reads it. verify
+    exits 0 even for unknown keys or unparsable values, so its complaints are read from the
+    output, where each one names the unit file (or its drop-in folder).
     """
-    true = shutil.which("true")
-    assert true is not None
     path = directory / UNIT.name
-    path.write_text(unit_text.replace("/usr/local/bin/taiat-supervisor", true))
+    if drop_in is None:
+        true = shutil.which("true")
+        assert true is not None
+        unit_text = unit_text.replace("/usr/local/bin/taiat-supervisor", true)
+    else:
+        (directory / f"{UNIT.name}.d").mkdir()
+        (directory / f"{UNIT.name}.d" / "venv.conf").write_text(drop_in)
+    path.write_text(unit_text)
     checked = subprocess.run(
         [systemd_analyze(), "verify", "--man=no", str(path)],
         capture_output=True,
@@ -171,9 +178,11 @@ def verify(unit_text: str, directory: Path) -> list[str]:
         timeout=60,
         env={**os.environ, "SYSTEMD_LOG_COLOR": "0"},
     )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
     output = (checked.stdout + checked.stderr).splitlines()
-    return [line for line in output if UNIT.name in line]
+    complaints = [line for line in output if UNIT.name in line]
+    # It exits 1 for a program that is not there, saying so.
+    assert checked.returncode == 0 or complaints, checked.stdout + checked.stderr
+    return complaints
 
 
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
@@ -188,3 +197,43 @@ def test_systemd_analyze_complaints_are_seen(tmp_path: Path) -> None:
 
     assert "Unknown key" in complaints and "WatchdogSecs" in complaints
     assert "kill mode" in complaints
+
+
+def documented_drop_in() -> str:
+    """The drop-in docs/deployment.md gives to run the supervisor from a virtualenv."""
+    text = (SYSTEMD.parent / "docs" / "deployment.md").read_text()
+    [drop_in] = [
+        block
+        for block in re.findall(r"```ini\n(.*?)```", text, flags=re.DOTALL)
+        if "ExecStart=" in block
+    ]
+    return drop_in
+
+
+def test_the_documented_drop_in_runs_the_supervisor_of_a_virtualenv(tmp_path: Path) -> None:
+    # The supervisor of the venv these tests run in, wherever that is: not /usr/local/bin.
+    program = Path(sys.executable).parent / "taiat-supervisor"
+    if not program.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{program} is not installed (pip install -e '.[test]')")
+        pytest.skip(f"{program} is not installed")
+    drop_in = documented_drop_in()
+    assert "/opt/taiat/venv/bin/taiat-supervisor" in drop_in
+    drop_in = drop_in.replace("/opt/taiat/venv/bin/taiat-supervisor", str(program))
+
+    assert verify(UNIT.read_text(), tmp_path, drop_in) == []
+
+    # It replaces the unit's command rather than adding one, and keeps its options.
+    commands = [value for value in parse_unit(drop_in)["Service"]["ExecStart"] if value]
+    [unit_command] = parse_unit(UNIT.read_text())["Service"]["ExecStart"]
+    assert parse_unit(drop_in)["Service"]["ExecStart"][0] == ""
+    assert commands == [unit_command.replace("/usr/local/bin/taiat-supervisor", str(program))]
+
+
+def test_a_drop_in_pointing_nowhere_is_refused(tmp_path: Path) -> None:
+    # Without this, a verify that never read the drop-in would pass the test above.
+    drop_in = documented_drop_in().replace("/opt/taiat/venv", str(tmp_path / "no-venv"))
+
+    complaints = "\n".join(verify(UNIT.read_text(), tmp_path, drop_in))
+
+    assert f"{tmp_path}/no-venv/bin/taiat-supervisor is not executable" in complaints
