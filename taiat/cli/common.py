@@ -3,8 +3,10 @@ exit codes (`taiat.cli.exits`), and logging."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -23,13 +25,61 @@ from taiat.store import db
 
 
 def parse(usage: str, argv: Sequence[str] | None, version: str | None = None) -> dict:
-    """docopt, with a bad command line turned into a message and EXIT_USAGE."""
+    """docopt, with a bad command line turned into a one-line message and EXIT_USAGE."""
+    words = list(sys.argv[1:] if argv is None else argv)
     try:
-        return docopt(usage, argv=list(sys.argv[1:] if argv is None else argv), version=version)
-    except DocoptExit as exc:
-        # docopt names the arguments it could not match, a database URL among them perhaps.
-        print(db.mask_url(str(exc).strip()), file=sys.stderr)
+        return docopt(usage, argv=words, version=version)
+    except DocoptExit:
+        print(f"error: {usage_error(usage, words)}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
+
+
+#: An option in a usage text's Options section: its short name, long name and value.
+_OPTION_LINE = re.compile(r"^ +(?:(-\w),? +)?(--[\w-]+)(?:[ =]([A-Z]+|<[^>]+>))?", re.M)
+
+
+def usage_error(usage: str, words: Sequence[str]) -> str:
+    """What is wrong with the command line `words` that docopt refused, in one line that names
+    the word at fault (docopt's own message shows its internals: `found unmatched (duplicate?)
+    arguments [Option(None, '--bogus', 0, True)]`). A value is echoed only where it is the
+    fault, its password masked."""
+    program = usage.split("Usage:", 1)[1].split()[0]
+    see = f"see `{'python -m ' if '.' in program else ''}{program} --help`"
+    options: dict[str, bool] = {}  # name -> takes a value
+    for short, long, value in _OPTION_LINE.findall(usage.split("Options:", 1)[-1]):
+        options[long] = bool(value)
+        if short:
+            options[short] = bool(value)
+    given: list[str] = []
+    wanting: str | None = None  # the option whose value comes next
+    for word in words:
+        if wanting is not None:
+            wanting = None
+            continue
+        if word == "--":
+            break
+        if not word.startswith("-") or word == "-":
+            return f"unexpected argument {db.mask_url(word)!r}; {see}"
+        name, equals, _ = word.partition("=") if word.startswith("--") else (word[:2], "", "")
+        # docopt takes any unique prefix of a long option.
+        found = [o for o in options if o == name] or [
+            o for o in options if name.startswith("--") and o.startswith(name)
+        ]
+        if not found:
+            close = difflib.get_close_matches(name, [o for o in options if o[1] == "-"], 1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            return f"unknown option {name}{hint}; {see}"
+        if len(found) > 1:
+            return f"option {name} is ambiguous: it could be {', '.join(found)}; {see}"
+        given.append(found[0])
+        if options[found[0]] and not equals:
+            wanting = found[0]
+    if wanting is not None:
+        return f"option {wanting} needs a value; {see}"
+    for option in given:
+        if given.count(option) > 1 and not re.search(rf"\[{option}\b[^\]\n]*\]\.\.\.", usage):
+            return f"option {option} is given more than once; {see}"
+    return f"these options do not go together: {' '.join(dict.fromkeys(given))}; {see}"
 
 
 def exit_code_for(error: TaiatError) -> int:

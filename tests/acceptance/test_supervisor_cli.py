@@ -53,7 +53,7 @@ def test_version_and_help() -> None:
 @pytest.mark.parametrize(
     ("args", "env", "code", "words"),
     [
-        (["--bogus"], {}, 64, "Usage:"),
+        (["--bogus"], {}, 64, "error: unknown option --bogus"),
         (["--max-concurrent-jobs", "0"], {}, 78, "--max-concurrent-jobs"),
         ([], {"TAIAT_POLL_INTERVAL": "soon"}, 78, "TAIAT_POLL_INTERVAL"),
         ([], {"TAIAT_HISTORY_RETENTION_DAYS": "nan"}, 78, "finite"),
@@ -76,6 +76,24 @@ def test_bad_settings_exit_with_their_code(args, env, code, words, tmp_path: Pat
     assert result.returncode == code, result.stderr
     assert words in result.stderr
     assert not (tmp_path / "taiat.db").exists() or code != 78
+
+
+@pytest.mark.parametrize("entry", ["script", "module"])
+def test_a_misspelt_option_is_named_in_one_line(entry: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*entry_command(entry), "--max-concurent-jobs", "4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 64
+    assert result.stderr == (
+        "error: unknown option --max-concurent-jobs (did you mean --max-concurrent-jobs?); "
+        "see `taiat-supervisor --help`\n"
+    )
+    assert result.stdout == ""
 
 
 @pytest.mark.parametrize(
