@@ -27,6 +27,13 @@ class DatabaseUnavailable(DatabaseError):
     """Raised when the database cannot be reached: check the URL and that the server is running."""
 
 
+class DatabaseRefused(DatabaseUnavailable, ConfigurationError):
+    """Raised when the database server was reached but refused the connection because the
+    database or the role the URL names does not exist: a bad setting, which restarting will not
+    fix (the command lines exit 78, not 69). A running supervisor still waits it out as an
+    outage (it is a DatabaseUnavailable): the database may be being restored."""
+
+
 class TransientConflict(DatabaseError):
     """Raised when the database aborted a transaction for a deadlock or serialisation conflict;
     running it again is safe."""

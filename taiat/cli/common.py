@@ -20,7 +20,13 @@ from taiat.cli.exits import (
     EXIT_USAGE,
 )
 from taiat.config import from_environment
-from taiat.errors import ConfigurationError, DatabaseError, DatabaseUnavailable, TaiatError
+from taiat.errors import (
+    ConfigurationError,
+    DatabaseError,
+    DatabaseRefused,
+    DatabaseUnavailable,
+    TaiatError,
+)
 from taiat.store import db
 
 
@@ -83,6 +89,8 @@ def usage_error(usage: str, words: Sequence[str]) -> str:
 
 
 def exit_code_for(error: TaiatError) -> int:
+    if isinstance(error, DatabaseRefused):  # reached, but no such database or role: a setting
+        return EXIT_CONFIG
     if isinstance(error, DatabaseUnavailable):
         return EXIT_DB_UNAVAILABLE
     if isinstance(error, DatabaseError):

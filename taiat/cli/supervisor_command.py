@@ -82,7 +82,8 @@ Options:
   -h --help                     Show this help.
 
 Exit codes: 0 stopped cleanly; 64 bad command line; 65 tables missing or of another version
-(run `python -m taiat.init_worker`); 69 database unreachable at start; 78 bad setting.
+(run `python -m taiat.init_worker`); 69 database server unreachable at start; 78 bad setting,
+or a database or role that does not exist.
 """
 
 #: option -> (environment variable, kind of value); the option sets the SupervisorConfig field

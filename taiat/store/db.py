@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from taiat.config import url_from_environment
 from taiat.errors import (
     DatabaseNotInitialised,
+    DatabaseRefused,
     DatabaseUnavailable,
     DuplicateJob,
     InvalidDatabaseURL,
@@ -50,6 +51,11 @@ _SQLITE_UNAVAILABLE = (
     "file is not a database",
     "database or disk is full",
 )
+
+#: What PostgreSQL says when it refuses a connection for a name in the URL (SQLSTATE 3D000 and
+#: 28000; libpq gives a failed connection's message only, and the server writes it in English
+#: unless its lc_messages says otherwise).
+_REFUSED = re.compile(r'FATAL:\s+((database|role) "(?:[^"]|"")*" does not exist)')
 
 _SUPPORTED = {"postgresql", "postgresql+psycopg", "sqlite", "sqlite+pysqlite"}
 
@@ -337,7 +343,9 @@ def translate(exc: sqlalchemy.exc.DBAPIError, engine: Engine) -> TaiatError | No
     if pg and isinstance(orig, pg.errors.DataError):
         return InvalidJob(f"the database refused a value: {text}")
     if exc.connection_invalidated or (pg and isinstance(orig, pg.OperationalError)):
-        return DatabaseUnavailable(f"database {describe(engine)} is unavailable: {text}")
+        return refused(engine, str(orig)) or DatabaseUnavailable(
+            f"database {describe(engine)} is unavailable: {text}"
+        )
     if (
         lite
         and isinstance(orig, lite.OperationalError)
@@ -345,6 +353,18 @@ def translate(exc: sqlalchemy.exc.DBAPIError, engine: Engine) -> TaiatError | No
     ):
         return DatabaseUnavailable(f"database {describe(engine)} is unavailable: {text}")
     return None
+
+
+def refused(engine: Engine, message: str) -> DatabaseRefused | None:
+    """A DatabaseRefused if PostgreSQL's `message` says that the database or role the URL
+    names does not exist; else None."""
+    found = _REFUSED.search(message)
+    if found is None:
+        return None
+    return DatabaseRefused(
+        f"database {describe(engine)} refused the connection: {found.group(1)}; fix the "
+        f"database URL, or create the {found.group(2)}"
+    )
 
 
 def _loaded(driver: str) -> Any:
@@ -408,7 +428,7 @@ class Listener:
             conn = psycopg.connect(*args, **kwargs, autocommit=True)
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         except psycopg.Error as exc:
-            raise DatabaseUnavailable(
+            raise refused(self.engine, str(exc)) or DatabaseUnavailable(
                 f"cannot LISTEN on {describe(self.engine)}: {str(exc).strip().splitlines()[0]}"
             ) from exc
         self._conn = conn

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 from support import agent_job
 
 from taiat import JobManager, JobStatus, __version__
+from taiat.cli.exits import EXIT_CONFIG, EXIT_DB_UNAVAILABLE
 from taiat.store import db, schema
 
 
@@ -351,3 +353,63 @@ def test_a_path_that_is_not_a_folder_is_a_bad_setting(
     result = run(*args, env=env, cwd=tmp_path)
     assert result.returncode == 78, result.stderr
     assert words in result.stderr
+
+
+# -- a database that is there, or not --------------------------------------------------------
+
+COMMANDS = {
+    "supervisor": [sys.executable, "-m", "taiat.run_worker"],
+    "taiat": [sys.executable, "-m", "taiat", "jobs", "list"],
+    "init": [sys.executable, "-m", "taiat.init_worker"],
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("missing", ["database", "role"])
+def test_a_database_or_role_that_does_not_exist_is_a_bad_setting(
+    pg_database: str, missing: str, command: str, tmp_path: Path
+) -> None:
+    # The server is reached and refuses: a typo in the URL, which restarting will not fix.
+    name = f"taiat_no_such_{missing}_{os.getpid()}"
+    url = make_url(pg_database).set(**{"database" if missing == "database" else "username": name})
+
+    result = subprocess.run(
+        [*COMMANDS[command], "--database-url", url.render_as_string(hide_password=False)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TAIAT_")},
+    )
+
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert f'refused the connection: {missing} "{name}" does not exist' in result.stderr
+    assert f"create the {missing}" in result.stderr and "unavailable" not in result.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_server_that_cannot_be_reached_is_worth_a_retry(command: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*COMMANDS[command], "--database-url", "postgresql://postgres@127.0.0.1:1/taiat"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == EXIT_DB_UNAVAILABLE, result.stderr
+    assert "is unavailable" in result.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_unsupported_database_is_a_bad_setting(command: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*COMMANDS[command], "--database-url", "mysql://taiat@db.example/taiat"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert "unsupported database URL scheme 'mysql'" in result.stderr
