@@ -113,30 +113,67 @@ def _names(agent: str, key: str, value: Any, what: str) -> tuple[str, ...]:
 def load_agents(value: str | None = None) -> dict[str, Agent]:
     """Agents from an agent config, the value of `TAIAT_AGENT_CONFIG`: a JSON object, or the
     path of a JSON file, mapping names to "module:function" or to {"function":
-    "module:function", "inputs": [...], "outputs": [...]}. None or blank: no agents."""
+    "module:function", "inputs": [...], "outputs": [...]}. None or blank: no agents. A value
+    that is JSON (an array, say) is read as JSON, never as a path, and one of the wrong shape
+    is a ConfigurationError that says what it is."""
     if not value or not value.strip():
         return {}
-    text = value
-    if not value.lstrip().startswith("{"):
+    text, where = value, ""
+    if not _is_json(value):
         path = Path(value)
         try:
             text = path.read_text()
         except OSError as exc:
             raise ConfigurationError(f"TAIAT_AGENT_CONFIG: cannot read {path}: {exc}") from exc
+        where = f" (in {path})"
     try:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"TAIAT_AGENT_CONFIG is not valid JSON: {exc}") from exc
+        raise ConfigurationError(f"TAIAT_AGENT_CONFIG is not valid JSON{where}: {exc}") from exc
     except RecursionError:
-        raise ConfigurationError("TAIAT_AGENT_CONFIG nests too deeply to be read") from None
+        raise ConfigurationError(f"TAIAT_AGENT_CONFIG nests too deeply to be read{where}") from None
     if not isinstance(config, dict):
-        raise ConfigurationError("TAIAT_AGENT_CONFIG must be a JSON object of agent names")
+        raise ConfigurationError(
+            "TAIAT_AGENT_CONFIG must be a JSON object of agent names, "
+            f'{{"name": "module:function", ...}}, not {_json_kind(config)}{where}'
+        )
     agents: dict[str, Agent] = {}
     for name, entry in config.items():
         if not isinstance(entry, str | dict):
-            raise ConfigurationError(f'TAIAT_AGENT_CONFIG: agent {name} needs "module:function"')
+            raise ConfigurationError(
+                f'TAIAT_AGENT_CONFIG: agent {name} needs "module:function", '
+                f"not {_json_kind(entry)}{where}"
+            )
         agents[name] = as_agent(name, entry, "TAIAT_AGENT_CONFIG agent")
     return agents
+
+
+def _is_json(value: str) -> bool:
+    """Whether an agent config is JSON itself rather than a file's path: it starts as an
+    object, an array or a string does, or it is a JSON number, true, false or null that names
+    no file."""
+    if value.lstrip().startswith(("{", "[", '"')):
+        return True
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return not os.path.exists(value)
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in words: "a JSON array", "the JSON number 3"."""
+    if isinstance(value, list):
+        return "a JSON array"
+    if isinstance(value, dict):
+        return "a JSON object"
+    shown = json.dumps(value)
+    shown = shown if len(shown) <= 40 else f"{shown[:37]}..."
+    if isinstance(value, str):
+        return f"the JSON string {shown}"
+    if value is None or isinstance(value, bool):
+        return f"JSON {shown}"
+    return f"the JSON number {shown}"
 
 
 def load_agent_config(value: str | None = None) -> AgentRegistry:

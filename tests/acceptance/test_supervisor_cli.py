@@ -64,6 +64,8 @@ def test_version_and_help() -> None:
         (["--database-url", "mysql://x/y"], {}, 78, "unsupported database URL scheme"),
         ([], {"TAIAT_AGENT_CONFIG": "{not json"}, 78, "TAIAT_AGENT_CONFIG is not valid JSON"),
         ([], {"TAIAT_AGENT_CONFIG": '{"a": "nope.nothing:f"}'}, 78, "cannot import nope"),
+        ([], {"TAIAT_AGENT_CONFIG": '["agents:plain"]'}, 78, "agent names, {"),
+        ([], {"TAIAT_AGENT_CONFIG": '["agents:plain"]'}, 78, "not a JSON array"),
         ([], {"TAIAT_AGENT_CONFIG": '{"a": ' * 10_000}, 78, "nests too deeply"),
         (["--database-url", "postgresql://postgres@127.0.0.1:1/x"], {}, 69, "unavailable"),
         (["--database-url", ""], {}, 78, "the database URL is empty"),
