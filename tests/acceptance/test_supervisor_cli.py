@@ -41,6 +41,7 @@ def test_version_and_help() -> None:
         "--history-retention-days",
         "--job-timeout",
         "--memory-limit",
+        "--path",
         "--drain-timeout",
         "--status-file",
         "--metrics-file",
@@ -322,13 +323,15 @@ def test_path_names_the_folders_agents_are_imported_from(tmp_path: Path) -> None
     assert stderr.count("\n") == 1 and "cannot import myagents" in stderr
     assert f"searched the import path {run_in}:" in stderr and "--path DIR" in stderr
 
-    # --path, repeatable and relative to the working directory.
+    # --path, repeatable and relative to the working directory; the fork server has it too.
     job_id = greet_in(run_in)
-    code, stderr, _ = burst(
+    code, stderr, pid = burst(
         [*entry_command("script"), "--path", "../lib", "--path", str(other)], run_in, config
     )
     assert code == 0, stderr
-    assert greeted(run_in, job_id)["greeting"] == "hello you"
+    result = greeted(run_in, job_id)
+    assert result["greeting"] == "hello you" and result["parent"] != pid
+    assert "cannot load the executors" not in stderr
 
     # TAIAT_PATH, folders separated by colons; --path wins over it.
     job_id = greet_in(run_in)
