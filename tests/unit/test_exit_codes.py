@@ -61,6 +61,6 @@ def test_the_supervisor_page_names_the_codes_as_exits_does() -> None:
 
 def test_the_cli_page_lists_every_code_the_taiat_command_uses() -> None:
     table = _codes("cli.md")
-    assert set(table) == {0, 1, 64, 65, 66, 69, 75, 78}
     assert set(table) <= {v for k, v in vars(exits).items() if k.startswith("EXIT_")}
+    assert {0, 1, 64, 65, 66, 69, 75, 78} <= set(table)
     assert "database or role that does not exist" in table[78]
