@@ -88,8 +88,7 @@ or a database or role that does not exist.
 
 #: option -> (environment variable, kind of value); the option sets the SupervisorConfig field
 #: of its name (`_field`). Unset options take the field's default, which the usage text
-#: states in parentheses. "megabytes" and "bytes" are sizes (`parse_size`): a plain number
-#: counts in that unit, and 512M, 2G, 1.5GiB are understood.
+#: states in parentheses.
 _SUPERVISOR_OPTIONS: dict[str, tuple[str, str]] = {
     "--database-url": ("TAIAT_DATABASE_URL", "text"),
     "--poll-interval": ("TAIAT_POLL_INTERVAL", "positive"),
@@ -100,12 +99,21 @@ _SUPERVISOR_OPTIONS: dict[str, tuple[str, str]] = {
     "--memory-limit": ("TAIAT_MEMORY_LIMIT", "megabytes"),
     "--drain-timeout": ("TAIAT_DRAIN_TIMEOUT", "nonnegative"),
     "--kill-grace": ("TAIAT_KILL_GRACE", "nonnegative"),
-    "--max-result-bytes": ("TAIAT_MAX_RESULT_BYTES", "bytes"),
+    "--max-result-bytes": ("TAIAT_MAX_RESULT_BYTES", "nonzero bytes"),
     "--lease": ("TAIAT_LEASE", "positive"),
     "--quarantine-after": ("TAIAT_QUARANTINE_AFTER", "count"),
     "--status-file": ("TAIAT_STATUS_FILE", "path"),
     "--metrics-file": ("TAIAT_METRICS_FILE", "path"),
     "--log-level": ("TAIAT_LOG_LEVEL", "level"),
+}
+
+
+#: The kinds of value that are sizes (`parse_size`: 512M, 2G, 1.5GiB): kind -> the unit a
+#: plain number counts in, and the kind of number the size then is.
+_SIZES: dict[str, tuple[str, str]] = {
+    "megabytes": ("MB", "positive"),
+    "bytes": ("B", "nonnegative"),  # a size that may be 0
+    "nonzero bytes": ("B", "count"),
 }
 
 
@@ -136,13 +144,13 @@ def _convert(option: str, env: str, kind: str, raw: str | None) -> Any:
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigurationError(f"{where}: unknown log level {raw!r}")
         return level
-    if kind in ("megabytes", "bytes"):
-        number = parse_size(raw, where, "MB" if kind == "megabytes" else "B")
-        if kind == "bytes" and isinstance(number, float) and math.isfinite(number):
+    if kind in _SIZES:
+        unit, kind = _SIZES[kind]
+        number = parse_size(raw, where, unit)
+        if unit == "B" and isinstance(number, float) and math.isfinite(number):
             if not number.is_integer():
                 raise ConfigurationError(f"{where} must be a whole number of bytes, got {raw!r}")
             number = int(number)
-        kind = "positive" if kind == "megabytes" else "count"
     else:
         try:
             number = int(raw) if kind == "count" else float(raw)
