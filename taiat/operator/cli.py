@@ -56,8 +56,9 @@ Options:
   -h --help            Show this help.
 
 Exit codes: 0 done; 1 the request cannot be carried out (e.g. retry a completed job), or a
-waited-for job failed; 64 bad command line or input; 65 tables missing or of another version;
-66 no job has that id; 69 database unreachable, or Graphviz not installed; 75 wait timed out.
+waited-for job failed; 3 a waited-for job was cancelled (and none failed); 64 bad command line
+or input; 65 tables missing or of another version; 66 no job has that id; 69 database
+unreachable, or Graphviz not installed; 75 wait timed out.
 """
 
 from __future__ import annotations

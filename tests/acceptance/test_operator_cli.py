@@ -20,6 +20,7 @@ from pty_run import PtyProcess
 from support import agent_job, finished
 
 from taiat import JobManager, JobStatus, __version__
+from taiat.cli.exits import EXIT_CANCELLED
 from taiat.store import schema
 
 TAIAT = [sys.executable, "-m", "taiat"]
@@ -352,6 +353,26 @@ def test_supervisors_wait_and_attempts(
     assert attempt["host"] and attempt["wall_seconds"] is not None
     text = ok("jobs", "show", bad.id, url=database_url)
     assert "ValueError: kaboom" in text and attempt["host"] in text
+
+
+def test_wait_reports_a_cancelled_job_as_cancelled(database_url: str, manager: JobManager) -> None:
+    kept = manager.create_job("agent", "kept")
+    dropped = manager.create_job("agent", "dropped", dependencies=[kept.id])
+    manager.cancel_job(kept.id)  # `dropped` goes with it
+    result = taiat("wait", kept.id, dropped.id, "--interval", "0.05", url=database_url)
+    assert result.returncode == 3 == EXIT_CANCELLED, result.stderr
+    assert f"wait: job {kept.id} (kept) cancelled" in result.stderr
+    assert "wait: 2 of 2 jobs done, 0 failed, 2 cancelled" in result.stderr
+    assert result.stdout.splitlines() == [
+        f"{kept.id}  cancelled  kept",
+        f"{dropped.id}  cancelled  dropped",
+    ]
+    broken = manager.create_job("agent", "broken", max_retries=0)
+    [claimed] = manager.claim_jobs("test-worker", 1)
+    assert manager.fail_job(claimed.id, claimed.claim_seq, "boom") is JobStatus.FAILED
+    both = taiat("wait", kept.id, broken.id, url=database_url)
+    assert both.returncode == 1, both.stderr  # a failure outweighs a cancellation
+    assert "2 of 2 jobs done, 1 failed, 1 cancelled" in both.stderr
 
 
 def test_wait_gives_up_after_its_timeout(database_url: str, manager: JobManager) -> None:
