@@ -24,7 +24,7 @@ Usage:
 
 Options:
   --database-url URL   The database (else TAIAT_DATABASE_URL, else the embedded ./taiat.db,
-                       or $TAIAT_HOME/taiat.db).
+                       or $TAIAT_HOME/taiat.db, which only `taiat init` creates).
   --status S           pending, running, completed, failed or cancelled.
   --ready              Only jobs that can start now (pending, dependencies completed, run_at
                        passed), in the order supervisors claim them.
@@ -58,7 +58,8 @@ Options:
 Exit codes: 0 done; 1 the request cannot be carried out (e.g. retry a completed job), or a
 waited-for job failed; 3 a waited-for job was cancelled (and none failed); 64 bad command line
 or input; 65 tables missing or of another version; 66 no job has that id; 69 database
-unreachable, or Graphviz not installed; 75 wait timed out.
+unreachable, or Graphviz not installed; 75 wait timed out; 78 a bad setting, or no database
+chosen and no embedded one to use.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from pty_run import PtyProcess
 from support import agent_job, finished
 
 from taiat import JobManager, JobStatus, __version__
-from taiat.cli.exits import EXIT_CANCELLED
+from taiat.cli.exits import EXIT_CANCELLED, EXIT_CONFIG
 from taiat.store import schema
 
 TAIAT = [sys.executable, "-m", "taiat"]
@@ -321,6 +321,44 @@ def test_unreachable_database_and_the_embedded_default(tmp_path: Path) -> None:
     home = taiat("init", TAIAT_HOME=str(tmp_path))
     assert home.returncode == 0 and f"sqlite:///{tmp_path}/taiat.db" in home.stdout
     assert (tmp_path / "taiat.db").exists()
+
+
+def test_no_database_chosen_and_none_there_creates_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TAIAT, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=environment(**extra),
+            cwd=tmp_path,
+        )
+
+    for args, extra, where in [
+        (["jobs", "list"], {}, tmp_path),
+        (["jobs", "show", "abcdef12"], {}, tmp_path),
+        (["top", "--once"], {"TAIAT_HOME": str(home)}, home),
+    ]:
+        result = run(*args, **extra)
+        assert result.returncode == 78 == EXIT_CONFIG, result.stderr
+        assert result.stderr.startswith(
+            f"taiat: error: no database: taiat would use the embedded SQLite file "
+            f"sqlite:///{where / 'taiat.db'} "
+        )
+        for words in ["--database-url", "TAIAT_DATABASE_URL", "`taiat init`"]:
+            assert words in result.stderr
+        assert result.stderr.count("\n") == 1 and result.stdout == ""
+        assert list(tmp_path.iterdir()) == [home] and list(home.iterdir()) == []
+    named = tmp_path / "named.db"
+    result = run("jobs", "list", "--database-url", f"sqlite:///{named}")
+    assert result.returncode == 65 and "run `taiat init`" in result.stderr
+    assert not named.exists()
+    assert run("init").returncode == 0 and (tmp_path / "taiat.db").exists()
+    listed = run("jobs", "list", "--json")
+    assert listed.returncode == 0 and listed.stdout.strip() == "[]"
 
 
 def test_supervisors_wait_and_attempts(
