@@ -22,6 +22,8 @@ Usage:
   taiat (-h | --help)
   taiat --version
 
+ID is a job's id, or its first 6 or more characters if no other job's id begins with them.
+
 Options:
   --database-url URL   The database (else TAIAT_DATABASE_URL, else the embedded ./taiat.db,
                        or $TAIAT_HOME/taiat.db, which only `taiat init` creates).
@@ -74,6 +76,7 @@ from docopt import DocoptExit, docopt
 
 from taiat.cli import common, exits
 from taiat.errors import (
+    AmbiguousJobId,
     DuplicateJob,
     InvalidDependency,
     InvalidJob,
@@ -89,7 +92,9 @@ from taiat.store import db
 def exit_code_for(error: TaiatError) -> int:
     if isinstance(error, JobNotFound):
         return exits.EXIT_NOT_FOUND
-    if isinstance(error, UsageError | InvalidJob | InvalidDependency | DuplicateJob):
+    if isinstance(
+        error, UsageError | InvalidJob | InvalidDependency | DuplicateJob | AmbiguousJobId
+    ):
         return exits.EXIT_USAGE
     if isinstance(error, Unavailable):
         return exits.EXIT_DB_UNAVAILABLE

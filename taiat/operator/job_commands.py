@@ -16,7 +16,14 @@ from taiat.errors import InvalidJob, JobNotFound, UsageError
 from taiat.jobs import Attempt, Job, JobStatus
 from taiat.operator import lookups, render
 from taiat.operator.options import error, job_id, manager, number, status_option
-from taiat.store.validation import BIGINT_RANGE, INTEGER_RANGE, MAX_JSON_DEPTH, shown, utc_naive
+from taiat.store.validation import (
+    BIGINT_RANGE,
+    INTEGER_RANGE,
+    MAX_JSON_DEPTH,
+    check_text,
+    shown,
+    utc_naive,
+)
 
 _RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -213,12 +220,17 @@ def parse_time(raw: str, now: datetime | None = None) -> datetime:
 def create_command(args: dict) -> int:
     payload = _payload(args)
     run_at = None if args["--run-at"] is None else parse_time(args["--run-at"])
-    job = manager(args).create_job(
+    jm = manager(args)
+    dependencies = [
+        lookups.resolve_id(jm, check_text(dep, "dependency id"), missing_ok=True)
+        for dep in args["--depends-on"]
+    ]
+    job = jm.create_job(
         args["--type"],
         args["--name"],
         args["--description"],
         payload,
-        list(args["--depends-on"]),
+        dependencies,
         number(args, "--max-retries", int, 3, 0, INTEGER_RANGE[1]),
         priority=number(args, "--priority", int, 0, *INTEGER_RANGE),
         timeout_seconds=number(args, "--timeout", float, None, 0),

@@ -1,5 +1,6 @@
 """What the `taiat` command reads beyond `JobManager`'s API: jobs found by name, jobs by id
-with their final state, the dependency graph around a job, what runs now."""
+with their final state, job ids from their first characters, the dependency graph around a
+job, what runs now."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from taiat.errors import AmbiguousJobId, JobNotFound
 from taiat.job_manager import JobManager
 from taiat.jobs import Job, JobHistoryEntry, JobStatus
 from taiat.store import queries
@@ -46,6 +48,47 @@ def _by_id(conn: Connection, ids: Collection[str]) -> dict[str, Job]:
 def jobs_by_id(manager: JobManager, ids: Collection[str]) -> dict[str, Job]:
     """Each of `ids` that names a job, in its current state (finished ones from history)."""
     return manager.run(lambda conn: _by_id(conn, ids))
+
+
+#: The fewest characters a shortened job id may have (the graph pictures show 8).
+MIN_PREFIX = 6
+#: The most jobs an ambiguous shortened id's error lists.
+MAX_CANDIDATES = 10
+
+
+def resolve_id(manager: JobManager, given: str, *, missing_ok: bool = False) -> str:
+    """The id of the one job whose id is `given` or, for `given` of MIN_PREFIX characters or
+    more, begins with it. JobNotFound when no job has it (or `given` itself, if
+    `missing_ok`); AmbiguousJobId, listing them, when several jobs' ids begin with it."""
+
+    def read(conn: Connection) -> list[str]:
+        if len(given) < MIN_PREFIX:
+            return sorted(queries.known_ids(conn, [given]))
+        return operator_queries.job_ids_from(conn, given, MAX_CANDIDATES + 1)
+
+    found = manager.run(read)
+    if given in found:  # a whole id, though others begin with it
+        return given
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        if missing_ok:
+            return given
+        short = len(given) < MIN_PREFIX
+        hint = f" (a shortened id needs at least {MIN_PREFIX} characters)" if short else ""
+        raise JobNotFound(f"no job has id {given}{hint}")
+    named = jobs_by_id(manager, found[:MAX_CANDIDATES])
+    listed = [
+        f"{job_id} ({named[job_id].name}, {named[job_id].status.value})"
+        if job_id in named
+        else job_id
+        for job_id in found[:MAX_CANDIDATES]
+    ]
+    more = ", and more" if len(found) > MAX_CANDIDATES else ""
+    raise AmbiguousJobId(
+        f"ambiguous job id {given}: it begins the ids of {', '.join(listed)}{more}; give more "
+        "of the id"
+    )
 
 
 @dataclass

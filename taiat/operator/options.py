@@ -12,6 +12,7 @@ from taiat.config import SupervisorConfig, from_environment
 from taiat.errors import ConfigurationError, DatabaseNotInitialised, UsageError
 from taiat.job_manager import JobManager
 from taiat.jobs import JobStatus
+from taiat.operator import lookups
 from taiat.store import db
 from taiat.store.validation import check_text
 
@@ -98,8 +99,9 @@ def status_files(args: dict) -> list[Path]:
 
 
 def job_id(args: dict) -> str:
-    """The one ID of the command (docopt gives a list: `wait` takes several)."""
-    return identifiers(args)[0]
+    """The id of the job the command's one ID names, whole or its first characters (docopt
+    gives a list: `wait` takes several)."""
+    return lookups.resolve_id(manager(args), identifiers(args)[0])
 
 
 #: Where `manager` keeps the job manager it made, in the command's parsed arguments.

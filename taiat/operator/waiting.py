@@ -13,10 +13,11 @@ from taiat.operator.options import MAX_INTERVAL, error, identifiers, manager, nu
 
 
 def wait_command(args: dict) -> int:
-    ids = list(dict.fromkeys(identifiers(args)))
+    given = identifiers(args)
     timeout = number(args, "--timeout", float, None, 0)
     interval = number(args, "--interval", float, 0.5, 0.01, MAX_INTERVAL)
     jm = manager(args)
+    ids = list(dict.fromkeys(lookups.resolve_id(jm, i, missing_ok=True) for i in given))
     jobs = lookups.jobs_by_id(jm, ids)
     unknown = [job_id for job_id in ids if job_id not in jobs]
     if unknown:

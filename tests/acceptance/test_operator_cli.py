@@ -159,6 +159,37 @@ def test_cancel_retry_history_and_cleanup(database_url: str, manager: JobManager
     assert json.loads(ok("history", "--json", url=url)) == []
 
 
+def test_every_command_takes_the_beginning_of_an_id(database_url: str, manager: JobManager) -> None:
+    url = database_url
+    first = manager.create_job("agent", "first")
+    short = first.id[:8]  # as the graph pictures print it
+    second = ok(
+        "jobs", "create", "--type", "agent", "--name", "second", "--depends-on", short, url=url
+    )
+    assert manager.get_job(second.strip()).dependencies == [first.id]
+    assert json.loads(ok("jobs", "show", short, "--json", url=url))["job"]["id"] == first.id
+    assert json.loads(ok("graph", first.id[:6], "--json", url=url))["root"] == first.id
+    assert ok("jobs", "cancel", short, url=url).startswith(f"cancelled job {first.id} ")
+    waited = taiat("wait", short, url=url)
+    assert waited.stdout == f"{first.id}  cancelled  first\n", waited.stderr
+    assert ok("jobs", "retry", short, url=url).startswith(f"job {first.id} (first) is pending")
+
+    manager.create_jobs(
+        [{"id": f"same01-{n}", "job_type": "agent", "name": f"twin-{n}"} for n in "ab"]
+    )
+    for command in (["jobs", "show"], ["jobs", "cancel"], ["graph"], ["wait"]):
+        result = taiat(*command, "same01", url=url)
+        assert result.returncode == 64, result.stderr
+        assert result.stderr == (
+            "taiat: error: ambiguous job id same01: it begins the ids of same01-a (twin-a, "
+            "pending), same01-b (twin-b, pending); give more of the id\n"
+        )
+    result = taiat("jobs", "show", first.id[:5], url=url)
+    assert result.returncode == 66
+    assert "a shortened id needs at least 6 characters" in result.stderr
+    assert manager.get_job("same01-a").status is JobStatus.PENDING
+
+
 #: Bad input whose refusal the database decides: (arguments, exit code, words of the error).
 ABOUT_JOBS = [
     (["jobs", "show", "nope"], 66, "no job has id nope"),
