@@ -9,6 +9,7 @@ Usage:
                     [--payload JSON | --payload-file FILE] [--depends-on ID]...
                     [--max-retries N] [--priority P] [--timeout S] [--run-at TIME]
                     [--database-url URL]
+  taiat jobs create --file FILE [--json] [--database-url URL]
   taiat jobs cancel ID [--database-url URL]
   taiat jobs retry ID [--database-url URL]
   taiat history [--limit N] [--status S] [--json] [--database-url URL]
@@ -31,7 +32,8 @@ Options:
   --ready              Only jobs that can start now (pending, dependencies completed, run_at
                        passed), in the order supervisors claim them.
   --limit N            At most N rows (jobs list: 100; history: 10).
-  --json               JSON for scripts instead of a table (graph: --format json).
+  --json               JSON for scripts instead of a table (graph: --format json; jobs create
+                       --file: an object of the new ids by the file's keys).
   --type TYPE          agent or query.
   --name NAME          jobs create: the job's name; jobs list: only jobs whose name matches
                        NAME, a shell-style pattern (* and ?), any case.
@@ -39,6 +41,11 @@ Options:
   --payload JSON       The job's payload, a JSON object (default {}).
   --payload-file FILE  Read the payload from FILE (- for standard input).
   --depends-on ID      Run only once job ID has completed (repeatable).
+  --file FILE          Create a whole dependency graph in one go from FILE (- for standard
+                       input): a JSON list of jobs, each an object of create_job's keywords
+                       (job_type, name, payload, dependencies, run_at...) with an optional
+                       "id" that other jobs' "dependencies" name; prints each new id after
+                       the file's key for its job (its "id", or #N, its place from 0).
   --max-retries N      Attempts after the first that may fail (default 3).
   --priority P         Higher runs first (default 0).
   --timeout S          jobs create: seconds the job may run (else the supervisor's default);

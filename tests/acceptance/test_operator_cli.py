@@ -190,6 +190,70 @@ def test_every_command_takes_the_beginning_of_an_id(database_url: str, manager: 
     assert manager.get_job("same01-a").status is JobStatus.PENDING
 
 
+def test_create_a_whole_graph_from_a_file(
+    database_url: str, manager: JobManager, tmp_path: Path
+) -> None:
+    url = database_url
+    before = manager.create_job("agent", "before")
+    graph = [
+        {"id": "extract", "job_type": "agent", "name": "extract", "payload": {"n": 1}},
+        {"id": "train", "job_type": "agent", "name": "train", "dependencies": ["extract"]},
+        {
+            "job_type": "agent",
+            "name": "report",
+            "dependencies": ["train", before.id[:8]],
+            "priority": 5,
+            "run_at": "+1h",
+        },
+    ]
+    path = tmp_path / "jobs.json"
+    path.write_text(json.dumps(graph))
+    lines = ok("jobs", "create", "--file", str(path), url=url).splitlines()
+    assert lines[:2] == ["extract  extract", "train  train"]
+    key, report_id = lines[2].split("  ")
+    assert key == "#2" and len(lines) == 3
+    report = manager.get_job(report_id)
+    assert report.dependencies == ["train", before.id] and report.priority == 5
+    assert report.unmet_dependencies == 2 and report.run_at > manager.get_job("train").run_at
+    assert manager.get_job("train").dependencies == ["extract"]
+
+    renamed = json.dumps(graph).replace("extract", "load").replace('"train"', '"fit"')
+    piped = subprocess.run(
+        [*TAIAT, "jobs", "create", "--file", "-", "--json", "--database-url", url],
+        input=renamed,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment(),
+    )
+    assert piped.returncode == 0, piped.stderr
+    created = json.loads(piped.stdout)
+    assert list(created) == ["load", "fit", "#2"] and created["fit"] == "fit"
+    assert manager.get_job(created["#2"]).dependencies == ["fit", before.id]
+
+    count = manager.count_jobs()
+    bad = [
+        (graph[:2], "--file {}: job id extract is already taken"),
+        ({"jobs": graph}, "--file {} must be a JSON list of jobs"),
+        ([], "--file {} holds no jobs"),
+        ([graph[0], 7], "--file {}: job #1 must be a JSON object of create_job's keywords"),
+        ([{"job_type": "agent", "name": "x", "colour": "red"}], "job #0 has unknown keys"),
+        ([{"job_type": "agent", "name": "x", "run_at": "soon"}], "job #0's run_at 'soon'"),
+        ([{"job_type": "agent", "name": "x", "dependencies": ["ghost"]}], "dependency ghost"),
+        ([{"id": "a", "job_type": "agent", "name": "a", "dependencies": ["a"]}], "itself"),
+    ]
+    for content, words in bad:
+        path.write_text(json.dumps(content))
+        result = taiat("jobs", "create", "--file", str(path), url=url)
+        assert result.returncode == 64, result.stderr
+        assert result.stderr.startswith("taiat: error: ") and result.stderr.count("\n") == 1
+        assert words.format(path) in result.stderr and result.stdout == ""
+    path.write_text("[{")
+    result = taiat("jobs", "create", "--file", str(path), url=url)
+    assert result.returncode == 64 and f"--file {path} is not valid JSON" in result.stderr
+    assert manager.count_jobs() == count
+
+
 #: Bad input whose refusal the database decides: (arguments, exit code, words of the error).
 ABOUT_JOBS = [
     (["jobs", "show", "nope"], 66, "no job has id nope"),
