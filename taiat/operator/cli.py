@@ -92,6 +92,7 @@ from taiat.errors import (
     Unavailable,
     UsageError,
 )
+from taiat.operator import usage
 from taiat.operator.options import error
 from taiat.store import db
 
@@ -137,11 +138,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from taiat import __version__
 
     words = list(sys.argv[1:] if argv is None else argv)
+    doc = __doc__ or ""
+    own_help = usage.help_for(doc, words)
+    if own_help is not None:
+        print(own_help, end="")
+        return exits.EXIT_OK
     try:
-        args = docopt(__doc__ or "", argv=words, version=__version__)
+        args = docopt(doc, argv=words, version=__version__)
     except DocoptExit:
-        echo = shlex.join(["taiat", *(db.mask_url(word) for word in words)])
-        error(f"bad command line `{echo}`: see `taiat --help`")
+        wrong = usage.problem(doc, words)
+        if wrong is None:
+            echo = shlex.join(["taiat", *(db.mask_url(word) for word in words)])
+            command = " ".join(["taiat", usage.command_of(doc, words), "--help"])
+            wrong = f"bad command line `{echo}`: see `{' '.join(command.split())}`"
+        error(wrong)
         return exits.EXIT_USAGE
     logging.basicConfig(level=common.quiet_log_level())
     try:

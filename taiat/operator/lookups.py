@@ -1,6 +1,5 @@
 """What the `taiat` command reads beyond `JobManager`'s API: jobs found by name, jobs by id
-with their final state, job ids from their first characters, the dependency graph around a
-job, what runs now."""
+with their final state, the dependency graph around a job, what runs now."""
 
 from __future__ import annotations
 

@@ -64,6 +64,37 @@ def test_entry_points_agree() -> None:
         assert command in launcher.stdout
 
 
+def test_a_commands_help_is_its_own(tmp_path: Path) -> None:
+    for words, usage_line, unrelated in [
+        (
+            ["jobs", "create", "--help"],
+            "taiat jobs create --type TYPE --name NAME",
+            "taiat jobs list",
+        ),
+        (["graph", "-h"], "taiat graph ID", "--name NAME"),
+        (["wait", "abcdef12", "--help"], "taiat wait ID...", "--format F"),
+    ]:
+        result = subprocess.run(
+            [*TAIAT, *words],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=environment(),
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert result.stdout.startswith(f"Usage:\n  {usage_line}")
+        assert "\nOptions:\n" in result.stdout and "-h --help" in result.stdout
+        assert unrelated not in result.stdout and "taiat top" not in result.stdout
+    assert "--name NAME" in ok("jobs", "create", "--help") and "--file FILE" in ok(
+        "jobs", "create", "--help"
+    )
+    assert list(tmp_path.iterdir()) == []
+    missing = taiat("jobs", "create", "--type", "agent")
+    assert missing.returncode == 64 and missing.stdout == ""
+    assert missing.stderr == "taiat: error: jobs create: --name is required\n"
+
+
 def test_create_list_and_show(database_url: str, manager: JobManager) -> None:
     url = database_url
     first = ok(
@@ -302,6 +333,11 @@ BAD_COMMAND_LINES = [
     (["cleanup", "--days", "-1"], 64, "--days must be a number of at least 0"),
     (["graph", "x", "--format", "gif"], 64, "unknown format 'gif'"),
     (["jobs", "frobnicate"], 64, "bad command line"),
+    (["jobs", "create", "--type", "agent"], 64, "jobs create: --name is required"),
+    (["jobs", "create", "--name", "x"], 64, "jobs create: --type is required"),
+    (["cleanup"], 64, "cleanup: --days is required"),
+    (["graph", "--json"], 64, "graph: a job ID is required"),
+    (["jobs", "list", "--colour", "red"], 64, "jobs list: unknown option --colour"),
     # An undecodable byte arrives as a lone surrogate, which no job id or name can hold.
     (["jobs", "show", "\udcff"], 64, "the job id holds a lone surrogate"),
     (["jobs", "cancel", "a\udcff"], 64, "the job id holds a lone surrogate"),
