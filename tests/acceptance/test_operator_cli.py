@@ -592,6 +592,57 @@ def test_graph_text_dot_and_json(database_url: str, manager: JobManager) -> None
     assert '"other"' not in dot and 'fillcolor="#ddd0ea"' in dot
 
 
+def test_graph_of_a_query_shows_its_plans_agents(database_url: str, manager: JobManager) -> None:
+    payload = {"query": "make joined", "inferred_goal_output": "joined", "inputs": {"m": 1}}
+    query = manager.create_job("query", "both sides", payload=payload)
+    after = manager.create_job("agent", "after", dependencies=[query.id])
+    [claimed] = manager.claim_jobs("test-worker", 1)
+    plan = {
+        "goal": "joined",
+        "steps": [
+            {"agent": "left", "inputs": {"m": None}, "outputs": ["left_part"]},
+            {"agent": "right", "inputs": {"m": None}, "outputs": ["right_part"]},
+            {
+                "agent": "join",
+                "inputs": {"left_part": "left", "right_part": "right"},
+                "outputs": ["joined"],
+            },
+        ],
+    }
+    left, right, join = manager.expand_query(claimed.id, claimed.claim_seq, plan)
+    for expected in ({left, right}, {join}):
+        claims = manager.claim_jobs("test-worker", 2)
+        assert {job.id for job in claims} == expected
+        for job in claims:
+            assert manager.complete_job(job.id, job.claim_seq, {"out": job.name})
+    assert manager.get_job(query.id).status is JobStatus.COMPLETED
+    edges = {
+        (left, join),
+        (right, join),
+        (join, query.id),
+        (query.id, after.id),
+    }
+    data = json.loads(ok("graph", query.id, "--json", url=database_url))
+    assert {j["id"] for j in data["jobs"]} == {query.id, left, right, join, after.id}
+    assert {(e["dependency"], e["dependent"]) for e in data["edges"]} == edges
+    tree = ok("graph", query.id, url=database_url)
+    lines = tree.splitlines()
+    assert lines[0].startswith(f"both sides  {query.id}  completed")
+    for name, job_id in [("join", join), ("left", left), ("right", right)]:
+        assert any(f"both sides/{name}  {job_id}  completed" in line for line in lines), tree
+    depends_on = tree.split("needed by")[0]
+    assert "both sides/join" in depends_on and "nothing" not in depends_on
+    dot = ok("graph", query.id, "--format", "dot", url=database_url)
+    assert f'"{join}" -> "{query.id}"' in dot and f'"{left}" -> "{join}"' in dot
+    # From one of its agents, the query is what the plan leads to.
+    below = json.loads(ok("graph", left, "--json", url=database_url))
+    assert {(e["dependency"], e["dependent"]) for e in below["edges"]} == {
+        (left, join),
+        (join, query.id),
+        (query.id, after.id),
+    }
+
+
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
 def test_graph_as_svg(database_url: str, manager: JobManager, tmp_path: Path) -> None:
     _diamond(manager)
