@@ -11,13 +11,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import PG_ADMIN_URL, initialised
 from psycopg import sql
 from sqlalchemy import event, text
 
 from taiat import JobManager, JobStatus
 from taiat.errors import AmbiguousJobId, JobNotFound
 from taiat.operator.lookups import MIN_PREFIX, resolve_id
+from taiat.store import schema
 from taiat.store.queries import operator as operator_queries
 
 
@@ -111,14 +111,15 @@ def icu_manager(pg_database: str) -> Iterator[JobManager]:
     does (ICU): '9' before ':' no longer, punctuation weighed last."""
     name = f"taiat_icu_{uuid.uuid4().hex[:8]}"
     create = "CREATE DATABASE {} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+    with psycopg.connect(pg_database, autocommit=True) as conn:
         conn.execute(sql.SQL(create).format(sql.Identifier(name)))
-    jm = JobManager(initialised(f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"))
+    jm = JobManager(f"{pg_database.rsplit('/', 1)[0]}/{name}")
     try:
+        schema.initialise(jm.engine)
         yield jm
     finally:
         jm.engine.dispose()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        with psycopg.connect(pg_database, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
