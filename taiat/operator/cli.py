@@ -149,8 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         wrong = usage.problem(doc, words)
         if wrong is None:
             echo = shlex.join(["taiat", *(db.mask_url(word) for word in words)])
-            command = " ".join(["taiat", usage.command_of(doc, words), "--help"])
-            wrong = f"bad command line `{echo}`: see `{' '.join(command.split())}`"
+            named = " ".join(["taiat", usage.command_of(doc, words)]).strip()
+            wrong = f"bad command line `{echo}`: see `{named} --help`"
         error(wrong)
         return exits.EXIT_USAGE
     logging.basicConfig(level=common.quiet_log_level())
