@@ -73,6 +73,10 @@ class JobNotFound(JobError, LookupError):
     """Raised when no job has the given id."""
 
 
+class AmbiguousJobId(JobError, LookupError):
+    """Raised when a shortened job id is the beginning of more than one job's id."""
+
+
 class InvalidTransition(JobError):
     """Raised when a job is not in a state that allows the requested change."""
 

@@ -14,6 +14,7 @@ _SUPERVISOR = "taiat.cli.supervisor_command"
 __getattr__, __dir__ = lazy_names(
     __name__,
     {
+        "EXIT_CANCELLED": _EXITS,
         "EXIT_CONFIG": _EXITS,
         "EXIT_DB_SCHEMA": _EXITS,
         "EXIT_DB_UNAVAILABLE": _EXITS,

@@ -13,3 +13,4 @@ EXIT_DB_UNAVAILABLE = 69  # EX_UNAVAILABLE: the database server cannot be reache
 EXIT_DB_SCHEMA = 65  # EX_DATAERR: tables missing or of another version
 EXIT_NOT_FOUND = 66  # EX_NOINPUT: `taiat`: no job has the given id
 EXIT_TIMEOUT = 75  # EX_TEMPFAIL: `taiat wait`: the jobs had not finished in time
+EXIT_CANCELLED = 3  # `taiat wait`: none of the jobs failed, but one was cancelled

@@ -31,15 +31,19 @@ _COUNT_EVERY = 1.0
 _NOT_A_RUN = frozenset({Outcome.STOPPED, Outcome.SUPERSEDED, Outcome.CANCELLED})
 
 
-def summary(done: int, total: int, failed: int, elapsed: float, before: int = 0) -> str:
-    """'12 of 40 jobs done, 2 failed, 3.1 jobs/s', the rate of those done after `before`."""
+def summary(
+    done: int, total: int, failed: int, elapsed: float, before: int = 0, cancelled: int = 0
+) -> str:
+    """'12 of 40 jobs done, 2 failed, 3.1 jobs/s', the rate of those done after `before`; the
+    cancelled ones, if any, after the failed ones ('2 failed, 1 cancelled')."""
     rate = (done - before) / elapsed if elapsed > 0 else 0.0
-    return f"{done} of {total} jobs done, {failed} failed, {rate:.1f} jobs/s"
+    ended = f"{failed} failed" + (f", {cancelled} cancelled" if cancelled else "")
+    return f"{done} of {total} jobs done, {ended}, {rate:.1f} jobs/s"
 
 
 class ProgressDisplay:
-    """Shows (done, total, failed) as a bar on `stream` if it is a terminal, else as lines
-    through `plain`, at most every `every` seconds (0: on every change)."""
+    """Shows (done, total, failed, cancelled) as a bar on `stream` if it is a terminal, else as
+    lines through `plain`, at most every `every` seconds (0: on every change)."""
 
     def __init__(
         self,
@@ -54,10 +58,10 @@ class ProgressDisplay:
         self.plain = plain or (lambda line: print(line, file=self.stream, flush=True))
         self.every = every
         self.started = time.monotonic()
-        self.state = (0, 0, 0)
+        self.state = (0, 0, 0, 0)
         #: Done at the first update: the rate counts only what finished while we watched.
         self._baseline: int | None = None
-        self._said: tuple[int, int, int] | None = None
+        self._said: tuple[int, int, int, int] | None = None
         self._said_at = 0.0
         self._bar: Progress | None = None
         if self.stream.isatty():
@@ -84,8 +88,8 @@ class ProgressDisplay:
     def console(self) -> Console | None:
         return None if self._bar is None else self._bar.console
 
-    def update(self, done: int, total: int, failed: int) -> None:
-        self.state = (done, total, failed)
+    def update(self, done: int, total: int, failed: int, cancelled: int = 0) -> None:
+        self.state = (done, total, failed, cancelled)
         if self._baseline is None:
             self._baseline = done
         elapsed = time.monotonic() - self.started
@@ -96,7 +100,8 @@ class ProgressDisplay:
                 completed=done,
                 total=max(total, done),
                 rate=f"{rate:.1f} jobs/s",
-                failed=f"[red]{failed} failed[/red]" if failed else "0 failed",
+                failed=(f"[red]{failed} failed[/red]" if failed else "0 failed")
+                + (f", [magenta]{cancelled} cancelled[/magenta]" if cancelled else ""),
             )
             self._bar.refresh()
             return
@@ -106,9 +111,10 @@ class ProgressDisplay:
 
     def _say(self) -> None:
         self._said, self._said_at = self.state, time.monotonic()
-        done, total, failed = self.state
+        done, total, failed, cancelled = self.state
         elapsed = time.monotonic() - self.started
-        self.plain(f"{self.what}: {summary(done, total, failed, elapsed, self._baseline or 0)}")
+        said = summary(done, total, failed, elapsed, self._baseline or 0, cancelled)
+        self.plain(f"{self.what}: {said}")
 
     def close(self) -> None:
         if self._bar is not None:

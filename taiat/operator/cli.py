@@ -9,6 +9,7 @@ Usage:
                     [--payload JSON | --payload-file FILE] [--depends-on ID]...
                     [--max-retries N] [--priority P] [--timeout S] [--run-at TIME]
                     [--database-url URL]
+  taiat jobs create --file FILE [--json] [--database-url URL]
   taiat jobs cancel ID [--database-url URL]
   taiat jobs retry ID [--database-url URL]
   taiat history [--limit N] [--status S] [--json] [--database-url URL]
@@ -22,14 +23,17 @@ Usage:
   taiat (-h | --help)
   taiat --version
 
+ID is a job's id, or its first 6 or more characters if no other job's id begins with them.
+
 Options:
   --database-url URL   The database (else TAIAT_DATABASE_URL, else the embedded ./taiat.db,
-                       or $TAIAT_HOME/taiat.db).
+                       or $TAIAT_HOME/taiat.db, which only `taiat init` creates).
   --status S           pending, running, completed, failed or cancelled.
   --ready              Only jobs that can start now (pending, dependencies completed, run_at
                        passed), in the order supervisors claim them.
   --limit N            At most N rows (jobs list: 100; history: 10).
-  --json               JSON for scripts instead of a table (graph: --format json).
+  --json               JSON for scripts instead of a table (graph: --format json; jobs create
+                       --file: an object of the new ids by the file's keys).
   --type TYPE          agent or query.
   --name NAME          jobs create: the job's name; jobs list: only jobs whose name matches
                        NAME, a shell-style pattern (* and ?), any case.
@@ -37,6 +41,11 @@ Options:
   --payload JSON       The job's payload, a JSON object (default {}).
   --payload-file FILE  Read the payload from FILE (- for standard input).
   --depends-on ID      Run only once job ID has completed (repeatable).
+  --file FILE          Create a whole dependency graph in one go from FILE (- for standard
+                       input): a JSON list of jobs, each an object of create_job's keywords
+                       (job_type, name, payload, dependencies, run_at...) with an optional
+                       "id" that other jobs' "dependencies" name; prints each new id after
+                       the file's key for its job (its "id", or #N, its place from 0).
   --max-retries N      Attempts after the first that may fail (default 3).
   --priority P         Higher runs first (default 0).
   --timeout S          jobs create: seconds the job may run (else the supervisor's default);
@@ -56,8 +65,10 @@ Options:
   -h --help            Show this help.
 
 Exit codes: 0 done; 1 the request cannot be carried out (e.g. retry a completed job), or a
-waited-for job failed; 64 bad command line or input; 65 tables missing or of another version;
-66 no job has that id; 69 database unreachable, or Graphviz not installed; 75 wait timed out.
+waited-for job failed; 3 a waited-for job was cancelled (and none failed); 64 bad command line
+or input; 65 tables missing or of another version; 66 no job has that id; 69 database
+unreachable, or Graphviz not installed; 75 wait timed out; 78 a bad setting, or no database
+chosen and no embedded one to use.
 """
 
 from __future__ import annotations
@@ -72,6 +83,7 @@ from docopt import DocoptExit, docopt
 
 from taiat.cli import common, exits
 from taiat.errors import (
+    AmbiguousJobId,
     DuplicateJob,
     InvalidDependency,
     InvalidJob,
@@ -80,6 +92,7 @@ from taiat.errors import (
     Unavailable,
     UsageError,
 )
+from taiat.operator import usage
 from taiat.operator.options import error
 from taiat.store import db
 
@@ -87,7 +100,9 @@ from taiat.store import db
 def exit_code_for(error: TaiatError) -> int:
     if isinstance(error, JobNotFound):
         return exits.EXIT_NOT_FOUND
-    if isinstance(error, UsageError | InvalidJob | InvalidDependency | DuplicateJob):
+    if isinstance(
+        error, UsageError | InvalidJob | InvalidDependency | DuplicateJob | AmbiguousJobId
+    ):
         return exits.EXIT_USAGE
     if isinstance(error, Unavailable):
         return exits.EXIT_DB_UNAVAILABLE
@@ -123,11 +138,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from taiat import __version__
 
     words = list(sys.argv[1:] if argv is None else argv)
+    doc = __doc__ or ""
+    own_help = usage.help_for(doc, words)
+    if own_help is not None:
+        print(own_help, end="")
+        return exits.EXIT_OK
     try:
-        args = docopt(__doc__ or "", argv=words, version=__version__)
+        args = docopt(doc, argv=words, version=__version__)
     except DocoptExit:
-        echo = shlex.join(["taiat", *(db.mask_url(word) for word in words)])
-        error(f"bad command line `{echo}`: see `taiat --help`")
+        wrong = usage.problem(doc, words)
+        if wrong is None:
+            echo = shlex.join(["taiat", *(db.mask_url(word) for word in words)])
+            named = " ".join(["taiat", usage.command_of(doc, words)]).strip()
+            wrong = f"bad command line `{echo}`: see `{named} --help`"
+        error(wrong)
         return exits.EXIT_USAGE
     logging.basicConfig(level=common.quiet_log_level())
     try:

@@ -12,11 +12,26 @@ from typing import Any
 from rich.text import Text
 
 from taiat.cli.exits import EXIT_FAILURE, EXIT_OK
-from taiat.errors import InvalidJob, JobNotFound, UsageError
+from taiat.errors import (
+    AmbiguousJobId,
+    DuplicateJob,
+    InvalidDependency,
+    InvalidJob,
+    JobNotFound,
+    UsageError,
+)
+from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job, JobStatus
 from taiat.operator import lookups, render
 from taiat.operator.options import error, job_id, manager, number, status_option
-from taiat.store.validation import BIGINT_RANGE, INTEGER_RANGE, MAX_JSON_DEPTH, shown, utc_naive
+from taiat.store.validation import (
+    BIGINT_RANGE,
+    INTEGER_RANGE,
+    MAX_JSON_DEPTH,
+    check_text,
+    shown,
+    utc_naive,
+)
 
 _RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -168,17 +183,30 @@ def _attempts_table(attempts: list[Attempt], width: int) -> Any:
 def _payload(args: dict) -> dict[str, Any]:
     if args["--payload-file"] is not None:
         where = args["--payload-file"]
-        try:
-            text = sys.stdin.read() if where == "-" else Path(where).read_text()
-        except OSError as exc:
-            raise UsageError(f"cannot read --payload-file {where}: {exc.strerror}") from None
-        source = f"--payload-file {where}"
+        text, source = _read(where, "--payload-file"), f"--payload-file {where}"
     elif args["--payload"] is not None:
         text, source = args["--payload"], "--payload"
     else:
         return {}
+    value = _json(text, source)
+    if not isinstance(value, dict):
+        raise UsageError(f"{source} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _read(where: str, option: str) -> str:
+    """The text of the file `where` (- for standard input) that `option` names."""
     try:
-        value = json.loads(text)
+        return sys.stdin.read() if where == "-" else Path(where).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {option} {where}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"cannot read {option} {where}: it is not UTF-8 text ({exc})") from None
+
+
+def _json(text: str, source: str) -> Any:
+    try:
+        return json.loads(text)
     except ValueError as exc:
         raise UsageError(f"{source} is not valid JSON: {exc}") from None
     except RecursionError:
@@ -186,13 +214,11 @@ def _payload(args: dict) -> dict[str, Any]:
             f"{source} nests objects and arrays more than {MAX_JSON_DEPTH} deep, which is too "
             "deep to be stored and read back"
         ) from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{source} must be a JSON object, got {type(value).__name__}")
-    return value
 
 
-def parse_time(raw: str, now: datetime | None = None) -> datetime:
-    """ISO 8601 (naive means UTC) or "+N[s|m|h|d]" from `now`; naive UTC."""
+def parse_time(raw: str, now: datetime | None = None, what: str = "--run-at") -> datetime:
+    """ISO 8601 (naive means UTC) or "+N[s|m|h|d]" from `now`; naive UTC. Errors name
+    `what`."""
     relative = _RELATIVE.match(raw.strip())
     try:
         if relative:
@@ -202,23 +228,30 @@ def parse_time(raw: str, now: datetime | None = None) -> datetime:
         return utc_naive(datetime.fromisoformat(raw.strip()))
     except (OverflowError, InvalidJob):
         raise UsageError(
-            f"--run-at {shown(raw)} is out of range: it must fall in years 1 to 9999 (UTC)"
+            f"{what} {shown(raw)} is out of range: it must fall in years 1 to 9999 (UTC)"
         ) from None
     except ValueError:
         raise UsageError(
-            f"--run-at {raw!r} is not a time: use ISO 8601 (2030-01-31T09:00:00) or +30m"
+            f"{what} {raw!r} is not a time: use ISO 8601 (2030-01-31T09:00:00) or +30m"
         ) from None
 
 
 def create_command(args: dict) -> int:
+    if args["--file"] is not None:
+        return _create_from_file(args)
     payload = _payload(args)
     run_at = None if args["--run-at"] is None else parse_time(args["--run-at"])
-    job = manager(args).create_job(
+    jm = manager(args)
+    dependencies = [
+        lookups.resolve_id(jm, check_text(dep, "dependency id"), missing_ok=True)
+        for dep in args["--depends-on"]
+    ]
+    job = jm.create_job(
         args["--type"],
         args["--name"],
         args["--description"],
         payload,
-        list(args["--depends-on"]),
+        dependencies,
         number(args, "--max-retries", int, 3, 0, INTEGER_RANGE[1]),
         priority=number(args, "--priority", int, 0, *INTEGER_RANGE),
         timeout_seconds=number(args, "--timeout", float, None, 0),
@@ -226,6 +259,79 @@ def create_command(args: dict) -> int:
     )
     print(job.id)
     return EXIT_OK
+
+
+def _create_from_file(args: dict) -> int:
+    """`jobs create --file FILE`: the jobs of a JSON list of `create_jobs` items, created in
+    one transaction; each new id printed after the file's key for its job (its "id", or #N,
+    its place in the list, from 0)."""
+    where = args["--file"]
+    source = f"--file {where}"
+    items = _json(_read(where, "--file"), source)
+    if not isinstance(items, list):
+        raise UsageError(
+            f"{source} must be a JSON list of jobs, each an object of create_job's keywords "
+            f"(job_type, name, id, dependencies...), got {_json_kind(items)}"
+        )
+    if not items:
+        raise UsageError(f"{source} holds no jobs: the list is empty")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise UsageError(
+                f"{source}: job #{index} must be a JSON object of create_job's keywords, got "
+                f"{_json_kind(item)}"
+            )
+    jm = manager(args)
+    inside = {item["id"] for item in items if isinstance(item.get("id"), str)}
+    try:
+        specs = [_file_job(jm, index, item, inside) for index, item in enumerate(items)]
+        created = jm.create_jobs(specs)
+    except (UsageError, InvalidJob, InvalidDependency, DuplicateJob, AmbiguousJobId) as exc:
+        raise type(exc)(f"{source}: {exc}") from None
+    keys = [
+        item["id"] if isinstance(item.get("id"), str) else f"#{index}"
+        for index, item in enumerate(items)
+    ]
+    if args["--json"]:
+        render.print_json({key: job.id for key, job in zip(keys, created, strict=True)})
+    else:
+        for key, job in zip(keys, created, strict=True):
+            print(f"{key}  {job.id}")
+    return EXIT_OK
+
+
+def _file_job(jm: JobManager, index: int, item: dict[str, Any], inside: set[str]) -> dict[str, Any]:
+    """A job of `--file` as `create_jobs` takes it: `run_at` read as `--run-at` is, and each
+    dependency outside the file that is the beginning of one job's id made that id."""
+    job = dict(item)
+    if isinstance(job.get("run_at"), str):
+        job["run_at"] = parse_time(job["run_at"], what=f"job #{index}'s run_at")
+    dependencies = job.get("dependencies")
+    if isinstance(dependencies, list):
+        job["dependencies"] = [
+            lookups.resolve_id(jm, dep, missing_ok=True) if _outside(dep, inside) else dep
+            for dep in dependencies
+        ]
+    return job
+
+
+def _outside(dep: Any, inside: set[str]) -> bool:
+    """Whether `dep` names, as valid text, a job outside the file."""
+    if not isinstance(dep, str) or not dep or dep in inside:
+        return False
+    try:
+        check_text(dep, "dependency id")
+    except InvalidJob:
+        return False  # create_jobs says what is wrong with it
+    return True
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    kinds = {dict: "an object", list: "an array", str: "a string"}
+    return kinds.get(type(value), "a number")
 
 
 def cancel_command(args: dict) -> int:

@@ -10,8 +10,9 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from taiat.errors import AmbiguousJobId, JobNotFound
 from taiat.job_manager import JobManager
-from taiat.jobs import Job, JobHistoryEntry, JobStatus
+from taiat.jobs import Job, JobHistoryEntry, JobStatus, JobType
 from taiat.store import queries
 from taiat.store.queries import operator as operator_queries
 
@@ -46,6 +47,47 @@ def _by_id(conn: Connection, ids: Collection[str]) -> dict[str, Job]:
 def jobs_by_id(manager: JobManager, ids: Collection[str]) -> dict[str, Job]:
     """Each of `ids` that names a job, in its current state (finished ones from history)."""
     return manager.run(lambda conn: _by_id(conn, ids))
+
+
+#: The fewest characters a shortened job id may have (the graph pictures show 8).
+MIN_PREFIX = 6
+#: The most jobs an ambiguous shortened id's error lists.
+MAX_CANDIDATES = 10
+
+
+def resolve_id(manager: JobManager, given: str, *, missing_ok: bool = False) -> str:
+    """The id of the one job whose id is `given` or, for `given` of MIN_PREFIX characters or
+    more, begins with it. JobNotFound when no job has it (or `given` itself, if
+    `missing_ok`); AmbiguousJobId, listing them, when several jobs' ids begin with it."""
+
+    def read(conn: Connection) -> list[str]:
+        if len(given) < MIN_PREFIX:
+            return sorted(queries.known_ids(conn, [given]))
+        return operator_queries.job_ids_from(conn, given, MAX_CANDIDATES + 1)
+
+    found = manager.run(read)
+    if given in found:  # a whole id, though others begin with it
+        return given
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        if missing_ok:
+            return given
+        short = len(given) < MIN_PREFIX
+        hint = f" (a shortened id needs at least {MIN_PREFIX} characters)" if short else ""
+        raise JobNotFound(f"no job has id {given}{hint}")
+    named = jobs_by_id(manager, found[:MAX_CANDIDATES])
+    listed = [
+        f"{job_id} ({named[job_id].name}, {named[job_id].status.value})"
+        if job_id in named
+        else job_id
+        for job_id in found[:MAX_CANDIDATES]
+    ]
+    more = ", and more" if len(found) > MAX_CANDIDATES else ""
+    raise AmbiguousJobId(
+        f"ambiguous job id {given}: it begins the ids of {', '.join(listed)}{more}; give more "
+        "of the id"
+    )
 
 
 @dataclass
@@ -87,15 +129,41 @@ def graph_around(manager: JobManager, job_id: str) -> Graph | None:
     return manager.run(read)
 
 
+def _plan(job: Job) -> list[dict[str, Any]]:
+    """The steps of the plan a query job recorded in its payload when it was planned (each
+    with its agent job's `job_id` and the ids it runs `after`), the goal's agent last; none for
+    another job, or a query not planned (yet, or again since a retry)."""
+    plan = job.payload.get("plan") if job.job_type is JobType.QUERY else None
+    if not isinstance(plan, list):
+        return []
+    return [s for s in plan if isinstance(s, dict) and isinstance(s.get("job_id"), str)]
+
+
+def _edges_into(job: Job) -> list[tuple[str, str]]:
+    """The edges `(dependency, dependent)` that end at `job`: its dependencies; for a planned
+    query also its plan's, each agent after those it needs, and the query after its goal's
+    agent (what it waits for; its own dependencies do not name its agents)."""
+    edges = [(dep, job.id) for dep in job.dependencies]
+    steps = _plan(job)
+    for step in steps:
+        after = step.get("after")
+        for dep in after if isinstance(after, list) else []:
+            if isinstance(dep, str):
+                edges.append((dep, step["job_id"]))
+    if steps:
+        edges.append((steps[-1]["job_id"], job.id))
+    return edges
+
+
 def _walk_up(conn: Connection, graph: Graph, frontier: Iterable[str]) -> None:
     todo = list(frontier)
     while todo:
         wanted: set[str] = set()
         for job_id in todo:
-            for dep in graph.jobs[job_id].dependencies:
-                graph.edges.add((dep, job_id))
-                if dep not in graph.jobs and dep not in graph.missing:
-                    wanted.add(dep)
+            for edge in _edges_into(graph.jobs[job_id]):
+                graph.edges.add(edge)
+                wanted |= {end for end in edge if end not in graph.jobs}
+        wanted -= graph.missing
         chosen = _room(graph, wanted)
         found = _by_id(conn, chosen)
         graph.missing |= set(chosen) - set(found)
@@ -114,10 +182,31 @@ def _walk_down(conn: Connection, graph: Graph, frontier: Iterable[str]) -> None:
                     graph.edges.add((dep, row["id"]))
             if row["id"] not in seen:
                 wanted.add(row["id"])
+        for query, goal in _queries_of_goals(conn, graph, todo).items():
+            graph.edges.add((goal, query))
+            if query not in seen:
+                wanted.add(query)
         seen |= wanted
         found = _by_id(conn, _room(graph, wanted - set(graph.jobs)))
         graph.jobs.update(found)
         todo = sorted(found)
+
+
+def _queries_of_goals(conn: Connection, graph: Graph, job_ids: Iterable[str]) -> dict[str, str]:
+    """query id -> goal agent's id, for those of the jobs that are the goal's agent of their
+    query's current plan: the query waits for it, though its dependencies do not say so."""
+    goals = {}
+    for job_id in job_ids:
+        payload = graph.jobs[job_id].payload
+        owner = payload.get("query_job")
+        if "goal_output" in payload and isinstance(owner, str):
+            goals[owner] = job_id
+    known = {**_by_id(conn, goals.keys() - graph.jobs.keys()), **graph.jobs}
+    return {
+        query: goal
+        for query, goal in goals.items()
+        if query in known and [s["job_id"] for s in _plan(known[query])][-1:] == [goal]
+    }
 
 
 def _room(graph: Graph, wanted: set[str]) -> list[str]:

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from taiat.config import SupervisorConfig, from_environment
-from taiat.errors import UsageError
+from taiat.errors import ConfigurationError, DatabaseNotInitialised, UsageError
 from taiat.job_manager import JobManager
 from taiat.jobs import JobStatus
+from taiat.operator import lookups
 from taiat.store import db
 from taiat.store.validation import check_text
 
@@ -98,9 +99,42 @@ def status_files(args: dict) -> list[Path]:
 
 
 def job_id(args: dict) -> str:
-    """The one ID of the command (docopt gives a list: `wait` takes several)."""
-    return identifiers(args)[0]
+    """The id of the job the command's one ID names, whole or its first characters (docopt
+    gives a list: `wait` takes several)."""
+    return lookups.resolve_id(manager(args), identifiers(args)[0])
+
+
+#: Where `manager` keeps the job manager it made, in the command's parsed arguments.
+_MANAGER = "<job manager>"
 
 
 def manager(args: dict) -> JobManager:
-    return JobManager(args.get("--database-url"))
+    """The job manager on the command's database, made once per command."""
+    made = args.get(_MANAGER)
+    if made is None:
+        made = args[_MANAGER] = JobManager(database_url(args))
+    return made
+
+
+def database_url(args: dict) -> str:
+    """The command's database: `--database-url`, else TAIAT_DATABASE_URL, else the embedded
+    SQLite file. A SQLite file that does not exist is not created (only `taiat init` makes
+    one): with no database chosen that is a configuration error naming the file and how to
+    choose; a file named on purpose has no tables yet."""
+    given = args.get("--database-url")
+    url = db.resolve_url(given)
+    path = db.sqlite_file(url)
+    if path is None or path.exists():
+        return url
+    if given is None and from_environment("TAIAT_DATABASE_URL") is None:
+        home = from_environment("TAIAT_HOME")
+        where = "in TAIAT_HOME" if home else "in the working directory"
+        raise ConfigurationError(
+            f"no database: taiat would use the embedded SQLite file {url} ({where}), which "
+            "does not exist; choose a database with --database-url URL or TAIAT_DATABASE_URL, "
+            "or create this one with `taiat init`"
+        )
+    raise DatabaseNotInitialised(
+        f"the job tables are missing in {db.mask_url(url)}, a file that does not exist: run "
+        "`taiat init` (or `python -m taiat.init_worker`)"
+    )

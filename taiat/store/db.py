@@ -156,6 +156,22 @@ def _check_pg_options(query: Mapping[str, Any]) -> None:
         )
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names (relative ones from the working directory); None for
+    another database, an in-memory one, a `file:` URI, or a URL that cannot be parsed (making
+    its engine says what is wrong with it)."""
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.query.get("uri"):
+        return None
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database).absolute()
+
+
 def engine_from(source: Any) -> Engine:
     """An engine from a `sessionmaker` bound to one (as in the seed), an `Engine`, a URL or None."""
     if source is None or isinstance(source, str):

@@ -93,7 +93,14 @@ def create(
     if taken:
         raise DuplicateJob(f"job id {sorted(taken)[0]} is already taken")
     batch = {spec.id for spec in specs}
-    wanted = {dep: spec.id for spec in specs for dep in spec.dependencies if dep not in batch}
+    # The message names the job to be created by what its caller knows it by: its name, and
+    # its id only when the caller chose it (a new one's was never created).
+    wanted = {
+        dep: f"cannot create job {_creating(spec, chosen_ids)}"
+        for spec in specs
+        for dep in spec.dependencies
+        if dep not in batch
+    }
     active = _active_dependencies(conn, wanted)
     unmet = {
         spec.id: [dep for dep in spec.dependencies if dep in batch or dep in active]
@@ -115,22 +122,32 @@ def _active_dependencies(
 
     A completed one counts as met; an unknown, failed or cancelled one is an error (an unknown
     one is met when `missing_ok`: a retried job's dependency whose history was cleaned up).
-    `wanted` maps each dependency to a job that asked for it, for the message.
+    `wanted` maps each dependency to what was asked of a job that needs it ("cannot create job
+    'train'"), which the message begins with; the message then names the dependency.
     """
     active = queries.lock_active(conn, wanted.keys())
     finished = queries.latest_history_status(conn, wanted.keys() - active.keys())
-    for dep in wanted.keys() - active.keys():
+    for dep in sorted(wanted.keys() - active.keys()):
         status = finished.get(dep)
         if status is None and missing_ok:
             continue
         if status is None:
-            raise InvalidDependency(f"job {wanted[dep]} depends on {dep}, but no job has that id")
+            raise InvalidDependency(
+                f"{wanted[dep]}: its dependency {dep} does not exist (no job has that id)"
+            )
         if status != JobStatus.COMPLETED.value:
             raise InvalidDependency(
-                f"job {wanted[dep]} depends on {dep}, which {_verb(status)} and can never "
+                f"{wanted[dep]}: its dependency {dep} {_verb(status)} and can never "
                 f"complete: retry it first"
             )
     return set(active)
+
+
+def _creating(spec: JobSpec, chosen_ids: Collection[str]) -> str:
+    """The job `spec` would create, as its caller knows it: 'train', or a-2 ('train') when the
+    caller chose its id."""
+    name = repr(spec.name)
+    return f"{spec.id} ({name})" if spec.id in chosen_ids else name
 
 
 # -- finishing -----------------------------------------------------------------------------
@@ -326,7 +343,8 @@ def retry(conn: Connection, job_id: str) -> RowMapping:
             f"job {job_id} completed: only a failed or cancelled job can be retried"
         )
     deps = list(dict.fromkeys(row["dependencies"] or []))
-    unmet = sorted(_active_dependencies(conn, {dep: job_id for dep in deps}, missing_ok=True))
+    asking = f"cannot retry job {job_id}"
+    unmet = sorted(_active_dependencies(conn, {dep: asking for dep in deps}, missing_ok=True))
     again: Mapping[Any, Any] = row
     if row["job_type"] == JobType.QUERY.value:  # plans afresh: its old plan's agents are over
         again = {**row, "payload": unplanned(row["payload"])}

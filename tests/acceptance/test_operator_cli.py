@@ -20,6 +20,7 @@ from pty_run import PtyProcess
 from support import agent_job, finished
 
 from taiat import JobManager, JobStatus, __version__
+from taiat.cli.exits import EXIT_CANCELLED, EXIT_CONFIG
 from taiat.store import schema
 
 TAIAT = [sys.executable, "-m", "taiat"]
@@ -61,6 +62,37 @@ def test_entry_points_agree() -> None:
     assert launcher.stdout == ok("--help")
     for command in ["jobs list", "jobs create", "graph ID", "top", "wait ID...", "Exit codes"]:
         assert command in launcher.stdout
+
+
+def test_a_commands_help_is_its_own(tmp_path: Path) -> None:
+    for words, usage_line, unrelated in [
+        (
+            ["jobs", "create", "--help"],
+            "taiat jobs create --type TYPE --name NAME",
+            "taiat jobs list",
+        ),
+        (["graph", "-h"], "taiat graph ID", "--name NAME"),
+        (["wait", "abcdef12", "--help"], "taiat wait ID...", "--format F"),
+    ]:
+        result = subprocess.run(
+            [*TAIAT, *words],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=environment(),
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert result.stdout.startswith(f"Usage:\n  {usage_line}")
+        assert "\nOptions:\n" in result.stdout and "-h --help" in result.stdout
+        assert unrelated not in result.stdout and "taiat top" not in result.stdout
+    assert "--name NAME" in ok("jobs", "create", "--help") and "--file FILE" in ok(
+        "jobs", "create", "--help"
+    )
+    assert list(tmp_path.iterdir()) == []
+    missing = taiat("jobs", "create", "--type", "agent")
+    assert missing.returncode == 64 and missing.stdout == ""
+    assert missing.stderr == "taiat: error: jobs create: --name is required\n"
 
 
 def test_create_list_and_show(database_url: str, manager: JobManager) -> None:
@@ -158,6 +190,101 @@ def test_cancel_retry_history_and_cleanup(database_url: str, manager: JobManager
     assert json.loads(ok("history", "--json", url=url)) == []
 
 
+def test_every_command_takes_the_beginning_of_an_id(database_url: str, manager: JobManager) -> None:
+    url = database_url
+    first = manager.create_job("agent", "first")
+    short = first.id[:8]  # as the graph pictures print it
+    second = ok(
+        "jobs", "create", "--type", "agent", "--name", "second", "--depends-on", short, url=url
+    )
+    assert manager.get_job(second.strip()).dependencies == [first.id]
+    assert json.loads(ok("jobs", "show", short, "--json", url=url))["job"]["id"] == first.id
+    assert json.loads(ok("graph", first.id[:6], "--json", url=url))["root"] == first.id
+    assert ok("jobs", "cancel", short, url=url).startswith(f"cancelled job {first.id} ")
+    waited = taiat("wait", short, url=url)
+    assert waited.stdout == f"{first.id}  cancelled  first\n", waited.stderr
+    assert ok("jobs", "retry", short, url=url).startswith(f"job {first.id} (first) is pending")
+
+    manager.create_jobs(
+        [{"id": f"same01-{n}", "job_type": "agent", "name": f"twin-{n}"} for n in "ab"]
+    )
+    for command in (["jobs", "show"], ["jobs", "cancel"], ["graph"], ["wait"]):
+        result = taiat(*command, "same01", url=url)
+        assert result.returncode == 64, result.stderr
+        assert result.stderr == (
+            "taiat: error: ambiguous job id same01: it begins the ids of same01-a (twin-a, "
+            "pending), same01-b (twin-b, pending); give more of the id\n"
+        )
+    result = taiat("jobs", "show", first.id[:5], url=url)
+    assert result.returncode == 66
+    assert "a shortened id needs at least 6 characters" in result.stderr
+    assert manager.get_job("same01-a").status is JobStatus.PENDING
+
+
+def test_create_a_whole_graph_from_a_file(
+    database_url: str, manager: JobManager, tmp_path: Path
+) -> None:
+    url = database_url
+    before = manager.create_job("agent", "before")
+    graph = [
+        {"id": "extract", "job_type": "agent", "name": "extract", "payload": {"n": 1}},
+        {"id": "train", "job_type": "agent", "name": "train", "dependencies": ["extract"]},
+        {
+            "job_type": "agent",
+            "name": "report",
+            "dependencies": ["train", before.id[:8]],
+            "priority": 5,
+            "run_at": "+1h",
+        },
+    ]
+    path = tmp_path / "jobs.json"
+    path.write_text(json.dumps(graph))
+    lines = ok("jobs", "create", "--file", str(path), url=url).splitlines()
+    assert lines[:2] == ["extract  extract", "train  train"]
+    key, report_id = lines[2].split("  ")
+    assert key == "#2" and len(lines) == 3
+    report = manager.get_job(report_id)
+    assert report.dependencies == ["train", before.id] and report.priority == 5
+    assert report.unmet_dependencies == 2 and report.run_at > manager.get_job("train").run_at
+    assert manager.get_job("train").dependencies == ["extract"]
+
+    renamed = json.dumps(graph).replace("extract", "load").replace('"train"', '"fit"')
+    piped = subprocess.run(
+        [*TAIAT, "jobs", "create", "--file", "-", "--json", "--database-url", url],
+        input=renamed,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment(),
+    )
+    assert piped.returncode == 0, piped.stderr
+    created = json.loads(piped.stdout)
+    assert list(created) == ["load", "fit", "#2"] and created["fit"] == "fit"
+    assert manager.get_job(created["#2"]).dependencies == ["fit", before.id]
+
+    count = manager.count_jobs()
+    bad = [
+        (graph[:2], "--file {}: job id extract is already taken"),
+        ({"jobs": graph}, "--file {} must be a JSON list of jobs"),
+        ([], "--file {} holds no jobs"),
+        ([graph[0], 7], "--file {}: job #1 must be a JSON object of create_job's keywords"),
+        ([{"job_type": "agent", "name": "x", "colour": "red"}], "job #0 has unknown keys"),
+        ([{"job_type": "agent", "name": "x", "run_at": "soon"}], "job #0's run_at 'soon'"),
+        ([{"job_type": "agent", "name": "x", "dependencies": ["ghost"]}], "dependency ghost"),
+        ([{"id": "a", "job_type": "agent", "name": "a", "dependencies": ["a"]}], "itself"),
+    ]
+    for content, words in bad:
+        path.write_text(json.dumps(content))
+        result = taiat("jobs", "create", "--file", str(path), url=url)
+        assert result.returncode == 64, result.stderr
+        assert result.stderr.startswith("taiat: error: ") and result.stderr.count("\n") == 1
+        assert words.format(path) in result.stderr and result.stdout == ""
+    path.write_text("[{")
+    result = taiat("jobs", "create", "--file", str(path), url=url)
+    assert result.returncode == 64 and f"--file {path} is not valid JSON" in result.stderr
+    assert manager.count_jobs() == count
+
+
 #: Bad input whose refusal the database decides: (arguments, exit code, words of the error).
 ABOUT_JOBS = [
     (["jobs", "show", "nope"], 66, "no job has id nope"),
@@ -206,6 +333,11 @@ BAD_COMMAND_LINES = [
     (["cleanup", "--days", "-1"], 64, "--days must be a number of at least 0"),
     (["graph", "x", "--format", "gif"], 64, "unknown format 'gif'"),
     (["jobs", "frobnicate"], 64, "bad command line"),
+    (["jobs", "create", "--type", "agent"], 64, "jobs create: --name is required"),
+    (["jobs", "create", "--name", "x"], 64, "jobs create: --type is required"),
+    (["cleanup"], 64, "cleanup: --days is required"),
+    (["graph", "--json"], 64, "graph: a job ID is required"),
+    (["jobs", "list", "--colour", "red"], 64, "jobs list: unknown option --colour"),
     # An undecodable byte arrives as a lone surrogate, which no job id or name can hold.
     (["jobs", "show", "\udcff"], 64, "the job id holds a lone surrogate"),
     (["jobs", "cancel", "a\udcff"], 64, "the job id holds a lone surrogate"),
@@ -322,6 +454,44 @@ def test_unreachable_database_and_the_embedded_default(tmp_path: Path) -> None:
     assert (tmp_path / "taiat.db").exists()
 
 
+def test_no_database_chosen_and_none_there_creates_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TAIAT, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=environment(**extra),
+            cwd=tmp_path,
+        )
+
+    for args, extra, where in [
+        (["jobs", "list"], {}, tmp_path),
+        (["jobs", "show", "abcdef12"], {}, tmp_path),
+        (["top", "--once"], {"TAIAT_HOME": str(home)}, home),
+    ]:
+        result = run(*args, **extra)
+        assert result.returncode == 78 == EXIT_CONFIG, result.stderr
+        assert result.stderr.startswith(
+            f"taiat: error: no database: taiat would use the embedded SQLite file "
+            f"sqlite:///{where / 'taiat.db'} "
+        )
+        for words in ["--database-url", "TAIAT_DATABASE_URL", "`taiat init`"]:
+            assert words in result.stderr
+        assert result.stderr.count("\n") == 1 and result.stdout == ""
+        assert list(tmp_path.iterdir()) == [home] and list(home.iterdir()) == []
+    named = tmp_path / "named.db"
+    result = run("jobs", "list", "--database-url", f"sqlite:///{named}")
+    assert result.returncode == 65 and "run `taiat init`" in result.stderr
+    assert not named.exists()
+    assert run("init").returncode == 0 and (tmp_path / "taiat.db").exists()
+    listed = run("jobs", "list", "--json")
+    assert listed.returncode == 0 and listed.stdout.strip() == "[]"
+
+
 def test_supervisors_wait_and_attempts(
     database_url: str, manager: JobManager, supervisor: Any
 ) -> None:
@@ -352,6 +522,26 @@ def test_supervisors_wait_and_attempts(
     assert attempt["host"] and attempt["wall_seconds"] is not None
     text = ok("jobs", "show", bad.id, url=database_url)
     assert "ValueError: kaboom" in text and attempt["host"] in text
+
+
+def test_wait_reports_a_cancelled_job_as_cancelled(database_url: str, manager: JobManager) -> None:
+    kept = manager.create_job("agent", "kept")
+    dropped = manager.create_job("agent", "dropped", dependencies=[kept.id])
+    manager.cancel_job(kept.id)  # `dropped` goes with it
+    result = taiat("wait", kept.id, dropped.id, "--interval", "0.05", url=database_url)
+    assert result.returncode == 3 == EXIT_CANCELLED, result.stderr
+    assert f"wait: job {kept.id} (kept) cancelled" in result.stderr
+    assert "wait: 2 of 2 jobs done, 0 failed, 2 cancelled" in result.stderr
+    assert result.stdout.splitlines() == [
+        f"{kept.id}  cancelled  kept",
+        f"{dropped.id}  cancelled  dropped",
+    ]
+    broken = manager.create_job("agent", "broken", max_retries=0)
+    [claimed] = manager.claim_jobs("test-worker", 1)
+    assert manager.fail_job(claimed.id, claimed.claim_seq, "boom") is JobStatus.FAILED
+    both = taiat("wait", kept.id, broken.id, url=database_url)
+    assert both.returncode == 1, both.stderr  # a failure outweighs a cancellation
+    assert "2 of 2 jobs done, 1 failed, 1 cancelled" in both.stderr
 
 
 def test_wait_gives_up_after_its_timeout(database_url: str, manager: JobManager) -> None:
@@ -400,6 +590,57 @@ def test_graph_text_dot_and_json(database_url: str, manager: JobManager) -> None
     ]:
         assert edge in dot
     assert '"other"' not in dot and 'fillcolor="#ddd0ea"' in dot
+
+
+def test_graph_of_a_query_shows_its_plans_agents(database_url: str, manager: JobManager) -> None:
+    payload = {"query": "make joined", "inferred_goal_output": "joined", "inputs": {"m": 1}}
+    query = manager.create_job("query", "both sides", payload=payload)
+    after = manager.create_job("agent", "after", dependencies=[query.id])
+    [claimed] = manager.claim_jobs("test-worker", 1)
+    plan = {
+        "goal": "joined",
+        "steps": [
+            {"agent": "left", "inputs": {"m": None}, "outputs": ["left_part"]},
+            {"agent": "right", "inputs": {"m": None}, "outputs": ["right_part"]},
+            {
+                "agent": "join",
+                "inputs": {"left_part": "left", "right_part": "right"},
+                "outputs": ["joined"],
+            },
+        ],
+    }
+    left, right, join = manager.expand_query(claimed.id, claimed.claim_seq, plan)
+    for expected in ({left, right}, {join}):
+        claims = manager.claim_jobs("test-worker", 2)
+        assert {job.id for job in claims} == expected
+        for job in claims:
+            assert manager.complete_job(job.id, job.claim_seq, {"out": job.name})
+    assert manager.get_job(query.id).status is JobStatus.COMPLETED
+    edges = {
+        (left, join),
+        (right, join),
+        (join, query.id),
+        (query.id, after.id),
+    }
+    data = json.loads(ok("graph", query.id, "--json", url=database_url))
+    assert {j["id"] for j in data["jobs"]} == {query.id, left, right, join, after.id}
+    assert {(e["dependency"], e["dependent"]) for e in data["edges"]} == edges
+    tree = ok("graph", query.id, url=database_url)
+    lines = tree.splitlines()
+    assert lines[0].startswith(f"both sides  {query.id}  completed")
+    for name, job_id in [("join", join), ("left", left), ("right", right)]:
+        assert any(f"both sides/{name}  {job_id}  completed" in line for line in lines), tree
+    depends_on = tree.split("needed by")[0]
+    assert "both sides/join" in depends_on and "nothing" not in depends_on
+    dot = ok("graph", query.id, "--format", "dot", url=database_url)
+    assert f'"{join}" -> "{query.id}"' in dot and f'"{left}" -> "{join}"' in dot
+    # From one of its agents, the query is what the plan leads to.
+    below = json.loads(ok("graph", left, "--json", url=database_url))
+    assert {(e["dependency"], e["dependent"]) for e in below["edges"]} == {
+        (left, join),
+        (join, query.id),
+        (query.id, after.id),
+    }
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")

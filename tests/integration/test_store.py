@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from taiat import JobManager, JobStatus, JobType
-from taiat.errors import InvalidJob, InvalidTransition, JobNotFound
+from taiat.errors import InvalidDependency, InvalidJob, InvalidTransition, JobNotFound
 from taiat.jobs import Attempt
 from taiat.store import queries, state_machine
 from taiat.store.schema import jobs, utcnow
@@ -331,6 +332,41 @@ def test_retry_job_refuses_active_and_completed(manager: JobManager) -> None:
         manager.retry_job(job.id)
     with pytest.raises(JobNotFound):
         manager.retry_job("nope")
+
+
+def test_a_refused_dependency_is_named_not_the_job_never_created(manager: JobManager) -> None:
+    uuid = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    failed = manager.create_job(JobType.AGENT, "extract", max_retries=0)
+    fail_for_good(manager, failed.id)
+    cancelled = manager.create_job(JobType.AGENT, "clean")
+    manager.cancel_job(cancelled.id)
+    before = manager.count_jobs()
+    cases = [
+        (lambda: manager.create_job("agent", "train", dependencies=[failed.id]), failed.id),
+        (lambda: manager.create_jobs([agent("train", [failed.id])]), failed.id),
+        (lambda: manager.create_job("agent", "train", dependencies=[cancelled.id]), cancelled.id),
+        (lambda: manager.create_job("agent", "train", dependencies=["ghost"]), "ghost"),
+        (lambda: manager.create_jobs([agent("train", ["ghost"])]), "ghost"),
+    ]
+    for create, dependency in cases:
+        with pytest.raises(InvalidDependency) as refused:
+            create()
+        words = str(refused.value)
+        assert words.startswith("cannot create job 'train': its dependency ")
+        assert dependency in words and uuid.findall(words) == uuid.findall(dependency)
+    with pytest.raises(InvalidDependency) as refused:
+        manager.create_jobs([{"id": "a-2", **agent("train", [failed.id])}])
+    assert str(refused.value) == (
+        f"cannot create job a-2 ('train'): its dependency {failed.id} failed and can never "
+        "complete: retry it first"
+    )
+    with pytest.raises(InvalidDependency, match="dependency ghost does not exist"):
+        manager.create_job("agent", "train", dependencies=["ghost"], id="mine")
+    assert manager.count_jobs() == before
+
+
+def agent(name: str, dependencies: list[str]) -> dict[str, object]:
+    return {"job_type": "agent", "name": name, "dependencies": dependencies}
 
 
 def test_retried_dependent_waits_for_retried_dependency(manager: JobManager) -> None:

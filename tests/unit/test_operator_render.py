@@ -120,3 +120,14 @@ def test_progress_off_a_terminal_is_plain_lines() -> None:
         ["batch: 3 of 3 jobs done", "1 failed"],
     ]
     assert summary(10, 40, 2, 4.0) == "10 of 40 jobs done, 2 failed, 2.5 jobs/s"
+
+
+def test_progress_counts_the_cancelled_apart_from_the_failed() -> None:
+    said: list[str] = []
+    display = ProgressDisplay("wait", stream=io.StringIO(), plain=said.append, every=0)
+    display.update(2, 3, 1, 1)
+    display.close()
+    assert said[0].startswith("wait: 2 of 3 jobs done, 1 failed, 1 cancelled, ")
+    assert (
+        summary(3, 3, 0, 1.0, cancelled=2) == "3 of 3 jobs done, 0 failed, 2 cancelled, 3.0 jobs/s"
+    )

@@ -3,12 +3,14 @@ the dependency graph, what runs now. Part of the query module; see its docstring
 
 from __future__ import annotations
 
+import sys
+import weakref
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, func, literal_column, select, type_coerce
+from sqlalchemy import RowMapping, and_, func, literal_column, select, text, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB, array
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from taiat.store.queries import _READY, RUNNING
 from taiat.store.schema import history, jobs, utcnow
@@ -30,6 +32,64 @@ def history_by_job_id(conn: Connection, ids: Collection[str]) -> list[RowMapping
         .order_by(history.c.created_at, history.c.id)
     )
     return list(conn.execute(stmt).mappings())
+
+
+def job_ids_from(conn: Connection, prefix: str, limit: int) -> list[str]:
+    """The ids of the jobs, active or finished, that begin with `prefix`, in order, at most
+    `limit` of them. A range of the primary key (of the history's `job_id` index for finished
+    jobs): ids with a prefix lie between it and the next string after all of them, in code
+    point order, which is the order of SQLite's keys and of PostgreSQL's under a C collation.
+    A database that sorts text another way (en_US, ICU) does not keep them together, and is
+    searched whole."""
+    upper = _past_prefix(prefix)
+
+    def starting(column: Any) -> Any:
+        begins = func.substr(column, 1, len(prefix)) == prefix
+        if not _code_point_order(conn):
+            return begins
+        bounds = [column >= prefix] + ([column < upper] if upper is not None else [])
+        return and_(*bounds, begins)
+
+    active = select(jobs.c.id).where(starting(jobs.c.id)).order_by(jobs.c.id).limit(limit)
+    finished = (
+        select(history.c.job_id)
+        .where(starting(history.c.job_id))
+        .group_by(history.c.job_id)
+        .order_by(history.c.job_id)
+        .limit(limit)
+    )
+    found = {*conn.execute(active).scalars(), *conn.execute(finished).scalars()}
+    return sorted(found)[:limit]
+
+
+def _past_prefix(prefix: str) -> str | None:
+    """The first string, in code point order, after every string that begins with `prefix`:
+    its last character that can be, one higher, and what came before it; None if none can."""
+    for end in range(len(prefix) - 1, -1, -1):
+        code = ord(prefix[end]) + 1
+        if 0xD800 <= code <= 0xDFFF:  # no text holds a surrogate
+            code = 0xE000
+        if code <= sys.maxunicode:
+            return prefix[:end] + chr(code)
+    return None
+
+
+#: Whether each engine's database compares text by code point, as learnt once.
+_ORDER: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
+
+
+def _code_point_order(conn: Connection) -> bool:
+    """Whether the database's text sorts by code point: always on SQLite (its keys compare
+    bytes of UTF-8); on PostgreSQL when its collation is C (C, POSIX, C.UTF-8)."""
+    if conn.dialect.name != "postgresql":
+        return True
+    known = _ORDER.get(conn.engine)
+    if known is None:
+        # Under a linguistic collation upper case sorts after lower, and punctuation is
+        # ignored, or sorts before digits.
+        probe = text("SELECT 'B' < 'a' AND 'a-c' < 'ab' AND 'x9' < 'x:'")
+        known = _ORDER[conn.engine] = bool(conn.execute(probe).scalar_one())
+    return known
 
 
 def _depends_on_any(conn: Connection, column: Any, ids: list[str]) -> Any:
