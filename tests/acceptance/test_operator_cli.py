@@ -83,6 +83,8 @@ def test_create_list_and_show(database_url: str, manager: JobManager) -> None:
         "query",
         "--name",
         "load-data",
+        "--payload",
+        '{"inferred_goal_output": "table"}',
         "--depends-on",
         first,
         "--priority",

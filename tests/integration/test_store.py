@@ -181,6 +181,7 @@ def test_create_jobs_builds_a_dag_in_one_go(manager: JobManager) -> None:
             {
                 "job_type": "query",
                 "name": "report",
+                "payload": {"inferred_goal_output": "report"},
                 "dependencies": ["plot", "stats"],
                 "priority": 3,
                 "max_retries": 0,
