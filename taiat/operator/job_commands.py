@@ -39,7 +39,7 @@ def list_command(args: dict) -> int:
             job.name,
             render.status_text(job.status),
             job.priority,
-            f"{job.attempt}/{job.max_retries + 1}",
+            render.tries_text(job),
             render.when(job.updated_at or job.created_at),
             render.first_line(job.error_message),
         )
@@ -109,7 +109,7 @@ def _fields(job: Job) -> list[tuple[str, Any]]:
         fields.append(("description", job.description))
     fields += [
         ("priority", str(job.priority)),
-        ("attempt", f"{job.attempt} of at most {job.max_retries + 1}"),
+        ("attempt", f"{render.tries(job) or 'none yet'} of at most {job.max_retries + 1}"),
         (
             "timeout",
             "supervisor's default"

@@ -93,6 +93,24 @@ def first_line(text: str | None, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def tries(job: Job) -> int:
+    """How many of its allowed attempts the job has used: the failed ones it was retried after,
+    and the one it is running or ended with. A job that never ran has used none (a cancelled
+    one that never started, a pending one); a query waiting on its plan is in its attempt."""
+    if job.status.value in ("running", "completed", "failed"):
+        ran = True
+    elif job.status.value == "cancelled":
+        ran = job.started_at is not None
+    else:
+        ran = "plan" in job.payload
+    return job.retry_count + int(ran)
+
+
+def tries_text(job: Job) -> str:
+    """The TRY column: attempts used of those allowed, `0/4` for a job that never ran."""
+    return f"{tries(job)}/{job.max_retries + 1}"
+
+
 def took(job: Job, now: datetime | None = None) -> float | None:
     """How long the job ran (its last attempt), or has been running until `now`."""
     if job.started_at is None:

@@ -120,3 +120,19 @@ def test_progress_off_a_terminal_is_plain_lines() -> None:
         ["batch: 3 of 3 jobs done", "1 failed"],
     ]
     assert summary(10, 40, 2, 4.0) == "10 of 40 jobs done, 2 failed, 2.5 jobs/s"
+
+
+def test_the_tries_column_counts_the_attempts_used() -> None:
+    def job(status: str, **fields: object) -> Job:
+        return Job("j", JobType.AGENT, "n", JobStatus(status), max_retries=3, **fields)  # type: ignore[arg-type]
+
+    started = {"started_at": NOW}
+    assert render.tries_text(job("pending")) == "0/4"  # never ran
+    assert render.tries_text(job("cancelled")) == "0/4"  # cancelled before it ever ran
+    assert render.tries_text(job("running", **started)) == "1/4"
+    assert render.tries_text(job("completed", **started)) == "1/4"
+    assert render.tries_text(job("pending", retry_count=1, **started)) == "1/4"  # backing off
+    assert render.tries_text(job("failed", retry_count=3, **started)) == "4/4"
+    assert render.tries_text(job("cancelled", retry_count=1, **started)) == "2/4"
+    planned = job("pending", payload={"plan": []}, **started)  # a query waiting on its plan
+    assert render.tries_text(planned) == "1/4"
