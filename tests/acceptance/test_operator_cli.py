@@ -150,8 +150,14 @@ def test_cancel_retry_history_and_cleanup(database_url: str, manager: JobManager
     text = ok("history", "--status", "cancelled", "--limit", "5", url=url)
     assert "cancelled by request" in text and "dependency job a-1 (first) was cancelled" in text
 
+    created = manager.get_job(first).created_at
     assert "is pending again" in ok("jobs", "retry", first, url=url)
-    assert manager.get_job(first).status is JobStatus.PENDING
+    retried = manager.get_job(first)
+    assert retried.status is JobStatus.PENDING and retried.created_at == created
+    # It never ran: none of its four tries used. Its history says when it was retried.
+    [row] = [line for line in ok("jobs", "list", url=url).splitlines() if line.startswith(first)]
+    assert row.split()[2:4] == ["pending", "0"] and row.split()[4] == "0/4", row
+    assert "retried by request at " in ok("history", "--status", "cancelled", url=url)
     refused = taiat("jobs", "retry", first, url=url)
     assert refused.returncode == 1 and "only a failed or cancelled job" in refused.stderr
 

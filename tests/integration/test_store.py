@@ -323,6 +323,27 @@ def test_retry_job_runs_a_failed_job_again(manager: JobManager) -> None:
     ]
 
 
+def test_a_retried_job_keeps_its_creation_time_and_its_history_says_when_it_was_retried(
+    manager: JobManager,
+) -> None:
+    job = manager.create_job(JobType.AGENT, "a", max_retries=0)
+    fail_for_good(manager, job.id, "boom")
+    again = manager.retry_job(job.id)
+    assert again.created_at == job.created_at and again.updated_at > job.created_at
+    assert manager.get_job(job.id).created_at == job.created_at
+    [failed] = manager.get_job_history()
+    assert failed.status is JobStatus.FAILED
+    when = f"{again.updated_at:%Y-%m-%d %H:%M:%S}"
+    assert failed.error_message == f"retried by request at {when} UTC, after: boom"
+    finish(manager, job.id)
+    assert manager.get_job(job.id).created_at == job.created_at
+    cancelled = manager.create_job(JobType.AGENT, "b")
+    manager.cancel_job(cancelled.id)
+    manager.retry_job(cancelled.id)
+    [entry] = manager.get_job_history(status="cancelled")
+    assert entry.error_message.endswith(" UTC, after: cancelled by request")
+
+
 def test_retry_job_refuses_active_and_completed(manager: JobManager) -> None:
     job = manager.create_job(JobType.AGENT, "a")
     with pytest.raises(InvalidTransition, match="pending"):
