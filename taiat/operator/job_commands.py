@@ -259,12 +259,8 @@ def history_command(args: dict) -> int:
             render.status_text(entry.status),
             entry.job_id,
             entry.name,
-            render.duration(
-                sum(a.wall_seconds or 0.0 for a in entry.attempts)
-                if entry.attempts
-                else entry.duration_seconds
-            ),
-            str(len(entry.attempts)),
+            render.duration(render.took(entry, entry.attempts)),
+            str(len(render.runs(entry, entry.attempts))),
             render.first_line(entry.error_message),
         )
         for entry in entries

@@ -362,6 +362,34 @@ def test_supervisors_wait_and_attempts(
     assert "ValueError: kaboom" in text and attempt["host"] in text
 
 
+def test_history_and_graph_tell_one_run_time(
+    database_url: str, manager: JobManager, supervisor: Any, tmp_path: Path
+) -> None:
+    job = manager.create_job(
+        "agent",
+        "twice",
+        payload={"agent_name": "flaky", "parameters": {"marker": str(tmp_path / "failed")}},
+    )
+    assert supervisor("--burst").wait(60) == 0
+    walls = [attempt.wall_seconds for attempt in manager.get_attempts(job.id)]
+    assert len(walls) == 2  # it failed once, then completed
+    [node] = json.loads(ok("graph", job.id, "--json", url=database_url))["jobs"]
+    assert node["seconds"] == pytest.approx(sum(walls))
+    ran = " ".join(ok("graph", job.id, url=database_url).splitlines()[0].split()[3:])
+    [row] = [line for line in ok("history", url=database_url).splitlines() if job.id in line]
+    assert row.split()[5:8] == [*ran.split(), "2"], (ran, row)
+
+
+def test_piped_tables_keep_long_errors_whole(database_url: str, manager: JobManager) -> None:
+    job = manager.create_job("agent", "long error", max_retries=0)
+    error = "agent gpu_trainer is not registered (known: " + ", ".join(["an_agent"] * 40) + ")"
+    [claimed] = manager.claim_jobs("here:1:a", 1)
+    manager.fail_job(job.id, claimed.claim_seq, f"{error}\nsecond line")
+    for command in (["jobs", "list"], ["history"]):
+        table = ok(*command, url=database_url)
+        assert error in table and "…" not in table and "second line" not in table, table
+
+
 def test_wait_gives_up_after_its_timeout(database_url: str, manager: JobManager) -> None:
     job = manager.create_job("agent", "never-run")
     result = taiat("wait", job.id, "--timeout", "0.3", "--interval", "0.05", url=database_url)
