@@ -26,3 +26,18 @@ def test_the_sample_error_of_an_unregistered_agent_is_the_one_it_gets() -> None:
         AgentExecutor(AGENTS).execute(job)
     assert shown == str(refused.value)
     assert all(name in shown for name in AGENTS)
+
+
+ROOT = DOCS.parent
+
+
+def test_the_readmes_test_commands_name_the_tiers_that_exist() -> None:
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "`python -m pytest tests/unit tests/integration`" in readme
+    for tier in ("unit", "integration", "acceptance"):
+        assert (ROOT / "tests" / tier).is_dir()
+    # `-m "not slow"` selects by marker: it is no way to the fast tiers while no test is slow.
+    assert '`-m "not slow"` leaves out no test' in readme
+    tests = [path for path in (ROOT / "tests").rglob("*.py") if path != Path(__file__)]
+    marked = [path for path in tests if "mark.slow" in path.read_text()]
+    assert marked == [], "tests are marked slow now: say in the README how to leave them out"
