@@ -695,7 +695,7 @@ def waiting_words(backlog: Backlog) -> str:
     first = backlog.later_from
     when = "later" if first is None else f"{first:%Y-%m-%d %H:%M:%S} UTC"
     jobs = backlog.later + backlog.blocked
-    why = f"{backlog.later} for their run_at"
+    why = f"{backlog.later} for {'its' if backlog.later == 1 else 'their'} run_at"
     if backlog.blocked:
         why += f", {backlog.blocked} for a job they depend on"
     counted = "1 job waits" if jobs == 1 else f"{jobs} jobs wait"

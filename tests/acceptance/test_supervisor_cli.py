@@ -197,7 +197,7 @@ def test_a_burst_leaves_jobs_scheduled_for_later_and_says_how_many_until_when(
         when = f"{manager.get_job(scheduled.id).run_at:%Y-%m-%d %H:%M:%S} UTC"
         assert (
             f"burst: no job left to run before {when}: 2 jobs wait until then or later "
-            "(1 for their run_at, 1 for a job they depend on); --burst-wait-scheduled waits"
+            "(1 for its run_at, 1 for a job they depend on); --burst-wait-scheduled waits"
         ) in result.stderr
         # The progress line says it too.
         assert "burst: 1 of 1 jobs done, 0 failed" in result.stderr
