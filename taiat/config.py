@@ -120,6 +120,9 @@ class SupervisorConfig:
     status_file: Path | None = None
     metrics_file: Path | None = None
     burst: bool = False
+    #: In burst mode, wait for jobs scheduled for later (their `run_at`, or a dependency's,
+    #: beyond the poll interval) rather than exit once only those are left.
+    burst_wait_scheduled: bool = False
     max_result_bytes: int = 16 * MiB
     lease: float = 30.0
     #: LISTEN for wake-ups (PostgreSQL); off, only polling finds new jobs.

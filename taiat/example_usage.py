@@ -114,6 +114,15 @@ def print_query(manager: JobManager, job_id: str) -> bool:
     return done.status.value == "completed"
 
 
+#: How much of a result a line of the example's output shows.
+RESULT_WIDTH = 160
+
+
+def shortened(text: str, width: int = RESULT_WIDTH) -> str:
+    """`text` whole if it fits in `width` characters, else cut to fit with an ellipsis."""
+    return text if len(text) <= width else f"{text[: width - 1]}…"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(USAGE, argv)
     setup_logging("INFO" if args["--run"] else "WARNING")
@@ -140,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.shutdown()
         finished = [manager.get_job(job.id) or job for job in jobs]
         for done in finished:
-            print(f"{done.status.value:<9} {done.name}: {json.dumps(done.result)[:160]}")
+            print(f"{done.status.value:<9} {done.name}: {shortened(json.dumps(done.result))}")
         query_ok = print_query(manager, query_job.id)
         return 0 if query_ok and all(d.status.value == "completed" for d in finished) else 1
     except TaiatError as error:

@@ -66,16 +66,21 @@ EXPANSION_KEYS = ("plan",)
 
 
 def check_query_payload(payload: Mapping[str, Any]) -> None:
-    """InvalidJob unless a QUERY payload's planning keys have the right shapes, and it has
-    none of the keys expansion writes."""
+    """InvalidJob unless a QUERY payload names its goal (`inferred_goal_output`), its planning
+    keys have the right shapes, and it has none of the keys expansion writes."""
     for key in EXPANSION_KEYS:
         if key in payload:
             raise InvalidJob(
                 f'a query\'s payload cannot carry "{key}": the supervisor writes it when it plans '
                 "the query"
             )
-    goal = payload.get("inferred_goal_output")
-    if goal is not None and (not isinstance(goal, str) or not goal.strip()):
+    if "inferred_goal_output" not in payload:
+        raise InvalidJob(
+            'a query job\'s payload needs an "inferred_goal_output": the name of the output '
+            "to produce"
+        )
+    goal = payload["inferred_goal_output"]
+    if not isinstance(goal, str) or not goal.strip():
         raise InvalidJob(f'a query\'s "inferred_goal_output" must be a name, got {goal!r}')
     inputs = payload.get("inputs")
     if inputs is not None and not isinstance(inputs, Mapping):

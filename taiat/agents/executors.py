@@ -62,8 +62,12 @@ class AgentExecutor:
             raise JobFailed('an agent job\'s payload needs an "agent_name"')
         agent = self.agents.get(name)
         if agent is None:
+            # For good: a retry would meet the same registry, so none is spent on it.
             known = ", ".join(sorted(self.agents)) or "none"
-            raise JobFailed(f"agent {name} is not registered (known: {known})")
+            raise FinalFailure(
+                f"agent {name} is not registered (known: {known}); failed without a retry, "
+                "as a retry cannot register it: register the agent, then retry the job"
+            )
         parameters = job.payload.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise JobFailed('an agent job\'s "parameters" must be a JSON object')

@@ -73,11 +73,12 @@ class ProgressDisplay:
                 TextColumn("{task.fields[rate]}"),
                 TextColumn("{task.fields[failed]}"),
                 TimeElapsedColumn(),
+                TextColumn("{task.fields[note]}"),
                 console=console,
                 auto_refresh=False,
                 transient=False,
             )
-            self._task = self._bar.add_task(what, total=None, rate="", failed="")
+            self._task = self._bar.add_task(what, total=None, rate="", failed="", note="")
             self._bar.start()
 
     @property
@@ -109,19 +110,24 @@ class ProgressDisplay:
         if self.state != self._said and now - self._said_at >= self.every:
             self._say()
 
-    def _say(self) -> None:
+    def _say(self, note: str = "") -> None:
         self._said, self._said_at = self.state, time.monotonic()
         done, total, failed, cancelled = self.state
         elapsed = time.monotonic() - self.started
         said = summary(done, total, failed, elapsed, self._baseline or 0, cancelled)
-        self.plain(f"{self.what}: {said}")
+        line = f"{self.what}: {said}"
+        self.plain(f"{line}; {note}" if note else line)
 
-    def close(self) -> None:
+    def close(self, note: str = "") -> None:
+        """The last state shown, with `note` after it (what was left undone, say)."""
         if self._bar is not None:
+            if note:
+                self._bar.update(self._task, note=note)
+                self._bar.refresh()
             self._bar.stop()
             self._bar = None
-        elif self.state != self._said:
-            self._say()
+        elif self.state != self._said or note:
+            self._say(note)
 
 
 @contextmanager
@@ -205,6 +211,17 @@ class BurstProgress:
         self.display.update(self.done, self.done + self.left, self.failed)
 
 
+def left_waiting(backlog: Any) -> str:
+    """What a burst left for later (a `taiat.store.port.Backlog`), in a few words: '3 jobs
+    left waiting until 2030-01-31 09:00:00 UTC or later'; nothing for None."""
+    if backlog is None:
+        return ""
+    jobs = backlog.later + backlog.blocked
+    first = backlog.later_from
+    when = "later" if first is None else f"{first:%Y-%m-%d %H:%M:%S} UTC or later"
+    return f"{jobs} job{'' if jobs == 1 else 's'} left waiting until {when}"
+
+
 def run_burst(supervisor: Any) -> int:
     """Run a burst supervisor with its progress shown on standard error."""
     display = ProgressDisplay("burst", plain=lambda line: log.info("%s", line))
@@ -218,4 +235,4 @@ def run_burst(supervisor: Any) -> int:
         finally:
             watcher.left = 0
             display.update(watcher.done, watcher.done, watcher.failed)
-            display.close()
+            display.close(left_waiting(getattr(supervisor, "left_for_later", None)))

@@ -73,8 +73,12 @@ Options:
                                 fork server (TAIAT_NO_FORK_SERVER=1); slower, for debugging.
   --no-claim-ahead              Never claim a job before a slot is free for it
                                 (TAIAT_NO_CLAIM_AHEAD=1); see "Claiming ahead" in docs/internals.md.
-  --burst                       Exit 0 once nothing runs here and no job is pending
-                                (TAIAT_BURST=1).
+  --burst                       Exit 0 once no job is ready, running, or due within the poll
+                                interval; jobs scheduled for later (run_at) are left waiting,
+                                and the log says how many and until when (TAIAT_BURST=1).
+  --burst-wait-scheduled        --burst, waiting for jobs scheduled for later too: exit 0 once
+                                nothing runs here and no job is pending
+                                (TAIAT_BURST_WAIT_SCHEDULED=1).
   --log-level LEVEL             DEBUG, INFO, WARNING or ERROR (TAIAT_LOG_LEVEL;
                                 default INFO).
   --status                      Print the state of the jobs and supervisors, start nothing.
@@ -178,9 +182,11 @@ def supervisor_config(args: dict) -> tuple[SupervisorConfig, str]:
         if value is not None:
             values[_field(option)] = value
     level = values.pop("log_level", "INFO")
+    wait_scheduled = bool(args.get("--burst-wait-scheduled")) or _flag("TAIAT_BURST_WAIT_SCHEDULED")
     config = SupervisorConfig(
         **values,
-        burst=bool(args.get("--burst")) or _flag("TAIAT_BURST"),
+        burst=bool(args.get("--burst")) or _flag("TAIAT_BURST") or wait_scheduled,
+        burst_wait_scheduled=wait_scheduled,
         listen=not (args.get("--no-listen") or _flag("TAIAT_NO_LISTEN")),
         fork_server=not (args.get("--no-fork-server") or _flag("TAIAT_NO_FORK_SERVER")),
         claim_ahead=not (args.get("--no-claim-ahead") or _flag("TAIAT_NO_CLAIM_AHEAD")),

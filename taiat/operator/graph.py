@@ -94,10 +94,15 @@ def run_dot(source: str, fmt: str) -> bytes:
 # -- the pieces of every form --------------------------------------------------------------
 
 
+def _took(graph: Graph, job: Job) -> float | None:
+    """How long the job ran, by the same measure as `taiat history` (`render.took`)."""
+    return render.took(job, graph.attempts.get(job.id, ()), graph.now)
+
+
 def label(job: Job, graph: Graph) -> str:
     """'name · status · 2.1 s' (the time the job ran, or has been running)."""
     parts = [job.name, job.status.value]
-    seconds = render.took(job, graph.now)
+    seconds = _took(graph, job)
     if seconds is not None:
         parts.append(render.duration(seconds))
     return " · ".join(parts)
@@ -111,7 +116,7 @@ def graph_record(graph: Graph) -> dict[str, Any]:
                 "id": job.id,
                 "name": job.name,
                 "status": job.status.value,
-                "seconds": render.took(job, graph.now),
+                "seconds": _took(graph, job),
             }
             for job in sorted(graph.jobs.values(), key=lambda j: j.id)
         ],
@@ -131,7 +136,7 @@ def _node(graph: Graph, job_id: str) -> Text:
     style = render.STATUS_STYLES.get(job.status.value, "")
     text = Text.assemble((job.name, "bold"), "  ", (job.id, "dim"), "  ")
     text.append(job.status.value, style=style)
-    seconds = render.took(job, graph.now)
+    seconds = _took(graph, job)
     if seconds is not None:
         text.append(f"  {render.duration(seconds)}")
     return text
@@ -192,7 +197,7 @@ def to_dot(graph: Graph) -> str:
     for job in sorted(graph.jobs.values(), key=lambda j: j.id):
         attrs = {
             "label": f"{job.name}\n{job.status.value}"
-            + (f" · {render.duration(t)}" if (t := render.took(job, graph.now)) else "")
+            + (f" · {render.duration(t)}" if (t := _took(graph, job)) else "")
             + f"\n{job.id[:8]}",
             "fillcolor": FILL.get(job.status.value, "white"),
             "tooltip": job.id,

@@ -54,7 +54,7 @@ def list_command(args: dict) -> int:
             job.name,
             render.status_text(job.status),
             job.priority,
-            f"{job.attempt}/{job.max_retries + 1}",
+            render.tries_text(job),
             render.when(job.updated_at or job.created_at),
             render.first_line(job.error_message),
         )
@@ -124,7 +124,7 @@ def _fields(job: Job) -> list[tuple[str, Any]]:
         fields.append(("description", job.description))
     fields += [
         ("priority", str(job.priority)),
-        ("attempt", f"{job.attempt} of at most {job.max_retries + 1}"),
+        ("attempt", f"{render.tries(job) or 'none yet'} of at most {job.max_retries + 1}"),
         (
             "timeout",
             "supervisor's default"
@@ -365,12 +365,8 @@ def history_command(args: dict) -> int:
             render.status_text(entry.status),
             entry.job_id,
             entry.name,
-            render.duration(
-                sum(a.wall_seconds or 0.0 for a in entry.attempts)
-                if entry.attempts
-                else entry.duration_seconds
-            ),
-            str(len(entry.attempts)),
+            render.duration(render.took(entry, entry.attempts)),
+            str(len(render.runs(entry, entry.attempts))),
             render.first_line(entry.error_message),
         )
         for entry in entries

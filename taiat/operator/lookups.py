@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from taiat.errors import AmbiguousJobId, JobNotFound
 from taiat.job_manager import JobManager
-from taiat.jobs import Job, JobHistoryEntry, JobStatus, JobType
+from taiat.jobs import Attempt, Job, JobHistoryEntry, JobStatus, JobType
 from taiat.store import queries
 from taiat.store.queries import operator as operator_queries
 
@@ -102,6 +102,8 @@ class Graph:
     missing: set[str] = field(default_factory=set)
     truncated: bool = False
     now: datetime | None = None
+    #: The attempts of each job drawn, by job id.
+    attempts: dict[str, list[Attempt]] = field(default_factory=dict)
 
     def dependencies(self, job_id: str) -> list[str]:
         return sorted(dep for dep, job in self.edges if job == job_id)
@@ -124,6 +126,8 @@ def graph_around(manager: JobManager, job_id: str) -> Graph | None:
         # A graph cut short leaves edges to jobs it does not show.
         drawn = set(graph.jobs) | graph.missing
         graph.edges = {(a, b) for a, b in graph.edges if a in drawn and b in drawn}
+        for row in queries.attempts_for(conn, list(graph.jobs)):
+            graph.attempts.setdefault(row["job_id"], []).append(Attempt.from_row(row))
         return graph
 
     return manager.run(read)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from taiat.jobs import Attempt, Job
+from taiat.jobs import Attempt, Job, JobHistoryEntry
 
 #: Each status's colour, in tables, trees and graph pictures alike.
 STATUS_STYLES = {
@@ -86,19 +86,55 @@ def when(moment: datetime | None) -> str:
     return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}"
 
 
-def first_line(text: str | None, limit: int = 200) -> str:
+def first_line(text: str | None, limit: int | None = None) -> str:
+    """The first line of `text`, whole (a table cuts it to the terminal's width; off a
+    terminal lines stay whole), or cut to `limit` characters with "…"."""
     if not text:
         return ""
     line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return line if limit is None or len(line) <= limit else line[: limit - 1] + "…"
 
 
-def took(job: Job, now: datetime | None = None) -> float | None:
-    """How long the job ran (its last attempt), or has been running until `now`."""
-    if job.started_at is None:
+def tries(job: Job) -> int:
+    """How many of its allowed attempts the job has used: the failed ones it was retried after,
+    and the one it is running or ended with. A job that never ran has used none (a cancelled
+    one that never started, a pending one); a query waiting on its plan is in its attempt."""
+    if job.status.value in ("running", "completed", "failed"):
+        ran = True
+    elif job.status.value == "cancelled":
+        ran = job.started_at is not None
+    else:
+        ran = "plan" in job.payload
+    return job.retry_count + int(ran)
+
+
+def tries_text(job: Job) -> str:
+    """The TRY column: attempts used of those allowed, `0/4` for a job that never ran."""
+    return f"{tries(job)}/{job.max_retries + 1}"
+
+
+def runs(job: Job | JobHistoryEntry, attempts: Iterable[Attempt]) -> list[Attempt]:
+    """Those of the job's `attempts` made up to the state `job` shows: a history entry of a job
+    retried since does not take the attempts made after it (attempts are numbered by claim)."""
+    return [attempt for attempt in attempts if attempt.attempt <= job.claim_seq]
+
+
+def took(
+    job: Job | JobHistoryEntry, attempts: Iterable[Attempt] = (), now: datetime | None = None
+) -> float | None:
+    """How long the job ran, as `taiat history` and `taiat graph` both show it: the wall time
+    of its `attempts` (see `runs`), as the supervisor measured each child, plus, while it is
+    running, the time since its claim until `now` (the database's clock). Without any attempt
+    recorded, the time from its claim to its end; None when it never started."""
+    done = runs(job, attempts)
+    seconds = sum(attempt.wall_seconds or 0.0 for attempt in done)
+    if job.status.value == "running" and job.started_at is not None and now is not None:
+        return seconds + max((now - job.started_at).total_seconds(), 0.0)
+    if done:
+        return seconds
+    if job.started_at is None or job.completed_at is None:
         return None
-    end = job.completed_at or now
-    return None if end is None else max((end - job.started_at).total_seconds(), 0.0)
+    return max((job.completed_at - job.started_at).total_seconds(), 0.0)
 
 
 def table(

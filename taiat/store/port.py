@@ -28,6 +28,7 @@ from taiat.store.transactions import Transactions
 from taiat.store.validation import json_text
 
 __all__ = [
+    "Backlog",
     "Claimed",
     "Completion",
     "DependencyResults",
@@ -53,6 +54,51 @@ class Claimed:
 
     jobs: list[Job] = field(default_factory=list)
     dependency_results: DependencyResults = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The active jobs, by what each one waits for."""
+
+    #: Claimed by a supervisor: running, or claimed ahead of a free slot.
+    running: int = 0
+    #: Pending, every dependency completed, `run_at` passed: waiting only for a free slot.
+    ready: int = 0
+    #: Pending, waiting for a dependency to complete.
+    blocked: int = 0
+    #: Pending, a retry waiting out its backoff.
+    backoff: int = 0
+    #: Pending, every dependency completed, its `run_at` (as it was created) still ahead but
+    #: within the window asked about...
+    soon: int = 0
+    #: ... or beyond it,
+    later: int = 0
+    #: the first of whose `run_at` is then (naive UTC).
+    later_from: datetime | None = None
+
+    @property
+    def pending(self) -> int:
+        """Every pending job."""
+        return self.ready + self.blocked + self.backoff + self.soon + self.later
+
+    @property
+    def only_later(self) -> bool:
+        """Whether every job left waits for a `run_at` beyond the window, its own or (through
+        its dependencies) another's: none runs, none is ready or due within the window, and
+        no retry waits. (A chain of dependencies ends at an active job that does not wait for
+        one; with none of those running, ready or due, it is one that waits for later.)"""
+        due = self.running + self.ready + self.backoff + self.soon
+        return due == 0 and self.later > 0
+
+    def by_status(self) -> dict[str, int]:
+        """The counts of the metric `taiat_jobs{status=...}`: `pending` waits for a dependency
+        or a retry's backoff, `ready` for a free slot, `scheduled` for its `run_at`."""
+        return {
+            "pending": self.blocked + self.backoff,
+            "ready": self.ready,
+            "scheduled": self.soon + self.later,
+            "running": self.running,
+        }
 
 
 def supervisor_engine(database_url: str | None, lease: float, heartbeat_interval: float) -> Engine:
@@ -189,6 +235,14 @@ class SupervisorPort:
     def pending_count(self) -> int:
         """Pending jobs, ready or not (a retry waiting out its backoff counts)."""
         return self.transactions.run(queries.count_pending)
+
+    def backlog(self, within: float = 0.0) -> Backlog:
+        """The active jobs by what each one waits for (one grouped count); `within`: the
+        window, in seconds from now, that tells `soon` from `later`."""
+        rows = self.transactions.run(lambda conn: supervisor_queries.backlog(conn, within))
+        counts = {row["kind"]: row["jobs"] for row in rows}
+        later_from = next((row["earliest"] for row in rows if row["kind"] == "later"), None)
+        return Backlog(**counts, later_from=later_from)
 
     def unfinished_count(self) -> int:
         """Jobs pending or running, on any supervisor."""

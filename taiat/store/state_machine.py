@@ -328,8 +328,9 @@ def record_attempts(conn: Connection, attempts: Sequence[Attempt | None]) -> Non
 
 
 def retry(conn: Connection, job_id: str) -> RowMapping:
-    """Run a failed or cancelled job again, retries reset; returns its new row. A query job
-    is planned afresh when it runs."""
+    """Run a failed or cancelled job again, retries reset; returns its new row. It keeps its
+    `created_at`; its last history entry, which it no longer stands for, says when it was
+    retried. A query job is planned afresh when it runs."""
     active = queries.get_active(conn, job_id)
     if active is not None:
         raise InvalidTransition(
@@ -349,10 +350,17 @@ def retry(conn: Connection, job_id: str) -> RowMapping:
     if row["job_type"] == JobType.QUERY.value:  # plans afresh: its old plan's agents are over
         again = {**row, "payload": unplanned(row["payload"])}
     pending = queries.make_pending(conn, again, len(unmet))
+    queries.note_on_history_entry(conn, row["id"], retried_note(row, pending["updated_at"]))
     queries.insert_edges(conn, [{"job_id": job_id, "depends_on": dep} for dep in unmet])
     if not unmet:
         queries.notify(conn, "ready")
     return pending
+
+
+def retried_note(entry: Mapping[Any, Any], when: datetime) -> str:
+    """A history entry's error message once its job has been retried: when, then what it was."""
+    was = entry["error_message"] or f"it {_verb(entry['status'])}"
+    return clean_text(f"retried by request at {when:%Y-%m-%d %H:%M:%S} UTC, after: {was}")
 
 
 # -- the plans of query jobs ----------------------------------------------------------------

@@ -25,7 +25,7 @@ from taiat.forking.job_process import MOVED_ON, Ending, JobProcess, unstarted
 from taiat.forking.launchers import Forking
 from taiat.job_manager import CLEANUP_BATCH, JobManager
 from taiat.jobs import Job, Outcome
-from taiat.store.port import Listener, new_worker_id, supervisor_engine
+from taiat.store.port import Backlog, Listener, new_worker_id, supervisor_engine
 from taiat.supervisor import publishing
 from taiat.supervisor.claim_ahead import WRITE_DELAY, ClaimAhead
 from taiat.supervisor.liveness import Place, is_dead
@@ -39,6 +39,9 @@ _PUBLISH_GAP = 0.1
 #: A job whose child's pid is still unknown this long after its launch (seconds) is shown in
 #: the status file all the same, with no pid: its fork server is slow, or stuck.
 _UNTOLD = 1.0
+#: The metrics file's counts of the jobs in the database are taken at most this often
+#: (seconds): one grouped count of the active jobs.
+_COUNT_EVERY = 5.0
 #: A memory limit of this many MB (8 EiB) or more is no limit.
 _NO_MEMORY_LIMIT_MB = 1 << 43
 #: Why a launch fails when no process, memory or file descriptor is to be had for a while (a
@@ -105,6 +108,11 @@ class Supervisor:
         #: Jobs whose fork server was killed while they ran beside others: each runs next
         #: alone, in a fork server of its own (see `JobProcess.alone`).
         self.suspects: set[str] = set()
+        #: The jobs in the database by status, for the metrics file (see `Backlog.by_status`);
+        #: None until counted, or when the last count failed.
+        self.job_counts: dict[str, int] | None = None
+        #: In burst mode, what was left when it exited: jobs scheduled for later, not run.
+        self.left_for_later: Backlog | None = None
 
     # -- public ---------------------------------------------------------------------------
 
@@ -192,6 +200,8 @@ class Supervisor:
                 drain_deadline = float("inf")
             if timers.due("heartbeat", now, self._heartbeat_interval):
                 self._heartbeat()
+            if cfg.metrics_file is not None and timers.due("counts", now, _COUNT_EVERY):
+                self._count_jobs()
             if timers.due("cleanup", now, cfg.cleanup_interval_hours * 3600) and self._cleanup():
                 timers.at["cleanup"] = now  # more to delete: the next batch on the next turn
             # While enough jobs are held, endings gather to be written (and claims made) together.
@@ -206,7 +216,6 @@ class Supervisor:
                 started = self._settle(claiming)
                 if claiming and cfg.burst and not started and not self.children and not self.ahead:
                     if self._nothing_left():
-                        log.info("burst: no job left to run")
                         return
             if drain_deadline is not None and not self.children and not self.recorder.unwritten:
                 return
@@ -508,9 +517,30 @@ class Supervisor:
     # -- the database ----------------------------------------------------------------------
 
     def _nothing_left(self) -> bool:
+        """Burst mode, nothing started here: whether to exit. Once no job is pending; or, unless
+        `burst_wait_scheduled`, once every job left waits for a `run_at` beyond the poll
+        interval (its own, or a dependency's), none running anywhere: that is logged, with how
+        many wait and until when."""
         if self.recorder.unwritten:
             return False
-        return self.recorder.call(lambda: self.port.pending_count() == 0, False)
+        within = self.config.poll_interval
+        backlog = self.recorder.call(lambda: self.port.backlog(within), None)
+        if backlog is None:
+            return False
+        if backlog.pending == 0:
+            log.info("burst: no job left to run")
+            return True
+        if self.config.burst_wait_scheduled or not backlog.only_later:
+            return False
+        self.left_for_later = backlog
+        log.info("burst: %s", waiting_words(backlog))
+        return True
+
+    def _count_jobs(self) -> None:
+        """Count the jobs in the database by status, for the metrics file."""
+        backlog = self.recorder.call(self.port.backlog, None)
+        self.job_counts = None if backlog is None else backlog.by_status()
+        self._dirty = True
 
     @property
     def _registration(self) -> dict[str, Any]:
@@ -655,7 +685,24 @@ class Supervisor:
         if force or (self._dirty and now >= self._published + _PUBLISH_GAP):
             self._dirty = False
             self._published = now
-            self._reporter.publish(self.snapshot())
+            self._reporter.publish(self.snapshot(), jobs=self.job_counts)
+
+
+def waiting_words(backlog: Backlog) -> str:
+    """What a burst leaves waiting, in words: 'no job left to run before 2030-01-31 09:00:00
+    UTC: 3 jobs wait until then or later (2 for their run_at, 1 for a job they depend on);
+    --burst-wait-scheduled waits for them'."""
+    first = backlog.later_from
+    when = "later" if first is None else f"{first:%Y-%m-%d %H:%M:%S} UTC"
+    jobs = backlog.later + backlog.blocked
+    why = f"{backlog.later} for {'its' if backlog.later == 1 else 'their'} run_at"
+    if backlog.blocked:
+        why += f", {backlog.blocked} for a job they depend on"
+    counted = "1 job waits" if jobs == 1 else f"{jobs} jobs wait"
+    return (
+        f"no job left to run before {when}: {counted} until then or later ({why}); "
+        "--burst-wait-scheduled waits for them"
+    )
 
 
 def memory_limit_bytes(*limits_mb: Any) -> int | None:

@@ -13,6 +13,10 @@ public contract for monitoring; keys beyond these are written through unchanged:
 (The supervisor also writes `worker_id`, `pending_results`, `claimed_ahead`, `finishing`, the
 number of children that have sent their results and are exiting, and `fork_server_pid`.)
 
+The metrics file carries the snapshot's figures, none of them labelled by job (a label value
+per job would make a new series for every job), and `taiat_jobs{status=...}`, the jobs in the
+database by what they wait for, which the supervisor counts apart from the snapshot.
+
 Nothing here may stop the daemon: a monitoring failure is logged and the jobs keep running.
 """
 
@@ -160,20 +164,39 @@ METRICS = (
         (f"jobs_{key}_total", "counter", f"Jobs ended {key.replace('_', ' ')} since the start.")
         for key in COUNTERS
     ),
-    ("running_job_rss_bytes", "gauge", "Resident memory of each running job's process group."),
-    ("running_job_start_time_seconds", "gauge", "Unix time each running job started."),
+    (
+        "running_job_rss_bytes",
+        "gauge",
+        "The largest resident memory of a running job's process tree (per job: the status file).",
+    ),
+    (
+        "running_job_start_time_seconds",
+        "gauge",
+        "Unix time the longest-running job started (per job: the status file).",
+    ),
+)
+
+#: The statuses of `taiat_jobs`, in output order (see `taiat.store.port.Backlog.by_status`).
+JOB_STATUSES = ("pending", "ready", "scheduled", "running")
+_JOBS_HELP = (
+    "Jobs in the database: pending (waiting for a dependency or a retry's backoff), ready "
+    "(for a free slot), scheduled (for its run_at), running (claimed by a supervisor)."
 )
 
 
-def render_metrics(snapshot: Mapping[str, Any]) -> str:
-    """The snapshot in the Prometheus text exposition format (for node_exporter's textfile)."""
+def _extreme(pick: Callable[..., Any], values: list[Any]) -> Any:
+    """`pick` (max or min) of the figures that could be taken; None if none could."""
+    taken = [value for value in values if value is not None]
+    return pick(taken) if taken else None
+
+
+def render_metrics(snapshot: Mapping[str, Any], jobs: Mapping[str, int] | None = None) -> str:
+    """The snapshot in the Prometheus text exposition format (for node_exporter's textfile);
+    with `jobs`, the jobs in the database by status (`taiat_jobs`)."""
     info = {"host": str(snapshot.get("host", "")), "version": str(snapshot.get("version", ""))}
     if snapshot.get("worker_id") is not None:
         info["worker_id"] = str(snapshot["worker_id"])
     running = list(snapshot.get("running") or [])
-    jobs = [
-        ({"job_id": str(j.get("job_id", "")), "name": str(j.get("name", ""))}, j) for j in running
-    ]
     counters = snapshot.get("counters") or {}
     samples: dict[str, list[Sample]] = {
         "info": [(info, 1)],
@@ -184,16 +207,21 @@ def render_metrics(snapshot: Mapping[str, Any]) -> str:
         "state": [({"state": s}, int(s == snapshot.get("state"))) for s in STATES],
         "database_up": [({}, int(snapshot.get("database") == "ok"))],
         **{f"jobs_{key}_total": [({}, int(counters.get(key, 0)))] for key in COUNTERS},
-        "running_job_rss_bytes": [(labels, job.get("rss_bytes")) for labels, job in jobs],
+        "running_job_rss_bytes": [({}, _extreme(max, [j.get("rss_bytes") for j in running]))],
         "running_job_start_time_seconds": [
-            (labels, _unix_time(job.get("started_at"))) for labels, job in jobs
+            ({}, _extreme(min, [_unix_time(j.get("started_at")) for j in running]))
         ],
     }
+    families = [(f"taiat_supervisor_{name}", kind, text) for name, kind, text in METRICS]
+    families.append(("taiat_jobs", "gauge", _JOBS_HELP))
+    samples["taiat_jobs"] = [
+        ({"status": status}, None if jobs is None else jobs.get(status, 0))
+        for status in JOB_STATUSES
+    ]
     lines: list[str] = []
-    for name, kind, help_text in METRICS:
-        full = f"taiat_supervisor_{name}"
+    for full, kind, help_text in families:
         lines += [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}"]
-        for labels, value in samples[name]:
+        for labels, value in samples[full.removeprefix("taiat_supervisor_")]:
             if value is None:  # a figure the supervisor could not take this time
                 continue
             text = ",".join(f'{key}="{_escape_label(str(v))}"' for key, v in labels.items())
@@ -214,11 +242,13 @@ class StatusReporter:
         self.metrics_file = metrics_file
         self._failing: dict[Path, str] = {}
 
-    def publish(self, snapshot: Mapping[str, Any]) -> None:
+    def publish(self, snapshot: Mapping[str, Any], jobs: Mapping[str, int] | None = None) -> None:
+        """Write the snapshot to both files; `jobs`, the jobs in the database by status, to the
+        metrics file only."""
         if self.status_file is not None:
             self._write(self.status_file, "status file", lambda: _json_text(snapshot))
         if self.metrics_file is not None:
-            self._write(self.metrics_file, "metrics file", lambda: render_metrics(snapshot))
+            self._write(self.metrics_file, "metrics file", lambda: render_metrics(snapshot, jobs))
 
     def _write(self, path: Path, what: str, render: Callable[[], str]) -> None:
         try:

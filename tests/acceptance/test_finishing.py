@@ -30,11 +30,14 @@ def test_the_next_job_starts_while_a_finished_child_exits(
     child_pid = int(pid_file.read_text())
     assert pid_alive(child_pid)
     assert manager.get_job(lingering.id).status is JobStatus.RUNNING  # its exit is awaited
-    status = wait_until(
-        lambda: (s := sup.status()).get("finishing") == 1 and s, 10, "it shown as finishing"
+    # The state is polled for, not read from one file: the file read at once may have been
+    # written between `after`'s commit and its reap, `after` still listed as running.
+    wait_until(
+        lambda: (s := sup.status()).get("finishing") == 1 and s.get("running") == [],
+        10,
+        "it shown as finishing, and nothing as running",
+        watch=sup,
     )
-    # (`after` may still be listed: the file can be written between its commit and its reap.)
-    assert lingering.id not in {entry["job_id"] for entry in status["running"]}
 
     marker.touch()
     ended = wait_until(lambda: finished(manager, lingering.id), 30, "its ending", watch=sup)

@@ -115,6 +115,8 @@ def test_create_list_and_show(database_url: str, manager: JobManager) -> None:
         "query",
         "--name",
         "load-data",
+        "--payload",
+        '{"inferred_goal_output": "table"}',
         "--depends-on",
         first,
         "--priority",
@@ -180,8 +182,14 @@ def test_cancel_retry_history_and_cleanup(database_url: str, manager: JobManager
     text = ok("history", "--status", "cancelled", "--limit", "5", url=url)
     assert "cancelled by request" in text and "dependency job a-1 (first) was cancelled" in text
 
+    created = manager.get_job(first).created_at
     assert "is pending again" in ok("jobs", "retry", first, url=url)
-    assert manager.get_job(first).status is JobStatus.PENDING
+    retried = manager.get_job(first)
+    assert retried.status is JobStatus.PENDING and retried.created_at == created
+    # It never ran: none of its four tries used. Its history says when it was retried.
+    [row] = [line for line in ok("jobs", "list", url=url).splitlines() if line.startswith(first)]
+    assert row.split()[2:4] == ["pending", "0"] and row.split()[4] == "0/4", row
+    assert "retried by request at " in ok("history", "--status", "cancelled", url=url)
     refused = taiat("jobs", "retry", first, url=url)
     assert refused.returncode == 1 and "only a failed or cancelled job" in refused.stderr
 
@@ -542,6 +550,34 @@ def test_wait_reports_a_cancelled_job_as_cancelled(database_url: str, manager: J
     both = taiat("wait", kept.id, broken.id, url=database_url)
     assert both.returncode == 1, both.stderr  # a failure outweighs a cancellation
     assert "2 of 2 jobs done, 1 failed, 1 cancelled" in both.stderr
+
+
+def test_history_and_graph_tell_one_run_time(
+    database_url: str, manager: JobManager, supervisor: Any, tmp_path: Path
+) -> None:
+    job = manager.create_job(
+        "agent",
+        "twice",
+        payload={"agent_name": "flaky", "parameters": {"marker": str(tmp_path / "failed")}},
+    )
+    assert supervisor("--burst").wait(60) == 0
+    walls = [attempt.wall_seconds for attempt in manager.get_attempts(job.id)]
+    assert len(walls) == 2  # it failed once, then completed
+    [node] = json.loads(ok("graph", job.id, "--json", url=database_url))["jobs"]
+    assert node["seconds"] == pytest.approx(sum(walls))
+    ran = " ".join(ok("graph", job.id, url=database_url).splitlines()[0].split()[3:])
+    [row] = [line for line in ok("history", url=database_url).splitlines() if job.id in line]
+    assert row.split()[5:8] == [*ran.split(), "2"], (ran, row)
+
+
+def test_piped_tables_keep_long_errors_whole(database_url: str, manager: JobManager) -> None:
+    job = manager.create_job("agent", "long error", max_retries=0)
+    error = "agent gpu_trainer is not registered (known: " + ", ".join(["an_agent"] * 40) + ")"
+    [claimed] = manager.claim_jobs("here:1:a", 1)
+    manager.fail_job(job.id, claimed.claim_seq, f"{error}\nsecond line")
+    for command in (["jobs", "list"], ["history"]):
+        table = ok(*command, url=database_url)
+        assert error in table and "…" not in table and "second line" not in table, table
 
 
 def test_wait_gives_up_after_its_timeout(database_url: str, manager: JobManager) -> None:

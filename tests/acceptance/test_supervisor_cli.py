@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -218,6 +219,62 @@ def test_default_database_is_the_embedded_file(tmp_path: Path) -> None:
     result = run("--burst", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"sqlite:///{tmp_path}/taiat.db" in result.stderr
+
+
+def _agents() -> dict[str, str]:
+    return {
+        "PYTHONPATH": str(Path(__file__).parent),
+        "TAIAT_AGENT_CONFIG": '{"plain": "agents:plain"}',
+    }
+
+
+def test_a_burst_leaves_jobs_scheduled_for_later_and_says_how_many_until_when(
+    database_url: str,
+) -> None:
+    manager = JobManager(database_url)
+    try:
+        now = manager.create_job(**agent_job("now", "plain"))
+        later = datetime.now(UTC) + timedelta(hours=1)
+        scheduled = manager.create_job(**agent_job("in an hour", "plain"), run_at=later)
+        after = manager.create_job(**agent_job("after it", "plain"), dependencies=[scheduled.id])
+        result = run(
+            "--burst", "--poll-interval", "0.2", "--database-url", database_url, env=_agents()
+        )
+        assert result.returncode == 0, result.stderr
+        assert manager.get_job(now.id).status is JobStatus.COMPLETED
+        for waiting in (scheduled, after):
+            assert manager.get_job(waiting.id).status is JobStatus.PENDING
+        when = f"{manager.get_job(scheduled.id).run_at:%Y-%m-%d %H:%M:%S} UTC"
+        assert (
+            f"burst: no job left to run before {when}: 2 jobs wait until then or later "
+            "(1 for its run_at, 1 for a job they depend on); --burst-wait-scheduled waits"
+        ) in result.stderr
+        # The progress line says it too.
+        assert "burst: 1 of 1 jobs done, 0 failed" in result.stderr
+        assert f"; 2 jobs left waiting until {when} or later" in result.stderr
+    finally:
+        manager.engine.dispose()
+
+
+@pytest.mark.parametrize("how", ["option", "variable"])
+def test_a_burst_waiting_for_scheduled_jobs_runs_them_when_they_are_due(
+    database_url: str, how: str
+) -> None:
+    manager = JobManager(database_url)
+    try:
+        soon = datetime.now(UTC) + timedelta(seconds=3)  # well beyond the poll interval
+        job = manager.create_job(**agent_job("soon", "plain"), run_at=soon)
+        if how == "option":
+            args, env = ["--burst-wait-scheduled"], _agents()
+        else:  # the variable alone makes a burst that waits
+            args, env = [], {**_agents(), "TAIAT_BURST_WAIT_SCHEDULED": "1"}
+        result = run(*args, "--poll-interval", "0.2", "--database-url", database_url, env=env)
+        assert result.returncode == 0, result.stderr
+        done = manager.get_job(job.id)
+        assert done.status is JobStatus.COMPLETED and done.started_at >= soon.replace(tzinfo=None)
+        assert "burst: no job left to run" in result.stderr
+    finally:
+        manager.engine.dispose()
 
 
 # -- where agents are imported from ---------------------------------------------------------

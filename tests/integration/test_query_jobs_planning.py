@@ -155,6 +155,25 @@ def test_malformed_query_payload_is_refused_at_creation(
     assert manager.list_jobs() == []
 
 
+def test_a_query_without_a_goal_is_refused_by_create_job_and_create_jobs(
+    database_url: str, manager: JobManager
+) -> None:
+    needs = 'a query job\'s payload needs an "inferred_goal_output"'
+    for payload in ({"query": "what are the trends?"}, None):
+        with pytest.raises(InvalidJob, match=needs):
+            manager.create_job("query", "q", payload=payload)
+    with pytest.raises(InvalidJob, match=needs):
+        manager.create_jobs(
+            [
+                {"job_type": "agent", "name": "fine", "payload": {"agent_name": "clean"}},
+                {"job_type": "query", "name": "q", "payload": {"query": "what?", "inputs": {}}},
+            ]
+        )
+    with pytest.raises(InvalidJob, match='"inferred_goal_output" must be a name, got None'):
+        manager.create_job("query", "q", payload={"inferred_goal_output": None})
+    assert manager.list_jobs() == []  # nothing written, not even the batch's good job
+
+
 def test_a_query_payload_cannot_bring_its_own_plan(database_url: str, manager: JobManager) -> None:
     other = manager.create_job("agent", "unrelated", payload={"agent_name": "clean"})
     plan = [{"job_id": other.id, "agent": "clean", "after": []}]

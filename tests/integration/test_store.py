@@ -12,7 +12,7 @@ from taiat.errors import InvalidDependency, InvalidJob, InvalidTransition, JobNo
 from taiat.jobs import Attempt
 from taiat.store import queries, state_machine
 from taiat.store.schema import jobs, utcnow
-from taiat.store.state_machine import Completion
+from taiat.store.state_machine import Completion, RetryPolicy
 
 
 def finish(manager: JobManager, job_id: str, result: object = None) -> None:
@@ -182,6 +182,7 @@ def test_create_jobs_builds_a_dag_in_one_go(manager: JobManager) -> None:
             {
                 "job_type": "query",
                 "name": "report",
+                "payload": {"inferred_goal_output": "report"},
                 "dependencies": ["plot", "stats"],
                 "priority": 3,
                 "max_retries": 0,
@@ -321,6 +322,27 @@ def test_retry_job_runs_a_failed_job_again(manager: JobManager) -> None:
         JobStatus.COMPLETED,
         JobStatus.FAILED,
     ]
+
+
+def test_a_retried_job_keeps_its_creation_time_and_its_history_says_when_it_was_retried(
+    manager: JobManager,
+) -> None:
+    job = manager.create_job(JobType.AGENT, "a", max_retries=0)
+    fail_for_good(manager, job.id, "boom")
+    again = manager.retry_job(job.id)
+    assert again.created_at == job.created_at and again.updated_at > job.created_at
+    assert manager.get_job(job.id).created_at == job.created_at
+    [failed] = manager.get_job_history()
+    assert failed.status is JobStatus.FAILED
+    when = f"{again.updated_at:%Y-%m-%d %H:%M:%S}"
+    assert failed.error_message == f"retried by request at {when} UTC, after: boom"
+    finish(manager, job.id)
+    assert manager.get_job(job.id).created_at == job.created_at
+    cancelled = manager.create_job(JobType.AGENT, "b")
+    manager.cancel_job(cancelled.id)
+    manager.retry_job(cancelled.id)
+    [entry] = manager.get_job_history(status="cancelled")
+    assert entry.error_message.endswith(" UTC, after: cancelled by request")
 
 
 def test_retry_job_refuses_active_and_completed(manager: JobManager) -> None:
@@ -542,3 +564,38 @@ def test_count_jobs(manager: JobManager) -> None:
     manager.create_job(JobType.AGENT, "b")
     finish(manager, a.id)
     assert manager.count_jobs() == {"pending": 1, "completed": 1}
+
+
+def test_the_backlog_tells_the_jobs_apart_by_what_they_wait_for(manager: JobManager) -> None:
+    ahead = datetime.now(UTC)
+    manager.create_job(JobType.AGENT, "ready")
+    soon = manager.create_job(JobType.AGENT, "soon", run_at=ahead + timedelta(seconds=30))
+    later = manager.create_job(JobType.AGENT, "later", run_at=ahead + timedelta(hours=2))
+    manager.create_job(JobType.AGENT, "blocked", dependencies=[later.id])
+    flaky = manager.create_job(JobType.AGENT, "flaky", priority=9)
+    running = manager.create_job(JobType.AGENT, "running", priority=8)
+    manager.retry_policy = RetryPolicy(base_delay=3600.0, max_delay=3600.0)
+    claimed = {job.id: job for job in manager.claim_jobs("w", 2)}
+    assert set(claimed) == {flaky.id, running.id}
+    assert manager.fail_job(flaky.id, claimed[flaky.id].claim_seq, "boom") is JobStatus.PENDING
+    backlog = manager.port.backlog(within=60)
+    assert (backlog.running, backlog.ready, backlog.blocked, backlog.backoff) == (1, 1, 1, 1)
+    assert (backlog.soon, backlog.later, backlog.pending) == (1, 1, 5)
+    assert backlog.later_from == manager.get_job(later.id).run_at
+    assert not backlog.only_later
+    # With no window, `soon` is scheduled for later too: the metrics' statuses.
+    assert manager.port.backlog().by_status() == {
+        "pending": 2,  # one waits for its dependency, one for its retry's backoff
+        "ready": 1,
+        "scheduled": 2,
+        "running": 1,
+    }
+    for job in manager.list_jobs():
+        if job.id not in (later.id, soon.id) and job.status is JobStatus.PENDING:
+            manager.cancel_job(job.id)
+    manager.cancel_job(running.id)
+    backlog = manager.port.backlog(within=60)
+    assert (backlog.soon, backlog.later, backlog.only_later) == (1, 1, False)
+    manager.cancel_job(soon.id)
+    assert manager.port.backlog(within=60).only_later  # only what waits for later is left
+    assert manager.port.backlog(within=60).pending == 1

@@ -72,3 +72,27 @@ def test_seed_worker_api(database_url: str) -> None:
     assert failed.status is JobStatus.FAILED and failed.error_message == "not today"
     assert worker.counters["completed"] == 2 and worker.counters["failed"] == 1
     engine.dispose()
+
+
+def test_an_unregistered_agent_fails_its_job_at_once_without_a_retry(database_url: str) -> None:
+    manager = JobManager(database_url)
+    job = manager.create_job(JobType.AGENT, "lost", payload={"agent_name": "nobody"})
+    worker = TaiatWorker(
+        database_url=database_url,
+        agent_registry={"my_custom_agent": my_custom_agent},
+        burst=True,
+        poll_interval=0.1,
+        listen=False,
+    )
+    try:
+        assert worker.run() == 0
+    finally:
+        worker.manager.engine.dispose()
+    failed = manager.get_job(job.id)
+    assert failed.status is JobStatus.FAILED and failed.retry_count == 0
+    assert failed.error_message.startswith("agent nobody is not registered (known: ")
+    assert "my_custom_agent" in failed.error_message
+    assert "without a retry, as a retry cannot register it" in failed.error_message
+    [attempt] = manager.get_attempts(job.id)  # one run of the four it was allowed
+    assert attempt.outcome == "failed" and attempt.error_message == failed.error_message
+    manager.engine.dispose()

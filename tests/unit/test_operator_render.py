@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from taiat.cli.progress import ProgressDisplay, summary
-from taiat.jobs import Job, JobStatus, JobType
+from taiat.jobs import Attempt, Job, JobHistoryEntry, JobStatus, JobType
 from taiat.operator import graph, render
 from taiat.operator.cli import UsageError
 from taiat.operator.job_commands import parse_time
@@ -131,3 +131,43 @@ def test_progress_counts_the_cancelled_apart_from_the_failed() -> None:
     assert (
         summary(3, 3, 0, 1.0, cancelled=2) == "3 of 3 jobs done, 0 failed, 2 cancelled, 3.0 jobs/s"
     )
+
+
+def test_the_tries_column_counts_the_attempts_used() -> None:
+    def job(status: str, **fields: object) -> Job:
+        return Job("j", JobType.AGENT, "n", JobStatus(status), max_retries=3, **fields)  # type: ignore[arg-type]
+
+    started = {"started_at": NOW}
+    assert render.tries_text(job("pending")) == "0/4"  # never ran
+    assert render.tries_text(job("cancelled")) == "0/4"  # cancelled before it ever ran
+    assert render.tries_text(job("running", **started)) == "1/4"
+    assert render.tries_text(job("completed", **started)) == "1/4"
+    assert render.tries_text(job("pending", retry_count=1, **started)) == "1/4"  # backing off
+    assert render.tries_text(job("failed", retry_count=3, **started)) == "4/4"
+    assert render.tries_text(job("cancelled", retry_count=1, **started)) == "2/4"
+    planned = job("pending", payload={"plan": []}, **started)  # a query waiting on its plan
+    assert render.tries_text(planned) == "1/4"
+
+
+def test_run_time_is_the_wall_time_of_the_attempts_made_up_to_the_state_shown() -> None:
+    def attempt(number: int, wall: float) -> Attempt:
+        return Attempt("j", number, wall_seconds=wall)
+
+    attempts = [attempt(1, 0.25), attempt(2, 0.5), attempt(3, 2.0)]
+    span = {"started_at": NOW - timedelta(seconds=30), "completed_at": NOW}
+    done = Job("j", JobType.AGENT, "n", JobStatus.COMPLETED, claim_seq=3, **span)  # type: ignore[arg-type]
+    assert render.took(done, attempts) == 2.75  # not the 30 s from its claim to its end
+    # The failed entry of a job retried since: only the attempts made before it.
+    entry = JobHistoryEntry("e", "j", JobType.AGENT, "n", JobStatus.FAILED, claim_seq=2, **span)  # type: ignore[arg-type]
+    assert render.took(entry, attempts) == 0.75 and len(render.runs(entry, attempts)) == 2
+    running = Job("j", JobType.AGENT, "n", JobStatus.RUNNING, claim_seq=4, **span)  # type: ignore[arg-type]
+    assert render.took(running, attempts, NOW) == 32.75  # and the run going on now
+    assert render.took(Job("j", JobType.AGENT, "n", JobStatus.PENDING)) is None
+    no_attempt = Job("j", JobType.AGENT, "n", JobStatus.FAILED, claim_seq=1, **span)  # type: ignore[arg-type]
+    assert render.took(no_attempt, ()) == 30.0  # failed before a child started: claim to end
+
+
+def test_an_error_first_line_is_whole_unless_a_limit_is_asked_for() -> None:
+    long = "agent x is not registered (known: " + ", ".join(["example"] * 60) + ")\ntraceback"
+    assert render.first_line(long) == long.split("\n")[0]
+    assert render.first_line(long, 20) == long[:19] + "…"

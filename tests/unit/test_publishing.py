@@ -185,7 +185,7 @@ def test_render_metrics_every_family_is_declared_and_well_named() -> None:
 
     assert helps.keys() == types.keys()
     for name, kind in types.items():
-        assert re.fullmatch(r"taiat_supervisor(_[a-z0-9]+)+", name), name
+        assert re.fullmatch(r"taiat_supervisor(_[a-z0-9]+)+|taiat_jobs", name), name
         assert kind in {"gauge", "counter"}
         assert (kind == "counter") == name.endswith("_total"), name
         assert helps[name].strip(), f"{name} has an empty HELP"
@@ -213,17 +213,18 @@ def test_render_metrics_values() -> None:
         assert types[f"taiat_supervisor_jobs_{key}_total"] == "counter"
         assert by_name[f"taiat_supervisor_jobs_{key}_total"] == [({}, float(value))]
     assert set(COUNTERS) == snapshot()["counters"].keys()
-    assert by_name["taiat_supervisor_running_job_rss_bytes"] == [
-        ({"job_id": "job-1", "name": "nightly report"}, 123_456_789.0),
-        ({"job_id": "job-2", "name": NASTY_NAME}, 4096.0),
-    ]
+    # No series per job (each would be a new label value): the largest, and the earliest start.
+    assert by_name["taiat_supervisor_running_job_rss_bytes"] == [({}, 123_456_789.0)]
+    first_start = datetime(2024, 5, 1, 12, 1, 0, tzinfo=UTC).timestamp()
+    assert by_name["taiat_supervisor_running_job_start_time_seconds"] == [({}, first_start)]
+    assert all("job_id" not in labels for _, labels, _ in samples)
 
 
 def test_render_metrics_escapes_label_values() -> None:
     text = render_metrics(snapshot(host='a"b\\c\nd'))
 
     assert 'host="a\\"b\\\\c\\nd"' in text
-    assert 'name="say \\"hi\\"\\\\now\\nsecond line"' in text
+    assert NASTY_NAME.splitlines()[0] not in text  # a job's name is no label
     assert all(line for line in text.splitlines()), "a raw newline leaked into the output"
 
 
@@ -247,16 +248,33 @@ def test_render_metrics_skips_a_figure_that_could_not_be_taken() -> None:
     data["running"][0]["rss_bytes"] = None
     _, _, samples = parse_metrics(render_metrics(data))
 
-    rss = [labels["job_id"] for name, labels, _ in samples if name.endswith("_rss_bytes")]
-    assert rss == ["job-2"]
+    rss = [value for name, _, value in samples if name.endswith("_rss_bytes")]
+    assert rss == [4096.0]  # the largest of those taken
+    data["running"][1]["rss_bytes"] = None
+    _, _, samples = parse_metrics(render_metrics(data))
+    assert not [name for name, _, _ in samples if name.endswith("_rss_bytes")]
+
+
+def test_render_metrics_counts_the_jobs_in_the_database_by_status() -> None:
+    counts = {"pending": 7, "ready": 3, "scheduled": 2, "running": 4}
+    _, types, samples = parse_metrics(render_metrics(snapshot(), counts))
+    assert types["taiat_jobs"] == "gauge"
+    found = {labels["status"]: value for name, labels, value in samples if name == "taiat_jobs"}
+    assert found == {status: float(count) for status, count in counts.items()}
+    # Not counted (yet, or the database is away): the family, with no figure.
+    _, types, samples = parse_metrics(render_metrics(snapshot()))
+    assert "taiat_jobs" in types and not [s for s in samples if s[0] == "taiat_jobs"]
 
 
 @pytest.mark.parametrize(
-    "data",
-    [snapshot(), snapshot(running=[], state="stopped", database="unreachable")],
+    ("data", "jobs"),
+    [
+        (snapshot(), {"pending": 7, "ready": 3, "scheduled": 2, "running": 4}),
+        (snapshot(running=[], state="stopped", database="unreachable"), None),
+    ],
     ids=["busy", "idle"],
 )
-def test_render_metrics_passes_promtool(data: dict[str, Any]) -> None:
+def test_render_metrics_passes_promtool(data: dict[str, Any], jobs: dict[str, int] | None) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         if os.environ.get("CI") == "true":
@@ -265,7 +283,7 @@ def test_render_metrics_passes_promtool(data: dict[str, Any]) -> None:
 
     checked = subprocess.run(
         [promtool, "check", "metrics"],
-        input=render_metrics(data),
+        input=render_metrics(data, jobs),
         capture_output=True,
         text=True,
         timeout=60,

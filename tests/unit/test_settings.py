@@ -143,6 +143,16 @@ def test_switches_turn_off_the_fork_server_and_claiming_ahead(
     assert not config.claim_ahead and config.fork_server
 
 
+def test_a_burst_that_waits_for_scheduled_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    config, _ = supervisor_config({"--burst": True})
+    assert config.burst and not config.burst_wait_scheduled
+    config, _ = supervisor_config({"--burst-wait-scheduled": True})
+    assert config.burst and config.burst_wait_scheduled  # it is a burst of its own accord
+    monkeypatch.setenv("TAIAT_BURST_WAIT_SCHEDULED", "1")
+    config, _ = supervisor_config({})
+    assert config.burst and config.burst_wait_scheduled
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [("--poll-interval", "0"), ("--max-concurrent-jobs", "1.5"), ("--lease", "inf")],

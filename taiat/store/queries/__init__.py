@@ -220,7 +220,8 @@ def requeue(conn: Connection, job_id: str, claim_seq: int) -> bool:
 
 
 def make_pending(conn: Connection, row: Mapping[Any, Any], unmet: int) -> RowMapping:
-    """Insert a job taken from history back as pending (retry), attempts reset."""
+    """Insert a job taken from history back as pending (retry), attempts reset; it keeps the
+    time it was first created."""
     stmt = (
         insert(jobs)
         .values(
@@ -238,12 +239,19 @@ def make_pending(conn: Connection, row: Mapping[Any, Any], unmet: int) -> RowMap
             unmet_dependencies=unmet,
             claim_seq=row["claim_seq"],
             run_at=utcnow(),
-            created_at=utcnow(),
+            created_at=row["job_created_at"] or utcnow(),
             updated_at=utcnow(),
         )
         .returning(*jobs.c)
     )
     return conn.execute(stmt).mappings().one()
+
+
+def note_on_history_entry(conn: Connection, entry_id: str, error_message: str) -> None:
+    """Rewrite a history entry's `error_message` (to say that its job was retried)."""
+    conn.execute(
+        update(history).where(history.c.id == entry_id).values(error_message=error_message)
+    )
 
 
 def pending_dependents(conn: Connection, job_ids: Collection[str]) -> list[RowMapping]:

@@ -7,11 +7,44 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, delete, exists, false, insert, or_, select, update
+from sqlalchemy import (
+    RowMapping,
+    and_,
+    case,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from taiat.store.queries import RUNNING
 from taiat.store.schema import jobs, utcnow, workers
+
+
+def backlog(conn: Connection, within: float) -> list[RowMapping]:
+    """The active jobs by what they wait for, one grouped count: `(kind, jobs, earliest)`, where
+    `kind` is `running`; else, for a pending job, `blocked` (a dependency not completed yet),
+    `ready` (its `run_at` has passed), `backoff` (a retry waiting out its backoff), `soon` (its
+    `run_at` comes within `within` seconds) or `later`; `earliest` is the kind's first
+    `run_at`."""
+    kind = case(
+        (jobs.c.status == RUNNING, "running"),
+        (jobs.c.unmet_dependencies > 0, "blocked"),
+        (jobs.c.run_at <= utcnow(), "ready"),
+        (jobs.c.retry_count > 0, "backoff"),
+        (jobs.c.run_at <= utcnow(float(within)), "soon"),
+        else_="later",
+    )
+    each = select(kind.label("kind"), jobs.c.run_at).subquery()
+    stmt = select(
+        each.c.kind, func.count().label("jobs"), func.min(each.c.run_at).label("earliest")
+    ).group_by(each.c.kind)
+    return list(conn.execute(stmt).mappings())
 
 
 def current_claims(conn: Connection, claims: Mapping[str, int]) -> set[str]:
