@@ -50,6 +50,12 @@ Options:
                                 default 5).
   --max-result-bytes N          Largest result a job may send back (TAIAT_MAX_RESULT_BYTES;
                                 default 16777216).
+  --log-tail-bytes N            Bytes kept of the end of each attempt's stdout, and of its
+                                stderr, in the database; the rest is dropped and counted
+                                (TAIAT_LOG_TAIL_BYTES; default 65536).
+  --forward-output              Also log each line a job writes to stdout or stderr as a line
+                                of the supervisor's, prefixed with the job's id
+                                (TAIAT_FORWARD_OUTPUT=1).
   --lease S                     Seconds without a heartbeat after which this supervisor is
                                 taken for dead and its jobs are run elsewhere; registered with
                                 it, so its peers judge it by it (TAIAT_LEASE; default 30).
@@ -89,6 +95,7 @@ _SUPERVISOR_OPTIONS: dict[str, tuple[str, str]] = {
     "--drain-timeout": ("TAIAT_DRAIN_TIMEOUT", "nonnegative"),
     "--kill-grace": ("TAIAT_KILL_GRACE", "nonnegative"),
     "--max-result-bytes": ("TAIAT_MAX_RESULT_BYTES", "count"),
+    "--log-tail-bytes": ("TAIAT_LOG_TAIL_BYTES", "bytes"),
     "--lease": ("TAIAT_LEASE", "positive"),
     "--quarantine-after": ("TAIAT_QUARANTINE_AFTER", "count"),
     "--status-file": ("TAIAT_STATUS_FILE", "path"),
@@ -125,15 +132,19 @@ def _convert(option: str, env: str, kind: str, raw: str | None) -> Any:
             raise ConfigurationError(f"{where}: unknown log level {raw!r}")
         return level
     try:
-        number = int(raw) if kind == "count" else float(raw)
+        number = int(raw) if kind in ("count", "bytes") else float(raw)
     except ValueError:
+        if kind == "bytes":
+            raise ConfigurationError(
+                f"{where} must be a whole number of bytes, got {raw!r}"
+            ) from None
         raise ConfigurationError(f"{where} must be a number, got {raw!r}") from None
     check_limit(_field(option), number, where)
     if kind == "count" and number < 1:
         raise ConfigurationError(f"{where} must be at least 1, got {raw}")
     if kind == "positive" and not number > 0:
         raise ConfigurationError(f"{where} must be greater than 0, got {raw}")
-    if kind == "nonnegative" and number < 0:
+    if kind in ("nonnegative", "bytes") and number < 0:
         raise ConfigurationError(f"{where} must be 0 or more, got {raw}")
     return number
 
@@ -156,6 +167,7 @@ def supervisor_config(args: dict) -> tuple[SupervisorConfig, str]:
         listen=not (args.get("--no-listen") or _flag("TAIAT_NO_LISTEN")),
         fork_server=not (args.get("--no-fork-server") or _flag("TAIAT_NO_FORK_SERVER")),
         claim_ahead=not (args.get("--no-claim-ahead") or _flag("TAIAT_NO_CLAIM_AHEAD")),
+        forward_output=bool(args.get("--forward-output")) or _flag("TAIAT_FORWARD_OUTPUT"),
         subreaper=True,  # the process is the supervisor's own
     )
     for path in (config.status_file, config.metrics_file):
