@@ -6,7 +6,7 @@ Usage:
   taiat jobs list [--status S] [--ready] [--name NAME] [--limit N] [--json]
                   [--database-url URL]
   taiat jobs show ID [--json] [--database-url URL]
-  taiat jobs logs ID [--attempt N] [--follow] [--database-url URL]
+  taiat jobs logs ID [--attempt N] [--follow | --json] [--database-url URL]
   taiat jobs create --type TYPE --name NAME [--description TEXT]
                     [--payload JSON | --payload-file FILE] [--depends-on ID]...
                     [--max-retries N] [--priority P] [--timeout S] [--run-at TIME]

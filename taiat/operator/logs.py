@@ -1,6 +1,6 @@
-"""`taiat jobs logs ID [--attempt N] [--follow]`: what a job's runs wrote to stdout and stderr
-(the tails its supervisor keeps, `--log-tail-bytes` of each), run by run; with `--follow`, a
-running attempt's output as it grows, until the attempt ends.
+"""`taiat jobs logs ID [--attempt N] [--follow | --json]`: what a job's runs wrote to stdout
+and stderr (the tails its supervisor keeps, `--log-tail-bytes` of each), run by run; with
+`--follow`, a running attempt's output as it grows, until the attempt ends.
 
 A running attempt's output is read from the database, where its supervisor writes it every 2
 seconds while it grows; its end writes the rest with the attempt. So `--follow` polls the
@@ -39,12 +39,26 @@ def logs_command(args: dict) -> int:
         raise JobNotFound(f"no job has id {wanted}")
     if attempt is not None and not runs:
         raise JobNotFound(f"job {wanted} has no attempt {attempt}")
+    if args["--json"]:
+        render.print_json([run_record(job, run) for run in runs])
+        return EXIT_OK
     out = sys.stdout
     if not runs:
         out.write(f"job {wanted} ({job.name}) has not run yet\n")
     for run in runs:
         out.write(run_text(job, run))
     return EXIT_OK
+
+
+def run_record(job: Job, run: lookups.Run) -> dict[str, object]:
+    """A run as JSON: its number, how it ended (None while it runs), and its output with the
+    tails as text."""
+    return {
+        "attempt": run.number,
+        "outcome": None if run.attempt is None else run.attempt.outcome,
+        "running": run.attempt is None and running(job, run.number),
+        "output": None if run.output is None else render.record(run.output),
+    }
 
 
 # -- a run's text --------------------------------------------------------------------------

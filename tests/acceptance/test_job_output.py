@@ -81,6 +81,12 @@ def test_each_attempt_keeps_what_it_and_its_grandchildren_wrote(
     assert outputs[1]["stderr_tail"] == "hi on stderr, attempt 2\nhi grandchild err\n"
     assert outputs[1]["stdout_dropped_bytes"] == 0 and outputs[1]["final"] is True
 
+    as_json = json.loads(ok(url, "jobs", "logs", job.id, "--attempt", str(second), "--json"))
+    assert [(r["attempt"], r["outcome"], r["running"]) for r in as_json] == [
+        (second, "completed", False)
+    ]
+    assert as_json[0]["output"]["stderr_tail"] == "hi on stderr, attempt 2\nhi grandchild err\n"
+
     missing = taiat(url, "jobs", "logs", job.id, "--attempt", "99")
     assert missing.returncode == 66 and "has no attempt 99" in missing.stderr
 
