@@ -96,11 +96,13 @@ def _write_output_to(fds: Sequence[int]) -> None:
 
 
 def _line_buffered(stream: Any, fd: int) -> Any:
-    """`stream` itself, line-buffered, if it writes to descriptor `fd`; else (a program that
-    forks jobs itself may have put something else there) a new stream on `fd`."""
+    """`stream` itself, line-buffered, if it writes to descriptor `fd` (the fork server's are,
+    from its start: its children need not pay for it); else (a program that forks jobs itself
+    may have put something else there) a new stream on `fd`."""
     try:
         if stream.fileno() == fd:
-            stream.reconfigure(line_buffering=True)
+            if not stream.line_buffering:
+                stream.reconfigure(line_buffering=True)
             return stream
     except (AttributeError, OSError, ValueError):
         pass

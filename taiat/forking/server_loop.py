@@ -35,6 +35,11 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
     # to it while it runs): the server kills it (see `_reap`).
     posix.become_subreaper()
     sys.path[:] = sys_path
+    # Its jobs' children write their output through these, into their pipes: line by line.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # None without a stdout at all
+        if reconfigure is not None:
+            reconfigure(line_buffering=True)
     forker = QuickFork()  # before the executors' modules register their fork hooks
     try:
         executors = pickle.loads(blob)
