@@ -67,11 +67,14 @@ def run_record(job: Job, run: lookups.Run) -> dict[str, object]:
 def heading(job: Job, run: lookups.Run) -> str:
     """The line above a run's output: how it ended, or that it runs."""
     attempt = run.attempt
-    if attempt is not None:
-        return f"== attempt {run.number}: {ended_words(attempt)} =="
     as_of = ""
-    if run.output is not None and run.output.updated_at is not None:
+    if run.output is not None and not run.output.final and run.output.updated_at is not None:
         as_of = f", output as of {render.when(run.output.updated_at)} UTC"
+    if attempt is not None:
+        # An end recorded without its output (its supervisor was lost): what was written of it
+        # while it ran.
+        before = f"{as_of}, before its end" if as_of else ""
+        return f"== attempt {run.number}: {ended_words(attempt)}{before} =="
     if running(job, run.number):
         return f"== attempt {run.number}: running{as_of} =="
     return f"== attempt {run.number}: its end is not recorded{as_of} =="
