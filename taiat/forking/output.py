@@ -134,8 +134,11 @@ class JobOutput:
         self.saved = 0
 
     def open(self) -> tuple[int, int]:
-        """Make the two pipes; their write ends, for the child's stdout and stderr (the
-        caller closes its copies once the child has them)."""
+        """Make the two pipes (afresh, if a launch that failed made some before); their write
+        ends, for the child's stdout and stderr (the caller closes its copies once the child
+        has them)."""
+        self.close()
+        self._streams = []
         made: list[int] = []
         try:
             for name in ("stdout", "stderr"):

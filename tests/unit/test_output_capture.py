@@ -179,3 +179,26 @@ def test_a_bad_tail_size_is_refused_in_words(raw: str, words: str) -> None:
     assert "--log-tail-bytes (or TAIAT_LOG_TAIL_BYTES)" in str(caught.value)
     with pytest.raises(ConfigurationError, match="log_tail_bytes"):
         SupervisorConfig(log_tail_bytes=-1)
+
+
+def test_pipes_made_again_for_a_second_launch_replace_the_first() -> None:
+    """A launch that failed (its fork server lost) is made again, with new pipes: nothing of
+    the first counts."""
+    captured, out, err = _captured()
+    os.write(out, b"never a job's\n")
+    _drain(captured)
+    captured.close()  # as the failed launch leaves them
+    for fd in (out, err):
+        os.close(fd)
+    out, err = captured.open()
+    try:
+        assert len(captured.fds()) == 2
+        os.write(out, b"second launch\n")
+        os.close(out)
+        os.close(err)
+        captured.finish()
+    finally:
+        captured.close()
+    snapshot = captured.snapshot("job", 1, final=True)
+    assert snapshot is not None and snapshot.stdout_tail == b"second launch\n"
+    assert captured.written == len(b"second launch\n")
