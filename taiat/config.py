@@ -13,6 +13,7 @@ from pathlib import Path
 from taiat.errors import ConfigurationError
 
 MiB = 1 << 20
+KiB = 1 << 10
 
 #: A century: the longest span any setting may name, and the history kept at most. Deadlines
 #: and timers then stay within what a datetime (year 9999) and a timedelta can hold.
@@ -37,6 +38,7 @@ LIMITS: dict[str, tuple[int, str]] = {
     "heartbeat_interval": (MAX_SECONDS, "100 years"),
     "memory_sample_interval": (MAX_SECONDS, "100 years"),
     "check_interval": (MAX_SECONDS, "100 years"),
+    "log_tail_bytes": (1 << 30, "1 GiB, the most PostgreSQL keeps in one value"),
 }
 
 
@@ -152,12 +154,23 @@ class SupervisorConfig:
     #: `taiat.agents.registry.load_agents`); read from `TAIAT_AGENT_CONFIG` when the config
     #: is made.
     agent_config: str | None = field(default_factory=lambda: from_environment("TAIAT_AGENT_CONFIG"))
+    #: Bytes kept of the end of each attempt's stdout, and of its stderr, in the database
+    #: (`taiat_job_output`); what came before is dropped, and counted.
+    log_tail_bytes: int = 64 * KiB
+    #: Also log each line a job writes to stdout or stderr as the supervisor's own log line,
+    #: prefixed with the job's id.
+    forward_output: bool = False
 
     def __post_init__(self) -> None:
         for setting in fields(self):
             value = getattr(self, setting.name)
             if setting.name in LIMITS and value is not None:
                 check_limit(setting.name, value, setting.name)
+        if not isinstance(self.log_tail_bytes, int) or self.log_tail_bytes < 0:
+            raise ConfigurationError(
+                f"log_tail_bytes must be a whole number of bytes, 0 or more, got "
+                f"{self.log_tail_bytes!r}"
+            )
 
 
 def check_limit(name: str, value: float, where: str) -> None:
@@ -185,6 +198,7 @@ __all__ = [
     "MAX_DAYS",
     "MAX_SECONDS",
     "SIZE_UNITS",
+    "KiB",
     "MiB",
     "SupervisorConfig",
     "check_limit",

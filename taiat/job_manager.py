@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -12,7 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from taiat.config import MAX_DAYS
 from taiat.errors import InvalidJob
-from taiat.jobs import Attempt, Job, JobHistoryEntry, JobStatus, JobType
+from taiat.jobs import Attempt, AttemptOutput, Job, JobHistoryEntry, JobStatus, JobType
 from taiat.store import db, queries, state_machine
 from taiat.store.port import SupervisorPort, dependency_results
 from taiat.store.state_machine import Completion, RetryPolicy
@@ -187,9 +188,29 @@ class JobManager:
         return [JobHistoryEntry.from_row(r, tuple(by_job.get(r["job_id"], ()))) for r in rows]
 
     def get_attempts(self, job_id: str) -> list[Attempt]:
-        """Every run of the job in a child process, oldest first."""
+        """Every run of the job in a child process, oldest first, each with the tails of what
+        its process tree wrote to stdout and stderr (`Attempt.output`, None when it wrote
+        nothing)."""
         _id(job_id)
-        return [Attempt.from_row(r) for r in self.run(lambda c: queries.attempts_for(c, [job_id]))]
+
+        def read(conn: Connection) -> tuple[list[Any], list[Any]]:
+            return queries.attempts_for(conn, [job_id]), queries.output_for(conn, job_id)
+
+        rows, output_rows = self.run(read)
+        outputs = {row["attempt"]: AttemptOutput.from_row(row) for row in output_rows}
+        return [
+            replace(attempt, output=outputs.get(attempt.attempt))
+            for attempt in map(Attempt.from_row, rows)
+        ]
+
+    def get_output(self, job_id: str, attempt: int | None = None) -> list[AttemptOutput]:
+        """What the job's attempts wrote to stdout and stderr (attempt `attempt` only, if
+        given), oldest first: the tails of those that ended, and, for a running one, its
+        output as its supervisor last wrote it (every few seconds). An attempt that wrote
+        nothing has none."""
+        _id(job_id)
+        rows = self.run(lambda c: queries.output_for(c, job_id, attempt))
+        return [AttemptOutput.from_row(row) for row in rows]
 
     def count_jobs(self) -> dict[str, int]:
         """How many jobs there are in each status, active and in history."""

@@ -93,6 +93,46 @@ def _member(enum_type: Any, members: Mapping[str, Any], value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class AttemptOutput:
+    """What one attempt's process tree wrote to its stdout and its stderr: the last bytes of
+    each (as many as the supervisor's `--log-tail-bytes`), and how many bytes came before them
+    and were dropped. Kept in `taiat_job_output`, by the attempt's end; while the attempt runs,
+    the supervisor writes it there every few seconds (`final` False)."""
+
+    job_id: str
+    attempt: int
+    stdout_tail: bytes = b""
+    stdout_dropped_bytes: int = 0
+    stderr_tail: bytes = b""
+    stderr_dropped_bytes: int = 0
+    #: When it was last written (naive UTC, the database's clock).
+    updated_at: datetime | None = None
+    #: Written at the attempt's end: all there is. Else it is the output as of `updated_at`
+    #: of an attempt that runs (or whose supervisor was lost before its end).
+    final: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """Nothing was written, to either stream."""
+        return not (
+            self.stdout_tail
+            or self.stderr_tail
+            or self.stdout_dropped_bytes
+            or self.stderr_dropped_bytes
+        )
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> AttemptOutput:
+        values = _pick(cls, row)
+        for name in ("stdout_tail", "stderr_tail"):
+            values[name] = bytes(values.get(name) or b"")  # a memoryview from some drivers
+        for name in ("stdout_dropped_bytes", "stderr_dropped_bytes"):
+            values[name] = values.get(name) or 0
+        values["final"] = bool(values.get("final"))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class Attempt:
     """One run of a job in a child process, with what it cost and how it ended."""
 
@@ -112,6 +152,9 @@ class Attempt:
     peak_rss_bytes: int | None = None
     exit_code: int | None = None
     exit_signal: int | None = None
+    #: What its process tree wrote to stdout and stderr (their tails), when it wrote anything
+    #: and it was asked for (`JobManager.get_attempts`; history entries' attempts carry none).
+    output: AttemptOutput | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Attempt:

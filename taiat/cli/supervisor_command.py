@@ -59,6 +59,12 @@ Options:
                                 default 5).
   --max-result-bytes SIZE       Largest result a job may send back, in bytes or with a unit:
                                 64M (TAIAT_MAX_RESULT_BYTES; default 16777216).
+  --log-tail-bytes SIZE         Bytes kept of the end of each attempt's stdout, and of its
+                                stderr, in the database, or with a unit: 64K; the rest is dropped
+                                and counted (TAIAT_LOG_TAIL_BYTES; default 65536).
+  --forward-output              Also log each line a job writes to stdout or stderr as a line
+                                of the supervisor's, prefixed with the job's id
+                                (TAIAT_FORWARD_OUTPUT=1).
   --lease S                     Seconds without a heartbeat after which this supervisor is
                                 taken for dead and its jobs are run elsewhere; registered with
                                 it, so its peers judge it by it (TAIAT_LEASE; default 30).
@@ -104,6 +110,7 @@ _SUPERVISOR_OPTIONS: dict[str, tuple[str, str]] = {
     "--drain-timeout": ("TAIAT_DRAIN_TIMEOUT", "nonnegative"),
     "--kill-grace": ("TAIAT_KILL_GRACE", "nonnegative"),
     "--max-result-bytes": ("TAIAT_MAX_RESULT_BYTES", "nonzero bytes"),
+    "--log-tail-bytes": ("TAIAT_LOG_TAIL_BYTES", "bytes"),
     "--lease": ("TAIAT_LEASE", "positive"),
     "--quarantine-after": ("TAIAT_QUARANTINE_AFTER", "count"),
     "--status-file": ("TAIAT_STATUS_FILE", "path"),
@@ -165,7 +172,7 @@ def _convert(option: str, env: str, kind: str, raw: str | None) -> Any:
         raise ConfigurationError(f"{where} must be at least 1, got {raw}")
     if kind == "positive" and not number > 0:
         raise ConfigurationError(f"{where} must be greater than 0, got {raw}")
-    if kind == "nonnegative" and number < 0:
+    if kind in ("nonnegative", "bytes") and number < 0:
         raise ConfigurationError(f"{where} must be 0 or more, got {raw}")
     return number
 
@@ -190,6 +197,7 @@ def supervisor_config(args: dict) -> tuple[SupervisorConfig, str]:
         listen=not (args.get("--no-listen") or _flag("TAIAT_NO_LISTEN")),
         fork_server=not (args.get("--no-fork-server") or _flag("TAIAT_NO_FORK_SERVER")),
         claim_ahead=not (args.get("--no-claim-ahead") or _flag("TAIAT_NO_CLAIM_AHEAD")),
+        forward_output=bool(args.get("--forward-output")) or _flag("TAIAT_FORWARD_OUTPUT"),
         subreaper=True,  # the process is the supervisor's own
     )
     for path in (config.status_file, config.metrics_file):

@@ -29,6 +29,7 @@ def run(
     max_result_bytes: int,
     after_fork: Any = None,
     dependency_results: dict[str, Any] | None = None,
+    output_fds: Sequence[int] = (),
 ) -> NoReturn:
     """The child's whole life. Exit code 0 once the result message is sent.
 
@@ -36,9 +37,13 @@ def run(
     server receives them and leaves them for the child to open). The child never opens the
     database: the supervisor read the dependency results in the claim's own transaction.
     `after_fork` lets go of what the child inherited from a supervisor that forked it.
+    `output_fds`, the write ends of the pipes the supervisor reads the job's stdout and stderr
+    from, become descriptors 1 and 2, which everything the job starts inherits.
     """
     code = 70  # EX_SOFTWARE: something in this very function went wrong
     try:
+        if output_fds:
+            _write_output_to(output_fds)
         posix.become_independent(supervisor_pid)
         if after_fork is not None:
             after_fork()
@@ -64,9 +69,44 @@ def run(
     except BaseException:  # noqa: BLE001 - the child must never unwind into the supervisor
         traceback.print_exc()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush(sys.stdout)
+        _flush(sys.stderr)
         os._exit(code)
+
+
+def _flush(stream: Any) -> None:
+    """Flush what is left of a stream; whatever goes wrong (the supervisor gone, and the pipe
+    with it), the child still leaves through `os._exit`."""
+    try:
+        stream.flush()
+    except BaseException:  # noqa: BLE001 - nothing more to be done for it
+        pass
+
+
+def _write_output_to(fds: Sequence[int]) -> None:
+    """Make `fds` (two pipes' write ends) the process's stdout and stderr: its descriptors 1 and
+    2, and `sys.stdout` and `sys.stderr`, line-buffered so that what a job prints reaches the
+    supervisor as it goes (and is not lost in a buffer when the job is killed)."""
+    for fd, target in zip(fds, (1, 2), strict=True):
+        if fd != target:
+            os.dup2(fd, target)
+            os.close(fd)
+    sys.stdout = _line_buffered(sys.stdout, 1)
+    sys.stderr = _line_buffered(sys.stderr, 2)
+
+
+def _line_buffered(stream: Any, fd: int) -> Any:
+    """`stream` itself, line-buffered, if it writes to descriptor `fd` (the fork server's are,
+    from its start: its children need not pay for it); else (a program that forks jobs itself
+    may have put something else there) a new stream on `fd`."""
+    try:
+        if stream.fileno() == fd:
+            if not stream.line_buffering:
+                stream.reconfigure(line_buffering=True)
+            return stream
+    except (AttributeError, OSError, ValueError):
+        pass
+    return open(fd, "w", buffering=1, errors="backslashreplace", closefd=False)
 
 
 def _execute(job: Job, executors: Sequence[JobExecutor]) -> dict[str, Any]:

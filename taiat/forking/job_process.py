@@ -18,6 +18,7 @@ import psutil
 
 from taiat.agents.executors import JobExecutor
 from taiat.forking import child, posix, wire
+from taiat.forking.output import JobOutput
 from taiat.forking.server import LOST, Exit, ServerEnd
 from taiat.forking.spool import Spool
 from taiat.jobs import Job, Outcome
@@ -26,6 +27,8 @@ _READ_CHUNK = 1 << 20
 #: Bytes of a large result (see `wire.LARGE_MESSAGE`) moved from its pipe to its file in one
 #: turn of the supervisor's loop: however large the result, a turn stays short.
 _SPOOL_PER_TURN = 8 << 20
+#: Bytes kept of the end of a child's stdout, and of its stderr, unless told otherwise.
+DEFAULT_TAIL = 64 << 10
 
 
 #: Causes of an ending whose job has moved on without this run (cancelled, or taken back by
@@ -75,6 +78,7 @@ class Launcher(Protocol):
         result_fd: int,
         max_result_bytes: int,
         dependency_results: dict[str, Any] | None = None,
+        output_fds: Sequence[int] = (),
     ) -> int: ...
 
     def child_pid(self, handle: int, *, wait: bool = False) -> int | None: ...
@@ -107,6 +111,7 @@ class DirectLauncher:
         result_fd: int,
         max_result_bytes: int,
         dependency_results: dict[str, Any] | None = None,
+        output_fds: Sequence[int] = (),
     ) -> int:
         process = self._context.Process(
             target=child.run,
@@ -118,6 +123,7 @@ class DirectLauncher:
                 max_result_bytes,
                 self.after_fork,
                 dependency_results,
+                tuple(output_fds),
             ),
             name=f"taiat-job-{job.id}",
         )
@@ -177,8 +183,12 @@ class JobProcess:
         memory_limit_bytes: int | None,
         max_result_bytes: int,
         exit_grace: float = 5.0,
+        output: JobOutput | None = None,
     ) -> None:
+        """`output` captures the child's stdout and stderr (by default, their last 64 KiB);
+        its tails go with the attempt's record."""
         self.job = job
+        self.output = output if output is not None else JobOutput(DEFAULT_TAIL)
         self.timeout = timeout
         #: How long the child may take to exit once it has sent its result.
         self.exit_grace = exit_grace
@@ -212,16 +222,24 @@ class JobProcess:
 
     def start(self, launcher: Launcher, dependency_results: dict[str, Any] | None = None) -> None:
         read_fd, write_fd = os.pipe()
+        try:
+            output_fds = self.output.open()
+        except BaseException:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
         os.set_blocking(read_fd, False)
         try:
             self.handle = launcher.launch(
-                self.job, write_fd, self.max_result_bytes, dependency_results
+                self.job, write_fd, self.max_result_bytes, dependency_results, output_fds
             )
         except BaseException:
             os.close(read_fd)
+            self.output.close()
             raise
         finally:
-            os.close(write_fd)
+            for fd in (write_fd, *output_fds):
+                os.close(fd)
         self._launcher = launcher
         self.fd = read_fd
         self.started = time.monotonic()
@@ -430,9 +448,12 @@ class JobProcess:
         wall = time.monotonic() - self.started
         if not self.pid:
             self._close_pipe()
+            self.output.close()
             return self._not_started(ended, wall)
         self.read_available(whole=True)
         self._close_pipe()
+        # What it wrote is in the pipes by now; a process it left behind holds them no longer.
+        self.output.finish()
         # Grandchildren it left behind go with it.
         self._kill(signal.SIGKILL)
         status = ended.status

@@ -194,10 +194,12 @@ class ForkServer:
         result_fd: int,
         max_result_bytes: int,
         dependency_results: dict[str, Any] | None = None,
+        output_fds: Sequence[int] = (),
     ) -> int:
-        """Ask for a child for `job` writing its result to `result_fd` (the caller keeps and
-        closes its own copy); returns the launch's handle at once, without waiting for the
-        fork: `pid` and `reap` take it. ForkServerError if the server has gone."""
+        """Ask for a child for `job` writing its result to `result_fd`, and its stdout and
+        stderr to `output_fds` if given (the caller keeps and closes its own copies); returns
+        the launch's handle at once, without waiting for the fork: `pid` and `reap` take it.
+        ForkServerError if the server has gone."""
         if self.gone:
             raise ForkServerError(f"the fork server (pid {self.pid}) is gone")
         self._token += 1
@@ -210,7 +212,8 @@ class ForkServer:
             # that never will (stopped, before the supervisor saw it) must not hold the loop.
             self.sock.settimeout(LAUNCH_TIMEOUT)
             try:
-                wire.send_message(self.sock, ("run", token, sealed, max_result_bytes), [result_fd])
+                message = ("run", token, sealed, max_result_bytes)
+                wire.send_message(self.sock, message, [result_fd, *output_fds])
             finally:
                 self.sock.settimeout(None)
         except OSError as exc:

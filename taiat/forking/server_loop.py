@@ -35,6 +35,11 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
     # to it while it runs): the server kills it (see `_reap`).
     posix.become_subreaper()
     sys.path[:] = sys_path
+    # Its jobs' children write their output through these, into their pipes: line by line.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # None without a stdout at all
+        if reconfigure is not None:
+            reconfigure(line_buffering=True)
     forker = QuickFork()  # before the executors' modules register their fork hooks
     try:
         executors = pickle.loads(blob)
@@ -73,7 +78,9 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
         if message is None:
             _shut_down(children)
         (_, token, sealed, max_result_bytes), fds = message
-        if len(fds) != 1:
+        if len(fds) not in (1, 3):  # the result pipe, and the stdout and stderr pipes if any
+            for number in fds:
+                os.close(number)
             wire.send_message(sock, ("failed", token, "no result pipe came with the job"))
             continue
         # What is alive now is the server's: frozen, the collector leaves it alone in the child,
@@ -83,15 +90,24 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
         try:
             pid = forker.fork()
         except OSError as exc:
-            for number in (fds[0], *(held or ())):
+            for number in (*fds, *(held or ())):
                 os.close(number)
             wire.send_message(sock, ("failed", token, f"cannot fork: {exc}"))
             continue
         if pid == 0:
             if held is not None:
                 _wait_until_told(*held)
-            child.run(sealed, executors, fds[0], server_pid, max_result_bytes, forget_server)
-        os.close(fds[0])
+            child.run(
+                sealed,
+                executors,
+                fds[0],
+                server_pid,
+                max_result_bytes,
+                forget_server,
+                output_fds=fds[1:],
+            )
+        for number in fds:
+            os.close(number)
         try:  # from here too, so that a kill that comes before the child's own setpgrp works
             os.setpgid(pid, pid)
         except OSError:

@@ -7,8 +7,9 @@
   (`read_message`), for job code can write anything to the pipe it inherited.
 - **The sealed job:** a job and its dependency results as the fork server passes them on,
   unopened, to the job's child (`seal`, `unseal`).
-- **The fork server's frames:** a 4-byte length, then a pickle, with any file descriptor riding
-  on the first bytes (`send_message`, `receive_message`).
+- **The fork server's frames:** a 4-byte length, then a pickle, with any file descriptors (up
+  to `MAX_FDS`: a job's result pipe, then its stdout's and its stderr's) riding on the first
+  bytes (`send_message`, `receive_message`).
 """
 
 from __future__ import annotations
@@ -155,6 +156,8 @@ def unseal(sealed: bytes) -> tuple[Job, dict[str, Any] | None]:
 # -- the fork server's frames --------------------------------------------------------------
 
 FRAME = struct.Struct(">I")
+#: The most descriptors one frame carries: a job's result pipe, its stdout's and its stderr's.
+MAX_FDS = 3
 
 
 def send_message(sock: socket.socket, message: Any, fds: Sequence[int] = ()) -> None:
@@ -184,7 +187,7 @@ def receive_message(sock: socket.socket) -> tuple[Any, list[int]] | None:
 
 
 def _receive_frame(sock: socket.socket) -> tuple[Any, list[int]] | None:
-    head, fds, _, _ = socket.recv_fds(sock, FRAME.size, 1)
+    head, fds, _, _ = socket.recv_fds(sock, FRAME.size, MAX_FDS)
     if not head:
         return None
     buffer = bytearray(head)

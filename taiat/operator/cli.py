@@ -1,10 +1,12 @@
 """Operate the Taiat job manager from a terminal: find, show, create, cancel and retry jobs,
-draw the dependency graph around a job, and watch supervisors and queues live.
+read what they wrote, draw the dependency graph around a job, and watch supervisors and queues
+live.
 
 Usage:
   taiat jobs list [--status S] [--ready] [--name NAME] [--limit N] [--json]
                   [--database-url URL]
   taiat jobs show ID [--json] [--database-url URL]
+  taiat jobs logs ID [--attempt N] [--follow | --json] [--database-url URL]
   taiat jobs create --type TYPE --name NAME [--description TEXT]
                     [--payload JSON | --payload-file FILE] [--depends-on ID]...
                     [--max-retries N] [--priority P] [--timeout S] [--run-at TIME]
@@ -58,6 +60,10 @@ Options:
                        default text, or the extension of --output.
   -o FILE --output FILE  Write the graph to FILE rather than standard output.
   --interval S         Seconds between refreshes (top: 1; wait: 0.5).
+  --attempt N          jobs logs: only attempt N (the # of `jobs show`); default every one.
+  --follow             jobs logs: print the running attempt's output as it grows (a few
+                       seconds behind), until that attempt ends; for a pending job, the next
+                       attempt's.
   --status-file PATH   A supervisor's status file, for CPU and memory of its running jobs
                        (repeatable; else TAIAT_STATUS_FILE).
   --once               Print the view once and exit (what top does off a terminal).
@@ -113,9 +119,11 @@ def exit_code_for(error: TaiatError) -> int:
 
 
 def _command(args: dict) -> Callable[[dict], int]:
-    from taiat.operator import admin, graph, job_commands, top, waiting
+    from taiat.operator import admin, graph, job_commands, logs, top, waiting
 
     if args["jobs"]:
+        if args["logs"]:
+            return logs.logs_command
         for name in ("list", "show", "create", "cancel", "retry"):
             if args[name]:
                 return getattr(job_commands, f"{name}_command")

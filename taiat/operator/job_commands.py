@@ -1,4 +1,5 @@
-"""`taiat jobs list|show|create|cancel|retry` and `taiat history`."""
+"""`taiat jobs list|show|create|cancel|retry` and `taiat history` (`taiat jobs logs` is
+`taiat.operator.logs`)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from taiat.errors import (
 )
 from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job, JobStatus
-from taiat.operator import lookups, render
+from taiat.operator import logs, lookups, render
 from taiat.operator.options import error, job_id, manager, number, status_option
 from taiat.store.validation import (
     BIGINT_RANGE,
@@ -33,6 +34,8 @@ from taiat.store.validation import (
     utc_naive,
 )
 
+#: Lines of each stream of each attempt's output that `jobs show` shows (`jobs logs`: all).
+SHOWN_LINES = 20
 _RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -73,6 +76,10 @@ def show_command(args: dict) -> int:
         raise JobNotFound(f"no job has id {wanted}")
     dependencies = lookups.jobs_by_id(jm, job.dependencies)
     attempts = jm.get_attempts(job.id)
+    # The running attempt's output so far: the ended ones' come with their attempts.
+    live = [o for o in jm.get_output(job.id, job.claim_seq) if not o.final] if job.claim_seq else []
+    runs = [lookups.Run(a.attempt, a, a.output) for a in attempts]
+    runs += [lookups.Run(o.attempt, None, o) for o in live]
     if args["--json"]:
         render.print_json(
             {
@@ -81,6 +88,7 @@ def show_command(args: dict) -> int:
                     _dependency(dep, dependencies.get(dep)) for dep in job.dependencies
                 ],
                 "attempts": [render.attempt_record(a) for a in attempts],
+                "running_output": render.record(live[0]) if live else None,
             }
         )
         return EXIT_OK
@@ -98,6 +106,10 @@ def show_command(args: dict) -> int:
     )
     parts += [deps if job.dependencies else "dependencies: none", ""]
     parts.append(_attempts_table(attempts, out.width) if attempts else "attempts: none yet")
+    written = [run for run in runs if run.output is not None and not run.output.empty]
+    if written:
+        parts += ["", Text(f"output (the last {SHOWN_LINES} lines of each stream)", style="bold")]
+        parts += [Text(logs.run_text(job, run, SHOWN_LINES).rstrip("\n")) for run in written]
     render.show(out, *parts)
     return EXIT_OK
 

@@ -1,5 +1,6 @@
 """What the `taiat` command reads beyond `JobManager`'s API: jobs found by name, jobs by id
-with their final state, the dependency graph around a job, what runs now."""
+with their final state, the dependency graph around a job, what runs now, a job's runs with
+their output."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from taiat.errors import AmbiguousJobId, JobNotFound
 from taiat.job_manager import JobManager
-from taiat.jobs import Attempt, Job, JobHistoryEntry, JobStatus, JobType
+from taiat.jobs import Attempt, AttemptOutput, Job, JobHistoryEntry, JobStatus, JobType
 from taiat.store import queries
 from taiat.store.queries import operator as operator_queries
 
@@ -241,3 +242,33 @@ def queue_depth(manager: JobManager) -> dict[str, int]:
     counts.update(manager.count_jobs())
     counts["ready"] = manager.run(operator_queries.count_ready)
     return counts
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a job: its attempt's record once it has ended (None while it runs), and the
+    output it wrote (None if none)."""
+
+    number: int
+    attempt: Attempt | None
+    output: AttemptOutput | None
+
+
+def runs(
+    manager: JobManager, job_id: str, number: int | None = None
+) -> tuple[Job | None, list[Run]]:
+    """The job in its current state (None if no job has that id), and its runs (run `number`
+    only, if given), oldest first, read together: the ended ones, and the one running."""
+
+    def read(conn: Connection) -> tuple[Job | None, list[Any], list[Any]]:
+        job = _by_id(conn, [job_id]).get(job_id)
+        found = [row for row in queries.attempts_for(conn, [job_id])]
+        if number is not None:
+            found = [row for row in found if row["attempt"] == number]
+        return job, found, queries.output_for(conn, job_id, number)
+
+    job, attempt_rows, output_rows = manager.run(read)
+    attempts = {row["attempt"]: Attempt.from_row(row) for row in attempt_rows}
+    outputs = {row["attempt"]: AttemptOutput.from_row(row) for row in output_rows}
+    numbers = sorted(set(attempts) | set(outputs))
+    return job, [Run(n, attempts.get(n), outputs.get(n)) for n in numbers]

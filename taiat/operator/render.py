@@ -191,6 +191,8 @@ def print_rows(
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):  # a job's output: text, its bytes that are not UTF-8 as U+FFFD
+        return value.decode("utf-8", "replace")
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, enum.Enum):
@@ -215,4 +217,10 @@ def job_record(job: Job) -> dict[str, Any]:
 
 
 def attempt_record(attempt: Attempt) -> dict[str, Any]:
+    """An attempt as JSON, with its output's tails as text."""
     return _plain(attempt)
+
+
+def record(value: Any) -> Any:
+    """Any record as JSON: dataclasses as objects, times in ISO 8601, bytes as text."""
+    return _plain(value)

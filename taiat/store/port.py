@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from taiat.errors import JobError
-from taiat.jobs import Attempt, Job, JobStatus
+from taiat.jobs import Attempt, AttemptOutput, Job, JobStatus
 from taiat.store import db, leases, plans, queries, state_machine
 from taiat.store.db import Listener
 from taiat.store.leases import new_worker_id
@@ -229,6 +229,13 @@ class SupervisorPort:
     def record_attempt(self, attempt: Attempt) -> None:
         """Record a run whose job has moved on (cancelled, taken back): no state changes."""
         self.transactions.run(lambda conn: state_machine.record_attempt(conn, attempt))
+
+    def save_output(self, outputs: Sequence[AttemptOutput]) -> None:
+        """Write the output of running attempts so far, each in place of what was written of it
+        before (`taiat jobs logs --follow` reads it); their ends write the rest."""
+        rows = [state_machine.output_row(o, final=False) for o in outputs]
+        if rows:
+            self.transactions.run(lambda conn: queries.save_output(conn, rows))
 
     # -- counts and upkeep -----------------------------------------------------------------
 

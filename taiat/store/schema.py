@@ -13,11 +13,13 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -42,7 +44,7 @@ from taiat.store.validation import JsonText
 log = logging.getLogger(__name__)
 
 #: Bump with every change to the tables, and add the step that upgrades to it in `UPGRADES`.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -212,6 +214,25 @@ attempts = Table(
     Index("ix_taiat_job_attempts_ended", "ended_at"),
 )
 
+#: Version 3: what each attempt's process tree wrote to stdout and stderr, the last bytes of
+#: each (as many as its supervisor's `--log-tail-bytes`) and how many came before and were
+#: dropped; a row a run that wrote anything. Written at the attempt's end with its attempt
+#: (`final`), and while it runs every few seconds, so that `taiat jobs logs --follow` sees it
+#: grow. A table of its own: the attempts table stays narrow, as the reads of it on every
+#: failure (the quarantine) and in history listings want it.
+output = Table(
+    "taiat_job_output",
+    metadata,
+    Column("job_id", String, primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("stdout_tail", LargeBinary),
+    Column("stdout_dropped_bytes", BigInteger, nullable=False, server_default=text("0")),
+    Column("stderr_tail", LargeBinary),
+    Column("stderr_dropped_bytes", BigInteger, nullable=False, server_default=text("0")),
+    Column("updated_at", DateTime, nullable=False, server_default=utcnow()),
+    Column("final", Boolean, nullable=False, server_default=text("false")),
+)
+
 #: Supervisors register here and heartbeat; a stale heartbeat means the supervisor is dead.
 workers = Table(
     "taiat_workers",
@@ -251,6 +272,7 @@ def _add_columns(table: Table, *names: str) -> Callable[[Connection], None]:
 #: Steps that bring a database from version N-1 to N, keyed by N.
 UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _add_columns(workers, "lease_seconds", "boot_id", "pid_namespace"),
+    3: lambda conn: output.create(conn, checkfirst=True),
 }
 
 # Any constant will do; it keeps two `init_worker` runs from creating the tables at once.

@@ -31,7 +31,7 @@ from sqlalchemy import RowMapping
 from sqlalchemy.engine import Connection
 
 from taiat.errors import DuplicateJob, InvalidDependency, InvalidTransition, JobNotFound
-from taiat.jobs import Attempt, JobStatus, JobType, Outcome
+from taiat.jobs import Attempt, AttemptOutput, JobStatus, JobType, Outcome
 from taiat.query_plans import EXPANSION_KEYS
 from taiat.store import queries
 from taiat.store.queries import plans as plan_queries
@@ -314,14 +314,34 @@ def record_attempt(conn: Connection, attempt: Attempt | None) -> None:
 
 
 def record_attempts(conn: Connection, attempts: Sequence[Attempt | None]) -> None:
+    """Record attempts, and the output of those that wrote any (in place of what was written of
+    it while they ran)."""
     rows = []
+    outputs = []
     for attempt in attempts:
         if attempt is not None:
             values = dict(vars(attempt))  # its fields are plain values: no deep copy needed
             if values["error_message"]:
                 values["error_message"] = clean_text(values["error_message"])
+            written = values.pop("output")
+            if written is not None and not written.empty:
+                outputs.append(output_row(written, final=True))
             rows.append(values)
     queries.insert_attempts(conn, rows)
+    queries.save_output(conn, outputs)
+
+
+def output_row(output: AttemptOutput, *, final: bool) -> dict[str, Any]:
+    """An attempt's output as `taiat_job_output` takes it."""
+    return {
+        "job_id": output.job_id,
+        "attempt": output.attempt,
+        "stdout_tail": output.stdout_tail,
+        "stdout_dropped_bytes": output.stdout_dropped_bytes,
+        "stderr_tail": output.stderr_tail,
+        "stderr_dropped_bytes": output.stderr_dropped_bytes,
+        "final": final,
+    }
 
 
 # -- again ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from taiat.errors import DatabaseUnavailable, TransientConflict
 from taiat.forking import posix
 from taiat.forking.job_process import MOVED_ON, Ending, JobProcess, unstarted
 from taiat.forking.launchers import Forking
+from taiat.forking.output import Forward, JobOutput
 from taiat.job_manager import CLEANUP_BATCH, JobManager
 from taiat.jobs import Job, Outcome
 from taiat.store.port import Backlog, Listener, new_worker_id, supervisor_engine
@@ -42,6 +43,9 @@ _UNTOLD = 1.0
 #: The metrics file's counts of the jobs in the database are taken at most this often
 #: (seconds): one grouped count of the active jobs.
 _COUNT_EVERY = 5.0
+#: How often the output of running jobs, where it grew, is written to the database (seconds):
+#: `taiat jobs logs --follow` shows it that far behind at most.
+_OUTPUT_INTERVAL = 2.0
 #: A memory limit of this many MB (8 EiB) or more is no limit.
 _NO_MEMORY_LIMIT_MB = 1 << 43
 #: Why a launch fails when no process, memory or file descriptor is to be had for a while (a
@@ -191,6 +195,8 @@ class Supervisor:
                         proc.sample_memory()
                 if timers.due("claims", now, cfg.check_interval):
                     self._check_claims()
+                if timers.due("output", now, _OUTPUT_INTERVAL):
+                    self._save_output()
                 for proc in self.children:
                     proc.check_deadline(now, cfg.kill_grace)
             if drain_deadline is not None and now >= drain_deadline:
@@ -224,7 +230,7 @@ class Supervisor:
             if timers.due("status", now, cfg.status_interval):
                 self._dirty = True
             self._publish()
-            idle = () if self.children else ("memory", "claims")
+            idle = () if self.children else ("memory", "claims", "output")
             wake = timers.next(skip=(*idle, "poll") if waiting else idle)
             if self._dirty:
                 wake = min(wake, self._published + _PUBLISH_GAP)
@@ -244,6 +250,8 @@ class Supervisor:
 
     def _wait(self, timeout: float) -> None:
         fds = [self.wakeup.fd, *(p.fd for p in self.children if p.fd >= 0)]
+        outputs = {fd: p for p in self.children for fd in p.output.fds()}
+        fds += outputs
         if self.recorder.storer.busy:
             fds.append(self.recorder.storer.fd)
         # Their descriptors are taken now: handling one that is ready may close another (a
@@ -260,8 +268,40 @@ class Supervisor:
             elif ready in servers:
                 servers[ready].poll()
                 self._dirty = True  # a child forked (its pid now known), or one ended
+            elif ready in outputs:
+                self._read_output(outputs[ready], ready)
         for proc in self.children:
             proc.read_available()
+
+    def _read_output(self, proc: JobProcess, fd: int) -> None:
+        """Read a child's stdout or stderr (`fd`): whatever goes wrong ends that job alone."""
+        try:
+            proc.output.read(fd)
+        except Exception as exc:  # noqa: BLE001 - its output's trouble, not the loop's
+            log.exception("job %s (%s): its output cannot be read", proc.job.id, proc.job.name)
+            proc.output.close()
+            proc.stop(Outcome.FAILED, f"its output could not be read: {reason(exc)}")
+
+    def _save_output(self) -> None:
+        """Write the output of the running jobs whose output grew, so that `taiat jobs logs`
+        shows it while they run (their ends write all of it, with their attempts)."""
+        grown = [p for p in self.children if p.known_pid and p.output.changed]
+        if not grown:
+            return
+        written = {p: p.output.written for p in grown}
+        outputs = [
+            out
+            for p in grown
+            if (out := p.output.snapshot(p.job.id, p.job.claim_seq, final=False)) is not None
+        ]
+
+        def save() -> bool:
+            self.port.save_output(outputs)
+            return True
+
+        if self.recorder.call(save, False):
+            for proc, count in written.items():
+                proc.output.saved = count
 
     def _hear(self, listener: Listener) -> None:
         """Act on NOTIFY payloads: a job became ready, or a running one was cancelled."""
@@ -375,6 +415,7 @@ class Supervisor:
                 memory_limit_bytes=self._memory_limit(job),
                 max_result_bytes=self.config.max_result_bytes,
                 exit_grace=self.config.kill_grace,
+                output=JobOutput(self.config.log_tail_bytes, self._forwarder(job)),
             )
         except Exception as exc:  # noqa: BLE001 - its own values: as it is, it can never run
             log.exception("job %s (%s) cannot be started", job.id, job.name)
@@ -400,6 +441,17 @@ class Supervisor:
         self.children.append(proc)
         self._dirty = True
         log.info("job %s (%s) started, attempt %d", job.id, job.name, job.attempt)
+
+    def _forwarder(self, job: Job) -> Forward | None:
+        """With `forward_output`, what logs each line of the job's output as the supervisor's
+        own, prefixed with the job's id and name."""
+        if not self.config.forward_output:
+            return None
+
+        def forward(stream: str, line: str) -> None:
+            log.info("job %s (%s) %s: %s", job.id, job.name, stream, line)
+
+        return forward
 
     def _memory_limit(self, job: Job) -> int | None:
         """The lower of the supervisor's and the job's own (its payload's "memory_limit_mb")."""
@@ -427,6 +479,7 @@ class Supervisor:
                     self._dirty = True  # its pid, for the status file's "running"
                 continue
             self.children.remove(proc)
+            proc.output.close()  # read and closed already, unless its ending could not be read
             if proc.known_pid:
                 self.ahead.observe(ending.wall_seconds)
             if self.forking is not None:

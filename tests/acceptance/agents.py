@@ -241,3 +241,43 @@ def kill_parent(wait_for: str | None = None, signum: int = signal.SIGKILL) -> in
     os.kill(os.getppid(), signum)
     time.sleep(30 if signum in (signal.SIGKILL, signal.SIGSTOP) else 0.5)
     return signum
+
+
+def chatty(text: str = "hello", fail_once: str | None = None) -> str:
+    """Write to stdout and to stderr, and have a grandchild (a shell) write to both, each line
+    naming the attempt; with `fail_once`, a file that does not exist yet, fail this attempt
+    (the first) after writing."""
+    attempt = taiat.current_job().attempt
+    print(f"{text} on stdout, attempt {attempt}")
+    print(f"{text} on stderr, attempt {attempt}", file=sys.stderr)
+    script = f'echo "{text} from a grandchild, attempt {attempt}"; echo "{text} grandchild err" >&2'
+    subprocess.run(["sh", "-c", script], check=True)
+    if fail_once and not Path(fail_once).exists():
+        Path(fail_once).write_text("failed once")
+        raise RuntimeError("first attempt fails")
+    return text
+
+
+def flood(megabytes: int = 100) -> int:
+    """Write `megabytes` MiB of 64-byte lines to stdout, then one last line."""
+    block = (b"x" * 63 + b"\n") * (1 << 14)  # 1 MiB
+    for _ in range(megabytes):
+        os.write(1, block)
+    print("the last line")
+    return megabytes
+
+
+def print_and_wait(marker: str, text: str = "before the marker") -> str:
+    """Print `text`, wait for the file `marker`, then print once more and end."""
+    print(text)
+    deadline = time.monotonic() + 60
+    while not Path(marker).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print("after the marker")
+    return text
+
+
+def print_and_hang(text: str = "last words") -> None:
+    """Print a line, then sleep until killed (its timeout)."""
+    print(text)
+    time.sleep(300)

@@ -47,6 +47,10 @@ AGENT_CONFIG = {
         "pipe_writer",
         "escape",
         "kill_parent",
+        "chatty",
+        "flood",
+        "print_and_wait",
+        "print_and_hang",
     ]
 }
 

@@ -36,6 +36,7 @@ from taiat.store.queries.endings import (  # noqa: F401 - part of this module's 
     insert_history,
     move_to_history,
     recent_attempts,
+    save_output,
     take_running,
 )
 from taiat.store.queries.reading import (  # noqa: F401 - part of this module's interface
@@ -51,6 +52,7 @@ from taiat.store.queries.reading import (  # noqa: F401 - part of this module's 
     get_active,
     history_entries,
     latest_history,
+    output_for,
     ready_jobs,
 )
 from taiat.store.queries.reading import (
@@ -59,7 +61,7 @@ from taiat.store.queries.reading import (
 from taiat.store.queries.reading import (
     READY_ORDER as _READY_ORDER,
 )
-from taiat.store.schema import attempts, dependencies, history, jobs, utcnow
+from taiat.store.schema import attempts, dependencies, history, jobs, output, utcnow
 
 
 def db_now(conn: Connection, *, notify_payload: str | None = None) -> datetime:
@@ -335,7 +337,7 @@ def notify(conn: Connection, payload: str) -> None:
 
 def delete_history_before(conn: Connection, days: float, limit: int) -> int:
     """Delete up to `limit` of the history entries completed more than `days` ago, oldest
-    first, and their attempts; returns how many entries."""
+    first, and their attempts and their output; returns how many entries."""
     cutoff = utcnow(-days * 86400.0)
     oldest = (
         select(history.c.id)
@@ -349,6 +351,13 @@ def delete_history_before(conn: Connection, days: float, limit: int) -> int:
             attempts.c.job_id.in_(their_jobs),
             attempts.c.job_id.not_in(select(jobs.c.id)),
             attempts.c.ended_at < cutoff,
+        )
+    )
+    conn.execute(
+        delete(output).where(
+            output.c.job_id.in_(their_jobs),
+            output.c.job_id.not_in(select(jobs.c.id)),
+            output.c.updated_at < cutoff,
         )
     )
     return conn.execute(delete(history).where(history.c.id.in_(oldest))).rowcount

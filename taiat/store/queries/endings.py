@@ -36,7 +36,7 @@ from sqlalchemy.engine import Connection
 
 from taiat.jobs import JobStatus
 from taiat.store.queries.reading import RUNNING
-from taiat.store.schema import attempts, dependencies, history, jobs, utcnow
+from taiat.store.schema import attempts, dependencies, history, jobs, output, utcnow
 from taiat.store.validation import utc_naive
 
 COMPLETED = JobStatus.COMPLETED.value
@@ -190,6 +190,29 @@ def insert_attempts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None
         conn.execute(_INSERT_ATTEMPTS, {"attempts": [_as_json(row) for row in rows]})
     else:
         conn.execute(_INSERT_ATTEMPT_SQLITE, [_utc_times(row) for row in rows])
+
+
+def _upsert_output_statement(dialect_insert: Any) -> Any:
+    """The insert of attempts' output that replaces a row written before for the same attempt
+    (its output while it ran)."""
+    given = dialect_insert(output)
+    kept = ("stdout_tail", "stdout_dropped_bytes", "stderr_tail", "stderr_dropped_bytes", "final")
+    changes = {name: given.excluded[name] for name in kept}
+    changes["updated_at"] = utcnow()
+    return given.on_conflict_do_update(index_elements=["job_id", "attempt"], set_=changes)
+
+
+_UPSERT_OUTPUT = {
+    "postgresql": _upsert_output_statement(pg_insert),
+    "sqlite": _upsert_output_statement(sqlite_insert),
+}
+
+
+def save_output(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write attempts' output (`taiat_job_output`), each row in place of the one written before
+    for the same attempt: `job_id`, `attempt`, the tails and their dropped bytes, `final`."""
+    if rows:
+        conn.execute(_UPSERT_OUTPUT[conn.dialect.name], list(rows))
 
 
 def _utc_times(row: Mapping[str, Any]) -> dict[str, Any]:

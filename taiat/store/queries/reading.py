@@ -10,7 +10,7 @@ from sqlalchemy import RowMapping, and_, func, select, true
 from sqlalchemy.engine import Connection
 
 from taiat.jobs import JobStatus
-from taiat.store.schema import attempts, history, jobs, utcnow
+from taiat.store.schema import attempts, history, jobs, output, utcnow
 
 PENDING = JobStatus.PENDING.value
 RUNNING = JobStatus.RUNNING.value
@@ -147,4 +147,12 @@ def attempts_for(conn: Connection, job_ids: Collection[str]) -> list[RowMapping]
         .where(attempts.c.job_id.in_(job_ids))
         .order_by(attempts.c.job_id, attempts.c.attempt)
     )
+    return list(conn.execute(stmt).mappings())
+
+
+def output_for(conn: Connection, job_id: str, attempt: int | None = None) -> list[RowMapping]:
+    """The output of the job's attempts (of attempt `attempt` only, if given), oldest first."""
+    stmt = select(output).where(output.c.job_id == job_id).order_by(output.c.attempt)
+    if attempt is not None:
+        stmt = stmt.where(output.c.attempt == attempt)
     return list(conn.execute(stmt).mappings())
