@@ -162,14 +162,15 @@ def test_the_output_settings_from_the_command_line_and_the_environment(monkeypat
     )
     assert by_variable.log_tail_bytes == 0 and by_variable.forward_output
     assert _config("--log-tail-bytes", "2048").log_tail_bytes == 2048  # the option wins
+    assert _config("--log-tail-bytes", "64K").log_tail_bytes == 65536  # a size with a unit
 
 
 @pytest.mark.parametrize(
     ("raw", "words"),
     [
-        ("-1", "must be 0 or more"),
+        ("-1", "must be a number of bytes or a size with a unit"),
         ("1.5", "must be a whole number of bytes"),
-        ("lots", "must be a whole number of bytes"),
+        ("lots", "must be a number of bytes or a size with a unit"),
         (str(2 << 30), "must be at most 1073741824"),
     ],
 )
