@@ -12,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -37,10 +37,16 @@ def _free_port() -> int:
 
 class PrivateCluster:
     """One cluster: `start`, `stop`, `restart`, `pause` (SIGSTOP the postmaster and its
-    backends) and `resume`; `url` is its `postgres` database over TCP with trust auth."""
+    backends) and `resume`; `url` is its `postgres` database over TCP with trust auth.
 
-    def __init__(self, bin_dir: Path) -> None:
+    It listens on 127.0.0.1 and on the addresses in `listen` (which must be the machine's),
+    and lets in with trust auth the clients of the networks in `trust` (CIDRs) besides."""
+
+    def __init__(
+        self, bin_dir: Path, listen: Sequence[str] = (), trust: Sequence[str] = ()
+    ) -> None:
         self.bin_dir = bin_dir
+        self.listen = ["127.0.0.1", *listen]
         self.folder = Path(tempfile.mkdtemp(prefix="taiat-pg-"))
         self.data = self.folder / "data"
         self.port = _free_port()
@@ -50,7 +56,14 @@ class PrivateCluster:
             self._as_owner = ["runuser", "-u", _OWNER, "--"]
         self.user = _OWNER if self._as_owner else _current_user()
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "--no-sync")
-        self.url = f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+        if trust:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.writelines(f"host all all {network} trust\n" for network in trust)
+        self.url = self.url_at("127.0.0.1")
+
+    def url_at(self, address: str) -> str:
+        """The URL of its `postgres` database at one of the addresses it listens on."""
+        return f"postgresql://{self.user}@{address}:{self.port}/postgres"
 
     def _run(self, program: str, *args: str, timeout: float = 120) -> None:
         command = [*self._as_owner, str(self.bin_dir / program), *args]
@@ -60,7 +73,8 @@ class PrivateCluster:
 
     def start(self) -> None:
         options = (
-            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-p {self.port} -k {self.folder} -c listen_addresses={','.join(self.listen)} "
+            "-c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
         log = self.folder / "server.log"

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -96,12 +96,20 @@ class Supervisor:
     """The real program in a subprocess."""
 
     def __init__(
-        self, url: str, tmp_path: Path, *args: str, env: dict | None = None, entry: str = "module"
+        self,
+        url: str,
+        tmp_path: Path,
+        *args: str,
+        env: dict | None = None,
+        entry: str = "module",
+        wrap: Sequence[str] = (),
     ) -> None:
+        """`wrap`: a command prefix that execs the program (so that `pid` is still its own),
+        such as one that runs it on a simulated host."""
         self.status_file = tmp_path / "status.json"
         self.metrics_file = tmp_path / "metrics.prom"
         self.log_file = tmp_path / f"supervisor-{time.monotonic_ns()}.log"
-        command = (
+        command = [*wrap] + (
             [sys.executable, "-m", "taiat.run_worker"]
             if entry == "module"
             else [str(ROOT / "bin" / "taiat-supervisor")]
