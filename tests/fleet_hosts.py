@@ -80,7 +80,7 @@ class Host:
 class Hosts:
     """`count` simulated hosts, set up at once; `close` (also on a failed setup) removes them."""
 
-    def __init__(self, count: int, names: Sequence[str] | None = None) -> None:
+    def __init__(self, count: int, host_names: Sequence[str] | None = None) -> None:
         self.pid = os.getpid()
         self.hosts: list[Host] = []
         _remove_leftovers()
@@ -90,10 +90,8 @@ class Hosts:
             for i in range(1, count + 1):
                 host = Host(
                     index=i,
-                    name=names[i - 1] if names else f"host{i}",
-                    namespace=f"{_PREFIX}{self.pid}-h{i}",
-                    host_end=f"tf{self.pid}h{i}",
-                    namespace_end=f"tf{self.pid}n{i}",
+                    name=host_names[i - 1] if host_names else f"host{i}",
+                    **names(self.pid, i),
                     # A /30 each: .4i+1 on the host end, .4i+2 in the namespace.
                     server_address=str(addresses[4 * i]),
                     address=str(addresses[4 * i + 1]),
@@ -152,6 +150,19 @@ class Hosts:
         self.hosts = []
 
 
+#: The longest name a network interface may have (IFNAMSIZ less its NUL).
+IFNAMSIZ = 15
+
+
+def names(pid: int, index: int) -> dict[str, str]:
+    """The names of host `index`'s namespace and link ends, in a run of process `pid`."""
+    return {
+        "namespace": f"{_PREFIX}{pid}-h{index}",
+        "host_end": f"tf{pid}h{index}",
+        "namespace_end": f"tf{pid}n{index}",
+    }
+
+
 def namespaces() -> list[str]:
     """The network namespaces of the machine, by name."""
     return [line.split()[0] for line in _ip("netns", "list").splitlines() if line.strip()]
@@ -205,16 +216,17 @@ def _free_subnet() -> ipaddress.IPv4Network:
 
 def max_overlap(intervals: Iterable[tuple[datetime, datetime]]) -> int:
     """The most intervals open at any one moment. An interval is [start, end): one that ends
-    at the moment another starts does not overlap it."""
-    events: list[tuple[datetime, int]] = []
+    at the moment another starts does not overlap it; one of no length is open at its moment."""
+    # At one moment: ends of intervals that began before it, then starts, then ends of
+    # intervals of no length.
+    events: list[tuple[datetime, int, int]] = []
     for start, end in intervals:
         if end < start:
             raise ValueError(f"an interval ends ({end}) before it starts ({start})")
-        events += [(start, 1), (end, -1)]
-    # At one moment, ends go before starts.
-    events.sort(key=lambda event: (event[0], event[1]))
+        events += [(start, 1, 1), (end, 2 if end == start else 0, -1)]
+    events.sort(key=lambda event: event[:2])
     most = running = 0
-    for _, change in events:
+    for _, _, change in events:
         running += change
         most = max(most, running)
     return most
