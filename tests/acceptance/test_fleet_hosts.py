@@ -228,6 +228,35 @@ def test_a_host_cut_off_loses_its_jobs_to_the_others_and_rejoins(fleet: Fleet) -
         assert sup.process.poll() is None
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="a call on a cut link waits until TCP gives up (about 15 min): the supervisor's "
+    "connections set no tcp_user_timeout or keepalives, and statement_timeout is the server's",
+)
+def test_a_host_cut_off_says_so_and_holds_its_results_meanwhile(fleet: Fleet) -> None:
+    """As through a stopped server (test_liveness.py): the loop goes on, the status file says
+    the database is unreachable, and the run that ends meanwhile waits in it to be written."""
+    host = fleet.hosts[0]
+    sup = fleet.start(host)
+    _started(fleet, sup, host)
+    pid_file = fleet.folder / "job.pid"
+    job = fleet.manager.create_job(
+        **agent_job("meanwhile", "sleep", seconds=2, pid_file=str(pid_file))
+    )
+    wait_until(lambda: pid_file.exists(), 30, "the job to start", watch=sup)
+    fleet.hosts.cut(host)
+    wait_until(
+        lambda: (s := sup.status()).get("database") == "unreachable" and s["pending_results"],
+        15,
+        "a status file that says so, with the result held",
+        watch=sup,
+    )
+    fleet.hosts.restore(host)
+    done = wait_until(lambda: finished(fleet.manager, job.id), 60, "the job", watch=sup)
+    assert done.status is JobStatus.COMPLETED and done.retry_count == 0
+
+
 def _pid_names(jobs: list, chosen: list[str]) -> set[str]:
     return {f"{job.name}.pid" for job in jobs if job.id in chosen}
 
