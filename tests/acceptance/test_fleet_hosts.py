@@ -4,7 +4,9 @@ ends of their links (tests/fleet_hosts.py). Needs root: runs under CI=true, skip
 
 Shown today: cutting one host's link while it runs jobs. Its jobs are taken back after its
 lease and finished elsewhere; once the link is back its late results are refused and it
-rejoins (registers again, heartbeats, claims again); every job completed exactly once.
+rejoins (registers again, heartbeats, claims again); every job completed exactly once. Not
+yet: that a host cut off says so and holds its results meanwhile, as through a stopped server;
+its supervisor waits on the cut link instead (a strict xfail says why).
 
 The other parts of issue 18 are written below as tests marked xfail(strict) until the features
 they need are merged (their checks, `max_overlap` and `max_starts_in_window`, are tested in
@@ -209,6 +211,7 @@ def test_a_host_cut_off_loses_its_jobs_to_the_others_and_rejoins(fleet: Fleet) -
         wait_until(lambda j=job: finished(manager, j.id), 60, job.name, watch=victim)
     ran_on = {manager.get_attempts(job.id)[-1].worker_id for job in second}
     assert victim_id in ran_on
+    assert {i.split(":")[0] for i in ran_on} == {"host1", "host2", "host3"}
 
     # Nothing lost, nothing recorded twice.
     every = first + second
@@ -219,6 +222,8 @@ def test_a_host_cut_off_loses_its_jobs_to_the_others_and_rejoins(fleet: Fleet) -
         outcomes = [a.outcome for a in entry.attempts]
         assert outcomes.count("completed") == 1, (entry.job_id, outcomes)
         for attempt in entry.attempts:
+            if attempt.outcome != "lost":  # written by the host that ran it, under its name
+                assert attempt.host == attempt.worker_id.split(":")[0], attempt
             if attempt.worker_id == victim_id and entry.job_id in cut_jobs:
                 assert attempt.outcome in ("lost", "superseded"), attempt
     for job_id in cut_jobs:
