@@ -128,6 +128,7 @@ def _started(fleet: Fleet, sup: Supervisor, host: Host) -> str:
         watch=sup,
     )
     worker_id = status["worker_id"]
+    assert status["host"] == host.name
     assert worker_id.startswith(f"{host.name}:{sup.pid}:"), worker_id
     return worker_id
 
