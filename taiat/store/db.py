@@ -251,8 +251,31 @@ def bound_sessions(
         )
         params["options"] = f"{params.get('options') or ''} {ours}".strip()
         params.setdefault("connect_timeout", max(2, math.ceil(connect_timeout)))
+        for name, value in _TCP_BOUNDS[engine].items():
+            params.setdefault(name, value)
 
+    _TCP_BOUNDS[engine] = tcp_bounds(statement_timeout)
     event.listen(engine, "do_connect", connect)
+
+
+def tcp_bounds(seconds: float) -> dict[str, int]:
+    """libpq's parameters that end a connection whose peer went silent within about `seconds`:
+    the server's timeouts bound its own waits, not a network that no longer carries our
+    packets (a cut link), which TCP alone gives up on only after many minutes. Data left
+    unacknowledged that long ends the connection (`tcp_user_timeout`); an idle one, as a
+    LISTEN connection is, is probed every second after `seconds` of silence."""
+    whole = max(1, math.ceil(seconds))
+    return {
+        "tcp_user_timeout": whole * 1000,
+        "keepalives": 1,
+        "keepalives_idle": whole,
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+    }
+
+
+#: The TCP bounds of each engine made by `bound_sessions`, for its LISTEN connection too.
+_TCP_BOUNDS: weakref.WeakKeyDictionary[Engine, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 #: The bounds `bound_sessions` set on each engine, read whenever it connects.
@@ -440,6 +463,8 @@ class Listener:
 
         args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
         kwargs.pop("context", None)
+        for name, value in _TCP_BOUNDS.get(self.engine, {}).items():
+            kwargs.setdefault(name, value)
         try:
             conn = psycopg.connect(*args, **kwargs, autocommit=True)
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))

@@ -77,3 +77,24 @@ def test_statements_unbound_for_a_process_that_owns_its_session(pg_database_url:
         assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
         assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "200ms"
     manager.engine.dispose()
+
+
+def test_a_silent_link_ends_the_sessions_and_the_listener_within_seconds(
+    pg_database_url: str,
+) -> None:
+    """A cut link carries no error back: libpq is told to give up on a peer silent for about
+    the statement bound, on the engine's sessions and on its LISTEN connection alike."""
+    manager = _bounded(pg_database_url)
+    listener = db.Listener(manager.engine, "taiat_test_tcp")
+    try:
+        with manager.engine.connect() as conn:
+            session = conn.connection.dbapi_connection.info.get_parameters()
+        listener.connect()
+        assert listener._conn is not None
+        listening = listener._conn.info.get_parameters()
+        for parameters in (session, listening):
+            assert parameters["tcp_user_timeout"] == "1000", parameters
+            assert parameters["keepalives_idle"] == "1", parameters
+    finally:
+        listener.close()
+        manager.engine.dispose()
