@@ -74,6 +74,11 @@ def expand(
             )
         )
     state_machine.create(conn, specs, set(ids.values()))
+    # Each agent's jobs go to the queue it declares, else to the query's.
+    queues: dict[str, list[str]] = {}
+    for step in plan.steps:
+        queues.setdefault(step.queue or row["queue"], []).append(ids[step.agent])
+    plan_queries.set_queues(conn, queues)
     record: list[dict[str, Any]] = [
         {"job_id": ids[s.agent], "agent": s.agent, "after": [ids[a] for a in s.after]}
         for s in plan.steps
