@@ -196,3 +196,28 @@ def live_catalogue(conn: Connection, lease: float) -> Catalogue:
         if live((row["now"] - row["heartbeat_at"]).total_seconds(), row["lease_seconds"], lease)
     ]
     return fleet_catalogue(alive)
+
+
+def fleet_agents(workers: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each agent of these supervisors' catalogue (`fleet_catalogue`), by name: its `inputs`,
+    `outputs` and `queue`, and the ids of the `supervisors` that serve it."""
+    workers = list(workers)
+    listed = fleet_catalogue(workers)
+    serving: dict[str, list[str]] = {}
+    for worker in workers:
+        for name in worker.get("agents") or {}:
+            serving.setdefault(name, []).append(worker["id"])
+    return [
+        {"name": name, **listed[name], "supervisors": sorted(serving.get(name, []))}
+        for name in sorted(listed)
+    ]
+
+
+def live_agents(conn: Connection, lease: float) -> list[dict[str, Any]]:
+    """`fleet_agents` of the live supervisors (`live`)."""
+    found = [
+        worker
+        for worker in list_workers(conn)
+        if live(worker["heartbeat_age"], worker["lease_seconds"], lease)
+    ]
+    return fleet_agents(found)

@@ -303,6 +303,13 @@ class SupervisorPort:
         """Every registered supervisor (see `leases.list_workers`)."""
         return self.transactions.run(leases.list_workers)
 
+    def live_agents(self, lease: float | None = None) -> list[dict[str, Any]]:
+        """Each agent of the live fleet, with the supervisors that serve it (see
+        `leases.live_agents`), supervisors that registered no lease of their own judged by
+        `lease` (else this port's)."""
+        judged_by = self.lease if lease is None else lease
+        return self.transactions.run(lambda conn: leases.live_agents(conn, judged_by))
+
     def live_catalogue(self, lease: float | None = None) -> Catalogue:
         """The agents of the live fleet (see `leases.live_catalogue`), supervisors that
         registered no lease of their own judged by `lease` (else this port's)."""
