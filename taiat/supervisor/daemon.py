@@ -453,7 +453,10 @@ class Supervisor:
             self.suspects.discard(job.id)
             proc.alone = True
         try:
-            self.forking.start(proc, dependency_results, catalogue)
+            if catalogue is None:
+                self.forking.start(proc, dependency_results)
+            else:
+                self.forking.start(proc, dependency_results, catalogue)
         except Exception as exc:  # noqa: BLE001 - one failed launch is one failed attempt
             if isinstance(exc, OSError) and exc.errno in _NOTHING_TO_BE_HAD:
                 # The machine's want, not the job's (a neighbour's fork bomb): back to pending,
