@@ -179,8 +179,6 @@ history = Table(
     Column("timeout_seconds", Float),
     Column("worker_id", String),
     Column("claim_seq", Integer, nullable=False, server_default=text("0")),
-    # Version 4: the queue the job was in.
-    Column("queue", String, nullable=False, server_default=text("'default'")),
     Index("ix_taiat_job_history_created", text("created_at DESC")),
     Index("ix_taiat_job_history_completed", "completed_at"),
     Index("ix_taiat_job_history_job", "job_id", text("created_at DESC")),
@@ -293,7 +291,6 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
 def _upgrade_to_4(conn: Connection) -> None:
     """Version 4: jobs in queues; supervisors publish the queues they serve and their agents."""
     _add_columns(jobs, "queue")(conn)
-    _add_columns(history, "queue")(conn)
     _add_columns(workers, "queues", "agents")(conn)
 
 

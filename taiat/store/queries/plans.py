@@ -52,10 +52,3 @@ def lock_queries_of(conn: Connection, job_ids: Collection[str]) -> list[str]:
     )
     stmt = select(jobs.c.id).where(jobs.c.id.in_(owners)).order_by(jobs.c.id).with_for_update()
     return list(conn.execute(stmt).scalars())
-
-
-def set_queues(conn: Connection, queues: Mapping[str, Collection[str]]) -> None:
-    """Put the jobs just created into their queues: `{queue: job ids}`, one statement a queue."""
-    for queue, job_ids in queues.items():
-        if job_ids:
-            conn.execute(update(jobs).where(jobs.c.id.in_(list(job_ids))).values(queue=queue))

@@ -153,7 +153,6 @@ def test_version_3_is_upgraded_with_the_catalogue_and_queue_columns(database_url
             ("taiat_workers", "agents"),
             ("taiat_workers", "queues"),
             ("taiat_jobs", "queue"),
-            ("taiat_job_history", "queue"),
         ]:
             conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         conn.execute(schema.schema_version.delete())
