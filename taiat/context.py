@@ -17,6 +17,10 @@ class JobContext:
     #: The result of each dependency, by job id (None for one that has not completed): read
     #: by the supervisor in the claim's own transaction, so the child never opens the database.
     dependency_results: dict[str, Any] = field(default_factory=dict)
+    #: For a query job: the agents of the live fleet, `{name: {"inputs": [...], "outputs":
+    #: [...], "queue": str | None}}`, read in the claim's own transaction, that the planner
+    #: plans it with; None otherwise.
+    catalogue: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -43,6 +47,11 @@ def current_job() -> JobContext:
     """The job this process is running; only inside a job's child process."""
     if _current is None:
         raise TaiatError("taiat.current_job() is only available inside a running job")
+    return _current
+
+
+def running_job() -> JobContext | None:
+    """The job this process is running, or None outside a job's child."""
     return _current
 
 

@@ -262,6 +262,14 @@ class JobManager:
 
     # -- what a supervisor drives ----------------------------------------------------------
 
+    def list_agents(self, lease: float | None = None) -> list[dict[str, Any]]:
+        """The live fleet's agent catalogue: each agent a live supervisor has, by name, as
+        `{"name", "inputs", "outputs", "queue", "supervisors"}` (`supervisors`: the ids of the
+        live supervisors that serve it). Live as `taiat supervisors` judges it: a heartbeat
+        younger than the supervisor's own lease, or than `lease` (default 30 s) for one that
+        registered none."""
+        return self.port.live_agents(lease)
+
     def claim_jobs(self, worker_id: str, limit: int = 1) -> list[Job]:
         """Atomically mark up to `limit` ready jobs running for `worker_id`, best first."""
         return self.port.claim(worker_id, limit).jobs

@@ -19,6 +19,8 @@ class Step:
     agent: str
     inputs: dict[str, str | None] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()
+    #: The queue the agent declares for its jobs; None: the query's.
+    queue: str | None = None
 
     @property
     def after(self) -> list[str]:
@@ -39,15 +41,23 @@ class Plan:
         return self.steps[-1] if self.steps else None
 
     def to_json(self) -> dict[str, Any]:
-        steps = [
-            {"agent": s.agent, "inputs": s.inputs, "outputs": list(s.outputs)} for s in self.steps
-        ]
+        steps = []
+        for s in self.steps:
+            step: dict[str, Any] = {
+                "agent": s.agent,
+                "inputs": s.inputs,
+                "outputs": list(s.outputs),
+            }
+            if s.queue is not None:
+                step["queue"] = s.queue
+            steps.append(step)
         return {"goal": self.goal, "steps": steps}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Plan:
         steps = tuple(
-            Step(s["agent"], dict(s["inputs"]), tuple(s["outputs"])) for s in data["steps"]
+            Step(s["agent"], dict(s["inputs"]), tuple(s["outputs"]), s.get("queue"))
+            for s in data["steps"]
         )
         return cls(data["goal"], steps)
 

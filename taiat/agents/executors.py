@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from taiat import context
 from taiat.agents import query_engines
 from taiat.agents.planner import plan
 from taiat.agents.registry import (  # noqa: F401 - re-exported: their home used to be this module
@@ -18,6 +19,7 @@ from taiat.agents.registry import (  # noqa: F401 - re-exported: their home used
     default_registry,
     import_object,
     load_agent_config,
+    planning_agents,
 )
 from taiat.context import current_job
 from taiat.errors import ConfigurationError, FinalFailure, JobFailed, PlanningError
@@ -37,11 +39,40 @@ class Expansion:
 class JobExecutor(Protocol):
     """Runs the jobs it says it can. `execute` runs in the job's child process; its return
     value (JSON-serialisable) is the job's result. A dict with `"success": False` fails the job
-    with its `"error"`."""
+    with its `"error"`.
+
+    An executor that runs AGENT jobs of agents the registry lacks may say so with an optional
+    `agents` attribute, a collection of agent names: its supervisor publishes them in the
+    fleet's catalogue (with no inputs or outputs unless the registry declares them)."""
 
     def can_execute(self, job: Job) -> bool: ...
 
     def execute(self, job: Job) -> Any: ...
+
+
+def executor_agents(executor: Any) -> list[str]:
+    """The agent names an executor says it serves (its optional `agents`), in order, once each;
+    a bare string is one name. ConfigurationError for anything else."""
+    names = getattr(executor, "agents", None)
+    if names is None or isinstance(executor, AgentExecutor):
+        return []
+    if isinstance(names, str):
+        names = [names]
+    if isinstance(names, Mapping):
+        names = list(names)
+    try:
+        found = list(names)
+    except TypeError:
+        raise ConfigurationError(
+            f"executor {type(executor).__name__}: `agents` must be a collection of agent names, "
+            f"not {type(names).__name__}"
+        ) from None
+    for name in found:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(
+                f"executor {type(executor).__name__}: `agents` must hold agent names, not {name!r}"
+            )
+    return list(dict.fromkeys(found))
 
 
 class AgentExecutor:
@@ -167,7 +198,10 @@ class QueryExecutor:
         agents = self._agents
         if agents is None:
             agents = default_agents(agent_config=self.agent_config)
-        declared = {name: as_agent(name, entry) for name, entry in agents.items()}
+        local = {name: as_agent(name, entry) for name, entry in agents.items()}
+        # The live fleet's agents, as the claim read them: the plan may use agents this host
+        # lacks, whose jobs run where they are.
+        declared = planning_agents(local, _claimed_catalogue())
         try:
             found = plan(declared, goal, set(inputs), payload.get("producers"))
         except PlanningError as exc:
@@ -175,3 +209,10 @@ class QueryExecutor:
         if found.sink is None:
             return inputs[goal]  # the query's inputs give the goal itself
         return Expansion(found)
+
+
+def _claimed_catalogue() -> dict[str, Any] | None:
+    """The live fleet's catalogue that came with this query job's claim; None outside a job,
+    or when none came (the agents here are then all there is to plan with)."""
+    running = context.running_job()
+    return None if running is None else running.catalogue

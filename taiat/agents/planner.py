@@ -107,7 +107,9 @@ class _Planner:
             item = next(left, None)
             if item is None:  # all it needs is planned: the agent's step follows theirs
                 walking.pop()
-                self.steps[name] = Step(name, inputs, tuple(self.agents[name].outputs))
+                agent = self.agents[name]
+                queue = getattr(agent, "queue", None)
+                self.steps[name] = Step(name, inputs, tuple(agent.outputs), queue)
                 if walking:
                     _, needed = self.path.pop()
                     walking[-1][1][needed] = name

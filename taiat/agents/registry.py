@@ -7,8 +7,9 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,64 @@ class Agent:
     #: One of the example agents (`taiat.agents.examples`): the planner picks it only for data no
     #: other agent produces.
     example: bool = False
+    #: The queue its planned jobs go to; None: the query's.
+    queue: str | None = None
+
+    def declared(self) -> dict[str, Any]:
+        """What the fleet's catalogue says of it: `{"inputs", "outputs", "queue"}`."""
+        return {"inputs": list(self.inputs), "outputs": list(self.outputs), "queue": self.queue}
+
+
+#: A catalogue: what each agent of a supervisor (or of the live fleet) declares, by name,
+#: `{"inputs": [...], "outputs": [...], "queue": str | None}`.
+Catalogue = dict[str, dict[str, Any]]
+
+
+def catalogue(agents: Mapping[str, Agent], served: Iterable[str] = ()) -> Catalogue:
+    """What a supervisor publishes of its agents: those of `agents`, and the names in `served`
+    (the agents its custom executors serve), with no inputs or outputs unless `agents` has
+    them."""
+    found = {name: agent.declared() for name, agent in agents.items()}
+    for name in served:
+        found.setdefault(name, {"inputs": [], "outputs": [], "queue": None})
+    return found
+
+
+@dataclass(frozen=True)
+class Listed:
+    """An agent as the fleet's catalogue lists it: what it declares, not its function (which
+    stays on the hosts that have it)."""
+
+    name: str
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    example: bool = False
+    queue: str | None = None
+
+
+def planning_agents(
+    local: Mapping[str, Agent], fleet: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, Agent | Listed]:
+    """The agents a query is planned with: those of the live fleet's catalogue `fleet` (None:
+    only the `local` ones), and the local ones it lacks. An agent of the catalogue counts as an
+    example agent when this host has it as one, declared the same."""
+    if fleet is None:
+        return dict(local)
+    found: dict[str, Agent | Listed] = {}
+    for name, entry in fleet.items():
+        inputs = tuple(entry.get("inputs") or ())
+        outputs = tuple(entry.get("outputs") or ())
+        here = local.get(name)
+        same = here is not None and (here.inputs, here.outputs) == (inputs, outputs)
+        example = bool(same and here is not None and here.example)
+        found[name] = Listed(name, inputs, outputs, example, entry.get("queue"))
+    for name, agent in local.items():
+        found.setdefault(name, agent)
+    return found
+
+
+#: A queue's name: 1-64 letters, digits, `_`, `.` and `-`.
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
 def import_object(spec: str, what: str) -> Any:
@@ -63,18 +122,19 @@ def _searched(exc: ImportError, module_name: str) -> str:
 
 
 #: The keys of a registry entry given as a dict.
-_ENTRY_KEYS = frozenset({"function", "inputs", "outputs"})
+_ENTRY_KEYS = frozenset({"function", "inputs", "outputs", "queue"})
 
 
 def as_agent(name: str, entry: Any, what: str = "agent") -> Agent:
     """An `Agent` from a registry entry: a function, "module:function", an `Agent`, or a dict
-    {"function": ..., "inputs": [...], "outputs": [...]}."""
+    {"function": ..., "inputs": [...], "outputs": [...], "queue": ...}."""
     if isinstance(entry, Agent):
         if entry.name == name:
             return entry
         return replace(entry, name=name)
     inputs: Any = ()
     outputs: Any = ()
+    queue: Any = None
     function = entry
     if isinstance(entry, Mapping):
         unknown = sorted(set(entry) - _ENTRY_KEYS, key=str)
@@ -86,6 +146,12 @@ def as_agent(name: str, entry: Any, what: str = "agent") -> Agent:
         function = entry.get("function")
         inputs = entry.get("inputs", ())
         outputs = entry.get("outputs", ())
+        queue = entry.get("queue")
+    if queue is not None and not (isinstance(queue, str) and QUEUE_NAME.fullmatch(queue)):
+        raise ConfigurationError(
+            f'{what} {name}: "queue" must be a queue name (1-64 letters, digits, "_", "." and '
+            f'"-"), not {json.dumps(queue) if _is_plain(queue) else repr(queue)}'
+        )
     if isinstance(function, str):
         function = import_object(function, f"{what} {name}")
     if function is None:
@@ -97,7 +163,16 @@ def as_agent(name: str, entry: Any, what: str = "agent") -> Agent:
         function,
         _names(name, "inputs", inputs, what),
         _names(name, "outputs", outputs, what),
+        queue=queue,
     )
+
+
+def _is_plain(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _names(agent: str, key: str, value: Any, what: str) -> tuple[str, ...]:
@@ -113,9 +188,10 @@ def _names(agent: str, key: str, value: Any, what: str) -> tuple[str, ...]:
 def load_agents(value: str | None = None) -> dict[str, Agent]:
     """Agents from an agent config, the value of `TAIAT_AGENT_CONFIG`: a JSON object, or the
     path of a JSON file, mapping names to "module:function" or to {"function":
-    "module:function", "inputs": [...], "outputs": [...]}. None or blank: no agents. A value
-    that is JSON (an array, say) is read as JSON, never as a path, and one of the wrong shape
-    is a ConfigurationError that says what it is."""
+    "module:function", "inputs": [...], "outputs": [...], "queue": "name"} (the queue its
+    planned jobs go to). None or blank: no agents. A value that is JSON (an array, say) is read
+    as JSON, never as a path, and one of the wrong shape is a ConfigurationError that says what
+    it is."""
     if not value or not value.strip():
         return {}
     text, where = value, ""

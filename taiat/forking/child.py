@@ -30,6 +30,7 @@ def run(
     after_fork: Any = None,
     dependency_results: dict[str, Any] | None = None,
     output_fds: Sequence[int] = (),
+    catalogue: dict[str, Any] | None = None,
 ) -> NoReturn:
     """The child's whole life. Exit code 0 once the result message is sent.
 
@@ -38,7 +39,8 @@ def run(
     database: the supervisor read the dependency results in the claim's own transaction.
     `after_fork` lets go of what the child inherited from a supervisor that forked it.
     `output_fds`, the write ends of the pipes the supervisor reads the job's stdout and stderr
-    from, become descriptors 1 and 2, which everything the job starts inherits.
+    from, become descriptors 1 and 2, which everything the job starts inherits. `catalogue`,
+    for a query job: the live fleet's agents its claim read, to plan it with.
     """
     code = 70  # EX_SOFTWARE: something in this very function went wrong
     try:
@@ -48,8 +50,8 @@ def run(
         if after_fork is not None:
             after_fork()
         if isinstance(job, bytes):
-            job, dependency_results = wire.unseal(job)
-        context.set_current(context.JobContext(job, dependency_results or {}))
+            job, dependency_results, catalogue = wire.unseal_claim(job)
+        context.set_current(context.JobContext(job, dependency_results or {}, catalogue))
         message = _execute(job, executors)
         _send(result_fd, wire.encode_message(message, max_result_bytes))
         code = 0

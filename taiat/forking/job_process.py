@@ -79,6 +79,8 @@ class Launcher(Protocol):
         max_result_bytes: int,
         dependency_results: dict[str, Any] | None = None,
         output_fds: Sequence[int] = (),
+        *,
+        catalogue: dict[str, Any] | None = None,
     ) -> int: ...
 
     def child_pid(self, handle: int, *, wait: bool = False) -> int | None: ...
@@ -112,6 +114,8 @@ class DirectLauncher:
         max_result_bytes: int,
         dependency_results: dict[str, Any] | None = None,
         output_fds: Sequence[int] = (),
+        *,
+        catalogue: dict[str, Any] | None = None,
     ) -> int:
         process = self._context.Process(
             target=child.run,
@@ -124,6 +128,7 @@ class DirectLauncher:
                 self.after_fork,
                 dependency_results,
                 tuple(output_fds),
+                catalogue,
             ),
             name=f"taiat-job-{job.id}",
         )
@@ -220,7 +225,14 @@ class JobProcess:
 
     # -- start ---------------------------------------------------------------------------
 
-    def start(self, launcher: Launcher, dependency_results: dict[str, Any] | None = None) -> None:
+    def start(
+        self,
+        launcher: Launcher,
+        dependency_results: dict[str, Any] | None = None,
+        catalogue: dict[str, Any] | None = None,
+    ) -> None:
+        """Launch the child, with the job's dependency results and, for a query job, the
+        catalogue to plan it with."""
         read_fd, write_fd = os.pipe()
         try:
             output_fds = self.output.open()
@@ -230,8 +242,9 @@ class JobProcess:
             raise
         os.set_blocking(read_fd, False)
         try:
+            more = {} if catalogue is None else {"catalogue": catalogue}
             self.handle = launcher.launch(
-                self.job, write_fd, self.max_result_bytes, dependency_results, output_fds
+                self.job, write_fd, self.max_result_bytes, dependency_results, output_fds, **more
             )
         except BaseException:
             os.close(read_fd)

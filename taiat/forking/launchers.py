@@ -101,7 +101,12 @@ class Forking:
         self.retry_server_at = None
         return True
 
-    def start(self, proc: JobProcess, dependency_results: dict[str, Any] | None) -> None:
+    def start(
+        self,
+        proc: JobProcess,
+        dependency_results: dict[str, Any] | None,
+        catalogue: dict[str, Any] | None = None,
+    ) -> None:
         """Start `proc`'s child: alone in a fork server of its own if `proc.alone` (or with the
         others if no such server can be had), else from the launcher, which is replaced first
         if it is a lost fork server."""
@@ -110,7 +115,7 @@ class Forking:
             server = self._new_server(context, hold=True)
             if server is not None:
                 try:
-                    proc.start(server, dependency_results)
+                    proc.start(server, dependency_results, catalogue)
                 except ForkServerError:
                     server.close()
                 else:
@@ -119,11 +124,11 @@ class Forking:
         proc.alone = False
         self.replace_lost()
         try:
-            proc.start(self.launcher, dependency_results)
+            proc.start(self.launcher, dependency_results, catalogue)
         except ForkServerError as exc:
             log.warning("%s", exc)
             self.replace_lost()
-            proc.start(self.launcher, dependency_results)
+            proc.start(self.launcher, dependency_results, catalogue)
 
     def ended(self, proc: JobProcess) -> None:
         """`proc`'s child has been reaped: its own fork server, if it had one, is closed. A

@@ -195,6 +195,8 @@ class ForkServer:
         max_result_bytes: int,
         dependency_results: dict[str, Any] | None = None,
         output_fds: Sequence[int] = (),
+        *,
+        catalogue: dict[str, Any] | None = None,
     ) -> int:
         """Ask for a child for `job` writing its result to `result_fd`, and its stdout and
         stderr to `output_fds` if given (the caller keeps and closes its own copies); returns
@@ -207,7 +209,7 @@ class ForkServer:
         try:
             # Sealed: only the child opens it. Opened in the server, it would be written into
             # pages that the next fork must copy.
-            sealed = wire.seal(job, dependency_results)
+            sealed = wire.seal(job, dependency_results, catalogue)
             # A job larger than the socket holds waits for the server to read it: a server
             # that never will (stopped, before the supervisor saw it) must not hold the loop.
             self.sock.settimeout(LAUNCH_TIMEOUT)

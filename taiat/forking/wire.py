@@ -133,24 +133,38 @@ def _json_kind(value: Any) -> str:
 # -- the sealed job ------------------------------------------------------------------------
 
 
-def seal(job: Job, dependency_results: dict[str, Any] | None) -> bytes:
-    """The job and its dependency results, as the fork server passes them on unopened to the
-    job's child. By `marshal`, whose reading costs a fresh child the fewest page copies, when
-    every value is JSON and every time naive or UTC (as they are when the job came from the
-    database); else by `pickle`."""
+def seal(
+    job: Job, dependency_results: dict[str, Any] | None, catalogue: dict[str, Any] | None = None
+) -> bytes:
+    """The job and its dependency results (and, for a query job, the catalogue to plan it
+    with), as the fork server passes them on unopened to the job's child. By `marshal`, whose
+    reading costs a fresh child the fewest page copies, when every value is JSON and every time
+    naive or UTC (as they are when the job came from the database); else by `pickle`."""
+    what: tuple[Any, ...] = (dependency_results,)
+    if catalogue is not None:
+        what = (dependency_results, catalogue)
     try:
-        return b"m" + marshal.dumps((job.to_plain(), dependency_results))
+        return b"m" + marshal.dumps((job.to_plain(), *what))
     except ValueError:  # a value marshal cannot carry
-        return b"p" + pickle.dumps((job, dependency_results), protocol=pickle.HIGHEST_PROTOCOL)
+        return b"p" + pickle.dumps((job, *what), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def unseal(sealed: bytes) -> tuple[Job, dict[str, Any] | None]:
-    """What `seal` sealed."""
+    """The job and its dependency results, of what `seal` sealed."""
+    job, dependency_results, _ = unseal_claim(sealed)
+    return job, dependency_results
+
+
+def unseal_claim(sealed: bytes) -> tuple[Job, dict[str, Any] | None, dict[str, Any] | None]:
+    """What `seal` sealed: the job, its dependency results and the catalogue (None if none
+    was sealed)."""
     body = memoryview(sealed)[1:]
     if sealed[:1] == b"m":
-        plain, dependency_results = marshal.loads(body)
-        return Job.from_plain(plain), dependency_results
-    return pickle.loads(body)  # type: ignore[no-any-return]
+        plain, *rest = marshal.loads(body)
+        job = Job.from_plain(plain)
+    else:
+        job, *rest = pickle.loads(body)
+    return job, rest[0], rest[1] if len(rest) > 1 else None
 
 
 # -- the fork server's frames --------------------------------------------------------------

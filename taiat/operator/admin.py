@@ -1,4 +1,4 @@
-"""`taiat supervisors`, `taiat cleanup` and `taiat init`."""
+"""`taiat supervisors`, `taiat agents`, `taiat cleanup` and `taiat init`."""
 
 from __future__ import annotations
 
@@ -43,6 +43,32 @@ def supervisors_command(args: dict) -> int:
             " ".join(worker["running_jobs"]) or "-",
         )
         for worker in found
+    )
+    render.print_rows(out, columns, rows)
+    return EXIT_OK
+
+
+def agents_command(args: dict) -> int:
+    """Each agent of the live fleet's catalogue: its inputs and outputs, its queue (that of
+    its planned jobs; `-`: the query's), and the live supervisors that serve it."""
+    found = manager(args).list_agents(lease(args))
+    if args["--json"]:
+        render.print_json(found)
+        return EXIT_OK
+    out = render.console()
+    if not found:
+        render.show(out, "no live supervisor publishes an agent")
+        return EXIT_OK
+    columns = ("AGENT", "INPUTS", "OUTPUTS", "QUEUE", "SUPERVISORS")
+    rows = (
+        (
+            agent["name"],
+            ", ".join(agent["inputs"]) or "-",
+            ", ".join(agent["outputs"]) or "-",
+            agent["queue"] or "-",
+            " ".join(agent["supervisors"]),
+        )
+        for agent in found
     )
     render.print_rows(out, columns, rows)
     return EXIT_OK

@@ -17,6 +17,7 @@ Usage:
   taiat history [--limit N] [--status S] [--json] [--database-url URL]
   taiat cleanup --days N [--database-url URL]
   taiat supervisors [--lease S] [--json] [--database-url URL]
+  taiat agents [--lease S] [--json] [--database-url URL]
   taiat graph ID [--format F | --json] [-o FILE] [--database-url URL]
   taiat top [--interval S] [--status-file PATH]... [--lease S] [--once] [--json]
             [--database-url URL]
@@ -54,8 +55,9 @@ Options:
                        wait: seconds to wait before giving up (exit 75).
   --run-at TIME        Not before TIME: ISO 8601 (naive means UTC) or +N[s|m|h|d] from now.
   --days N             Delete history entries completed more than N days ago.
-  --lease S            A supervisor whose heartbeat is older is shown dead, unless it
-                       registered a lease of its own (TAIAT_LEASE; default 30).
+  --lease S            A supervisor whose heartbeat is older is shown dead (and its agents
+                       not counted), unless it registered a lease of its own (TAIAT_LEASE;
+                       default 30).
   --format F           text (an indented tree), dot, svg, png (through Graphviz) or json;
                        default text, or the extension of --output.
   -o FILE --output FILE  Write the graph to FILE rather than standard output.
@@ -131,6 +133,7 @@ def _command(args: dict) -> Callable[[dict], int]:
         "history": job_commands.history_command,
         "cleanup": admin.cleanup_command,
         "supervisors": admin.supervisors_command,
+        "agents": admin.agents_command,
         "init": admin.init_command,
         "graph": graph.graph_command,
         "top": top.top_command,

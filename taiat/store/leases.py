@@ -5,7 +5,7 @@ live ones take back the running jobs of those judged dead (the judging is the su
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,10 @@ from taiat.store.queries import supervisors as supervisor_queries
 from taiat.store.state_machine import RetryPolicy
 
 log = logging.getLogger(__name__)
+
+#: What a supervisor publishes of its agents: `{name: {"inputs": [...], "outputs": [...],
+#: "queue": str | None}}` (see `taiat.agents.registry.catalogue`).
+Catalogue = dict[str, dict[str, Any]]
 
 
 def new_worker_id(host: str, pid: int, token: str) -> str:
@@ -90,11 +94,13 @@ def register(
     lease: float | None = None,
     boot_id: str | None = None,
     pid_namespace: str | None = None,
+    agents: Catalogue | None = None,
 ) -> None:
     """Register a supervisor under `worker_id`, judged by `lease` (seconds), in the boot and
-    PID namespace given (where its pid means something)."""
+    PID namespace given (where its pid means something), with the agents it has (its
+    catalogue: `{name: {"inputs": [...], "outputs": [...], "queue": str | None}}`)."""
     supervisor_queries.register_worker(
-        conn, worker_id, host, pid, **_more(lease, boot_id, pid_namespace)
+        conn, worker_id, host, pid, **_more(lease, boot_id, pid_namespace, agents)
     )
 
 
@@ -107,16 +113,27 @@ def heartbeat(
     lease: float | None = None,
     boot_id: str | None = None,
     pid_namespace: str | None = None,
+    agents: Catalogue | None = None,
 ) -> None:
     """Refresh the heartbeat; re-register if the row went missing (deleted by hand, or by a
     peer that took this supervisor for dead)."""
     if not supervisor_queries.heartbeat(conn, worker_id):
-        more = _more(lease, boot_id, pid_namespace)
+        more = _more(lease, boot_id, pid_namespace, agents)
         supervisor_queries.register_worker(conn, worker_id, host, pid, **more)
 
 
-def _more(lease: float | None, boot_id: str | None, pid_namespace: str | None) -> dict[str, Any]:
-    return {"lease_seconds": lease, "boot_id": boot_id, "pid_namespace": pid_namespace}
+def _more(
+    lease: float | None,
+    boot_id: str | None,
+    pid_namespace: str | None,
+    agents: Catalogue | None = None,
+) -> dict[str, Any]:
+    return {
+        "lease_seconds": lease,
+        "boot_id": boot_id,
+        "pid_namespace": pid_namespace,
+        "agents": agents,
+    }
 
 
 def unregister(conn: Connection, worker_id: str) -> None:
@@ -125,7 +142,8 @@ def unregister(conn: Connection, worker_id: str) -> None:
 
 def list_workers(conn: Connection) -> list[dict[str, Any]]:
     """Every registered supervisor with `heartbeat_age` in seconds, its own lease in seconds
-    (None if it registered none) and its running job ids."""
+    (None if it registered none), its agents (its catalogue, `{}` if it published none) and
+    its running job ids."""
     rows = supervisor_queries.list_workers(conn)
     running = supervisor_queries.running_for_workers(conn, [row["id"] for row in rows])
     by_worker: dict[str, list[str]] = {}
@@ -135,7 +153,71 @@ def list_workers(conn: Connection) -> list[dict[str, Any]]:
     for row in rows:
         keys = ("id", "host", "pid", "started_at", "heartbeat_at", "lease_seconds")
         entry = {key: row[key] for key in keys}
+        entry["agents"] = row["agents"] or {}
         entry["heartbeat_age"] = (row["now"] - row["heartbeat_at"]).total_seconds()
         entry["running_jobs"] = sorted(by_worker.get(row["id"], []))
         found.append(entry)
     return found
+
+
+def live(heartbeat_age: float, lease_seconds: float | None, lease: float) -> bool:
+    """Whether a supervisor is live by its heartbeat's age and its own lease (`lease` for one
+    that registered none): as `taiat supervisors` judges it (`taiat.supervisor.liveness.alive`)."""
+    return heartbeat_age < (lease_seconds or lease)
+
+
+def fleet_catalogue(workers: Iterable[Mapping[str, Any]]) -> Catalogue:
+    """The catalogue of these supervisors together (`list_workers` entries, oldest first): every
+    agent any of them has. Where two declare one agent differently, the one started last wins,
+    but an agent named with no inputs or outputs (a custom executor's) never hides one that
+    declares them."""
+    found: Catalogue = {}
+    for worker in workers:
+        for name, entry in (worker.get("agents") or {}).items():
+            entry = dict(entry or {})
+            declares = bool(entry.get("inputs") or entry.get("outputs"))
+            had = found.get(name)
+            if had is not None and not declares and (had.get("inputs") or had.get("outputs")):
+                continue
+            found[name] = {
+                "inputs": list(entry.get("inputs") or []),
+                "outputs": list(entry.get("outputs") or []),
+                "queue": entry.get("queue"),
+            }
+    return found
+
+
+def live_catalogue(conn: Connection, lease: float) -> Catalogue:
+    """The catalogue of the live fleet (`live`), read in the caller's transaction."""
+    rows = supervisor_queries.list_workers(conn)
+    alive = [
+        row
+        for row in rows
+        if live((row["now"] - row["heartbeat_at"]).total_seconds(), row["lease_seconds"], lease)
+    ]
+    return fleet_catalogue(alive)
+
+
+def fleet_agents(workers: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each agent of these supervisors' catalogue (`fleet_catalogue`), by name: its `inputs`,
+    `outputs` and `queue`, and the ids of the `supervisors` that serve it."""
+    workers = list(workers)
+    listed = fleet_catalogue(workers)
+    serving: dict[str, list[str]] = {}
+    for worker in workers:
+        for name in worker.get("agents") or {}:
+            serving.setdefault(name, []).append(worker["id"])
+    return [
+        {"name": name, **listed[name], "supervisors": sorted(serving.get(name, []))}
+        for name in sorted(listed)
+    ]
+
+
+def live_agents(conn: Connection, lease: float) -> list[dict[str, Any]]:
+    """`fleet_agents` of the live supervisors (`live`)."""
+    found = [
+        worker
+        for worker in list_workers(conn)
+        if live(worker["heartbeat_age"], worker["lease_seconds"], lease)
+    ]
+    return fleet_agents(found)

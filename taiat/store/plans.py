@@ -20,6 +20,7 @@ in `taiat.store.state_machine`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -61,18 +62,18 @@ def expand(
         }
         if step is sink:
             payload["goal_output"] = plan.goal
-        specs.append(
-            build_spec(
-                JobType.AGENT,
-                f"{row['name']}/{step.agent}",
-                payload=payload,
-                dependencies=[ids[agent] for agent in step.after],
-                max_retries=row["max_retries"],
-                priority=row["priority"],
-                timeout_seconds=row["timeout_seconds"],
-                id=ids[step.agent],
-            )
+        spec = build_spec(
+            JobType.AGENT,
+            f"{row['name']}/{step.agent}",
+            payload=payload,
+            dependencies=[ids[agent] for agent in step.after],
+            max_retries=row["max_retries"],
+            priority=row["priority"],
+            timeout_seconds=row["timeout_seconds"],
+            id=ids[step.agent],
         )
+        # Each agent's job goes to the queue the agent declares, else to the query's.
+        specs.append(replace(spec, queue=step.queue or row["queue"]))
     state_machine.create(conn, specs, set(ids.values()))
     record: list[dict[str, Any]] = [
         {"job_id": ids[s.agent], "agent": s.agent, "after": [ids[a] for a in s.after]}

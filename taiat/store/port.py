@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from taiat.errors import JobError
-from taiat.jobs import Attempt, AttemptOutput, Job, JobStatus
+from taiat.jobs import Attempt, AttemptOutput, Job, JobStatus, JobType
 from taiat.store import db, leases, plans, queries, state_machine
 from taiat.store.db import Listener
-from taiat.store.leases import new_worker_id
+from taiat.store.leases import Catalogue, new_worker_id
 from taiat.store.queries import operator as operator_queries
 from taiat.store.queries import supervisors as supervisor_queries
 from taiat.store.state_machine import Completion, RetryPolicy
@@ -29,6 +29,7 @@ from taiat.store.validation import json_text
 
 __all__ = [
     "Backlog",
+    "Catalogue",
     "Claimed",
     "Completion",
     "DependencyResults",
@@ -43,6 +44,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The lease of `taiat supervisors` and of a supervisor by default (seconds).
+DEFAULT_LEASE = 30.0
+
 #: For each claimed job that has dependencies, the result of each one by id (None for one that
 #: has not completed).
 DependencyResults = dict[str, dict[str, Any]]
@@ -50,10 +54,14 @@ DependencyResults = dict[str, dict[str, Any]]
 
 @dataclass
 class Claimed:
-    """What a claim took: the jobs, best first, and their dependency results."""
+    """What a claim took: the jobs, best first, and their dependency results; and, when it
+    took a query job, the catalogue of the live fleet to plan it with."""
 
     jobs: list[Job] = field(default_factory=list)
     dependency_results: DependencyResults = field(default_factory=dict)
+    #: The agents of the live fleet (`leases.live_catalogue`), read in the claim's own
+    #: transaction when it took a query job; else None.
+    catalogue: Catalogue | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,9 @@ class SupervisorPort:
     def __init__(self, transactions: Transactions, retry_policy: RetryPolicy) -> None:
         self.transactions = transactions
         self.retry_policy = retry_policy
+        #: The lease (seconds) a supervisor that registered none of its own is judged by, when
+        #: a claim reads the live fleet's catalogue: the claiming supervisor's.
+        self.lease = DEFAULT_LEASE
 
     @property
     def engine(self) -> Engine:
@@ -160,7 +171,7 @@ class SupervisorPort:
 
         def work(conn: Connection) -> tuple[set[str], Claimed]:
             done, _ = state_machine.complete(conn, completions) if completions else (set(), [])
-            return done, _claim(conn, worker_id, limit)
+            return done, _claim(conn, worker_id, limit, self.lease)
 
         return self.transactions.run(work)
 
@@ -292,17 +303,33 @@ class SupervisorPort:
         """Every registered supervisor (see `leases.list_workers`)."""
         return self.transactions.run(leases.list_workers)
 
+    def live_agents(self, lease: float | None = None) -> list[dict[str, Any]]:
+        """Each agent of the live fleet, with the supervisors that serve it (see
+        `leases.live_agents`), supervisors that registered no lease of their own judged by
+        `lease` (else this port's)."""
+        judged_by = self.lease if lease is None else lease
+        return self.transactions.run(lambda conn: leases.live_agents(conn, judged_by))
+
+    def live_catalogue(self, lease: float | None = None) -> Catalogue:
+        """The agents of the live fleet (see `leases.live_catalogue`), supervisors that
+        registered no lease of their own judged by `lease` (else this port's)."""
+        judged_by = self.lease if lease is None else lease
+        return self.transactions.run(lambda conn: leases.live_catalogue(conn, judged_by))
+
 
 def check_result(result: Any) -> None:
     """InvalidJob unless `result` can be stored as JSON (`JsonText` was checked already)."""
     json_text(result, "the result")
 
 
-def _claim(conn: Connection, worker_id: str, limit: int) -> Claimed:
+def _claim(conn: Connection, worker_id: str, limit: int, lease: float = DEFAULT_LEASE) -> Claimed:
     if limit <= 0:
         return Claimed()
     jobs = in_claim_order(queries.claim_jobs(conn, worker_id, limit))
-    return Claimed(jobs, dependency_results(conn, jobs))
+    catalogue = None
+    if any(job.job_type is JobType.QUERY for job in jobs):
+        catalogue = leases.live_catalogue(conn, lease)
+    return Claimed(jobs, dependency_results(conn, jobs), catalogue)
 
 
 def dependency_results(conn: Connection, jobs: Sequence[Job]) -> DependencyResults:

@@ -44,7 +44,7 @@ from taiat.store.validation import JsonText
 log = logging.getLogger(__name__)
 
 #: Bump with every change to the tables, and add the step that upgrades to it in `UPGRADES`.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -146,6 +146,8 @@ jobs = Table(
     Column("unmet_dependencies", Integer, nullable=False, server_default=text("0")),
     Column("worker_id", String),
     Column("claim_seq", Integer, nullable=False, server_default=text("0")),
+    # Version 4: the queue the job is in.
+    Column("queue", String, nullable=False, server_default=text("'default'")),
     # Ready = pending, nothing unmet, run_at passed: the claim walks only this index.
     Index(
         "ix_taiat_jobs_ready",
@@ -248,6 +250,10 @@ workers = Table(
     Column("lease_seconds", Float),
     Column("boot_id", String),
     Column("pid_namespace", String),
+    # Version 4: the queues it serves (NULL: every queue), and the agents it has, as
+    # {name: {"inputs": [...], "outputs": [...], "queue": str | None}}.
+    Column("queues", JsonType),
+    Column("agents", JsonType),
 )
 
 schema_version = Table(
@@ -259,10 +265,15 @@ schema_version = Table(
 
 
 def _add_columns(table: Table, *names: str) -> Callable[[Connection], None]:
-    """A step that adds `table`'s columns `names`, as declared above, to an existing table."""
+    """A step that adds `table`'s columns `names`, as declared above, to an existing table
+    (those it has already, as a table created by a later release's declaration has, are left
+    as they are)."""
 
     def step(conn: Connection) -> None:
+        present = {column["name"] for column in inspect(conn).get_columns(table.name)}
         for name in names:
+            if name in present:
+                continue
             column = CreateColumn(table.c[name]).compile(dialect=conn.dialect)
             conn.execute(DDL(f"ALTER TABLE {table.name} ADD COLUMN {column}"))
 
@@ -273,7 +284,15 @@ def _add_columns(table: Table, *names: str) -> Callable[[Connection], None]:
 UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _add_columns(workers, "lease_seconds", "boot_id", "pid_namespace"),
     3: lambda conn: output.create(conn, checkfirst=True),
+    4: lambda conn: _upgrade_to_4(conn),
 }
+
+
+def _upgrade_to_4(conn: Connection) -> None:
+    """Version 4: jobs in queues; supervisors publish the queues they serve and their agents."""
+    _add_columns(jobs, "queue")(conn)
+    _add_columns(workers, "queues", "agents")(conn)
+
 
 # Any constant will do; it keeps two `init_worker` runs from creating the tables at once.
 _SCHEMA_LOCK_KEY = 0x7A1A7

@@ -300,6 +300,7 @@ class JobSpec:
     priority: int
     timeout_seconds: float | None
     run_at: datetime | None
+    queue: str = "default"
 
     def row(self, unmet: int, now: datetime) -> dict[str, Any]:
         """The job's whole row in `taiat_jobs`, as created."""
@@ -325,6 +326,7 @@ class JobSpec:
             "completed_at": None,
             "created_at": now,
             "updated_at": now,
+            "queue": self.queue,
         }
         return row
 

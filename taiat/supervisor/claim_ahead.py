@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from taiat.jobs import Job
+from taiat.jobs import Job, JobType
 
 #: Jobs are claimed ahead while the typical job lately run took less than this (seconds).
 SHORT = 0.05
@@ -47,6 +47,8 @@ class Held:
     job: Job
     dependency_results: dict[str, Any] | None
     since: float
+    #: For a query job, the live fleet's catalogue its claim read, to plan it with.
+    catalogue: dict[str, Any] | None = None
 
 
 class ClaimAhead:
@@ -93,9 +95,19 @@ class ClaimAhead:
         else:
             self.typical += _WEIGHT * (wall_seconds - self.typical)
 
-    def put(self, jobs: list[Job], results: dict[str, dict[str, Any]]) -> None:
+    def put(
+        self,
+        jobs: list[Job],
+        results: dict[str, dict[str, Any]],
+        catalogue: dict[str, Any] | None = None,
+    ) -> None:
         now = time.monotonic()
-        self.held.extend(Held(job, results.get(job.id), now) for job in jobs)
+        self.held.extend(
+            Held(
+                job, results.get(job.id), now, catalogue if job.job_type is JobType.QUERY else None
+            )
+            for job in jobs
+        )
 
     def take(self, count: int) -> list[Held]:
         """Up to `count` held jobs, to start now."""

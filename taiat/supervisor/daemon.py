@@ -17,7 +17,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from taiat import __version__
-from taiat.agents.executors import AgentExecutor, JobExecutor, QueryExecutor, default_agents
+from taiat.agents.executors import (
+    AgentExecutor,
+    JobExecutor,
+    QueryExecutor,
+    default_agents,
+    executor_agents,
+)
+from taiat.agents.registry import Catalogue, catalogue
 from taiat.config import MiB, SupervisorConfig
 from taiat.errors import DatabaseUnavailable, TransientConflict
 from taiat.forking import posix
@@ -77,6 +84,8 @@ class Supervisor:
         self.agents = default_agents(agent_registry, self.config.agent_config)
         self.registry = {name: agent.function for name, agent in self.agents.items()}
         self.custom_executors: list[JobExecutor] = []
+        #: The catalogue this supervisor registered (see `catalogue`).
+        self._agents_published: Catalogue = {}
         #: Called with (job, ending) as each child is reaped, e.g. by a progress display.
         self.observers: list[Callable[[Job, Ending], None]] = []
         self.host = socket.gethostname()
@@ -89,6 +98,7 @@ class Supervisor:
         self.port.retry_policy = replace(
             self.port.retry_policy, quarantine_after=self.config.quarantine_after
         )
+        self.port.lease = lease
         self.listener = self.port.listener() if self.config.listen else None
         self.children: list[JobProcess] = []
         self.ahead = ClaimAhead(self.config.max_concurrent_jobs, self.config.claim_ahead)
@@ -121,8 +131,19 @@ class Supervisor:
     # -- public ---------------------------------------------------------------------------
 
     def add_executor(self, executor: JobExecutor) -> None:
-        """Try `executor` before the built-in agent and query executors."""
+        """Try `executor` before the built-in agent and query executors. An executor with an
+        `agents` attribute (a collection of agent names) serves those agents: they are
+        published in this supervisor's catalogue."""
+        executor_agents(executor)  # a bad `agents` is refused now, not at the start
         self.custom_executors.append(executor)
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """What this supervisor publishes of its agents: those of its registry, and those its
+        custom executors serve (`agents`), with no inputs or outputs unless the registry has
+        them."""
+        served = [name for e in self.custom_executors for name in executor_agents(e)]
+        return catalogue(self.agents, served)
 
     def stop(self) -> None:
         """Ask the supervisor to drain and exit; a second call ends the drain at once. Safe
@@ -380,7 +401,7 @@ class Supervisor:
         claimed = self.recorder.settle(self.worker_id, wanted)
         if not claimed.jobs:
             return 0
-        self.ahead.put(claimed.jobs, claimed.dependency_results)
+        self.ahead.put(claimed.jobs, claimed.dependency_results, claimed.catalogue)
         self._start_held()
         return len(claimed.jobs)
 
@@ -390,7 +411,7 @@ class Supervisor:
         if self.ahead.held and self._overdue() and not self._catch_up():
             return  # the claims could not be checked: start none for now
         for held in self.ahead.take(self.config.max_concurrent_jobs - self._busy()):
-            self._start(held.job, held.dependency_results)
+            self._start(held.job, held.dependency_results, held.catalogue)
 
     def _busy(self) -> int:
         """The slots taken. A child whose result is in has finished its job: only its exit
@@ -405,9 +426,15 @@ class Supervisor:
         for job in self.ahead.drop(job_ids):
             log.info("job %s (%s): its claim ended before it started", job.id, job.name)
 
-    def _start(self, job: Job, dependency_results: dict[str, Any] | None) -> None:
-        """Start the job's child. Whatever goes wrong with this one job (its limits, its
-        launch) ends this job alone, with the reason in words, and never the loop."""
+    def _start(
+        self,
+        job: Job,
+        dependency_results: dict[str, Any] | None,
+        catalogue: Catalogue | None = None,
+    ) -> None:
+        """Start the job's child (a query job's with the catalogue to plan it with). Whatever
+        goes wrong with this one job (its limits, its launch) ends this job alone, with the
+        reason in words, and never the loop."""
         try:
             proc = JobProcess(
                 job,
@@ -426,7 +453,10 @@ class Supervisor:
             self.suspects.discard(job.id)
             proc.alone = True
         try:
-            self.forking.start(proc, dependency_results)
+            if catalogue is None:
+                self.forking.start(proc, dependency_results)
+            else:
+                self.forking.start(proc, dependency_results, catalogue)
         except Exception as exc:  # noqa: BLE001 - one failed launch is one failed attempt
             if isinstance(exc, OSError) and exc.errno in _NOTHING_TO_BE_HAD:
                 # The machine's want, not the job's (a neighbour's fork bomb): back to pending,
@@ -597,15 +627,17 @@ class Supervisor:
 
     @property
     def _registration(self) -> dict[str, Any]:
-        """What this supervisor registers under its id: host, pid, lease, place."""
+        """What this supervisor registers under its id: host, pid, lease, place, agents."""
         return {
             "host": self.host,
             "pid": os.getpid(),
             "lease": self.config.lease,
             **self.place.registration(),
+            "agents": self._agents_published,
         }
 
     def _register(self) -> None:
+        self._agents_published = self.catalogue
         sent = time.monotonic()
         self.port.register(self.worker_id, **self._registration)
         self._beat_at = sent

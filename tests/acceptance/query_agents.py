@@ -64,3 +64,22 @@ class TaiatShapedEngine:
         query = state["query"]
         state["data"][query.inferred_goal_output] = f"{query.query}: {state['data']}"
         return state
+
+
+def hop(**given: Any) -> list[int]:
+    """One hop of a relay across hosts: what came before, and this process's pid."""
+    (before,) = given.values()
+    return [*before, os.getpid()]
+
+
+def _hop(before: str, after: str, queue: str | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"function": "query_agents:hop", "inputs": [before]}
+    entry["outputs"] = [after]
+    if queue is not None:
+        entry["queue"] = queue
+    return entry
+
+
+#: A relay whose hops alternate between two hosts: `first`'s agents, then `second`'s.
+RELAY_FIRST = {"a1": _hop("start", "s1"), "a2": _hop("s2", "s3")}
+RELAY_SECOND = {"b1": _hop("s1", "s2", "relay.b"), "b2": _hop("s3", "s4", "relay.b")}
