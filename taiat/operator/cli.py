@@ -17,6 +17,9 @@ Usage:
   taiat history [--limit N] [--status S] [--json] [--database-url URL]
   taiat cleanup --days N [--database-url URL]
   taiat supervisors [--lease S] [--json] [--database-url URL]
+  taiat limits set KEY [CAP] [--rate R] [--database-url URL]
+  taiat limits list [--json] [--database-url URL]
+  taiat limits clear KEY [--database-url URL]
   taiat graph ID [--format F | --json] [-o FILE] [--database-url URL]
   taiat top [--interval S] [--status-file PATH]... [--lease S] [--once] [--json]
             [--database-url URL]
@@ -26,6 +29,8 @@ Usage:
   taiat --version
 
 ID is a job's id, or its first 6 or more characters if no other job's id begins with them.
+KEY is a limit key: `queue:NAME`, `agent:NAME`, or a job's explicit key (1-128 letters,
+digits, _ . - : /); CAP caps that key's jobs running at once over the whole fleet.
 
 Options:
   --database-url URL   The database (else TAIAT_DATABASE_URL, else the embedded ./taiat.db,
@@ -54,6 +59,9 @@ Options:
                        wait: seconds to wait before giving up (exit 75).
   --run-at TIME        Not before TIME: ISO 8601 (naive means UTC) or +N[s|m|h|d] from now.
   --days N             Delete history entries completed more than N days ago.
+  --rate R             limits set: at most R starts of the key's jobs per period over the
+                       whole fleet, in any window of the period: 60/min, 10/s, 100/h (/s is
+                       one a second); with or without CAP.
   --lease S            A supervisor whose heartbeat is older is shown dead, unless it
                        registered a lease of its own (TAIAT_LEASE; default 30).
   --format F           text (an indented tree), dot, svg, png (through Graphviz) or json;
@@ -93,6 +101,7 @@ from taiat.errors import (
     DuplicateJob,
     InvalidDependency,
     InvalidJob,
+    InvalidLimit,
     JobNotFound,
     TaiatError,
     Unavailable,
@@ -107,7 +116,8 @@ def exit_code_for(error: TaiatError) -> int:
     if isinstance(error, JobNotFound):
         return exits.EXIT_NOT_FOUND
     if isinstance(
-        error, UsageError | InvalidJob | InvalidDependency | DuplicateJob | AmbiguousJobId
+        error,
+        UsageError | InvalidJob | InvalidDependency | DuplicateJob | AmbiguousJobId | InvalidLimit,
     ):
         return exits.EXIT_USAGE
     if isinstance(error, Unavailable):
@@ -127,6 +137,10 @@ def _command(args: dict) -> Callable[[dict], int]:
         for name in ("list", "show", "create", "cancel", "retry"):
             if args[name]:
                 return getattr(job_commands, f"{name}_command")
+    if args["limits"]:
+        for name in ("set", "list", "clear"):
+            if args[name]:
+                return getattr(admin, f"limits_{name}_command")
     table: dict[str, Callable[[dict], int]] = {
         "history": job_commands.history_command,
         "cleanup": admin.cleanup_command,

@@ -44,7 +44,7 @@ from taiat.store.validation import JsonText
 log = logging.getLogger(__name__)
 
 #: Bump with every change to the tables, and add the step that upgrades to it in `UPGRADES`.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -146,6 +146,9 @@ jobs = Table(
     Column("unmet_dependencies", Integer, nullable=False, server_default=text("0")),
     Column("worker_id", String),
     Column("claim_seq", Integer, nullable=False, server_default=text("0")),
+    Column("queue", String, nullable=False, server_default=text("'default'")),
+    Column("agent", String),
+    Column("limit_keys", JsonType, nullable=False, server_default=text("'[]'")),
     # Ready = pending, nothing unmet, run_at passed: the claim walks only this index.
     Index(
         "ix_taiat_jobs_ready",
@@ -177,6 +180,9 @@ history = Table(
     Column("timeout_seconds", Float),
     Column("worker_id", String),
     Column("claim_seq", Integer, nullable=False, server_default=text("0")),
+    Column("queue", String, nullable=False, server_default=text("'default'")),
+    Column("agent", String),
+    Column("limit_keys", JsonType, nullable=False, server_default=text("'[]'")),
     Index("ix_taiat_job_history_created", text("created_at DESC")),
     Index("ix_taiat_job_history_completed", "completed_at"),
     Index("ix_taiat_job_history_job", "job_id", text("created_at DESC")),
@@ -233,6 +239,30 @@ output = Table(
     Column("final", Boolean, nullable=False, server_default=text("false")),
 )
 
+#: Version 4: fleet-wide limits by key (`queue:<name>`, `agent:<name>` or an explicit key).
+#: `concurrency` caps the jobs running at once with the key (None: no cap); `rate_count` starts
+#: per `rate_seconds` cap how many start in any such window (None: no rate). Running counts are
+#: not kept: they are counted from the running jobs, so whatever ends a job frees its room.
+limits = Table(
+    "taiat_limits",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("concurrency", Integer),
+    Column("rate_count", Integer),
+    Column("rate_seconds", Float),
+    Column("updated_at", DateTime, nullable=False, server_default=utcnow()),
+)
+
+#: Version 4: the starts of jobs with a rate-limited key, the sliding window the rate is
+#: judged by; rows older than their key's window are pruned by the next limited claim.
+limit_starts = Table(
+    "taiat_limit_starts",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("started_at", DateTime, primary_key=True),
+    Column("job_id", String, primary_key=True),
+)
+
 #: Supervisors register here and heartbeat; a stale heartbeat means the supervisor is dead.
 workers = Table(
     "taiat_workers",
@@ -273,7 +303,19 @@ def _add_columns(table: Table, *names: str) -> Callable[[Connection], None]:
 UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _add_columns(workers, "lease_seconds", "boot_id", "pid_namespace"),
     3: lambda conn: output.create(conn, checkfirst=True),
+    4: lambda conn: _upgrade_to_4(conn),
 }
+
+
+def _upgrade_to_4(conn: Connection) -> None:
+    """Jobs and history gain `queue`, `agent` and `limit_keys`; the limits' tables."""
+    for table in (jobs, history):
+        have = {column["name"] for column in inspect(conn).get_columns(table.name)}
+        missing = [name for name in ("queue", "agent", "limit_keys") if name not in have]
+        _add_columns(table, *missing)(conn)
+    limits.create(conn, checkfirst=True)
+    limit_starts.create(conn, checkfirst=True)
+
 
 # Any constant will do; it keeps two `init_worker` runs from creating the tables at once.
 _SCHEMA_LOCK_KEY = 0x7A1A7
