@@ -71,6 +71,8 @@ def expand(
                 priority=row["priority"],
                 timeout_seconds=row["timeout_seconds"],
                 id=ids[step.agent],
+                # The query's explicit keys cap its plan's work too (its agent's key is added).
+                limit_keys=row["limit_keys"],
             )
         )
     state_machine.create(conn, specs, set(ids.values()))

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from query_helpers import CHAIN, query, run_burst
 from sqlalchemy import delete, func, insert, select, text
 from support import poll
 
@@ -279,3 +280,30 @@ def test_a_version_3_database_is_upgraded_to_hold_keys_and_limits(empty_url: str
     assert [claimed.id for claimed in manager.claim_jobs("w", 2)] == [job.id]
     assert manager.list_limits()[0]["running"] == 1
     engine.dispose()
+
+
+def test_the_supervisors_count_of_jobs_waiting_on_each_limited_key(manager: JobManager) -> None:
+    assert manager.port.waiting_on_limits() == {}
+    manager.set_limit("agent:a", concurrency=1)
+    manager.set_limit("unused", rate="5/min")
+    manager.create_jobs([agent(f"j{i}") for i in range(3)] + [agent("other", "b")])
+    manager.claim_jobs("w", 4)
+    assert manager.port.waiting_on_limits() == {"agent:a": 2, "unused": 0}
+    assert manager.port.waiting_on_limits(most=1) == {"agent:a": 2}
+
+
+def test_a_querys_planned_jobs_inherit_its_explicit_keys(
+    database_url: str, manager: JobManager
+) -> None:
+    manager.set_limit("customer:42", concurrency=1)
+    job = manager.create_job(
+        "query", "q", payload=query("total", raw=[3, -1, 2]), limit_keys=["customer:42"]
+    )
+    run_burst(database_url, CHAIN)
+    done = manager.get_job(job.id)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    h = schema.history.c
+    with manager.transaction() as conn:
+        rows = conn.execute(select(h.agent, h.limit_keys).where(h.agent.is_not(None))).all()
+    assert sorted(rows) == [("clean", ["customer:42"]), ("total", ["customer:42"])]
+    assert most_at_once(history_spans(manager, "q/")) == 1
