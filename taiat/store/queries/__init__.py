@@ -182,12 +182,16 @@ def explain_claim(conn: Connection, limit: int = 4) -> str:
 
 def claim_jobs(conn: Connection, worker_id: str, limit: int) -> list[RowMapping]:
     """Claim up to `limit` ready jobs: by the one statement while no limit is set (the fast
-    path), else by the limit-aware path."""
+    path), else by the limit-aware path, tried first while the last claim found limits."""
+    if limit_queries.limits_seen():
+        limited = limit_queries.claim_jobs_limited(conn, worker_id, limit)
+        if limited is not None:
+            return limited
     params = {"claimer": worker_id, "claim_limit": limit}
     claimed = list(conn.execute(CLAIM, params).mappings())
-    if claimed or not limit_queries.any_limits(conn):
+    if claimed:
         return claimed
-    return limit_queries.claim_jobs_limited(conn, worker_id, limit)
+    return limit_queries.claim_jobs_limited(conn, worker_id, limit) or []
 
 
 def _running(job_id: str, claim_seq: int) -> Any:
