@@ -124,3 +124,29 @@ def test_the_limits_commands_set_list_and_clear_and_refuse_bad_input(database_ur
         row["key"] for row in json.loads(taiat("limits", "list", "--json", url=database_url).stdout)
     ]
     assert keys == ["agent:render", "customer:42"]
+
+
+def test_raising_or_clearing_a_limit_wakes_an_idle_supervisor_at_once(
+    pg_database_url: str, pg_manager: JobManager, tmp_path: Path
+) -> None:
+    manager = pg_manager
+    manager.set_limit("held", concurrency=0)
+    first, second = manager.create_jobs(
+        [{**agent_job(f"held-{n}", "plain"), "limit_keys": ["held"]} for n in range(2)]
+    )
+    sup = Supervisor(pg_database_url, tmp_path, "--poll-interval", "60")
+    try:
+        wait_until(lambda: sup.status().get("state") == "running", 30, "start", watch=sup)
+        wait_until(
+            lambda: sup.status().get("waiting_on_limit") == {"held": 2},
+            15,
+            "the jobs counted as waiting on the limit",
+            watch=sup,
+        )
+        # Idle, its next poll a minute away: only the limit's NOTIFY can start the jobs now.
+        assert taiat("limits", "set", "held", "1", url=pg_database_url).returncode == 0
+        wait_until(lambda: finished(manager, first.id), 10, "the first job", watch=sup)
+        assert taiat("limits", "clear", "held", url=pg_database_url).returncode == 0
+        wait_until(lambda: finished(manager, second.id), 10, "the second job", watch=sup)
+    finally:
+        sup.stop()
