@@ -261,6 +261,8 @@ limit_starts = Table(
     Column("key", String, primary_key=True),
     Column("started_at", DateTime, primary_key=True),
     Column("job_id", String, primary_key=True),
+    # Which claim of the job: one job may start twice within the clock's resolution.
+    Column("claim_seq", Integer, primary_key=True),
 )
 
 #: Supervisors register here and heartbeat; a stale heartbeat means the supervisor is dead.

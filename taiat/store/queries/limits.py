@@ -136,23 +136,39 @@ def waiting_counts(conn: Connection, keys: Iterable[str]) -> dict[str, int]:
     return counts
 
 
+#: Starts this many seconds older than a rate's window still count against it: the clock that
+#: stamps a start is read a moment before the one the window is measured from.
+WINDOW_MARGIN = 0.01
+
+_CLOCK_AND_STARTS = union_all(
+    select(
+        literal(None, String).label("key"),
+        utcclock().label("now"),
+        literal(0, Integer).label("starts"),
+    ),
+    select(limit_starts.c.key, literal(None, DateTime), func.count())
+    .join(limits, limits.c.key == limit_starts.c.key)
+    .where(
+        limits.c.rate_seconds.is_not(None),
+        limit_starts.c.started_at >= utcclock(-(limits.c.rate_seconds + WINDOW_MARGIN)),
+    )
+    .group_by(limit_starts.c.key),
+)
+
+
 def _clock_and_starts(
     conn: Connection, rated: Mapping[str, tuple[int, float]]
 ) -> tuple[datetime, dict[str, int]]:
     """The database's time now (`utcclock`), and how many starts each rate-limited key had in
     its window up to then: one statement."""
     counts = dict.fromkeys(rated, 0)
-    longest = max(seconds for _, seconds in rated.values())
-    clock_row = select(literal(None, String).label("key"), utcclock().label("started_at"))
-    recent = select(limit_starts.c.key, limit_starts.c.started_at).where(
-        limit_starts.c.key.in_(bindparam("rated", expanding=True)),
-        limit_starts.c.started_at >= utcclock(-longest - 1.0),
-    )
-    rows = conn.execute(union_all(clock_row, recent), {"rated": sorted(rated)}).all()
-    now = next(row.started_at for row in rows if row.key is None)
-    for row in rows:
-        if row.key is not None and row.started_at >= now - timedelta(seconds=rated[row.key][1]):
-            counts[row.key] += 1
+    now: datetime | None = None
+    for row in conn.execute(_CLOCK_AND_STARTS):
+        if row.key is None:
+            now = row.now
+        elif row.key in counts:
+            counts[row.key] = row.starts
+    assert now is not None
     return now, counts
 
 
@@ -285,11 +301,18 @@ _TAKE_NOW = (
 
 def _record_starts(
     conn: Connection,
-    starts: list[dict[str, Any]],
+    claimed: list[RowMapping],
     rated: Mapping[str, tuple[int, float]],
     now: datetime | None,
 ) -> None:
-    """Record the starts of rate-limited keys, and forget those older than every window."""
+    """Record the starts of the claimed jobs' rate-limited keys, and now and then forget those
+    older than every window."""
+    starts = [
+        {"key": key, "started_at": now, "job_id": row["id"], "claim_seq": row["claim_seq"]}
+        for row in claimed
+        for key in limit_keys(row["queue"], row["agent"], row["limit_keys"])
+        if key in rated
+    ]
     if now is None or not starts:
         return
     global _recorded
@@ -352,16 +375,9 @@ def claim_jobs_limited(conn: Connection, worker_id: str, limit: int) -> list[Row
         # Room for `limit` more on every key not blocked: whichever jobs come first fit.
         params |= {"candidates": limit, "claimer": worker_id, "now": now}
         claimed = list(conn.execute(_take_best(stmt, now is not None), params).mappings())
-        starts = [
-            {"key": key, "started_at": now, "job_id": row["id"]}
-            for row in claimed
-            for key in limit_keys(row["queue"], row["agent"], row["limit_keys"])
-            if key in tokens
-        ]
-        _record_starts(conn, starts, rated, now)
+        _record_starts(conn, claimed, rated, now)
         return claimed
     taken: list[str] = []
-    starts: list[dict[str, Any]] = []
     for row in conn.execute(stmt, params):
         keys = limit_keys(row.queue, row.agent, row.limit_keys)
         if any(room.get(key, 1) <= 0 or tokens.get(key, 1) <= 0 for key in keys):
@@ -371,14 +387,14 @@ def claim_jobs_limited(conn: Connection, worker_id: str, limit: int) -> list[Row
                 room[key] -= 1
             if key in tokens:
                 tokens[key] -= 1
-                starts.append({"key": key, "started_at": now, "job_id": row.id})
         taken.append(row.id)
         if len(taken) == limit:
             break
     if not taken:
         return []
-    _record_starts(conn, starts, rated, now)
-    if now is not None:
-        params = {"taken": taken, "claimer": worker_id, "now": now}
-        return list(conn.execute(_TAKE, params).mappings())
-    return list(conn.execute(_TAKE_NOW, {"taken": taken, "claimer": worker_id}).mappings())
+    if now is None:
+        return list(conn.execute(_TAKE_NOW, {"taken": taken, "claimer": worker_id}).mappings())
+    params = {"taken": taken, "claimer": worker_id, "now": now}
+    claimed = list(conn.execute(_TAKE, params).mappings())
+    _record_starts(conn, claimed, rated, now)
+    return claimed
