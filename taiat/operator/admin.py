@@ -10,6 +10,7 @@ from taiat.errors import InvalidLimit
 from taiat.job_manager import JobManager
 from taiat.operator import render
 from taiat.operator.options import lease, manager, number
+from taiat.store.validation import parse_rate, rate_text
 from taiat.supervisor.liveness import alive
 
 
@@ -59,8 +60,9 @@ def limits_set_command(args: dict) -> int:
                 f"invalid concurrency {cap!r}: give a whole number of jobs, 0 or more"
             ) from None
     manager(args).set_limit(key, concurrency=cap, rate=rate)
+    per = parse_rate(rate)
     said = [f"at most {cap} running at once"] if cap is not None else []
-    said += [f"at most {rate} started"] if rate is not None else []
+    said += [f"at most {rate_text(*per)} started"] if per is not None else []
     print(f"limit on {key}: {', '.join(said)}")
     return EXIT_OK
 
