@@ -8,7 +8,7 @@ Options:
   --quick        Fewer samples and smaller sizes, for a quick look.
   --only NAME    Run only this section (repeatable): limit, throughput, latency,
                  enqueue, scale, footprint, cpu,
-                 large.
+                 large, limits.
   --json PATH    Where to write the figures [default: bench/results/latest.json].
   -h --help      Show this help.
 """
@@ -26,7 +26,17 @@ from typing import Any
 
 from docopt import docopt
 
-from bench import cpu, enqueue, footprint, large_result, latency, limit, scale, throughput
+from bench import (
+    cpu,
+    enqueue,
+    footprint,
+    large_result,
+    latency,
+    limit,
+    limits,
+    scale,
+    throughput,
+)
 
 SECTIONS = {
     "limit": limit.run,
@@ -37,6 +47,7 @@ SECTIONS = {
     "footprint": footprint.run,
     "cpu": cpu.run,
     "large": large_result.run,
+    "limits": limits.run,
 }
 
 

@@ -96,6 +96,10 @@ class NotJson(InvalidJob):
 # -- inside a job ------------------------------------------------------------------------------
 
 
+class InvalidLimit(TaiatError, ValueError):
+    """Raised when a limit's key, cap or rate is invalid; nothing is written."""
+
+
 class JobFailed(TaiatError):
     """Raised inside a job to fail it with a message, without a traceback."""
 

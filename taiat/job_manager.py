@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Connection, Engine
 
 from taiat.config import MAX_DAYS
-from taiat.errors import InvalidJob
+from taiat.errors import InvalidJob, InvalidLimit
 from taiat.jobs import Attempt, AttemptOutput, Job, JobHistoryEntry, JobStatus, JobType
 from taiat.store import db, queries, state_machine
 from taiat.store.port import SupervisorPort, dependency_results
+from taiat.store.queries import limits as limit_queries
 from taiat.store.state_machine import Completion, RetryPolicy
 from taiat.store.transactions import Transactions
 from taiat.store.validation import (
@@ -23,6 +24,10 @@ from taiat.store.validation import (
     build_batch,
     build_spec,
     check_text,
+    concurrency_cap,
+    limit_key,
+    parse_rate,
+    rate_text,
     whole_number,
 )
 
@@ -86,8 +91,12 @@ class JobManager:
         timeout_seconds: float | None = None,
         run_at: datetime | None = None,
         id: str | None = None,  # noqa: A002 - the column's name
+        queue: str = "default",
+        limit_keys: Iterable[str] | None = None,
     ) -> Job:
-        """Create one job; it runs once every dependency has completed (and `run_at` passed)."""
+        """Create one job; it runs once every dependency has completed (and `run_at` passed),
+        and every one of its limit keys (`limit_keys`, plus `queue:<queue>` and, for an agent
+        job, `agent:<agent name>`) has room."""
         spec = build_spec(
             job_type,
             name,
@@ -99,6 +108,8 @@ class JobManager:
             timeout_seconds=timeout_seconds,
             run_at=run_at,
             id=id,
+            queue=queue,
+            limit_keys=limit_keys,
         )
         return self._create([spec], {id} if id else set())[0]
 
@@ -120,6 +131,58 @@ class JobManager:
         for spec in specs:
             log.debug("created job %s (%s)", spec.id, spec.name)
         return [Job.from_row(row) for row in rows]
+
+    # -- limits ----------------------------------------------------------------------------
+
+    def set_limit(self, key: str, concurrency: int | None = None, rate: str | None = None) -> None:
+        """Cap the jobs with `key` running at once across the fleet (`concurrency`), how many
+        start per period (`rate`, "60/min", "10/s", "/h"), or both; replaces the key's limit.
+        A bad key, cap or rate raises `InvalidLimit` naming it, and nothing is written."""
+        key = limit_key(key, InvalidLimit)
+        cap = concurrency_cap(concurrency)
+        per = parse_rate(rate)
+        if cap is None and per is None:
+            raise InvalidLimit(f"a limit on {key!r} needs a concurrency, a rate, or both")
+
+        def write(conn: Connection) -> None:
+            limit_queries.set_limit(conn, key, cap, per)
+            queries.notify(conn, "ready")
+
+        self.run(write)
+
+    def clear_limit(self, key: str) -> bool:
+        """Remove the limit on `key`; False when it had none."""
+        key = limit_key(key, InvalidLimit)
+
+        def write(conn: Connection) -> bool:
+            cleared = limit_queries.clear_limit(conn, key)
+            queries.notify(conn, "ready")
+            return cleared
+
+        return self.run(write)
+
+    def list_limits(self) -> list[dict[str, Any]]:
+        """Every limit, by key: `key`, `concurrency` (None: no cap), `rate` ("60/min", or
+        None), `running` (jobs with the key running, claimed ahead included) and `waiting`
+        (ready jobs with the key, not yet started)."""
+
+        def read(conn: Connection) -> list[dict[str, Any]]:
+            rows = limit_queries.limit_rows(conn)
+            keys = [row["key"] for row in rows]
+            running = limit_queries.running_counts(conn, keys)
+            waiting = limit_queries.waiting_counts(conn, keys)
+            return [
+                {
+                    "key": row["key"],
+                    "concurrency": row["concurrency"],
+                    "rate": rate_text(row["rate_count"], row["rate_seconds"]),
+                    "running": running[row["key"]],
+                    "waiting": waiting[row["key"]],
+                }
+                for row in rows
+            ]
+
+        return self.run(read)
 
     # -- reading ---------------------------------------------------------------------------
 

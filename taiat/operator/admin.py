@@ -1,4 +1,4 @@
-"""`taiat supervisors`, `taiat agents`, `taiat cleanup` and `taiat init`."""
+"""`taiat supervisors`, `taiat agents`, `taiat limits`, `taiat cleanup` and `taiat init`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from typing import Any
 
 from taiat.cli.exits import EXIT_OK
 from taiat.cli.init_command import init_main
+from taiat.errors import InvalidLimit
 from taiat.job_manager import JobManager
 from taiat.operator import render
 from taiat.operator.options import lease, manager, number
+from taiat.store.validation import parse_rate, rate_text
 from taiat.supervisor.liveness import alive
 
 
@@ -71,6 +73,56 @@ def agents_command(args: dict) -> int:
         for agent in found
     )
     render.print_rows(out, columns, rows)
+    return EXIT_OK
+
+
+def limits_set_command(args: dict) -> int:
+    key, cap, rate = args["KEY"], args["CAP"], args["--rate"]
+    if cap is not None:
+        try:
+            cap = int(cap)
+        except ValueError:
+            raise InvalidLimit(
+                f"invalid concurrency {cap!r}: give a whole number of jobs, 0 or more"
+            ) from None
+    manager(args).set_limit(key, concurrency=cap, rate=rate)
+    per = parse_rate(rate)
+    said = [f"at most {cap} running at once"] if cap is not None else []
+    said += [f"at most {rate_text(*per)} started"] if per is not None else []
+    print(f"limit on {key}: {', '.join(said)}")
+    return EXIT_OK
+
+
+def limits_list_command(args: dict) -> int:
+    found = manager(args).list_limits()
+    if args["--json"]:
+        render.print_json(found)
+        return EXIT_OK
+    out = render.console()
+    if not found:
+        render.show(out, "no limit is set")
+        return EXIT_OK
+    columns = ("KEY", "CAP", "RATE", "RUNNING", "WAITING")
+    rows = (
+        (
+            limit["key"],
+            "-" if limit["concurrency"] is None else limit["concurrency"],
+            limit["rate"] or "-",
+            limit["running"],
+            limit["waiting"],
+        )
+        for limit in found
+    )
+    render.print_rows(out, columns, rows)
+    return EXIT_OK
+
+
+def limits_clear_command(args: dict) -> int:
+    key = args["KEY"]
+    if manager(args).clear_limit(key):
+        print(f"limit on {key} cleared")
+    else:
+        print(f"no limit on {key}: nothing to clear")
     return EXIT_OK
 
 

@@ -18,6 +18,9 @@ Usage:
   taiat cleanup --days N [--database-url URL]
   taiat supervisors [--lease S] [--json] [--database-url URL]
   taiat agents [--lease S] [--json] [--database-url URL]
+  taiat limits set KEY [CAP] [--rate R] [--database-url URL]
+  taiat limits list [--json] [--database-url URL]
+  taiat limits clear KEY [--database-url URL]
   taiat graph ID [--format F | --json] [-o FILE] [--database-url URL]
   taiat top [--interval S] [--status-file PATH]... [--lease S] [--once] [--json]
             [--database-url URL]
@@ -27,6 +30,8 @@ Usage:
   taiat --version
 
 ID is a job's id, or its first 6 or more characters if no other job's id begins with them.
+KEY is a limit key: `queue:NAME`, `agent:NAME`, or a job's explicit key (1-128 letters,
+digits, _ . - : /); CAP caps that key's jobs running at once over the whole fleet.
 
 Options:
   --database-url URL   The database (else TAIAT_DATABASE_URL, else the embedded ./taiat.db,
@@ -58,6 +63,9 @@ Options:
   --lease S            A supervisor whose heartbeat is older is shown dead (and its agents
                        not counted), unless it registered a lease of its own (TAIAT_LEASE;
                        default 30).
+  --rate R             limits set: at most R starts of the key's jobs per period over the
+                       whole fleet, in any window of the period: 60/min, 10/s, 100/h (/s is
+                       one a second); with or without CAP.
   --format F           text (an indented tree), dot, svg, png (through Graphviz) or json;
                        default text, or the extension of --output.
   -o FILE --output FILE  Write the graph to FILE rather than standard output.
@@ -95,6 +103,7 @@ from taiat.errors import (
     DuplicateJob,
     InvalidDependency,
     InvalidJob,
+    InvalidLimit,
     JobNotFound,
     TaiatError,
     Unavailable,
@@ -109,7 +118,8 @@ def exit_code_for(error: TaiatError) -> int:
     if isinstance(error, JobNotFound):
         return exits.EXIT_NOT_FOUND
     if isinstance(
-        error, UsageError | InvalidJob | InvalidDependency | DuplicateJob | AmbiguousJobId
+        error,
+        UsageError | InvalidJob | InvalidDependency | DuplicateJob | AmbiguousJobId | InvalidLimit,
     ):
         return exits.EXIT_USAGE
     if isinstance(error, Unavailable):
@@ -129,6 +139,10 @@ def _command(args: dict) -> Callable[[dict], int]:
         for name in ("list", "show", "create", "cancel", "retry"):
             if args[name]:
                 return getattr(job_commands, f"{name}_command")
+    if args["limits"]:
+        for name in ("set", "list", "clear"):
+            if args[name]:
+                return getattr(admin, f"limits_{name}_command")
     table: dict[str, Callable[[dict], int]] = {
         "history": job_commands.history_command,
         "cleanup": admin.cleanup_command,

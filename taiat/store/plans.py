@@ -71,6 +71,8 @@ def expand(
             priority=row["priority"],
             timeout_seconds=row["timeout_seconds"],
             id=ids[step.agent],
+            # The query's explicit keys cap its plan's work too (its agent's key is added).
+            limit_keys=row["limit_keys"],
         )
         # Each agent's job goes to the queue the agent declares, else to the query's.
         specs.append(replace(spec, queue=step.queue or row["queue"]))

@@ -21,6 +21,7 @@ from taiat.jobs import Attempt, AttemptOutput, Job, JobStatus, JobType
 from taiat.store import db, leases, plans, queries, state_machine
 from taiat.store.db import Listener
 from taiat.store.leases import Catalogue, new_worker_id
+from taiat.store.queries import limits as limit_queries
 from taiat.store.queries import operator as operator_queries
 from taiat.store.queries import supervisors as supervisor_queries
 from taiat.store.state_machine import Completion, RetryPolicy
@@ -34,6 +35,7 @@ __all__ = [
     "Completion",
     "DependencyResults",
     "Listener",
+    "MOST_LIMIT_KEYS_SHOWN",
     "SupervisorPort",
     "check_result",
     "dependency_results",
@@ -107,6 +109,10 @@ class Backlog:
             "scheduled": self.soon + self.later,
             "running": self.running,
         }
+
+
+#: The most limit keys whose waiting jobs the status and metrics files show.
+MOST_LIMIT_KEYS_SHOWN = 50
 
 
 def supervisor_engine(database_url: str | None, lease: float, heartbeat_interval: float) -> Engine:
@@ -261,6 +267,16 @@ class SupervisorPort:
         counts = {row["kind"]: row["jobs"] for row in rows}
         later_from = next((row["earliest"] for row in rows if row["kind"] == "later"), None)
         return Backlog(**counts, later_from=later_from)
+
+    def waiting_on_limits(self, most: int = MOST_LIMIT_KEYS_SHOWN) -> dict[str, int]:
+        """For each key with a limit set (the first `most` by name, so that the figures stay
+        bounded), the ready jobs that carry it, not yet started; empty while no limit is set."""
+
+        def read(conn: Connection) -> dict[str, int]:
+            keys = [row["key"] for row in limit_queries.limit_rows(conn)][:most]
+            return limit_queries.waiting_counts(conn, keys)
+
+        return self.transactions.run(read)
 
     def unfinished_count(self) -> int:
         """Jobs pending or running, on any supervisor."""

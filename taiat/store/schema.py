@@ -146,8 +146,10 @@ jobs = Table(
     Column("unmet_dependencies", Integer, nullable=False, server_default=text("0")),
     Column("worker_id", String),
     Column("claim_seq", Integer, nullable=False, server_default=text("0")),
-    # Version 4: the queue the job is in.
+    # Version 4: the queue the job is in, its agent (agent jobs), its explicit limit keys.
     Column("queue", String, nullable=False, server_default=text("'default'")),
+    Column("agent", String),
+    Column("limit_keys", JsonType, nullable=False, server_default=text("'[]'")),
     # Ready = pending, nothing unmet, run_at passed: the claim walks only this index.
     Index(
         "ix_taiat_jobs_ready",
@@ -179,6 +181,9 @@ history = Table(
     Column("timeout_seconds", Float),
     Column("worker_id", String),
     Column("claim_seq", Integer, nullable=False, server_default=text("0")),
+    Column("queue", String, nullable=False, server_default=text("'default'")),
+    Column("agent", String),
+    Column("limit_keys", JsonType, nullable=False, server_default=text("'[]'")),
     Index("ix_taiat_job_history_created", text("created_at DESC")),
     Index("ix_taiat_job_history_completed", "completed_at"),
     Index("ix_taiat_job_history_job", "job_id", text("created_at DESC")),
@@ -235,6 +240,32 @@ output = Table(
     Column("final", Boolean, nullable=False, server_default=text("false")),
 )
 
+#: Version 4: fleet-wide limits by key (`queue:<name>`, `agent:<name>` or an explicit key).
+#: `concurrency` caps the jobs running at once with the key (None: no cap); `rate_count` starts
+#: per `rate_seconds` cap how many start in any such window (None: no rate). Running counts are
+#: not kept: they are counted from the running jobs, so whatever ends a job frees its room.
+limits = Table(
+    "taiat_limits",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("concurrency", Integer),
+    Column("rate_count", Integer),
+    Column("rate_seconds", Float),
+    Column("updated_at", DateTime, nullable=False, server_default=utcnow()),
+)
+
+#: Version 4: the starts of jobs with a rate-limited key, the sliding window the rate is
+#: judged by; rows older than their key's window are pruned by the next limited claim.
+limit_starts = Table(
+    "taiat_limit_starts",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("started_at", DateTime, primary_key=True),
+    Column("job_id", String, primary_key=True),
+    # Which claim of the job: one job may start twice within the clock's resolution.
+    Column("claim_seq", Integer, primary_key=True),
+)
+
 #: Supervisors register here and heartbeat; a stale heartbeat means the supervisor is dead.
 workers = Table(
     "taiat_workers",
@@ -289,9 +320,13 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
 
 
 def _upgrade_to_4(conn: Connection) -> None:
-    """Version 4: jobs in queues; supervisors publish the queues they serve and their agents."""
-    _add_columns(jobs, "queue")(conn)
+    """Version 4: jobs in queues, with their agent and limit keys; supervisors publish the
+    queues they serve and their agents; the limits' tables."""
+    for table in (jobs, history):
+        _add_columns(table, "queue", "agent", "limit_keys")(conn)
     _add_columns(workers, "queues", "agents")(conn)
+    limits.create(conn, checkfirst=True)
+    limit_starts.create(conn, checkfirst=True)
 
 
 # Any constant will do; it keeps two `init_worker` runs from creating the tables at once.

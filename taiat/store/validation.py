@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from taiat.errors import DuplicateJob, InvalidDependency, InvalidJob, NotJson
+from taiat.errors import DuplicateJob, InvalidDependency, InvalidJob, InvalidLimit, NotJson
 from taiat.jobs import JobType
 from taiat.query_plans import check_query_payload
 
@@ -28,8 +28,28 @@ SPEC_KEYS = frozenset(
         "priority",
         "timeout_seconds",
         "run_at",
+        "queue",
+        "limit_keys",
     }
 )
+
+#: A queue's name: 1-64 letters, digits, `_`, `.`, `-`.
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+#: A limit key: 1-128 letters, digits, `_ . - : /`.
+LIMIT_KEY = re.compile(r"[A-Za-z0-9_.\-:/]{1,128}")
+#: A rate: starts per period, "60/min", or "/s" (one a period).
+RATE = re.compile(r"\s*(\d*)\s*/\s*([A-Za-z]+)\s*")
+#: The periods a rate may name, in seconds.
+RATE_PERIODS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+}
 
 
 #: The range of an INTEGER column (max_retries, priority): PostgreSQL's, which is narrower than
@@ -301,6 +321,8 @@ class JobSpec:
     timeout_seconds: float | None
     run_at: datetime | None
     queue: str = "default"
+    agent: str | None = None
+    limit_keys: tuple[str, ...] = ()
 
     def row(self, unmet: int, now: datetime) -> dict[str, Any]:
         """The job's whole row in `taiat_jobs`, as created."""
@@ -327,6 +349,8 @@ class JobSpec:
             "created_at": now,
             "updated_at": now,
             "queue": self.queue,
+            "agent": self.agent,
+            "limit_keys": list(self.limit_keys),
         }
         return row
 
@@ -343,6 +367,8 @@ def build_spec(
     timeout_seconds: Any = None,
     run_at: Any = None,
     id: Any = None,  # noqa: A002 - the column's name
+    queue: Any = "default",
+    limit_keys: Any = None,
 ) -> JobSpec:
     """Check every field; raise InvalidJob or InvalidDependency naming the first bad one."""
     try:
@@ -384,7 +410,100 @@ def build_spec(
         priority=priority,
         timeout_seconds=None if timeout_seconds is None else float(timeout_seconds),
         run_at=None if run_at is None else _run_at(run_at),
+        queue=queue_name(queue),
+        agent=_agent_of(kind, payload),
+        limit_keys=explicit_keys(limit_keys),
     )
+
+
+def queue_name(value: Any) -> str:
+    """A queue's name, checked; InvalidJob naming it otherwise."""
+    if not isinstance(value, str) or not QUEUE_NAME.fullmatch(value):
+        raise InvalidJob(
+            f"invalid queue name {shown(value)}: use 1-64 letters, digits, '_', '.' or '-'"
+        )
+    return value
+
+
+def limit_key(value: Any, error: type[Exception] = InvalidJob) -> str:
+    """A limit key, checked; `error` (InvalidJob on a job) naming it otherwise."""
+    if not isinstance(value, str) or not LIMIT_KEY.fullmatch(value):
+        raise error(
+            f"invalid limit key {shown(value)}: use 1-128 letters, digits, "
+            "'_', '.', '-', ':' or '/'"
+        )
+    return value
+
+
+def explicit_keys(value: Any) -> tuple[str, ...]:
+    """A job's explicit limit keys, checked, each once, in the order given."""
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise InvalidJob(f"limit_keys must be a list of keys, got {type(value).__name__}")
+    keys: list[str] = []
+    for key in value:
+        limit_key(key)
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
+
+
+def limit_keys(queue: str | None, agent: str | None, explicit: Iterable[str] | None) -> list[str]:
+    """Every limit key of a job: `queue:<its queue>`, `agent:<its agent>` (an AGENT job), and
+    its explicit keys."""
+    keys = [f"queue:{queue or 'default'}"]
+    if agent:
+        keys.append(f"agent:{agent}")
+    for key in explicit or ():
+        if key not in keys:
+            keys.append(key)
+    return keys
+
+
+def _agent_of(kind: JobType, payload: Mapping[str, Any]) -> str | None:
+    if kind is not JobType.AGENT:
+        return None
+    name = payload.get("agent_name")
+    return name if isinstance(name, str) else None
+
+
+def concurrency_cap(value: Any) -> int | None:
+    """A concurrency cap: a whole number of 0 or more, or None; InvalidLimit naming it."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not _is_int(value) or not 0 <= value <= INTEGER_RANGE[1]:
+        raise InvalidLimit(
+            f"invalid concurrency {shown(value)}: give a whole number of jobs, 0 or more"
+        )
+    return value
+
+
+def parse_rate(value: Any) -> tuple[int, float] | None:
+    """A rate such as "60/min", "10/s", "/h" (one an hour): (starts, period in seconds), or
+    None for None; InvalidLimit naming it otherwise."""
+    if value is None:
+        return None
+    match = RATE.fullmatch(value) if isinstance(value, str) else None
+    period = RATE_PERIODS.get(match.group(2).lower()) if match else None
+    if match is None or period is None:
+        raise InvalidLimit(
+            f"invalid rate {shown(value)}: give starts per period, such as 60/min, 10/s or 100/h"
+        )
+    count = int(match.group(1)) if match.group(1) else 1
+    if not 1 <= count <= INTEGER_RANGE[1]:
+        raise InvalidLimit(f"invalid rate {shown(value)}: at least one start per period")
+    return count, period
+
+
+def rate_text(count: int | None, seconds: float | None) -> str | None:
+    """A stored rate, as `parse_rate` reads it."""
+    if count is None or seconds is None:
+        return None
+    unit = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(seconds)
+    return f"{count}/{unit}" if unit else f"{count}/{seconds:g}s"
 
 
 def _is_int(value: Any) -> bool:

@@ -125,6 +125,8 @@ class Supervisor:
         #: The jobs in the database by status, for the metrics file (see `Backlog.by_status`);
         #: None until counted, or when the last count failed.
         self.job_counts: dict[str, int] | None = None
+        #: Ready jobs by limited key (`waiting_on_limit` in the status file); None until counted.
+        self.limit_waits: dict[str, int] | None = None
         #: In burst mode, what was left when it exited: jobs scheduled for later, not run.
         self.left_for_later: Backlog | None = None
 
@@ -229,6 +231,9 @@ class Supervisor:
                 self._heartbeat()
             if cfg.metrics_file is not None and timers.due("counts", now, _COUNT_EVERY):
                 self._count_jobs()
+            if cfg.status_file is not None or cfg.metrics_file is not None:
+                if timers.due("limit_counts", now, _COUNT_EVERY):
+                    self._count_limit_waits()
             if timers.due("cleanup", now, cfg.cleanup_interval_hours * 3600) and self._cleanup():
                 timers.at["cleanup"] = now  # more to delete: the next batch on the next turn
             # While enough jobs are held, endings gather to be written (and claims made) together.
@@ -625,6 +630,11 @@ class Supervisor:
         self.job_counts = None if backlog is None else backlog.by_status()
         self._dirty = True
 
+    def _count_limit_waits(self) -> None:
+        """Count the ready jobs of each limited key, for the status and metrics files."""
+        self.limit_waits = self.recorder.call(self.port.waiting_on_limits, None)
+        self._dirty = True
+
     @property
     def _registration(self) -> dict[str, Any]:
         """What this supervisor registers under its id: host, pid, lease, place, agents."""
@@ -757,6 +767,7 @@ class Supervisor:
             "claimed_ahead": len(self.ahead),
             "finishing": sum(1 for p in self.children if p.delivered),
             "fork_server_pid": server.pid if server is not None else None,
+            "waiting_on_limit": self.limit_waits,
         }
 
     def _changed(self) -> None:

@@ -11,11 +11,15 @@ public contract for monitoring; keys beyond these are written through unchanged:
      "database": "ok" | "unreachable"}
 
 (The supervisor also writes `worker_id`, `pending_results`, `claimed_ahead`, `finishing`, the
-number of children that have sent their results and are exiting, and `fork_server_pid`.)
+number of children that have sent their results and are exiting, `fork_server_pid`, and
+`waiting_on_limit`: for each key with a limit set (50 at most), the ready jobs that carry it,
+or null until counted.)
 
 The metrics file carries the snapshot's figures, none of them labelled by job (a label value
 per job would make a new series for every job), and `taiat_jobs{status=...}`, the jobs in the
-database by what they wait for, which the supervisor counts apart from the snapshot.
+database by what they wait for, which the supervisor counts apart from the snapshot, and
+`taiat_jobs_waiting_on_limit{key=...}`, the snapshot's `waiting_on_limit` (keys with a limit
+set only, so the label's values stay few).
 
 Nothing here may stop the daemon: a monitoring failure is logged and the jobs keep running.
 """
@@ -184,6 +188,12 @@ _JOBS_HELP = (
 )
 
 
+_WAITING_HELP = (
+    "Ready jobs that carry a key with a limit set, not yet started: they start as the key's "
+    "cap and rate give room (the first 50 keys by name)."
+)
+
+
 def _extreme(pick: Callable[..., Any], values: list[Any]) -> Any:
     """`pick` (max or min) of the figures that could be taken; None if none could."""
     taken = [value for value in values if value is not None]
@@ -217,6 +227,11 @@ def render_metrics(snapshot: Mapping[str, Any], jobs: Mapping[str, int] | None =
     samples["taiat_jobs"] = [
         ({"status": status}, None if jobs is None else jobs.get(status, 0))
         for status in JOB_STATUSES
+    ]
+    families.append(("taiat_jobs_waiting_on_limit", "gauge", _WAITING_HELP))
+    samples["taiat_jobs_waiting_on_limit"] = [
+        ({"key": key}, count)
+        for key, count in sorted((snapshot.get("waiting_on_limit") or {}).items())
     ]
     lines: list[str] = []
     for full, kind, help_text in families:

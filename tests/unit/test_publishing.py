@@ -185,7 +185,7 @@ def test_render_metrics_every_family_is_declared_and_well_named() -> None:
 
     assert helps.keys() == types.keys()
     for name, kind in types.items():
-        assert re.fullmatch(r"taiat_supervisor(_[a-z0-9]+)+|taiat_jobs", name), name
+        assert re.fullmatch(r"taiat_supervisor(_[a-z0-9]+)+|taiat_jobs(_[a-z0-9]+)*", name), name
         assert kind in {"gauge", "counter"}
         assert (kind == "counter") == name.endswith("_total"), name
         assert helps[name].strip(), f"{name} has an empty HELP"
@@ -266,10 +266,30 @@ def test_render_metrics_counts_the_jobs_in_the_database_by_status() -> None:
     assert "taiat_jobs" in types and not [s for s in samples if s[0] == "taiat_jobs"]
 
 
+def test_render_metrics_shows_the_jobs_waiting_on_each_limited_key() -> None:
+    waits = {"queue:gpu": 3, "agent:render": 0, 'odd"key/1': 12}
+    _, types, samples = parse_metrics(render_metrics(snapshot(waiting_on_limit=waits)))
+    assert types["taiat_jobs_waiting_on_limit"] == "gauge"
+    found = {
+        labels["key"]: value
+        for name, labels, value in samples
+        if name == "taiat_jobs_waiting_on_limit"
+    }
+    assert found == {key: float(count) for key, count in waits.items()}
+    # Not counted yet, or no limit set: the family, with no figure.
+    for data in (snapshot(), snapshot(waiting_on_limit={})):
+        _, types, samples = parse_metrics(render_metrics(data))
+        assert "taiat_jobs_waiting_on_limit" in types
+        assert not [s for s in samples if s[0] == "taiat_jobs_waiting_on_limit"]
+
+
 @pytest.mark.parametrize(
     ("data", "jobs"),
     [
-        (snapshot(), {"pending": 7, "ready": 3, "scheduled": 2, "running": 4}),
+        (
+            snapshot(waiting_on_limit={"queue:gpu": 3, "openai": 1}),
+            {"pending": 7, "ready": 3, "scheduled": 2, "running": 4},
+        ),
         (snapshot(running=[], state="stopped", database="unreachable"), None),
     ],
     ids=["busy", "idle"],

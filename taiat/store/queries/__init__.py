@@ -20,6 +20,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     select,
@@ -28,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from taiat.store import db
+from taiat.store.queries import limits as limit_queries
 from taiat.store.queries.endings import (  # noqa: F401 - part of this module's interface
     CARRIED,
     complete_running,
@@ -62,6 +64,7 @@ from taiat.store.queries.reading import (
     READY_ORDER as _READY_ORDER,
 )
 from taiat.store.schema import attempts, dependencies, history, jobs, output, utcnow
+from taiat.store.schema import limits as limits_table
 
 
 def db_now(conn: Connection, *, notify_payload: str | None = None) -> datetime:
@@ -140,7 +143,7 @@ def _claim_statement() -> Any:
     """
     chosen = (
         select(jobs.c.id)
-        .where(_READY, jobs.c.run_at <= utcnow())
+        .where(_READY, jobs.c.run_at <= utcnow(), ~exists().where(limits_table.c.key.is_not(None)))
         .order_by(*_READY_ORDER)
         .limit(bindparam("claim_limit"))
         .with_for_update(skip_locked=True, key_share=True)
@@ -178,8 +181,17 @@ def explain_claim(conn: Connection, limit: int = 4) -> str:
 
 
 def claim_jobs(conn: Connection, worker_id: str, limit: int) -> list[RowMapping]:
+    """Claim up to `limit` ready jobs: by the one statement while no limit is set (the fast
+    path), else by the limit-aware path, tried first while the last claim found limits."""
+    if limit_queries.limits_seen():
+        limited = limit_queries.claim_jobs_limited(conn, worker_id, limit)
+        if limited is not None:
+            return limited
     params = {"claimer": worker_id, "claim_limit": limit}
-    return list(conn.execute(CLAIM, params).mappings())
+    claimed = list(conn.execute(CLAIM, params).mappings())
+    if claimed:
+        return claimed
+    return limit_queries.claim_jobs_limited(conn, worker_id, limit) or []
 
 
 def _running(job_id: str, claim_seq: int) -> Any:
@@ -240,6 +252,9 @@ def make_pending(conn: Connection, row: Mapping[Any, Any], unmet: int) -> RowMap
             timeout_seconds=row["timeout_seconds"],
             unmet_dependencies=unmet,
             claim_seq=row["claim_seq"],
+            queue=row["queue"],
+            agent=row["agent"],
+            limit_keys=row["limit_keys"],
             run_at=utcnow(),
             created_at=row["job_created_at"] or utcnow(),
             updated_at=utcnow(),

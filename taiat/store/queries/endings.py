@@ -73,6 +73,9 @@ CARRIED = (
     "timeout_seconds",
     "worker_id",
     "claim_seq",
+    "queue",
+    "agent",
+    "limit_keys",
 )
 
 
