@@ -8,6 +8,8 @@ import errno
 import importlib
 import os
 import resource
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -130,3 +132,20 @@ def sample_job(**changes: Any) -> Job:
         **changes,
     }
     return Job(**fields)  # type: ignore[arg-type]
+
+
+def check_metrics(text: str) -> None:
+    """`promtool check metrics` accepts `text` with no complaint at all. promtool is required
+    under CI (`.ci/run` installs Debian's prometheus); elsewhere the check is skipped."""
+    import pytest
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool is required under CI (Debian package prometheus)")
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip() == "" and checked.stderr.strip() == ""

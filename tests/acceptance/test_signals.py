@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 from conftest import pid_alive, wait_until
-from support import agent_job, finished
+from support import agent_job, check_metrics, finished
 
 from taiat import JobManager, JobStatus
 
@@ -111,15 +111,8 @@ def test_status_and_metrics_files(manager: JobManager, supervisor, tmp_path: Pat
     # The metrics file is written just after the status file: it may be a write behind.
     metrics = wait_until(metrics_with_the_job, 10, "the running job in the metrics", watch=sup)
     assert "taiat_supervisor_slots 3" in metrics
-    if shutil.which("promtool"):
-        check = subprocess.run(
-            ["promtool", "check", "metrics"],
-            input=metrics,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert check.returncode == 0, check.stdout + check.stderr
+    if shutil.which("promtool") or os.environ.get("CI") == "true":
+        check_metrics(metrics)  # not a reason to skip the rest of this test elsewhere
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files behind
     json.loads((tmp_path / "status.json").read_text())
     sup.signal(signal.SIGTERM)

@@ -6,10 +6,8 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import stat
-import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import check_metrics
 
 from taiat.supervisor.publishing import (
     CONTRACT_KEYS,
@@ -295,22 +294,7 @@ def test_render_metrics_shows_the_jobs_waiting_on_each_limited_key() -> None:
     ids=["busy", "idle"],
 )
 def test_render_metrics_passes_promtool(data: dict[str, Any], jobs: dict[str, int] | None) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is required under CI (Debian package prometheus)")
-        pytest.skip("promtool not installed")
-
-    checked = subprocess.run(
-        [promtool, "check", "metrics"],
-        input=render_metrics(data, jobs),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout.strip() == "" and checked.stderr.strip() == ""
+    check_metrics(render_metrics(data, jobs))
 
 
 # --- StatusReporter ----------------------------------------------------------------------------
