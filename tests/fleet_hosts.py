@@ -20,9 +20,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 import pytest
 
@@ -212,35 +211,3 @@ def _free_subnet() -> ipaddress.IPv4Network:
 
 
 # -- checks on attempts ---------------------------------------------------------------------
-
-
-def max_overlap(intervals: Iterable[tuple[datetime, datetime]]) -> int:
-    """The most intervals open at any one moment. An interval is [start, end): one that ends
-    at the moment another starts does not overlap it; one of no length is open at its moment."""
-    # At one moment: ends of intervals that began before it, then starts, then ends of
-    # intervals of no length.
-    events: list[tuple[datetime, int, int]] = []
-    for start, end in intervals:
-        if end < start:
-            raise ValueError(f"an interval ends ({end}) before it starts ({start})")
-        events += [(start, 1, 1), (end, 2 if end == start else 0, -1)]
-    events.sort(key=lambda event: event[:2])
-    most = running = 0
-    for _, _, change in events:
-        running += change
-        most = max(most, running)
-    return most
-
-
-def max_starts_in_window(
-    starts: Iterable[datetime], window: timedelta = timedelta(seconds=1)
-) -> int:
-    """The most starts in any window of `window` length, [t, t + window): a start exactly
-    `window` after another falls in the next window."""
-    times = sorted(starts)
-    most = first = 0
-    for last, moment in enumerate(times):
-        while times[first] <= moment - window:
-            first += 1
-        most = max(most, last - first + 1)
-    return most

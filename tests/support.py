@@ -13,9 +13,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -149,3 +149,38 @@ def check_metrics(text: str) -> None:
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.strip() == "" and checked.stderr.strip() == ""
+
+
+# -- checks on when jobs ran -----------------------------------------------------------------
+
+
+def max_overlap(intervals: Iterable[tuple[datetime, datetime]]) -> int:
+    """The most intervals open at any one moment. An interval is [start, end): one that ends
+    at the moment another starts does not overlap it; one of no length is open at its moment."""
+    # At one moment: ends of intervals that began before it, then starts, then ends of
+    # intervals of no length.
+    events: list[tuple[datetime, int, int]] = []
+    for start, end in intervals:
+        if end < start:
+            raise ValueError(f"an interval ends ({end}) before it starts ({start})")
+        events += [(start, 1, 1), (end, 2 if end == start else 0, -1)]
+    events.sort(key=lambda event: event[:2])
+    most = running = 0
+    for _, _, change in events:
+        running += change
+        most = max(most, running)
+    return most
+
+
+def max_starts_in_window(
+    starts: Iterable[datetime], window: timedelta = timedelta(seconds=1)
+) -> int:
+    """The most starts in any window of `window` length, [t, t + window): a start exactly
+    `window` after another falls in the next window."""
+    times = sorted(starts)
+    most = first = 0
+    for last, moment in enumerate(times):
+        while times[first] <= moment - window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most

@@ -34,10 +34,10 @@ from typing import Any
 
 import pytest
 from conftest import AGENT_CONFIG, Supervisor, pid_alive, wait_until
-from fleet_hosts import Host, Hosts, max_overlap, max_starts_in_window, ours, require_root
+from fleet_hosts import Host, Hosts, ours, require_root
 from private_postgres import PrivateCluster, _bin_dir
 from query_agents import AGENTS as QUERY_AGENTS
-from support import agent_job, finished
+from support import agent_job, finished, max_overlap, max_starts_in_window
 
 from taiat import JobManager, JobStatus
 from taiat.store import db, schema

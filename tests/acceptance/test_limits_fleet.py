@@ -8,10 +8,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from conftest import Supervisor, wait_until
-from support import agent_job, finished
+from support import agent_job, finished, max_overlap
 
 from taiat import JobManager, JobStatus
 
@@ -28,16 +27,6 @@ def taiat(*args: str, url: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         env=env,
     )
-
-
-def most_at_once(spans: list[tuple[Any, Any]]) -> int:
-    """The most spans open at one moment (an end and a start at the same moment do not meet)."""
-    events = sorted([(end, -1) for _, end in spans] + [(start, 1) for start, _ in spans])
-    most = now = 0
-    for _, step in events:
-        now += step
-        most = max(most, now)
-    return most
 
 
 def test_two_supervisors_never_run_more_of_a_key_than_its_cap(
@@ -82,10 +71,10 @@ def test_two_supervisors_never_run_more_of_a_key_than_its_cap(
             sup.stop()
     attempts = [a for job in capped for a in manager.get_attempts(job.id)]
     assert len(attempts) == 8 and all(a.outcome == "completed" for a in attempts)
-    assert most_at_once([(a.started_at, a.ended_at) for a in attempts]) <= 2
+    assert max_overlap([(a.started_at, a.ended_at) for a in attempts]) <= 2
     # The free jobs were not held back by the capped ones: more than 2 ran at once overall.
     everything = attempts + [a for job in free for a in manager.get_attempts(job.id)]
-    assert most_at_once([(a.started_at, a.ended_at) for a in everything]) > 2
+    assert max_overlap([(a.started_at, a.ended_at) for a in everything]) > 2
     listed = json.loads(taiat("limits", "list", "--json", url=database_url).stdout)
     assert listed == [{"key": "shared", "concurrency": 2, "rate": None, "running": 0, "waiting": 0}]
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from query_helpers import CHAIN, query, run_burst
 from sqlalchemy import delete, func, insert, select, text
-from support import poll
+from support import max_overlap, poll
 
 from taiat import JobManager, JobStatus
 from taiat.errors import InvalidJob, InvalidLimit
@@ -34,16 +34,6 @@ def history_spans(manager: JobManager, prefix: str = "") -> list[tuple[Any, Any]
             select(h.name, h.started_at, h.completed_at).where(h.status == "completed")
         )
         return [(row.started_at, row.completed_at) for row in rows if row.name.startswith(prefix)]
-
-
-def most_at_once(spans: list[tuple[Any, Any]]) -> int:
-    """The most spans open at one moment (an end and a start at the same moment do not meet)."""
-    events = sorted([(end, -1) for _, end in spans] + [(start, 1) for start, _ in spans])
-    most = now = 0
-    for _, step in events:
-        now += step
-        most = max(most, now)
-    return most
 
 
 def drain(url: str, workers: int, batch: int) -> None:
@@ -107,7 +97,7 @@ def test_concurrent_claimers_never_exceed_a_cap(database_url: str) -> None:
     assert manager.count_jobs().get("completed") == 50
     assert seen and max(seen) <= 2
     spans = history_spans(manager, "j")
-    assert len(spans) == 40 and most_at_once(spans) <= 2
+    assert len(spans) == 40 and max_overlap(spans) <= 2
     manager.engine.dispose()
 
 
@@ -306,4 +296,4 @@ def test_a_querys_planned_jobs_inherit_its_explicit_keys(
     with manager.transaction() as conn:
         rows = conn.execute(select(h.agent, h.limit_keys).where(h.agent.is_not(None))).all()
     assert sorted(rows) == [("clean", ["customer:42"]), ("total", ["customer:42"])]
-    assert most_at_once(history_spans(manager, "q/")) == 1
+    assert max_overlap(history_spans(manager, "q/")) == 1

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from fleet_hosts import IFNAMSIZ, max_overlap, max_starts_in_window, names
+from fleet_hosts import IFNAMSIZ, names
+from support import max_overlap, max_starts_in_window
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 
