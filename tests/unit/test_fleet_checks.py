@@ -1,5 +1,5 @@
 """The fleet test's checks on attempts: how many ran at once, and how many started in any one
-second (tests/fleet_hosts.py); and the names of the simulated hosts."""
+second (tests/support.py); and the names of the simulated hosts (tests/fleet_hosts.py)."""
 
 from __future__ import annotations
 
