@@ -22,6 +22,7 @@ from taiat.store.validation import (
     BIGINT_RANGE,
     build_batch,
     build_spec,
+    check_queue,
     check_text,
     whole_number,
 )
@@ -86,8 +87,10 @@ class JobManager:
         timeout_seconds: float | None = None,
         run_at: datetime | None = None,
         id: str | None = None,  # noqa: A002 - the column's name
+        queue: str = "default",
     ) -> Job:
-        """Create one job; it runs once every dependency has completed (and `run_at` passed)."""
+        """Create one job; it runs once every dependency has completed (and `run_at` passed),
+        on a supervisor that serves its `queue`."""
         spec = build_spec(
             job_type,
             name,
@@ -99,6 +102,7 @@ class JobManager:
             timeout_seconds=timeout_seconds,
             run_at=run_at,
             id=id,
+            queue=queue,
         )
         return self._create([spec], {id} if id else set())[0]
 
@@ -134,13 +138,16 @@ class JobManager:
         that has not completed), read in one query."""
         return self.run(lambda conn: dependency_results(conn, jobs))
 
-    def get_ready_jobs(self, limit: int | None = None, *, name: str | None = None) -> list[Job]:
+    def get_ready_jobs(
+        self, limit: int | None = None, *, name: str | None = None, queue: str | None = None
+    ) -> list[Job]:
         """Pending jobs whose dependencies have completed and whose `run_at` has passed, in the
         order supervisors claim them; `name`: only those whose name matches this shell-style
-        pattern (`load-*`), in any case."""
+        pattern (`load-*`), in any case; `queue`: only those of that queue."""
         _limit(limit)
         _name(name)
-        rows = self.run(lambda c: queries.ready_jobs(c, limit, name))
+        _queue(queue)
+        rows = self.run(lambda c: queries.ready_jobs(c, limit, name, queue))
         return [Job.from_row(row) for row in rows]
 
     def list_jobs(
@@ -149,20 +156,23 @@ class JobManager:
         limit: int | None = 100,
         *,
         name: str | None = None,
+        queue: str | None = None,
     ) -> list[Job]:
         """Jobs with `status` (any status if None), newest first; finished ones from history.
-        `name`: only those whose name matches this shell-style pattern, in any case."""
+        `name`: only those whose name matches this shell-style pattern, in any case; `queue`:
+        only those of that queue."""
         wanted = _status(status)
         _limit(limit)
         _name(name)
+        _queue(queue)
 
         def read(conn: Connection) -> list[Job]:
             found = []
             if wanted is None or not wanted.finished:
-                rows = queries.active_jobs(conn, _value(wanted), limit, name)
+                rows = queries.active_jobs(conn, _value(wanted), limit, name, queue)
                 found += [Job.from_row(r) for r in rows]
             if wanted is None or wanted.finished:
-                rows = queries.finished_jobs(conn, _value(wanted), limit, name)
+                rows = queries.finished_jobs(conn, _value(wanted), limit, name, queue)
                 found += [Job.from_history(JobHistoryEntry.from_row(r)) for r in rows]
             return found
 
@@ -342,6 +352,11 @@ def _id(job_id: str) -> None:
 def _name(pattern: str | None) -> None:
     if pattern is not None:
         check_text(pattern, "name pattern")
+
+
+def _queue(queue: str | None) -> None:
+    if queue is not None:
+        check_queue(queue)
 
 
 def _limit(limit: int | None) -> None:

@@ -187,6 +187,8 @@ class Job:
     worker_id: str | None = None
     #: Rises by one on every claim; a write carrying an older value is refused.
     claim_seq: int = 0
+    #: The queue it is in: only a supervisor that serves this queue claims it.
+    queue: str = "default"
 
     @property
     def attempt(self) -> int:
@@ -226,6 +228,7 @@ class Job:
             timeout_seconds=entry.timeout_seconds,
             worker_id=entry.worker_id,
             claim_seq=entry.claim_seq,
+            queue=entry.queue,
         )
 
     def to_plain(self) -> tuple[Any, ...]:
@@ -288,6 +291,7 @@ class JobHistoryEntry:
     timeout_seconds: float | None = None
     worker_id: str | None = None
     claim_seq: int = 0
+    queue: str = "default"
     attempts: tuple[Attempt, ...] = ()
 
     @classmethod

@@ -3,14 +3,14 @@ read what they wrote, draw the dependency graph around a job, and watch supervis
 live.
 
 Usage:
-  taiat jobs list [--status S] [--ready] [--name NAME] [--limit N] [--json]
+  taiat jobs list [--status S] [--ready] [--name NAME] [--queue Q] [--limit N] [--json]
                   [--database-url URL]
   taiat jobs show ID [--json] [--database-url URL]
   taiat jobs logs ID [--attempt N] [--follow | --json] [--database-url URL]
   taiat jobs create --type TYPE --name NAME [--description TEXT]
                     [--payload JSON | --payload-file FILE] [--depends-on ID]...
                     [--max-retries N] [--priority P] [--timeout S] [--run-at TIME]
-                    [--database-url URL]
+                    [--queue Q] [--database-url URL]
   taiat jobs create --file FILE [--json] [--database-url URL]
   taiat jobs cancel ID [--database-url URL]
   taiat jobs retry ID [--database-url URL]
@@ -48,6 +48,9 @@ Options:
                        (job_type, name, payload, dependencies, run_at...) with an optional
                        "id" that other jobs' "dependencies" name; prints each new id after
                        the file's key for its job (its "id", or #N, its place from 0).
+  --queue Q            jobs create: the job's queue (default "default"), 1-64 letters,
+                       digits, _ . or -; only supervisors serving it run it. jobs list: only
+                       jobs of queue Q.
   --max-retries N      Attempts after the first that may fail (default 3).
   --priority P         Higher runs first (default 0).
   --timeout S          jobs create: seconds the job may run (else the supervisor's default);

@@ -46,7 +46,12 @@ def list_command(args: dict) -> int:
     if args["--ready"] and status not in (None, JobStatus.PENDING):
         raise UsageError("--ready lists pending jobs only: leave out --status")
     jobs = lookups.find_jobs(
-        manager(args), status, ready=args["--ready"], name=args["--name"], limit=limit
+        manager(args),
+        status,
+        ready=args["--ready"],
+        name=args["--name"],
+        queue=args["--queue"],
+        limit=limit,
     )
     if args["--json"]:
         render.print_json([render.job_record(job) for job in jobs])
@@ -135,6 +140,7 @@ def _fields(job: Job) -> list[tuple[str, Any]]:
     if job.description:
         fields.append(("description", job.description))
     fields += [
+        ("queue", job.queue),
         ("priority", str(job.priority)),
         ("attempt", f"{render.tries(job) or 'none yet'} of at most {job.max_retries + 1}"),
         (
@@ -268,6 +274,7 @@ def create_command(args: dict) -> int:
         priority=number(args, "--priority", int, 0, *INTEGER_RANGE),
         timeout_seconds=number(args, "--timeout", float, None, 0),
         run_at=run_at,
+        queue="default" if args["--queue"] is None else args["--queue"],
     )
     print(job.id)
     return EXIT_OK

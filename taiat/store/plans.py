@@ -71,6 +71,8 @@ def expand(
                 priority=row["priority"],
                 timeout_seconds=row["timeout_seconds"],
                 id=ids[step.agent],
+                # The query's queue; an agent's own declared queue comes with the catalogue.
+                queue=row["queue"],
             )
         )
     state_machine.create(conn, specs, set(ids.values()))

@@ -123,6 +123,17 @@ class SupervisorPort:
     def __init__(self, transactions: Transactions, retry_policy: RetryPolicy) -> None:
         self.transactions = transactions
         self.retry_policy = retry_policy
+        #: What this port's claims take (see `serve`): None is every queue, every agent.
+        self.queues: frozenset[str] | None = None
+        self.agents: frozenset[str] | None = None
+
+    def serve(
+        self, queues: Collection[str] | None = None, agents: Collection[str] | None = None
+    ) -> None:
+        """Claim only jobs of `queues` and, of the agent jobs, those of `agents`, from now on;
+        None is every one. A paused queue's jobs are never claimed."""
+        self.queues = None if queues is None else frozenset(queues)
+        self.agents = None if agents is None else frozenset(agents)
 
     @property
     def engine(self) -> Engine:
@@ -160,7 +171,7 @@ class SupervisorPort:
 
         def work(conn: Connection) -> tuple[set[str], Claimed]:
             done, _ = state_machine.complete(conn, completions) if completions else (set(), [])
-            return done, _claim(conn, worker_id, limit)
+            return done, _claim(conn, worker_id, limit, self.queues, self.agents)
 
         return self.transactions.run(work)
 
@@ -298,10 +309,17 @@ def check_result(result: Any) -> None:
     json_text(result, "the result")
 
 
-def _claim(conn: Connection, worker_id: str, limit: int) -> Claimed:
+def _claim(
+    conn: Connection,
+    worker_id: str,
+    limit: int,
+    queues: Collection[str] | None = None,
+    agents: Collection[str] | None = None,
+) -> Claimed:
     if limit <= 0:
         return Claimed()
-    jobs = in_claim_order(queries.claim_jobs(conn, worker_id, limit))
+    rows = queries.claim_jobs(conn, worker_id, limit, queues=queues, agents=agents)
+    jobs = in_claim_order(rows)
     return Claimed(jobs, dependency_results(conn, jobs))
 
 

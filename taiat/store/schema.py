@@ -44,7 +44,7 @@ from taiat.store.validation import JsonText
 log = logging.getLogger(__name__)
 
 #: Bump with every change to the tables, and add the step that upgrades to it in `UPGRADES`.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -117,6 +117,15 @@ def _what_to_run() -> list[Column[Any]]:
     ]
 
 
+def _where_it_runs() -> list[Column[Any]]:
+    """Version 4: the queue a job is in, and for an AGENT job its agent's name (from
+    `payload["agent_name"]`, set when created; NULL for a query): shared by both tables."""
+    return [
+        Column("queue", String, nullable=False, server_default=text("'default'")),
+        Column("agent", String),
+    ]
+
+
 def _how_it_went() -> list[Column[Any]]:
     """The seed's columns describing a job's outcome, shared by both tables."""
     return [
@@ -146,6 +155,7 @@ jobs = Table(
     Column("unmet_dependencies", Integer, nullable=False, server_default=text("0")),
     Column("worker_id", String),
     Column("claim_seq", Integer, nullable=False, server_default=text("0")),
+    *_where_it_runs(),
     # Ready = pending, nothing unmet, run_at passed: the claim walks only this index.
     Index(
         "ix_taiat_jobs_ready",
@@ -177,6 +187,7 @@ history = Table(
     Column("timeout_seconds", Float),
     Column("worker_id", String),
     Column("claim_seq", Integer, nullable=False, server_default=text("0")),
+    *_where_it_runs(),
     Index("ix_taiat_job_history_created", text("created_at DESC")),
     Index("ix_taiat_job_history_completed", "completed_at"),
     Index("ix_taiat_job_history_job", "job_id", text("created_at DESC")),
@@ -248,6 +259,19 @@ workers = Table(
     Column("lease_seconds", Float),
     Column("boot_id", String),
     Column("pid_namespace", String),
+    # Version 4: the queues it serves (NULL: every queue), and the agents it has, an object
+    # {agent name: {"inputs": [...], "outputs": [...], "queue": str | None}}.
+    Column("queues", JsonType),
+    Column("agents", JsonType),
+)
+
+#: Version 4: the queues an operator has paused or resumed; a queue with no row is not paused.
+queues = Table(
+    "taiat_queues",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("updated_at", DateTime),
 )
 
 schema_version = Table(
@@ -273,7 +297,27 @@ def _add_columns(table: Table, *names: str) -> Callable[[Connection], None]:
 UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _add_columns(workers, "lease_seconds", "boot_id", "pid_namespace"),
     3: lambda conn: output.create(conn, checkfirst=True),
+    4: lambda conn: _upgrade_to_4(conn),
 }
+
+
+def _upgrade_to_4(conn: Connection) -> None:
+    """Queues and agents: the columns of jobs, history and supervisors, and the table of
+    paused queues. Each part only if missing, like the table of version 3."""
+    for table, names in ((jobs, ("queue", "agent")), (history, ("queue", "agent"))):
+        there = {column["name"] for column in inspect(conn).get_columns(table.name)}
+        _add_columns(table, *(name for name in names if name not in there))(conn)
+    there = {column["name"] for column in inspect(conn).get_columns(workers.name)}
+    _add_columns(workers, *(name for name in ("queues", "agents") if name not in there))(conn)
+    queues.create(conn, checkfirst=True)
+    # The agent jobs created before know their agent by their payload only.
+    if conn.dialect.name == "postgresql":
+        name = "payload ->> 'agent_name'"
+    else:
+        name = "json_extract(payload, '$.agent_name')"
+    for table in (jobs, history):
+        conn.execute(text(f"UPDATE {table.name} SET agent = {name} WHERE job_type = 'agent'"))
+
 
 # Any constant will do; it keeps two `init_worker` runs from creating the tables at once.
 _SCHEMA_LOCK_KEY = 0x7A1A7

@@ -28,8 +28,30 @@ SPEC_KEYS = frozenset(
         "priority",
         "timeout_seconds",
         "run_at",
+        "queue",
     }
 )
+
+#: A queue's name: 1-64 letters, digits, `_`, `.` or `-`.
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+DEFAULT_QUEUE = "default"
+
+
+def check_queue(queue: Any) -> str:
+    """`queue` if it is a queue's name; else InvalidJob naming it."""
+    if not isinstance(queue, str) or QUEUE_NAME.fullmatch(queue) is None:
+        raise InvalidJob(
+            f"invalid queue name {shown(queue)}: use 1 to 64 letters, digits, '_', '.' or '-'"
+        )
+    return queue
+
+
+def agent_of(job_type: JobType, payload: Mapping[str, Any]) -> str | None:
+    """The agent an AGENT job runs (its payload's `agent_name`, if text); None for a query."""
+    if job_type is not JobType.AGENT:
+        return None
+    name = payload.get("agent_name")
+    return name if isinstance(name, str) else None
 
 
 #: The range of an INTEGER column (max_retries, priority): PostgreSQL's, which is narrower than
@@ -300,6 +322,7 @@ class JobSpec:
     priority: int
     timeout_seconds: float | None
     run_at: datetime | None
+    queue: str = DEFAULT_QUEUE
 
     def row(self, unmet: int, now: datetime) -> dict[str, Any]:
         """The job's whole row in `taiat_jobs`, as created."""
@@ -313,6 +336,8 @@ class JobSpec:
             "max_retries": self.max_retries,
             "priority": self.priority,
             "timeout_seconds": self.timeout_seconds,
+            "queue": self.queue,
+            "agent": agent_of(self.job_type, self.payload),
             "unmet_dependencies": unmet,
             "run_at": self.run_at or now,
             "status": "pending",
@@ -341,6 +366,7 @@ def build_spec(
     timeout_seconds: Any = None,
     run_at: Any = None,
     id: Any = None,  # noqa: A002 - the column's name
+    queue: Any = DEFAULT_QUEUE,
 ) -> JobSpec:
     """Check every field; raise InvalidJob or InvalidDependency naming the first bad one."""
     try:
@@ -370,6 +396,7 @@ def build_spec(
         raise InvalidJob(f"run_at must be a datetime, got {type(run_at).__name__}")
     if id is not None and (not isinstance(id, str) or not id.strip()):
         raise InvalidJob(f"a job id must be non-empty text, got {id!r}")
+    check_queue(queue)
     job_id = id or new_job_id()
     return JobSpec(
         id=job_id,
@@ -382,6 +409,7 @@ def build_spec(
         priority=priority,
         timeout_seconds=None if timeout_seconds is None else float(timeout_seconds),
         run_at=None if run_at is None else _run_at(run_at),
+        queue=queue,
     )
 
 

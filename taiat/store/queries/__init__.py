@@ -22,6 +22,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -62,6 +63,7 @@ from taiat.store.queries.reading import (
     READY_ORDER as _READY_ORDER,
 )
 from taiat.store.schema import attempts, dependencies, history, jobs, output, utcnow
+from taiat.store.schema import queues as queues_table
 
 
 def db_now(conn: Connection, *, notify_payload: str | None = None) -> datetime:
@@ -131,16 +133,26 @@ def known_ids(conn: Connection, ids: Collection[str]) -> set[str]:
 # -- the state machine ---------------------------------------------------------------------
 
 
-def _claim_statement() -> Any:
+def _claim_statement(*, queues: bool = False, agents: bool = False) -> Any:
     """Mark up to :claim_limit ready jobs running for :worker_id, best first; one statement.
 
+    Only jobs of no paused queue; with `queues`, only those of the queues in :queues; with
+    `agents`, only queries and the agent jobs whose agent is in :agents (expanding lists).
     `FOR NO KEY UPDATE` rather than `FOR UPDATE`: it does not wait for the `FOR KEY SHARE` lock
-    that creating a dependent job takes on its dependencies. Built once: this is the
-    supervisor's hot path.
+    that creating a dependent job takes on its dependencies. Built once per shape (`CLAIMS`):
+    this is the supervisor's hot path.
     """
+    paused = select(queues_table.c.name).where(queues_table.c.paused)
+    served = [_READY, jobs.c.run_at <= utcnow(), jobs.c.queue.not_in(paused)]
+    if queues:
+        served.append(jobs.c.queue.in_(bindparam("queues", expanding=True)))
+    if agents:
+        served.append(
+            or_(jobs.c.agent.is_(None), jobs.c.agent.in_(bindparam("agents", expanding=True)))
+        )
     chosen = (
         select(jobs.c.id)
-        .where(_READY, jobs.c.run_at <= utcnow())
+        .where(*served)
         .order_by(*_READY_ORDER)
         .limit(bindparam("claim_limit"))
         .with_for_update(skip_locked=True, key_share=True)
@@ -160,26 +172,60 @@ def _claim_statement() -> Any:
     )
 
 
-CLAIM = _claim_statement()
+#: The claim statement of each shape: (queues listed, agents listed).
+CLAIMS = {
+    (q, a): _claim_statement(queues=q, agents=a) for q in (False, True) for a in (False, True)
+}
+CLAIM = CLAIMS[False, False]
 
 
-def explain_claim(conn: Connection, limit: int = 4) -> str:
-    """The database's plan for the claim statement, as text."""
-    compiled = CLAIM.compile(dialect=conn.dialect)
-    params = compiled.construct_params({"claimer": "explain", "claim_limit": limit})
+def _claim_params(
+    worker_id: str, limit: int, queues: Collection[str] | None, agents: Collection[str] | None
+) -> tuple[Any, dict[str, Any]]:
+    params: dict[str, Any] = {"claimer": worker_id, "claim_limit": limit}
+    if queues is not None:
+        params["queues"] = sorted(queues)
+    if agents is not None:
+        params["agents"] = sorted(agents)
+    return CLAIMS[queues is not None, agents is not None], params
+
+
+def explain_claim(
+    conn: Connection,
+    limit: int = 4,
+    *,
+    queues: Collection[str] | None = None,
+    agents: Collection[str] | None = None,
+) -> str:
+    """The database's plan for the claim statement (of the shape `queues` and `agents` ask
+    for: None is every one), as text."""
+    stmt, values = _claim_params("explain", limit, queues, agents)
+    compiled = stmt.compile(dialect=conn.dialect)
+    expanded = compiled.construct_expanded_state(compiled.construct_params(values))
+    params = expanded.parameters
     if compiled.positional:
-        args: Any = tuple(params[name] for name in compiled.positiontup or ())
+        args: Any = tuple(params[name] for name in expanded.positiontup or ())
     else:
         args = params
+    sql = expanded.statement
     if conn.dialect.name == "postgresql":
-        return "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {compiled}", args))
-    rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", args)
+        return "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {sql}", args))
+    rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", args)
     return "\n".join(str(row[-1]) for row in rows)
 
 
-def claim_jobs(conn: Connection, worker_id: str, limit: int) -> list[RowMapping]:
-    params = {"claimer": worker_id, "claim_limit": limit}
-    return list(conn.execute(CLAIM, params).mappings())
+def claim_jobs(
+    conn: Connection,
+    worker_id: str,
+    limit: int,
+    *,
+    queues: Collection[str] | None = None,
+    agents: Collection[str] | None = None,
+) -> list[RowMapping]:
+    """Claim up to `limit` ready jobs of no paused queue; of `queues` only and, of the agent
+    jobs, those of `agents` only, unless None (every one)."""
+    stmt, params = _claim_params(worker_id, limit, queues, agents)
+    return list(conn.execute(stmt, params).mappings())
 
 
 def _running(job_id: str, claim_seq: int) -> Any:
@@ -238,6 +284,8 @@ def make_pending(conn: Connection, row: Mapping[Any, Any], unmet: int) -> RowMap
             status=PENDING,
             priority=row["priority"],
             timeout_seconds=row["timeout_seconds"],
+            queue=row["queue"],
+            agent=row["agent"],
             unmet_dependencies=unmet,
             claim_seq=row["claim_seq"],
             run_at=utcnow(),

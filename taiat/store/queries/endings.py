@@ -73,6 +73,8 @@ CARRIED = (
     "timeout_seconds",
     "worker_id",
     "claim_seq",
+    "queue",
+    "agent",
 )
 
 

@@ -68,22 +68,38 @@ def _rows(conn: Connection, stmt: Any, limit: int | None) -> list[RowMapping]:
     return list(conn.execute(stmt).mappings())
 
 
-def ready_jobs(conn: Connection, limit: int | None, name: str | None = None) -> list[RowMapping]:
-    """Ready jobs whose name matches `name`, in the order supervisors claim them."""
+def _in_queue(column: Any, queue: str | None) -> Any:
+    return true() if queue is None else column == queue
+
+
+def ready_jobs(
+    conn: Connection, limit: int | None, name: str | None = None, queue: str | None = None
+) -> list[RowMapping]:
+    """Ready jobs whose name matches `name` (of `queue`, if given), in the order supervisors
+    claim them."""
     stmt = (
         select(jobs)
-        .where(READY, jobs.c.run_at <= utcnow(), _named(jobs.c.name, name))
+        .where(
+            READY,
+            jobs.c.run_at <= utcnow(),
+            _named(jobs.c.name, name),
+            _in_queue(jobs.c.queue, queue),
+        )
         .order_by(*READY_ORDER)
     )
     return _rows(conn, stmt, limit)
 
 
 def active_jobs(
-    conn: Connection, status: str | None, limit: int | None, name: str | None = None
+    conn: Connection,
+    status: str | None,
+    limit: int | None,
+    name: str | None = None,
+    queue: str | None = None,
 ) -> list[RowMapping]:
-    """Active jobs with `status` (any if None) whose name matches `name`, most recently changed
-    first."""
-    stmt = select(jobs).where(_named(jobs.c.name, name))
+    """Active jobs with `status` (any if None) whose name matches `name` (of `queue`, if
+    given), most recently changed first."""
+    stmt = select(jobs).where(_named(jobs.c.name, name), _in_queue(jobs.c.queue, queue))
     if status is not None:
         stmt = stmt.where(jobs.c.status == status)
     return _rows(conn, stmt.order_by(jobs.c.updated_at.desc(), jobs.c.id), limit)
@@ -111,11 +127,17 @@ def _latest_entries() -> Any:
 
 
 def finished_jobs(
-    conn: Connection, status: str | None, limit: int | None, name: str | None = None
+    conn: Connection,
+    status: str | None,
+    limit: int | None,
+    name: str | None = None,
+    queue: str | None = None,
 ) -> list[RowMapping]:
     """Each finished job once, by its newest history entry, with `status` (any if None) and a
-    name matching `name`, most recently finished first."""
-    stmt = select(history).where(_latest_entries(), _named(history.c.name, name))
+    name matching `name` (of `queue`, if given), most recently finished first."""
+    stmt = select(history).where(
+        _latest_entries(), _named(history.c.name, name), _in_queue(history.c.queue, queue)
+    )
     if status is not None:
         stmt = stmt.where(history.c.status == status)
     return _rows(conn, stmt.order_by(history.c.created_at.desc(), history.c.id), limit)
