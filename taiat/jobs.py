@@ -299,3 +299,20 @@ class JobHistoryEntry:
         cls, row: Mapping[Any, Any], attempts: tuple[Attempt, ...] = ()
     ) -> JobHistoryEntry:
         return cls(**_pick(cls, row), attempts=attempts)
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """A queue as `JobManager.list_queues` finds it."""
+
+    name: str
+    #: Pending jobs waiting for a dependency, a retry's backoff or their `run_at`.
+    pending: int = 0
+    #: Pending jobs that could start now, but for a free slot (or the queue's pause).
+    ready: int = 0
+    running: int = 0
+    paused: bool = False
+    #: The ids of the live supervisors that serve it.
+    supervisors: tuple[str, ...] = ()
+    #: The agents of its pending agent jobs that no live supervisor serving it has.
+    unserved_agents: tuple[str, ...] = ()

@@ -1,11 +1,11 @@
 """Operate the Taiat job manager from a terminal: find, show, create, cancel and retry jobs,
-read what they wrote, draw the dependency graph around a job, and watch supervisors and queues
-live.
+read what they wrote, draw the dependency graph around a job, pause and resume queues, and
+watch supervisors and queues live.
 
 Usage:
   taiat jobs list [--status S] [--ready] [--name NAME] [--queue Q] [--limit N] [--json]
                   [--database-url URL]
-  taiat jobs show ID [--json] [--database-url URL]
+  taiat jobs show ID [--lease S] [--json] [--database-url URL]
   taiat jobs logs ID [--attempt N] [--follow | --json] [--database-url URL]
   taiat jobs create --type TYPE --name NAME [--description TEXT]
                     [--payload JSON | --payload-file FILE] [--depends-on ID]...
@@ -14,6 +14,9 @@ Usage:
   taiat jobs create --file FILE [--json] [--database-url URL]
   taiat jobs cancel ID [--database-url URL]
   taiat jobs retry ID [--database-url URL]
+  taiat queues list [--lease S] [--json] [--database-url URL]
+  taiat queues pause NAME [--database-url URL]
+  taiat queues resume NAME [--database-url URL]
   taiat history [--limit N] [--status S] [--json] [--database-url URL]
   taiat cleanup --days N [--database-url URL]
   taiat supervisors [--lease S] [--json] [--database-url URL]
@@ -26,6 +29,7 @@ Usage:
   taiat --version
 
 ID is a job's id, or its first 6 or more characters if no other job's id begins with them.
+NAME is a queue's name.
 
 Options:
   --database-url URL   The database (else TAIAT_DATABASE_URL, else the embedded ./taiat.db,
@@ -57,8 +61,9 @@ Options:
                        wait: seconds to wait before giving up (exit 75).
   --run-at TIME        Not before TIME: ISO 8601 (naive means UTC) or +N[s|m|h|d] from now.
   --days N             Delete history entries completed more than N days ago.
-  --lease S            A supervisor whose heartbeat is older is shown dead, unless it
-                       registered a lease of its own (TAIAT_LEASE; default 30).
+  --lease S            A supervisor whose heartbeat is older is shown dead (queues list: is
+                       not counted as serving), unless it registered a lease of its own
+                       (TAIAT_LEASE; default 30).
   --format F           text (an indented tree), dot, svg, png (through Graphviz) or json;
                        default text, or the extension of --output.
   -o FILE --output FILE  Write the graph to FILE rather than standard output.
@@ -122,7 +127,12 @@ def exit_code_for(error: TaiatError) -> int:
 
 
 def _command(args: dict) -> Callable[[dict], int]:
-    from taiat.operator import admin, graph, job_commands, logs, top, waiting
+    from taiat.operator import admin, graph, job_commands, logs, queues, top, waiting
+
+    if args["queues"]:
+        for name in ("list", "pause", "resume"):
+            if args[name]:
+                return getattr(queues, f"{name}_command")
 
     if args["jobs"]:
         if args["logs"]:

@@ -5,7 +5,7 @@ live ones take back the running jobs of those judged dead (the judging is the su
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -90,12 +90,14 @@ def register(
     lease: float | None = None,
     boot_id: str | None = None,
     pid_namespace: str | None = None,
+    queues: Sequence[str] | None = None,
+    agents: Mapping[str, Any] | None = None,
 ) -> None:
     """Register a supervisor under `worker_id`, judged by `lease` (seconds), in the boot and
-    PID namespace given (where its pid means something)."""
-    supervisor_queries.register_worker(
-        conn, worker_id, host, pid, **_more(lease, boot_id, pid_namespace)
-    )
+    PID namespace given (where its pid means something), serving `queues` (None: every one)
+    and the agents `agents` names (None: every agent)."""
+    more = _more(lease, boot_id, pid_namespace, queues, agents)
+    supervisor_queries.register_worker(conn, worker_id, host, pid, **more)
 
 
 def heartbeat(
@@ -107,16 +109,30 @@ def heartbeat(
     lease: float | None = None,
     boot_id: str | None = None,
     pid_namespace: str | None = None,
+    queues: Sequence[str] | None = None,
+    agents: Mapping[str, Any] | None = None,
 ) -> None:
     """Refresh the heartbeat; re-register if the row went missing (deleted by hand, or by a
     peer that took this supervisor for dead)."""
     if not supervisor_queries.heartbeat(conn, worker_id):
-        more = _more(lease, boot_id, pid_namespace)
+        more = _more(lease, boot_id, pid_namespace, queues, agents)
         supervisor_queries.register_worker(conn, worker_id, host, pid, **more)
 
 
-def _more(lease: float | None, boot_id: str | None, pid_namespace: str | None) -> dict[str, Any]:
-    return {"lease_seconds": lease, "boot_id": boot_id, "pid_namespace": pid_namespace}
+def _more(
+    lease: float | None,
+    boot_id: str | None,
+    pid_namespace: str | None,
+    queues: Sequence[str] | None,
+    agents: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "lease_seconds": lease,
+        "boot_id": boot_id,
+        "pid_namespace": pid_namespace,
+        "queues": None if queues is None else list(queues),
+        "agents": None if agents is None else dict(agents),
+    }
 
 
 def unregister(conn: Connection, worker_id: str) -> None:
@@ -133,7 +149,16 @@ def list_workers(conn: Connection) -> list[dict[str, Any]]:
         by_worker.setdefault(job["worker_id"], []).append(job["id"])
     found = []
     for row in rows:
-        keys = ("id", "host", "pid", "started_at", "heartbeat_at", "lease_seconds")
+        keys = (
+            "id",
+            "host",
+            "pid",
+            "started_at",
+            "heartbeat_at",
+            "lease_seconds",
+            "queues",
+            "agents",
+        )
         entry = {key: row[key] for key in keys}
         entry["heartbeat_age"] = (row["now"] - row["heartbeat_at"]).total_seconds()
         entry["running_jobs"] = sorted(by_worker.get(row["id"], []))

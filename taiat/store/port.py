@@ -75,6 +75,8 @@ class Backlog:
     later: int = 0
     #: the first of whose `run_at` is then (naive UTC).
     later_from: datetime | None = None
+    #: The same counts (running, ready, blocked, ...) of each queue that has active jobs.
+    queues: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @property
     def pending(self) -> int:
@@ -93,12 +95,28 @@ class Backlog:
     def by_status(self) -> dict[str, int]:
         """The counts of the metric `taiat_jobs{status=...}`: `pending` waits for a dependency
         or a retry's backoff, `ready` for a free slot, `scheduled` for its `run_at`."""
+        return _by_status(
+            self.running, self.ready, self.blocked, self.backoff, self.soon, self.later
+        )
+
+    def by_queue(self) -> dict[str, dict[str, int]]:
+        """`by_status` of each queue that has active jobs, by name."""
+        kinds = ("running", "ready", "blocked", "backoff", "soon", "later")
         return {
-            "pending": self.blocked + self.backoff,
-            "ready": self.ready,
-            "scheduled": self.soon + self.later,
-            "running": self.running,
+            name: _by_status(*(counts.get(kind, 0) for kind in kinds))
+            for name, counts in sorted(self.queues.items())
         }
+
+
+def _by_status(
+    running: int, ready: int, blocked: int, backoff: int, soon: int, later: int
+) -> dict[str, int]:
+    return {
+        "pending": blocked + backoff,
+        "ready": ready,
+        "scheduled": soon + later,
+        "running": running,
+    }
 
 
 def supervisor_engine(database_url: str | None, lease: float, heartbeat_interval: float) -> Engine:
@@ -254,13 +272,24 @@ class SupervisorPort:
         """Pending jobs, ready or not (a retry waiting out its backoff counts)."""
         return self.transactions.run(queries.count_pending)
 
-    def backlog(self, within: float = 0.0) -> Backlog:
+    def backlog(self, within: float = 0.0, *, served: bool = False) -> Backlog:
         """The active jobs by what each one waits for (one grouped count); `within`: the
-        window, in seconds from now, that tells `soon` from `later`."""
-        rows = self.transactions.run(lambda conn: supervisor_queries.backlog(conn, within))
-        counts = {row["kind"]: row["jobs"] for row in rows}
-        later_from = next((row["earliest"] for row in rows if row["kind"] == "later"), None)
-        return Backlog(**counts, later_from=later_from)
+        window, in seconds from now, that tells `soon` from `later`. With `served`, only those
+        this port's claims could take (see `serve`), of no paused queue."""
+        queues, agents = self.queues, self.agents
+        rows = self.transactions.run(
+            lambda conn: supervisor_queries.backlog(
+                conn, within, served=served, queues=queues, agents=agents
+            )
+        )
+        counts: dict[str, int] = {}
+        queues: dict[str, dict[str, int]] = {}
+        for row in rows:
+            counts[row["kind"]] = counts.get(row["kind"], 0) + row["jobs"]
+            queues.setdefault(row["queue"], {})[row["kind"]] = row["jobs"]
+        later = [row["earliest"] for row in rows if row["kind"] == "later"]
+        later_from = min(later) if later else None
+        return Backlog(**counts, later_from=later_from, queues=queues)
 
     def unfinished_count(self) -> int:
         """Jobs pending or running, on any supervisor."""

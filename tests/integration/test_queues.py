@@ -10,8 +10,9 @@ from sqlalchemy import delete, insert, inspect, select, text
 
 from taiat import JobManager
 from taiat.errors import InvalidJob
+from taiat.jobs import JobStatus
 from taiat.query_plans import Plan, Step
-from taiat.store import db, schema
+from taiat.store import db, queries, schema
 
 GOAL = {"inferred_goal_output": "out"}
 
@@ -135,3 +136,173 @@ def test_a_version_3_database_is_upgraded_with_its_jobs_in_the_default_queue(
     assert {j.id for j in manager.claim_jobs("w", 5)} == {"old-a", "old-q"}
     assert schema.initialise(engine) == (4, 4)
     engine.dispose()
+
+
+# -- the claim ------------------------------------------------------------------------------
+
+
+def _agent(manager: JobManager, name: str, agent: str, queue: str = "default") -> str:
+    return manager.create_job("agent", name, payload={"agent_name": agent}, queue=queue).id
+
+
+def _claimed(manager: JobManager, queues=None, agents=None) -> set[str]:  # type: ignore[no-untyped-def]
+    port = manager.port
+    port.serve(queues, agents)
+    try:
+        return {job.name for job in port.claim("w", 100).jobs}
+    finally:
+        port.serve()
+
+
+def test_a_claim_takes_only_the_queues_served(manager: JobManager) -> None:
+    _agent(manager, "gpu", "a", "gpu")
+    _agent(manager, "cpu", "a", "cpu")
+    _agent(manager, "plain", "a")
+    assert _claimed(manager, queues=["gpu", "default"]) == {"gpu", "plain"}
+    assert _claimed(manager) == {"cpu"}
+
+
+def test_a_claim_takes_only_the_agents_it_has_and_every_query(manager: JobManager) -> None:
+    _agent(manager, "r", "render")
+    _agent(manager, "b", "browse")
+    manager.create_job("query", "q", payload=GOAL)
+    assert _claimed(manager, agents=["render"]) == {"r", "q"}
+    assert _claimed(manager, agents=[]) == set()
+    assert _claimed(manager, agents=None) == {"b"}
+
+
+def test_a_paused_queue_is_not_claimed_until_resumed(manager: JobManager) -> None:
+    _agent(manager, "held", "a", "slow")
+    _agent(manager, "free", "a")
+    manager.pause_queue("slow")
+    manager.pause_queue("slow")  # again: still paused, no error
+    assert _claimed(manager) == {"free"}
+    assert [q.paused for q in manager.list_queues() if q.name == "slow"] == [True]
+    assert manager.resume_queue("slow") is True
+    assert manager.resume_queue("slow") is False
+    assert _claimed(manager) == {"held"}
+
+
+def test_pausing_a_bad_queue_name_is_refused(manager: JobManager) -> None:
+    for bad in ("", "no way", "x" * 65):
+        with pytest.raises(InvalidJob, match="invalid queue name"):
+            manager.pause_queue(bad)
+        with pytest.raises(InvalidJob, match="invalid queue name"):
+            manager.resume_queue(bad)
+    assert manager.list_queues() == []
+
+
+def test_the_claim_of_every_shape_is_an_index_scan_of_ready_jobs(manager: JobManager) -> None:
+    manager.create_jobs(
+        [{"job_type": "agent", "name": f"r{i}", "payload": {"agent_name": "a"}} for i in range(50)]
+    )
+    with manager.transaction() as conn:
+        for queues in (None, ["a", "b"]):
+            for agents in (None, ["x", "y"], []):
+                plan = queries.explain_claim(conn, queues=queues, agents=agents)
+                assert "Seq Scan on taiat_jobs" not in plan, plan
+                assert "SCAN taiat_jobs\n" not in plan + "\n", plan
+
+
+def test_queues_are_listed_with_their_jobs_and_the_supervisors_serving_them(
+    manager: JobManager,
+) -> None:
+    _agent(manager, "r1", "render", "gpu")
+    _agent(manager, "r2", "render", "gpu")
+    _agent(manager, "b", "browse", "gpu")
+    _agent(manager, "d", "a")
+    manager.create_job("agent", "later", payload={"agent_name": "a"}, run_at=_future())
+    _claimed(manager, queues=["default"])  # d and later's queue: d runs
+    port = manager.port
+    port.register("s1:1:x", "s1", 1, lease=30.0, queues=["gpu"], agents={"render": {}})
+    port.register("s2:2:y", "s2", 2, lease=30.0, queues=None, agents={"a": {}})
+    found = {q.name: q for q in manager.list_queues()}
+    assert set(found) == {"gpu", "default"}
+    gpu, default = found["gpu"], found["default"]
+    assert (gpu.ready, gpu.pending, gpu.running) == (3, 0, 0)
+    assert (default.ready, default.pending, default.running) == (0, 1, 1)
+    assert set(gpu.supervisors) == {"s1:1:x", "s2:2:y"}
+    assert default.supervisors == ("s2:2:y",)
+    assert gpu.unserved_agents == ("browse",)
+    browse = next(j for j in manager.list_jobs() if j.name == "b")
+    render = next(j for j in manager.list_jobs() if j.name == "r1")
+    assert manager.unserved_agent(browse) == "browse"
+    assert manager.unserved_agent(render) is None
+    port.unregister("s1:1:x")
+    assert manager.unserved_agent(render) == "render"
+
+
+def _future():  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime, timedelta
+
+    return datetime.now(UTC) + timedelta(hours=1)
+
+
+# -- custom executors ------------------------------------------------------------------------
+
+
+def known_agent() -> dict:
+    return {"ran": "known"}
+
+
+class DeclaringExecutor:
+    """Runs agent `declared`, and says so."""
+
+    agents = ("declared",)
+
+    def can_execute(self, job) -> bool:  # type: ignore[no-untyped-def]
+        return job.payload.get("agent_name") == "declared"
+
+    def execute(self, job) -> dict:  # type: ignore[no-untyped-def]
+        return {"ran": "declared"}
+
+
+class SilentExecutor:
+    """Declares no agent names: the supervisor then serves every one."""
+
+    def can_execute(self, job) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def execute(self, job) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+
+def test_a_custom_executor_declares_the_agents_it_serves(database_url: str) -> None:
+    import threading
+
+    from support import poll
+
+    from taiat.worker import TaiatWorker
+
+    worker = TaiatWorker(
+        database_url=database_url,
+        agent_registry={"known": known_agent},
+        poll_interval=0.1,
+        queues=("default",),
+    )
+    worker.add_executor(DeclaringExecutor())
+    assert worker.served_agents() is not None
+    assert {"known", "declared"} <= worker.served_agents()  # type: ignore[operator]
+    manager = JobManager(database_url)
+    stranger = _agent(manager, "stranger", "nobody-has-it")
+    declared = _agent(manager, "declared", "declared")
+    known = _agent(manager, "known", "known")
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        for job_id in (declared, known):
+            poll(lambda j=job_id: manager.get_job(j).status.finished, 60, job_id)  # type: ignore[union-attr]
+        last = _agent(manager, "last", "known")  # claimed after the stranger was passed over
+        poll(lambda: manager.get_job(last).status.finished, 60, "last")  # type: ignore[union-attr]
+        assert manager.get_job(stranger).status is JobStatus.PENDING  # type: ignore[union-attr]
+        assert manager.unserved_agent(manager.get_job(stranger)) == "nobody-has-it"  # type: ignore[arg-type]
+    finally:
+        worker.stop()
+        runner.join(60)
+    assert manager.get_job(declared).result == {"ran": "declared"}  # type: ignore[union-attr]
+    assert manager.get_job(known).result == {"ran": "known"}  # type: ignore[union-attr]
+    silent = TaiatWorker(database_url=database_url, agent_registry={"known": known_agent})
+    silent.add_executor(SilentExecutor())
+    assert silent.served_agents() is None
+    for engine in (manager.engine, worker.manager.engine, silent.manager.engine):
+        engine.dispose()
