@@ -117,15 +117,6 @@ def _what_to_run() -> list[Column[Any]]:
     ]
 
 
-def _where_it_runs() -> list[Column[Any]]:
-    """Version 4: the queue a job is in, and for an AGENT job its agent's name (from
-    `payload["agent_name"]`, set when created; NULL for a query): shared by both tables."""
-    return [
-        Column("queue", String, nullable=False, server_default=text("'default'")),
-        Column("agent", String),
-    ]
-
-
 def _how_it_went() -> list[Column[Any]]:
     """The seed's columns describing a job's outcome, shared by both tables."""
     return [
@@ -155,7 +146,9 @@ jobs = Table(
     Column("unmet_dependencies", Integer, nullable=False, server_default=text("0")),
     Column("worker_id", String),
     Column("claim_seq", Integer, nullable=False, server_default=text("0")),
-    *_where_it_runs(),
+    # Version 4: the job's queue, and an AGENT job's agent (payload["agent_name"]).
+    Column("queue", String, nullable=False, server_default=text("'default'")),
+    Column("agent", String),
     # Ready = pending, nothing unmet, run_at passed: the claim walks only this index.
     Index(
         "ix_taiat_jobs_ready",
@@ -187,7 +180,9 @@ history = Table(
     Column("timeout_seconds", Float),
     Column("worker_id", String),
     Column("claim_seq", Integer, nullable=False, server_default=text("0")),
-    *_where_it_runs(),
+    # Version 4: the job's queue, and an AGENT job's agent (payload["agent_name"]).
+    Column("queue", String, nullable=False, server_default=text("'default'")),
+    Column("agent", String),
     Index("ix_taiat_job_history_created", text("created_at DESC")),
     Index("ix_taiat_job_history_completed", "completed_at"),
     Index("ix_taiat_job_history_job", "job_id", text("created_at DESC")),
