@@ -160,6 +160,8 @@ class SupervisorConfig:
     #: Also log each line a job writes to stdout or stderr as the supervisor's own log line,
     #: prefixed with the job's id.
     forward_output: bool = False
+    #: The queues whose jobs it claims; None: every queue.
+    queues: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for setting in fields(self):

@@ -11,18 +11,28 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 
-from taiat.config import MAX_DAYS
+from taiat.config import MAX_DAYS, SupervisorConfig
 from taiat.errors import InvalidJob, InvalidLimit
-from taiat.jobs import Attempt, AttemptOutput, Job, JobHistoryEntry, JobStatus, JobType
+from taiat.jobs import (
+    Attempt,
+    AttemptOutput,
+    Job,
+    JobHistoryEntry,
+    JobStatus,
+    JobType,
+    QueueInfo,
+)
 from taiat.store import db, queries, state_machine
 from taiat.store.port import SupervisorPort, dependency_results
 from taiat.store.queries import limits as limit_queries
+from taiat.store.queries import queues as queue_queries
 from taiat.store.state_machine import Completion, RetryPolicy
 from taiat.store.transactions import Transactions
 from taiat.store.validation import (
     BIGINT_RANGE,
     build_batch,
     build_spec,
+    check_queue,
     check_text,
     concurrency_cap,
     limit_key,
@@ -30,6 +40,9 @@ from taiat.store.validation import (
     rate_text,
     whole_number,
 )
+
+#: The lease of a supervisor that registered none (the supervisor's default).
+DEFAULT_LEASE = SupervisorConfig.lease
 
 __all__ = ["JobManager", "JobType", "JobStatus", "Job", "JobHistoryEntry", "RetryPolicy"]
 
@@ -95,8 +108,9 @@ class JobManager:
         limit_keys: Iterable[str] | None = None,
     ) -> Job:
         """Create one job; it runs once every dependency has completed (and `run_at` passed),
-        and every one of its limit keys (`limit_keys`, plus `queue:<queue>` and, for an agent
-        job, `agent:<agent name>`) has room."""
+        on a supervisor that serves its `queue`, and every one of its limit keys
+        (`limit_keys`, plus `queue:<queue>` and, for an agent job, `agent:<agent name>`) has
+        room."""
         spec = build_spec(
             job_type,
             name,
@@ -197,13 +211,16 @@ class JobManager:
         that has not completed), read in one query."""
         return self.run(lambda conn: dependency_results(conn, jobs))
 
-    def get_ready_jobs(self, limit: int | None = None, *, name: str | None = None) -> list[Job]:
+    def get_ready_jobs(
+        self, limit: int | None = None, *, name: str | None = None, queue: str | None = None
+    ) -> list[Job]:
         """Pending jobs whose dependencies have completed and whose `run_at` has passed, in the
         order supervisors claim them; `name`: only those whose name matches this shell-style
-        pattern (`load-*`), in any case."""
+        pattern (`load-*`), in any case; `queue`: only those of that queue."""
         _limit(limit)
         _name(name)
-        rows = self.run(lambda c: queries.ready_jobs(c, limit, name))
+        _queue(queue)
+        rows = self.run(lambda c: queries.ready_jobs(c, limit, name, queue))
         return [Job.from_row(row) for row in rows]
 
     def list_jobs(
@@ -212,20 +229,23 @@ class JobManager:
         limit: int | None = 100,
         *,
         name: str | None = None,
+        queue: str | None = None,
     ) -> list[Job]:
         """Jobs with `status` (any status if None), newest first; finished ones from history.
-        `name`: only those whose name matches this shell-style pattern, in any case."""
+        `name`: only those whose name matches this shell-style pattern, in any case; `queue`:
+        only those of that queue."""
         wanted = _status(status)
         _limit(limit)
         _name(name)
+        _queue(queue)
 
         def read(conn: Connection) -> list[Job]:
             found = []
             if wanted is None or not wanted.finished:
-                rows = queries.active_jobs(conn, _value(wanted), limit, name)
+                rows = queries.active_jobs(conn, _value(wanted), limit, name, queue)
                 found += [Job.from_row(r) for r in rows]
             if wanted is None or wanted.finished:
-                rows = queries.finished_jobs(conn, _value(wanted), limit, name)
+                rows = queries.finished_jobs(conn, _value(wanted), limit, name, queue)
                 found += [Job.from_history(JobHistoryEntry.from_row(r)) for r in rows]
             return found
 
@@ -296,6 +316,84 @@ class JobManager:
         row = self.run(lambda conn: state_machine.retry(conn, job_id))
         log.info("job %s queued again", job_id)
         return Job.from_row(row)
+
+    # -- queues ----------------------------------------------------------------------------
+
+    def pause_queue(self, name: str) -> None:
+        """Pause a queue: no supervisor claims its jobs until it is resumed (from its next
+        claim on); its running jobs finish."""
+        check_queue(name)
+        self.run(lambda conn: queue_queries.pause(conn, name))
+        log.info("queue %s paused", name)
+
+    def resume_queue(self, name: str) -> bool:
+        """Resume a paused queue, and wake the supervisors to claim its jobs; whether it was
+        paused."""
+        check_queue(name)
+
+        def work(conn: Connection) -> bool:
+            resumed = queue_queries.resume(conn, name)
+            if resumed:
+                queries.notify(conn, "ready")
+            return resumed
+
+        resumed = self.run(work)
+        if resumed:
+            log.info("queue %s resumed", name)
+        return resumed
+
+    def list_queues(self, *, lease: float = DEFAULT_LEASE) -> list[QueueInfo]:
+        """Every queue that has active jobs, was ever paused, or that a live supervisor names,
+        by name: its jobs by state, whether it is paused, the live supervisors serving it, and
+        the agents of its pending jobs that none of them has. A supervisor is live while its
+        heartbeat is younger than its own lease (`lease` for one that registered none)."""
+
+        def read(conn: Connection) -> tuple[Any, ...]:
+            return (
+                queue_queries.by_queue(conn),
+                queue_queries.paused_queues(conn),
+                queue_queries.pending_agents(conn),
+            )
+
+        counts, paused, waiting = self.run(read)
+        live = self.live_supervisors(lease=lease)
+        names = {row["queue"] for row in counts} | set(paused)
+        names |= {name for worker in live for name in worker["queues"] or ()}
+        found: dict[str, dict[str, Any]] = {name: {"name": name} for name in sorted(names)}
+        for row in counts:
+            found[row["queue"]][row["kind"]] = row["jobs"]
+        for name in paused:
+            found[name]["paused"] = True
+        for name, entry in found.items():
+            serving = [w for w in live if _serves_queue(w, name)]
+            entry["supervisors"] = tuple(w["id"] for w in serving)
+            agents = {row["agent"] for row in waiting if row["queue"] == name}
+            entry["unserved_agents"] = tuple(
+                sorted(a for a in agents if not any(_serves_agent(w, a) for w in serving))
+            )
+        return [QueueInfo(**entry) for entry in found.values()]
+
+    def live_supervisors(self, *, lease: float = DEFAULT_LEASE) -> list[dict[str, Any]]:
+        """The registered supervisors whose heartbeat is younger than their own lease (`lease`
+        for one that registered none), as `SupervisorPort.list_workers` gives them."""
+        return [
+            worker
+            for worker in self.port.list_workers()
+            if worker["heartbeat_age"] < (worker["lease_seconds"] or lease)
+        ]
+
+    def unserved_agent(self, job: Job, *, lease: float = DEFAULT_LEASE) -> str | None:
+        """The agent of a pending agent job when no live supervisor that serves the job's
+        queue has it (the job waits for one); else None."""
+        if job.status is not JobStatus.PENDING or job.job_type is not JobType.AGENT:
+            return None
+        agent = job.payload.get("agent_name")
+        if not isinstance(agent, str):
+            return None
+        live = self.live_supervisors(lease=lease)
+        if any(_serves_queue(w, job.queue) and _serves_agent(w, agent) for w in live):
+            return None
+        return agent
 
     def cleanup_old_history(self, days: float = 30, *, batch_size: int = CLEANUP_BATCH) -> int:
         """Delete history entries completed more than `days` ago; returns how many. They go
@@ -413,6 +511,21 @@ def _id(job_id: str) -> None:
 def _name(pattern: str | None) -> None:
     if pattern is not None:
         check_text(pattern, "name pattern")
+
+
+def _serves_queue(worker: Mapping[str, Any], queue: str) -> bool:
+    """Whether the supervisor of a registration claims jobs of `queue` (NULL: every queue)."""
+    return worker["queues"] is None or queue in worker["queues"]
+
+
+def _serves_agent(worker: Mapping[str, Any], agent: str) -> bool:
+    """Whether the supervisor of a registration has `agent` (NULL: every agent name)."""
+    return worker["agents"] is None or agent in worker["agents"]
+
+
+def _queue(queue: str | None) -> None:
+    if queue is not None:
+        check_queue(queue)
 
 
 def _limit(limit: int | None) -> None:

@@ -187,6 +187,8 @@ class Job:
     worker_id: str | None = None
     #: Rises by one on every claim; a write carrying an older value is refused.
     claim_seq: int = 0
+    #: The queue it is in: only a supervisor that serves this queue claims it.
+    queue: str = "default"
 
     @property
     def attempt(self) -> int:
@@ -226,6 +228,7 @@ class Job:
             timeout_seconds=entry.timeout_seconds,
             worker_id=entry.worker_id,
             claim_seq=entry.claim_seq,
+            queue=entry.queue,
         )
 
     def to_plain(self) -> tuple[Any, ...]:
@@ -288,6 +291,7 @@ class JobHistoryEntry:
     timeout_seconds: float | None = None
     worker_id: str | None = None
     claim_seq: int = 0
+    queue: str = "default"
     attempts: tuple[Attempt, ...] = ()
 
     @classmethod
@@ -295,3 +299,20 @@ class JobHistoryEntry:
         cls, row: Mapping[Any, Any], attempts: tuple[Attempt, ...] = ()
     ) -> JobHistoryEntry:
         return cls(**_pick(cls, row), attempts=attempts)
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """A queue as `JobManager.list_queues` finds it."""
+
+    name: str
+    #: Pending jobs waiting for a dependency, a retry's backoff or their `run_at`.
+    pending: int = 0
+    #: Pending jobs that could start now, but for a free slot (or the queue's pause).
+    ready: int = 0
+    running: int = 0
+    paused: bool = False
+    #: The ids of the live supervisors that serve it.
+    supervisors: tuple[str, ...] = ()
+    #: The agents of its pending agent jobs that no live supervisor serving it has.
+    unserved_agents: tuple[str, ...] = ()

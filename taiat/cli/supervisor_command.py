@@ -36,6 +36,8 @@ Options:
   --poll-interval S             Seconds between looks for ready jobs when idle
                                 (TAIAT_POLL_INTERVAL;
                                 default 5.0).
+  --queues Q                    Claim only jobs of these queues, names separated by commas:
+                                gpu,default (TAIAT_QUEUES; default every queue).
   --max-concurrent-jobs N       Jobs run at once, one child process each
                                 (TAIAT_MAX_CONCURRENT_JOBS;
                                 default 4).
@@ -116,6 +118,7 @@ _SUPERVISOR_OPTIONS: dict[str, tuple[str, str]] = {
     "--status-file": ("TAIAT_STATUS_FILE", "path"),
     "--metrics-file": ("TAIAT_METRICS_FILE", "path"),
     "--log-level": ("TAIAT_LOG_LEVEL", "level"),
+    "--queues": ("TAIAT_QUEUES", "queues"),
 }
 
 
@@ -148,6 +151,8 @@ def _convert(option: str, env: str, kind: str, raw: str | None) -> Any:
     where = f"{option} (or {env})"
     if kind in ("text",):
         return raw
+    if kind == "queues":
+        return _queues(raw, where)
     if kind == "path":
         return Path(raw)
     if kind == "level":
@@ -175,6 +180,20 @@ def _convert(option: str, env: str, kind: str, raw: str | None) -> Any:
     if kind in ("nonnegative", "bytes") and number < 0:
         raise ConfigurationError(f"{where} must be 0 or more, got {raw}")
     return number
+
+
+def _queues(raw: str, where: str) -> tuple[str, ...]:
+    """The queue names of a comma-separated list, each checked, once each in order."""
+    from taiat.store.validation import QUEUE_NAME
+
+    names = [name.strip() for name in raw.split(",")]
+    for name in names:
+        if QUEUE_NAME.fullmatch(name) is None:
+            raise ConfigurationError(
+                f"{where}: invalid queue name {name!r} in {raw!r}: give queue names separated "
+                "by commas, each 1 to 64 letters, digits, '_', '.' or '-'"
+            )
+    return tuple(dict.fromkeys(names))
 
 
 def _flag(env: str) -> bool:

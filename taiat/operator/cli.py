@@ -1,19 +1,22 @@
 """Operate the Taiat job manager from a terminal: find, show, create, cancel and retry jobs,
-read what they wrote, draw the dependency graph around a job, and watch supervisors and queues
-live.
+read what they wrote, draw the dependency graph around a job, pause and resume queues, and
+watch supervisors and queues live.
 
 Usage:
-  taiat jobs list [--status S] [--ready] [--name NAME] [--limit N] [--json]
+  taiat jobs list [--status S] [--ready] [--name NAME] [--queue Q] [--limit N] [--json]
                   [--database-url URL]
-  taiat jobs show ID [--json] [--database-url URL]
+  taiat jobs show ID [--lease S] [--json] [--database-url URL]
   taiat jobs logs ID [--attempt N] [--follow | --json] [--database-url URL]
   taiat jobs create --type TYPE --name NAME [--description TEXT]
                     [--payload JSON | --payload-file FILE] [--depends-on ID]...
                     [--max-retries N] [--priority P] [--timeout S] [--run-at TIME]
-                    [--database-url URL]
+                    [--queue Q] [--database-url URL]
   taiat jobs create --file FILE [--json] [--database-url URL]
   taiat jobs cancel ID [--database-url URL]
   taiat jobs retry ID [--database-url URL]
+  taiat queues list [--lease S] [--json] [--database-url URL]
+  taiat queues pause NAME [--database-url URL]
+  taiat queues resume NAME [--database-url URL]
   taiat history [--limit N] [--status S] [--json] [--database-url URL]
   taiat cleanup --days N [--database-url URL]
   taiat supervisors [--lease S] [--json] [--database-url URL]
@@ -32,6 +35,7 @@ Usage:
 ID is a job's id, or its first 6 or more characters if no other job's id begins with them.
 KEY is a limit key: `queue:NAME`, `agent:NAME`, or a job's explicit key (1-128 letters,
 digits, _ . - : /); CAP caps that key's jobs running at once over the whole fleet.
+NAME is a queue's name.
 
 Options:
   --database-url URL   The database (else TAIAT_DATABASE_URL, else the embedded ./taiat.db,
@@ -54,6 +58,9 @@ Options:
                        (job_type, name, payload, dependencies, run_at...) with an optional
                        "id" that other jobs' "dependencies" name; prints each new id after
                        the file's key for its job (its "id", or #N, its place from 0).
+  --queue Q            jobs create: the job's queue (default "default"), 1-64 letters,
+                       digits, _ . or -; only supervisors serving it run it. jobs list: only
+                       jobs of queue Q.
   --max-retries N      Attempts after the first that may fail (default 3).
   --priority P         Higher runs first (default 0).
   --timeout S          jobs create: seconds the job may run (else the supervisor's default);
@@ -61,8 +68,8 @@ Options:
   --run-at TIME        Not before TIME: ISO 8601 (naive means UTC) or +N[s|m|h|d] from now.
   --days N             Delete history entries completed more than N days ago.
   --lease S            A supervisor whose heartbeat is older is shown dead (and its agents
-                       not counted), unless it registered a lease of its own (TAIAT_LEASE;
-                       default 30).
+                       not counted; queues list: not counted as serving), unless it registered
+                       a lease of its own (TAIAT_LEASE; default 30).
   --rate R             limits set: at most R starts of the key's jobs per period over the
                        whole fleet, in any window of the period: 60/min, 10/s, 100/h (/s is
                        one a second); with or without CAP.
@@ -131,7 +138,12 @@ def exit_code_for(error: TaiatError) -> int:
 
 
 def _command(args: dict) -> Callable[[dict], int]:
-    from taiat.operator import admin, graph, job_commands, logs, top, waiting
+    from taiat.operator import admin, graph, job_commands, logs, queues, top, waiting
+
+    if args["queues"]:
+        for name in ("list", "pause", "resume"):
+            if args[name]:
+                return getattr(queues, f"{name}_command")
 
     if args["jobs"]:
         if args["logs"]:

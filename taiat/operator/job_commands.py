@@ -23,8 +23,8 @@ from taiat.errors import (
 )
 from taiat.job_manager import JobManager
 from taiat.jobs import Attempt, Job, JobStatus
-from taiat.operator import logs, lookups, render
-from taiat.operator.options import error, job_id, manager, number, status_option
+from taiat.operator import logs, lookups, queues, render
+from taiat.operator.options import error, job_id, lease, manager, number, status_option
 from taiat.store.validation import (
     BIGINT_RANGE,
     INTEGER_RANGE,
@@ -46,7 +46,12 @@ def list_command(args: dict) -> int:
     if args["--ready"] and status not in (None, JobStatus.PENDING):
         raise UsageError("--ready lists pending jobs only: leave out --status")
     jobs = lookups.find_jobs(
-        manager(args), status, ready=args["--ready"], name=args["--name"], limit=limit
+        manager(args),
+        status,
+        ready=args["--ready"],
+        name=args["--name"],
+        queue=args["--queue"],
+        limit=limit,
     )
     if args["--json"]:
         render.print_json([render.job_record(job) for job in jobs])
@@ -80,6 +85,8 @@ def show_command(args: dict) -> int:
     live = [o for o in jm.get_output(job.id, job.claim_seq) if not o.final] if job.claim_seq else []
     runs = [lookups.Run(a.attempt, a, a.output) for a in attempts]
     runs += [lookups.Run(o.attempt, None, o) for o in live]
+    unserved = jm.unserved_agent(job, lease=lease(args))
+    waiting = None if unserved is None else queues.unserved_text(unserved)
     if args["--json"]:
         render.print_json(
             {
@@ -89,11 +96,15 @@ def show_command(args: dict) -> int:
                 ],
                 "attempts": [render.attempt_record(a) for a in attempts],
                 "running_output": render.record(live[0]) if live else None,
+                "waiting_for": waiting,
             }
         )
         return EXIT_OK
     out = render.console()
-    field = render.table("FIELD", "VALUE", rows=_fields(job), wrap=True, width=out.width)
+    rows = _fields(job)
+    if waiting is not None:
+        rows.insert(3, ("waiting", Text(waiting, style="yellow")))
+    field = render.table("FIELD", "VALUE", rows=rows, wrap=True, width=out.width)
     field.show_header = False
     parts: list[Any] = [Text(f"job {job.id}", style="bold"), field, ""]
     deps = render.table(
@@ -135,6 +146,7 @@ def _fields(job: Job) -> list[tuple[str, Any]]:
     if job.description:
         fields.append(("description", job.description))
     fields += [
+        ("queue", job.queue),
         ("priority", str(job.priority)),
         ("attempt", f"{render.tries(job) or 'none yet'} of at most {job.max_retries + 1}"),
         (
@@ -268,6 +280,7 @@ def create_command(args: dict) -> int:
         priority=number(args, "--priority", int, 0, *INTEGER_RANGE),
         timeout_seconds=number(args, "--timeout", float, None, 0),
         run_at=run_at,
+        queue="default" if args["--queue"] is None else args["--queue"],
     )
     print(job.id)
     return EXIT_OK

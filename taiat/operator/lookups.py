@@ -27,13 +27,14 @@ def find_jobs(
     *,
     ready: bool = False,
     name: str | None = None,
+    queue: str | None = None,
     limit: int | None = 100,
 ) -> list[Job]:
-    """Jobs by status and name pattern, most recently changed first; ready ones (pending,
-    dependencies met, `run_at` passed) in claim order."""
+    """Jobs by status, name pattern and queue, most recently changed first; ready ones
+    (pending, dependencies met, `run_at` passed) in claim order."""
     if ready:
-        return manager.get_ready_jobs(limit, name=name)
-    return manager.list_jobs(status, limit, name=name)
+        return manager.get_ready_jobs(limit, name=name, queue=queue)
+    return manager.list_jobs(status, limit, name=name, queue=queue)
 
 
 def _by_id(conn: Connection, ids: Collection[str]) -> dict[str, Job]:

@@ -5,7 +5,7 @@ live ones take back the running jobs of those judged dead (the judging is the su
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -94,14 +94,15 @@ def register(
     lease: float | None = None,
     boot_id: str | None = None,
     pid_namespace: str | None = None,
+    queues: Sequence[str] | None = None,
     agents: Catalogue | None = None,
 ) -> None:
     """Register a supervisor under `worker_id`, judged by `lease` (seconds), in the boot and
-    PID namespace given (where its pid means something), with the agents it has (its
-    catalogue: `{name: {"inputs": [...], "outputs": [...], "queue": str | None}}`)."""
-    supervisor_queries.register_worker(
-        conn, worker_id, host, pid, **_more(lease, boot_id, pid_namespace, agents)
-    )
+    PID namespace given (where its pid means something), serving `queues` (None: every one),
+    with the agents it has (its catalogue: `{name: {"inputs": [...], "outputs": [...],
+    "queue": str | None}}`; None: it runs every agent)."""
+    more = _more(lease, boot_id, pid_namespace, queues, agents)
+    supervisor_queries.register_worker(conn, worker_id, host, pid, **more)
 
 
 def heartbeat(
@@ -113,12 +114,13 @@ def heartbeat(
     lease: float | None = None,
     boot_id: str | None = None,
     pid_namespace: str | None = None,
-    agents: Catalogue | None = None,
+    queues: Sequence[str] | None = None,
+    agents: Mapping[str, Any] | None = None,
 ) -> None:
     """Refresh the heartbeat; re-register if the row went missing (deleted by hand, or by a
     peer that took this supervisor for dead)."""
     if not supervisor_queries.heartbeat(conn, worker_id):
-        more = _more(lease, boot_id, pid_namespace, agents)
+        more = _more(lease, boot_id, pid_namespace, queues, agents)
         supervisor_queries.register_worker(conn, worker_id, host, pid, **more)
 
 
@@ -126,13 +128,15 @@ def _more(
     lease: float | None,
     boot_id: str | None,
     pid_namespace: str | None,
-    agents: Catalogue | None = None,
+    queues: Sequence[str] | None,
+    agents: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     return {
         "lease_seconds": lease,
         "boot_id": boot_id,
         "pid_namespace": pid_namespace,
-        "agents": agents,
+        "queues": None if queues is None else list(queues),
+        "agents": None if agents is None else dict(agents),
     }
 
 
@@ -151,9 +155,17 @@ def list_workers(conn: Connection) -> list[dict[str, Any]]:
         by_worker.setdefault(job["worker_id"], []).append(job["id"])
     found = []
     for row in rows:
-        keys = ("id", "host", "pid", "started_at", "heartbeat_at", "lease_seconds")
+        keys = (
+            "id",
+            "host",
+            "pid",
+            "started_at",
+            "heartbeat_at",
+            "lease_seconds",
+            "queues",
+            "agents",
+        )
         entry = {key: row[key] for key in keys}
-        entry["agents"] = row["agents"] or {}
         entry["heartbeat_age"] = (row["now"] - row["heartbeat_at"]).total_seconds()
         entry["running_jobs"] = sorted(by_worker.get(row["id"], []))
         found.append(entry)

@@ -85,6 +85,8 @@ class Backlog:
     later: int = 0
     #: the first of whose `run_at` is then (naive UTC).
     later_from: datetime | None = None
+    #: The same counts (running, ready, blocked, ...) of each queue that has active jobs.
+    queues: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @property
     def pending(self) -> int:
@@ -103,16 +105,32 @@ class Backlog:
     def by_status(self) -> dict[str, int]:
         """The counts of the metric `taiat_jobs{status=...}`: `pending` waits for a dependency
         or a retry's backoff, `ready` for a free slot, `scheduled` for its `run_at`."""
+        return _by_status(
+            self.running, self.ready, self.blocked, self.backoff, self.soon, self.later
+        )
+
+    def by_queue(self) -> dict[str, dict[str, int]]:
+        """`by_status` of each queue that has active jobs, by name."""
+        kinds = ("running", "ready", "blocked", "backoff", "soon", "later")
         return {
-            "pending": self.blocked + self.backoff,
-            "ready": self.ready,
-            "scheduled": self.soon + self.later,
-            "running": self.running,
+            name: _by_status(*(counts.get(kind, 0) for kind in kinds))
+            for name, counts in sorted(self.queues.items())
         }
 
 
 #: The most limit keys whose waiting jobs the status and metrics files show.
 MOST_LIMIT_KEYS_SHOWN = 50
+
+
+def _by_status(
+    running: int, ready: int, blocked: int, backoff: int, soon: int, later: int
+) -> dict[str, int]:
+    return {
+        "pending": blocked + backoff,
+        "ready": ready,
+        "scheduled": soon + later,
+        "running": running,
+    }
 
 
 def supervisor_engine(database_url: str | None, lease: float, heartbeat_interval: float) -> Engine:
@@ -140,6 +158,17 @@ class SupervisorPort:
         #: The lease (seconds) a supervisor that registered none of its own is judged by, when
         #: a claim reads the live fleet's catalogue: the claiming supervisor's.
         self.lease = DEFAULT_LEASE
+        #: What this port's claims take (see `serve`): None is every queue, every agent.
+        self.queues: frozenset[str] | None = None
+        self.agents: frozenset[str] | None = None
+
+    def serve(
+        self, queues: Collection[str] | None = None, agents: Collection[str] | None = None
+    ) -> None:
+        """Claim only jobs of `queues` and, of the agent jobs, those of `agents`, from now on;
+        None is every one. A paused queue's jobs are never claimed."""
+        self.queues = None if queues is None else frozenset(queues)
+        self.agents = None if agents is None else frozenset(agents)
 
     @property
     def engine(self) -> Engine:
@@ -177,7 +206,7 @@ class SupervisorPort:
 
         def work(conn: Connection) -> tuple[set[str], Claimed]:
             done, _ = state_machine.complete(conn, completions) if completions else (set(), [])
-            return done, _claim(conn, worker_id, limit, self.lease)
+            return done, _claim(conn, worker_id, limit, self.lease, self.queues, self.agents)
 
         return self.transactions.run(work)
 
@@ -260,13 +289,24 @@ class SupervisorPort:
         """Pending jobs, ready or not (a retry waiting out its backoff counts)."""
         return self.transactions.run(queries.count_pending)
 
-    def backlog(self, within: float = 0.0) -> Backlog:
+    def backlog(self, within: float = 0.0, *, served: bool = False) -> Backlog:
         """The active jobs by what each one waits for (one grouped count); `within`: the
-        window, in seconds from now, that tells `soon` from `later`."""
-        rows = self.transactions.run(lambda conn: supervisor_queries.backlog(conn, within))
-        counts = {row["kind"]: row["jobs"] for row in rows}
-        later_from = next((row["earliest"] for row in rows if row["kind"] == "later"), None)
-        return Backlog(**counts, later_from=later_from)
+        window, in seconds from now, that tells `soon` from `later`. With `served`, only those
+        this port's claims could take (see `serve`), of no paused queue."""
+        queues, agents = self.queues, self.agents
+        rows = self.transactions.run(
+            lambda conn: supervisor_queries.backlog(
+                conn, within, served=served, queues=queues, agents=agents
+            )
+        )
+        counts: dict[str, int] = {}
+        queues: dict[str, dict[str, int]] = {}
+        for row in rows:
+            counts[row["kind"]] = counts.get(row["kind"], 0) + row["jobs"]
+            queues.setdefault(row["queue"], {})[row["kind"]] = row["jobs"]
+        later = [row["earliest"] for row in rows if row["kind"] == "later"]
+        later_from = min(later) if later else None
+        return Backlog(**counts, later_from=later_from, queues=queues)
 
     def waiting_on_limits(self, most: int = MOST_LIMIT_KEYS_SHOWN) -> dict[str, int]:
         """For each key with a limit set (the first `most` by name, so that the figures stay
@@ -338,10 +378,18 @@ def check_result(result: Any) -> None:
     json_text(result, "the result")
 
 
-def _claim(conn: Connection, worker_id: str, limit: int, lease: float = DEFAULT_LEASE) -> Claimed:
+def _claim(
+    conn: Connection,
+    worker_id: str,
+    limit: int,
+    lease: float = DEFAULT_LEASE,
+    queues: Collection[str] | None = None,
+    agents: Collection[str] | None = None,
+) -> Claimed:
     if limit <= 0:
         return Claimed()
-    jobs = in_claim_order(queries.claim_jobs(conn, worker_id, limit))
+    rows = queries.claim_jobs(conn, worker_id, limit, queues=queues, agents=agents)
+    jobs = in_claim_order(rows)
     catalogue = None
     if any(job.job_type is JobType.QUERY for job in jobs):
         catalogue = leases.live_catalogue(conn, lease)

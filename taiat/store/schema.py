@@ -146,7 +146,8 @@ jobs = Table(
     Column("unmet_dependencies", Integer, nullable=False, server_default=text("0")),
     Column("worker_id", String),
     Column("claim_seq", Integer, nullable=False, server_default=text("0")),
-    # Version 4: the queue the job is in, its agent (agent jobs), its explicit limit keys.
+    # Version 4: the job's queue, an AGENT job's agent (payload["agent_name"]), and the
+    # job's explicit limit keys (its implicit ones come of its queue and agent).
     Column("queue", String, nullable=False, server_default=text("'default'")),
     Column("agent", String),
     Column("limit_keys", JsonType, nullable=False, server_default=text("'[]'")),
@@ -181,6 +182,8 @@ history = Table(
     Column("timeout_seconds", Float),
     Column("worker_id", String),
     Column("claim_seq", Integer, nullable=False, server_default=text("0")),
+    # Version 4: the job's queue, an AGENT job's agent (payload["agent_name"]), and the
+    # job's explicit limit keys (its implicit ones come of its queue and agent).
     Column("queue", String, nullable=False, server_default=text("'default'")),
     Column("agent", String),
     Column("limit_keys", JsonType, nullable=False, server_default=text("'[]'")),
@@ -281,10 +284,19 @@ workers = Table(
     Column("lease_seconds", Float),
     Column("boot_id", String),
     Column("pid_namespace", String),
-    # Version 4: the queues it serves (NULL: every queue), and the agents it has, as
-    # {name: {"inputs": [...], "outputs": [...], "queue": str | None}}.
+    # Version 4: the queues it serves (NULL: every queue), and the agents it has, an object
+    # {agent name: {"inputs": [...], "outputs": [...], "queue": str | None}}.
     Column("queues", JsonType),
     Column("agents", JsonType),
+)
+
+#: Version 4: the queues an operator has paused or resumed; a queue with no row is not paused.
+queues = Table(
+    "taiat_queues",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("updated_at", DateTime),
 )
 
 schema_version = Table(
@@ -320,13 +332,21 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
 
 
 def _upgrade_to_4(conn: Connection) -> None:
-    """Version 4: jobs in queues, with their agent and limit keys; supervisors publish the
-    queues they serve and their agents; the limits' tables."""
+    """Version 4: queues, agents and limits: the columns of jobs, history and supervisors,
+    the table of paused queues and the limits' tables. Each part only if missing, like the
+    table of version 3."""
     for table in (jobs, history):
         _add_columns(table, "queue", "agent", "limit_keys")(conn)
     _add_columns(workers, "queues", "agents")(conn)
-    limits.create(conn, checkfirst=True)
-    limit_starts.create(conn, checkfirst=True)
+    for table in (queues, limits, limit_starts):
+        table.create(conn, checkfirst=True)
+    # The agent jobs created before know their agent by their payload only.
+    if conn.dialect.name == "postgresql":
+        name = "payload ->> 'agent_name'"
+    else:
+        name = "json_extract(payload, '$.agent_name')"
+    for table in (jobs, history):
+        conn.execute(text(f"UPDATE {table.name} SET agent = {name} WHERE job_type = 'agent'"))
 
 
 # Any constant will do; it keeps two `init_worker` runs from creating the tables at once.

@@ -33,8 +33,6 @@ SPEC_KEYS = frozenset(
     }
 )
 
-#: A queue's name: 1-64 letters, digits, `_`, `.`, `-`.
-QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 #: A limit key: 1-128 letters, digits, `_ . - : /`.
 LIMIT_KEY = re.compile(r"[A-Za-z0-9_.\-:/]{1,128}")
 #: A rate: starts per period, "60/min", or "/s" (one a period).
@@ -50,6 +48,27 @@ RATE_PERIODS = {
     "h": 3600.0,
     "hour": 3600.0,
 }
+
+#: A queue's name: 1-64 letters, digits, `_`, `.` or `-`.
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+DEFAULT_QUEUE = "default"
+
+
+def check_queue(queue: Any) -> str:
+    """`queue` if it is a queue's name; else InvalidJob naming it."""
+    if not isinstance(queue, str) or QUEUE_NAME.fullmatch(queue) is None:
+        raise InvalidJob(
+            f"invalid queue name {shown(queue)}: use 1 to 64 letters, digits, '_', '.' or '-'"
+        )
+    return queue
+
+
+def agent_of(job_type: JobType, payload: Mapping[str, Any]) -> str | None:
+    """The agent an AGENT job runs (its payload's `agent_name`, if text); None for a query."""
+    if job_type is not JobType.AGENT:
+        return None
+    name = payload.get("agent_name")
+    return name if isinstance(name, str) else None
 
 
 #: The range of an INTEGER column (max_retries, priority): PostgreSQL's, which is narrower than
@@ -320,7 +339,7 @@ class JobSpec:
     priority: int
     timeout_seconds: float | None
     run_at: datetime | None
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     agent: str | None = None
     limit_keys: tuple[str, ...] = ()
 
@@ -367,7 +386,7 @@ def build_spec(
     timeout_seconds: Any = None,
     run_at: Any = None,
     id: Any = None,  # noqa: A002 - the column's name
-    queue: Any = "default",
+    queue: Any = DEFAULT_QUEUE,
     limit_keys: Any = None,
 ) -> JobSpec:
     """Check every field; raise InvalidJob or InvalidDependency naming the first bad one."""
@@ -398,6 +417,7 @@ def build_spec(
         raise InvalidJob(f"run_at must be a datetime, got {type(run_at).__name__}")
     if id is not None and (not isinstance(id, str) or not id.strip()):
         raise InvalidJob(f"a job id must be non-empty text, got {id!r}")
+    check_queue(queue)
     job_id = id or new_job_id()
     return JobSpec(
         id=job_id,
@@ -410,19 +430,10 @@ def build_spec(
         priority=priority,
         timeout_seconds=None if timeout_seconds is None else float(timeout_seconds),
         run_at=None if run_at is None else _run_at(run_at),
-        queue=queue_name(queue),
-        agent=_agent_of(kind, payload),
+        queue=queue,
+        agent=agent_of(kind, payload),
         limit_keys=explicit_keys(limit_keys),
     )
-
-
-def queue_name(value: Any) -> str:
-    """A queue's name, checked; InvalidJob naming it otherwise."""
-    if not isinstance(value, str) or not QUEUE_NAME.fullmatch(value):
-        raise InvalidJob(
-            f"invalid queue name {shown(value)}: use 1-64 letters, digits, '_', '.' or '-'"
-        )
-    return value
 
 
 def limit_key(value: Any, error: type[Exception] = InvalidJob) -> str:
@@ -459,13 +470,6 @@ def limit_keys(queue: str | None, agent: str | None, explicit: Iterable[str] | N
         if key not in keys:
             keys.append(key)
     return keys
-
-
-def _agent_of(kind: JobType, payload: Mapping[str, Any]) -> str | None:
-    if kind is not JobType.AGENT:
-        return None
-    name = payload.get("agent_name")
-    return name if isinstance(name, str) else None
 
 
 def concurrency_cap(value: Any) -> int | None:

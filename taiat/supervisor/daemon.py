@@ -86,6 +86,8 @@ class Supervisor:
         self.custom_executors: list[JobExecutor] = []
         #: The catalogue this supervisor registered (see `catalogue`).
         self._agents_published: Catalogue = {}
+        #: The agent names it claims jobs of, as `served_agents` found when it started.
+        self._serving: frozenset[str] | None = frozenset(self.agents)
         #: Called with (job, ending) as each child is reaped, e.g. by a progress display.
         self.observers: list[Callable[[Job, Ending], None]] = []
         self.host = socket.gethostname()
@@ -127,6 +129,9 @@ class Supervisor:
         self.job_counts: dict[str, int] | None = None
         #: Ready jobs by limited key (`waiting_on_limit` in the status file); None until counted.
         self.limit_waits: dict[str, int] | None = None
+        #: The same by queue (bounded: `publishing.bounded_queues`), for the metrics file and
+        #: the status file's `queues`.
+        self.queue_counts: dict[str, dict[str, int]] | None = None
         #: In burst mode, what was left when it exited: jobs scheduled for later, not run.
         self.left_for_later: Backlog | None = None
 
@@ -147,6 +152,18 @@ class Supervisor:
         served = [name for e in self.custom_executors for name in executor_agents(e)]
         return catalogue(self.agents, served)
 
+    def served_agents(self) -> frozenset[str] | None:
+        """The agent names whose jobs this supervisor claims: its registry's, and those each
+        custom executor declares in its `agents` attribute (a collection of names); None, every
+        agent name, when a custom executor declares none."""
+        names = set(self.agents)
+        for executor in self.custom_executors:
+            declared = getattr(executor, "agents", None)
+            if declared is None:
+                return None
+            names.update(declared)
+        return frozenset(names)
+
     def stop(self) -> None:
         """Ask the supervisor to drain and exit; a second call ends the drain at once. Safe
         from signal handlers and other threads."""
@@ -155,6 +172,8 @@ class Supervisor:
     def run(self) -> int:
         """Serve until stopped (or, in burst mode, until nothing is left); returns 0."""
         self._publish(force=True)  # "starting"
+        self._serving = self.served_agents()
+        self.port.serve(self.config.queues, self._serving)
         self._register()
         if self.config.subreaper:
             # Orphans of a fork server that dies come here, not to init: see `_reap_adopted`.
@@ -229,7 +248,8 @@ class Supervisor:
                 drain_deadline = float("inf")
             if timers.due("heartbeat", now, self._heartbeat_interval):
                 self._heartbeat()
-            if cfg.metrics_file is not None and timers.due("counts", now, _COUNT_EVERY):
+            counted = cfg.metrics_file is not None or cfg.status_file is not None
+            if counted and timers.due("counts", now, _COUNT_EVERY):
                 self._count_jobs()
             if cfg.status_file is not None or cfg.metrics_file is not None:
                 if timers.due("limit_counts", now, _COUNT_EVERY):
@@ -608,11 +628,12 @@ class Supervisor:
         """Burst mode, nothing started here: whether to exit. Once no job is pending; or, unless
         `burst_wait_scheduled`, once every job left waits for a `run_at` beyond the poll
         interval (its own, or a dependency's), none running anywhere: that is logged, with how
-        many wait and until when."""
+        many wait and until when. Only the jobs this supervisor could claim count: of the
+        queues it serves, none paused, and for agent jobs, of the agents it has."""
         if self.recorder.unwritten:
             return False
         within = self.config.poll_interval
-        backlog = self.recorder.call(lambda: self.port.backlog(within), None)
+        backlog = self.recorder.call(lambda: self.port.backlog(within, served=True), None)
         if backlog is None:
             return False
         if backlog.pending == 0:
@@ -628,6 +649,9 @@ class Supervisor:
         """Count the jobs in the database by status, for the metrics file."""
         backlog = self.recorder.call(self.port.backlog, None)
         self.job_counts = None if backlog is None else backlog.by_status()
+        self.queue_counts = (
+            None if backlog is None else publishing.bounded_queues(backlog.by_queue())
+        )
         self._dirty = True
 
     def _count_limit_waits(self) -> None:
@@ -637,13 +661,17 @@ class Supervisor:
 
     @property
     def _registration(self) -> dict[str, Any]:
-        """What this supervisor registers under its id: host, pid, lease, place, agents."""
+        """What this supervisor registers under its id: host, pid, lease, place, the queues
+        it serves (None: every one) and its agents, its catalogue (None: every agent name, as
+        a custom executor that names none serves)."""
+        serving = self._serving
         return {
             "host": self.host,
             "pid": os.getpid(),
             "lease": self.config.lease,
             **self.place.registration(),
-            "agents": self._agents_published,
+            "queues": self.config.queues,
+            "agents": None if serving is None else self._agents_published,
         }
 
     def _register(self) -> None:
@@ -768,6 +796,10 @@ class Supervisor:
             "finishing": sum(1 for p in self.children if p.delivered),
             "fork_server_pid": server.pid if server is not None else None,
             "waiting_on_limit": self.limit_waits,
+            # The jobs in the database by queue and status, as the metrics' taiat_jobs; null
+            # until counted.
+            "queues": self.queue_counts,
+            "queues_served": None if self.config.queues is None else list(self.config.queues),
         }
 
     def _changed(self) -> None:
@@ -781,7 +813,7 @@ class Supervisor:
         if force or (self._dirty and now >= self._published + _PUBLISH_GAP):
             self._dirty = False
             self._published = now
-            self._reporter.publish(self.snapshot(), jobs=self.job_counts)
+            self._reporter.publish(self.snapshot(), jobs=self.job_counts, queues=self.queue_counts)
 
 
 def waiting_words(backlog: Backlog) -> str:

@@ -17,9 +17,12 @@ or null until counted.)
 
 The metrics file carries the snapshot's figures, none of them labelled by job (a label value
 per job would make a new series for every job), and `taiat_jobs{status=...}`, the jobs in the
-database by what they wait for, which the supervisor counts apart from the snapshot, and
-`taiat_jobs_waiting_on_limit{key=...}`, the snapshot's `waiting_on_limit` (keys with a limit
-set only, so the label's values stay few).
+database by what they wait for, which the supervisor counts apart from the snapshot, with the
+same by queue, `taiat_jobs{queue=...,status=...}`: the `MAX_QUEUE_LABELS` queues with the most
+active jobs by name, the others added up under `queue="other"` (`bounded_queues`), so that the
+series stay few however many queues there are (the status file has the same per-queue counts
+under `queues`); and `taiat_jobs_waiting_on_limit{key=...}`, the snapshot's
+`waiting_on_limit` (keys with a limit set only, so the label's values stay few).
 
 Nothing here may stop the daemon: a monitoring failure is logged and the jobs keep running.
 """
@@ -194,15 +197,48 @@ _WAITING_HELP = (
 )
 
 
+#: The most queues `taiat_jobs{queue=...}` and the status file's `queues` name; the others
+#: are added up under `OTHER_QUEUES`.
+MAX_QUEUE_LABELS = 20
+OTHER_QUEUES = "other"
+
+
+def bounded_queues(
+    queues: Mapping[str, Mapping[str, int]], limit: int = MAX_QUEUE_LABELS
+) -> dict[str, dict[str, int]]:
+    """The counts of the `limit` queues with the most jobs (ties by name), and of the others
+    added up under `OTHER_QUEUES` (with a queue of that name, if any), by name."""
+    ranked = sorted(queues.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+    if len(ranked) <= limit:
+        return {name: dict(counts) for name, counts in sorted(ranked)}
+    kept = {name: dict(counts) for name, counts in ranked[: limit - 1]}
+    rest: dict[str, int] = {}
+    for _name, counts in ranked[limit - 1 :]:
+        for status, count in counts.items():
+            rest[status] = rest.get(status, 0) + count
+    if OTHER_QUEUES in kept:  # a queue named "other" among the biggest takes the rest in
+        for status, count in rest.items():
+            kept[OTHER_QUEUES][status] = kept[OTHER_QUEUES].get(status, 0) + count
+    else:
+        kept[OTHER_QUEUES] = rest
+    return dict(sorted(kept.items()))
+
+
 def _extreme(pick: Callable[..., Any], values: list[Any]) -> Any:
     """`pick` (max or min) of the figures that could be taken; None if none could."""
     taken = [value for value in values if value is not None]
     return pick(taken) if taken else None
 
 
-def render_metrics(snapshot: Mapping[str, Any], jobs: Mapping[str, int] | None = None) -> str:
+def render_metrics(
+    snapshot: Mapping[str, Any],
+    jobs: Mapping[str, int] | None = None,
+    queues: Mapping[str, Mapping[str, int]] | None = None,
+) -> str:
     """The snapshot in the Prometheus text exposition format (for node_exporter's textfile);
-    with `jobs`, the jobs in the database by status (`taiat_jobs`)."""
+    with `jobs`, the jobs in the database by status (`taiat_jobs{status=...}`), and with
+    `queues` (bounded already: `bounded_queues`) by queue and status
+    (`taiat_jobs{queue=...,status=...}`)."""
     info = {"host": str(snapshot.get("host", "")), "version": str(snapshot.get("version", ""))}
     if snapshot.get("worker_id") is not None:
         info["worker_id"] = str(snapshot["worker_id"])
@@ -228,6 +264,10 @@ def render_metrics(snapshot: Mapping[str, Any], jobs: Mapping[str, int] | None =
         ({"status": status}, None if jobs is None else jobs.get(status, 0))
         for status in JOB_STATUSES
     ]
+    for name, counts in (queues or {}).items():
+        samples["taiat_jobs"] += [
+            ({"queue": name, "status": status}, counts.get(status, 0)) for status in JOB_STATUSES
+        ]
     families.append(("taiat_jobs_waiting_on_limit", "gauge", _WAITING_HELP))
     samples["taiat_jobs_waiting_on_limit"] = [
         ({"key": key}, count)
@@ -257,13 +297,20 @@ class StatusReporter:
         self.metrics_file = metrics_file
         self._failing: dict[Path, str] = {}
 
-    def publish(self, snapshot: Mapping[str, Any], jobs: Mapping[str, int] | None = None) -> None:
-        """Write the snapshot to both files; `jobs`, the jobs in the database by status, to the
-        metrics file only."""
+    def publish(
+        self,
+        snapshot: Mapping[str, Any],
+        jobs: Mapping[str, int] | None = None,
+        queues: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> None:
+        """Write the snapshot to both files; `jobs`, the jobs in the database by status, and
+        `queues`, the same by queue, to the metrics file only."""
         if self.status_file is not None:
             self._write(self.status_file, "status file", lambda: _json_text(snapshot))
         if self.metrics_file is not None:
-            self._write(self.metrics_file, "metrics file", lambda: render_metrics(snapshot, jobs))
+            self._write(
+                self.metrics_file, "metrics file", lambda: render_metrics(snapshot, jobs, queues)
+            )
 
     def _write(self, path: Path, what: str, render: Callable[[], str]) -> None:
         try:

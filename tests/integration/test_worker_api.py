@@ -74,7 +74,7 @@ def test_seed_worker_api(database_url: str) -> None:
     engine.dispose()
 
 
-def test_an_unregistered_agent_fails_its_job_at_once_without_a_retry(database_url: str) -> None:
+def test_an_unregistered_agent_is_never_claimed_and_a_burst_leaves_it(database_url: str) -> None:
     manager = JobManager(database_url)
     job = manager.create_job(JobType.AGENT, "lost", payload={"agent_name": "nobody"})
     worker = TaiatWorker(
@@ -84,6 +84,40 @@ def test_an_unregistered_agent_fails_its_job_at_once_without_a_retry(database_ur
         poll_interval=0.1,
         listen=False,
     )
+    try:
+        assert worker.run() == 0  # nothing it could run was left
+    finally:
+        worker.manager.engine.dispose()
+    waiting = manager.get_job(job.id)
+    assert waiting.status is JobStatus.PENDING and waiting.retry_count == 0
+    assert manager.get_attempts(job.id) == []
+    assert manager.unserved_agent(waiting) == "nobody"
+    manager.engine.dispose()
+
+
+class CatchAllExecutor:
+    """Declares no agent names, so its supervisor claims agent jobs of every name."""
+
+    def can_execute(self, job: Job) -> bool:
+        return False
+
+    def execute(self, job: Job):
+        raise AssertionError("never called")
+
+
+def test_an_unregistered_agent_claimed_through_a_catch_all_executor_fails_at_once(
+    database_url: str,
+) -> None:
+    manager = JobManager(database_url)
+    job = manager.create_job(JobType.AGENT, "lost", payload={"agent_name": "nobody"})
+    worker = TaiatWorker(
+        database_url=database_url,
+        agent_registry={"my_custom_agent": my_custom_agent},
+        burst=True,
+        poll_interval=0.1,
+        listen=False,
+    )
+    worker.add_executor(CatchAllExecutor())
     try:
         assert worker.run() == 0
     finally:

@@ -56,6 +56,8 @@ from taiat.store.queries.reading import (  # noqa: F401 - part of this module's 
     latest_history,
     output_for,
     ready_jobs,
+    served,
+    served_params,
 )
 from taiat.store.queries.reading import (
     READY as _READY,
@@ -134,16 +136,20 @@ def known_ids(conn: Connection, ids: Collection[str]) -> set[str]:
 # -- the state machine ---------------------------------------------------------------------
 
 
-def _claim_statement() -> Any:
+def _claim_statement(*, queues: bool = False, agents: bool = False) -> Any:
     """Mark up to :claim_limit ready jobs running for :worker_id, best first; one statement.
 
+    Only jobs of no paused queue; with `queues`, only those of the queues in :served_queues;
+    with `agents`, only queries and the agent jobs whose agent is in :served_agents (see
+    `reading.served`). Only while no limit is set: then the limit-aware claim takes over.
     `FOR NO KEY UPDATE` rather than `FOR UPDATE`: it does not wait for the `FOR KEY SHARE` lock
-    that creating a dependent job takes on its dependencies. Built once: this is the
-    supervisor's hot path.
+    that creating a dependent job takes on its dependencies. Built once per shape (`CLAIMS`):
+    this is the supervisor's hot path.
     """
+    no_limit = ~exists().where(limits_table.c.key.is_not(None))
     chosen = (
         select(jobs.c.id)
-        .where(_READY, jobs.c.run_at <= utcnow(), ~exists().where(limits_table.c.key.is_not(None)))
+        .where(_READY, jobs.c.run_at <= utcnow(), *served(queues=queues, agents=agents), no_limit)
         .order_by(*_READY_ORDER)
         .limit(bindparam("claim_limit"))
         .with_for_update(skip_locked=True, key_share=True)
@@ -163,35 +169,66 @@ def _claim_statement() -> Any:
     )
 
 
-CLAIM = _claim_statement()
+#: The claim statement of each shape: (queues listed, agents listed).
+CLAIMS = {
+    (q, a): _claim_statement(queues=q, agents=a) for q in (False, True) for a in (False, True)
+}
+CLAIM = CLAIMS[False, False]
 
 
-def explain_claim(conn: Connection, limit: int = 4) -> str:
-    """The database's plan for the claim statement, as text."""
-    compiled = CLAIM.compile(dialect=conn.dialect)
-    params = compiled.construct_params({"claimer": "explain", "claim_limit": limit})
+def _claim_params(
+    worker_id: str, limit: int, queues: Collection[str] | None, agents: Collection[str] | None
+) -> tuple[Any, dict[str, Any]]:
+    params: dict[str, Any] = {"claimer": worker_id, "claim_limit": limit}
+    params |= served_params(queues, agents)
+    return CLAIMS[queues is not None, agents is not None], params
+
+
+def explain_claim(
+    conn: Connection,
+    limit: int = 4,
+    *,
+    queues: Collection[str] | None = None,
+    agents: Collection[str] | None = None,
+) -> str:
+    """The database's plan for the claim statement (of the shape `queues` and `agents` ask
+    for: None is every one), as text."""
+    stmt, values = _claim_params("explain", limit, queues, agents)
+    compiled = stmt.compile(dialect=conn.dialect)
+    expanded = compiled.construct_expanded_state(compiled.construct_params(values))
+    params = expanded.parameters
     if compiled.positional:
-        args: Any = tuple(params[name] for name in compiled.positiontup or ())
+        args: Any = tuple(params[name] for name in expanded.positiontup or ())
     else:
         args = params
+    sql = expanded.statement
     if conn.dialect.name == "postgresql":
-        return "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {compiled}", args))
-    rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", args)
+        return "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {sql}", args))
+    rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", args)
     return "\n".join(str(row[-1]) for row in rows)
 
 
-def claim_jobs(conn: Connection, worker_id: str, limit: int) -> list[RowMapping]:
-    """Claim up to `limit` ready jobs: by the one statement while no limit is set (the fast
-    path), else by the limit-aware path, tried first while the last claim found limits."""
+def claim_jobs(
+    conn: Connection,
+    worker_id: str,
+    limit: int,
+    *,
+    queues: Collection[str] | None = None,
+    agents: Collection[str] | None = None,
+) -> list[RowMapping]:
+    """Claim up to `limit` ready jobs of no paused queue; of `queues` only and, of the agent
+    jobs, those of `agents` only, unless None (every one). By the one statement while no
+    limit is set (the fast path), else by the limit-aware path, tried first while the last
+    claim found limits."""
     if limit_queries.limits_seen():
-        limited = limit_queries.claim_jobs_limited(conn, worker_id, limit)
+        limited = limit_queries.claim_jobs_limited(conn, worker_id, limit, queues, agents)
         if limited is not None:
             return limited
-    params = {"claimer": worker_id, "claim_limit": limit}
-    claimed = list(conn.execute(CLAIM, params).mappings())
+    stmt, params = _claim_params(worker_id, limit, queues, agents)
+    claimed = list(conn.execute(stmt, params).mappings())
     if claimed:
         return claimed
-    return limit_queries.claim_jobs_limited(conn, worker_id, limit) or []
+    return limit_queries.claim_jobs_limited(conn, worker_id, limit, queues, agents) or []
 
 
 def _running(job_id: str, claim_seq: int) -> Any:

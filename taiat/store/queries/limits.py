@@ -12,7 +12,7 @@ The limit-aware claim, in the claim's transaction:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,7 +39,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import DateTime
 
-from taiat.store.queries.reading import READY, READY_ORDER, RUNNING
+from taiat.store.queries.reading import READY, READY_ORDER, RUNNING, served, served_params
 from taiat.store.schema import JsonType, jobs, limit_starts, limits, utcnow
 from taiat.store.validation import limit_keys
 
@@ -210,17 +210,25 @@ _LIMITS_AND_RUNNING = union_all(
         jobs.c.limit_keys,
     ).where(jobs.c.status == RUNNING),
 )
-_CANDIDATES: dict[tuple[str, bool, bool, bool], Any] = {}
+_CANDIDATES: dict[tuple[str, bool, bool, bool, bool, bool], Any] = {}
 
 
-def _candidates(dialect: str, queues: bool, agents: bool, explicit: bool) -> Any:
-    """The best ready jobs, locked, but those with a blocked key: with `queues`, `agents` and
+def _candidates(
+    dialect: str,
+    queues: bool,
+    agents: bool,
+    explicit: bool,
+    served_queues: bool = False,
+    served_agents: bool = False,
+) -> Any:
+    """The best ready jobs this claim may take (see `reading.served`: `served_queues`,
+    `served_agents`), locked, but those with a blocked key: with `queues`, `agents` and
     `explicit`, the blocked queues (:queues), agents (:agents) and keys (:keys). One statement
     per shape, built once."""
-    shape = (dialect, queues, agents, explicit)
+    shape = (dialect, queues, agents, explicit, served_queues, served_agents)
     if shape in _CANDIDATES:
         return _CANDIDATES[shape]
-    filters: list[Any] = []
+    filters: list[Any] = served(queues=served_queues, agents=served_agents)
     if queues:
         filters.append(jobs.c.queue.not_in(bindparam("queues", expanding=True)))
     if agents:
@@ -325,9 +333,16 @@ def _record_starts(
         )
 
 
-def claim_jobs_limited(conn: Connection, worker_id: str, limit: int) -> list[RowMapping] | None:
+def claim_jobs_limited(
+    conn: Connection,
+    worker_id: str,
+    limit: int,
+    served_queues: Collection[str] | None = None,
+    served_agents: Collection[str] | None = None,
+) -> list[RowMapping] | None:
     """Mark up to `limit` ready jobs running for `worker_id`, best first, each only if every
-    one of its limited keys has room and rate to start it; None when no limit is set."""
+    one of its limited keys has room and rate to start it; None when no limit is set. Of
+    `served_queues` and `served_agents` only, and of no paused queue (see `reading.served`)."""
     global _seen
     running_keys: list[Any]
     if conn.dialect.name == "sqlite":
@@ -364,13 +379,21 @@ def claim_jobs_limited(conn: Connection, worker_id: str, limit: int) -> list[Row
     queues = sorted(key[len("queue:") :] for key in blocked if key.startswith("queue:"))
     agents = sorted(key[len("agent:") :] for key in blocked if key.startswith("agent:"))
     params: dict[str, Any] = {"candidates": limit * CANDIDATES_PER_JOB}
+    params |= served_params(served_queues, served_agents)
     if queues:
         params["queues"] = queues
     if agents:
         params["agents"] = agents
     if blocked:
         params["keys"] = sorted(blocked)
-    stmt = _candidates(conn.dialect.name, bool(queues), bool(agents), bool(blocked))
+    stmt = _candidates(
+        conn.dialect.name,
+        bool(queues),
+        bool(agents),
+        bool(blocked),
+        served_queues is not None,
+        served_agents is not None,
+    )
     if all(n >= limit for n in (*room.values(), *tokens.values()) if n > 0):
         # Room for `limit` more on every key not blocked: whichever jobs come first fit.
         params |= {"candidates": limit, "claimer": worker_id, "now": now}

@@ -6,16 +6,45 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, func, select, true
+from sqlalchemy import RowMapping, and_, bindparam, func, or_, select, true
 from sqlalchemy.engine import Connection
 
 from taiat.jobs import JobStatus
 from taiat.store.schema import attempts, history, jobs, output, utcnow
+from taiat.store.schema import queues as queues_table
 
 PENDING = JobStatus.PENDING.value
 RUNNING = JobStatus.RUNNING.value
 
 READY = and_(jobs.c.status == PENDING, jobs.c.unmet_dependencies == 0)
+
+
+def served(*, queues: bool, agents: bool) -> list[Any]:
+    """What a claim may take besides being ready: a job of no paused queue; with `queues`, of
+    the queues in :served_queues; with `agents`, a query or an agent job whose agent is in
+    :served_agents (expanding lists: see `served_params`)."""
+    paused = select(queues_table.c.name).where(queues_table.c.paused)
+    conditions: list[Any] = [jobs.c.queue.not_in(paused)]
+    if queues:
+        conditions.append(jobs.c.queue.in_(bindparam("served_queues", expanding=True)))
+    if agents:
+        listed = jobs.c.agent.in_(bindparam("served_agents", expanding=True))
+        conditions.append(or_(jobs.c.agent.is_(None), listed))
+    return conditions
+
+
+def served_params(
+    queues: Collection[str] | None, agents: Collection[str] | None
+) -> dict[str, list[str]]:
+    """The parameters of `served`'s conditions (None: every queue, every agent)."""
+    params: dict[str, list[str]] = {}
+    if queues is not None:
+        params["served_queues"] = sorted(queues)
+    if agents is not None:
+        params["served_agents"] = sorted(agents)
+    return params
+
+
 READY_ORDER = (jobs.c.priority.desc(), jobs.c.run_at, jobs.c.created_at)
 
 
@@ -68,22 +97,38 @@ def _rows(conn: Connection, stmt: Any, limit: int | None) -> list[RowMapping]:
     return list(conn.execute(stmt).mappings())
 
 
-def ready_jobs(conn: Connection, limit: int | None, name: str | None = None) -> list[RowMapping]:
-    """Ready jobs whose name matches `name`, in the order supervisors claim them."""
+def _in_queue(column: Any, queue: str | None) -> Any:
+    return true() if queue is None else column == queue
+
+
+def ready_jobs(
+    conn: Connection, limit: int | None, name: str | None = None, queue: str | None = None
+) -> list[RowMapping]:
+    """Ready jobs whose name matches `name` (of `queue`, if given), in the order supervisors
+    claim them."""
     stmt = (
         select(jobs)
-        .where(READY, jobs.c.run_at <= utcnow(), _named(jobs.c.name, name))
+        .where(
+            READY,
+            jobs.c.run_at <= utcnow(),
+            _named(jobs.c.name, name),
+            _in_queue(jobs.c.queue, queue),
+        )
         .order_by(*READY_ORDER)
     )
     return _rows(conn, stmt, limit)
 
 
 def active_jobs(
-    conn: Connection, status: str | None, limit: int | None, name: str | None = None
+    conn: Connection,
+    status: str | None,
+    limit: int | None,
+    name: str | None = None,
+    queue: str | None = None,
 ) -> list[RowMapping]:
-    """Active jobs with `status` (any if None) whose name matches `name`, most recently changed
-    first."""
-    stmt = select(jobs).where(_named(jobs.c.name, name))
+    """Active jobs with `status` (any if None) whose name matches `name` (of `queue`, if
+    given), most recently changed first."""
+    stmt = select(jobs).where(_named(jobs.c.name, name), _in_queue(jobs.c.queue, queue))
     if status is not None:
         stmt = stmt.where(jobs.c.status == status)
     return _rows(conn, stmt.order_by(jobs.c.updated_at.desc(), jobs.c.id), limit)
@@ -111,11 +156,17 @@ def _latest_entries() -> Any:
 
 
 def finished_jobs(
-    conn: Connection, status: str | None, limit: int | None, name: str | None = None
+    conn: Connection,
+    status: str | None,
+    limit: int | None,
+    name: str | None = None,
+    queue: str | None = None,
 ) -> list[RowMapping]:
     """Each finished job once, by its newest history entry, with `status` (any if None) and a
-    name matching `name`, most recently finished first."""
-    stmt = select(history).where(_latest_entries(), _named(history.c.name, name))
+    name matching `name` (of `queue`, if given), most recently finished first."""
+    stmt = select(history).where(
+        _latest_entries(), _named(history.c.name, name), _in_queue(history.c.queue, queue)
+    )
     if status is not None:
         stmt = stmt.where(history.c.status == status)
     return _rows(conn, stmt.order_by(history.c.created_at.desc(), history.c.id), limit)

@@ -3,7 +3,7 @@ whether a claim is still the running one. Part of the query module; see its docs
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -24,14 +24,24 @@ from sqlalchemy.engine import Connection
 
 from taiat.store.queries import RUNNING
 from taiat.store.schema import jobs, utcnow, workers
+from taiat.store.schema import queues as queues_table
 
 
-def backlog(conn: Connection, within: float) -> list[RowMapping]:
-    """The active jobs by what they wait for, one grouped count: `(kind, jobs, earliest)`, where
-    `kind` is `running`; else, for a pending job, `blocked` (a dependency not completed yet),
-    `ready` (its `run_at` has passed), `backoff` (a retry waiting out its backoff), `soon` (its
-    `run_at` comes within `within` seconds) or `later`; `earliest` is the kind's first
-    `run_at`."""
+def backlog(
+    conn: Connection,
+    within: float,
+    *,
+    served: bool = False,
+    queues: Collection[str] | None = None,
+    agents: Collection[str] | None = None,
+) -> list[RowMapping]:
+    """The active jobs by queue and what they wait for, one grouped count: `(queue, kind,
+    jobs, earliest)`, where `kind` is `running`; else, for a pending job, `blocked` (a
+    dependency not completed yet), `ready` (its `run_at` has passed), `backoff` (a retry
+    waiting out its backoff), `soon` (its `run_at` comes within `within` seconds) or `later`;
+    `earliest` is the kind's first `run_at` in the queue. With `served`, only the jobs a
+    supervisor serving `queues` and `agents` could claim (None: every one), of no paused
+    queue."""
     kind = case(
         (jobs.c.status == RUNNING, "running"),
         (jobs.c.unmet_dependencies > 0, "blocked"),
@@ -40,10 +50,22 @@ def backlog(conn: Connection, within: float) -> list[RowMapping]:
         (jobs.c.run_at <= utcnow(float(within)), "soon"),
         else_="later",
     )
-    each = select(kind.label("kind"), jobs.c.run_at).subquery()
+    each_stmt = select(jobs.c.queue, kind.label("kind"), jobs.c.run_at)
+    if served:
+        each_stmt = each_stmt.where(
+            jobs.c.queue.not_in(select(queues_table.c.name).where(queues_table.c.paused))
+        )
+        if queues is not None:
+            each_stmt = each_stmt.where(jobs.c.queue.in_(sorted(queues)))
+        if agents is not None:
+            each_stmt = each_stmt.where(jobs.c.agent.is_(None) | jobs.c.agent.in_(sorted(agents)))
+    each = each_stmt.subquery()
     stmt = select(
-        each.c.kind, func.count().label("jobs"), func.min(each.c.run_at).label("earliest")
-    ).group_by(each.c.kind)
+        each.c.queue,
+        each.c.kind,
+        func.count().label("jobs"),
+        func.min(each.c.run_at).label("earliest"),
+    ).group_by(each.c.queue, each.c.kind)
     return list(conn.execute(stmt).mappings())
 
 
