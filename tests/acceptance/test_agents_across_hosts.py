@@ -10,7 +10,6 @@ import subprocess
 import sys
 from typing import Any
 
-import pytest
 from conftest import HERE, ROOT, wait_until
 from query_agents import RELAY_FIRST, RELAY_SECOND
 from support import finished
@@ -93,7 +92,6 @@ def test_a_query_is_planned_with_the_agents_of_both_hosts(
     assert [step["agent"] for step in plan] == ["a1", "b1", "a2", "b2"]
 
 
-@pytest.mark.xfail(strict=True, reason="needs routing by agent, branch i18-queues")
 def test_a_query_whose_agents_live_on_two_hosts_runs_across_them(
     manager: JobManager, supervisor: Any
 ) -> None:

@@ -9,16 +9,11 @@ cut off says so and holds its results meanwhile, as through a stopped server: it
 give up on a silent link within a heartbeat interval (`db.tcp_bounds`), rather than after the
 many minutes TCP alone would wait.
 
-The other parts of issue 18 are written below as tests marked xfail(strict) until the features
-they need are merged (their checks, `max_overlap` and `max_starts_in_window`, are tested in
-tests/unit/test_fleet_checks.py); once merged, each loses its mark, and they may need:
-- routing (branch i18-queues): a host given agents the others lack (`AGENTS_ONLY_ON_HOST1`);
-  the claim keeps its jobs off the others;
-- a query across hosts (branches i18-queues, i18-catalogue): the planner plans with the live
-  fleet's catalogue;
-- limits (branch i18-limits): `JobManager.set_limit(key, concurrency=2)` and
-  `set_limit(key, rate="10/s")`;
-- pause (branch i18-queues): `JobManager.pause_queue` / `resume_queue`, `create_job(queue=)`."""
+Shown too: jobs go only to hosts that have their agent; a query whose agents live on two hosts
+is planned with the live fleet's catalogue and completes across them; a concurrency cap of 2
+and a rate of 10/s hold over the whole fleet (from the attempts' start and end times, checked by
+`support.max_overlap` and `support.max_starts_in_window`); a paused queue starts nothing until
+resumed."""
 
 from __future__ import annotations
 
@@ -296,9 +291,6 @@ def _wait_all(manager: JobManager, jobs: list, timeout: float = 60) -> None:
         assert done.status is JobStatus.COMPLETED, done
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="needs routing by agent (branch i18-queues)"
-)
 def test_jobs_go_only_to_hosts_that_have_their_agent(fleet: Fleet) -> None:
     manager = fleet.manager
     only = fleet.start(fleet.hosts[0], agents=AGENTS_ONLY_ON_HOST1)
@@ -314,11 +306,6 @@ def test_jobs_go_only_to_hosts_that_have_their_agent(fleet: Fleet) -> None:
         ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="needs the fleet's agent catalogue (branches i18-catalogue, i18-queues)",
-)
 def test_a_query_whose_agents_live_on_two_hosts_completes(fleet: Fleet) -> None:
     manager = fleet.manager
     meeting = fleet.folder / "meeting"
@@ -345,9 +332,6 @@ def test_a_query_whose_agents_live_on_two_hosts_completes(fleet: Fleet) -> None:
         assert (attempt.worker_id, attempt.outcome) == (ids[host], "completed")
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AttributeError, reason="needs JobManager.set_limit (branch i18-limits)"
-)
 def test_a_concurrency_cap_of_2_holds_across_the_fleet(fleet: Fleet) -> None:
     manager = fleet.manager
     for host in fleet.hosts:
@@ -363,9 +347,6 @@ def test_a_concurrency_cap_of_2_holds_across_the_fleet(fleet: Fleet) -> None:
     assert max_overlap(_intervals(manager, jobs)) <= 2
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AttributeError, reason="needs JobManager.set_limit (branch i18-limits)"
-)
 def test_a_rate_of_10_a_second_holds_across_the_fleet(fleet: Fleet) -> None:
     manager = fleet.manager
     for host in fleet.hosts:
@@ -379,9 +360,6 @@ def test_a_rate_of_10_a_second_holds_across_the_fleet(fleet: Fleet) -> None:
     assert max_starts_in_window(starts, timedelta(seconds=1)) <= 10
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AttributeError, reason="needs pause_queue and queues (branch i18-queues)"
-)
 def test_a_paused_queue_starts_nothing_until_resumed(fleet: Fleet) -> None:
     manager = fleet.manager
     sups = [fleet.start(host) for host in fleet.hosts]
