@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from taiat.errors import ConfigurationError
+from taiat.store.validation import QUEUE_NAME
 
 AgentRegistry = dict[str, Callable[..., Any]]
 
@@ -85,10 +85,6 @@ def planning_agents(
     for name, agent in local.items():
         found.setdefault(name, agent)
     return found
-
-
-#: A queue's name: 1-64 letters, digits, `_`, `.` and `-`.
-QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
 def import_object(spec: str, what: str) -> Any:
