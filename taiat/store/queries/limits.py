@@ -28,9 +28,11 @@ from sqlalchemy import (
     insert,
     literal,
     not_,
+    null,
     or_,
     select,
     text,
+    type_coerce,
     union_all,
     update,
 )
@@ -198,7 +200,8 @@ _LIMITS_AND_RUNNING = union_all(
         limits.c.rate_seconds,
         literal(None, String).label("queue"),
         literal(None, String).label("agent"),
-        literal(None, JsonType).label("limit_keys"),
+        # A bare NULL: a bound None of the JSON type would be sent, and decoded, as 'null'.
+        type_coerce(null(), JsonType).label("limit_keys"),
     ),
     select(
         literal(None, String),
@@ -239,11 +242,13 @@ def _candidates(
         blocked = bindparam("keys", type_=ARRAY(String))
         filters.append(not_(func.jsonb_exists_any(jobs.c.limit_keys, blocked)))
     elif explicit:
+        # The keys as one JSON text: the statement is then the same at every call, not
+        # rendered anew for each count of keys.
         filters.append(
             text(
                 "NOT EXISTS (SELECT 1 FROM json_each(taiat_jobs.limit_keys) AS k "
-                "WHERE k.value IN :keys)"
-            ).bindparams(bindparam("keys", expanding=True))
+                "WHERE k.value IN (SELECT value FROM json_each(:keys)))"
+            ).bindparams(bindparam("keys", type_=JsonType))
         )
     stmt = (
         select(jobs.c.id, jobs.c.queue, jobs.c.agent, jobs.c.limit_keys)
