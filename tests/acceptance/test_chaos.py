@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from conftest import Supervisor, wait_until
 from private_postgres import PrivateCluster
 from support import agent_job
@@ -16,6 +17,7 @@ from support import agent_job
 from taiat import JobManager
 
 
+@pytest.mark.timeout(300)  # beyond the loop's own deadline, which says how far it got
 def test_chaos_three_supervisors_killed_at_random(
     pg_database_url: str, pg_manager: JobManager, tmp_path: Path
 ) -> None:
