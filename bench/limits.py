@@ -10,17 +10,15 @@ rate as well on each key (one that never binds, to time its bookkeeping).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from bench.common import DATABASES, NOOP, fresh_database, manager, percentile
-from bench.scale import WARM_UP_CLAIMS, analyse
+from bench.scale import analyse, claim_latency
 
 KEYS = [f"customer:{n}" for n in range(20)]
 JOBS = 100_000
 BATCH = 20_000
 CLAIMS = 300
-WORKER_ID = "bench-limits"
 
 
 def fill(url: str, count: int) -> None:
@@ -39,20 +37,7 @@ def fill(url: str, count: int) -> None:
 
 def claim_p50_ms(url: str, samples: int) -> tuple[float, float]:
     """The p50 and p99 in ms of `samples` claims of one job, each put back at once."""
-    jobs = manager(url)
-    latencies = []
-    try:
-        for n in range(WARM_UP_CLAIMS + samples):
-            started = time.perf_counter()
-            claimed = jobs.claim_jobs(WORKER_ID, 1)
-            elapsed = time.perf_counter() - started
-            if len(claimed) != 1:
-                raise RuntimeError(f"claimed {len(claimed)} jobs, expected 1")
-            jobs.requeue_job(claimed[0].id, claimed[0].claim_seq)
-            if n >= WARM_UP_CLAIMS:
-                latencies.append(elapsed)
-    finally:
-        jobs.engine.dispose()
+    latencies = claim_latency(url, samples)
     return percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
 
 
