@@ -23,6 +23,7 @@ from taiat.jobs import (
     QueueInfo,
 )
 from taiat.store import db, queries, state_machine
+from taiat.store.leases import live
 from taiat.store.port import SupervisorPort, dependency_results
 from taiat.store.queries import limits as limit_queries
 from taiat.store.queries import queues as queue_queries
@@ -379,7 +380,7 @@ class JobManager:
         return [
             worker
             for worker in self.port.list_workers()
-            if worker["heartbeat_age"] < (worker["lease_seconds"] or lease)
+            if live(worker["heartbeat_age"], worker["lease_seconds"], lease)
         ]
 
     def unserved_agent(self, job: Job, *, lease: float = DEFAULT_LEASE) -> str | None:

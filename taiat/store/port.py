@@ -20,7 +20,7 @@ from taiat.errors import JobError
 from taiat.jobs import Attempt, AttemptOutput, Job, JobStatus, JobType
 from taiat.store import db, leases, plans, queries, state_machine
 from taiat.store.db import Listener
-from taiat.store.leases import Catalogue, new_worker_id
+from taiat.store.leases import Catalogue, live, new_worker_id
 from taiat.store.queries import limits as limit_queries
 from taiat.store.queries import operator as operator_queries
 from taiat.store.queries import supervisors as supervisor_queries
@@ -40,6 +40,7 @@ __all__ = [
     "check_result",
     "dependency_results",
     "in_claim_order",
+    "live",
     "new_worker_id",
     "supervisor_engine",
 ]

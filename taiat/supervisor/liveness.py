@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from taiat.forking import posix
+from taiat.store.port import live
 
 
 @dataclass(frozen=True)
@@ -86,4 +87,4 @@ def is_dead(
 def alive(entry: Mapping[str, Any], lease: float) -> bool:
     """Whether a supervisor `list_workers` found is alive by its own lease (`lease` for one
     that registered none)."""
-    return bool(entry["heartbeat_age"] < (entry["lease_seconds"] or lease))
+    return live(entry["heartbeat_age"], entry["lease_seconds"], lease)
