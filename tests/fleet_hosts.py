@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from taiat.forking.posix import pid_exists
+
 #: Where the links' addresses come from: 198.18.0.0/15, one /24 per run.
 _POOL = ipaddress.ip_network("198.18.0.0/15")
 _PREFIX = "taiat-"
@@ -177,20 +179,12 @@ def _remove_leftovers() -> None:
     """Namespaces and links of ours whose process is gone (a run killed before its cleanup)."""
     for name in namespaces():
         found = re.fullmatch(rf"{_PREFIX}(\d+)-h\d+", name)
-        if found and not _alive(int(found.group(1))):
+        if found and not pid_exists(int(found.group(1))):
             _ip("netns", "del", name, check=False)
     for found in re.finditer(r"^\d+: (tf(\d+)h\d+)[@:]", _ip("-o", "link"), re.MULTILINE):
-        if not _alive(int(found.group(2))):
+        if not pid_exists(int(found.group(2))):
             _ip("link", "del", found.group(1), check=False)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

@@ -54,6 +54,7 @@ from taiat.store.queries.reading import (  # noqa: F401 - part of this module's 
     get_active,
     history_entries,
     latest_history,
+    mark_running,
     output_for,
     ready_jobs,
     served,
@@ -155,18 +156,7 @@ def _claim_statement(*, queues: bool = False, agents: bool = False) -> Any:
         .with_for_update(skip_locked=True, key_share=True)
         .cte("chosen")
     )
-    return (
-        update(jobs)
-        .where(jobs.c.id == chosen.c.id)
-        .values(
-            status=RUNNING,
-            worker_id=bindparam("claimer"),
-            started_at=utcnow(),
-            updated_at=utcnow(),
-            claim_seq=jobs.c.claim_seq + 1,
-        )
-        .returning(*jobs.c)
-    )
+    return mark_running(jobs.c.id == chosen.c.id, utcnow())
 
 
 #: The claim statement of each shape: (queues listed, agents listed).

@@ -41,7 +41,14 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import DateTime
 
-from taiat.store.queries.reading import READY, READY_ORDER, RUNNING, served, served_params
+from taiat.store.queries.reading import (
+    READY,
+    READY_ORDER,
+    RUNNING,
+    mark_running,
+    served,
+    served_params,
+)
 from taiat.store.schema import JsonType, jobs, limit_starts, limits, utcnow
 from taiat.store.validation import limit_keys
 
@@ -271,45 +278,13 @@ def _take_best(candidates: Any, stamped: bool) -> Any:
     if shape not in _TAKE_BEST:
         chosen = candidates.cte("chosen")
         when = bindparam("now") if stamped else utcclock()
-        _TAKE_BEST[shape] = (
-            update(jobs)
-            .where(jobs.c.id == chosen.c.id)
-            .values(
-                status=RUNNING,
-                worker_id=bindparam("claimer"),
-                started_at=when,
-                updated_at=when,
-                claim_seq=jobs.c.claim_seq + 1,
-            )
-            .returning(*jobs.c)
-        )
+        _TAKE_BEST[shape] = mark_running(jobs.c.id == chosen.c.id, when)
     return _TAKE_BEST[shape]
 
 
-_TAKE = (
-    update(jobs)
-    .where(jobs.c.id.in_(bindparam("taken", expanding=True)))
-    .values(
-        status=RUNNING,
-        worker_id=bindparam("claimer"),
-        started_at=bindparam("now"),
-        updated_at=bindparam("now"),
-        claim_seq=jobs.c.claim_seq + 1,
-    )
-    .returning(*jobs.c)
-)
-_TAKE_NOW = (
-    update(jobs)
-    .where(jobs.c.id.in_(bindparam("taken", expanding=True)))
-    .values(
-        status=RUNNING,
-        worker_id=bindparam("claimer"),
-        started_at=utcclock(),
-        updated_at=utcclock(),
-        claim_seq=jobs.c.claim_seq + 1,
-    )
-    .returning(*jobs.c)
-)
+_TAKEN = jobs.c.id.in_(bindparam("taken", expanding=True))
+_TAKE = mark_running(_TAKEN, bindparam("now"))
+_TAKE_NOW = mark_running(_TAKEN, utcclock())
 
 
 def _record_starts(

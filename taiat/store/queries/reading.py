@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, bindparam, func, or_, select, true
+from sqlalchemy import RowMapping, and_, bindparam, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 
 from taiat.jobs import JobStatus
@@ -17,6 +17,23 @@ PENDING = JobStatus.PENDING.value
 RUNNING = JobStatus.RUNNING.value
 
 READY = and_(jobs.c.status == PENDING, jobs.c.unmet_dependencies == 0)
+
+
+def mark_running(where: Any, when: Any) -> Any:
+    """The claim's write: the jobs `where` selects marked running for :claimer, as started at
+    `when`, their claim counted; returning their rows. Every claim, limited or not, is this."""
+    return (
+        update(jobs)
+        .where(where)
+        .values(
+            status=RUNNING,
+            worker_id=bindparam("claimer"),
+            started_at=when,
+            updated_at=when,
+            claim_seq=jobs.c.claim_seq + 1,
+        )
+        .returning(*jobs.c)
+    )
 
 
 def served(*, queues: bool, agents: bool) -> list[Any]:
