@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -44,7 +45,7 @@ from taiat.store.validation import JsonText
 log = logging.getLogger(__name__)
 
 #: Bump with every change to the tables, and add the step that upgrades to it in `UPGRADES`.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -323,11 +324,24 @@ def _add_columns(table: Table, *names: str) -> Callable[[Connection], None]:
     return step
 
 
+#: Version 5: the functions PostgreSQL runs for us, each created or replaced: the limit-aware
+#: claim in one call (`taiat_claim_limited`, with `taiat_limit_keys`).
+FUNCTIONS = (Path(__file__).parent / "sql" / "claim_limited.sql").read_text()
+
+
+def create_functions(conn: Connection) -> None:
+    """Create or replace `FUNCTIONS` (PostgreSQL only: SQLite has none, and its claims take
+    the same steps from Python)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(FUNCTIONS)
+
+
 #: Steps that bring a database from version N-1 to N, keyed by N.
 UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _add_columns(workers, "lease_seconds", "boot_id", "pid_namespace"),
     3: lambda conn: output.create(conn, checkfirst=True),
     4: lambda conn: _upgrade_to_4(conn),
+    5: create_functions,
 }
 
 
@@ -391,6 +405,7 @@ def initialise(engine: Engine) -> tuple[int | None, int]:
             raise _mismatch(before)
         if before is None:
             metadata.create_all(conn)
+            create_functions(conn)
             conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
             log.info("created the tables at schema version %d", SCHEMA_VERSION)
         else:

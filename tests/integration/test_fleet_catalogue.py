@@ -157,7 +157,7 @@ def test_version_3_is_upgraded_with_the_catalogue_and_queue_columns(database_url
             conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         conn.execute(schema.schema_version.delete())
         conn.execute(schema.schema_version.insert().values(version=3))
-    assert schema.initialise(engine) == (3, 4)
+    assert schema.initialise(engine) == (3, schema.SCHEMA_VERSION)
     manager = JobManager(engine)
     register(manager, "a", {"x": {"inputs": [], "outputs": ["y"], "queue": None}})
     job = manager.create_job("agent", "j", payload={"agent_name": "x"})

@@ -272,6 +272,25 @@ def test_a_version_3_database_is_upgraded_to_hold_keys_and_limits(empty_url: str
     engine.dispose()
 
 
+def test_a_version_4_database_is_upgraded_to_claim_with_limits_in_one_call(
+    empty_url: str,
+) -> None:
+    engine = db.engine_from_url(empty_url)
+    schema.initialise(engine)
+    with engine.begin() as conn:  # as version 4 had it: no functions
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("DROP FUNCTION taiat_claim_limited"))
+            conn.execute(text("DROP FUNCTION taiat_has_key"))
+        conn.execute(delete(schema.schema_version))
+        conn.execute(insert(schema.schema_version).values(version=4))
+    assert schema.initialise(engine) == (4, schema.SCHEMA_VERSION)
+    manager = JobManager(engine)
+    manager.set_limit("k", concurrency=1)
+    manager.create_jobs([agent(f"j{i}", limit_keys=["k"]) for i in range(2)] + [agent("free")])
+    assert sorted(job.name for job in manager.claim_jobs("w", 3)) == ["free", "j0"]
+    engine.dispose()
+
+
 def test_the_supervisors_count_of_jobs_waiting_on_each_limited_key(manager: JobManager) -> None:
     assert manager.port.waiting_on_limits() == {}
     manager.set_limit("agent:a", concurrency=1)

@@ -210,15 +210,19 @@ def claim_jobs(
     jobs, those of `agents` only, unless None (every one). By the one statement while no
     limit is set (the fast path), else by the limit-aware path, tried first while the last
     claim found limits."""
-    if limit_queries.limits_seen():
+    tried = limit_queries.limits_seen()
+    if tried:
         limited = limit_queries.claim_jobs_limited(conn, worker_id, limit, queues, agents)
-        if limited is not None:
+        if limited:
             return limited
     stmt, params = _claim_params(worker_id, limit, queues, agents)
     claimed = list(conn.execute(stmt, params).mappings())
     if claimed:
+        limit_queries.forget_limits()  # it takes nothing while a limit is set
         return claimed
-    return limit_queries.claim_jobs_limited(conn, worker_id, limit, queues, agents) or []
+    if tried:
+        return []
+    return limit_queries.claim_jobs_limited(conn, worker_id, limit, queues, agents)
 
 
 def _running(job_id: str, claim_seq: int) -> Any:
