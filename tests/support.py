@@ -184,3 +184,13 @@ def max_starts_in_window(
             first += 1
         most = max(most, last - first + 1)
     return most
+
+
+def drop_routines(conn: Any) -> None:
+    """Drop what version 5 added to a database (its functions on PostgreSQL, its trigger on
+    SQLite), as a test that makes an older version's database from a new one needs."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("DROP FUNCTION taiat_claim_limited")
+        conn.exec_driver_sql("DROP FUNCTION taiat_has_key")
+    else:
+        conn.exec_driver_sql("DROP TRIGGER taiat_limit_starts_recorded")

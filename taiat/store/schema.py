@@ -324,16 +324,18 @@ def _add_columns(table: Table, *names: str) -> Callable[[Connection], None]:
     return step
 
 
-#: Version 5: the functions PostgreSQL runs for us, each created or replaced: the limit-aware
-#: claim in one call (`taiat_claim_limited`, with `taiat_limit_keys`).
-FUNCTIONS = (Path(__file__).parent / "sql" / "claim_limited.sql").read_text()
+#: Version 5: what each database runs for the limit-aware claim, created or replaced: on
+#: PostgreSQL the claim in one call (`taiat_claim_limited`, with `taiat_has_key`); on SQLite the
+#: trigger that records a claim's starts of rate-limited keys.
+ROUTINES = {
+    "postgresql": (Path(__file__).parent / "sql" / "claim_limited.sql").read_text(),
+    "sqlite": (Path(__file__).parent / "sql" / "limit_starts_sqlite.sql").read_text(),
+}
 
 
-def create_functions(conn: Connection) -> None:
-    """Create or replace `FUNCTIONS` (PostgreSQL only: SQLite has none, and its claims take
-    the same steps from Python)."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(FUNCTIONS)
+def create_routines(conn: Connection) -> None:
+    """Create or replace `ROUTINES` of the connection's database."""
+    conn.exec_driver_sql(ROUTINES[conn.dialect.name])
 
 
 #: Steps that bring a database from version N-1 to N, keyed by N.
@@ -341,7 +343,7 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _add_columns(workers, "lease_seconds", "boot_id", "pid_namespace"),
     3: lambda conn: output.create(conn, checkfirst=True),
     4: lambda conn: _upgrade_to_4(conn),
-    5: create_functions,
+    5: create_routines,
 }
 
 
@@ -405,7 +407,7 @@ def initialise(engine: Engine) -> tuple[int | None, int]:
             raise _mismatch(before)
         if before is None:
             metadata.create_all(conn)
-            create_functions(conn)
+            create_routines(conn)
             conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
             log.info("created the tables at schema version %d", SCHEMA_VERSION)
         else:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from query_helpers import CHAIN, query
 from sqlalchemy import select, text, update
+from support import drop_routines
 
 from taiat import JobManager, JobStatus, context
 from taiat.agents.executors import Expansion, QueryExecutor
@@ -149,6 +150,7 @@ def test_a_dead_peers_agents_are_not_planned_with(manager: JobManager) -> None:
 def test_version_3_is_upgraded_with_the_catalogue_and_queue_columns(database_url: str) -> None:
     engine = db.engine_from_url(database_url)
     with engine.begin() as conn:  # as version 3 had them
+        drop_routines(conn)
         for table, column in [
             ("taiat_workers", "agents"),
             ("taiat_workers", "queues"),

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from query_helpers import CHAIN, query, run_burst
 from sqlalchemy import delete, func, insert, select, text
-from support import max_overlap, poll
+from support import drop_routines, max_overlap, poll
 
 from taiat import JobManager, JobStatus
 from taiat.errors import InvalidJob, InvalidLimit
@@ -257,6 +257,7 @@ def test_a_version_3_database_is_upgraded_to_hold_keys_and_limits(empty_url: str
     schema.initialise(engine)
     job = JobManager(engine).create_job("agent", "old", payload={"agent_name": "a"})
     with engine.begin() as conn:  # as version 3 had it
+        drop_routines(conn)
         for table in ("taiat_jobs", "taiat_job_history"):
             for column in ("queue", "agent", "limit_keys"):
                 conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
@@ -277,10 +278,8 @@ def test_a_version_4_database_is_upgraded_to_claim_with_limits_in_one_call(
 ) -> None:
     engine = db.engine_from_url(empty_url)
     schema.initialise(engine)
-    with engine.begin() as conn:  # as version 4 had it: no functions
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("DROP FUNCTION taiat_claim_limited"))
-            conn.execute(text("DROP FUNCTION taiat_has_key"))
+    with engine.begin() as conn:  # as version 4 had it
+        drop_routines(conn)
         conn.execute(delete(schema.schema_version))
         conn.execute(insert(schema.schema_version).values(version=4))
     assert schema.initialise(engine) == (4, schema.SCHEMA_VERSION)

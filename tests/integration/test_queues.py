@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import delete, insert, inspect, select, text
+from support import drop_routines
 
 from taiat import JobManager
 from taiat.errors import InvalidJob
@@ -97,6 +98,7 @@ def test_a_querys_planned_agent_jobs_inherit_its_queue(manager: JobManager) -> N
 def _as_version_3(engine) -> None:  # type: ignore[no-untyped-def]
     """Make a database of this release look as version 3 left it."""
     with engine.begin() as conn:
+        drop_routines(conn)
         conn.execute(text(f"DROP TABLE {schema.queues.name}"))
         for table, names in (
             (schema.jobs, ("queue", "agent")),

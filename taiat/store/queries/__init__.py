@@ -210,18 +210,15 @@ def claim_jobs(
     jobs, those of `agents` only, unless None (every one). By the one statement while no
     limit is set (the fast path), else by the limit-aware path, tried first while the last
     claim found limits."""
-    tried = limit_queries.limits_seen()
-    if tried:
+    if limit_queries.limits_seen():
         limited = limit_queries.claim_jobs_limited(conn, worker_id, limit, queues, agents)
-        if limited:
+        if limit_queries.limits_seen():
             return limited
     stmt, params = _claim_params(worker_id, limit, queues, agents)
     claimed = list(conn.execute(stmt, params).mappings())
     if claimed:
-        limit_queries.forget_limits()  # it takes nothing while a limit is set
         return claimed
-    if tried:
-        return []
+    # Nothing taken: perhaps as a limit has been set since.
     return limit_queries.claim_jobs_limited(conn, worker_id, limit, queues, agents)
 
 

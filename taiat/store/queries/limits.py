@@ -18,7 +18,6 @@ statement sent from here could not. SQLite, whose claim holds the write lock, ta
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Collection, Iterable
 from typing import Any
 
@@ -28,14 +27,14 @@ from sqlalchemy import (
     RowMapping,
     String,
     bindparam,
+    case,
     column,
     delete,
     func,
     insert,
-    literal,
-    null,
+    literal_column,
+    or_,
     select,
-    text,
     type_coerce,
     union_all,
     update,
@@ -49,8 +48,9 @@ from taiat.store.queries.reading import (
     mark_running,
     served,
     served_params,
+    written,
 )
-from taiat.store.schema import JsonType, jobs, limit_starts, limits, utcnow
+from taiat.store.schema import jobs, limit_starts, limits, utcnow
 from taiat.store.validation import limit_keys
 
 
@@ -137,12 +137,6 @@ def limits_seen() -> bool:
     return _seen
 
 
-def forget_limits() -> None:
-    """The one-statement claim took jobs: no limit is set."""
-    global _seen
-    _seen = False
-
-
 def claim_jobs_limited(
     conn: Connection,
     worker_id: str,
@@ -161,10 +155,12 @@ def claim_jobs_limited(
             "served_agents": None if served_agents is None else sorted(served_agents),
         }
         claimed = list(conn.execute(_CLAIM_LIMITED, params).mappings())
-        global _seen
-        _seen = _seen or bool(claimed)  # none taken: perhaps no limit, perhaps none with room
-        return claimed
-    return _claim_limited_here(conn, worker_id, limit, served_queues, served_agents)
+    else:
+        claimed = _claim_limited_here(conn, worker_id, limit, served_queues, served_agents)
+    global _seen
+    # None taken: perhaps for want of room, perhaps as no limit is set.
+    _seen = bool(claimed) or any_limits(conn)
+    return claimed
 
 
 _CLAIM_LIMITED = select(
@@ -180,116 +176,126 @@ _CLAIM_LIMITED = select(
 
 # -- the same steps on SQLite, under its write lock --------------------------------------------
 
-#: The limits, each with its starts in its rate's window, then the running jobs' keys: the
-#: state a claim judges room by, in one statement.
-_STATE = union_all(
-    select(
-        limits.c.key,
-        limits.c.concurrency,
-        limits.c.rate_count,
+
+# Written in the statement, not bound: SQLite's planner treats them as the constants they are.
+_QUEUE = literal_column("'queue:'", String)
+_AGENT = literal_column("'agent:'", String)
+_QUOTE = literal_column("'\"'", String)
+
+
+def _has_key(queue: Any, agent: Any, explicit: Any, key: Any) -> Any:
+    """Whether a job of `queue` and `agent` (NULL: not an agent job) with the explicit keys
+    `explicit` has the limit key `key` (see `validation.limit_keys`). The explicit keys are
+    sought in their JSON text: a key is written there as it is, in double quotes, as none
+    holds a character JSON escapes (`validation.LIMIT_KEY`)."""
+    quoted = _QUOTE + key + _QUOTE
+    return or_(
+        key == _QUEUE + queue,
+        key == _AGENT + agent,
+        func.instr(type_coerce(explicit, String), quoted) > 0,
+    )
+
+
+def _running_keys() -> Any:
+    """Every limit key of every running job, once a job (see `validation.limit_keys`)."""
+    running = jobs.c.status == written(RUNNING)
+    queue_key = _QUEUE + jobs.c.queue
+    agent_key = _AGENT + jobs.c.agent
+    listed = func.json_each(jobs.c.limit_keys).table_valued("value")
+    return (
+        union_all(
+            select(queue_key.label("key")).where(running),
+            select(agent_key).where(running, jobs.c.agent.is_not(None)),
+            select(listed.c.value)
+            .select_from(jobs, listed)
+            .where(
+                running, listed.c.value != queue_key, listed.c.value.is_distinct_from(agent_key)
+            ),
+        )
+        .cte("running_keys")
+        .prefix_with("MATERIALIZED")
+    )
+
+
+def _room() -> Any:
+    """Each limited key's room: the least of its cap less its running jobs and of its rate
+    less its starts in the window (`UNBOUNDED` for what it lacks)."""
+    keys = _running_keys()
+    running = select(keys.c.key, func.count().label("jobs")).group_by(keys.c.key).subquery()
+    started = (
         select(func.count())
         .where(
             limit_starts.c.key == limits.c.key,
             limit_starts.c.started_at >= utcnow(-(limits.c.rate_seconds + WINDOW_MARGIN)),
         )
         .scalar_subquery()
-        .label("starts"),
-        literal(None, String).label("queue"),
-        literal(None, String).label("agent"),
-        # A bare NULL: a bound None of the JSON type would be sent, and decoded, as 'null'.
-        type_coerce(null(), JsonType).label("limit_keys"),
-    ),
-    select(
-        literal(None, String),
-        literal(None, Integer),
-        literal(None, Integer),
-        literal(None, Integer),
-        jobs.c.queue,
-        jobs.c.agent,
-        jobs.c.limit_keys,
-    ).where(jobs.c.status == RUNNING),
-)
-
-
-def _room(state: list[Any]) -> tuple[dict[str, int], set[str]]:
-    """Each limited key's room, the least of its cap less its running jobs and of its rate
-    less its starts in the window (`UNBOUNDED` for what it lacks); and the rate-limited keys,
-    from `_STATE`'s rows."""
-    running: Counter[str] = Counter()
-    limited = []
-    for key, cap, rate, starts, queue, agent, explicit in state:
-        if key is None:
-            running.update(limit_keys(queue, agent, explicit))
-        else:
-            limited.append((key, cap, rate, starts))
-    room = {
-        key: min(
-            UNBOUNDED if cap is None else cap - running[key],
-            UNBOUNDED if rate is None else rate - starts,
+    )
+    return (
+        select(
+            limits.c.key,
+            func.min(
+                func.coalesce(limits.c.concurrency - func.coalesce(running.c.jobs, 0), UNBOUNDED),
+                case(
+                    (limits.c.rate_count.is_(None), UNBOUNDED),
+                    else_=limits.c.rate_count - started,
+                ),
+            ).label("room"),
         )
-        for key, cap, rate, starts in limited
-    }
-    return room, {key for key, _, rate, _ in limited if rate is not None}
+        .select_from(limits.outerjoin(running, running.c.key == limits.c.key))
+        .cte("room")
+        .prefix_with("MATERIALIZED")
+    )
 
 
-_TAKES: dict[tuple[bool, bool, bool], Any] = {}
+_TAKES: dict[tuple[bool, bool], Any] = {}
 
 
-def _take(blocked: bool, served_queues: bool, served_agents: bool) -> Any:
-    """Mark running, as `mark_running` does, the :want best ready jobs (of those
-    `reading.served` lets this claim take) with none of the keys out of room (:keys, a JSON
-    array, with `blocked`). One statement per shape, built once."""
-    shape = (blocked, served_queues, served_agents)
+def _take(served_queues: bool, served_agents: bool) -> Any:
+    """Mark running, as `mark_running` does, the best ready jobs (of those `reading.served`
+    lets this claim take) with no key out of room, as many as :want and as the tightest room
+    of any key allow: each key then has room for every job taken. Nothing while no limit is
+    set. The trigger `taiat_limit_starts_recorded` records the starts of their rate-limited
+    keys (`store/sql/limit_starts_sqlite.sql`). One statement per shape, built once."""
+    shape = (served_queues, served_agents)
     if shape in _TAKES:
         return _TAKES[shape]
-    filters: list[Any] = served(queues=served_queues, agents=served_agents)
-    if blocked:
-        # The keys as one JSON text: the statement is then the same at every call, not
-        # rendered anew for each count of keys.
-        keys = "SELECT value FROM json_each(:keys)"
-        filters.append(
-            text(
-                f"'queue:' || taiat_jobs.queue NOT IN ({keys}) "
-                f"AND coalesce('agent:' || taiat_jobs.agent, '') NOT IN ({keys}) "
-                "AND NOT EXISTS (SELECT 1 FROM json_each(taiat_jobs.limit_keys) AS k "
-                f"WHERE k.value IN ({keys}))"
-            ).bindparams(bindparam("keys", type_=JsonType))
+    room = _room()
+    out_of_room = (
+        select(room.c.key)
+        .where(
+            room.c.room <= 0, _has_key(jobs.c.queue, jobs.c.agent, jobs.c.limit_keys, room.c.key)
         )
+        .exists()
+    )
+    tightest = select(func.min(room.c.room)).where(room.c.room > 0).scalar_subquery()
+    want = bindparam("want", type_=Integer)
     chosen = (
         select(jobs.c.id)
-        .where(READY, jobs.c.run_at <= utcnow(), *filters)
+        .where(
+            READY,
+            jobs.c.run_at <= utcnow(),
+            *served(queues=served_queues, agents=served_agents),
+            select(limits.c.key).exists(),
+            ~out_of_room,
+        )
         .order_by(*READY_ORDER)
-        .limit(bindparam("want"))
+        .limit(func.min(want, func.coalesce(tightest, want)))
         .cte("chosen")
     )
-    _TAKES[shape] = mark_running(jobs.c.id == chosen.c.id, utcnow())
-    return _TAKES[shape]
+    stmt = mark_running(jobs.c.id == chosen.c.id, utcnow())
+    _TAKES[shape] = stmt
+    return stmt
 
 
-#: Every this many recordings of starts, a process prunes the starts older than every window
-#: (which no claim counts, as it reads only those of the longest window).
+#: Every this many limited claims that take jobs, a process prunes the starts older than every
+#: window (which no claim counts, as it reads only those of the longest window).
 PRUNE_EVERY = 64
 _recorded = 0
 
 
-def _record_starts(conn: Connection, taken: list[RowMapping], rated: set[str]) -> None:
-    """Record the starts of the `taken` jobs' rate-limited keys, and now and then forget those
-    older than every window."""
-    starts = [
-        {
-            "key": key,
-            "started_at": row["started_at"],
-            "job_id": row["id"],
-            "claim_seq": row["claim_seq"],
-        }
-        for row in taken
-        for key in limit_keys(row["queue"], row["agent"], row["limit_keys"])
-        if key in rated
-    ]
-    if not starts:
-        return
+def _forget_old_starts(conn: Connection) -> None:
+    """Now and then, forget the starts older than every window (which no claim counts)."""
     global _recorded
-    conn.execute(insert(limit_starts), starts)
     _recorded += 1
     if _recorded % PRUNE_EVERY == 0:
         longest = select(func.max(limits.c.rate_seconds) + WINDOW_MARGIN).scalar_subquery()
@@ -303,24 +309,16 @@ def _claim_limited_here(
     served_queues: Collection[str] | None,
     served_agents: Collection[str] | None,
 ) -> list[RowMapping]:
-    """`claim_jobs_limited` on SQLite. Each take is of the best jobs with no key out of room,
-    as many as the tightest room allows, so that no key can run out within it; the rooms are
-    counted anew for the next, until `limit` are taken or nothing more can be."""
-    global _seen
+    """`claim_jobs_limited` on SQLite: takes (`_take`), each within the tightest room of any
+    key, until `limit` are taken or one takes none; the rooms are counted anew at each."""
+    stmt = _take(served_queues is not None, served_agents is not None)
     params: dict[str, Any] = {"claimer": worker_id} | served_params(served_queues, served_agents)
     claimed: list[RowMapping] = []
     while len(claimed) < limit:
-        room, rated = _room(conn.execute(_STATE).all())
-        _seen = bool(room)
-        if not room:
+        taken = list(conn.execute(stmt, params | {"want": limit - len(claimed)}).mappings())
+        if not taken:
             break
-        blocked = [key for key, n in room.items() if n <= 0]
-        want = min([limit - len(claimed), *(n for n in room.values() if n > 0)])
-        stmt = _take(bool(blocked), served_queues is not None, served_agents is not None)
-        taken = list(conn.execute(stmt, params | {"want": want, "keys": blocked}).mappings())
-        if rated:
-            _record_starts(conn, taken, rated)
         claimed += taken
-        if len(taken) < want:
-            break
+    if claimed:
+        _forget_old_starts(conn)
     return claimed

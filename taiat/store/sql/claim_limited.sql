@@ -12,7 +12,9 @@ $$;
 -- only if every one of its limited keys has room and rate to start it; of `served_queues` and
 -- `served_agents` only (NULL: every one), of no paused queue. No row when no limit is set.
 --
--- 1. Lock every limit row, in key order: limit-aware claims take turns across the fleet.
+-- 1. Take the limits' lock (a transaction's advisory lock, keyed by the limits table): limit-aware
+--    claims take turns across the fleet. One lock in memory, where locking each limit row would
+--    write each row.
 -- 2. Each later statement of this VOLATILE function reads a snapshot taken after the lock, so
 --    it sees every start committed before: count each key's room, the least of its cap less
 --    its running jobs and its rate less its starts in the window.
@@ -35,10 +37,10 @@ DECLARE
     job record;
     taken text[] := '{}';
 BEGIN
-    PERFORM 1 FROM taiat_limits ORDER BY key FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT EXISTS (SELECT 1 FROM taiat_limits) THEN
         RETURN;
     END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('taiat_limits'), 'taiat_limits'::regclass::oid::int);
     stamp := clock_timestamp() AT TIME ZONE 'utc';
     WITH running AS MATERIALIZED (
         SELECT queue, agent, limit_keys FROM taiat_jobs WHERE status = 'running'
