@@ -121,10 +121,6 @@ def waiting_counts(conn: Connection, keys: Iterable[str]) -> dict[str, int]:
 #: stamps a start is read a moment before the one the window is measured from.
 WINDOW_MARGIN = 0.01
 
-#: How many ready jobs the limit-aware claim reads per job it may take: some may be skipped
-#: when a key's room runs out within the claim.
-CANDIDATES_PER_JOB = 4
-
 #: A key's room when nothing caps it (a rate alone, or a cap alone, leaves the other unbounded).
 UNBOUNDED = 2**31 - 1
 
@@ -169,7 +165,6 @@ _CLAIM_LIMITED = select(
         bindparam("want", type_=Integer),
         bindparam("served_queues", type_=ARRAY(String)),
         bindparam("served_agents", type_=ARRAY(String)),
-        CANDIDATES_PER_JOB,
         WINDOW_MARGIN,
     ).table_valued(*(column(c.name, c.type) for c in jobs.c))
 )

@@ -11,6 +11,7 @@ $$;
 -- taiat_claim_limited: mark up to `want` ready jobs running for `claimer`, best first, each
 -- only if every one of its limited keys has room and rate to start it; of `served_queues` and
 -- `served_agents` only (NULL: every one), of no paused queue. No row when no limit is set.
+-- The steps of limits.py's docstring:
 --
 -- 1. Take the limits' lock (a transaction's advisory lock, keyed by the limits table): limit-aware
 --    claims take turns across the fleet. One lock in memory, where locking each limit row would
@@ -18,89 +19,95 @@ $$;
 -- 2. Each later statement of this VOLATILE function reads a snapshot taken after the lock, so
 --    it sees every start committed before: count each key's room, the least of its cap less
 --    its running jobs and its rate less its starts in the window.
--- 3. Read up to `want * candidates` of the best ready jobs with no key out of room, and take
---    in order those whose every limited key still has room, counting each one taken.
--- 4. Mark them running, stamped with the time after the lock, and record the starts of their
---    rate-limited keys; now and then forget the starts older than every window.
+-- 3. Take the best ready jobs with no key out of room, as many as are still wanted and as the
+--    tightest room of any key allows (so that no key runs out within the take), record the
+--    starts of their rate-limited keys, and count the rooms anew for the next take, until
+--    `want` are taken or a take finds fewer than it asked for.
+-- 4. Now and then, forget the starts older than every window.
 CREATE OR REPLACE FUNCTION taiat_claim_limited(
     claimer text,
     want integer,
     served_queues text[],
     served_agents text[],
-    candidates integer,
     window_margin double precision
 ) RETURNS SETOF taiat_jobs LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     stamp timestamp;
-    room jsonb;
     blocked text[];
-    job record;
-    taken text[] := '{}';
+    tightest bigint;
+    rated boolean;
+    asked integer;
+    took integer;
+    taken integer := 0;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM taiat_limits) THEN
         RETURN;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext('taiat_limits'), 'taiat_limits'::regclass::oid::int);
     stamp := clock_timestamp() AT TIME ZONE 'utc';
-    WITH running AS MATERIALIZED (
-        SELECT queue, agent, limit_keys FROM taiat_jobs WHERE status = 'running'
-    )
-    SELECT jsonb_object_agg(l.key, least(
-        coalesce(l.concurrency - (
-            SELECT count(*) FROM running AS r
-            WHERE taiat_has_key(r.queue, r.agent, r.limit_keys, l.key)
-        ), 2147483647),
-        coalesce(l.rate_count - (
-            SELECT count(*) FROM taiat_limit_starts AS s
-            WHERE s.key = l.key
-              AND s.started_at >= stamp - make_interval(secs => l.rate_seconds + window_margin)
-        ), 2147483647)))
-    INTO room
-    FROM taiat_limits AS l;
-    blocked := ARRAY(SELECT key FROM jsonb_each_text(room) WHERE value::bigint <= 0);
-
-    FOR job IN
-        SELECT j.id, j.queue, j.agent, j.limit_keys
-        FROM taiat_jobs AS j
-        WHERE j.status = 'pending' AND j.unmet_dependencies = 0
-          AND j.run_at <= (now() AT TIME ZONE 'utc')
-          AND j.queue NOT IN (SELECT name FROM taiat_queues WHERE paused)
-          AND (served_queues IS NULL OR j.queue = ANY (served_queues))
-          AND (served_agents IS NULL OR j.agent IS NULL OR j.agent = ANY (served_agents))
-          AND NOT ('queue:' || j.queue = ANY (blocked))
-          AND NOT (j.agent IS NOT NULL AND 'agent:' || j.agent = ANY (blocked))
-          AND NOT (j.limit_keys ?| blocked)
-        ORDER BY j.priority DESC, j.run_at, j.created_at
-        LIMIT want * candidates
-        FOR NO KEY UPDATE SKIP LOCKED
     LOOP
-        CONTINUE WHEN EXISTS (
-            SELECT 1 FROM jsonb_each_text(room) AS k
-            WHERE k.value::bigint <= 0 AND taiat_has_key(job.queue, job.agent, job.limit_keys, k.key)
-        );
-        room := room || coalesce((
-            SELECT jsonb_object_agg(k.key, k.value::bigint - 1) FROM jsonb_each_text(room) AS k
-            WHERE taiat_has_key(job.queue, job.agent, job.limit_keys, k.key)
-        ), '{}');
-        taken := taken || job.id;
-        EXIT WHEN cardinality(taken) >= want;
-    END LOOP;
-    IF cardinality(taken) = 0 THEN
-        RETURN;
-    END IF;
+        WITH running AS (
+            SELECT k.key, count(*) AS jobs
+            FROM taiat_jobs AS j
+            CROSS JOIN LATERAL (
+                SELECT 'queue:' || j.queue
+                UNION SELECT 'agent:' || j.agent WHERE j.agent IS NOT NULL
+                UNION SELECT jsonb_array_elements_text(j.limit_keys)
+            ) AS k(key)
+            WHERE j.status = 'running'
+            GROUP BY k.key
+        ), room AS (
+            SELECT l.key, l.rate_count IS NOT NULL AS has_rate, least(
+                coalesce(l.concurrency - coalesce(r.jobs, 0), 2147483647),
+                CASE WHEN l.rate_count IS NULL THEN 2147483647 ELSE l.rate_count - (
+                    SELECT count(*) FROM taiat_limit_starts AS s
+                    WHERE s.key = l.key
+                      AND s.started_at >= stamp - make_interval(secs => l.rate_seconds + window_margin)
+                ) END) AS room
+            FROM taiat_limits AS l LEFT JOIN running AS r ON r.key = l.key
+        )
+        SELECT coalesce(array_agg(r.key) FILTER (WHERE r.room <= 0), '{}'),
+               min(r.room) FILTER (WHERE r.room > 0),
+               bool_or(r.has_rate)
+        INTO blocked, tightest, rated
+        FROM room AS r;
+        asked := least(want - taken, coalesce(tightest, want));
 
-    RETURN QUERY
-        UPDATE taiat_jobs AS j
-        SET status = 'running', worker_id = claimer, started_at = stamp, updated_at = stamp,
-            claim_seq = j.claim_seq + 1
-        WHERE j.id = ANY (taken)
-        RETURNING j.*;
-    INSERT INTO taiat_limit_starts (key, started_at, job_id, claim_seq)
-    SELECT l.key, stamp, j.id, j.claim_seq
-    FROM taiat_jobs AS j
-    JOIN taiat_limits AS l ON taiat_has_key(j.queue, j.agent, j.limit_keys, l.key)
-    WHERE j.id = ANY (taken) AND l.rate_count IS NOT NULL;
-    IF random() < 1.0 / 64 THEN
+        RETURN QUERY
+            WITH chosen AS (
+                SELECT j.id
+                FROM taiat_jobs AS j
+                WHERE j.status = 'pending' AND j.unmet_dependencies = 0
+                  AND j.run_at <= (now() AT TIME ZONE 'utc')
+                  AND j.queue NOT IN (SELECT name FROM taiat_queues WHERE paused)
+                  AND (served_queues IS NULL OR j.queue = ANY (served_queues))
+                  AND (served_agents IS NULL OR j.agent IS NULL OR j.agent = ANY (served_agents))
+                  AND NOT ('queue:' || j.queue = ANY (blocked))
+                  AND NOT (j.agent IS NOT NULL AND 'agent:' || j.agent = ANY (blocked))
+                  AND NOT (j.limit_keys ?| blocked)
+                ORDER BY j.priority DESC, j.run_at, j.created_at
+                LIMIT asked
+                FOR NO KEY UPDATE SKIP LOCKED
+            ), claimed AS (
+                UPDATE taiat_jobs AS j
+                SET status = 'running', worker_id = claimer, started_at = stamp,
+                    updated_at = stamp, claim_seq = j.claim_seq + 1
+                FROM chosen
+                WHERE j.id = chosen.id
+                RETURNING j.*
+            ), recorded AS (
+                INSERT INTO taiat_limit_starts (key, started_at, job_id, claim_seq)
+                SELECT l.key, stamp, c.id, c.claim_seq
+                FROM claimed AS c
+                JOIN taiat_limits AS l ON taiat_has_key(c.queue, c.agent, c.limit_keys, l.key)
+                WHERE rated AND l.rate_count IS NOT NULL
+            )
+            SELECT * FROM claimed;
+        GET DIAGNOSTICS took = ROW_COUNT;
+        taken := taken + took;
+        EXIT WHEN took < asked OR taken >= want;
+    END LOOP;
+    IF rated AND random() < 1.0 / 64 THEN
         DELETE FROM taiat_limit_starts AS s
         WHERE s.started_at < stamp - make_interval(secs => (
             SELECT coalesce(max(rate_seconds), 0) + window_margin FROM taiat_limits));
