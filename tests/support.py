@@ -193,4 +193,4 @@ def drop_routines(conn: Any) -> None:
         conn.exec_driver_sql("DROP FUNCTION taiat_claim_limited")
         conn.exec_driver_sql("DROP FUNCTION taiat_has_key")
     else:
-        conn.exec_driver_sql("DROP TRIGGER taiat_limit_starts_recorded")
+        conn.exec_driver_sql("DROP TRIGGER taiat_limit_starts_counted")

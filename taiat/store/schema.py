@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -258,17 +259,24 @@ limits = Table(
     Column("updated_at", DateTime, nullable=False, server_default=utcnow()),
 )
 
-#: Version 4: the starts of jobs with a rate-limited key, the sliding window the rate is
-#: judged by; rows older than their key's window are pruned by the next limited claim.
+#: Version 5: the starts of jobs with a rate-limited key, counted in buckets of time: a key's
+#: window of `rate_seconds` is judged by the buckets that overlap it, each `width` seconds
+#: (`rate_seconds / STARTS_BUCKETS`) and numbered from the Unix epoch (`bucket * width` is its
+#: start). A bucket at the window's far edge counts whole, so a rate errs by holding back,
+#: never by letting more start; a claim reads at most `STARTS_BUCKETS + 1` rows a key, however
+#: many jobs started. Rows older than every window are pruned now and then by the claims.
+#: (Version 4 kept a row a start.)
 limit_starts = Table(
     "taiat_limit_starts",
     metadata,
     Column("key", String, primary_key=True),
-    Column("started_at", DateTime, primary_key=True),
-    Column("job_id", String, primary_key=True),
-    # Which claim of the job: one job may start twice within the clock's resolution.
-    Column("claim_seq", Integer, primary_key=True),
+    Column("width", Float, primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),
+    Column("starts", Integer, nullable=False),
 )
+
+#: How many buckets of `taiat_limit_starts` a rate's window is cut into.
+STARTS_BUCKETS = 20
 
 #: Supervisors register here and heartbeat; a stale heartbeat means the supervisor is dead.
 workers = Table(
@@ -326,10 +334,16 @@ def _add_columns(table: Table, *names: str) -> Callable[[Connection], None]:
 
 #: Version 5: what each database runs for the limit-aware claim, created or replaced: on
 #: PostgreSQL the claim in one call (`taiat_claim_limited`, with `taiat_has_key`); on SQLite the
-#: trigger that records a claim's starts of rate-limited keys.
+#: trigger that counts a claim's starts of rate-limited keys (`taiat_limit_starts_counted`).
+#: Each file names the buckets a window is cut into `STARTS_BUCKETS`.
 ROUTINES = {
-    "postgresql": (Path(__file__).parent / "sql" / "claim_limited.sql").read_text(),
-    "sqlite": (Path(__file__).parent / "sql" / "limit_starts_sqlite.sql").read_text(),
+    dialect: (Path(__file__).parent / "sql" / name)
+    .read_text()
+    .replace("STARTS_BUCKETS", str(STARTS_BUCKETS))
+    for dialect, name in (
+        ("postgresql", "claim_limited.sql"),
+        ("sqlite", "limit_starts_sqlite.sql"),
+    )
 }
 
 
@@ -343,7 +357,7 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _add_columns(workers, "lease_seconds", "boot_id", "pid_namespace"),
     3: lambda conn: output.create(conn, checkfirst=True),
     4: lambda conn: _upgrade_to_4(conn),
-    5: create_routines,
+    5: lambda conn: _upgrade_to_5(conn),
 }
 
 
@@ -363,6 +377,38 @@ def _upgrade_to_4(conn: Connection) -> None:
         name = "json_extract(payload, '$.agent_name')"
     for table in (jobs, history):
         conn.execute(text(f"UPDATE {table.name} SET agent = {name} WHERE job_type = 'agent'"))
+
+
+def _upgrade_to_5(conn: Connection) -> None:
+    """Version 5: a rate's starts counted in buckets (version 4 kept a row a start: each is
+    counted into its bucket, so that no window's starts are forgotten), and the routines."""
+    columns = {column["name"] for column in inspect(conn).get_columns(limit_starts.name)}
+    if "started_at" in columns:
+        rows = conn.execute(
+            text(
+                "SELECT s.key, s.started_at, l.rate_seconds FROM taiat_limit_starts AS s "
+                "JOIN taiat_limits AS l ON l.key = s.key WHERE l.rate_seconds IS NOT NULL"
+            )
+        ).all()
+        counted: dict[tuple[str, float, int], int] = {}
+        for key, started_at, seconds in rows:
+            if isinstance(started_at, str):  # SQLite's text, read without the column's type
+                started_at = datetime.fromisoformat(started_at)
+            width = seconds / STARTS_BUCKETS
+            epoch = (started_at - datetime(1970, 1, 1)).total_seconds()
+            slot = (key, width, int(epoch // width))
+            counted[slot] = counted.get(slot, 0) + 1
+        conn.execute(text(f"DROP TABLE {limit_starts.name}"))
+        limit_starts.create(conn)
+        if counted:
+            conn.execute(
+                insert(limit_starts),
+                [
+                    {"key": key, "width": width, "bucket": bucket, "starts": starts}
+                    for (key, width, bucket), starts in counted.items()
+                ],
+            )
+    create_routines(conn)
 
 
 # Any constant will do; it keeps two `init_worker` runs from creating the tables at once.

@@ -4,7 +4,7 @@ once, priority order kept, room freed by whatever ends a job, and bad input refu
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -273,20 +273,36 @@ def test_a_version_3_database_is_upgraded_to_hold_keys_and_limits(empty_url: str
     engine.dispose()
 
 
-def test_a_version_4_database_is_upgraded_to_claim_with_limits_in_one_call(
+def test_a_version_4_database_is_upgraded_keeping_the_starts_in_each_window(
     empty_url: str,
 ) -> None:
     engine = db.engine_from_url(empty_url)
     schema.initialise(engine)
-    with engine.begin() as conn:  # as version 4 had it
+    manager = JobManager(engine)
+    manager.set_limit("k", rate="1/h")
+    manager.set_limit("free", rate="1/s")
+    started = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=1)
+    with engine.begin() as conn:  # as version 4 had it: a row a start
         drop_routines(conn)
+        schema.limit_starts.drop(conn)
+        conn.execute(
+            text(
+                "CREATE TABLE taiat_limit_starts (key VARCHAR, started_at TIMESTAMP, job_id "
+                "VARCHAR, claim_seq INTEGER, PRIMARY KEY (key, started_at, job_id, claim_seq))"
+            )
+        )
+        for key in ("k", "free"):
+            conn.execute(
+                text("INSERT INTO taiat_limit_starts VALUES (:key, :at, 'old', 1)"),
+                {"key": key, "at": started},
+            )
         conn.execute(delete(schema.schema_version))
         conn.execute(insert(schema.schema_version).values(version=4))
     assert schema.initialise(engine) == (4, schema.SCHEMA_VERSION)
     manager = JobManager(engine)
-    manager.set_limit("k", concurrency=1)
-    manager.create_jobs([agent(f"j{i}", limit_keys=["k"]) for i in range(2)] + [agent("free")])
-    assert sorted(job.name for job in manager.claim_jobs("w", 3)) == ["free", "j0"]
+    manager.create_jobs([agent("held", limit_keys=["k"]), agent("free", limit_keys=["free"])])
+    # The start of a minute ago still fills k's hour; free's second has long passed.
+    assert [job.name for job in manager.claim_jobs("w", 2)] == ["free"]
     engine.dispose()
 
 

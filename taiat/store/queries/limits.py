@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    Float,
     Integer,
     RowMapping,
     String,
@@ -178,6 +179,10 @@ _AGENT = literal_column("'agent:'", String)
 _QUOTE = literal_column("'\"'", String)
 
 
+#: SQLite's time now in seconds since the Unix epoch.
+_EPOCH_NOW = literal_column("((julianday('now') - 2440587.5) * 86400.0)", Float)
+
+
 def _has_key(queue: Any, agent: Any, explicit: Any, key: Any) -> Any:
     """Whether a job of `queue` and `agent` (NULL: not an agent job) with the explicit keys
     `explicit` has the limit key `key` (see `validation.limit_keys`). The explicit keys are
@@ -218,10 +223,11 @@ def _room() -> Any:
     keys = _running_keys()
     running = select(keys.c.key, func.count().label("jobs")).group_by(keys.c.key).subquery()
     started = (
-        select(func.count())
+        select(func.coalesce(func.sum(limit_starts.c.starts), 0))
         .where(
             limit_starts.c.key == limits.c.key,
-            limit_starts.c.started_at >= utcnow(-(limits.c.rate_seconds + WINDOW_MARGIN)),
+            (limit_starts.c.bucket + 1) * limit_starts.c.width
+            > _EPOCH_NOW - limits.c.rate_seconds - WINDOW_MARGIN,
         )
         .scalar_subquery()
     )
@@ -249,7 +255,7 @@ def _take(served_queues: bool, served_agents: bool) -> Any:
     """Mark running, as `mark_running` does, the best ready jobs (of those `reading.served`
     lets this claim take) with no key out of room, as many as :want and as the tightest room
     of any key allow: each key then has room for every job taken. Nothing while no limit is
-    set. The trigger `taiat_limit_starts_recorded` records the starts of their rate-limited
+    set. The trigger `taiat_limit_starts_counted` counts the starts of their rate-limited
     keys (`store/sql/limit_starts_sqlite.sql`). One statement per shape, built once."""
     shape = (served_queues, served_agents)
     if shape in _TAKES:
@@ -293,8 +299,9 @@ def _forget_old_starts(conn: Connection) -> None:
     global _recorded
     _recorded += 1
     if _recorded % PRUNE_EVERY == 0:
-        longest = select(func.max(limits.c.rate_seconds) + WINDOW_MARGIN).scalar_subquery()
-        conn.execute(delete(limit_starts).where(limit_starts.c.started_at < utcnow(-longest)))
+        longest = select(func.coalesce(func.max(limits.c.rate_seconds), 0)).scalar_subquery()
+        ended = (limit_starts.c.bucket + 1) * limit_starts.c.width
+        conn.execute(delete(limit_starts).where(ended < _EPOCH_NOW - WINDOW_MARGIN - longest))
 
 
 def _claim_limited_here(

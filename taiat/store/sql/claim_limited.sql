@@ -18,7 +18,7 @@ $$;
 --    write each row.
 -- 2. Each later statement of this VOLATILE function reads a snapshot taken after the lock, so
 --    it sees every start committed before: count each key's room, the least of its cap less
---    its running jobs and its rate less its starts in the window.
+--    its running jobs and its rate less its starts in the buckets that overlap the window.
 -- 3. Take the best ready jobs with no key out of room, as many as are still wanted and as the
 --    tightest room of any key allows (so that no key runs out within the take), record the
 --    starts of their rate-limited keys, and count the rooms anew for the next take, until
@@ -33,6 +33,7 @@ CREATE OR REPLACE FUNCTION taiat_claim_limited(
 ) RETURNS SETOF taiat_jobs LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     stamp timestamp;
+    now_epoch double precision;
     blocked text[];
     tightest bigint;
     rated boolean;
@@ -45,6 +46,7 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext('taiat_limits'), 'taiat_limits'::regclass::oid::int);
     stamp := clock_timestamp() AT TIME ZONE 'utc';
+    now_epoch := extract(epoch FROM stamp);
     LOOP
         WITH running AS (
             SELECT k.key, count(*) AS jobs
@@ -60,9 +62,9 @@ BEGIN
             SELECT l.key, l.rate_count IS NOT NULL AS has_rate, least(
                 coalesce(l.concurrency - coalesce(r.jobs, 0), 2147483647),
                 CASE WHEN l.rate_count IS NULL THEN 2147483647 ELSE l.rate_count - (
-                    SELECT count(*) FROM taiat_limit_starts AS s
+                    SELECT coalesce(sum(s.starts), 0) FROM taiat_limit_starts AS s
                     WHERE s.key = l.key
-                      AND s.started_at >= stamp - make_interval(secs => l.rate_seconds + window_margin)
+                      AND (s.bucket + 1) * s.width > now_epoch - l.rate_seconds - window_margin
                 ) END) AS room
             FROM taiat_limits AS l LEFT JOIN running AS r ON r.key = l.key
         )
@@ -96,11 +98,14 @@ BEGIN
                 WHERE j.id = chosen.id
                 RETURNING j.*
             ), recorded AS (
-                INSERT INTO taiat_limit_starts (key, started_at, job_id, claim_seq)
-                SELECT l.key, stamp, c.id, c.claim_seq
+                INSERT INTO taiat_limit_starts AS s (key, width, bucket, starts)
+                SELECT l.key, l.rate_seconds / STARTS_BUCKETS,
+                       floor(now_epoch / (l.rate_seconds / STARTS_BUCKETS)), count(*)
                 FROM claimed AS c
                 JOIN taiat_limits AS l ON taiat_has_key(c.queue, c.agent, c.limit_keys, l.key)
                 WHERE rated AND l.rate_count IS NOT NULL
+                GROUP BY l.key, l.rate_seconds
+                ON CONFLICT (key, width, bucket) DO UPDATE SET starts = s.starts + excluded.starts
             )
             SELECT * FROM claimed;
         GET DIAGNOSTICS took = ROW_COUNT;
@@ -109,8 +114,8 @@ BEGIN
     END LOOP;
     IF rated AND random() < 1.0 / 64 THEN
         DELETE FROM taiat_limit_starts AS s
-        WHERE s.started_at < stamp - make_interval(secs => (
-            SELECT coalesce(max(rate_seconds), 0) + window_margin FROM taiat_limits));
+        WHERE (s.bucket + 1) * s.width < now_epoch - window_margin
+            - (SELECT coalesce(max(rate_seconds), 0) FROM taiat_limits);
     END IF;
 END
 $$;
