@@ -179,6 +179,12 @@ _AGENT = literal_column("'agent:'", String)
 _QUOTE = literal_column("'\"'", String)
 
 
+# The numbers of SQLite's take, written into it (see `reading.written`).
+_ZERO = written(0)
+_ONE = written(1)
+_UNBOUNDED = written(UNBOUNDED)
+_MARGIN = literal_column(repr(WINDOW_MARGIN), Float)
+
 #: SQLite's time now in seconds since the Unix epoch.
 _EPOCH_NOW = literal_column("((julianday('now') - 2440587.5) * 86400.0)", Float)
 
@@ -192,7 +198,7 @@ def _has_key(queue: Any, agent: Any, explicit: Any, key: Any) -> Any:
     return or_(
         key == _QUEUE + queue,
         key == _AGENT + agent,
-        func.instr(type_coerce(explicit, String), quoted) > 0,
+        func.instr(type_coerce(explicit, String), quoted) > _ZERO,
     )
 
 
@@ -223,11 +229,11 @@ def _room() -> Any:
     keys = _running_keys()
     running = select(keys.c.key, func.count().label("jobs")).group_by(keys.c.key).subquery()
     started = (
-        select(func.coalesce(func.sum(limit_starts.c.starts), 0))
+        select(func.coalesce(func.sum(limit_starts.c.starts), _ZERO))
         .where(
             limit_starts.c.key == limits.c.key,
-            (limit_starts.c.bucket + 1) * limit_starts.c.width
-            > _EPOCH_NOW - limits.c.rate_seconds - WINDOW_MARGIN,
+            (limit_starts.c.bucket + _ONE) * limit_starts.c.width
+            > _EPOCH_NOW - limits.c.rate_seconds - _MARGIN,
         )
         .scalar_subquery()
     )
@@ -235,9 +241,11 @@ def _room() -> Any:
         select(
             limits.c.key,
             func.min(
-                func.coalesce(limits.c.concurrency - func.coalesce(running.c.jobs, 0), UNBOUNDED),
+                func.coalesce(
+                    limits.c.concurrency - func.coalesce(running.c.jobs, _ZERO), _UNBOUNDED
+                ),
                 case(
-                    (limits.c.rate_count.is_(None), UNBOUNDED),
+                    (limits.c.rate_count.is_(None), _UNBOUNDED),
                     else_=limits.c.rate_count - started,
                 ),
             ).label("room"),
@@ -264,11 +272,12 @@ def _take(served_queues: bool, served_agents: bool) -> Any:
     out_of_room = (
         select(room.c.key)
         .where(
-            room.c.room <= 0, _has_key(jobs.c.queue, jobs.c.agent, jobs.c.limit_keys, room.c.key)
+            room.c.room <= _ZERO,
+            _has_key(jobs.c.queue, jobs.c.agent, jobs.c.limit_keys, room.c.key),
         )
         .exists()
     )
-    tightest = select(func.min(room.c.room)).where(room.c.room > 0).scalar_subquery()
+    tightest = select(func.min(room.c.room)).where(room.c.room > _ZERO).scalar_subquery()
     want = bindparam("want", type_=Integer)
     chosen = (
         select(jobs.c.id)
