@@ -1,19 +1,22 @@
 """Fleet-wide limits by key: their rows, and the limit-aware claim, taken when any limit is set.
 
 The limit-aware claim, in the claim's transaction:
-1. lock every limit row (`FOR UPDATE`, in key order): limit-aware claims take turns across the
-   fleet, so that each sees every start committed before it (on SQLite the write lock does it);
-2. count each limited key's room: the least of its cap less its running jobs (a job claimed
-   ahead counts: it is claimed), counted from the running jobs themselves so that whatever ends
-   or takes back a job frees its room, and of its rate less its starts in the window
-   (`taiat_limit_starts`, a sliding window);
-3. read the best ready jobs, leaving out those with a key out of room, and take in order
-   those whose every limited key still has room, counting each one taken; record the starts
-   of their rate-limited keys.
+1. limit-aware claims take turns across the fleet, so that each sees every start committed
+   before it: on PostgreSQL by a transaction's advisory lock keyed by the limits table, on
+   SQLite by the write lock every claim holds;
+2. each limited key's room is counted: the least of its cap less its running jobs (a job
+   claimed ahead counts: it is claimed), counted from the running jobs themselves so that
+   whatever ends or takes back a job frees its room, and of its rate less its starts in the
+   window (`taiat_limit_starts`: the buckets that overlap it);
+3. one statement takes the best ready jobs with no key out of room, as many as are still
+   wanted and as the tightest room of any key allows (so that no key can run out within it),
+   and counts their rate-limited keys' starts; the rooms are counted anew for the next take,
+   until enough are taken or a take finds fewer than it asked for.
 
 PostgreSQL takes these steps in one call, `taiat_claim_limited` (`store/sql/claim_limited.sql`):
 each statement of that function reads a snapshot taken after the lock of step 1, which one
-statement sent from here could not. SQLite, whose claim holds the write lock, takes them here.
+statement sent from here could not. SQLite takes them in `_take`'s statement, and its trigger
+`taiat_limit_starts_counted` (`store/sql/limit_starts_sqlite.sql`) counts the starts.
 """
 
 from __future__ import annotations
@@ -59,11 +62,8 @@ def any_limits(conn: Connection) -> bool:
     return conn.execute(select(limits.c.key).limit(1)).first() is not None
 
 
-def limit_rows(conn: Connection, *, lock: bool = False) -> list[RowMapping]:
-    stmt = select(limits).order_by(limits.c.key)
-    if lock:
-        stmt = stmt.with_for_update()
-    return list(conn.execute(stmt).mappings())
+def limit_rows(conn: Connection) -> list[RowMapping]:
+    return list(conn.execute(select(limits).order_by(limits.c.key)).mappings())
 
 
 def set_limit(
