@@ -118,8 +118,8 @@ def waiting_counts(conn: Connection, keys: Iterable[str]) -> dict[str, int]:
     return counts
 
 
-#: Starts this many seconds older than a rate's window still count against it: the clock that
-#: stamps a start is read a moment before the one the window is measured from.
+#: Starts this many seconds older than a rate's window still count against it: a margin for the
+#: clocks' resolution (a start is stamped after the window it was judged by is measured).
 WINDOW_MARGIN = 0.01
 
 #: A key's room when nothing caps it (a rate alone, or a cap alone, leaves the other unbounded).

@@ -45,9 +45,8 @@ BEGIN
         RETURN;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext('taiat_limits'), 'taiat_limits'::regclass::oid::int);
-    stamp := clock_timestamp() AT TIME ZONE 'utc';
-    now_epoch := extract(epoch FROM stamp);
     LOOP
+        now_epoch := extract(epoch FROM clock_timestamp() AT TIME ZONE 'utc');
         WITH running AS (
             SELECT k.key, count(*) AS jobs
             FROM taiat_jobs AS j
@@ -74,6 +73,9 @@ BEGIN
         INTO blocked, tightest, rated
         FROM room AS r;
         asked := least(want - taken, coalesce(tightest, want));
+        -- Stamped after the rooms were counted: a job that ended before they were counted
+        -- (and so made room) ended before this one started, by their records too.
+        stamp := clock_timestamp() AT TIME ZONE 'utc';
 
         RETURN QUERY
             WITH chosen AS (
@@ -100,7 +102,8 @@ BEGIN
             ), recorded AS (
                 INSERT INTO taiat_limit_starts AS s (key, width, bucket, starts)
                 SELECT l.key, l.rate_seconds / STARTS_BUCKETS,
-                       floor(now_epoch / (l.rate_seconds / STARTS_BUCKETS)), count(*)
+                       floor(extract(epoch FROM stamp) / (l.rate_seconds / STARTS_BUCKETS)),
+                       count(*)
                 FROM claimed AS c
                 JOIN taiat_limits AS l ON taiat_has_key(c.queue, c.agent, c.limit_keys, l.key)
                 WHERE rated AND l.rate_count IS NOT NULL
