@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -126,6 +126,7 @@ class Memory:
 
 
 def host_memory(reserve: MemoryReserve, committed: int) -> Memory:
+    """The host's memory now (`psutil.virtual_memory`), with `reserve` and `committed`."""
     memory = psutil.virtual_memory()
     return Memory(memory.total, memory.available, reserve.of(memory.total), committed)
 
@@ -133,8 +134,15 @@ def host_memory(reserve: MemoryReserve, committed: int) -> Memory:
 class Admission:
     """Which agents' jobs this supervisor may start now, by memory."""
 
-    def __init__(self, reserve: MemoryReserve) -> None:
+    def __init__(
+        self,
+        reserve: MemoryReserve,
+        memory: Callable[[MemoryReserve, int], Memory] = host_memory,
+    ) -> None:
         self.reserve = reserve
+        #: How the host's memory is read (`host_memory`), given the reserve and what is
+        #: committed.
+        self._read_memory = memory
         self.peaks = RecentPeaks()
         #: The agents held back at the last claim, with their estimates.
         self.held: dict[str, int] = {}
@@ -168,7 +176,7 @@ class Admission:
         if not estimates:
             self.memory = None
             return self._changed({})
-        memory = host_memory(self.reserve, committed)
+        memory = self._read_memory(self.reserve, committed)
         self.memory = memory
         held = {agent: e for agent, e in estimates.items() if e > memory.room}
         return self._changed(held)
