@@ -71,6 +71,8 @@ class RecentPeaks:
     _peaks: dict[str, list[tuple[datetime, str, int, int]]] = field(default_factory=dict)
     #: The latest `ended_at` read from the database.
     newest: datetime | None = None
+    #: Each agent's estimate, kept as its peaks change (claims read it).
+    _estimates: dict[str, int] = field(default_factory=dict)
 
     def add(self, agent: str, job_id: str, attempt: int, ended_at: datetime, peak: int) -> bool:
         """Count one attempt's peak; whether it changed the agent's latest."""
@@ -86,6 +88,7 @@ class RecentPeaks:
         kept.append((ended_at, job_id, attempt, peak))
         kept.sort(key=lambda k: k[0], reverse=True)
         del kept[self.per_agent :]
+        self._estimates[agent] = percentile([k[3] for k in kept])
         return True
 
     def read(self, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -102,11 +105,11 @@ class RecentPeaks:
 
     def estimate(self, agent: str | None) -> int | None:
         """The agent's estimate in bytes; None for an agent never seen (or no agent)."""
-        kept = self._peaks.get(agent) if agent is not None else None
-        return percentile([k[3] for k in kept]) if kept else None
+        return self._estimates.get(agent) if agent is not None else None
 
-    def estimates(self) -> dict[str, int]:
-        return {agent: percentile([k[3] for k in kept]) for agent, kept in self._peaks.items()}
+    def estimates(self) -> Mapping[str, int]:
+        """Every agent's estimate, by name (not to be changed)."""
+        return self._estimates
 
 
 @dataclass(frozen=True)

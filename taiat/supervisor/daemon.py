@@ -452,9 +452,11 @@ class Supervisor:
     def _hold_back(self) -> None:
         """Before a claim: leave out the jobs of the agents that lately needed more memory
         than is to be had here (see `taiat.supervisor.admission`)."""
+        before = self.admission.held
+        if not before and not self.admission.peaks.estimates():
+            return  # no agent known yet: nothing to judge by
         claimed = [(p.job, p.rss_bytes) for p in self.children if not p.delivered]
         claimed += [(held.job, 0) for held in self.ahead.held]
-        before = self.admission.held
         self.port.hold_back(self.admission.hold_back(self.admission.committed(claimed)))
         if self.admission.held.keys() != before.keys():
             self._dirty = True
