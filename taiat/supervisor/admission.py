@@ -189,14 +189,16 @@ class Admission:
         for agent in sorted(held.keys() - self.held.keys()):
             assert memory is not None
             log.warning(
-                "agent %s held back: its jobs lately peaked at %s, and %s is left of the "
-                "%s available less the reserve of %s (--memory-reserve %s)",
+                "agent %s held back: its jobs lately peaked at %s, more than the %s left "
+                "(%s available, less %s kept by --memory-reserve %s, less %s that the jobs "
+                "claimed here may still grow)",
                 agent,
                 mib(held[agent]),
-                mib(memory.room),
-                mib(memory.available - memory.committed),
+                mib(max(0, memory.room)),
+                mib(memory.available),
                 mib(memory.reserve),
                 self.reserve,
+                mib(memory.committed),
             )
         for agent in sorted(self.held.keys() - held.keys()):
             log.info("agent %s admitted again: memory for its jobs is to be had", agent)

@@ -111,8 +111,9 @@ def test_agents_whose_estimate_exceeds_the_room_are_held_back_and_logged_once(
     assert admission.hold_back(0) == {"big"}
     held = [r.getMessage() for r in caplog.records if "held back" in r.getMessage()]
     assert held == [
-        "agent big held back: its jobs lately peaked at 1500 MiB, and 1000 MiB is left of the "
-        "2000 MiB available less the reserve of 1000 MiB (--memory-reserve 5%)"
+        "agent big held back: its jobs lately peaked at 1500 MiB, more than the 1000 MiB left "
+        "(2000 MiB available, less 1000 MiB kept by --memory-reserve 5%, less 0 MiB that the "
+        "jobs claimed here may still grow)"
     ]
     admission.ready = {"big": 2}
     assert admission.status() == {
