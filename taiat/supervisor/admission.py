@@ -91,7 +91,7 @@ class RecentPeaks:
         self._estimates[agent] = percentile([k[3] for k in kept])
         return True
 
-    def read(self, rows: Iterable[Mapping[str, Any]]) -> None:
+    def read(self, rows: Iterable[Mapping[Any, Any]]) -> None:
         """Count the rows of `SupervisorPort.recent_peaks`."""
         for row in rows:
             ended = row["ended_at"]

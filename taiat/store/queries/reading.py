@@ -268,12 +268,12 @@ def recent_peaks(
     peak_rss_bytes). Bounded by `most` (an index walk on `ended_at`), however many attempts
     the table holds; an agent found only further back is left out."""
     a = attempts.c
-    newest = select(a.job_id, a.attempt, a.ended_at, a.peak_rss_bytes).where(
+    peaked = select(a.job_id, a.attempt, a.ended_at, a.peak_rss_bytes).where(
         a.peak_rss_bytes > 0, a.ended_at.is_not(None)
     )
     if since is not None:
-        newest = newest.where(a.ended_at >= since)
-    newest = newest.order_by(a.ended_at.desc()).limit(most).subquery("newest")
+        peaked = peaked.where(a.ended_at >= since)
+    newest = peaked.order_by(a.ended_at.desc()).limit(most).subquery("newest")
     active = select(jobs.c.agent).where(jobs.c.id == newest.c.job_id).scalar_subquery()
     finished = (
         select(history.c.agent).where(history.c.job_id == newest.c.job_id).limit(1)
