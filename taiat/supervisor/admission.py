@@ -34,12 +34,14 @@ PER_AGENT = 20
 QUANTILE = 0.95
 #: How often the fleet's attempts are read (seconds).
 REFRESH_EVERY = 5.0
-#: Attempts read at most at each refresh (the newest): the cost stays bounded however busy
-#: the fleet is.
+#: Attempts read at most at the start (the newest), and at each refresh after: the cost stays
+#: bounded however busy the fleet is (about 130 ms and 30 ms on PostgreSQL). An agent found
+#: only further back counts as never seen; its own attempts here count all the same.
 MOST_READ = 5000
+MOST_REFRESHED = 1000
 #: Attempts recorded this long after a later one was read (another host's clock, a write held
-#: through an outage) are still found (seconds).
-LATE = timedelta(seconds=30)
+#: back a moment) are still found.
+LATE = timedelta(seconds=10)
 
 
 def agent_of(job: Job) -> str | None:

@@ -465,8 +465,9 @@ class Supervisor:
         """Read the latest attempts' peaks of the fleet, for the agents' estimates."""
         peaks = self.admission.peaks
         since = peaks.since()
+        most = admission.MOST_READ if since is None else admission.MOST_REFRESHED
         rows = self.recorder.call(
-            lambda: self.port.recent_peaks(admission.PER_AGENT, admission.MOST_READ, since), None
+            lambda: self.port.recent_peaks(admission.PER_AGENT, most, since), None
         )
         if rows is not None:
             peaks.read(rows)
