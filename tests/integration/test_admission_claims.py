@@ -12,7 +12,7 @@ from support import agent_job
 
 from taiat import JobManager
 from taiat.jobs import Attempt
-from taiat.store import db, schema
+from taiat.store import db, queries, schema
 
 QUERY = {"job_type": "query", "name": "q", "payload": {"query": "x", "inferred_goal_output": "x"}}
 
@@ -118,3 +118,14 @@ def test_a_version_5_database_gets_the_claim_that_leaves_agents_out(empty_url: s
     manager.port.hold_back({"big"})
     assert claimed_names(manager) == {"small-1", "q"}
     engine.dispose()
+
+
+def test_the_claim_that_leaves_agents_out_is_an_index_scan_of_ready_jobs(
+    manager: JobManager,
+) -> None:
+    manager.create_jobs([agent_job(f"r{i}", "a") for i in range(50)])
+    with manager.transaction() as conn:
+        for agents in (None, ["a", "b"]):
+            plan = queries.explain_claim(conn, agents=agents, excluded_agents=["a"])
+            assert "Seq Scan on taiat_jobs" not in plan, plan
+            assert "SCAN taiat_jobs\n" not in plan + "\n", plan
