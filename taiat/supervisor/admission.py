@@ -39,6 +39,10 @@ REFRESH_EVERY = 5.0
 #: only further back counts as never seen; its own attempts here count all the same.
 MOST_READ = 5000
 MOST_REFRESHED = 1000
+#: An agent held back is admitted again once the room exceeds its estimate by this share of
+#: it, and by this many bytes at least.
+MARGIN_SHARE = 0.05
+MARGIN_LEAST = 16 * MiB
 #: Attempts recorded this long after a later one was read (another host's clock, a write held
 #: back a moment) are still found.
 LATE = timedelta(seconds=10)
@@ -183,7 +187,11 @@ class Admission:
             return self._changed({})
         memory = self._read_memory(self.reserve, committed)
         self.memory = memory
-        held = {agent: e for agent, e in estimates.items() if e > memory.room}
+        held = {
+            agent: estimate
+            for agent, estimate in estimates.items()
+            if estimate + (_margin(estimate) if agent in self.held else 0) > memory.room
+        }
         return self._changed(held)
 
     def _changed(self, held: dict[str, int]) -> frozenset[str]:
@@ -242,6 +250,12 @@ class Admission:
                 for agent, estimate in sorted(self.held.items())
             },
         }
+
+
+def _margin(estimate: int) -> int:
+    """The room beyond its estimate an agent held back needs to be admitted again: so that it
+    does not come and go with each small change of the host's memory."""
+    return max(MARGIN_LEAST, int(estimate * MARGIN_SHARE))
 
 
 def mib(size: int) -> str:

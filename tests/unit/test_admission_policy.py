@@ -126,11 +126,14 @@ def test_agents_whose_estimate_exceeds_the_room_are_held_back_and_logged_once(
     # What running jobs may still grow counts against the room.
     assert admission.hold_back(995 * MiB) == {"big", "small"}
     assert admission.status()["room_bytes"] == 5 * MiB  # type: ignore[index]
+    # Held back, it needs 16 MiB more than its estimate to come back: it does not flap.
+    assert admission.hold_back(980 * MiB) == {"big", "small"}
+    assert admission.hold_back(970 * MiB) == {"big"}
+    assert admission.hold_back(985 * MiB) == {"big"}  # not held yet: its estimate fits
     seen(admission, "big", 100 * MiB)  # its peaks fall: of 1500 and 100, the 95th is 1500
     assert admission.hold_back(0) == {"big"}
-    assert [r.getMessage() for r in caplog.records][-1] == (
-        "agent small admitted again: memory for its jobs is to be had"
-    )
+    admitted = [r.getMessage() for r in caplog.records if "admitted" in r.getMessage()]
+    assert admitted == ["agent small admitted again: memory for its jobs is to be had"]
 
 
 def test_what_claimed_jobs_may_still_grow_is_committed() -> None:
