@@ -79,6 +79,58 @@ def parse_size(text: str, where: str, unit: str = "B") -> int | float:
         raise ConfigurationError(f"{where} is too long a number: {text[:24]}...") from None
 
 
+@dataclass(frozen=True)
+class MemoryReserve:
+    """The host memory a supervisor leaves free (`--memory-reserve`): a share of the total
+    (`percent`), or a size (`size_bytes`). A job whose agent lately peaked above what is
+    available less this is not started here (see `taiat.supervisor.admission`)."""
+
+    percent: float | None = 5.0
+    size_bytes: int | None = None
+
+    def of(self, total_bytes: int) -> int:
+        """The reserve in bytes, on a host of `total_bytes`."""
+        if self.size_bytes is not None:
+            return self.size_bytes
+        return int(total_bytes * (self.percent or 0.0) / 100)
+
+    def __str__(self) -> str:
+        if self.size_bytes is not None:
+            return f"{self.size_bytes // MiB} MiB"
+        return f"{self.percent:g}%"
+
+
+def parse_reserve(text: str, where: str) -> MemoryReserve:
+    """`--memory-reserve`: a percentage of the host's memory (`5%`, `12.5 %`, from 0 to
+    under 100) or a size with a unit (`512M`, `2G`: see `parse_size`). A bare number is
+    refused: a share and a size are too easily mistaken for each other."""
+    stripped = text.strip()
+    if stripped.endswith("%"):
+        try:
+            percent = float(stripped[:-1])
+        except ValueError:
+            percent = math.nan
+        if not 0 <= percent < 100:  # NaN is neither
+            raise ConfigurationError(
+                f"{where} must be a percentage from 0 to under 100 (e.g. 5%), got {text!r}"
+            )
+        return MemoryReserve(percent=percent)
+    match = _SIZE.fullmatch(text)
+    if match is None or not match.group(3):
+        raise ConfigurationError(
+            f"{where} must be a percentage of the host's memory (e.g. 5%) or a size with a "
+            f"unit (e.g. 512M, 2G), got {text!r}"
+        )
+    size = parse_size(text, where)
+    if size > _MOST_RESERVE:
+        raise ConfigurationError(f"{where} must be at most 1 PiB, got {text!r}")
+    return MemoryReserve(percent=None, size_bytes=int(size))
+
+
+#: The largest `--memory-reserve` size: 1 PiB.
+_MOST_RESERVE = 1 << 50
+
+
 #: The embedded SQLite database's file, in the working directory or `TAIAT_HOME`.
 DEFAULT_DB_FILE = "taiat.db"
 
@@ -162,6 +214,9 @@ class SupervisorConfig:
     forward_output: bool = False
     #: The queues whose jobs it claims; None: every queue.
     queues: tuple[str, ...] | None = None
+    #: The host memory left free: a job whose agent lately peaked above what is available
+    #: less this waits (see `taiat.supervisor.admission`).
+    memory_reserve: MemoryReserve = field(default_factory=MemoryReserve)
 
     def __post_init__(self) -> None:
         for setting in fields(self):
@@ -199,6 +254,7 @@ __all__ = [
     "LIMITS",
     "MAX_DAYS",
     "MAX_SECONDS",
+    "MemoryReserve",
     "SIZE_UNITS",
     "KiB",
     "MiB",
@@ -206,6 +262,7 @@ __all__ = [
     "check_limit",
     "default_url",
     "from_environment",
+    "parse_reserve",
     "parse_size",
     "url_from_environment",
 ]

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from taiat.cli.common import fail, import_path, parse, put_first_on_path, setup_logging
-from taiat.config import SupervisorConfig, check_limit, from_environment, parse_size
+from taiat.config import (
+    SupervisorConfig,
+    check_limit,
+    from_environment,
+    parse_reserve,
+    parse_size,
+)
 from taiat.errors import ConfigurationError, TaiatError
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,11 @@ Options:
   --memory-limit SIZE           Resident memory a job's process tree may use, in MB or with a
                                 unit: 512M, 2G, 1.5GiB (powers of 1024); a job's payload
                                 "memory_limit_mb" may set it lower (TAIAT_MEMORY_LIMIT).
+  --memory-reserve SIZE         Host memory to leave free: a share of the total (5%) or a size
+                                (512M, 2G); a job whose agent's recent peak memory (the 95th
+                                percentile of its last 20 attempts) exceeds what is available
+                                less this waits, claimable elsewhere (TAIAT_MEMORY_RESERVE;
+                                default 5%).
   --drain-timeout S             On SIGTERM, seconds running jobs may take to finish before they
                                 are stopped and requeued (TAIAT_DRAIN_TIMEOUT;
                                 default 60).
@@ -109,6 +120,7 @@ _SUPERVISOR_OPTIONS: dict[str, tuple[str, str]] = {
     "--history-retention-days": ("TAIAT_HISTORY_RETENTION_DAYS", "nonnegative"),
     "--job-timeout": ("TAIAT_JOB_TIMEOUT", "positive"),
     "--memory-limit": ("TAIAT_MEMORY_LIMIT", "megabytes"),
+    "--memory-reserve": ("TAIAT_MEMORY_RESERVE", "reserve"),
     "--drain-timeout": ("TAIAT_DRAIN_TIMEOUT", "nonnegative"),
     "--kill-grace": ("TAIAT_KILL_GRACE", "nonnegative"),
     "--max-result-bytes": ("TAIAT_MAX_RESULT_BYTES", "nonzero bytes"),
@@ -155,6 +167,8 @@ def _convert(option: str, env: str, kind: str, raw: str | None) -> Any:
         return _queues(raw, where)
     if kind == "path":
         return Path(raw)
+    if kind == "reserve":
+        return parse_reserve(raw, where)
     if kind == "level":
         level = raw.upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -162,6 +162,8 @@ class SupervisorPort:
         #: What this port's claims take (see `serve`): None is every queue, every agent.
         self.queues: frozenset[str] | None = None
         self.agents: frozenset[str] | None = None
+        #: Agents whose jobs this port's claims leave for now (see `hold_back`).
+        self.held_back: frozenset[str] = frozenset()
 
     def serve(
         self, queues: Collection[str] | None = None, agents: Collection[str] | None = None
@@ -170,6 +172,12 @@ class SupervisorPort:
         None is every one. A paused queue's jobs are never claimed."""
         self.queues = None if queues is None else frozenset(queues)
         self.agents = None if agents is None else frozenset(agents)
+
+    def hold_back(self, agents: Collection[str]) -> None:
+        """Leave the jobs of `agents` to other claimers from now on (a supervisor that lacks
+        the memory they need: `taiat.supervisor.admission`); empty: hold none back. Their jobs
+        stay pending, claimable by any other supervisor."""
+        self.held_back = frozenset(agents)
 
     @property
     def engine(self) -> Engine:
@@ -207,7 +215,9 @@ class SupervisorPort:
 
         def work(conn: Connection) -> tuple[set[str], Claimed]:
             done, _ = state_machine.complete(conn, completions) if completions else (set(), [])
-            return done, _claim(conn, worker_id, limit, self.lease, self.queues, self.agents)
+            return done, _claim(
+                conn, worker_id, limit, self.lease, self.queues, self.agents, self.held_back
+            )
 
         return self.transactions.run(work)
 
@@ -319,6 +329,21 @@ class SupervisorPort:
 
         return self.transactions.run(read)
 
+    def recent_peaks(
+        self, per_agent: int, most: int, since: datetime | None = None
+    ) -> list[RowMapping]:
+        """The peak memory of the latest attempts of each agent (see `queries.recent_peaks`):
+        rows of (agent, job_id, attempt, ended_at, peak_rss_bytes), newest first."""
+        return self.transactions.run(
+            lambda conn: queries.recent_peaks(conn, per_agent, most, since)
+        )
+
+    def ready_of_agents(self, agents: Collection[str]) -> dict[str, int]:
+        """How many ready jobs (pending, nothing unmet, due) each of `agents` has."""
+        keys = {f"agent:{agent}": agent for agent in agents}
+        counts = self.transactions.run(lambda conn: limit_queries.waiting_counts(conn, keys))
+        return {agent: counts[key] for key, agent in keys.items()}
+
     def unfinished_count(self) -> int:
         """Jobs pending or running, on any supervisor."""
         return self.transactions.run(operator_queries.count_unfinished)
@@ -386,10 +411,13 @@ def _claim(
     lease: float = DEFAULT_LEASE,
     queues: Collection[str] | None = None,
     agents: Collection[str] | None = None,
+    held_back: Collection[str] = (),
 ) -> Claimed:
     if limit <= 0:
         return Claimed()
-    rows = queries.claim_jobs(conn, worker_id, limit, queues=queues, agents=agents)
+    rows = queries.claim_jobs(
+        conn, worker_id, limit, queues=queues, agents=agents, excluded_agents=held_back
+    )
     jobs = in_claim_order(rows)
     catalogue = None
     if any(job.job_type is JobType.QUERY for job in jobs):

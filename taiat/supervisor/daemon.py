@@ -34,7 +34,7 @@ from taiat.forking.output import Forward, JobOutput
 from taiat.job_manager import CLEANUP_BATCH, JobManager
 from taiat.jobs import Job, Outcome
 from taiat.store.port import Backlog, Listener, new_worker_id, supervisor_engine
-from taiat.supervisor import publishing
+from taiat.supervisor import admission, publishing
 from taiat.supervisor.claim_ahead import WRITE_DELAY, ClaimAhead
 from taiat.supervisor.liveness import Place, is_dead
 from taiat.supervisor.recorder import MAX_BACKOFF, Record, Recorder, attempt_of, log_ending, reason
@@ -132,6 +132,8 @@ class Supervisor:
         #: The same by queue (bounded: `publishing.bounded_queues`), for the metrics file and
         #: the status file's `queues`.
         self.queue_counts: dict[str, dict[str, int]] | None = None
+        #: Which agents' jobs may start here, by the memory they lately needed.
+        self.admission = admission.Admission(self.config.memory_reserve)
         #: In burst mode, what was left when it exited: jobs scheduled for later, not run.
         self.left_for_later: Backlog | None = None
 
@@ -254,6 +256,9 @@ class Supervisor:
             if cfg.status_file is not None or cfg.metrics_file is not None:
                 if timers.due("limit_counts", now, _COUNT_EVERY):
                     self._count_limit_waits()
+                    self._count_memory_waits()
+            if timers.due("peaks", now, admission.REFRESH_EVERY):
+                self._read_peaks()
             if timers.due("cleanup", now, cfg.cleanup_interval_hours * 3600) and self._cleanup():
                 timers.at["cleanup"] = now  # more to delete: the next batch on the next turn
             # While enough jobs are held, endings gather to be written (and claims made) together.
@@ -423,10 +428,16 @@ class Supervisor:
         wanted = self.ahead.wanted(self._busy()) if claiming else 0
         if not wanted and not self.recorder.pending:
             return 0
+        if wanted:
+            self._hold_back()
         claimed = self.recorder.settle(self.worker_id, wanted)
         if not claimed.jobs:
             return 0
-        self.ahead.put(claimed.jobs, claimed.dependency_results, claimed.catalogue)
+        jobs, back = self.admission.fit(claimed.jobs)
+        for job in back:
+            log.info("job %s (%s) given back: no memory for it here now", job.id, job.name)
+            self.recorder.give_back(job, "no memory for it on this host now")
+        self.ahead.put(jobs, claimed.dependency_results, claimed.catalogue)
         self._start_held()
         return len(claimed.jobs)
 
@@ -437,6 +448,29 @@ class Supervisor:
             return  # the claims could not be checked: start none for now
         for held in self.ahead.take(self.config.max_concurrent_jobs - self._busy()):
             self._start(held.job, held.dependency_results, held.catalogue)
+
+    def _hold_back(self) -> None:
+        """Before a claim: leave out the jobs of the agents that lately needed more memory
+        than is to be had here (see `taiat.supervisor.admission`)."""
+        before = self.admission.held
+        if not before and not self.admission.peaks.estimates():
+            return  # no agent known yet: nothing to judge by
+        claimed = [(p.job, p.rss_bytes) for p in self.children if not p.delivered]
+        claimed += [(held.job, 0) for held in self.ahead.held]
+        self.port.hold_back(self.admission.hold_back(self.admission.committed(claimed)))
+        if self.admission.held.keys() != before.keys():
+            self._dirty = True
+
+    def _read_peaks(self) -> None:
+        """Read the latest attempts' peaks of the fleet, for the agents' estimates."""
+        peaks = self.admission.peaks
+        since = peaks.since()
+        most = admission.MOST_READ if since is None else admission.MOST_REFRESHED
+        rows = self.recorder.call(
+            lambda: self.port.recent_peaks(admission.PER_AGENT, most, since), None
+        )
+        if rows is not None:
+            peaks.read(rows)
 
     def _busy(self) -> int:
         """The slots taken. A child whose result is in has finished its job: only its exit
@@ -555,6 +589,7 @@ class Supervisor:
             except Exception:  # noqa: BLE001 - the ending is recorded all the same
                 log.exception("job %s (%s): its attempt cannot be told", job.id, job.name)
         ending = self.recorder.add(Record(job, ending, attempt)).ending
+        self.admission.ended(job, attempt)
         self._count(ending)
         log_ending(job, ending)
         for observer in self.observers:
@@ -658,6 +693,13 @@ class Supervisor:
         """Count the ready jobs of each limited key, for the status and metrics files."""
         self.limit_waits = self.recorder.call(self.port.waiting_on_limits, None)
         self._dirty = True
+
+    def _count_memory_waits(self) -> None:
+        """Count the ready jobs of the agents held back for memory, for the status file."""
+        held = self.admission.held
+        if held:
+            counts = self.recorder.call(lambda: self.port.ready_of_agents(held), None)
+            self.admission.ready = counts or {}
 
     @property
     def _registration(self) -> dict[str, Any]:
@@ -796,6 +838,9 @@ class Supervisor:
             "finishing": sum(1 for p in self.children if p.delivered),
             "fork_server_pid": server.pid if server is not None else None,
             "waiting_on_limit": self.limit_waits,
+            # The agents whose jobs wait here for memory, with the memory they lately
+            # needed and what there is (see `taiat.supervisor.admission`); null if none.
+            "waiting_for_memory": self.admission.status(),
             # The jobs in the database by queue and status, as the metrics' taiat_jobs; null
             # until counted.
             "queues": self.queue_counts,

@@ -60,6 +60,15 @@ def hog(megabytes: int = 400) -> None:
     signal.pause()  # hold it until the supervisor kills us
 
 
+def allocate(megabytes: int = 200, seconds: float = 0.3) -> int:
+    """Take `megabytes` MiB, touched, hold them `seconds`, and end: a job's peak memory."""
+    block = bytearray(megabytes << 20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    time.sleep(seconds)
+    return len(block) >> 20
+
+
 def orphan_maker(pid_file: str) -> dict:
     child = subprocess.Popen(["sleep", "300"], start_new_session=False)
     Path(pid_file).write_text(str(child.pid))

@@ -31,6 +31,7 @@ AGENT_CONFIG = {
         "sleep",
         "stubborn",
         "hog",
+        "allocate",
         "orphan_maker",
         "unserialisable",
         "huge",

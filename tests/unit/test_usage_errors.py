@@ -24,7 +24,11 @@ SEE = "; see `taiat-supervisor --help`"
         (["--burst", "--databse-url=sqlite:///x.db"], "unknown option --databse-url"),
         (["-x"], "unknown option -x"),
         (["--lease"], "option --lease needs a value"),
-        (["--memory"], "option --memory-limit needs a value"),  # a prefix, as docopt takes
+        (["--memory-l"], "option --memory-limit needs a value"),  # a prefix, as docopt takes
+        (
+            ["--memory"],
+            "option --memory is ambiguous: it could be --memory-limit, --memory-reserve",
+        ),
         (["--no"], "option --no is ambiguous: it could be --no-listen, --no-fork-server,"),
         (["--lease=3", "--lease", "4"], "option --lease is given more than once"),
         (["--status", "--burst", "--status"], "option --status is given more than once"),

@@ -57,6 +57,7 @@ from taiat.store.queries.reading import (  # noqa: F401 - part of this module's 
     mark_running,
     output_for,
     ready_jobs,
+    recent_peaks,
     served,
     served_params,
 )
@@ -137,11 +138,12 @@ def known_ids(conn: Connection, ids: Collection[str]) -> set[str]:
 # -- the state machine ---------------------------------------------------------------------
 
 
-def _claim_statement(*, queues: bool = False, agents: bool = False) -> Any:
+def _claim_statement(*, queues: bool = False, agents: bool = False, excluded: bool = False) -> Any:
     """Mark up to :claim_limit ready jobs running for :worker_id, best first; one statement.
 
     Only jobs of no paused queue; with `queues`, only those of the queues in :served_queues;
-    with `agents`, only queries and the agent jobs whose agent is in :served_agents (see
+    with `agents`, only queries and the agent jobs whose agent is in :served_agents; with
+    `excluded`, none of the agent jobs whose agent is in :excluded_agents (see
     `reading.served`). Only while no limit is set: then the limit-aware claim takes over.
     `FOR NO KEY UPDATE` rather than `FOR UPDATE`: it does not wait for the `FOR KEY SHARE` lock
     that creating a dependent job takes on its dependencies. Built once per shape (`CLAIMS`):
@@ -150,7 +152,12 @@ def _claim_statement(*, queues: bool = False, agents: bool = False) -> Any:
     no_limit = ~exists().where(limits_table.c.key.is_not(None))
     chosen = (
         select(jobs.c.id)
-        .where(_READY, jobs.c.run_at <= utcnow(), *served(queues=queues, agents=agents), no_limit)
+        .where(
+            _READY,
+            jobs.c.run_at <= utcnow(),
+            *served(queues=queues, agents=agents, excluded=excluded),
+            no_limit,
+        )
         .order_by(*_READY_ORDER)
         .limit(bindparam("claim_limit"))
         .with_for_update(skip_locked=True, key_share=True)
@@ -159,19 +166,26 @@ def _claim_statement(*, queues: bool = False, agents: bool = False) -> Any:
     return mark_running(jobs.c.id == chosen.c.id, utcnow())
 
 
-#: The claim statement of each shape: (queues listed, agents listed).
+#: The claim statement of each shape: (queues listed, agents listed, agents excluded).
 CLAIMS = {
-    (q, a): _claim_statement(queues=q, agents=a) for q in (False, True) for a in (False, True)
+    (q, a, x): _claim_statement(queues=q, agents=a, excluded=x)
+    for q in (False, True)
+    for a in (False, True)
+    for x in (False, True)
 }
-CLAIM = CLAIMS[False, False]
+CLAIM = CLAIMS[False, False, False]
 
 
 def _claim_params(
-    worker_id: str, limit: int, queues: Collection[str] | None, agents: Collection[str] | None
+    worker_id: str,
+    limit: int,
+    queues: Collection[str] | None,
+    agents: Collection[str] | None,
+    excluded: Collection[str] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     params: dict[str, Any] = {"claimer": worker_id, "claim_limit": limit}
-    params |= served_params(queues, agents)
-    return CLAIMS[queues is not None, agents is not None], params
+    params |= served_params(queues, agents, excluded)
+    return CLAIMS[queues is not None, agents is not None, bool(excluded)], params
 
 
 def explain_claim(
@@ -180,10 +194,11 @@ def explain_claim(
     *,
     queues: Collection[str] | None = None,
     agents: Collection[str] | None = None,
+    excluded_agents: Collection[str] | None = None,
 ) -> str:
-    """The database's plan for the claim statement (of the shape `queues` and `agents` ask
-    for: None is every one), as text."""
-    stmt, values = _claim_params("explain", limit, queues, agents)
+    """The database's plan for the claim statement (of the shape `queues`, `agents` and
+    `excluded_agents` ask for: None is every one, none excluded), as text."""
+    stmt, values = _claim_params("explain", limit, queues, agents, excluded_agents)
     compiled = stmt.compile(dialect=conn.dialect)
     expanded = compiled.construct_expanded_state(compiled.construct_params(values))
     params = expanded.parameters
@@ -205,21 +220,23 @@ def claim_jobs(
     *,
     queues: Collection[str] | None = None,
     agents: Collection[str] | None = None,
+    excluded_agents: Collection[str] | None = None,
 ) -> list[RowMapping]:
     """Claim up to `limit` ready jobs of no paused queue; of `queues` only and, of the agent
-    jobs, those of `agents` only, unless None (every one). By the one statement while no
-    limit is set (the fast path), else by the limit-aware path, tried first while the last
-    claim found limits."""
+    jobs, those of `agents` only, unless None (every one), and none of `excluded_agents`. By
+    the one statement while no limit is set (the fast path), else by the limit-aware path,
+    tried first while the last claim found limits."""
+    excluded = excluded_agents or None
     if limit_queries.limits_seen():
-        limited = limit_queries.claim_jobs_limited(conn, worker_id, limit, queues, agents)
+        limited = limit_queries.claim_jobs_limited(conn, worker_id, limit, queues, agents, excluded)
         if limit_queries.limits_seen():
             return limited
-    stmt, params = _claim_params(worker_id, limit, queues, agents)
+    stmt, params = _claim_params(worker_id, limit, queues, agents, excluded)
     claimed = list(conn.execute(stmt, params).mappings())
     if claimed:
         return claimed
     # Nothing taken: perhaps as a limit has been set since.
-    return limit_queries.claim_jobs_limited(conn, worker_id, limit, queues, agents)
+    return limit_queries.claim_jobs_limited(conn, worker_id, limit, queues, agents, excluded)
 
 
 def _running(job_id: str, claim_seq: int) -> Any:

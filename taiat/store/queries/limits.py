@@ -140,20 +140,26 @@ def claim_jobs_limited(
     limit: int,
     served_queues: Collection[str] | None = None,
     served_agents: Collection[str] | None = None,
+    excluded_agents: Collection[str] | None = None,
 ) -> list[RowMapping]:
     """Mark up to `limit` ready jobs running for `worker_id`, best first, each only if every
     one of its limited keys has room and rate to start it; none when no limit is set. Of
-    `served_queues` and `served_agents` only, and of no paused queue (see `reading.served`)."""
+    `served_queues` and `served_agents` only, none of `excluded_agents`, and of no paused
+    queue (see `reading.served`)."""
+    excluded = sorted(excluded_agents) if excluded_agents else None
     if conn.dialect.name == "postgresql":
         params = {
             "claimer": worker_id,
             "want": limit,
             "served_queues": None if served_queues is None else sorted(served_queues),
             "served_agents": None if served_agents is None else sorted(served_agents),
+            "excluded_agents": excluded,
         }
         claimed = list(conn.execute(_CLAIM_LIMITED, params).mappings())
     else:
-        claimed = _claim_limited_here(conn, worker_id, limit, served_queues, served_agents)
+        claimed = _claim_limited_here(
+            conn, worker_id, limit, served_queues, served_agents, excluded
+        )
     global _seen
     # None taken: perhaps for want of room, perhaps as no limit is set.
     _seen = bool(claimed) or any_limits(conn)
@@ -166,6 +172,7 @@ _CLAIM_LIMITED = select(
         bindparam("want", type_=Integer),
         bindparam("served_queues", type_=ARRAY(String)),
         bindparam("served_agents", type_=ARRAY(String)),
+        bindparam("excluded_agents", type_=ARRAY(String)),
         WINDOW_MARGIN,
     ).table_valued(*(column(c.name, c.type) for c in jobs.c))
 )
@@ -256,16 +263,16 @@ def _room() -> Any:
     )
 
 
-_TAKES: dict[tuple[bool, bool], Any] = {}
+_TAKES: dict[tuple[bool, bool, bool], Any] = {}
 
 
-def _take(served_queues: bool, served_agents: bool) -> Any:
+def _take(served_queues: bool, served_agents: bool, excluded_agents: bool = False) -> Any:
     """Mark running, as `mark_running` does, the best ready jobs (of those `reading.served`
     lets this claim take) with no key out of room, as many as :want and as the tightest room
     of any key allow: each key then has room for every job taken. Nothing while no limit is
     set. The trigger `taiat_limit_starts_counted` counts the starts of their rate-limited
     keys (`store/sql/limit_starts_sqlite.sql`). One statement per shape, built once."""
-    shape = (served_queues, served_agents)
+    shape = (served_queues, served_agents, excluded_agents)
     if shape in _TAKES:
         return _TAKES[shape]
     room = _room()
@@ -284,7 +291,7 @@ def _take(served_queues: bool, served_agents: bool) -> Any:
         .where(
             READY,
             jobs.c.run_at <= utcnow(),
-            *served(queues=served_queues, agents=served_agents),
+            *served(queues=served_queues, agents=served_agents, excluded=excluded_agents),
             select(limits.c.key).exists(),
             ~out_of_room,
         )
@@ -319,11 +326,13 @@ def _claim_limited_here(
     limit: int,
     served_queues: Collection[str] | None,
     served_agents: Collection[str] | None,
+    excluded_agents: Collection[str] | None = None,
 ) -> list[RowMapping]:
     """`claim_jobs_limited` on SQLite: takes (`_take`), each within the tightest room of any
     key, until `limit` are taken or one takes none; the rooms are counted anew at each."""
-    stmt = _take(served_queues is not None, served_agents is not None)
-    params: dict[str, Any] = {"claimer": worker_id} | served_params(served_queues, served_agents)
+    stmt = _take(served_queues is not None, served_agents is not None, bool(excluded_agents))
+    params: dict[str, Any] = {"claimer": worker_id}
+    params |= served_params(served_queues, served_agents, excluded_agents)
     claimed: list[RowMapping] = []
     while len(claimed) < limit:
         taken = list(conn.execute(stmt, params | {"want": limit - len(claimed)}).mappings())

@@ -59,10 +59,12 @@ def mark_running(where: Any, when: Any) -> Any:
     )
 
 
-def served(*, queues: bool, agents: bool) -> list[Any]:
+def served(*, queues: bool, agents: bool, excluded: bool = False) -> list[Any]:
     """What a claim may take besides being ready: a job of no paused queue; with `queues`, of
     the queues in :served_queues; with `agents`, a query or an agent job whose agent is in
-    :served_agents (expanding lists: see `served_params`)."""
+    :served_agents; with `excluded`, a query or an agent job whose agent is not in
+    :excluded_agents (held back for now: see `taiat.supervisor.admission`). Expanding lists:
+    see `served_params`."""
     paused = select(queues_table.c.name).where(queues_table.c.paused)
     conditions: list[Any] = [jobs.c.queue.not_in(paused)]
     if queues:
@@ -70,18 +72,26 @@ def served(*, queues: bool, agents: bool) -> list[Any]:
     if agents:
         listed = jobs.c.agent.in_(bindparam("served_agents", expanding=True))
         conditions.append(or_(jobs.c.agent.is_(None), listed))
+    if excluded:
+        unlisted = jobs.c.agent.not_in(bindparam("excluded_agents", expanding=True))
+        conditions.append(or_(jobs.c.agent.is_(None), unlisted))
     return conditions
 
 
 def served_params(
-    queues: Collection[str] | None, agents: Collection[str] | None
+    queues: Collection[str] | None,
+    agents: Collection[str] | None,
+    excluded: Collection[str] | None = None,
 ) -> dict[str, list[str]]:
-    """The parameters of `served`'s conditions (None: every queue, every agent)."""
+    """The parameters of `served`'s conditions (None: every queue, every agent, none
+    excluded)."""
     params: dict[str, list[str]] = {}
     if queues is not None:
         params["served_queues"] = sorted(queues)
     if agents is not None:
         params["served_agents"] = sorted(agents)
+    if excluded:
+        params["excluded_agents"] = sorted(excluded)
     return params
 
 
@@ -246,4 +256,47 @@ def output_for(conn: Connection, job_id: str, attempt: int | None = None) -> lis
     stmt = select(output).where(output.c.job_id == job_id).order_by(output.c.attempt)
     if attempt is not None:
         stmt = stmt.where(output.c.attempt == attempt)
+    return list(conn.execute(stmt).mappings())
+
+
+def recent_peaks(
+    conn: Connection, per_agent: int, most: int, since: Any = None
+) -> list[RowMapping]:
+    """The peak memory of the latest attempts of agent jobs, at most `per_agent` of each
+    agent, newest first, read from the newest `most` attempts that ended at or after `since`
+    (naive UTC; None: any) and recorded a peak: rows of (agent, job_id, attempt, ended_at,
+    peak_rss_bytes). Bounded by `most` (an index walk on `ended_at`), however many attempts
+    the table holds; an agent found only further back is left out."""
+    a = attempts.c
+    peaked = select(a.job_id, a.attempt, a.ended_at, a.peak_rss_bytes).where(
+        a.peak_rss_bytes > 0, a.ended_at.is_not(None)
+    )
+    if since is not None:
+        peaked = peaked.where(a.ended_at >= since)
+    newest = peaked.order_by(a.ended_at.desc()).limit(most).subquery("newest")
+    active = select(jobs.c.agent).where(jobs.c.id == newest.c.job_id).scalar_subquery()
+    finished = (
+        select(history.c.agent).where(history.c.job_id == newest.c.job_id).limit(1)
+    ).scalar_subquery()
+    named = select(newest, func.coalesce(active, finished).label("agent")).subquery("named")
+    ranked = select(
+        named,
+        func.row_number()
+        .over(
+            partition_by=named.c.agent,
+            order_by=(named.c.ended_at.desc(), named.c.job_id, named.c.attempt),
+        )
+        .label("rank"),
+    ).subquery("ranked")
+    stmt = (
+        select(
+            ranked.c.agent,
+            ranked.c.job_id,
+            ranked.c.attempt,
+            ranked.c.ended_at,
+            ranked.c.peak_rss_bytes,
+        )
+        .where(ranked.c.agent.is_not(None), ranked.c.rank <= per_agent)
+        .order_by(ranked.c.ended_at.desc())
+    )
     return list(conn.execute(stmt).mappings())

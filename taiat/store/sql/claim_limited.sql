@@ -10,7 +10,9 @@ $$;
 
 -- taiat_claim_limited: mark up to `want` ready jobs running for `claimer`, best first, each
 -- only if every one of its limited keys has room and rate to start it; of `served_queues` and
--- `served_agents` only (NULL: every one), of no paused queue. No row when no limit is set.
+-- `served_agents` only (NULL: every one), none of `excluded_agents` (NULL: none excluded; the
+-- agents a supervisor holds back for want of memory), of no paused queue. No row when no limit
+-- is set.
 -- The steps of limits.py's docstring:
 --
 -- 1. Take the limits' lock (a transaction's advisory lock, keyed by the limits table): limit-aware
@@ -24,11 +26,14 @@ $$;
 --    starts of their rate-limited keys, and count the rooms anew for the next take, until
 --    `want` are taken or a take finds fewer than it asked for.
 -- 4. Now and then, forget the starts older than every window.
+-- (Schema version 5's function, without `excluded_agents`, is dropped: one of the name.)
+DROP FUNCTION IF EXISTS taiat_claim_limited(text, integer, text[], text[], double precision);
 CREATE OR REPLACE FUNCTION taiat_claim_limited(
     claimer text,
     want integer,
     served_queues text[],
     served_agents text[],
+    excluded_agents text[],
     window_margin double precision
 ) RETURNS SETOF taiat_jobs LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -86,6 +91,8 @@ BEGIN
                   AND j.queue NOT IN (SELECT name FROM taiat_queues WHERE paused)
                   AND (served_queues IS NULL OR j.queue = ANY (served_queues))
                   AND (served_agents IS NULL OR j.agent IS NULL OR j.agent = ANY (served_agents))
+                  AND (excluded_agents IS NULL OR j.agent IS NULL
+                       OR NOT j.agent = ANY (excluded_agents))
                   AND NOT ('queue:' || j.queue = ANY (blocked))
                   AND NOT (j.agent IS NOT NULL AND 'agent:' || j.agent = ANY (blocked))
                   AND NOT (j.limit_keys ?| blocked)
