@@ -46,7 +46,7 @@ from taiat.store.validation import JsonText
 log = logging.getLogger(__name__)
 
 #: Bump with every change to the tables, and add the step that upgrades to it in `UPGRADES`.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 5
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -358,9 +358,6 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     3: lambda conn: output.create(conn, checkfirst=True),
     4: lambda conn: _upgrade_to_4(conn),
     5: lambda conn: _upgrade_to_5(conn),
-    # Version 6: the limit-aware claim leaves out the agents a supervisor holds back for want
-    # of memory (`taiat_claim_limited`'s `excluded_agents`).
-    6: create_routines,
 }
 
 

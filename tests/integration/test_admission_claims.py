@@ -7,12 +7,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert
 from support import agent_job
 
 from taiat import JobManager
 from taiat.jobs import Attempt
-from taiat.store import db, queries, schema
+from taiat.store import queries
 
 QUERY = {"job_type": "query", "name": "q", "payload": {"query": "x", "inferred_goal_output": "x"}}
 
@@ -90,34 +89,6 @@ def test_recent_peaks_are_read_per_agent_newest_first(manager: JobManager) -> No
     # The newest two attempts are the query's (no agent: not counted) and b0's.
     newest = manager.port.recent_peaks(per_agent=20, most=2)
     assert [row["peak_rss_bytes"] for row in newest] == [6000]
-
-
-def test_a_version_5_database_gets_the_claim_that_leaves_agents_out(empty_url: str) -> None:
-    engine = db.engine_from_url(empty_url)
-    schema.initialise(engine)
-    with engine.begin() as conn:  # as version 5 had it: the function without excluded_agents
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("DROP FUNCTION taiat_claim_limited")
-            conn.exec_driver_sql(
-                "CREATE FUNCTION taiat_claim_limited(text, integer, text[], text[], "
-                "double precision) RETURNS SETOF taiat_jobs LANGUAGE sql "
-                "AS 'SELECT * FROM taiat_jobs WHERE false'"
-            )
-        conn.execute(delete(schema.schema_version))
-        conn.execute(insert(schema.schema_version).values(version=5))
-    assert schema.initialise(engine) == (5, schema.SCHEMA_VERSION)
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            arities = conn.exec_driver_sql(
-                "SELECT pronargs FROM pg_proc WHERE proname = 'taiat_claim_limited'"
-            ).scalars()
-            assert list(arities) == [6]  # the old one is gone
-    manager = JobManager(engine)
-    manager.set_limit("agent:small", concurrency=5)
-    make_jobs(manager)
-    manager.port.hold_back({"big"})
-    assert claimed_names(manager) == {"small-1", "q"}
-    engine.dispose()
 
 
 def test_the_claim_that_leaves_agents_out_is_an_index_scan_of_ready_jobs(

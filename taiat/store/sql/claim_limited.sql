@@ -26,8 +26,6 @@ $$;
 --    starts of their rate-limited keys, and count the rooms anew for the next take, until
 --    `want` are taken or a take finds fewer than it asked for.
 -- 4. Now and then, forget the starts older than every window.
--- (Schema version 5's function, without `excluded_agents`, is dropped: one of the name.)
-DROP FUNCTION IF EXISTS taiat_claim_limited(text, integer, text[], text[], double precision);
 CREATE OR REPLACE FUNCTION taiat_claim_limited(
     claimer text,
     want integer,
