@@ -162,6 +162,9 @@ class SupervisorConfig:
     forward_output: bool = False
     #: The queues whose jobs it claims; None: every queue.
     queues: tuple[str, ...] | None = None
+    #: The user every job's child becomes before it runs the job (`--job-user`); None: the
+    #: supervisor's own. Needs a supervisor that runs as root.
+    job_user: str | None = None
 
     def __post_init__(self) -> None:
         for setting in fields(self):

@@ -281,3 +281,35 @@ def print_and_hang(text: str = "last words") -> None:
     """Print a line, then sleep until killed (its timeout)."""
     print(text)
     time.sleep(300)
+
+
+def try_the_supervisor(supervisor_pid: int, status_file: str = "") -> dict:
+    """Who the job runs as, and what it meets when it signals its supervisor and its parent,
+    takes root back, or reads the status file: the errno of each refusal, or 0."""
+
+    def attempt(action: object) -> int:
+        try:
+            action()  # type: ignore[operator]
+        except OSError as exc:
+            return exc.errno or -1
+        return 0
+
+    def read_status() -> None:
+        with open(status_file, "rb") as file:
+            file.read(1)
+
+    return {
+        "uid": os.getuid(),
+        "euid": os.geteuid(),
+        "gid": os.getgid(),
+        "groups": os.getgroups(),
+        "home": os.environ.get("HOME"),
+        "user": os.environ.get("USER"),
+        "logname": os.environ.get("LOGNAME"),
+        "cwd_usable": os.access(os.getcwd(), os.X_OK),
+        "probe_supervisor": attempt(lambda: os.kill(supervisor_pid, 0)),
+        "sigterm_supervisor": attempt(lambda: os.kill(supervisor_pid, signal.SIGTERM)),
+        "probe_parent": attempt(lambda: os.kill(os.getppid(), 0)),
+        "become_root": attempt(lambda: os.setuid(0)),
+        "read_status": attempt(read_status) if status_file else None,
+    }

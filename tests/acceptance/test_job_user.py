@@ -1,0 +1,92 @@
+"""`--job-user`: each job's child becomes another user before it runs the job, so that it
+cannot signal its supervisor or its fork server, and its result (a large one too) still comes
+back. Switching users needs root: these run under CI=true and skip elsewhere."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import HERE, wait_until
+from support import agent_job, finished
+
+from taiat import JobManager
+from taiat.jobs import JobStatus
+
+LAUNCHERS = {"fork server": (), "direct fork": ("--no-fork-server",)}
+
+
+@pytest.fixture
+def nobody() -> pwd.struct_passwd:
+    if os.environ.get("CI") != "true":
+        pytest.skip("switching users needs root (runs under CI=true)")
+    if os.geteuid() != 0:
+        pytest.fail("the job user tests need root, and CI=true is set")
+    return pwd.getpwnam("nobody")
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_job_run_as_nobody_cannot_signal_its_supervisor_and_its_result_comes_back(
+    launcher: str, nobody: pwd.struct_passwd, database_url: str, supervisor: Any, tmp_path: Path
+) -> None:
+    manager = JobManager(database_url)
+    # The agents' folder is readable by nobody; the test's own tmp_path (cwd) is not.
+    sup = supervisor("--job-user", "nobody", "--path", str(HERE), *LAUNCHERS[launcher])
+    job = manager.create_job(
+        **agent_job("probe", "try_the_supervisor", supervisor_pid=sup.pid,
+                    status_file=str(sup.status_file))
+    )  # fmt: skip
+    wait_until(lambda: finished(manager, job.id), 60, "the probe job", watch=sup)
+
+    done = manager.get_job(job.id)
+    assert done is not None and done.status == JobStatus.COMPLETED, done
+    seen = done.result
+    assert seen["uid"] == seen["euid"] == nobody.pw_uid
+    assert seen["gid"] == nobody.pw_gid
+    assert set(seen["groups"]) == set(os.getgrouplist("nobody", nobody.pw_gid))
+    assert (seen["home"], seen["user"], seen["logname"]) == (nobody.pw_dir, "nobody", "nobody")
+    assert seen["cwd_usable"]
+    assert seen["probe_supervisor"] == errno.EPERM
+    assert seen["sigterm_supervisor"] == errno.EPERM
+    assert seen["probe_parent"] == errno.EPERM  # the fork server, or the supervisor itself
+    assert seen["become_root"] == errno.EPERM
+    assert seen["read_status"] == errno.EACCES  # under the test's tmp_path, closed to others
+
+    status = sup.status()
+    assert status["job_user"] == "nobody"
+    assert status["state"] == "running"
+    assert "jobs run as user nobody (uid 65534" in sup.log()
+    assert sup.process.poll() is None  # the SIGTERM never reached it
+    manager.engine.dispose()
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_large_result_of_a_job_run_as_nobody_comes_back(
+    launcher: str, nobody: pwd.struct_passwd, database_url: str, supervisor: Any
+) -> None:
+    manager = JobManager(database_url)
+    args = ("--job-user", "nobody", "--path", str(HERE), "--max-result-bytes", str(64 << 20))
+    sup = supervisor(*args, *LAUNCHERS[launcher])
+    job = manager.create_job(**agent_job("large", "huge", megabytes=24))
+    wait_until(lambda: finished(manager, job.id), 120, "the large result", watch=sup)
+
+    done = manager.get_job(job.id)
+    assert done is not None and done.status == JobStatus.COMPLETED, done
+    assert done.result == "x" * (24 << 20)
+    if database_url.startswith("postgresql"):  # stored on the side, as it crossed
+        assert "its large result is stored" in sup.log()
+    manager.engine.dispose()
+
+
+def test_a_path_the_job_user_cannot_read_is_refused(
+    nobody: pwd.struct_passwd, supervisor: Any, tmp_path: Path
+) -> None:
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    sup = supervisor("--job-user", "nobody", "--path", str(closed))
+    assert sup.wait() == 78
+    assert f"--path {closed}: jobs run as user 'nobody', who cannot read it" in sup.log()
