@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -312,4 +313,18 @@ def try_the_supervisor(supervisor_pid: int, status_file: str = "") -> dict:
         "probe_parent": attempt(lambda: os.kill(os.getppid(), 0)),
         "become_root": attempt(lambda: os.setuid(0)),
         "read_status": attempt(read_status) if status_file else None,
+        "open_files": _open_files_and_sockets(),
     }
+
+
+def _open_files_and_sockets() -> list[int]:
+    """The descriptors above 2 open on a file or a socket (not a pipe, nor /dev/null)."""
+    found = []
+    for number in range(3, 1024):
+        try:
+            mode = os.fstat(number).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode) or stat.S_ISSOCK(mode):
+            found.append(number)
+    return found

@@ -7,11 +7,12 @@ from __future__ import annotations
 import errno
 import os
 import pwd
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HERE, wait_until
+from conftest import HERE, pid_alive, wait_until
 from support import agent_job, finished
 
 from taiat import JobManager
@@ -55,6 +56,8 @@ def test_a_job_run_as_nobody_cannot_signal_its_supervisor_and_its_result_comes_b
     assert seen["probe_parent"] == errno.EPERM  # the fork server, or the supervisor itself
     assert seen["become_root"] == errno.EPERM
     assert seen["read_status"] == errno.EACCES  # under the test's tmp_path, closed to others
+    # Neither the supervisor's database connections nor its files came down to the job.
+    assert seen["open_files"] == []
 
     status = sup.status()
     assert status["job_user"] == "nobody"
@@ -80,6 +83,33 @@ def test_a_large_result_of_a_job_run_as_nobody_comes_back(
     if database_url.startswith("postgresql"):  # stored on the side, as it crossed
         assert "its large result is stored" in sup.log()
     manager.engine.dispose()
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_job_run_as_nobody_dies_with_its_supervisor(
+    launcher: str, nobody: pwd.struct_passwd, database_url: str, supervisor: Any
+) -> None:
+    manager = JobManager(database_url)
+    sup = supervisor("--job-user", "nobody", "--path", str(HERE), *LAUNCHERS[launcher])
+    manager.create_job(**agent_job("long", "sleep", seconds=120))
+    running = wait_until(lambda: sup.status().get("running"), 30, "the running job", watch=sup)
+    child = running[0]["pid"]
+    wait_until(lambda: _uid_of(child) == nobody.pw_uid, 10, "the child to be nobody", watch=sup)
+
+    sup.signal(signal.SIGKILL)
+    sup.wait(10)
+    # Death with the parent, which the kernel forgets when the user changes, was set again.
+    wait_until(lambda: not pid_alive(child), 10, "the child to die with its supervisor")
+    manager.engine.dispose()
+
+
+def _uid_of(pid: int) -> int | None:
+    """The real uid of process `pid`, from /proc; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("Uid:"))
+    except (OSError, StopIteration):
+        return None
 
 
 def test_a_path_the_job_user_cannot_read_is_refused(
