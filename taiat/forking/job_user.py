@@ -101,8 +101,10 @@ def check_import_path(user: JobUser, folders: Iterable[str]) -> None:
     (`--path`): a job's own imports would fail in its child."""
     for folder in unreadable(user, folders):
         raise ConfigurationError(
-            f"--path {folder}: jobs run as user {user.name!r}, who cannot read it (check the "
-            "modes of the folder and of those above it), so a job could not import from it"
+            f"jobs run as user {user.name!r} (--job-user), who cannot read {folder}, a folder "
+            "agents are imported from (--path, TAIAT_PATH, else the working directory): a job "
+            "could not import from it; open it and the folders above it to the user, or move "
+            "the agents"
         )
 
 

@@ -119,4 +119,4 @@ def test_a_path_the_job_user_cannot_read_is_refused(
     closed.mkdir(mode=0o700)
     sup = supervisor("--job-user", "nobody", "--path", str(closed))
     assert sup.wait() == 78
-    assert f"--path {closed}: jobs run as user 'nobody', who cannot read it" in sup.log()
+    assert f"jobs run as user 'nobody' (--job-user), who cannot read {closed}," in sup.log()
