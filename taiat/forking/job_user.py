@@ -159,7 +159,9 @@ def become(user: JobUser, parent_pid: int, keep: Collection[int]) -> None:
     posix.die_with_parent()
     if os.getppid() != parent_pid:  # it died before the line above: so do we
         os._exit(1)
-    os.environ.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
+    os.environ["HOME"] = user.home
+    os.environ["USER"] = user.name
+    os.environ["LOGNAME"] = user.name
     # The supervisor's working directory may be closed to the job user: then its home, or /.
     if not os.access(".", os.X_OK):
         for folder in (user.home, "/"):
