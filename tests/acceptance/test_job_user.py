@@ -103,6 +103,25 @@ def test_a_job_run_as_nobody_dies_with_its_supervisor(
     manager.engine.dispose()
 
 
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_job_run_as_nobody_that_overruns_is_stopped_by_its_supervisor(
+    launcher: str, nobody: pwd.struct_passwd, database_url: str, supervisor: Any
+) -> None:
+    manager = JobManager(database_url)
+    sup = supervisor("--job-user", "nobody", "--path", str(HERE), *LAUNCHERS[launcher])
+    spec = agent_job("overrun", "stubborn", seconds=120)  # ignores SIGTERM: SIGKILL it is
+    job = manager.create_job(**{**spec, "timeout_seconds": 1, "max_retries": 0})
+    wait_until(lambda: finished(manager, job.id), 60, "the job to time out", watch=sup)
+
+    done = manager.get_job(job.id)
+    assert done is not None and done.status == JobStatus.FAILED
+    assert "timed out after 1 s" in (done.error_message or "")
+    (attempt,) = manager.get_attempts(job.id)
+    assert attempt.outcome == "timed_out"
+    assert attempt.exit_signal == signal.SIGKILL
+    manager.engine.dispose()
+
+
 def _uid_of(pid: int) -> int | None:
     """The real uid of process `pid`, from /proc; None once it is gone."""
     try:
