@@ -193,14 +193,34 @@ def _let_go_of_descriptors(keep: set[int]) -> None:
 
 
 def _check_for_good(user: JobUser) -> None:
-    """Leave unless every uid and gid is the user's, and root cannot be had back."""
+    """Leave unless every uid and gid is the user's, no capability is left, and root cannot be
+    had back."""
     if os.getresuid() != (user.uid,) * 3 or os.getresgid() != (user.gid,) * 3:
         _give_up(f"still not user {user} after the switch: {os.getresuid()}, {os.getresgid()}")
+    left = _capabilities()
+    if left:
+        _give_up(f"kept capabilities after becoming user {user}: {left}")
     try:
         os.setuid(0)
     except PermissionError:
         return
     _give_up(f"could become root again after becoming user {user}")
+
+
+def _capabilities() -> str:
+    """The capability sets of this process that are not empty, as /proc says them (nothing
+    where /proc does not say)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            lines = status.read().splitlines()
+    except OSError:
+        return ""
+    left = []
+    for line in lines:
+        name, _, value = line.partition(b":")
+        if name in (b"CapPrm", b"CapEff", b"CapAmb") and int(value.strip() or b"0", 16):
+            left.append(f"{name.decode()} {value.strip().decode()}")
+    return ", ".join(left)
 
 
 def _give_up(why: str) -> NoReturn:
