@@ -144,11 +144,12 @@ def describe(user: JobUser) -> str:
 
 
 def become(user: JobUser, parent_pid: int, keep: Collection[int]) -> None:
-    """In a job's child, before the job's code: let go of every inherited descriptor but 0, 1,
-    2 and `keep`, become `user` and its groups for good, and die with `parent_pid` again
-    (the kernel forgets PR_SET_PDEATHSIG when the user changes). Leaves through `os._exit`,
-    running nothing, if the change cannot be made whole."""
-    _let_go_of_descriptors({0, 1, 2, *keep})
+    """In a job's child, before the job's code: let go of every inherited descriptor but 1
+    and 2 (its stdout and stderr pipes) and `keep`, become `user` and its groups for good,
+    and die with `parent_pid` again (the kernel forgets PR_SET_PDEATHSIG when the user
+    changes). Leaves through `os._exit`, running nothing, if the change cannot be made
+    whole."""
+    _let_go_of_descriptors({1, 2, *keep})
     try:
         os.setgroups(list(user.groups))
         os.setgid(user.gid)
@@ -173,22 +174,24 @@ def become(user: JobUser, parent_pid: int, keep: Collection[int]) -> None:
 
 
 def _let_go_of_descriptors(keep: set[int]) -> None:
-    """Put /dev/null (read only) in place of every open descriptor not in `keep`: what they
-    were (the supervisor's database connections and files) is out of the job's reach, and the
-    numbers stay taken, so that an object inherited from the parent that closes its number
-    later closes nothing of the job's."""
+    """Put /dev/null in place of every open descriptor not in `keep`, stdin among them: what
+    they were (the supervisor's database connections and files, its terminal) is out of the
+    job's reach, and the numbers stay taken, so that an object inherited from the parent that
+    closes its number later closes nothing of the job's. A terminal is never kept (a job could
+    push input into it, TIOCSTI, as if typed by the supervisor's user)."""
     try:
         numbers = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError as exc:
         _give_up(f"cannot list its descriptors: {exc}")
-    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     for number in numbers:
-        if number in keep or number == null:
+        if number == null or (number in keep and not os.isatty(number)):
             continue
         try:
-            os.dup2(null, number, inheritable=False)
+            os.fstat(number)
         except OSError:
-            pass  # the listing's own descriptor, closed since
+            continue  # the listing's own descriptor, closed since
+        os.dup2(null, number, inheritable=number <= 2)
     os.close(null)
 
 

@@ -314,6 +314,7 @@ def try_the_supervisor(supervisor_pid: int, status_file: str = "") -> dict:
         "become_root": attempt(lambda: os.setuid(0)),
         "read_status": attempt(read_status) if status_file else None,
         "open_files": _open_files_and_sockets(),
+        "stdin_is_null": os.path.samestat(os.fstat(0), os.stat(os.devnull)),
     }
 
 

@@ -58,6 +58,7 @@ def test_a_job_run_as_nobody_cannot_signal_its_supervisor_and_its_result_comes_b
     assert seen["read_status"] == errno.EACCES  # under the test's tmp_path, closed to others
     # Neither the supervisor's database connections nor its files came down to the job.
     assert seen["open_files"] == []
+    assert seen["stdin_is_null"]
 
     status = sup.status()
     assert status["job_user"] == "nobody"
