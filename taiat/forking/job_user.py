@@ -20,6 +20,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
+from taiat.config import forget_settings
 from taiat.errors import ConfigurationError
 from taiat.forking import posix
 
@@ -147,8 +148,8 @@ def become(user: JobUser, parent_pid: int, keep: Collection[int]) -> None:
     """In a job's child, before the job's code: let go of every inherited descriptor but 1
     and 2 (its stdout and stderr pipes) and `keep`, become `user` and its groups for good,
     and die with `parent_pid` again (the kernel forgets PR_SET_PDEATHSIG when the user
-    changes). Leaves through `os._exit`, running nothing, if the change cannot be made
-    whole."""
+    changes); and forget the supervisor's settings (`TAIAT_*`, its database URL among them).
+    Leaves through `os._exit`, running nothing, if the change cannot be made whole."""
     _let_go_of_descriptors({1, 2, *keep})
     try:
         os.setgroups(list(user.groups))
@@ -160,6 +161,7 @@ def become(user: JobUser, parent_pid: int, keep: Collection[int]) -> None:
     posix.die_with_parent()
     if os.getppid() != parent_pid:  # it died before the line above: so do we
         os._exit(1)
+    forget_settings()
     os.environ["HOME"] = user.home
     os.environ["USER"] = user.name
     os.environ["LOGNAME"] = user.name

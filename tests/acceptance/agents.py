@@ -315,6 +315,7 @@ def try_the_supervisor(supervisor_pid: int, status_file: str = "") -> dict:
         "read_status": attempt(read_status) if status_file else None,
         "open_files": _open_files_and_sockets(),
         "stdin_is_null": os.path.samestat(os.fstat(0), os.stat(os.devnull)),
+        "settings": sorted(n for n in os.environ if n.startswith("TAIAT_")),
     }
 
 

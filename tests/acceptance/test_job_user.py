@@ -59,6 +59,7 @@ def test_a_job_run_as_nobody_cannot_signal_its_supervisor_and_its_result_comes_b
     # Neither the supervisor's database connections nor its files came down to the job.
     assert seen["open_files"] == []
     assert seen["stdin_is_null"]
+    assert seen["settings"] == []  # TAIAT_AGENT_CONFIG, say, was the supervisor's
 
     status = sup.status()
     assert status["job_user"] == "nobody"
