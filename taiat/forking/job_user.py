@@ -216,15 +216,22 @@ def _capabilities() -> str:
     """The capability sets of this process that are not empty, as /proc says them (nothing
     where /proc does not say)."""
     try:
-        with open("/proc/self/status", "rb") as status:
-            lines = status.read().splitlines()
+        fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        text = os.read(fd, 1 << 16)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
     left = []
-    for line in lines:
-        name, _, value = line.partition(b":")
-        if name in (b"CapPrm", b"CapEff", b"CapAmb") and int(value.strip() or b"0", 16):
-            left.append(f"{name.decode()} {value.strip().decode()}")
+    for name in (b"CapPrm", b"CapEff", b"CapAmb"):
+        start = text.find(b"\n" + name + b":")
+        if start >= 0:
+            value = text[start + len(name) + 2 :].split(b"\n", 1)[0].strip()
+            if value.strip(b"0"):
+                left.append(f"{name.decode()} {value.decode()}")
     return ", ".join(left)
 
 
