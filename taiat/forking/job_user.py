@@ -155,7 +155,7 @@ def become(user: JobUser, parent_pid: int, keep: Collection[int]) -> None:
         os.setgroups(list(user.groups))
         os.setgid(user.gid)
         os.setuid(user.uid)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: more groups than the kernel takes
         _give_up(f"cannot become user {user}: {exc}")
     _check_for_good(user)
     posix.die_with_parent()

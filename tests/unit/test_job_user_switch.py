@@ -1,7 +1,9 @@
-"""`--job-user`: the user looked up and checked at start, and which folders it can read."""
+"""`--job-user`: the user looked up and checked at start, which folders it can read, and the
+switch a job's child makes (in a forked child: it needs root, so under CI=true only)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 from pathlib import Path
@@ -9,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from taiat.errors import ConfigurationError
-from taiat.forking.job_user import JobUser, can_read, check_import_path, resolve, unreadable
+from taiat.forking.job_user import (
+    EXIT_NO_DROP,
+    JobUser,
+    become,
+    can_read,
+    check_import_path,
+    resolve,
+    unreadable,
+)
 
 
 def test_a_user_that_does_not_exist_is_refused_with_its_name() -> None:
@@ -99,3 +109,70 @@ def test_the_import_path_is_checked_folder_by_folder(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=f"cannot read {tmp_path}, a folder agents"):
         check_import_path(STRANGER, folders)
     check_import_path(STRANGER, ["/"])
+
+
+def _need_root() -> None:
+    if os.environ.get("CI") != "true":
+        pytest.skip("switching users needs root (runs under CI=true)")
+    if os.geteuid() != 0:
+        pytest.fail("switching users needs root, and CI=true is set")
+
+
+def _in_a_child(user: JobUser, cwd: Path) -> tuple[int, dict]:
+    """Fork a child that opens a file, moves to `cwd`, becomes `user`, and says what it then
+    sees; its exit status and what it said."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            held = os.open(__file__, os.O_RDONLY)
+            os.chdir(cwd)
+            os.environ["TAIAT_DATABASE_URL"] = "postgresql://taiat:secret@db/taiat"
+            become(user, os.getppid(), keep=(write_end,))
+            seen = {
+                "ids": [os.getresuid(), os.getresgid()],
+                "groups": sorted(os.getgroups()),
+                "held_is_null": os.path.samestat(os.fstat(held), os.stat(os.devnull)),
+                "cwd": os.getcwd(),
+                "url": os.environ.get("TAIAT_DATABASE_URL"),
+                "home": os.environ.get("HOME"),
+            }
+            os.write(write_end, json.dumps(seen).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        said = reader.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), json.loads(said or b"{}")
+
+
+def test_a_child_becomes_the_user_for_good_with_nothing_of_the_supervisors(
+    tmp_path: Path,
+) -> None:
+    _need_root()
+    user = resolve("nobody")
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    closed.chmod(0o700)
+    code, seen = _in_a_child(user, closed)
+    assert code == 0, seen
+    assert seen["ids"] == [[user.uid] * 3, [user.gid] * 3]
+    assert seen["groups"] == sorted(set(user.groups))
+    assert seen["held_is_null"]  # the file it had open is out of its reach
+    assert seen["url"] is None  # the supervisor's settings are forgotten
+    assert seen["home"] == user.home
+    # A working directory the user may not enter: its home, or /.
+    assert seen["cwd"] in (user.home, "/")
+
+
+def test_a_child_that_cannot_switch_runs_nothing(tmp_path: Path) -> None:
+    _need_root()
+    nobody = resolve("nobody")
+    too_many_groups = JobUser("nobody", nobody.uid, nobody.gid, tuple(range(70_000)), "/")
+    code, seen = _in_a_child(too_many_groups, tmp_path)
+    assert code == EXIT_NO_DROP
+    assert seen == {}
