@@ -202,7 +202,7 @@ class Supervisor:
             self.config.max_concurrent_jobs,
         )
         if self.job_user is not None:
-            self._log_job_user(self.job_user)
+            self._log_job_user(self.job_user, self.forking.server_in_use is not None)
         try:
             self._loop()
         finally:
@@ -770,8 +770,14 @@ class Supervisor:
         return deleted >= CLEANUP_BATCH
 
     @staticmethod
-    def _log_job_user(user: job_user.JobUser) -> None:
+    def _log_job_user(user: job_user.JobUser, fork_server: bool) -> None:
         log.info("jobs run as user %s", job_user.describe(user))
+        if not fork_server:
+            log.warning(
+                "jobs run as user %s are forked from the supervisor, and carry a copy of its "
+                "memory, its database URL and password among it: keep the fork server on",
+                user.name,
+            )
         for folder in job_user.unreadable(user, sys.path):
             log.warning(
                 "jobs run as user %s, who cannot read %s (on the import path): a job that "

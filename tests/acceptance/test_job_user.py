@@ -65,6 +65,8 @@ def test_a_job_run_as_nobody_cannot_signal_its_supervisor_and_its_result_comes_b
     assert status["job_user"] == "nobody"
     assert status["state"] == "running"
     assert "jobs run as user nobody (uid 65534" in sup.log()
+    direct = "are forked from the supervisor, and carry a copy of its memory" in sup.log()
+    assert direct == (launcher == "direct fork")
     assert sup.process.poll() is None  # the SIGTERM never reached it
     manager.engine.dispose()
 
