@@ -146,6 +146,19 @@ def from_environment(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+#: libpq's variables that carry a password (or where to find one).
+_PASSWORD_VARIABLES = ("PGPASSWORD", "PGPASSFILE")
+
+
+def forget_settings() -> None:
+    """Remove every `TAIAT_*` variable, and libpq's password variables, from this process's
+    environment: in a job's child run as another user (`--job-user`), the supervisor's settings,
+    its database URL and password among them, are not the job's to read. (The child needs none:
+    its settings are passed down.)"""
+    for name in [n for n in os.environ if n.startswith("TAIAT_") or n in _PASSWORD_VARIABLES]:
+        del os.environ[name]
+
+
 def default_url(home: str | None = None) -> str:
     """The embedded SQLite file: `home/taiat.db`, or `./taiat.db`."""
     return f"sqlite:///{(Path(home or '.') / DEFAULT_DB_FILE).absolute()}"
@@ -217,6 +230,9 @@ class SupervisorConfig:
     #: The host memory left free: a job whose agent lately peaked above what is available
     #: less this waits (see `taiat.supervisor.admission`).
     memory_reserve: MemoryReserve = field(default_factory=MemoryReserve)
+    #: The user every job's child becomes before it runs the job (`--job-user`); None: the
+    #: supervisor's own. Needs a supervisor that runs as root.
+    job_user: str | None = None
 
     def __post_init__(self) -> None:
         for setting in fields(self):
@@ -261,6 +277,7 @@ __all__ = [
     "SupervisorConfig",
     "check_limit",
     "default_url",
+    "forget_settings",
     "from_environment",
     "parse_reserve",
     "parse_size",

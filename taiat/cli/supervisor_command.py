@@ -88,6 +88,9 @@ Options:
   --metrics-file PATH           Prometheus textfile (TAIAT_METRICS_FILE).
   --no-listen                   Do not LISTEN for wake-ups on PostgreSQL; find jobs by polling
                                 only (TAIAT_NO_LISTEN=1), e.g. behind a transaction pooler.
+  --job-user NAME               Run each job as this user and its groups, so that a job
+                                cannot signal the supervisor or read its files; needs a
+                                supervisor that runs as root (TAIAT_JOB_USER).
   --no-fork-server              Fork jobs from the supervisor itself rather than from its small
                                 fork server (TAIAT_NO_FORK_SERVER=1); slower, for debugging.
   --no-claim-ahead              Never claim a job before a slot is free for it
@@ -131,6 +134,7 @@ _SUPERVISOR_OPTIONS: dict[str, tuple[str, str]] = {
     "--metrics-file": ("TAIAT_METRICS_FILE", "path"),
     "--log-level": ("TAIAT_LOG_LEVEL", "level"),
     "--queues": ("TAIAT_QUEUES", "queues"),
+    "--job-user": ("TAIAT_JOB_USER", "text"),
 }
 
 
@@ -248,6 +252,10 @@ def supervisor_main(argv: Sequence[str] | None = None) -> int:
         setup_logging(level)
         folders = import_path(args.get("--path"))
         put_first_on_path(folders)
+        if config.job_user is not None and not args["--status"]:
+            from taiat.forking import job_user
+
+            job_user.check_import_path(job_user.resolve(config.job_user), folders)
         log.debug("importing agents from %s first", os.pathsep.join(folders))
         if args["--status"]:
             from taiat.cli.status_report import print_status

@@ -16,6 +16,7 @@ from taiat import context
 from taiat.agents.executors import Expansion, JobExecutor
 from taiat.errors import FinalFailure, JobFailed
 from taiat.forking import posix, wire
+from taiat.forking.job_user import JobUser, become
 from taiat.jobs import Job
 
 TRACEBACK_LINES = 12
@@ -31,6 +32,7 @@ def run(
     dependency_results: dict[str, Any] | None = None,
     output_fds: Sequence[int] = (),
     catalogue: dict[str, Any] | None = None,
+    job_user: JobUser | None = None,
 ) -> NoReturn:
     """The child's whole life. Exit code 0 once the result message is sent.
 
@@ -40,7 +42,8 @@ def run(
     `after_fork` lets go of what the child inherited from a supervisor that forked it.
     `output_fds`, the write ends of the pipes the supervisor reads the job's stdout and stderr
     from, become descriptors 1 and 2, which everything the job starts inherits. `catalogue`,
-    for a query job: the live fleet's agents its claim read, to plan it with.
+    for a query job: the live fleet's agents its claim read, to plan it with. With `job_user`,
+    the child becomes that user (`taiat.forking.job_user`) before it opens the job.
     """
     code = 70  # EX_SOFTWARE: something in this very function went wrong
     try:
@@ -49,6 +52,8 @@ def run(
         posix.become_independent(supervisor_pid)
         if after_fork is not None:
             after_fork()
+        if job_user is not None:
+            become(job_user, supervisor_pid, keep=(result_fd,))
         if isinstance(job, bytes):
             job, dependency_results, catalogue = wire.unseal_claim(job)
         context.set_current(context.JobContext(job, dependency_results or {}, catalogue))

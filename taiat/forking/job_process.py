@@ -18,6 +18,7 @@ import psutil
 
 from taiat.agents.executors import JobExecutor
 from taiat.forking import child, posix, wire
+from taiat.forking.job_user import JobUser
 from taiat.forking.output import JobOutput
 from taiat.forking.server import LOST, Exit, ServerEnd
 from taiat.forking.spool import Spool
@@ -96,9 +97,12 @@ class DirectLauncher:
         self,
         executors: Sequence[JobExecutor],
         after_fork: Callable[[], None] | None = None,
+        job_user: JobUser | None = None,
     ) -> None:
+        """`job_user`: the user each child becomes before it runs its job."""
         self.executors = list(executors)
         self.after_fork = after_fork
+        self.job_user = job_user
         posix.prepare_to_fork()
         self._processes: dict[int, Any] = {}
         # Here, not at the top: a supervisor whose jobs the fork server forks spares the 2.5 MB.
@@ -129,6 +133,7 @@ class DirectLauncher:
                 dependency_results,
                 tuple(output_fds),
                 catalogue,
+                self.job_user,
             ),
             name=f"taiat-job-{job.id}",
         )

@@ -14,6 +14,7 @@ from typing import Any
 from taiat.agents.executors import JobExecutor
 from taiat.errors import ForkServerError
 from taiat.forking.job_process import DirectLauncher, JobProcess, Launcher
+from taiat.forking.job_user import JobUser
 from taiat.forking.server import ForkServer
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,14 @@ class Forking:
         *,
         fork_server: bool,
         after_fork: Callable[[], None] | None = None,
+        job_user: JobUser | None = None,
     ) -> None:
         """`after_fork` runs first in a child the supervisor forks itself: it lets go of
-        what the child inherited (the supervisor's database connections)."""
+        what the child inherited (the supervisor's database connections). `job_user`: the
+        user every child becomes before it runs its job, whoever forks it."""
         self.executors = list(executors)
         self.after_fork = after_fork
+        self.job_user = job_user
         self.server: ForkServer | None = None
         #: The fork servers of the jobs that run alone, by job process.
         self.alone: dict[JobProcess, ForkServer] = {}
@@ -149,7 +153,7 @@ class Forking:
 
     def _new_server(self, context: str, *, hold: bool = False) -> ForkServer | None:
         try:
-            server = ForkServer.start(self.executors, hold=hold)
+            server = ForkServer.start(self.executors, hold=hold, job_user=self.job_user)
         except ForkServerError as exc:
             log.warning("%sno fork server (%s): jobs are forked from the supervisor", context, exc)
             return None
@@ -163,5 +167,5 @@ class Forking:
 
     def _direct(self) -> DirectLauncher:
         if self._direct_launcher is None:
-            self._direct_launcher = DirectLauncher(self.executors, self.after_fork)
+            self._direct_launcher = DirectLauncher(self.executors, self.after_fork, self.job_user)
         return self._direct_launcher

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from taiat.errors import ForkServerError
 from taiat.forking import posix, wire
+from taiat.forking.job_user import JobUser
 from taiat.jobs import Job
 
 if TYPE_CHECKING:  # the server has no use for it, and every fork would copy its pages
@@ -128,11 +129,15 @@ class ForkServer:
         self._token = 0
 
     @classmethod
-    def start(cls, executors: Sequence[Any], *, hold: bool = False) -> ForkServer:
+    def start(
+        cls, executors: Sequence[Any], *, hold: bool = False, job_user: JobUser | None = None
+    ) -> ForkServer:
         """Start a server that runs jobs with `executors`; ForkServerError if it cannot (an
         executor that does not pickle by reference, a module the server cannot import). With
         `hold`, each child waits to run its job until the server has told its pid: a job that
-        kills the server is then always known to have started (the way of a job run alone)."""
+        kills the server is then always known to have started (the way of a job run alone).
+        With `job_user`, each child becomes that user before it runs its job; the server stays
+        the supervisor's user, out of the jobs' reach."""
         try:
             blob = pickle.dumps(list(executors), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - any object may refuse to be pickled
@@ -172,7 +177,7 @@ class ForkServer:
             their_pids.close()
         server = cls(process, ours, our_pids)
         try:
-            wire.send_message(ours, (os.getpid(), list(sys.path), blob, hold))
+            wire.send_message(ours, (os.getpid(), list(sys.path), blob, hold, job_user))
             kind, detail = server._reply(0, START_TIMEOUT)
         except OSError as exc:  # it exited before it read a word
             server.close()

@@ -29,7 +29,7 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
     first = wire.receive_message(sock)
     if first is None:
         os._exit(0)
-    (supervisor_pid, sys_path, blob, hold), _ = first
+    (supervisor_pid, sys_path, blob, hold, job_user), _ = first
     _follow(supervisor_pid)
     # What a job leaves behind comes here when the job's process ends (its own orphans come
     # to it while it runs): the server kills it (see `_reap`).
@@ -105,6 +105,7 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
                 max_result_bytes,
                 forget_server,
                 output_fds=fds[1:],
+                job_user=job_user,
             )
         for number in fds:
             os.close(number)

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -27,7 +28,7 @@ from taiat.agents.executors import (
 from taiat.agents.registry import Catalogue, catalogue
 from taiat.config import MiB, SupervisorConfig
 from taiat.errors import DatabaseUnavailable, TransientConflict
-from taiat.forking import posix
+from taiat.forking import job_user, posix
 from taiat.forking.job_process import MOVED_ON, Ending, JobProcess, unstarted
 from taiat.forking.launchers import Forking
 from taiat.forking.output import Forward, JobOutput
@@ -69,6 +70,11 @@ class Supervisor:
         agent_registry: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
         self.config = config or SupervisorConfig()
+        #: The user the jobs run as (`--job-user`), looked up now: a supervisor that cannot
+        #: become it refuses to start (ConfigurationError).
+        self.job_user = (
+            None if self.config.job_user is None else job_user.resolve(self.config.job_user)
+        )
         lease = self.config.lease
         self._heartbeat_interval = min(self.config.heartbeat_interval, lease / 3)
         #: A heartbeat this old (seconds) means a stall: this loop, or the database, was away
@@ -183,7 +189,10 @@ class Supervisor:
         query_executor = QueryExecutor(self.agents, engine=self.config.query_engine)
         executors = [*self.custom_executors, AgentExecutor(self.agents), query_executor]
         self.forking = Forking(
-            executors, fork_server=self.config.fork_server, after_fork=self.port.after_fork
+            executors,
+            fork_server=self.config.fork_server,
+            after_fork=self.port.after_fork,
+            job_user=self.job_user,
         )
         self.wakeup.install_signals()
         self.state = "running"
@@ -194,6 +203,8 @@ class Supervisor:
             self.port.describe(),
             self.config.max_concurrent_jobs,
         )
+        if self.job_user is not None:
+            self._log_job_user(self.job_user, self.forking.server_in_use is not None)
         try:
             self._loop()
         finally:
@@ -800,6 +811,23 @@ class Supervisor:
             log.info("deleted %d history entries older than %s days", deleted, days)
         return deleted >= CLEANUP_BATCH
 
+    @staticmethod
+    def _log_job_user(user: job_user.JobUser, fork_server: bool) -> None:
+        log.info("jobs run as user %s", job_user.describe(user))
+        if not fork_server:
+            log.warning(
+                "jobs run as user %s are forked from the supervisor, and carry a copy of its "
+                "memory, its database URL and password among it: keep the fork server on",
+                user.name,
+            )
+        for folder in job_user.unreadable(user, sys.path):
+            log.warning(
+                "jobs run as user %s, who cannot read %s (on the import path): a job that "
+                "imports a module not loaded before its fork will not find it there",
+                user.name,
+                folder,
+            )
+
     # -- status ----------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
@@ -837,6 +865,7 @@ class Supervisor:
             "claimed_ahead": len(self.ahead),
             "finishing": sum(1 for p in self.children if p.delivered),
             "fork_server_pid": server.pid if server is not None else None,
+            "job_user": None if self.job_user is None else self.job_user.name,
             "waiting_on_limit": self.limit_waits,
             # The agents whose jobs wait here for memory, with the memory they lately
             # needed and what there is (see `taiat.supervisor.admission`); null if none.

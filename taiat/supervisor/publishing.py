@@ -11,7 +11,8 @@ public contract for monitoring; keys beyond these are written through unchanged:
      "database": "ok" | "unreachable"}
 
 (The supervisor also writes `worker_id`, `pending_results`, `claimed_ahead`, `finishing`, the
-number of children that have sent their results and are exiting, `fork_server_pid`, and
+number of children that have sent their results and are exiting, `fork_server_pid`,
+`job_user`, the user jobs run as (`--job-user`; null: the supervisor's own), and
 `waiting_on_limit`: for each key with a limit set (50 at most), the ready jobs that carry it,
 or null until counted.)
 

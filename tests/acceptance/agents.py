@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -290,3 +291,51 @@ def print_and_hang(text: str = "last words") -> None:
     """Print a line, then sleep until killed (its timeout)."""
     print(text)
     time.sleep(300)
+
+
+def try_the_supervisor(supervisor_pid: int, status_file: str = "") -> dict:
+    """Who the job runs as, and what it meets when it signals its supervisor and its parent,
+    takes root back, or reads the status file: the errno of each refusal, or 0."""
+
+    def attempt(action: object) -> int:
+        try:
+            action()  # type: ignore[operator]
+        except OSError as exc:
+            return exc.errno or -1
+        return 0
+
+    def read_status() -> None:
+        with open(status_file, "rb") as file:
+            file.read(1)
+
+    return {
+        "uid": os.getuid(),
+        "euid": os.geteuid(),
+        "gid": os.getgid(),
+        "groups": os.getgroups(),
+        "home": os.environ.get("HOME"),
+        "user": os.environ.get("USER"),
+        "logname": os.environ.get("LOGNAME"),
+        "cwd_usable": os.access(os.getcwd(), os.X_OK),
+        "probe_supervisor": attempt(lambda: os.kill(supervisor_pid, 0)),
+        "sigterm_supervisor": attempt(lambda: os.kill(supervisor_pid, signal.SIGTERM)),
+        "probe_parent": attempt(lambda: os.kill(os.getppid(), 0)),
+        "become_root": attempt(lambda: os.setuid(0)),
+        "read_status": attempt(read_status) if status_file else None,
+        "open_files": _open_files_and_sockets(),
+        "stdin_is_null": os.path.samestat(os.fstat(0), os.stat(os.devnull)),
+        "settings": sorted(n for n in os.environ if n.startswith("TAIAT_")),
+    }
+
+
+def _open_files_and_sockets() -> list[int]:
+    """The descriptors above 2 open on a file or a socket (not a pipe, nor /dev/null)."""
+    found = []
+    for number in range(3, 1024):
+        try:
+            mode = os.fstat(number).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode) or stat.S_ISSOCK(mode):
+            found.append(number)
+    return found

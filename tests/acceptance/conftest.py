@@ -52,6 +52,7 @@ AGENT_CONFIG = {
         "flood",
         "print_and_wait",
         "print_and_hang",
+        "try_the_supervisor",
     ]
 }
 

@@ -75,6 +75,8 @@ def test_version_and_help() -> None:
         ([], {"TAIAT_MEMORY_LIMIT": "1e308"}, 78, "TAIAT_MEMORY_LIMIT) must be at most"),
         ([], {"TAIAT_MEMORY_LIMIT": "2X"}, 78, "TAIAT_MEMORY_LIMIT) must be a number of MB or"),
         (["--history-retention-days", "40000"], {}, 78, "must be at most 36500"),
+        (["--job-user", "no-such-user-taiat"], {}, 78, "'no-such-user-taiat': no such user"),
+        ([], {"TAIAT_JOB_USER": "root"}, 78, "jobs cannot run as user 'root': it is root"),
     ],
 )
 def test_bad_settings_exit_with_their_code(args, env, code, words, tmp_path: Path) -> None:
