@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from taiat import context
 from taiat.agents.executors import Expansion, JobExecutor
 from taiat.errors import FinalFailure, JobFailed
-from taiat.forking import posix, wire
+from taiat.forking import posix, stacks, wire
 from taiat.jobs import Job
 
 TRACEBACK_LINES = 12
@@ -31,6 +31,7 @@ def run(
     dependency_results: dict[str, Any] | None = None,
     output_fds: Sequence[int] = (),
     catalogue: dict[str, Any] | None = None,
+    stack_fd: int = -1,
 ) -> NoReturn:
     """The child's whole life. Exit code 0 once the result message is sent.
 
@@ -40,13 +41,16 @@ def run(
     `after_fork` lets go of what the child inherited from a supervisor that forked it.
     `output_fds`, the write ends of the pipes the supervisor reads the job's stdout and stderr
     from, become descriptors 1 and 2, which everything the job starts inherits. `catalogue`,
-    for a query job: the live fleet's agents its claim read, to plan it with.
+    for a query job: the live fleet's agents its claim read, to plan it with. `stack_fd`, if
+    given, is where the child dumps its stack when the supervisor asks (`stacks.listen`).
     """
     code = 70  # EX_SOFTWARE: something in this very function went wrong
     try:
         if output_fds:
             _write_output_to(output_fds)
         posix.become_independent(supervisor_pid)
+        if stack_fd >= 0:
+            stacks.listen(stack_fd)
         if after_fork is not None:
             after_fork()
         if isinstance(job, bytes):

@@ -298,6 +298,8 @@ class Supervisor:
         fds = [self.wakeup.fd, *(p.fd for p in self.children if p.fd >= 0)]
         outputs = {fd: p for p in self.children for fd in p.output.fds()}
         fds += outputs
+        # A stack dump asked of a child wakes the loop, which takes it in `check_deadline`.
+        fds += [p.stack.fd for p in self.children if p.stack and p.stack.asked and p.stack.fd >= 0]
         if self.recorder.storer.busy:
             fds.append(self.recorder.storer.fd)
         # Their descriptors are taken now: handling one that is ready may close another (a

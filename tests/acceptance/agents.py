@@ -281,3 +281,14 @@ def print_and_hang(text: str = "last words") -> None:
     """Print a line, then sleep until killed (its timeout)."""
     print(text)
     time.sleep(300)
+
+
+def stuck(seconds: float = 60.0, pid_file: str | None = None) -> None:
+    """Waits in a function of its own, as an agent waits on an API that never answers."""
+    wait_for_api(seconds, pid_file)
+
+
+def wait_for_api(seconds: float, pid_file: str | None) -> None:
+    if pid_file:
+        Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(seconds)  # where it hangs

@@ -51,6 +51,7 @@ AGENT_CONFIG = {
         "flood",
         "print_and_wait",
         "print_and_hang",
+        "stuck",
     ]
 }
 
