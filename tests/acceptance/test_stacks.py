@@ -47,3 +47,31 @@ def test_a_cancelled_job_says_where_it_was(manager: JobManager, supervisor, tmp_
     where = f'; it was at: File "{HERE / "agents.py"}", line {_hang_line()}, in wait_for_api'
     assert attempt.error_message.endswith(where), attempt.error_message
     assert manager.get_job(job.id).status is JobStatus.CANCELLED
+
+
+def test_taiat_jobs_stack_shows_a_running_job_where_it_is(
+    manager: JobManager, supervisor, tmp_path: Path
+) -> None:
+    from test_operator_cli import taiat
+
+    pid_file = tmp_path / "job.pid"
+    [job] = manager.create_jobs([agent_job("hung", "stuck", seconds=60, pid_file=str(pid_file))])
+    url = str(manager.engine.url.render_as_string(hide_password=False))
+    sup = supervisor()
+    wait_until(lambda: pid_file.exists() and pid_file.read_text(), 30, "the job", watch=sup)
+    child = int(pid_file.read_text())
+    for _ in range(2):  # asked twice, answered twice: a request is counted, not a flag
+        shown = taiat("jobs", "stack", job.id[:8], "--timeout", "20", url=url)
+        assert shown.returncode == 0, shown.stderr
+        assert f'agents.py", line {_hang_line()} in wait_for_api' in shown.stdout
+        assert "in stuck" in shown.stdout
+    # Without stopping it: the job runs on, and nothing was recorded as an attempt.
+    assert pid_alive(child)
+    assert manager.get_job(job.id).status is JobStatus.RUNNING
+    assert manager.get_attempts(job.id) == []
+    assert "in wait_for_api" in manager.job_stack(job.id, timeout=20)
+    assert manager.cancel_job(job.id)
+    wait_until(lambda: not pid_alive(child), 10, "the child to be killed", watch=sup)
+    gone = taiat("jobs", "stack", job.id, "--timeout", "2", url=url)
+    assert gone.returncode == 1
+    assert "is cancelled, not running" in gone.stderr
