@@ -1,6 +1,6 @@
 """Operate the Taiat job manager from a terminal: find, show, create, cancel and retry jobs,
-see where a running job is (its stack), read what they wrote, draw the dependency graph around a job, pause and resume queues, and
-watch supervisors and queues live.
+see where a running job is (its stack), read what they wrote, draw the dependency graph
+around a job, pause and resume queues, and watch supervisors and queues live.
 
 Usage:
   taiat jobs list [--status S] [--ready] [--name NAME] [--queue Q] [--limit N] [--json]
