@@ -77,6 +77,10 @@ class AmbiguousJobId(JobError, LookupError):
     """Raised when a shortened job id is the beginning of more than one job's id."""
 
 
+class StackUnavailable(JobError):
+    """Raised when a job's stack cannot be had: it is not running, or no stack came in time."""
+
+
 class InvalidTransition(JobError):
     """Raised when a job is not in a state that allows the requested change."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Connection, Engine
 
 from taiat.config import MAX_DAYS, SupervisorConfig
-from taiat.errors import InvalidJob, InvalidLimit
+from taiat.errors import InvalidJob, InvalidLimit, JobNotFound, StackUnavailable
 from taiat.jobs import (
     Attempt,
     AttemptOutput,
@@ -27,6 +28,7 @@ from taiat.store.leases import live
 from taiat.store.port import SupervisorPort, dependency_results
 from taiat.store.queries import limits as limit_queries
 from taiat.store.queries import queues as queue_queries
+from taiat.store.queries import stacks as stack_queries
 from taiat.store.state_machine import Completion, RetryPolicy
 from taiat.store.transactions import Transactions
 from taiat.store.validation import (
@@ -301,6 +303,37 @@ class JobManager:
         return self.run(queries.count_by_status)
 
     # -- changing --------------------------------------------------------------------------
+
+    def job_stack(self, job_id: str, timeout: float = 10.0, interval: float = 0.1) -> str:
+        """A running job's Python stack now, every thread's, as its child dumps it (see
+        `taiat.forking.stacks`), without stopping it: asked of its supervisor, wherever it
+        runs, and waited for up to `timeout` seconds. JobNotFound if no job has that id;
+        StackUnavailable if it is not running, or no stack came in time."""
+        _id(job_id)
+        deadline = time.monotonic() + timeout
+        request = self.run(lambda conn: stack_queries.ask_stack(conn, job_id))
+        if request is None:
+            found = self.get_job(job_id)
+            if found is None:
+                raise JobNotFound(f"no job has id {job_id}")
+            raise StackUnavailable(f"job {job_id} is {found.status.value}, not running")
+        while True:
+            row = self.run(lambda conn: stack_queries.stack_answer(conn, job_id))
+            if row is None or row["status"] != JobStatus.RUNNING.value:
+                raise StackUnavailable(f"job {job_id} ended before its stack came")
+            if (row["stack_answered"] or 0) >= request:
+                if row["stack"] is None:
+                    raise StackUnavailable(
+                        f"job {job_id}'s process gave no stack (it has not started its job "
+                        "yet, is ending, or is no longer Python)"
+                    )
+                return str(row["stack"])
+            if time.monotonic() >= deadline:
+                raise StackUnavailable(
+                    f"no stack came from job {job_id} in {timeout:g} s: is its supervisor "
+                    "running, and of this version?"
+                )
+            time.sleep(interval)
 
     def cancel_job(self, job_id: str) -> bool:
         """Cancel a pending or running job, and every job waiting on it. False if it had

@@ -152,6 +152,9 @@ class Attempt:
     peak_rss_bytes: int | None = None
     exit_code: int | None = None
     exit_signal: int | None = None
+    #: Its Python stack, as the child dumped it before it was ended for a timeout or a cancel
+    #: (every thread's, innermost frame first; see `taiat.forking.stacks`).
+    stack: str | None = None
     #: What its process tree wrote to stdout and stderr (their tails), when it wrote anything
     #: and it was asked for (`JobManager.get_attempts`; history entries' attempts carry none).
     output: AttemptOutput | None = None

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from taiat import context
 from taiat.agents.executors import Expansion, JobExecutor
 from taiat.errors import FinalFailure, JobFailed
-from taiat.forking import posix, wire
+from taiat.forking import posix, stacks, wire
 from taiat.forking.job_user import JobUser, become
 from taiat.jobs import Job
 
@@ -33,6 +33,7 @@ def run(
     output_fds: Sequence[int] = (),
     catalogue: dict[str, Any] | None = None,
     job_user: JobUser | None = None,
+    stack_fd: int = -1,
 ) -> NoReturn:
     """The child's whole life. Exit code 0 once the result message is sent.
 
@@ -44,16 +45,21 @@ def run(
     from, become descriptors 1 and 2, which everything the job starts inherits. `catalogue`,
     for a query job: the live fleet's agents its claim read, to plan it with. With `job_user`,
     the child becomes that user (`taiat.forking.job_user`) before it opens the job.
+    `stack_fd`, if given, is where the child dumps its stack when the supervisor asks
+    (`stacks.listen`).
     """
     code = 70  # EX_SOFTWARE: something in this very function went wrong
     try:
         if output_fds:
             _write_output_to(output_fds)
         posix.become_independent(supervisor_pid)
+        if stack_fd >= 0:
+            stacks.listen(stack_fd)
         if after_fork is not None:
             after_fork()
         if job_user is not None:
-            become(job_user, supervisor_pid, keep=(result_fd,))
+            kept = (result_fd, stack_fd) if stack_fd >= 0 else (result_fd,)
+            become(job_user, supervisor_pid, keep=kept)
         if isinstance(job, bytes):
             job, dependency_results, catalogue = wire.unseal_claim(job)
         context.set_current(context.JobContext(job, dependency_results or {}, catalogue))

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import psutil
 
 from taiat.agents.executors import JobExecutor
-from taiat.forking import child, posix, wire
+from taiat.forking import child, posix, stacks, wire
 from taiat.forking.job_user import JobUser
 from taiat.forking.output import JobOutput
 from taiat.forking.server import LOST, Exit, ServerEnd
@@ -35,6 +35,9 @@ DEFAULT_TAIL = 64 << 10
 #: Causes of an ending whose job has moved on without this run (cancelled, or taken back by
 #: another supervisor): only the run itself is left to record, and it is no failure.
 MOVED_ON = frozenset({Outcome.CANCELLED, Outcome.SUPERSEDED})
+#: Causes of an ending before which the child's stack is dumped and kept, and its error says
+#: where it was: a timeout, a cancel (and a claim taken back, which is how SQLite sees one).
+DUMPED = frozenset({Outcome.TIMED_OUT, Outcome.CANCELLED, Outcome.SUPERSEDED})
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Launcher(Protocol):
         output_fds: Sequence[int] = (),
         *,
         catalogue: dict[str, Any] | None = None,
+        stack_fd: int = -1,
     ) -> int: ...
 
     def child_pid(self, handle: int, *, wait: bool = False) -> int | None: ...
@@ -120,6 +124,7 @@ class DirectLauncher:
         output_fds: Sequence[int] = (),
         *,
         catalogue: dict[str, Any] | None = None,
+        stack_fd: int = -1,
     ) -> int:
         process = self._context.Process(
             target=child.run,
@@ -134,6 +139,7 @@ class DirectLauncher:
                 tuple(output_fds),
                 catalogue,
                 self.job_user,
+                stack_fd,
             ),
             name=f"taiat-job-{job.id}",
         )
@@ -227,6 +233,16 @@ class JobProcess:
         #: Its fork server was killed while it ran, and it with it: it may have done it (or
         #: has been found to), and runs alone next time (see `alone`).
         self.suspect = False
+        #: The child's stack dumps (see `taiat.forking.stacks`); None before `start`.
+        self.stack: stacks.StackReader | None = None
+        #: The stack dumped before it was stopped (a timeout, a cancel), for its attempt.
+        self.stack_text: str | None = None
+        #: While its stack is dumped before it is stopped: the grace its stop was given.
+        self._stop_grace: float | None = None
+        #: An operator's request for its stack being answered (see `ask_stack`), and the
+        #: answers not yet taken: (request, dump or None).
+        self._stack_request: int | None = None
+        self.stack_answers: list[tuple[int, str | None]] = []
 
     # -- start ---------------------------------------------------------------------------
 
@@ -241,23 +257,29 @@ class JobProcess:
         read_fd, write_fd = os.pipe()
         try:
             output_fds = self.output.open()
+            stack_read, stack_write = stacks.open_pipe()
         except BaseException:
             os.close(read_fd)
             os.close(write_fd)
+            self.output.close()
             raise
         os.set_blocking(read_fd, False)
         try:
-            more = {} if catalogue is None else {"catalogue": catalogue}
+            more: dict[str, Any] = {"stack_fd": stack_write}
+            if catalogue is not None:
+                more["catalogue"] = catalogue
             self.handle = launcher.launch(
                 self.job, write_fd, self.max_result_bytes, dependency_results, output_fds, **more
             )
         except BaseException:
             os.close(read_fd)
+            os.close(stack_read)
             self.output.close()
             raise
         finally:
-            for fd in (write_fd, *output_fds):
+            for fd in (write_fd, *output_fds, stack_write):
                 os.close(fd)
+        self.stack = stacks.StackReader(stack_read)
         self._launcher = launcher
         self.fd = read_fd
         self.started = time.monotonic()
@@ -429,7 +451,51 @@ class JobProcess:
             self.stop(Outcome.MEMORY, f"exceeded memory limit of {limit // (1 << 20)} MB", grace=0)
         return total
 
+    def ask_stack(self, request: int, now: float) -> bool:
+        """Ask the child for its stack, without stopping it, to answer an operator's
+        `request` (see `stack_answers`); False when it cannot be asked (not started, or its
+        job is done or being ended)."""
+        pid = self.known_pid
+        if not pid or self.stack is None or self._verdict is not None or self.delivered:
+            return False
+        if self._stack_request is not None:
+            self._stack_request = request  # the dump on its way answers this one too
+            return True
+        if not self.stack.ask(pid, now):
+            return False
+        self._stack_request = request
+        return True
+
+    def _watch_stack(self, now: float) -> None:
+        """Take a dump asked for once it is in: answer the operator's request, or stop the
+        child that waited for it."""
+        reader = self.stack
+        if reader is None or not reader.asked:
+            return
+        reader.read(now)
+        if not reader.done(now):
+            return
+        dump = reader.take()
+        if self._stack_request is not None:
+            self.stack_answers.append((self._stack_request, dump))
+            self._stack_request = None
+        if self._stop_grace is not None:
+            self._stopped_at(dump)
+
+    def _stopped_at(self, dump: str | None) -> None:
+        """The stack dumped before a stop is in: keep it, say where the job was, and end it."""
+        grace, self._stop_grace = self._stop_grace, None
+        self.stack_text = dump
+        where = stacks.innermost(dump) if dump else None
+        if where is not None and self._verdict is not None:
+            cause, error = self._verdict
+            self._verdict = (cause, f"{error}; it was at: {where}")
+        self._end_process(grace or 0.0)
+
     def check_deadline(self, now: float, grace: float) -> None:
+        self._watch_stack(now)
+        if self._stop_grace is not None:
+            return  # its stack is being dumped: then it is ended
         if self.deadline is not None and now >= self.deadline and self._verdict is None:
             self.stop(Outcome.TIMED_OUT, f"timed out after {_seconds(self.timeout)} s", grace=grace)
         elif self.kill_at is not None and now >= self.kill_at:
@@ -439,9 +505,29 @@ class JobProcess:
     def stop(self, cause: Outcome, error: str, grace: float = 0.0) -> None:
         """End the job for `cause`: SIGTERM to its group, then SIGKILL after `grace` seconds.
         A job that has sent its result keeps it as its outcome: only its process is ended."""
-        if self._verdict is None and self._message is None:
+        first = self._verdict is None and self._message is None
+        if first:
             self._verdict = (cause, error)
         self._close_pipe()
+        if self._stop_grace is not None:
+            self._stop_grace = min(self._stop_grace, grace)  # its stack is on its way
+            return
+        if first and cause in DUMPED and self._ask_stack_first():
+            self._stop_grace = grace
+            return
+        self._end_process(grace)
+
+    def _ask_stack_first(self) -> bool:
+        """Ask the child for its stack before it is ended (for `stacks.WAIT` at most)."""
+        pid = self.known_pid
+        if not pid or self.stack is None:
+            return False
+        if self.stack.asked:
+            return True  # an operator's dump on its way serves
+        return self.stack.ask(pid, time.monotonic())
+
+    def _end_process(self, grace: float) -> None:
+        """SIGTERM the child's group, SIGKILL after `grace` seconds (at once if none)."""
         if grace > 0:
             self._kill(signal.SIGTERM)
             self.kill_at = time.monotonic() + grace
@@ -451,7 +537,9 @@ class JobProcess:
 
     @property
     def next_timer(self) -> float | None:
-        times = [t for t in (self.deadline if self._verdict is None else None, self.kill_at) if t]
+        dump = self.stack.next_timer() if self.stack is not None else None
+        deadline = self.deadline if self._verdict is None else None
+        times = [t for t in (deadline, self.kill_at, dump) if t]
         return min(times) if times else None
 
     # -- the end -------------------------------------------------------------------------
@@ -464,6 +552,12 @@ class JobProcess:
         if ended is None:
             return None
         wall = time.monotonic() - self.started
+        if self._stop_grace is not None:  # it ended while its stack was being dumped
+            assert self.stack is not None
+            self.stack.read(time.monotonic())
+            self._stopped_at(self.stack.take())
+        if self.stack is not None:
+            self.stack.close()
         if not self.pid:
             self._close_pipe()
             self.output.close()

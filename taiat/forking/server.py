@@ -202,9 +202,11 @@ class ForkServer:
         output_fds: Sequence[int] = (),
         *,
         catalogue: dict[str, Any] | None = None,
+        stack_fd: int = -1,
     ) -> int:
-        """Ask for a child for `job` writing its result to `result_fd`, and its stdout and
-        stderr to `output_fds` if given (the caller keeps and closes its own copies); returns
+        """Ask for a child for `job` writing its result to `result_fd`, its stdout and
+        stderr to `output_fds` if given, and its stack dumps to `stack_fd` if given (the caller
+        keeps and closes its own copies); returns
         the launch's handle at once, without waiting for the fork: `pid` and `reap` take it.
         ForkServerError if the server has gone."""
         if self.gone:
@@ -220,7 +222,8 @@ class ForkServer:
             self.sock.settimeout(LAUNCH_TIMEOUT)
             try:
                 message = ("run", token, sealed, max_result_bytes)
-                wire.send_message(self.sock, message, [result_fd, *output_fds])
+                fds = [result_fd, *output_fds, *([stack_fd] if stack_fd >= 0 else [])]
+                wire.send_message(self.sock, message, fds)
             finally:
                 self.sock.settimeout(None)
         except OSError as exc:

@@ -78,7 +78,8 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
         if message is None:
             _shut_down(children)
         (_, token, sealed, max_result_bytes), fds = message
-        if len(fds) not in (1, 3):  # the result pipe, and the stdout and stderr pipes if any
+        # The result pipe; the stdout and stderr pipes, if any; the stack dumps' pipe, if any.
+        if len(fds) not in (1, 2, 3, 4):
             for number in fds:
                 os.close(number)
             wire.send_message(sock, ("failed", token, "no result pipe came with the job"))
@@ -104,7 +105,8 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
                 server_pid,
                 max_result_bytes,
                 forget_server,
-                output_fds=fds[1:],
+                output_fds=fds[1:3] if len(fds) >= 3 else (),
+                stack_fd=fds[-1] if len(fds) in (2, 4) else -1,
                 job_user=job_user,
             )
         for number in fds:

@@ -8,8 +8,8 @@
 - **The sealed job:** a job and its dependency results as the fork server passes them on,
   unopened, to the job's child (`seal`, `unseal`).
 - **The fork server's frames:** a 4-byte length, then a pickle, with any file descriptors (up
-  to `MAX_FDS`: a job's result pipe, then its stdout's and its stderr's) riding on the first
-  bytes (`send_message`, `receive_message`).
+  to `MAX_FDS`: a job's result pipe, then its stdout's and its stderr's, then its stack
+  dumps') riding on the first bytes (`send_message`, `receive_message`).
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def unseal_claim(sealed: bytes) -> tuple[Job, dict[str, Any] | None, dict[str, A
 
 FRAME = struct.Struct(">I")
 #: The most descriptors one frame carries: a job's result pipe, its stdout's and its stderr's.
-MAX_FDS = 3
+MAX_FDS = 4
 
 
 def send_message(sock: socket.socket, message: Any, fds: Sequence[int] = ()) -> None:

@@ -1,6 +1,6 @@
 """Operate the Taiat job manager from a terminal: find, show, create, cancel and retry jobs,
-read what they wrote, draw the dependency graph around a job, pause and resume queues, and
-watch supervisors and queues live.
+see where a running job is (its stack), read what they wrote, draw the dependency graph
+around a job, pause and resume queues, and watch supervisors and queues live.
 
 Usage:
   taiat jobs list [--status S] [--ready] [--name NAME] [--queue Q] [--limit N] [--json]
@@ -14,6 +14,7 @@ Usage:
   taiat jobs create --file FILE [--json] [--database-url URL]
   taiat jobs cancel ID [--database-url URL]
   taiat jobs retry ID [--database-url URL]
+  taiat jobs stack ID [--timeout S] [--database-url URL]
   taiat queues list [--lease S] [--json] [--database-url URL]
   taiat queues pause NAME [--database-url URL]
   taiat queues resume NAME [--database-url URL]
@@ -64,7 +65,8 @@ Options:
   --max-retries N      Attempts after the first that may fail (default 3).
   --priority P         Higher runs first (default 0).
   --timeout S          jobs create: seconds the job may run (else the supervisor's default);
-                       wait: seconds to wait before giving up (exit 75).
+                       wait: seconds to wait before giving up (exit 75); jobs stack:
+                       seconds to wait for the stack (default 10).
   --run-at TIME        Not before TIME: ISO 8601 (naive means UTC) or +N[s|m|h|d] from now.
   --days N             Delete history entries completed more than N days ago.
   --lease S            A supervisor whose heartbeat is older is shown dead (and its agents
@@ -148,7 +150,7 @@ def _command(args: dict) -> Callable[[dict], int]:
     if args["jobs"]:
         if args["logs"]:
             return logs.logs_command
-        for name in ("list", "show", "create", "cancel", "retry"):
+        for name in ("list", "show", "create", "cancel", "retry", "stack"):
             if args[name]:
                 return getattr(job_commands, f"{name}_command")
     if args["limits"]:

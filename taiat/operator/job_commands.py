@@ -1,4 +1,4 @@
-"""`taiat jobs list|show|create|cancel|retry` and `taiat history` (`taiat jobs logs` is
+"""`taiat jobs list|show|create|cancel|retry|stack` and `taiat history` (`taiat jobs logs` is
 `taiat.operator.logs`)."""
 
 from __future__ import annotations
@@ -369,6 +369,14 @@ def cancel_command(args: dict) -> int:
     status = job.status.value if job else "finished"
     error(f"job {wanted} already {status}; nothing to cancel")
     return EXIT_FAILURE
+
+
+def stack_command(args: dict) -> int:
+    """Print a running job's stack now, as its supervisor had its child dump it."""
+    wanted = job_id(args)
+    timeout = number(args, "--timeout", float, 10.0, 0)
+    print(manager(args).job_stack(wanted, timeout=timeout))
+    return EXIT_OK
 
 
 def retry_command(args: dict) -> int:

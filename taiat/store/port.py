@@ -23,6 +23,7 @@ from taiat.store.db import Listener
 from taiat.store.leases import Catalogue, live, new_worker_id
 from taiat.store.queries import limits as limit_queries
 from taiat.store.queries import operator as operator_queries
+from taiat.store.queries import stacks as stack_queries
 from taiat.store.queries import supervisors as supervisor_queries
 from taiat.store.state_machine import Completion, RetryPolicy
 from taiat.store.transactions import Transactions
@@ -228,6 +229,19 @@ class SupervisorPort:
     def current_claims(self, claims: Mapping[str, int]) -> set[str]:
         """Those of the jobs (id -> claim_seq) whose claim is still the running one."""
         return self.transactions.run(lambda conn: supervisor_queries.current_claims(conn, claims))
+
+    def stack_requests(self, claims: Mapping[str, int]) -> dict[str, int]:
+        """Of the jobs (id -> claim_seq) running under those claims, those whose stack an
+        operator asked for and that wait for an answer: the latest request of each."""
+        return self.transactions.run(lambda conn: stack_queries.stack_requests(conn, claims))
+
+    def answer_stacks(self, answers: Sequence[tuple[str, int, int, str | None]]) -> None:
+        """Store the stacks asked for: (job id, claim_seq, request, stack or None)."""
+        rows = [
+            {"the_job": job_id, "the_claim": seq, "request": request, "dump": dump}
+            for job_id, seq, request, dump in answers
+        ]
+        self.transactions.run(lambda conn: stack_queries.answer_stacks(conn, rows))
 
     # -- endings ---------------------------------------------------------------------------
 

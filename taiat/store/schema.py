@@ -153,6 +153,12 @@ jobs = Table(
     Column("queue", String, nullable=False, server_default=text("'default'")),
     Column("agent", String),
     Column("limit_keys", JsonType, nullable=False, server_default=text("'[]'")),
+    # Version 5: `taiat jobs stack` asks for a running job's stack: the requests made (a
+    # counter), the last one its supervisor answered, and its answer (NULL: no stack came).
+    Column("stack_requests", Integer),
+    Column("stack_answered", Integer),
+    Column("stack", Text),
+    Column("stack_at", DateTime),
     # Ready = pending, nothing unmet, run_at passed: the claim walks only this index.
     Index(
         "ix_taiat_jobs_ready",
@@ -165,6 +171,9 @@ jobs = Table(
     Index("ix_taiat_jobs_status_created", "status", "created_at"),
     Index("ix_taiat_jobs_worker", "worker_id", postgresql_where=text("worker_id IS NOT NULL")),
 )
+
+#: Version 5's columns of `taiat_jobs` for `taiat jobs stack`.
+STACK_REQUEST_COLUMNS = ("stack_requests", "stack_answered", "stack", "stack_at")
 
 history = Table(
     "taiat_job_history",
@@ -223,6 +232,8 @@ attempts = Table(
     Column("peak_rss_bytes", BigInteger),
     Column("exit_code", Integer),
     Column("exit_signal", Integer),
+    # Version 5: the stack its child dumped before it was ended for a timeout or a cancel.
+    Column("stack", Text),
     Index("ix_taiat_job_attempts_ended", "ended_at"),
 )
 
@@ -409,6 +420,8 @@ def _upgrade_to_5(conn: Connection) -> None:
                 ],
             )
     create_routines(conn)
+    _add_columns(attempts, "stack")(conn)
+    _add_columns(jobs, *STACK_REQUEST_COLUMNS)(conn)
 
 
 # Any constant will do; it keeps two `init_worker` runs from creating the tables at once.

@@ -323,6 +323,8 @@ def record_attempts(conn: Connection, attempts: Sequence[Attempt | None]) -> Non
             values = dict(vars(attempt))  # its fields are plain values: no deep copy needed
             if values["error_message"]:
                 values["error_message"] = clean_text(values["error_message"])
+            if values["stack"]:
+                values["stack"] = clean_text(values["stack"])
             written = values.pop("output")
             if written is not None and not written.empty:
                 outputs.append(output_row(written, final=True))

@@ -370,6 +370,11 @@ class JobSpec:
             "queue": self.queue,
             "agent": self.agent,
             "limit_keys": list(self.limit_keys),
+            # `taiat jobs stack`: no request yet.
+            "stack_requests": None,
+            "stack_answered": None,
+            "stack": None,
+            "stack_at": None,
         }
         return row
 

@@ -250,10 +250,12 @@ class Supervisor:
                         proc.sample_memory()
                 if timers.due("claims", now, cfg.check_interval):
                     self._check_claims()
+                    self._ask_stacks()
                 if timers.due("output", now, _OUTPUT_INTERVAL):
                     self._save_output()
                 for proc in self.children:
                     proc.check_deadline(now, cfg.kill_grace)
+                self._answer_stacks()
             if drain_deadline is not None and now >= drain_deadline:
                 for proc in self.children:
                     if proc.kill_at is None:
@@ -314,6 +316,8 @@ class Supervisor:
         fds = [self.wakeup.fd, *(p.fd for p in self.children if p.fd >= 0)]
         outputs = {fd: p for p in self.children for fd in p.output.fds()}
         fds += outputs
+        # A stack dump asked of a child wakes the loop, which takes it in `check_deadline`.
+        fds += [p.stack.fd for p in self.children if p.stack and p.stack.asked and p.stack.fd >= 0]
         if self.recorder.storer.busy:
             fds.append(self.recorder.storer.fd)
         # Their descriptors are taken now: handling one that is ready may close another (a
@@ -381,6 +385,46 @@ class Supervisor:
                 proc.stop(Outcome.CANCELLED, "cancelled while running")
             elif payload.startswith("cancel:"):
                 self._forget_held({payload[7:]})
+            elif payload.startswith("stack:") and payload[6:] in by_job:
+                self._ask_stacks({payload[6:]})
+
+    def _ask_stacks(self, only: set[str] | None = None) -> None:
+        """Ask the children whose stacks an operator asked for (`taiat jobs stack`) to dump
+        them; of all running jobs, or `only` those. One that cannot dump is answered: none."""
+        claims = {
+            p.job.id: p.job.claim_seq
+            for p in self.children
+            if p.kill_at is None and (only is None or p.job.id in only)
+        }
+        if not claims:
+            return
+        wanted = self.recorder.call(lambda: self.port.stack_requests(claims), None)
+        if not wanted:
+            return
+        now = time.monotonic()
+        for proc in self.children:
+            request = wanted.get(proc.job.id)
+            if request is not None and not proc.ask_stack(request, now):
+                proc.stack_answers.append((request, None))
+
+    def _answer_stacks(self) -> None:
+        """Store the stacks the children dumped for operators who asked."""
+        asked = [p for p in self.children if p.stack_answers]
+        if not asked:
+            return
+        answers = [
+            (p.job.id, p.job.claim_seq, request, dump)
+            for p in asked
+            for request, dump in p.stack_answers
+        ]
+
+        def save() -> bool:
+            self.port.answer_stacks(answers)
+            return True
+
+        if self.recorder.call(save, False):
+            for proc in asked:
+                proc.stack_answers.clear()
 
     def _hang_up(self) -> None:
         """SIGHUP: the supervisor logs to stderr and has no log file to reopen; it writes its

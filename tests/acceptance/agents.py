@@ -339,3 +339,14 @@ def _open_files_and_sockets() -> list[int]:
         if stat.S_ISREG(mode) or stat.S_ISSOCK(mode):
             found.append(number)
     return found
+
+
+def stuck(seconds: float = 60.0, pid_file: str | None = None) -> None:
+    """Waits in a function of its own, as an agent waits on an API that never answers."""
+    wait_for_api(seconds, pid_file)
+
+
+def wait_for_api(seconds: float, pid_file: str | None) -> None:
+    if pid_file:
+        Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(seconds)  # where it hangs

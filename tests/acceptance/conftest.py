@@ -53,6 +53,7 @@ AGENT_CONFIG = {
         "print_and_wait",
         "print_and_hang",
         "try_the_supervisor",
+        "stuck",
     ]
 }
 

@@ -61,9 +61,12 @@ def test_a_job_run_as_nobody_cannot_signal_its_supervisor_and_its_result_comes_b
     assert seen["stdin_is_null"]
     assert seen["settings"] == []  # TAIAT_AGENT_CONFIG, say, was the supervisor's
 
-    status = sup.status()
+    # Written now and then: the file read at once may still be the one written at start.
+    status = wait_until(
+        lambda: (lambda st: st if st.get("state") == "running" else None)(sup.status()),
+        30, "the status file of a running supervisor", watch=sup,
+    )  # fmt: skip
     assert status["job_user"] == "nobody"
-    assert status["state"] == "running"
     assert "jobs run as user nobody (uid 65534" in sup.log()
     direct = "are forked from the supervisor, and carry a copy of its memory" in sup.log()
     assert direct == (launcher == "direct fork")

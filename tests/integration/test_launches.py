@@ -58,7 +58,8 @@ def asked_to_run(peer: socket.socket) -> int:
     received = wire.receive_message(peer)
     assert received is not None
     (kind, token, *_), fds = received
-    assert kind == "run" and len(fds) == 3  # the result pipe, the stdout and stderr pipes
+    # The result pipe, the stdout and stderr pipes, the stack dumps' pipe.
+    assert kind == "run" and len(fds) == 4
     for fd in fds:
         os.close(fd)
     return token

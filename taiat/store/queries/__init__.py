@@ -382,7 +382,8 @@ def release_dependents(conn: Connection, job_ids: Collection[str]) -> list[str]:
 
 # -- wake-ups (PostgreSQL) -----------------------------------------------------------------
 
-#: The channel supervisors LISTEN on. Payloads: "ready", or "cancel:<job id>".
+#: The channel supervisors LISTEN on. Payloads: "ready", "cancel:<job id>", or "stack:<job
+#: id>" (`taiat jobs stack` asks for that job's stack).
 CHANNEL = "taiat_jobs"
 
 
