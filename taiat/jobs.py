@@ -152,6 +152,9 @@ class Attempt:
     peak_rss_bytes: int | None = None
     exit_code: int | None = None
     exit_signal: int | None = None
+    #: In a sandbox: how many processes were left in its cgroup after its child ended, and
+    #: were killed (None: no sandbox).
+    stragglers_killed: int | None = None
     #: What its process tree wrote to stdout and stderr (their tails), when it wrote anything
     #: and it was asked for (`JobManager.get_attempts`; history entries' attempts carry none).
     output: AttemptOutput | None = None

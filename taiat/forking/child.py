@@ -1,5 +1,6 @@
-"""What runs in a job's forked child: its own process group, default signals, death with the
-supervisor, the executor, and the result sent back over the pipe as one framed JSON message.
+"""What runs in a job's forked child: its cgroup joined (in a sandbox), its own process group,
+default signals, death with the supervisor, the executor, and the result sent back over the
+pipe as one framed JSON message.
 
 The child never returns into the supervisor's code: it always leaves through `os._exit`.
 """
@@ -17,6 +18,7 @@ from taiat.agents.executors import Expansion, JobExecutor
 from taiat.errors import FinalFailure, JobFailed
 from taiat.forking import posix, wire
 from taiat.jobs import Job
+from taiat.sandbox import cgroups
 
 TRACEBACK_LINES = 12
 
@@ -31,6 +33,7 @@ def run(
     dependency_results: dict[str, Any] | None = None,
     output_fds: Sequence[int] = (),
     catalogue: dict[str, Any] | None = None,
+    cgroup_procs: Sequence[str] = (),
 ) -> NoReturn:
     """The child's whole life. Exit code 0 once the result message is sent.
 
@@ -40,10 +43,14 @@ def run(
     `after_fork` lets go of what the child inherited from a supervisor that forked it.
     `output_fds`, the write ends of the pipes the supervisor reads the job's stdout and stderr
     from, become descriptors 1 and 2, which everything the job starts inherits. `catalogue`,
-    for a query job: the live fleet's agents its claim read, to plan it with.
+    for a query job: the live fleet's agents its claim read, to plan it with. `cgroup_procs`,
+    in a sandbox: the `cgroup.procs` files of the job's cgroup, which the child joins before
+    anything of the job runs.
     """
     code = 70  # EX_SOFTWARE: something in this very function went wrong
     try:
+        if cgroup_procs:
+            cgroups.join(cgroup_procs)
         if output_fds:
             _write_output_to(output_fds)
         posix.become_independent(supervisor_pid)

@@ -197,10 +197,12 @@ class ForkServer:
         output_fds: Sequence[int] = (),
         *,
         catalogue: dict[str, Any] | None = None,
+        cgroup: Sequence[str] = (),
     ) -> int:
         """Ask for a child for `job` writing its result to `result_fd`, and its stdout and
         stderr to `output_fds` if given (the caller keeps and closes its own copies); returns
         the launch's handle at once, without waiting for the fork: `pid` and `reap` take it.
+        `cgroup`: the `cgroup.procs` files the child joins first (see `taiat.sandbox`).
         ForkServerError if the server has gone."""
         if self.gone:
             raise ForkServerError(f"the fork server (pid {self.pid}) is gone")
@@ -214,7 +216,7 @@ class ForkServer:
             # that never will (stopped, before the supervisor saw it) must not hold the loop.
             self.sock.settimeout(LAUNCH_TIMEOUT)
             try:
-                message = ("run", token, sealed, max_result_bytes)
+                message = ("run", token, sealed, max_result_bytes, tuple(cgroup))
                 wire.send_message(self.sock, message, [result_fd, *output_fds])
             finally:
                 self.sock.settimeout(None)

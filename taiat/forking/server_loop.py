@@ -77,7 +77,7 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
         message = wire.receive_message(sock)
         if message is None:
             _shut_down(children)
-        (_, token, sealed, max_result_bytes), fds = message
+        (_, token, sealed, max_result_bytes, cgroup), fds = message
         if len(fds) not in (1, 3):  # the result pipe, and the stdout and stderr pipes if any
             for number in fds:
                 os.close(number)
@@ -105,6 +105,7 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
                 max_result_bytes,
                 forget_server,
                 output_fds=fds[1:],
+                cgroup_procs=cgroup,
             )
         for number in fds:
             os.close(number)

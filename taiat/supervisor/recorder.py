@@ -357,6 +357,7 @@ def attempt_of(proc: JobProcess, ending: Ending, worker_id: str, host: str) -> A
         peak_rss_bytes=ending.peak_rss_bytes,
         exit_code=ending.exit_code,
         exit_signal=ending.exit_signal,
+        stragglers_killed=ending.stragglers_killed,
         output=proc.output.snapshot(proc.job.id, proc.job.claim_seq, final=True),
     )
 

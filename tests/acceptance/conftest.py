@@ -51,6 +51,8 @@ AGENT_CONFIG = {
         "flood",
         "print_and_wait",
         "print_and_hang",
+        "gobble",
+        "fork_bomb",
     ]
 }
 
