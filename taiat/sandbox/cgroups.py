@@ -116,6 +116,11 @@ class JobGroup:
         self.limits = Limits()
         #: Pids killed by `kill_all`, which found them in the group after the job's end.
         self.killed: set[int] = set()
+        #: The group's counters when its present job began (a v1 group serves one job after
+        #: another): OOM kills, refused forks, CPU seconds.
+        self._base_oom = 0
+        self._base_refused = 0
+        self._base_cpu: tuple[float, float] | None = (0.0, 0.0)
 
     def _file(self, controller: str, name: str) -> str | None:
         folder = self.dirs.get(controller)
@@ -127,28 +132,42 @@ class JobGroup:
         """Make its directories and write its limits (OSError if the kernel refuses)."""
         for folder in dict.fromkeys(self.dirs.values()):
             os.mkdir(folder)
-        self.limits = limits
         if self.version == 2:
             self._limits_v2(limits)
+            self.limits = limits
         else:
-            self._limits_v1(limits)
+            self.begin(limits)
+
+    def begin(self, limits: Limits) -> None:
+        """Make it ready for its next job (v1): the limits that differ from the last job's
+        written, its peak reset, its counters noted."""
+        self._limits_v1(limits)
+        self.limits = limits
+        self.killed.clear()
+        peak = self._file("memory", "memory.max_usage_in_bytes")
+        if peak is not None:
+            write(peak, "0")  # from the memory charged now
+        self._base_oom = self._base_refused = 0
+        self._base_cpu = (0.0, 0.0)
+        self._base_oom = self.oom_kills()
+        self._base_refused = self.forks_refused()
+        self._base_cpu = self.cpu_seconds()
 
     def _limits_v1(self, limits: Limits) -> None:
+        """Write the v1 limits that differ from those in force. (Swap is not capped here: the
+        memory+swap limit would have to be written in step with the memory one.)"""
+        old = self.limits
         memory = self._file("memory", "memory.limit_in_bytes")
-        if memory is not None and limits.memory_bytes is not None:
-            write(memory, str(limits.memory_bytes))
-            # No swap to flee to: the limit is the memory and swap together, where swap is
-            # accounted at all.
-            memsw = self._file("memory", "memory.memsw.limit_in_bytes")
-            if memsw is not None and os.path.exists(memsw):
-                write(memsw, str(limits.memory_bytes))
+        if memory is not None and limits.memory_bytes != old.memory_bytes:
+            write(memory, str(limits.memory_bytes or -1))
         pids = self._file("pids", "pids.max")
-        if pids is not None and limits.max_processes is not None:
-            write(pids, str(limits.max_processes))
+        if pids is not None and limits.max_processes != old.max_processes:
+            write(pids, str(limits.max_processes or "max"))
         quota = self._file("cpu", "cpu.cfs_quota_us")
-        if quota is not None and limits.cpu_cores is not None:
+        if quota is not None and limits.cpu_cores != old.cpu_cores:
             write(f"{self.dirs['cpu']}/cpu.cfs_period_us", str(CPU_PERIOD_US))
-            write(quota, str(cpu_quota(limits.cpu_cores)))
+            cores = limits.cpu_cores
+            write(quota, str(-1 if cores is None else cpu_quota(cores)))
 
     def _limits_v2(self, limits: Limits) -> None:
         folder = self.dirs["memory"]
@@ -226,12 +245,14 @@ class JobGroup:
         else:
             name = "memory.oom_control"
         path = self._file("memory", name)
-        return parse_keyed(read(path)).get("oom_kill", 0) if path else 0
+        found = parse_keyed(read(path)).get("oom_kill", 0) if path else 0
+        return found - self._base_oom
 
     def forks_refused(self) -> int:
         """How many forks (or new threads) the group's process cap refused."""
         path = self._file("pids", "pids.events")
-        return parse_keyed(read(path)).get("max", 0) if path else 0
+        found = parse_keyed(read(path)).get("max", 0) if path else 0
+        return found - self._base_refused
 
     def memory_now(self) -> int:
         name = "memory.current" if self.version == 2 else "memory.usage_in_bytes"
@@ -248,6 +269,13 @@ class JobGroup:
 
     def cpu_seconds(self) -> tuple[float, float] | None:
         """User and system CPU seconds of all its processes, or None where not accounted."""
+        now = self._cpu_seconds()
+        base = self._base_cpu
+        if now is None or base is None:
+            return now
+        return max(0.0, now[0] - base[0]), max(0.0, now[1] - base[1])
+
+    def _cpu_seconds(self) -> tuple[float, float] | None:
         if self.version == 2:
             stat = parse_keyed(read(f"{self.dirs['memory']}/cpu.stat"))
             if "user_usec" not in stat:

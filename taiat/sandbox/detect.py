@@ -72,10 +72,22 @@ class CgroupSandbox(Sandbox):
         self._prefix = f"job-{os.getpid()}-" if version == 2 else "job-"
         #: Groups whose processes were still being torn down when their job ended.
         self.leftover: list[JobGroup] = []
+        #: v1: emptied groups, each for a next job (one made and removed per job costs more
+        #: than the job's fork). v2 makes a group per job: its memory.peak cannot be reset
+        #: on every kernel.
+        self.free: list[JobGroup] = []
 
     def new_group(self, limits: Limits) -> JobGroup:
         if self.leftover:
-            self.leftover = [g for g in self.leftover if not g.remove()]
+            self.leftover = [g for g in self.leftover if not self._settle(g)]
+        while self.free:
+            group = self.free.pop()
+            try:
+                group.begin(limits)
+            except OSError:  # a limit lower than what the last job left charged: a new group
+                group.remove()
+                continue
+            return group
         name = f"{self._prefix}{next(self._numbers)}"
         group = JobGroup(self.version, {c: f"{p}/{name}" for c, p in self.parents.items()})
         try:
@@ -86,14 +98,25 @@ class CgroupSandbox(Sandbox):
         return group
 
     def discard(self, group: JobGroup) -> None:
-        if not group.remove():
+        if not self._settle(group):
             self.leftover.append(group)
 
+    def _settle(self, group: JobGroup) -> bool:
+        """Keep an empty v1 group for the next job, or remove an empty v2 group; False while
+        processes are still in it."""
+        if self.version == 1:
+            if group.pids():
+                return False
+            self.free.append(group)
+            return True
+        return group.remove()
+
     def close(self) -> None:
-        for group in self.leftover:
+        for group in (*self.leftover, *self.free):
             group.kill_all()
             group.remove()
         self.leftover.clear()
+        self.free.clear()
         for folder in reversed(self.made):
             try:
                 os.rmdir(folder)
