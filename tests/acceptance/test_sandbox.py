@@ -129,6 +129,54 @@ def test_a_fork_bomb_ends_at_the_cap(
     wait_until(lambda: not descendants(), 10, "the bomb's processes to be gone")
 
 
+def test_a_running_job_is_in_its_group_with_its_limits(
+    manager: JobManager, supervisor, cgroups_here: str
+) -> None:
+    """The job's own process is in a group of its own, whose files hold the supervisor's
+    limits, lowered by the payload's; the supervisor is not in it."""
+    spec = agent_job("sleeper", "sleep", seconds=60)
+    spec["payload"] |= {"memory_limit_mb": 300, "max_processes": 40, "cpu_limit": 0.25}
+    job = manager.create_job(**spec, max_retries=0)
+    sup = supervisor(
+        "--sandbox", "cgroup", "--memory-limit", "500", "--max-processes", "100", "--cpu-limit", "1"
+    )
+
+    def running_pid() -> int | None:
+        running = sup.status().get("running") or []
+        return running[0]["pid"] if running and running[0]["pid"] else None
+
+    pid = wait_until(running_pid, 30, "the job to run", watch=sup)
+
+    def groups(of: int) -> dict[str, str]:
+        with open(f"/proc/{of}/cgroup") as text:
+            lines = [line.split(":", 2) for line in text.read().splitlines()]
+        return {name: path for _, names, path in lines for name in names.split(",") if name}
+
+    mine, theirs = groups(pid), groups(sup.pid)
+
+    def read(controller: str, name: str) -> str:
+        path = Path("/sys/fs/cgroup") / controller / mine[controller].lstrip("/") / name
+        return path.read_text().strip()
+
+    if cgroups_here == "cgroup1":
+        for controller in ("memory", "pids"):
+            assert mine[controller] != theirs[controller]
+            assert mine[controller].startswith(theirs[controller].rstrip("/") + "/taiat-")
+        assert int(read("memory", "memory.limit_in_bytes")) == 300 * MiB
+        assert read("pids", "pids.max") == "40"
+        if "cpu" in mine and mine["cpu"] != theirs["cpu"]:
+            assert read("cpu", "cpu.cfs_quota_us") == "25000"
+            assert read("cpu", "cpu.cfs_period_us") == "100000"
+    else:
+        here = Path("/sys/fs/cgroup") / mine[""].lstrip("/")
+        assert mine[""] != theirs[""]
+        assert (here / "memory.max").read_text().strip() == str(300 * MiB)
+        assert (here / "pids.max").read_text().strip() == "40"
+    manager.cancel_job(job.id)
+    wait_until(lambda: finished(manager, job.id), 30, "the job to be cancelled", watch=sup)
+    wait_until(lambda: not pid_alive(pid), 10, "the job's process to be gone")
+
+
 def test_sandbox_cgroup_refuses_to_start_where_it_cannot_have_one(tmp_path: Path) -> None:
     """In a mount namespace whose cgroup file systems are read-only, no cgroup can be made:
     `--sandbox cgroup` exits 78, saying why."""
