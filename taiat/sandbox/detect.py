@@ -190,6 +190,7 @@ def _cgroup1(root: Path, own: dict[str, str]) -> CgroupSandbox | str:
                 _undo(made)
                 return f"no {controller} hierarchy at {mount}"
             continue
+        _prune(mount / own[controller].lstrip("/"))
         parent = mount / own[controller].lstrip("/") / f"taiat-{os.getpid()}"
         real = os.path.realpath(parent)
         if real in {os.path.realpath(p) for p in parents.values()}:  # "cpu,cpuacct" as one
@@ -210,6 +211,36 @@ def _cgroup1(root: Path, own: dict[str, str]) -> CgroupSandbox | str:
             continue
         parents[controller] = str(parent)
     return CgroupSandbox(1, parents, made)
+
+
+def _prune(folder: Path) -> None:
+    """Remove the empty groups that supervisors which died without cleaning up (SIGKILL, a
+    crash) left in `folder`: `taiat-<pid>` whose process is gone."""
+    try:
+        entries = list(folder.glob("taiat-*"))
+    except OSError:
+        return
+    for parent in entries:
+        number = parent.name.removeprefix("taiat-")
+        if not number.isdigit() or int(number) == os.getpid() or _alive(int(number)):
+            continue
+        try:
+            for group in parent.iterdir():
+                if group.is_dir() and not read(str(group / "cgroup.procs")).split():
+                    group.rmdir()
+            parent.rmdir()
+        except OSError:
+            continue  # a process of it still there, or another supervisor at it: left alone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _undo(made: list[str]) -> None:

@@ -16,6 +16,7 @@ from conftest import ROOT, pid_alive, wait_until
 from support import agent_job, finished
 
 from taiat import JobManager, JobStatus
+from taiat.sandbox.cgroups import parse_own_cgroups
 from taiat.sandbox.detect import detect
 
 MiB = 1 << 20
@@ -175,6 +176,26 @@ def test_a_running_job_is_in_its_group_with_its_limits(
     manager.cancel_job(job.id)
     wait_until(lambda: finished(manager, job.id), 30, "the job to be cancelled", watch=sup)
     wait_until(lambda: not pid_alive(pid), 10, "the job's process to be gone")
+
+
+def test_the_groups_of_a_killed_supervisor_are_removed_by_the_next(
+    manager: JobManager, supervisor, cgroups_here: str
+) -> None:
+    if cgroups_here != "cgroup1":
+        pytest.skip("v1 only: under v2 the jobs' groups are the service's, and go with it")
+    with open("/proc/self/cgroup") as text:
+        own = parse_own_cgroups(text.read())
+    job = manager.create_job(**agent_job("plain", "plain", value=1))
+    first = supervisor("--sandbox", "cgroup")
+    wait_until(lambda: finished(manager, job.id), 30, "the job", watch=first)
+    left = Path("/sys/fs/cgroup/pids") / own["pids"].lstrip("/") / f"taiat-{first.pid}"
+    assert left.is_dir()
+    first.stop()  # SIGKILL: nothing cleaned up
+    assert left.is_dir()
+    first.status_file.unlink()  # the next one writes the same file
+    second = supervisor("--sandbox", "cgroup")
+    wait_until(lambda: second.status().get("state") == "running", 30, watch=second)
+    assert not left.exists()
 
 
 def test_sandbox_cgroup_refuses_to_start_where_it_cannot_have_one(tmp_path: Path) -> None:
