@@ -524,8 +524,12 @@ class JobProcess:
         self._close_pipe()
         # What it wrote is in the pipes by now; a process it left behind holds them no longer.
         self.output.finish()
-        # Grandchildren it left behind go with it.
-        self._kill(signal.SIGKILL)
+        # Grandchildren it left behind go with it (in a sandbox, every process of its cgroup:
+        # see below).
+        if self.group is None:
+            self._kill(signal.SIGKILL)
+        elif pid := self.pid:
+            posix.killpg(pid, signal.SIGKILL)
         status = ended.status
         known = status >= 0
         peak = max(self.peak_rss_bytes, ended.peak_rss_bytes)

@@ -116,6 +116,9 @@ class JobGroup:
         self.limits = Limits()
         #: Pids killed by `kill_all`, which found them in the group after the job's end.
         self.killed: set[int] = set()
+        #: `kill_all` found it empty after its job's end: nothing can come into it again
+        #: until its next job (a process joins only from inside it, or by the supervisor).
+        self.emptied = False
         #: The group's counters when its present job began (a v1 group serves one job after
         #: another): OOM kills, refused forks, CPU seconds.
         self._base_oom = 0
@@ -144,6 +147,7 @@ class JobGroup:
         self._limits_v1(limits)
         self.limits = limits
         self.killed.clear()
+        self.emptied = False
         peak = self._file("memory", "memory.max_usage_in_bytes")
         if peak is not None:
             write(peak, "0")  # from the memory charged now
@@ -213,12 +217,15 @@ class JobGroup:
         """SIGKILL every process in the group until none is left (or `wait` seconds have
         passed); returns how many there were that had not been killed before. Under cgroup v2
         the kernel does it in one go (`cgroup.kill`)."""
+        if self.emptied:
+            return 0
         deadline = time.monotonic() + wait
         found = 0
         kill_file = self._file("memory", "cgroup.kill") if self.version == 2 else None
         while True:
             pids = self.pids()
             if not pids:
+                self.emptied = True
                 return found
             fresh = [pid for pid in pids if pid not in self.killed]
             found += len(fresh)

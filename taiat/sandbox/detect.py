@@ -105,7 +105,7 @@ class CgroupSandbox(Sandbox):
         """Keep an empty v1 group for the next job, or remove an empty v2 group; False while
         processes are still in it."""
         if self.version == 1:
-            if group.pids():
+            if not group.emptied and group.pids():
                 return False
             self.free.append(group)
             return True
