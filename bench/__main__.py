@@ -8,7 +8,7 @@ Options:
   --quick        Fewer samples and smaller sizes, for a quick look.
   --only NAME    Run only this section (repeatable): limit, throughput, latency,
                  enqueue, scale, footprint, cpu,
-                 large, limits.
+                 large, limits, sandbox.
   --json PATH    Where to write the figures [default: bench/results/latest.json].
   -h --help      Show this help.
 """
@@ -34,6 +34,7 @@ from bench import (
     latency,
     limit,
     limits,
+    sandbox,
     scale,
     throughput,
 )
@@ -48,6 +49,7 @@ SECTIONS = {
     "cpu": cpu.run,
     "large": large_result.run,
     "limits": limits.run,
+    "sandbox": sandbox.run,
 }
 
 

@@ -21,15 +21,16 @@ MAX_LIMIT_CONCURRENCY = 4
 DRAIN_TIMEOUT = 600.0
 
 
-def drain(url: str, jobs: int, supervisors: int, slots: int) -> dict[str, float]:
-    """Enqueue `jobs` no-op jobs, then time `supervisors` burst-mode supervisors draining them."""
+def drain(url: str, jobs: int, supervisors: int, slots: int, *more: str) -> dict[str, float]:
+    """Enqueue `jobs` no-op jobs, then time `supervisors` burst-mode supervisors draining them
+    (with the options `more`)."""
     jobs_manager = manager(url)
     jobs_manager.create_jobs([NOOP] * jobs)
     jobs_manager.engine.dispose()
     started = time.monotonic()
     procs = [
         start_supervisor(
-            url, "--burst", "--poll-interval", "0.2", "--max-concurrent-jobs", str(slots)
+            url, "--burst", "--poll-interval", "0.2", "--max-concurrent-jobs", str(slots), *more
         )
         for _ in range(supervisors)
     ]

@@ -39,6 +39,8 @@ LIMITS: dict[str, tuple[int, str]] = {
     "memory_sample_interval": (MAX_SECONDS, "100 years"),
     "check_interval": (MAX_SECONDS, "100 years"),
     "log_tail_bytes": (1 << 30, "1 GiB, the most PostgreSQL keeps in one value"),
+    "max_processes": (1 << 22, "the kernel's largest pid_max"),
+    "cpu_limit": (1 << 16, "cores"),
 }
 
 
@@ -233,6 +235,16 @@ class SupervisorConfig:
     #: The user every job's child becomes before it runs the job (`--job-user`); None: the
     #: supervisor's own. Needs a supervisor that runs as root.
     job_user: str | None = None
+    #: A cgroup per job (`taiat.sandbox`): "auto" where the host allows it, "cgroup" or
+    #: refuse to start, "none" never. None here, for a program that runs a supervisor inside
+    #: itself; the command line's default is "auto".
+    sandbox: str = "none"
+    #: The processes and threads a job's tree may have at once (its cgroup's pids.max); a
+    #: payload's "max_processes" may set it lower.
+    max_processes: int = 1024
+    #: The CPU a job may use, in cores (its cgroup's quota); a payload's "cpu_limit" may set
+    #: it lower. None: no cap.
+    cpu_limit: float | None = None
 
     def __post_init__(self) -> None:
         for setting in fields(self):

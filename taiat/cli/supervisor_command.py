@@ -64,6 +64,16 @@ Options:
                                 percentile of its last 20 attempts) exceeds what is available
                                 less this waits, claimable elsewhere (TAIAT_MEMORY_RESERVE;
                                 default 5%).
+  --sandbox MODE                A cgroup per job, whose limits the kernel enforces and whose
+                                processes all end with the job: auto (where the host allows
+                                it: cgroup v2 delegated to the supervisor, or v1 as root),
+                                cgroup (refuse to start without one, exit 78) or none
+                                (TAIAT_SANDBOX; default auto).
+  --max-processes N             Processes and threads a job's tree may have at once, with a
+                                sandbox; a job's payload "max_processes" may set it lower
+                                (TAIAT_MAX_PROCESSES; default 1024).
+  --cpu-limit CORES             CPU a job may use, in cores (0.5, 2), with a sandbox; a job's
+                                payload "cpu_limit" may set it lower (TAIAT_CPU_LIMIT).
   --drain-timeout S             On SIGTERM, seconds running jobs may take to finish before they
                                 are stopped and requeued (TAIAT_DRAIN_TIMEOUT;
                                 default 60).
@@ -124,6 +134,9 @@ _SUPERVISOR_OPTIONS: dict[str, tuple[str, str]] = {
     "--job-timeout": ("TAIAT_JOB_TIMEOUT", "positive"),
     "--memory-limit": ("TAIAT_MEMORY_LIMIT", "megabytes"),
     "--memory-reserve": ("TAIAT_MEMORY_RESERVE", "reserve"),
+    "--sandbox": ("TAIAT_SANDBOX", "sandbox"),
+    "--max-processes": ("TAIAT_MAX_PROCESSES", "count"),
+    "--cpu-limit": ("TAIAT_CPU_LIMIT", "positive"),
     "--drain-timeout": ("TAIAT_DRAIN_TIMEOUT", "nonnegative"),
     "--kill-grace": ("TAIAT_KILL_GRACE", "nonnegative"),
     "--max-result-bytes": ("TAIAT_MAX_RESULT_BYTES", "nonzero bytes"),
@@ -169,6 +182,11 @@ def _convert(option: str, env: str, kind: str, raw: str | None) -> Any:
         return raw
     if kind == "queues":
         return _queues(raw, where)
+    if kind == "sandbox":
+        mode = raw.strip().lower()
+        if mode not in ("auto", "cgroup", "none"):
+            raise ConfigurationError(f"{where} must be auto, cgroup or none, got {raw!r}")
+        return mode
     if kind == "path":
         return Path(raw)
     if kind == "reserve":
@@ -226,6 +244,7 @@ def supervisor_config(args: dict) -> tuple[SupervisorConfig, str]:
         if value is not None:
             values[_field(option)] = value
     level = values.pop("log_level", "INFO")
+    values.setdefault("sandbox", "auto")  # the daemon's way; see SupervisorConfig.sandbox
     wait_scheduled = bool(args.get("--burst-wait-scheduled")) or _flag("TAIAT_BURST_WAIT_SCHEDULED")
     config = SupervisorConfig(
         **values,

@@ -1,5 +1,6 @@
-"""What runs in a job's forked child: its own process group, default signals, death with the
-supervisor, the executor, and the result sent back over the pipe as one framed JSON message.
+"""What runs in a job's forked child: its cgroup joined (in a sandbox), its own process group,
+default signals, death with the supervisor, the executor, and the result sent back over the
+pipe as one framed JSON message.
 
 The child never returns into the supervisor's code: it always leaves through `os._exit`.
 """
@@ -18,6 +19,7 @@ from taiat.errors import FinalFailure, JobFailed
 from taiat.forking import posix, stacks, wire
 from taiat.forking.job_user import JobUser, become
 from taiat.jobs import Job
+from taiat.sandbox import cgroups
 
 TRACEBACK_LINES = 12
 
@@ -34,6 +36,7 @@ def run(
     catalogue: dict[str, Any] | None = None,
     job_user: JobUser | None = None,
     stack_fd: int = -1,
+    cgroup_procs: Sequence[str] = (),
 ) -> NoReturn:
     """The child's whole life. Exit code 0 once the result message is sent.
 
@@ -46,10 +49,14 @@ def run(
     for a query job: the live fleet's agents its claim read, to plan it with. With `job_user`,
     the child becomes that user (`taiat.forking.job_user`) before it opens the job.
     `stack_fd`, if given, is where the child dumps its stack when the supervisor asks
-    (`stacks.listen`).
+    (`stacks.listen`). `cgroup_procs`, in a sandbox: the `cgroup.procs` files of the job's
+    cgroup, which the child joins before anything of the job runs (and before it becomes the
+    job user, which could not write them).
     """
     code = 70  # EX_SOFTWARE: something in this very function went wrong
     try:
+        if cgroup_procs:
+            cgroups.join(cgroup_procs)
         if output_fds:
             _write_output_to(output_fds)
         posix.become_independent(supervisor_pid)

@@ -1,6 +1,6 @@
 """A job's child process seen from the supervisor: fork, read the result as it arrives, watch
-the deadline and the memory of its process tree, kill by process group, reap, and say in words
-how it ended."""
+the deadline and the memory of its process tree, kill by process group (and, in a sandbox,
+every process of its cgroup), reap, and say in words how it ended."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from taiat.forking.output import JobOutput
 from taiat.forking.server import LOST, Exit, ServerEnd
 from taiat.forking.spool import Spool
 from taiat.jobs import Job, Outcome
+from taiat.sandbox.cgroups import JobGroup, Limits
+from taiat.sandbox.detect import Sandbox
 
 _READ_CHUNK = 1 << 20
 #: Bytes of a large result (see `wire.LARGE_MESSAGE`) moved from its pipe to its file in one
@@ -62,6 +64,9 @@ class Ending:
     plan: dict[str, Any] | None = None
     #: The job failed in a way no retry can mend (it said so): fail it for good.
     final: bool = False
+    #: In a sandbox: how many of its processes were still in its cgroup after its child had
+    #: ended, and were killed (None: no sandbox).
+    stragglers_killed: int | None = None
 
 
 def unstarted(error: str, wall_seconds: float = 0.0) -> Ending:
@@ -86,6 +91,7 @@ class Launcher(Protocol):
         *,
         catalogue: dict[str, Any] | None = None,
         stack_fd: int = -1,
+        cgroup: Sequence[str] = (),
     ) -> int: ...
 
     def child_pid(self, handle: int, *, wait: bool = False) -> int | None: ...
@@ -125,6 +131,7 @@ class DirectLauncher:
         *,
         catalogue: dict[str, Any] | None = None,
         stack_fd: int = -1,
+        cgroup: Sequence[str] = (),
     ) -> int:
         process = self._context.Process(
             target=child.run,
@@ -140,6 +147,7 @@ class DirectLauncher:
                 catalogue,
                 self.job_user,
                 stack_fd,
+                tuple(cgroup),
             ),
             name=f"taiat-job-{job.id}",
         )
@@ -200,9 +208,14 @@ class JobProcess:
         max_result_bytes: int,
         exit_grace: float = 5.0,
         output: JobOutput | None = None,
+        sandbox: Sandbox | None = None,
+        max_processes: int | None = None,
+        cpu_limit: float | None = None,
     ) -> None:
         """`output` captures the child's stdout and stderr (by default, their last 64 KiB);
-        its tails go with the attempt's record."""
+        its tails go with the attempt's record. With a cgroup `sandbox`, the child runs in a
+        group of its own, where the kernel caps its memory, its processes (`max_processes`)
+        and its CPU (`cpu_limit`, in cores)."""
         self.job = job
         self.output = output if output is not None else JobOutput(DEFAULT_TAIL)
         self.timeout = timeout
@@ -243,6 +256,10 @@ class JobProcess:
         #: answers not yet taken: (request, dump or None).
         self._stack_request: int | None = None
         self.stack_answers: list[tuple[int, str | None]] = []
+        self.sandbox = sandbox
+        self.limits = Limits(memory_limit_bytes, max_processes, cpu_limit)
+        #: Its cgroup, from its start until its ending is read (None: no sandbox).
+        self.group: JobGroup | None = None
 
     # -- start ---------------------------------------------------------------------------
 
@@ -268,6 +285,10 @@ class JobProcess:
             more: dict[str, Any] = {"stack_fd": stack_write}
             if catalogue is not None:
                 more["catalogue"] = catalogue
+            if self.sandbox is not None:
+                self.group = self.sandbox.new_group(self.limits)
+            if self.group is not None:
+                more["cgroup"] = self.group.procs_files
             self.handle = launcher.launch(
                 self.job, write_fd, self.max_result_bytes, dependency_results, output_fds, **more
             )
@@ -275,6 +296,7 @@ class JobProcess:
             os.close(read_fd)
             os.close(stack_read)
             self.output.close()
+            self.release_group()
             raise
         finally:
             for fd in (write_fd, *output_fds, stack_write):
@@ -314,9 +336,19 @@ class JobProcess:
         return self._pid
 
     def _kill(self, signum: int) -> None:
-        """Signal the child's process group, if it ever started."""
+        """Signal the child's process group, if it ever started; and every process in its
+        cgroup, whatever its group or session."""
         if pid := self.pid:
             posix.killpg(pid, signum)
+        if self.group is not None:
+            self.group.signal_all(signum)
+
+    def release_group(self) -> None:
+        """Kill what is left in its cgroup and remove the group (once; nothing without one)."""
+        group, self.group = self.group, None
+        if group is not None and self.sandbox is not None:
+            group.kill_all()
+            self.sandbox.discard(group)
 
     # -- while it runs -------------------------------------------------------------------
 
@@ -430,7 +462,11 @@ class JobProcess:
             self._spool = None
 
     def sample_memory(self) -> int:
-        """Resident memory of the whole process tree now; kill it when over the limit."""
+        """Resident memory of the whole process tree now; kill it when over the limit. In a
+        cgroup, the kernel enforces the limit: the group's own figure is read, and a job
+        whose forks its process cap refused is ended, naming the cap."""
+        if self.group is not None:
+            return self._sample_group(self.group)
         total = 0
         pid = self._resolve(wait=False)
         if not pid:
@@ -491,6 +527,26 @@ class JobProcess:
             cause, error = self._verdict
             self._verdict = (cause, f"{error}; it was at: {where}")
         self._end_process(grace or 0.0)
+    def _sample_group(self, group: JobGroup) -> int:
+        self.rss_bytes = group.memory_now()
+        self.peak_rss_bytes = max(self.peak_rss_bytes, self.rss_bytes)
+        if self._verdict is None and self._message is None:
+            # The kernel killed one of its processes (not the child, or it would be reaped
+            # by now), or refused it a fork: the whole job ends, and says why.
+            if self.limits.memory_bytes is not None and group.oom_kills() > 0:
+                self.stop(Outcome.MEMORY, self._oom_words(), grace=0)
+            elif group.forks_refused() > 0:
+                self.stop(Outcome.CRASHED, self._cap_words(), grace=0)
+        return self.rss_bytes
+
+    def _oom_words(self) -> str:
+        limit = self.limits.memory_bytes or 0
+        return (
+            f"exceeded memory limit of {limit // (1 << 20)} MB (killed by the kernel's OOM killer)"
+        )
+
+    def _cap_words(self) -> str:
+        return f"exceeded the cap of {self.limits.max_processes} processes (--max-processes)"
 
     def check_deadline(self, now: float, grace: float) -> None:
         self._watch_stack(now)
@@ -566,16 +622,32 @@ class JobProcess:
         self._close_pipe()
         # What it wrote is in the pipes by now; a process it left behind holds them no longer.
         self.output.finish()
-        # Grandchildren it left behind go with it.
-        self._kill(signal.SIGKILL)
+        # Grandchildren it left behind go with it (in a sandbox, every process of its cgroup:
+        # see below).
+        if self.group is None:
+            self._kill(signal.SIGKILL)
+        elif pid := self.pid:
+            posix.killpg(pid, signal.SIGKILL)
         status = ended.status
         known = status >= 0
         peak = max(self.peak_rss_bytes, ended.peak_rss_bytes)
+        cpu = (ended.user_seconds, ended.system_seconds)
         exit_code = os.WEXITSTATUS(status) if known and os.WIFEXITED(status) else None
         exit_signal = os.WTERMSIG(status) if known and os.WIFSIGNALED(status) else None
         ok, result, cause, error = self._judge(exit_code, exit_signal)
         if ended.server_end is not None and self._verdict is None and self._message is None:
             cause, error = self._outlived(ended.server_end)
+        stragglers = None
+        group = self.group
+        if group is not None:
+            # Whatever of the job is left, in any group or session, ends now; then the
+            # kernel's figures, which count every process the job started.
+            stragglers = group.kill_all()
+            peak = group.memory_peak() or peak
+            cpu = group.cpu_seconds() or cpu
+            if not ok and self._verdict is None:
+                cause, error = self._kernel_verdict(group, cause, error)
+            self.release_group()
         said = self._message if self._verdict is None and self._message is not None else {}
         plan = said.get("plan") if ok else None
         return Ending(
@@ -586,12 +658,24 @@ class JobProcess:
             exit_code=exit_code,
             exit_signal=exit_signal,
             wall_seconds=wall,
-            cpu_user_seconds=ended.user_seconds,
-            cpu_system_seconds=ended.system_seconds,
+            cpu_user_seconds=cpu[0],
+            cpu_system_seconds=cpu[1],
             peak_rss_bytes=peak,
             plan=plan,
             final=bool(said.get("final")) and not ok,
+            stragglers_killed=stragglers,
         )
+
+    def _kernel_verdict(
+        self, group: JobGroup, cause: Outcome, error: str | None
+    ) -> tuple[Outcome, str | None]:
+        """A job that failed on its own: the kernel's account, read from its cgroup's events,
+        when the kernel stopped it (OOM killer, process cap)."""
+        if self.limits.memory_bytes is not None and group.oom_kills() > 0:
+            return Outcome.MEMORY, self._oom_words()
+        if self.limits.max_processes is not None and group.forks_refused() > 0:
+            return Outcome.CRASHED, self._cap_words()
+        return cause, error
 
     def _outlived(self, end: ServerEnd) -> tuple[Outcome, str]:
         """The cause and words of a child that ended without a result after its fork server

@@ -203,11 +203,13 @@ class ForkServer:
         *,
         catalogue: dict[str, Any] | None = None,
         stack_fd: int = -1,
+        cgroup: Sequence[str] = (),
     ) -> int:
         """Ask for a child for `job` writing its result to `result_fd`, its stdout and
         stderr to `output_fds` if given, and its stack dumps to `stack_fd` if given (the caller
         keeps and closes its own copies); returns
         the launch's handle at once, without waiting for the fork: `pid` and `reap` take it.
+        `cgroup`: the `cgroup.procs` files the child joins first (see `taiat.sandbox`).
         ForkServerError if the server has gone."""
         if self.gone:
             raise ForkServerError(f"the fork server (pid {self.pid}) is gone")
@@ -221,7 +223,7 @@ class ForkServer:
             # that never will (stopped, before the supervisor saw it) must not hold the loop.
             self.sock.settimeout(LAUNCH_TIMEOUT)
             try:
-                message = ("run", token, sealed, max_result_bytes)
+                message = ("run", token, sealed, max_result_bytes, tuple(cgroup))
                 fds = [result_fd, *output_fds, *([stack_fd] if stack_fd >= 0 else [])]
                 wire.send_message(self.sock, message, fds)
             finally:

@@ -77,7 +77,7 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
         message = wire.receive_message(sock)
         if message is None:
             _shut_down(children)
-        (_, token, sealed, max_result_bytes), fds = message
+        (_, token, sealed, max_result_bytes, cgroup), fds = message
         # The result pipe; the stdout and stderr pipes, if any; the stack dumps' pipe, if any.
         if len(fds) not in (1, 2, 3, 4):
             for number in fds:
@@ -108,6 +108,7 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
                 output_fds=fds[1:3] if len(fds) >= 3 else (),
                 stack_fd=fds[-1] if len(fds) in (2, 4) else -1,
                 job_user=job_user,
+                cgroup_procs=cgroup,
             )
         for number in fds:
             os.close(number)

@@ -234,6 +234,9 @@ attempts = Table(
     Column("exit_signal", Integer),
     # Version 5: the stack its child dumped before it was ended for a timeout or a cancel.
     Column("stack", Text),
+    # Version 5: in a sandbox, the processes still in the job's cgroup after its child ended,
+    # killed then (null: no sandbox).
+    Column("stragglers_killed", Integer),
     Index("ix_taiat_job_attempts_ended", "ended_at"),
 )
 
@@ -392,7 +395,8 @@ def _upgrade_to_4(conn: Connection) -> None:
 
 def _upgrade_to_5(conn: Connection) -> None:
     """Version 5: a rate's starts counted in buckets (version 4 kept a row a start: each is
-    counted into its bucket, so that no window's starts are forgotten), and the routines."""
+    counted into its bucket, so that no window's starts are forgotten), the routines, and
+    the attempts' `stragglers_killed`."""
     columns = {column["name"] for column in inspect(conn).get_columns(limit_starts.name)}
     if "started_at" in columns:
         rows = conn.execute(
@@ -419,6 +423,7 @@ def _upgrade_to_5(conn: Connection) -> None:
                     for (key, width, bucket), starts in counted.items()
                 ],
             )
+    _add_columns(attempts, "stragglers_killed")(conn)
     create_routines(conn)
     _add_columns(attempts, "stack")(conn)
     _add_columns(jobs, *STACK_REQUEST_COLUMNS)(conn)

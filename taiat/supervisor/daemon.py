@@ -34,6 +34,7 @@ from taiat.forking.launchers import Forking
 from taiat.forking.output import Forward, JobOutput
 from taiat.job_manager import CLEANUP_BATCH, JobManager
 from taiat.jobs import Job, Outcome
+from taiat.sandbox.detect import Sandbox, detect
 from taiat.store.port import Backlog, Listener, new_worker_id, supervisor_engine
 from taiat.supervisor import admission, publishing
 from taiat.supervisor.claim_ahead import WRITE_DELAY, ClaimAhead
@@ -75,6 +76,9 @@ class Supervisor:
         self.job_user = (
             None if self.config.job_user is None else job_user.resolve(self.config.job_user)
         )
+        #: Where its jobs run: a cgroup each, or as they always have (first: a supervisor that
+        #: must have a cgroup and cannot refuses to start before it touches anything).
+        self.sandbox: Sandbox = detect(self.config.sandbox)
         lease = self.config.lease
         self._heartbeat_interval = min(self.config.heartbeat_interval, lease / 3)
         #: A heartbeat this old (seconds) means a stall: this loop, or the database, was away
@@ -205,6 +209,7 @@ class Supervisor:
         )
         if self.job_user is not None:
             self._log_job_user(self.job_user, self.forking.server_in_use is not None)
+        log.info("sandbox: %s", self.sandbox.describe())
         try:
             self._loop()
         finally:
@@ -212,6 +217,7 @@ class Supervisor:
                 self.listener.close()
             if self.forking is not None:
                 self.forking.close()
+            self.sandbox.close()
             self.state = "stopped"
             self._publish(force=True)
             self._unregister()
@@ -557,6 +563,11 @@ class Supervisor:
                 max_result_bytes=self.config.max_result_bytes,
                 exit_grace=self.config.kill_grace,
                 output=JobOutput(self.config.log_tail_bytes, self._forwarder(job)),
+                sandbox=self.sandbox,
+                max_processes=lowest_whole(
+                    self.config.max_processes, job.payload.get("max_processes")
+                ),
+                cpu_limit=lowest(self.config.cpu_limit, job.payload.get("cpu_limit")),
             )
         except Exception as exc:  # noqa: BLE001 - its own values: as it is, it can never run
             log.exception("job %s (%s) cannot be started", job.id, job.name)
@@ -623,6 +634,7 @@ class Supervisor:
                     self._dirty = True  # its pid, for the status file's "running"
                 continue
             self.children.remove(proc)
+            proc.release_group()  # done by its reap, unless its ending could not be read
             proc.output.close()  # read and closed already, unless its ending could not be read
             if proc.known_pid:
                 self.ahead.observe(ending.wall_seconds)
@@ -918,6 +930,7 @@ class Supervisor:
             # until counted.
             "queues": self.queue_counts,
             "queues_served": None if self.config.queues is None else list(self.config.queues),
+            "sandbox": self.sandbox.kind,
         }
 
     def _changed(self) -> None:
@@ -958,3 +971,17 @@ def memory_limit_bytes(*limits_mb: Any) -> int | None:
     valid = [x for x in limits_mb if isinstance(x, int | float) and not isinstance(x, bool)]
     valid = [x for x in valid if 0 < x < _NO_MEMORY_LIMIT_MB]  # NaN is neither
     return max(1, int(min(valid) * MiB)) if valid else None
+
+
+def lowest(*values: Any) -> float | None:
+    """The lowest of the positive finite numbers among `values` (a payload's are untrusted:
+    anything else is no limit), or None."""
+    valid = [x for x in values if isinstance(x, int | float) and not isinstance(x, bool)]
+    valid = [x for x in valid if 0 < x < math.inf]  # NaN is neither
+    return min(valid) if valid else None
+
+
+def lowest_whole(*values: Any) -> int | None:
+    """`lowest`, as a whole number of at least 1 (a cap of processes)."""
+    found = lowest(*values)
+    return None if found is None else max(1, min(int(found), 1 << 22))

@@ -358,6 +358,7 @@ def attempt_of(proc: JobProcess, ending: Ending, worker_id: str, host: str) -> A
         exit_code=ending.exit_code,
         exit_signal=ending.exit_signal,
         stack=proc.stack_text,
+        stragglers_killed=ending.stragglers_killed,
         output=proc.output.snapshot(proc.job.id, proc.job.claim_seq, final=True),
     )
 

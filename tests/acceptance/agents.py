@@ -350,3 +350,20 @@ def wait_for_api(seconds: float, pid_file: str | None) -> None:
     if pid_file:
         Path(pid_file).write_text(str(os.getpid()))
     time.sleep(seconds)  # where it hangs
+
+
+def gobble(megabytes: int = 2048) -> int:
+    """Allocate `megabytes` as fast as it can: one allocation, every page written at once."""
+    block = b"\x01" * (megabytes << 20)
+    return len(block)
+
+
+def fork_bomb(seconds: float = 60.0) -> None:
+    """Every process forks as fast as it can, for `seconds` (what a cap must stop)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.fork()
+        except OSError:
+            time.sleep(0.01)
+    os._exit(0)

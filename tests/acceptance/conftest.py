@@ -54,6 +54,8 @@ AGENT_CONFIG = {
         "print_and_hang",
         "try_the_supervisor",
         "stuck",
+        "gobble",
+        "fork_bomb",
     ]
 }
 

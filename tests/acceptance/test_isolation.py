@@ -53,7 +53,8 @@ def test_every_kind_of_ending_is_recorded(manager: JobManager, supervisor, tmp_p
     assert "Traceback" in error("explode") and "agents.py" in error("explode")
     assert error("too_slow").startswith("timed out after 1 s; it was at: File ")
     assert error("stubborn").startswith("timed out after 1 s; it was at: File ")
-    assert error("hog") == "exceeded memory limit of 200 MB"
+    # The kernel's words in a sandbox (see test_sandbox), the supervisor's without one.
+    assert error("hog").startswith("exceeded memory limit of 200 MB")
     assert "not JSON-serialisable" in error("unserialisable")
     [unknown] = [job for job in jobs if job.name == "unknown"]
     waiting = manager.get_job(unknown.id)
@@ -75,9 +76,11 @@ def test_every_kind_of_ending_is_recorded(manager: JobManager, supervisor, tmp_p
     assert hard.exit_code == 3 and hard.exit_signal is None
     [cpu] = manager.get_attempts(by_name["busy"].id)
     assert cpu.cpu_user_seconds + cpu.cpu_system_seconds >= 0.25
-    assert cpu.peak_rss_bytes > 1 << 20 and cpu.wall_seconds >= 0.25
+    # In a sandbox the peak is the memory charged to the job's cgroup: what the job itself
+    # touched, not the pages it shares with the process that forked it.
+    assert cpu.peak_rss_bytes > 0 and cpu.wall_seconds >= 0.25
     [mem] = manager.get_attempts(by_name["hog"].id)
-    assert mem.outcome == "memory" and mem.peak_rss_bytes > 200 << 20
+    assert mem.outcome == "memory" and mem.peak_rss_bytes >= 190 << 20
     history = {e.job_id: e for e in manager.get_job_history(limit=None)}
     assert history[by_name["busy"].id].attempts[0].cpu_user_seconds == cpu.cpu_user_seconds
 
@@ -174,13 +177,15 @@ def test_a_process_that_escapes_into_its_own_session_ends_with_its_job(
 def test_the_memory_of_an_escaped_process_counts_against_its_job(
     manager: JobManager, supervisor, tmp_path: Path
 ) -> None:
+    """Without a sandbox (see test_sandbox for the kernel's own account), the supervisor
+    samples the memory of the job's processes, an escaped one among them."""
     pid_file = tmp_path / "escaped.pid"
     job = manager.create_job(
         **agent_job("escape", "escape", pid_file=str(pid_file), megabytes=150, seconds=60),
         max_retries=0,
         timeout_seconds=30,
     )
-    sup = supervisor("--memory-limit", "100")
+    sup = supervisor("--memory-limit", "100", "--sandbox", "none")
     try:
         done = wait_until(lambda: finished(manager, job.id), 60, "the job", watch=sup)
         assert done.status is JobStatus.FAILED

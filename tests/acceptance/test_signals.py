@@ -93,7 +93,14 @@ def test_status_and_metrics_files(manager: JobManager, supervisor, tmp_path: Pat
     pid_file = tmp_path / "job.pid"
     [job] = manager.create_jobs([agent_job("long", "sleep", seconds=60, pid_file=str(pid_file))])
     sup = supervisor("--max-concurrent-jobs", "3")
-    wait_until(lambda: sup.status().get("running"), 30, "a running job in the status", watch=sup)
+    # The status shows the job once its pid is known, a moment before the job itself runs
+    # (and writes its pid file): after it has joined its cgroup, in a sandbox.
+    wait_until(
+        lambda: sup.status().get("running") and pid_file.exists() and pid_file.read_text(),
+        30,
+        "a running job in the status",
+        watch=sup,
+    )
     status = sup.status()
     assert CONTRACT_KEYS <= set(status)
     assert (status["pid"], status["slots"], status["state"]) == (sup.pid, 3, "running")

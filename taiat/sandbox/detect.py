@@ -1,0 +1,251 @@
+"""What the host lets the supervisor do with cgroups, found at its start: cgroup v2 with a
+subtree delegated to it (the supervisor moves into a leaf, `supervisor`, and makes the jobs'
+groups beside it), else the v1 hierarchies `memory` and `pids` (with `cpu` and `cpuacct` when
+mounted) where it may make groups under its own (a parent `taiat-<pid>` in each), else none.
+`--sandbox cgroup` insists on a cgroup; `auto` takes one where it can; `none` never does."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from pathlib import Path
+
+from taiat.errors import ConfigurationError
+from taiat.sandbox.cgroups import JobGroup, Limits, parse_own_cgroups, read, write
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "cgroup", "none")
+#: The v1 controllers a job's group is made in; the first two are needed, the others are
+#: taken where mounted.
+V1_NEEDED = ("memory", "pids")
+V1_WANTED = ("cpu", "cpuacct")
+#: A file each v1 controller's groups hold (the root group may not), to know the hierarchy
+#: is that controller's.
+_V1_MARK = {
+    "memory": "memory.limit_in_bytes",
+    "pids": "pids.max",
+    "cpu": "cpu.cfs_quota_us",
+    "cpuacct": "cpuacct.usage",
+}
+#: The v2 controllers enabled for the jobs' groups; memory and pids are needed.
+V2_CONTROLLERS = ("memory", "pids", "cpu")
+
+
+class Sandbox:
+    """No sandbox: the jobs run as they always have (their memory sampled from user space,
+    their process group the boundary)."""
+
+    kind = "none"
+
+    def __init__(self, why: str = "") -> None:
+        #: Why there is no cgroup (for the start-up log line).
+        self.why = why
+
+    def new_group(self, limits: Limits) -> JobGroup | None:
+        """A fresh group for one job with its limits written, or None (no sandbox)."""
+        return None
+
+    def discard(self, group: JobGroup) -> None:
+        """Remove a job's group once its processes are gone (later, if some are still
+        being torn down)."""
+
+    def close(self) -> None:
+        """Remove what is left of the groups (the supervisor is stopping)."""
+
+    def describe(self) -> str:
+        return f"none ({self.why})" if self.why else "none"
+
+
+class CgroupSandbox(Sandbox):
+    """Jobs' groups made in `parents` (by controller: the directory the groups go in)."""
+
+    def __init__(self, version: int, parents: dict[str, str], made: list[str]) -> None:
+        super().__init__()
+        self.version = version
+        self.kind = f"cgroup{version}"
+        self.parents = parents
+        #: Directories made at the start, removed at the end (v1: the `taiat-<pid>` parents).
+        self.made = made
+        self._numbers = itertools.count(1)
+        self._prefix = f"job-{os.getpid()}-" if version == 2 else "job-"
+        #: Groups whose processes were still being torn down when their job ended.
+        self.leftover: list[JobGroup] = []
+        #: v1: emptied groups, each for a next job (one made and removed per job costs more
+        #: than the job's fork). v2 makes a group per job: its memory.peak cannot be reset
+        #: on every kernel.
+        self.free: list[JobGroup] = []
+
+    def new_group(self, limits: Limits) -> JobGroup:
+        if self.leftover:
+            self.leftover = [g for g in self.leftover if not self._settle(g)]
+        while self.free:
+            group = self.free.pop()
+            try:
+                group.begin(limits)
+            except OSError:  # a limit lower than what the last job left charged: a new group
+                group.remove()
+                continue
+            return group
+        name = f"{self._prefix}{next(self._numbers)}"
+        group = JobGroup(self.version, {c: f"{p}/{name}" for c, p in self.parents.items()})
+        try:
+            group.create(limits)
+        except OSError:
+            group.remove()
+            raise
+        return group
+
+    def discard(self, group: JobGroup) -> None:
+        if not self._settle(group):
+            self.leftover.append(group)
+
+    def _settle(self, group: JobGroup) -> bool:
+        """Keep an empty v1 group for the next job, or remove an empty v2 group; False while
+        processes are still in it."""
+        if self.version == 1:
+            if not group.emptied and group.pids():
+                return False
+            self.free.append(group)
+            return True
+        return group.remove()
+
+    def close(self) -> None:
+        for group in (*self.leftover, *self.free):
+            group.kill_all()
+            group.remove()
+        self.leftover.clear()
+        self.free.clear()
+        for folder in reversed(self.made):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+
+    def describe(self) -> str:
+        where = ", ".join(f"{c} in {p}" for c, p in self.parents.items())
+        return f"{self.kind} (a group per job: {where})"
+
+
+def detect(mode: str, root: Path = Path("/sys/fs/cgroup")) -> Sandbox:
+    """The sandbox `mode` asks for on this host; ConfigurationError when it is `cgroup` and
+    none can be had (the reason in words)."""
+    if mode not in MODES:
+        raise ConfigurationError(f"--sandbox must be auto, cgroup or none, got {mode!r}")
+    if mode == "none":
+        return Sandbox("--sandbox none")
+    own = parse_own_cgroups(read("/proc/self/cgroup"))
+    found = _cgroup2(root, own)
+    if isinstance(found, str):
+        why2 = found
+        found = _cgroup1(root, own)
+        if isinstance(found, str):
+            why = f"cgroup v2: {why2}; cgroup v1: {found}"
+            if mode == "cgroup":
+                raise ConfigurationError(
+                    f"--sandbox cgroup: no cgroup can be managed here ({why}); run the "
+                    "supervisor as root, or under systemd with Delegate=yes, or use "
+                    "--sandbox auto or none"
+                )
+            return Sandbox(why)
+    return found
+
+
+def _cgroup2(root: Path, own: dict[str, str]) -> CgroupSandbox | str:
+    """The v2 sandbox in the supervisor's delegated cgroup, or why there is none."""
+    if not (root / "cgroup.controllers").exists() or "" not in own:
+        return "not mounted at " + str(root)
+    here = root / own[""].lstrip("/")
+    if here.name == "supervisor":  # moved into its leaf before (a restart in place)
+        here = here.parent
+    available = set(read(str(here / "cgroup.controllers")).split())
+    missing = [c for c in ("memory", "pids") if c not in available]
+    if missing:
+        return f"{', '.join(missing)} not delegated to {here}"
+    if not os.access(here, os.W_OK):
+        return f"{here} is not writable (Delegate=yes in the unit)"
+    leaf = here / "supervisor"
+    try:
+        leaf.mkdir(exist_ok=True)
+        # Every process of ours goes into the leaf: a cgroup with processes of its own
+        # cannot hand controllers to its children.
+        for pid in read(str(here / "cgroup.procs")).split():
+            write(str(leaf / "cgroup.procs"), pid)
+        enabled = " ".join(f"+{c}" for c in V2_CONTROLLERS if c in available)
+        write(str(here / "cgroup.subtree_control"), enabled)
+    except OSError as exc:
+        return f"cannot make the supervisor's leaf in {here}: {exc.strerror or exc}"
+    return CgroupSandbox(2, {c: str(here) for c in V2_CONTROLLERS if c in available}, [])
+
+
+def _cgroup1(root: Path, own: dict[str, str]) -> CgroupSandbox | str:
+    """The v1 sandbox under the supervisor's own groups, or why there is none."""
+    parents: dict[str, str] = {}
+    made: list[str] = []
+    for controller in (*V1_NEEDED, *V1_WANTED):
+        mount = root / controller
+        if controller not in own or not (mount / "cgroup.procs").exists():
+            if controller in V1_NEEDED:
+                _undo(made)
+                return f"no {controller} hierarchy at {mount}"
+            continue
+        _prune(mount / own[controller].lstrip("/"))
+        parent = mount / own[controller].lstrip("/") / f"taiat-{os.getpid()}"
+        real = os.path.realpath(parent)
+        if real in {os.path.realpath(p) for p in parents.values()}:  # "cpu,cpuacct" as one
+            parents[controller] = str(parent)
+            continue
+        try:
+            parent.mkdir()
+        except OSError as exc:
+            if controller in V1_NEEDED:
+                _undo(made)
+                return f"cannot make {parent}: {exc.strerror or exc}"
+            continue
+        made.append(str(parent))
+        if not (parent / _V1_MARK[controller]).exists():  # another controller mounted there
+            if controller in V1_NEEDED:
+                _undo(made)
+                return f"no {controller} controller at {mount}"
+            continue
+        parents[controller] = str(parent)
+    return CgroupSandbox(1, parents, made)
+
+
+def _prune(folder: Path) -> None:
+    """Remove the empty groups that supervisors which died without cleaning up (SIGKILL, a
+    crash) left in `folder`: `taiat-<pid>` whose process is gone."""
+    try:
+        entries = list(folder.glob("taiat-*"))
+    except OSError:
+        return
+    for parent in entries:
+        number = parent.name.removeprefix("taiat-")
+        if not number.isdigit() or int(number) == os.getpid() or _alive(int(number)):
+            continue
+        try:
+            for group in parent.iterdir():
+                if group.is_dir() and not read(str(group / "cgroup.procs")).split():
+                    group.rmdir()
+            parent.rmdir()
+        except OSError:
+            continue  # a process of it still there, or another supervisor at it: left alone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _undo(made: list[str]) -> None:
+    for folder in reversed(made):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
