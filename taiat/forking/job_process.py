@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import logging
 import os
 import signal
 import time
@@ -25,6 +26,8 @@ from taiat.forking.spool import Spool
 from taiat.jobs import Job, Outcome
 from taiat.sandbox.cgroups import JobGroup, Limits
 from taiat.sandbox.detect import Sandbox
+
+log = logging.getLogger(__name__)
 
 _READ_CHUNK = 1 << 20
 #: Bytes of a large result (see `wire.LARGE_MESSAGE`) moved from its pipe to its file in one
@@ -344,11 +347,16 @@ class JobProcess:
             self.group.signal_all(signum)
 
     def release_group(self) -> None:
-        """Kill what is left in its cgroup and remove the group (once; nothing without one)."""
+        """Kill what is left in its cgroup and remove the group (once; nothing without one).
+        Never waits (its reap waited already), nor raises: a group the kernel will not empty
+        or remove is left to the sandbox's clean-up at the next start, and said so."""
         group, self.group = self.group, None
         if group is not None and self.sandbox is not None:
-            group.kill_all()
-            self.sandbox.discard(group)
+            try:
+                group.kill_all(wait=0)
+                self.sandbox.discard(group)
+            except OSError as exc:
+                log.warning("job %s: its cgroup could not be released: %s", self.job.id, exc)
 
     # -- while it runs -------------------------------------------------------------------
 
@@ -527,6 +535,7 @@ class JobProcess:
             cause, error = self._verdict
             self._verdict = (cause, f"{error}; it was at: {where}")
         self._end_process(grace or 0.0)
+
     def _sample_group(self, group: JobGroup) -> int:
         self.rss_bytes = group.memory_now()
         self.peak_rss_bytes = max(self.peak_rss_bytes, self.rss_bytes)
@@ -566,8 +575,10 @@ class JobProcess:
             self._verdict = (cause, error)
         self._close_pipe()
         if self._stop_grace is not None:
-            self._stop_grace = min(self._stop_grace, grace)  # its stack is on its way
-            return
+            if grace > 0:
+                self._stop_grace = min(self._stop_grace, grace)  # its stack is on its way
+                return
+            self._stop_grace = None  # a stop that cannot wait (memory, a lost ending): now
         if first and cause in DUMPED and self._ask_stack_first():
             self._stop_grace = grace
             return

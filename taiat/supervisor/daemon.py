@@ -567,7 +567,9 @@ class Supervisor:
                 max_processes=lowest_whole(
                     self.config.max_processes, job.payload.get("max_processes")
                 ),
-                cpu_limit=lowest(self.config.cpu_limit, job.payload.get("cpu_limit")),
+                cpu_limit=lowest(
+                    self.config.cpu_limit, job.payload.get("cpu_limit"), MAX_CPU_LIMIT
+                ),
             )
         except Exception as exc:  # noqa: BLE001 - its own values: as it is, it can never run
             log.exception("job %s (%s) cannot be started", job.id, job.name)
@@ -672,6 +674,8 @@ class Supervisor:
         log.exception("job %s (%s): its ending cannot be read", job.id, job.name)
         try:
             proc.stop(Outcome.FAILED, "its ending could not be read")
+            if proc.stack is not None:
+                proc.stack.close()
         except Exception:  # noqa: BLE001 - it is being given up on anyway
             log.exception("job %s (%s): cannot stop its child", job.id, job.name)
         error = f"its ending could not be read: {reason(exc)}"
@@ -971,6 +975,11 @@ def memory_limit_bytes(*limits_mb: Any) -> int | None:
     valid = [x for x in limits_mb if isinstance(x, int | float) and not isinstance(x, bool)]
     valid = [x for x in valid if 0 < x < _NO_MEMORY_LIMIT_MB]  # NaN is neither
     return max(1, int(min(valid) * MiB)) if valid else None
+
+
+#: The most cores a job's cgroup quota is given: a payload's `cpu_limit` beyond it (one the
+#: kernel would refuse, failing every attempt) is taken as this.
+MAX_CPU_LIMIT = float(1 << 16)
 
 
 def lowest(*values: Any) -> float | None:
