@@ -575,7 +575,7 @@ class JobProcess:
             self._verdict = (cause, error)
         self._close_pipe()
         if self._stop_grace is not None:
-            if grace > 0:
+            if cause in DUMPED:
                 self._stop_grace = min(self._stop_grace, grace)  # its stack is on its way
                 return
             self._stop_grace = None  # a stop that cannot wait (memory, a lost ending): now
