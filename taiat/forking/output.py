@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from taiat.forking import posix
 from taiat.jobs import AttemptOutput
 
 #: One read.
@@ -80,12 +81,9 @@ class _Stream:
         its end."""
         got = 0
         while self.fd >= 0 and got < budget:
-            try:
-                chunk = os.read(self.fd, _READ)
-            except BlockingIOError:
+            chunk = posix.read_ready(self.fd, _READ)
+            if chunk is None:
                 return
-            except OSError:
-                chunk = b""
             if not chunk:
                 self.close()
                 return

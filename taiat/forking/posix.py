@@ -155,3 +155,14 @@ def pid_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def read_ready(fd: int, size: int) -> bytes | None:
+    """Up to `size` bytes of what the non-blocking pipe `fd` holds now: None when it holds
+    nothing yet, b"" at its end (or when it cannot be read any more)."""
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""

@@ -19,6 +19,8 @@ import os
 import re
 import signal
 
+from taiat.forking import posix
+
 #: The signal a job's child dumps its stack on.
 SIGNAL = signal.SIGURG
 #: Bytes of a dump kept: faulthandler writes at most 100 frames a thread.
@@ -110,12 +112,9 @@ class StackReader:
     def read(self, now: float) -> None:
         """Take what the pipe holds; never blocks."""
         while self.fd >= 0:
-            try:
-                chunk = os.read(self.fd, 1 << 16)
-            except BlockingIOError:
+            chunk = posix.read_ready(self.fd, 1 << 16)
+            if chunk is None:
                 return
-            except OSError:
-                chunk = b""
             if not chunk:
                 self.close()
                 return
