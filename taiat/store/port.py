@@ -297,6 +297,12 @@ class SupervisorPort:
             lambda conn: state_machine.requeue(conn, job_id, claim_seq, attempt)
         )
 
+    def give_back(self, job_id: str, claim_seq: int) -> bool:
+        """Put this claim's job, which was never started, back to pending at once, no retry
+        spent and no rate spent: the starts its claim counted against its keys' rates are
+        taken back. False when the claim is stale."""
+        return self.transactions.run(lambda conn: state_machine.give_back(conn, job_id, claim_seq))
+
     def record_attempt(self, attempt: Attempt) -> None:
         """Record a run whose job has moved on (cancelled, taken back): no state changes."""
         self.transactions.run(lambda conn: state_machine.record_attempt(conn, attempt))

@@ -251,6 +251,15 @@ def requeue(conn: Connection, job_id: str, claim_seq: int, attempt: Attempt | No
     return requeued
 
 
+def give_back(conn: Connection, job_id: str, claim_seq: int) -> bool:
+    """Put a claimed job that was never started back to pending without spending a retry,
+    taking back the starts its claim counted against its keys' rates; False when stale."""
+    given_back = queries.give_back(conn, job_id, claim_seq)
+    if given_back:
+        queries.notify(conn, "ready")
+    return given_back
+
+
 def cancel(conn: Connection, job_id: str) -> bool:
     """Cancel a pending or running job and its dependents; False if it had already finished."""
     lock_queries(conn, [job_id])

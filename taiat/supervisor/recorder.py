@@ -54,6 +54,9 @@ class Record:
     attempt: Attempt | None
     #: When it was added (monotonic seconds).
     since: float = field(default_factory=time.monotonic)
+    #: A job given back without being started (`Recorder.give_back`): its claim's starts are
+    #: taken back out of its keys' rates as it goes back to pending.
+    given_back: bool = False
 
 
 class Recorder:
@@ -151,7 +154,7 @@ class Recorder:
 
     def give_back(self, job: Job, why: str) -> None:
         """Put a claimed job that was never started back to pending, no retry spent."""
-        self.add(Record(job, unstarted(why), None))
+        self.add(Record(job, unstarted(why), None, given_back=True))
 
     def settle(self, worker_id: str, claim: int) -> Claimed:
         """Write what has finished and claim up to `claim` ready jobs, with their dependency
@@ -291,7 +294,10 @@ class Recorder:
     def _write(self, record: Record) -> None:
         job, ending, attempt = record.job, record.ending, record.attempt
         outcome: Any
-        if ending.cause == Outcome.STOPPED:
+        if record.given_back:
+            outcome = self.port.give_back(job.id, job.claim_seq)
+            words = "put back to pending"
+        elif ending.cause == Outcome.STOPPED:
             outcome = self.port.requeue(job.id, job.claim_seq, attempt)
             words = "put back to pending"
         elif ending.ok and ending.plan is None:

@@ -268,14 +268,37 @@ def reschedule(
     return conn.execute(stmt).rowcount == 1
 
 
-def requeue(conn: Connection, job_id: str, claim_seq: int) -> bool:
-    """Put a running job back to pending at once without spending a retry (shutdown)."""
-    stmt = (
+def _requeue(job_id: str, claim_seq: int) -> Any:
+    return (
         update(jobs)
         .where(_running(job_id, claim_seq))
         .values(status=PENDING, worker_id=None, started_at=None, updated_at=utcnow())
     )
-    return conn.execute(stmt).rowcount == 1
+
+
+def requeue(conn: Connection, job_id: str, claim_seq: int) -> bool:
+    """Put a running job back to pending at once without spending a retry (shutdown)."""
+    return conn.execute(_requeue(job_id, claim_seq)).rowcount == 1
+
+
+def give_back(conn: Connection, job_id: str, claim_seq: int) -> bool:
+    """Put a claimed job that was never started back to pending at once without spending a
+    retry, and take the starts its claim counted against its keys' rates back out of their
+    buckets (`limits.uncount_starts`): a start that did not happen spends no rate. False when
+    the claim is stale (then nothing changes). On PostgreSQL, after the limit-aware claims'
+    lock (`limits.take_turn_for_starts`), one statement: its parts read the job's row as it was
+    before it, with the claim's stamp. On SQLite, whose transaction holds the write lock, the
+    starts are taken back first, then the job is put back."""
+    if conn.dialect.name == "postgresql":
+        limit_queries.take_turn_for_starts(conn)
+        requeued = _requeue(job_id, claim_seq).returning(jobs.c.id).cte("requeued")
+        uncounted = limit_queries.uncount_starts(
+            "postgresql", job_id, claim_seq, select(requeued.c.id)
+        ).cte("uncounted")
+        stmt = select(func.count()).select_from(requeued).add_cte(uncounted)
+        return conn.execute(stmt).scalar_one() == 1
+    conn.execute(limit_queries.uncount_starts(conn.dialect.name, job_id, claim_seq))
+    return requeue(conn, job_id, claim_seq)
 
 
 def make_pending(conn: Connection, row: Mapping[Any, Any], unmet: int) -> RowMapping:

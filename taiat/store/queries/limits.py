@@ -17,6 +17,9 @@ PostgreSQL takes these steps in one call, `taiat_claim_limited` (`store/sql/clai
 each statement of that function reads a snapshot taken after the lock of step 1, which one
 statement sent from here could not. SQLite takes them in `_take`'s statement, and its trigger
 `taiat_limit_starts_counted` (`store/sql/limit_starts_sqlite.sql`) counts the starts.
+
+A claimed job given back without being started (`queries.give_back`) has its starts taken back
+out of the buckets its claim counted them in (`uncount_starts`), as it goes back to pending.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ from sqlalchemy import (
     String,
     bindparam,
     case,
+    cast,
     column,
     delete,
+    extract,
     func,
     insert,
     literal_column,
@@ -54,7 +59,7 @@ from taiat.store.queries.reading import (
     served_params,
     written,
 )
-from taiat.store.schema import jobs, limit_starts, limits, utcnow
+from taiat.store.schema import STARTS_BUCKETS, jobs, limit_starts, limits, utcnow
 from taiat.store.validation import limit_keys
 
 
@@ -342,3 +347,63 @@ def _claim_limited_here(
     if claimed:
         _forget_old_starts(conn)
     return claimed
+
+
+# -- the starts of a job given back unstarted ------------------------------------------------
+
+
+def take_turn_for_starts(conn: Connection) -> None:
+    """On PostgreSQL, while any rate is set, take the limit-aware claims' lock (step 1 above)
+    for the rest of the transaction: starts are then taken back from their buckets in turn
+    with the claims that count them, never while a claim holds some of those buckets and waits
+    for others (a deadlock)."""
+    rated = select(limits.c.key).where(limits.c.rate_count.is_not(None)).exists()
+    turn = func.pg_advisory_xact_lock(
+        func.hashtext(literal_column("'taiat_limits'")),
+        literal_column("'taiat_limits'::regclass::oid::int"),
+    )
+    conn.execute(select(turn).where(rated))
+
+
+def _divided(dividend: Any, divisor: Any) -> Any:
+    return dividend.op("/", return_type=Float)(divisor)
+
+
+def uncount_starts(dialect: str, job_id: str, claim_seq: int, requeued: Any = None) -> Any:
+    """Take back the starts that this claim of the job counted against its rate-limited keys:
+    one from each key's bucket that holds the claim's stamp (the job's `started_at`, as the
+    claim wrote it), in the width of the key's rate, found by the very arithmetic of the claim
+    (`store/sql/claim_limited.sql`, `store/sql/limit_starts_sqlite.sql`); never below zero.
+    Nothing when the claim is no longer the job's running one, or a bucket was pruned. With
+    `requeued` (a select of job ids), only if the job is among them. The job's row is read as
+    it was before the statement: on PostgreSQL, in the statement that requeues it."""
+    # Divided as the claim divides (SQLAlchemy's `/` would cast its operands).
+    width = _divided(limits.c.rate_seconds, written(STARTS_BUCKETS))
+    bucket: Any
+    if dialect == "postgresql":
+        has_key = func.taiat_has_key(jobs.c.queue, jobs.c.agent, jobs.c.limit_keys, limits.c.key)
+        bucket = func.floor(_divided(extract("epoch", jobs.c.started_at), width))
+    else:
+        has_key = _has_key(jobs.c.queue, jobs.c.agent, jobs.c.limit_keys, limits.c.key)
+        epoch = (func.julianday(jobs.c.started_at) - literal_column("2440587.5")) * literal_column(
+            "86400.0"
+        )
+        bucket = cast(_divided(epoch, width), Integer)
+    counted = select(limits.c.key).select_from(jobs.join(limits, has_key))
+    counted = counted.where(
+        jobs.c.id == job_id,
+        jobs.c.status == RUNNING,
+        jobs.c.claim_seq == claim_seq,
+        limits.c.rate_count.is_not(None),
+        limit_starts.c.key == limits.c.key,
+        limit_starts.c.width == width,
+        limit_starts.c.bucket == bucket,
+    )
+    if requeued is not None:
+        counted = counted.where(jobs.c.id.in_(requeued))
+    starts = limit_starts.c.starts
+    return (
+        update(limit_starts)
+        .where(counted.exists())
+        .values(starts=case((starts > _ONE, starts - _ONE), else_=_ZERO))
+    )
