@@ -10,12 +10,15 @@ import threading
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, insert, select, update
-from support import agent_job
+from support import acceptance_agents, agent_job, finished, poll
 
 from taiat import JobManager, JobStatus
+from taiat.config import MemoryReserve, MiB
 from taiat.forking.job_process import Ending
 from taiat.jobs import Attempt, Job, Outcome
 from taiat.store import queries, schema
+from taiat.supervisor.admission import Admission, Memory
+from taiat.supervisor.daemon import Supervisor, SupervisorConfig
 from taiat.supervisor.recorder import Record, Recorder
 
 #: The width of a bucket of a rate of N/min, in seconds (`schema.STARTS_BUCKETS` to a window).
@@ -188,4 +191,55 @@ def test_claims_and_give_backs_at_once_take_back_every_start_once(database_url: 
     for key in ("agent:a", "api"):
         counted = starts(manager, key)
         assert counted and sum(counted.values()) == 0, (key, counted)
+    manager.engine.dispose()
+
+
+def test_a_supervisor_giving_back_a_job_for_want_of_memory_spends_no_rate(
+    database_url: str,
+) -> None:
+    """The real supervisor, in this process, with room for one job of the agent at a time by
+    its recent peaks: of two claimed together, one is given back; each job starts once, and
+    only those starts are counted."""
+    manager = JobManager(database_url)
+    manager.set_limit("agent:plain", rate="3/min")
+    jobs = manager.create_jobs([agent_job(f"p{i}", "plain", value=i) for i in range(2)])
+    config = SupervisorConfig(
+        database_url=database_url,
+        max_concurrent_jobs=2,
+        poll_interval=0.1,
+        check_interval=0.1,
+        claim_ahead=False,
+    )
+    sup = Supervisor(config, agent_registry={"plain": acceptance_agents().plain})
+
+    def memory(reserve: MemoryReserve, committed: int) -> Memory:
+        return Memory(1 << 40, 150 * MiB, 0, committed)
+
+    sup.admission = Admission(config.memory_reserve, memory)
+    for n in range(20):  # the agent's recent peaks: 100 MiB
+        sup.admission.peaks.add("plain", f"seed{n}", 1, datetime(2000, 1, 1), 100 * MiB)
+    given_back: list[str] = []
+    give = sup.recorder.give_back
+
+    def counted(job: Job, why: str) -> None:
+        given_back.append(why)
+        give(job, why)
+
+    sup.recorder.give_back = counted  # type: ignore[method-assign]
+    runner = threading.Thread(target=sup.run)
+    runner.start()
+    try:
+        for job in jobs:
+            done = poll(lambda j=job: finished(manager, j.id), 30, f"job {job.name}")
+            assert done.status is JobStatus.COMPLETED, done.error_message
+    finally:
+        sup.stop()
+        sup.stop()
+        runner.join(30)
+        sup.manager.engine.dispose()
+    assert not runner.is_alive()
+    assert given_back and set(given_back) == {"no memory for it on this host now"}
+    for job in jobs:
+        assert [a.outcome for a in manager.get_attempts(job.id)] == ["completed"]
+    assert sum(starts(manager, "agent:plain").values()) == 2
     manager.engine.dispose()
