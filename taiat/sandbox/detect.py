@@ -168,14 +168,24 @@ def _cgroup2(root: Path, own: dict[str, str]) -> CgroupSandbox | str:
     leaf = here / "supervisor"
     try:
         leaf.mkdir(exist_ok=True)
-        # Every process of ours goes into the leaf: a cgroup with processes of its own
-        # cannot hand controllers to its children.
-        for pid in read(str(here / "cgroup.procs")).split():
-            write(str(leaf / "cgroup.procs"), pid)
+        # The supervisor goes into the leaf (it has no child yet): a cgroup with processes
+        # of its own cannot hand controllers to its children. Only its own process moves;
+        # another process sharing its cgroup is not the supervisor's to move.
+        write(str(leaf / "cgroup.procs"), str(os.getpid()))
+    except OSError as exc:
+        return f"cannot make the supervisor's leaf in {here}: {exc.strerror or exc}"
+    try:
         enabled = " ".join(f"+{c}" for c in V2_CONTROLLERS if c in available)
         write(str(here / "cgroup.subtree_control"), enabled)
     except OSError as exc:
-        return f"cannot make the supervisor's leaf in {here}: {exc.strerror or exc}"
+        others = read(str(here / "cgroup.procs")).split()
+        if others:
+            return (
+                f"other processes share {here} (pids {', '.join(others[:5])}): give the "
+                "supervisor a cgroup of its own (under systemd, a service with Delegate=yes)"
+            )
+        return f"cannot enable {enabled} in {here}: {exc.strerror or exc}"
+    _prune_v2(here)
     return CgroupSandbox(2, {c: str(here) for c in V2_CONTROLLERS if c in available}, [])
 
 
@@ -214,23 +224,47 @@ def _cgroup1(root: Path, own: dict[str, str]) -> CgroupSandbox | str:
 
 
 def _prune(folder: Path) -> None:
-    """Remove the empty groups that supervisors which died without cleaning up (SIGKILL, a
-    crash) left in `folder`: `taiat-<pid>` whose process is gone."""
-    try:
-        entries = list(folder.glob("taiat-*"))
-    except OSError:
-        return
-    for parent in entries:
-        number = parent.name.removeprefix("taiat-")
-        if not number.isdigit() or int(number) == os.getpid() or _alive(int(number)):
-            continue
+    """End and remove the groups that supervisors which died without cleaning up (SIGKILL, a
+    crash) left in `folder` (v1): `taiat-<pid>` whose process is gone, with the jobs' groups
+    in it and any process still in them (the escaped processes of a lost job)."""
+    for parent in _of_the_dead(folder, "taiat-"):
         try:
-            for group in parent.iterdir():
-                if group.is_dir() and not read(str(group / "cgroup.procs")).split():
-                    group.rmdir()
+            groups = [g for g in parent.iterdir() if g.is_dir()]
+        except OSError:
+            continue
+        for group in groups:
+            _end(JobGroup(1, {"": str(group)}))
+        try:
             parent.rmdir()
         except OSError:
-            continue  # a process of it still there, or another supervisor at it: left alone
+            continue  # another supervisor at it, or a process the kernel has not let go
+
+
+def _prune_v2(here: Path) -> None:
+    """End and remove the jobs' groups (`job-<pid>-<n>`) that supervisors which died without
+    cleaning up left beside the leaf (a restart in the same cgroup)."""
+    for group in _of_the_dead(here, "job-"):
+        _end(JobGroup(2, {"memory": str(group)}))
+
+
+def _of_the_dead(folder: Path, prefix: str) -> list[Path]:
+    """The groups in `folder` named `<prefix><pid>...` whose supervisor's process is gone."""
+    try:
+        entries = list(folder.glob(prefix + "*"))
+    except OSError:
+        return []
+    dead = []
+    for entry in entries:
+        number = entry.name.removeprefix(prefix).split("-", 1)[0]
+        if number.isdigit() and int(number) != os.getpid() and not _alive(int(number)):
+            dead.append(entry)
+    return dead
+
+
+def _end(group: JobGroup) -> None:
+    group.kill_all()
+    if not group.remove():
+        log.warning("could not remove %s, left by a supervisor that is gone", group.dirs)
 
 
 def _alive(pid: int) -> bool:
