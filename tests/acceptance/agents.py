@@ -242,6 +242,34 @@ def escape(pid_file: str, megabytes: int = 0, seconds: float = 0.0) -> dict:
     return {"escaped": int(Path(pid_file).read_text())}
 
 
+def leave_behind(pid_file: str, count: int = 2, seconds: float = 0.0, zombies: int = 0) -> dict:
+    """Leave `count` processes behind, each in a session of its own (a daemon's double fork),
+    and return once each has told its pid in `pid_file` (one a line), after `seconds` more.
+    First, `zombies` children that exit at once, left unreaped (zombies) once they have."""
+    for _ in range(zombies):
+        zombie = os.fork()
+        if zombie == 0:
+            os._exit(0)
+        os.waitid(os.P_PID, zombie, os.WEXITED | os.WNOWAIT)
+    for _ in range(count):
+        middle = os.fork()
+        if middle == 0:
+            os.setsid()
+            if os.fork() == 0:
+                with open(pid_file, "a") as pids:
+                    pids.write(f"{os.getpid()}\n")
+                time.sleep(300)
+            os._exit(0)
+        os.waitpid(middle, 0)
+    told: list[str] = []
+    deadline = time.monotonic() + 30
+    while len(told) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+        told = Path(pid_file).read_text().split() if Path(pid_file).exists() else []
+    time.sleep(seconds)
+    return {"left": [int(pid) for pid in told]}
+
+
 def kill_parent(wait_for: str | None = None, signum: int = signal.SIGKILL) -> int:
     """Signal the process that forked this job's (its fork server) with `signum`, once the file
     `wait_for` exists; then wait a moment for what comes of it."""

@@ -47,6 +47,7 @@ AGENT_CONFIG = {
         "undecodable",
         "pipe_writer",
         "escape",
+        "leave_behind",
         "kill_parent",
         "chatty",
         "flood",
