@@ -76,6 +76,22 @@ def orphan_maker(pid_file: str) -> dict:
     return {"grandchild": child.pid}
 
 
+def write_file(path: str, megabytes: int = 300, keep: bool = False) -> int:
+    """Write `megabytes` MiB to `path` and read them back (page cache charged to the job's
+    memory cgroup), then delete the file unless `keep`; the bytes read."""
+    block = b"\x01" * (1 << 20)
+    with open(path, "wb") as out:
+        for _ in range(megabytes):
+            out.write(block)
+    read = 0
+    with open(path, "rb") as back:
+        while chunk := back.read(1 << 20):
+            read += len(chunk)
+    if not keep:
+        os.unlink(path)
+    return read
+
+
 def unserialisable() -> object:
     return {"when": object()}
 

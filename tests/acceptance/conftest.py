@@ -48,6 +48,7 @@ AGENT_CONFIG = {
         "pipe_writer",
         "escape",
         "leave_behind",
+        "write_file",
         "kill_parent",
         "chatty",
         "flood",

@@ -151,6 +151,35 @@ def test_stragglers_are_the_processes_a_job_left_alive(
     assert sup.process.poll() is None
 
 
+@pytest.mark.parametrize("where", ["disk", "tmpfs"])
+def test_a_jobs_peak_is_not_the_page_cache_another_left(
+    manager: JobManager, supervisor, tmp_path: Path, where: str
+) -> None:
+    """A job writes and reads back 300 MB of a file it leaves, on disk (page cache) or in
+    /dev/shm (tmpfs): charged to its group after it has ended. The no-op jobs after it, one at
+    a time (under v1 in the groups it used before), record their own peak, not its file's."""
+    path = tmp_path / "file" if where == "disk" else Path(f"/dev/shm/taiat-test-{os.getpid()}")
+    writer = manager.create_job(
+        **agent_job("writer", "write_file", path=str(path), megabytes=300, keep=True),
+        max_retries=0,
+    )
+    after = [manager.create_job(**agent_job(f"no-op {n}", "plain", value=n)) for n in range(4)]
+    sup = supervisor("--sandbox", "cgroup", "--max-concurrent-jobs", "1")
+    try:
+        done = wait_until(lambda: finished(manager, writer.id), 60, "the writer", watch=sup)
+        assert done.status is JobStatus.COMPLETED, done.error_message
+        [attempt] = manager.get_attempts(writer.id)
+        assert attempt.peak_rss_bytes >= 300 * MiB  # its file's pages were charged to it
+        peaks = {}
+        for job in after:
+            wait_until(partial(finished, manager, job.id), 60, job.name, watch=sup)
+            [attempt] = manager.get_attempts(job.id)
+            peaks[job.name] = attempt.peak_rss_bytes
+        assert all(0 < peak < 50 * MiB for peak in peaks.values()), peaks
+    finally:
+        path.unlink(missing_ok=True)
+
+
 @pytest.mark.parametrize("forker", ["fork server", "supervisor"])
 def test_a_fork_bomb_ends_at_the_cap(
     manager: JobManager, supervisor, tmp_path: Path, forker: str
