@@ -339,13 +339,14 @@ class JobProcess:
         return self._pid
 
     def _kill(self, signum: int) -> None:
-        """Signal the child's process group, if it ever started; and every process in its
-        cgroup, whatever its group or session."""
+        """Signal every process in its cgroup, whatever its group or session; and the child's
+        process group, if it ever started. (The cgroup first: it counts the processes it
+        signals, which a kill before it could take out of the count.)"""
         pid = self.pid
-        if pid:
-            posix.killpg(pid, signum)
         if self.group is not None:
             self.group.signal_all(signum, own=pid)
+        if pid:
+            posix.killpg(pid, signum)
 
     def release_group(self) -> None:
         """Kill what is left in its cgroup and remove the group (once; nothing without one).
