@@ -155,8 +155,8 @@ class Attempt:
     #: Its Python stack, as the child dumped it before it was ended for a timeout or a cancel
     #: (every thread's, innermost frame first; see `taiat.forking.stacks`).
     stack: str | None = None
-    #: In a sandbox: how many processes were left in its cgroup after its child ended, and
-    #: were killed (None: no sandbox).
+    #: In a sandbox: how many processes other than its child were still alive in its cgroup
+    #: when its child ended, or when it was stopped, and were killed (None: no sandbox).
     stragglers_killed: int | None = None
     #: What its process tree wrote to stdout and stderr (their tails), when it wrote anything
     #: and it was asked for (`JobManager.get_attempts`; history entries' attempts carry none).

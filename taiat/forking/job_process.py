@@ -67,8 +67,8 @@ class Ending:
     plan: dict[str, Any] | None = None
     #: The job failed in a way no retry can mend (it said so): fail it for good.
     final: bool = False
-    #: In a sandbox: how many of its processes were still in its cgroup after its child had
-    #: ended, and were killed (None: no sandbox).
+    #: In a sandbox: how many of its processes other than its child were still in its cgroup
+    #: when it was stopped or its child ended, and were killed (None: no sandbox).
     stragglers_killed: int | None = None
 
 
@@ -339,12 +339,14 @@ class JobProcess:
         return self._pid
 
     def _kill(self, signum: int) -> None:
-        """Signal the child's process group, if it ever started; and every process in its
-        cgroup, whatever its group or session."""
-        if pid := self.pid:
-            posix.killpg(pid, signum)
+        """Signal every process in its cgroup, whatever its group or session; and the child's
+        process group, if it ever started. (The cgroup first: it counts the processes it
+        signals, which a kill before it could take out of the count.)"""
+        pid = self.pid
         if self.group is not None:
-            self.group.signal_all(signum)
+            self.group.signal_all(signum, own=pid)
+        if pid:
+            posix.killpg(pid, signum)
 
     def release_group(self) -> None:
         """Kill what is left in its cgroup and remove the group (once; nothing without one).
@@ -633,12 +635,17 @@ class JobProcess:
         self._close_pipe()
         # What it wrote is in the pipes by now; a process it left behind holds them no longer.
         self.output.finish()
-        # Grandchildren it left behind go with it (in a sandbox, every process of its cgroup:
-        # see below).
-        if self.group is None:
+        # Grandchildren it left behind go with it. In a sandbox, every process of its cgroup,
+        # counted as it is found there: before its process group is killed, which would take
+        # some of them out of the count, as the kernel tears them down.
+        stragglers = None
+        group = self.group
+        if group is None:
             self._kill(signal.SIGKILL)
-        elif pid := self.pid:
-            posix.killpg(pid, signal.SIGKILL)
+        else:
+            stragglers = group.kill_all(own=self.pid)
+            if pid := self.pid:
+                posix.killpg(pid, signal.SIGKILL)  # one that a root job took out of its group
         status = ended.status
         known = status >= 0
         peak = max(self.peak_rss_bytes, ended.peak_rss_bytes)
@@ -648,12 +655,9 @@ class JobProcess:
         ok, result, cause, error = self._judge(exit_code, exit_signal)
         if ended.server_end is not None and self._verdict is None and self._message is None:
             cause, error = self._outlived(ended.server_end)
-        stragglers = None
-        group = self.group
         if group is not None:
-            # Whatever of the job is left, in any group or session, ends now; then the
-            # kernel's figures, which count every process the job started.
-            stragglers = group.kill_all()
+            # Whatever of the job was left, in any group or session, has ended: the kernel's
+            # figures count every process the job started.
             peak = group.memory_peak() or peak
             cpu = group.cpu_seconds() or cpu
             if not ok and self._verdict is None:

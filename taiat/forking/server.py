@@ -16,7 +16,8 @@ The server dies with the supervisor (PR_SET_PDEATHSIG, and end of file on its so
 children die with it. Signals meant for the supervisor (Ctrl-C, SIGTERM) are the supervisor's to
 act on: the server ignores them, and holds back every other signal but SIGCHLD, so that only
 SIGKILL ends it. It is a child subreaper: what an ended job leaves behind comes to it, and it
-kills it. When it dies, its children die with it and come to the supervisor (a subreaper too,
+kills it (in a sandbox it only reaps it: the supervisor kills and counts it through the job's
+cgroup). When it dies, its children die with it and come to the supervisor (a subreaper too,
 as a daemon), which reaps them: `ServerEnd` then says how the server ended, and the supervisor
 judges who is to blame (`JobProcess`).
 

@@ -55,6 +55,9 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
     server_pid = os.getpid()
     wire.send_message(sock, ("ready", 0, server_pid))
     children: dict[int, int] = {}  # pid -> the launch's token
+    # Jobs in cgroups: what they leave is the supervisor's to count and kill, through the
+    # job's group (`JobGroup.kill_all`), which a kill from here first would race.
+    sandboxed = False
     control = sock.fileno()
     inherited = (control, pid_fd, wake_read, wake_write)
 
@@ -71,13 +74,14 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
                         break
                 except BlockingIOError:
                     break
-        _reap(sock, children)
+        _reap(sock, children, kill_leftovers=not sandboxed)
         if control not in readable:
             continue
         message = wire.receive_message(sock)
         if message is None:
             _shut_down(children)
         (_, token, sealed, max_result_bytes, cgroup), fds = message
+        sandboxed = sandboxed or bool(cgroup)
         # The result pipe; the stdout and stderr pipes, if any; the stack dumps' pipe, if any.
         if len(fds) not in (1, 2, 3, 4):
             for number in fds:
@@ -146,10 +150,11 @@ def _follow(supervisor_pid: int) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - {signal.SIGCHLD})
 
 
-def _reap(sock: socket.socket, children: dict[int, int]) -> None:
-    """Reap what has ended and report the jobs' children; then kill every other child: the
-    server forks only jobs, so any other child is what an ended job left behind, come to the
-    server, a subreaper, when the job's process ended."""
+def _reap(sock: socket.socket, children: dict[int, int], kill_leftovers: bool = True) -> None:
+    """Reap what has ended and report the jobs' children; then kill every other child (unless
+    not `kill_leftovers`: the jobs' cgroups are killed whole by the supervisor): the server
+    forks only jobs, so any other child is what an ended job left behind, come to the server,
+    a subreaper, when the job's process ended."""
     reaped = False
     while True:
         try:
@@ -164,7 +169,7 @@ def _reap(sock: socket.socket, children: dict[int, int]) -> None:
             continue  # left behind by a job, and killed
         report = (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
         wire.send_message(sock, ("exited", token, status, *report))
-    if reaped:
+    if reaped and kill_leftovers:
         _kill_leftovers(children)
 
 

@@ -114,7 +114,9 @@ class JobGroup:
         #: The `cgroup.procs` files a process writes itself into to join (one per hierarchy).
         self.procs_files = tuple(f"{d}/cgroup.procs" for d in dict.fromkeys(dirs.values()))
         self.limits = Limits()
-        #: Pids killed by `kill_all`, which found them in the group after the job's end.
+        #: The job's processes, other than its own, that the group's signals ended since its
+        #: job began (`signal_all` when the job is stopped, `kill_all` at its end): each counted
+        #: once, however often it was signalled.
         self.killed: set[int] = set()
         #: `kill_all` found it empty after its job's end: nothing can come into it again
         #: until its next job (a process joins only from inside it, or by the supervisor).
@@ -205,30 +207,39 @@ class JobGroup:
         processes is in each)."""
         return parse_procs(read(self.procs_files[0])) if self.procs_files else []
 
-    def signal_all(self, signum: int) -> None:
-        """Send `signum` to every process in the group, whatever its group or session."""
+    def signal_all(self, signum: int, own: int = 0) -> None:
+        """Send `signum` (one that ends a process) to every process in the group, whatever its
+        group or session; those other than the job's own process (`own`) are its stragglers."""
         for pid in self.pids():
+            if pid != own:
+                self.killed.add(pid)
             try:
                 os.kill(pid, signum)
             except OSError:
                 pass
 
-    def kill_all(self, wait: float = KILL_WAIT) -> int:
+    def kill_all(self, wait: float = KILL_WAIT, own: int = 0) -> int:
         """SIGKILL every process in the group until none is left (or `wait` seconds have
-        passed); returns how many there were that had not been killed before. Under cgroup v2
-        the kernel does it in one go (`cgroup.kill`)."""
+        passed); returns the job's stragglers: how many of its processes other than its own
+        (`own`) were in the group when it was stopped or ended, and were signalled to end (each
+        once, however often this is called). Under cgroup v2 the kernel kills in one go
+        (`cgroup.kill`).
+
+        The processes are counted as the kernel lists them in `cgroup.procs`: a process that
+        has exited is no longer listed (a zombie is not, nor is a thread), so a process counts
+        only if it was still alive when it was found. For the count to be whole, nothing else
+        may kill the job's processes before this has listed them (see the fork server's and
+        the supervisor's leftovers)."""
         if self.emptied:
-            return 0
+            return len(self.killed)
         deadline = time.monotonic() + wait
-        found = 0
         kill_file = self._file("memory", "cgroup.kill") if self.version == 2 else None
         while True:
             pids = self.pids()
             if not pids:
                 self.emptied = True
-                return found
-            fresh = [pid for pid in pids if pid not in self.killed]
-            found += len(fresh)
+                return len(self.killed)
+            fresh = [pid for pid in pids if pid != own and pid not in self.killed]
             self.killed.update(fresh)
             if kill_file is not None and os.path.exists(kill_file):
                 write(kill_file, "1")
@@ -239,7 +250,7 @@ class JobGroup:
                     except OSError:
                         pass
             if time.monotonic() >= deadline:
-                return found
+                return len(self.killed)
             if not fresh:
                 time.sleep(0.001)  # killed, and being torn down by the kernel
 

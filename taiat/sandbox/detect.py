@@ -31,6 +31,12 @@ _V1_MARK = {
 }
 #: The v2 controllers enabled for the jobs' groups; memory and pids are needed.
 V2_CONTROLLERS = ("memory", "pids", "cpu")
+#: v1: the most memory an emptied group may still have charged to it (bytes) and serve a next
+#: job. A job's processes leave some (kernel objects, the charge cached for each CPU: under
+#: 1 MB on 2 CPUs), which goes into the next job's peak; a job that wrote or read files leaves
+#: their page cache (and tmpfs files their pages, until deleted), which would go into the next
+#: job's peak and take up room under its limit: such a group is removed, and a new one made.
+REUSE_MAX_BYTES = 4 << 20
 
 
 class Sandbox:
@@ -73,8 +79,8 @@ class CgroupSandbox(Sandbox):
         #: Groups whose processes were still being torn down when their job ended.
         self.leftover: list[JobGroup] = []
         #: v1: emptied groups, each for a next job (one made and removed per job costs more
-        #: than the job's fork). v2 makes a group per job: its memory.peak cannot be reset
-        #: on every kernel.
+        #: than the job's fork), unless its last job left more than `REUSE_MAX_BYTES` charged
+        #: to it. v2 makes a group per job: its memory.peak cannot be reset on every kernel.
         self.free: list[JobGroup] = []
 
     def new_group(self, limits: Limits) -> JobGroup:
@@ -82,6 +88,9 @@ class CgroupSandbox(Sandbox):
             self.leftover = [g for g in self.leftover if not self._settle(g)]
         while self.free:
             group = self.free.pop()
+            if group.memory_now() > REUSE_MAX_BYTES:  # another job's files: not in this one's peak
+                group.remove()
+                continue
             try:
                 group.begin(limits)
             except OSError:  # a limit lower than what the last job left charged: a new group

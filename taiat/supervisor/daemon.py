@@ -695,13 +695,18 @@ class Supervisor:
         """As a subreaper, the supervisor adopts the orphans of a fork server that died (and,
         when it forks jobs itself, what their processes leave): it kills and reaps every child
         of its own that is neither a fork server, nor a job's process, nor the process storing
-        a large result. (A job's process that outlived its server is reaped by `try_reap`.)"""
+        a large result. (A job's process that outlived its server is reaped by `try_reap`.)
+        In a sandbox it only reaps them: what a job leaves is in its cgroup, killed and counted
+        there as the job's ending is read (`JobGroup.kill_all`), which a kill from here first
+        would race."""
         ours = {p.known_pid for p in self.children} | self.recorder.storer.pids
         if self.forking is not None:
             ours |= self.forking.server_pids()
+        kill = self.sandbox.kind == "none"
         for pid in posix.children_of_this_process():
             if pid not in ours:
-                posix.kill_tree(pid)
+                if kill:
+                    posix.kill_tree(pid)
                 try:
                     os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:

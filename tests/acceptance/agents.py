@@ -76,6 +76,22 @@ def orphan_maker(pid_file: str) -> dict:
     return {"grandchild": child.pid}
 
 
+def write_file(path: str, megabytes: int = 300, keep: bool = False) -> int:
+    """Write `megabytes` MiB to `path` and read them back (page cache charged to the job's
+    memory cgroup), then delete the file unless `keep`; the bytes read."""
+    block = b"\x01" * (1 << 20)
+    with open(path, "wb") as out:
+        for _ in range(megabytes):
+            out.write(block)
+    read = 0
+    with open(path, "rb") as back:
+        while chunk := back.read(1 << 20):
+            read += len(chunk)
+    if not keep:
+        os.unlink(path)
+    return read
+
+
 def unserialisable() -> object:
     return {"when": object()}
 
@@ -240,6 +256,34 @@ def escape(pid_file: str, megabytes: int = 0, seconds: float = 0.0) -> dict:
         time.sleep(0.01)
     time.sleep(seconds)
     return {"escaped": int(Path(pid_file).read_text())}
+
+
+def leave_behind(pid_file: str, count: int = 2, seconds: float = 0.0, zombies: int = 0) -> dict:
+    """Leave `count` processes behind, each in a session of its own (a daemon's double fork),
+    and return once each has told its pid in `pid_file` (one a line), after `seconds` more.
+    First, `zombies` children that exit at once, left unreaped (zombies) once they have."""
+    for _ in range(zombies):
+        zombie = os.fork()
+        if zombie == 0:
+            os._exit(0)
+        os.waitid(os.P_PID, zombie, os.WEXITED | os.WNOWAIT)
+    for _ in range(count):
+        middle = os.fork()
+        if middle == 0:
+            os.setsid()
+            if os.fork() == 0:
+                with open(pid_file, "a") as pids:
+                    pids.write(f"{os.getpid()}\n")
+                time.sleep(300)
+            os._exit(0)
+        os.waitpid(middle, 0)
+    told: list[str] = []
+    deadline = time.monotonic() + 30
+    while len(told) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+        told = Path(pid_file).read_text().split() if Path(pid_file).exists() else []
+    time.sleep(seconds)
+    return {"left": [int(pid) for pid in told]}
 
 
 def kill_parent(wait_for: str | None = None, signum: int = signal.SIGKILL) -> int:

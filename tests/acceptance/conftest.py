@@ -47,6 +47,8 @@ AGENT_CONFIG = {
         "undecodable",
         "pipe_writer",
         "escape",
+        "leave_behind",
+        "write_file",
         "kill_parent",
         "chatty",
         "flood",

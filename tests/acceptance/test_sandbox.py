@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,13 @@ def cgroups_here() -> str:
 def _kill_if_alive(pid_file: Path) -> None:
     if pid_file.exists() and pid_alive(int(pid_file.read_text())):
         os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def _kill_all_in(pid_file: Path) -> None:
+    """SIGKILL each process whose pid is a line of `pid_file`, if alive."""
+    for pid in pid_file.read_text().split() if pid_file.exists() else []:
+        if pid_alive(int(pid)):
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def test_the_status_file_says_which_sandbox(supervisor, cgroups_here: str) -> None:
@@ -92,11 +100,84 @@ def test_an_escaped_grandchild_counts_and_ends_with_its_job(
         escaped = done.result["escaped"]
         [attempt] = manager.get_attempts(job.id)
         assert attempt.peak_rss_bytes >= 400 * MiB
-        assert attempt.stragglers_killed is not None
+        assert attempt.stragglers_killed == 1
         wait_until(lambda: not pid_alive(escaped), 10, "the escaped process to be killed")
     finally:
         _kill_if_alive(pid_file)
     assert sup.process.poll() is None
+
+
+@pytest.mark.parametrize("forker", ["fork server", "supervisor"])
+def test_stragglers_are_the_processes_a_job_left_alive(
+    manager: JobManager, supervisor, tmp_path: Path, forker: str
+) -> None:
+    """`stragglers_killed` counts the processes of the job's group, other than the job's own,
+    that were still alive when it ended: none for a job that forks nothing (or starts a thread,
+    or leaves a zombie), 2 for one that leaves 2 detached grandchildren (double fork, setsid),
+    1 for a grandchild left in its process group, 2 for 2 grandchildren alive when it timed out.
+    Several of each, as one job after another reuses a group: each is counted, none twice."""
+    specs: list[tuple[dict, int]] = []
+    for n in range(3):
+        specs += [
+            (agent_job(f"plain {n}", "plain", value=n), 0),
+            (agent_job(f"threads {n}", "threads"), 0),
+            (agent_job(f"zombie {n}", "leave_behind", pid_file="", count=0, zombies=2), 0),
+            (agent_job(f"two {n}", "leave_behind", pid_file=str(tmp_path / f"t{n}")), 2),
+            (agent_job(f"in its group {n}", "orphan_maker", pid_file=str(tmp_path / f"g{n}")), 1),
+        ]
+    late = agent_job("timed out", "leave_behind", pid_file=str(tmp_path / "late"), seconds=60)
+    jobs = [(manager.create_job(**spec, max_retries=0), left) for spec, left in specs]
+    timed_out = manager.create_job(**late, max_retries=0, timeout_seconds=2)
+    extra = ["--no-fork-server"] if forker == "supervisor" else []
+    sup = supervisor("--sandbox", "cgroup", *extra)
+    try:
+        for job, left in jobs:
+            done = wait_until(partial(finished, manager, job.id), 60, job.name, watch=sup)
+            assert done.status is JobStatus.COMPLETED, done.error_message
+            [attempt] = manager.get_attempts(job.id)
+            assert (job.name, attempt.stragglers_killed) == (job.name, left)
+        done = wait_until(lambda: finished(manager, timed_out.id), 60, "the timeout", watch=sup)
+        assert done.status is JobStatus.FAILED
+        [attempt] = manager.get_attempts(timed_out.id)
+        assert (attempt.outcome, attempt.stragglers_killed) == ("timed_out", 2)
+        left_pids = [int(p) for f in tmp_path.glob("[tg]*") for p in f.read_text().split()]
+        left_pids += [int(p) for p in (tmp_path / "late").read_text().split()]
+        assert len(left_pids) == 3 * 3 + 2
+        wait_until(lambda: not any(map(pid_alive, left_pids)), 10, "the stragglers to be gone")
+    finally:
+        for pid_file in tmp_path.glob("[tg]*"):
+            _kill_all_in(pid_file)
+        _kill_all_in(tmp_path / "late")
+    assert sup.process.poll() is None
+
+
+@pytest.mark.parametrize("where", ["disk", "tmpfs"])
+def test_a_jobs_peak_is_not_the_page_cache_another_left(
+    manager: JobManager, supervisor, tmp_path: Path, where: str
+) -> None:
+    """A job writes and reads back 300 MB of a file it leaves, on disk (page cache) or in
+    /dev/shm (tmpfs): charged to its group after it has ended. The no-op jobs after it, one at
+    a time (under v1 in the groups it used before), record their own peak, not its file's."""
+    path = tmp_path / "file" if where == "disk" else Path(f"/dev/shm/taiat-test-{os.getpid()}")
+    writer = manager.create_job(
+        **agent_job("writer", "write_file", path=str(path), megabytes=300, keep=True),
+        max_retries=0,
+    )
+    after = [manager.create_job(**agent_job(f"no-op {n}", "plain", value=n)) for n in range(4)]
+    sup = supervisor("--sandbox", "cgroup", "--max-concurrent-jobs", "1")
+    try:
+        done = wait_until(lambda: finished(manager, writer.id), 60, "the writer", watch=sup)
+        assert done.status is JobStatus.COMPLETED, done.error_message
+        [attempt] = manager.get_attempts(writer.id)
+        assert attempt.peak_rss_bytes >= 300 * MiB  # its file's pages were charged to it
+        peaks = {}
+        for job in after:
+            wait_until(partial(finished, manager, job.id), 60, job.name, watch=sup)
+            [attempt] = manager.get_attempts(job.id)
+            peaks[job.name] = attempt.peak_rss_bytes
+        assert all(0 < peak < 50 * MiB for peak in peaks.values()), peaks
+    finally:
+        path.unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("forker", ["fork server", "supervisor"])
