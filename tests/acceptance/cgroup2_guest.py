@@ -10,6 +10,7 @@ system, read-only but for /tmp, with the guest's own /sys/fs/cgroup.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -19,18 +20,23 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent.parent)]
 
 from conftest import Supervisor, pid_alive, wait_until  # noqa: E402
 from support import agent_job, finished  # noqa: E402
 
 from taiat import JobManager  # noqa: E402
+from taiat.store import schema  # noqa: E402
 
 CGROUP = Path("/sys/fs/cgroup")
 #: The supervisor's cgroup, as a service manager would make it for `Delegate=yes`.
 SERVICE = CGROUP / "taiat.service"
 #: A command prefix that puts the supervisor into SERVICE, then execs it.
 INTO_SERVICE = ["sh", "-c", f'echo $$ > {SERVICE}/cgroup.procs && exec "$@"', "sh"]
+#: The same into the leaf a supervisor made before in SERVICE, where a restart in place (or
+#: systemd's DelegateSubgroup=supervisor) starts it: SERVICE itself, which hands controllers
+#: on, can hold no process.
+INTO_LEAF = ["sh", "-c", f'echo $$ > {SERVICE}/supervisor/cgroup.procs && exec "$@"', "sh"]
 #: Everything is slow in an emulated machine: generous deadlines.
 WAIT = 240.0
 
@@ -63,6 +69,7 @@ def ended(manager: JobManager, job_id: str, sup: Supervisor) -> dict[str, Any]:
 def main(tmp: Path) -> dict[str, Any]:
     url = f"sqlite:///{tmp / 'jobs.db'}"
     manager = JobManager(url)
+    schema.initialise(manager.engine)
     seen: dict[str, Any] = {"controllers": (CGROUP / "cgroup.controllers").read_text().split()}
     delegate()
 
@@ -141,19 +148,27 @@ def main(tmp: Path) -> dict[str, Any]:
     wait_until(lambda: not group.exists(), 30, "the sleeper's group to be removed")
 
     # A supervisor killed outright leaves a job's group behind, with the process its job left
-    # in a session of its own; the next one in the same cgroup ends it and removes the group.
+    # in a session of its own; the next one in the same cgroup (restarted in place, in the
+    # leaf) ends it and removes the group.
     lost_pid_file = tmp / "lost.pid"
     lost = manager.create_job(
-        **agent_job("lost", "escape", pid_file=str(lost_pid_file), seconds=600), max_retries=0
+        **agent_job("lost", "escape", pid_file=str(lost_pid_file), megabytes=20, seconds=600),
+        max_retries=0,
     )
     wait_until(lambda: lost_pid_file.exists(), WAIT, "the lost job's process", watch=sup)
     left = int(lost_pid_file.read_text())
     left_group = CGROUP / own_cgroup(left).lstrip("/")
-    sup.stop()  # SIGKILL: nothing cleaned up
+    # Both killed outright, as by the OOM killer: the fork server, stopped first, cannot end
+    # its jobs' processes when it sees the supervisor go.
+    server = sup.status()["fork_server_pid"]
+    os.kill(server, signal.SIGSTOP)
+    sup.stop()  # SIGKILL
+    os.kill(server, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(server), 30, "the fork server to be gone")
     seen["after_kill"] = {"group_left": left_group.is_dir(), "process_left": pid_alive(left)}
     second_dir = tmp / "second"
     second_dir.mkdir()
-    second = Supervisor(url, second_dir, "--sandbox", "cgroup", wrap=INTO_SERVICE)
+    second = Supervisor(url, second_dir, "--sandbox", "cgroup", wrap=INTO_LEAF)
     wait_until(lambda: second.status().get("state") == "running", WAIT, watch=second)
     seen["after_restart"] = {
         "group_left": left_group.exists(),
