@@ -260,23 +260,43 @@ def test_a_running_job_is_in_its_group_with_its_limits(
 
 
 def test_the_groups_of_a_killed_supervisor_are_removed_by_the_next(
-    manager: JobManager, supervisor, cgroups_here: str
+    manager: JobManager, supervisor, cgroups_here: str, tmp_path: Path
 ) -> None:
+    """Killed outright with its fork server (as by the OOM killer), a supervisor leaves its
+    groups, and in one of them a process its job left in a session of its own; the next one to
+    start under the same group ends that process and removes the groups. (Under v2 the same is
+    tested in test_sandbox_cgroup2.py.)"""
     if cgroups_here != "cgroup1":
-        pytest.skip("v1 only: under v2 the jobs' groups are the service's, and go with it")
+        pytest.skip("v1 here; under v2, test_sandbox_cgroup2.py tests it")
     with open("/proc/self/cgroup") as text:
         own = parse_own_cgroups(text.read())
-    job = manager.create_job(**agent_job("plain", "plain", value=1))
+    pid_file = tmp_path / "lost.pid"
+    job = manager.create_job(
+        **agent_job("lost", "escape", pid_file=str(pid_file), seconds=600), max_retries=0
+    )
     first = supervisor("--sandbox", "cgroup")
-    wait_until(lambda: finished(manager, job.id), 30, "the job", watch=first)
-    left = Path("/sys/fs/cgroup/pids") / own["pids"].lstrip("/") / f"taiat-{first.pid}"
-    assert left.is_dir()
-    first.stop()  # SIGKILL: nothing cleaned up
-    assert left.is_dir()
-    first.status_file.unlink()  # the next one writes the same file
-    second = supervisor("--sandbox", "cgroup")
-    wait_until(lambda: second.status().get("state") == "running", 30, watch=second)
-    assert not left.exists()
+    try:
+        wait_until(pid_file.exists, 30, "the job's escaped process", watch=first)
+        escaped = int(pid_file.read_text())
+        left = Path("/sys/fs/cgroup/pids") / own["pids"].lstrip("/") / f"taiat-{first.pid}"
+        assert left.is_dir()
+        # The fork server, stopped first, cannot end its jobs' processes when it sees the
+        # supervisor go.
+        server = wait_until(lambda: first.status().get("fork_server_pid"), 30, watch=first)
+        os.kill(server, signal.SIGSTOP)
+        first.stop()  # SIGKILL: nothing cleaned up
+        os.kill(server, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(server), 10, "the fork server to be gone")
+        assert left.is_dir() and pid_alive(escaped)
+        first.status_file.unlink()  # the next one writes the same file
+        second = supervisor("--sandbox", "cgroup")
+        wait_until(lambda: second.status().get("state") == "running", 30, watch=second)
+        assert not pid_alive(escaped)
+        assert not left.exists()
+        done = wait_until(lambda: finished(manager, job.id), 60, "the lost job", watch=second)
+        assert done.status is JobStatus.FAILED
+    finally:
+        _kill_if_alive(pid_file)
 
 
 def test_sandbox_cgroup_refuses_to_start_where_it_cannot_have_one(tmp_path: Path) -> None:
