@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import taiat
+from taiat.sandbox.cgroups import parse_own_cgroups
 
 
 def plain(value: object = None) -> dict:
@@ -411,3 +412,29 @@ def fork_bomb(seconds: float = 60.0) -> None:
         except OSError:
             time.sleep(0.01)
     os._exit(0)
+
+
+def lift_limits() -> dict:
+    """What a job meets when it tries to lift its cgroup's memory limit or to leave its group
+    for its supervisor's: the errno of each refusal, or 0 (and who it runs as)."""
+    own = parse_own_cgroups(Path("/proc/self/cgroup").read_text())
+    if "memory" in own:  # v1
+        group = Path("/sys/fs/cgroup/memory") / own["memory"].lstrip("/")
+        limit, supervisors = group / "memory.limit_in_bytes", group.parent.parent
+    else:
+        group = Path("/sys/fs/cgroup") / own[""].lstrip("/")
+        limit, supervisors = group / "memory.max", group.parent / "supervisor"
+
+    def attempt(path: Path, value: str) -> int:
+        try:
+            path.write_text(value)
+        except OSError as exc:
+            return exc.errno or -1
+        return 0
+
+    return {
+        "uid": os.getuid(),
+        "group": str(group),
+        "lift": attempt(limit, "-1" if "memory" in own else "max"),
+        "leave": attempt(supervisors / "cgroup.procs", str(os.getpid())),
+    }

@@ -9,6 +9,7 @@ system, read-only but for /tmp, with the guest's own /sys/fs/cgroup.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -163,18 +164,27 @@ def main(tmp: Path) -> dict[str, Any]:
     server = sup.status()["fork_server_pid"]
     os.kill(server, signal.SIGSTOP)
     sup.stop()  # SIGKILL
-    os.kill(server, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # gone with it, by its death signal
+        os.kill(server, signal.SIGKILL)
     wait_until(lambda: not pid_alive(server), 30, "the fork server to be gone")
     seen["after_kill"] = {"group_left": left_group.is_dir(), "process_left": pid_alive(left)}
     second_dir = tmp / "second"
     second_dir.mkdir()
-    second = Supervisor(url, second_dir, "--sandbox", "cgroup", wrap=INTO_LEAF)
+    second = Supervisor(
+        url,
+        second_dir,
+        *("--sandbox", "cgroup", "--job-user", "nobody", "--path", str(HERE)),
+        wrap=INTO_LEAF,
+    )
     wait_until(lambda: second.status().get("state") == "running", WAIT, watch=second)
     seen["after_restart"] = {
         "group_left": left_group.exists(),
         "process_left": bool(pid_alive(left)),
         "lost_job": manager.get_job(lost.id).status.value,
     }
+    # Run as another user, a job can neither lift its limit nor leave its group.
+    lift = manager.create_job(**agent_job("lift", "lift_limits"), max_retries=0)
+    seen["lift"] = ended(manager, lift.id, second)
     second.signal(signal.SIGTERM)
     second.wait(WAIT)
     seen["service_after"] = sorted(p.name for p in SERVICE.iterdir() if p.is_dir())

@@ -58,6 +58,7 @@ AGENT_CONFIG = {
         "stuck",
         "gobble",
         "fork_bomb",
+        "lift_limits",
     ]
 }
 

@@ -4,7 +4,10 @@ root can manage cgroups (under CI=true), and skip elsewhere with the reason."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -259,6 +262,25 @@ def test_a_running_job_is_in_its_group_with_its_limits(
     wait_until(lambda: not pid_alive(pid), 10, "the job's process to be gone")
 
 
+def test_a_job_run_as_another_user_can_neither_lift_its_limit_nor_leave_its_group(
+    manager: JobManager, supervisor
+) -> None:
+    """With --job-user the groups stay the supervisor's: the job can write none of their
+    files. (Under v2, test_sandbox_cgroup2.py.)"""
+    nobody = pwd.getpwnam("nobody")
+    job = manager.create_job(**agent_job("lift", "lift_limits"), max_retries=0)
+    sup = supervisor(
+        *("--sandbox", "cgroup", "--memory-limit", "300", "--job-user", "nobody"),
+        *("--path", str(Path(__file__).parent)),
+    )
+    done = wait_until(lambda: finished(manager, job.id), 60, "the job", watch=sup)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    assert done.result["uid"] == nobody.pw_uid
+    assert "/taiat-" in done.result["group"]
+    assert done.result["lift"] == errno.EACCES
+    assert done.result["leave"] == errno.EACCES
+
+
 def test_the_groups_of_a_killed_supervisor_are_removed_by_the_next(
     manager: JobManager, supervisor, cgroups_here: str, tmp_path: Path
 ) -> None:
@@ -285,7 +307,8 @@ def test_the_groups_of_a_killed_supervisor_are_removed_by_the_next(
         server = wait_until(lambda: first.status().get("fork_server_pid"), 30, watch=first)
         os.kill(server, signal.SIGSTOP)
         first.stop()  # SIGKILL: nothing cleaned up
-        os.kill(server, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # gone with it, by its death signal
+            os.kill(server, signal.SIGKILL)
         wait_until(lambda: not pid_alive(server), 10, "the fork server to be gone")
         assert left.is_dir() and pid_alive(escaped)
         first.status_file.unlink()  # the next one writes the same file

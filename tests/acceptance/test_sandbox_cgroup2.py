@@ -11,8 +11,10 @@ machine, KVM stops the guest at boot), which makes it slow but the kernel's cgro
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -112,3 +114,10 @@ def test_the_sandbox_under_cgroup_v2(tmp_path: Path) -> None:
     assert seen["after_restart"]["group_left"] is False
     assert seen["after_restart"]["process_left"] is False
     assert seen["service_after"] == ["supervisor"]
+
+    lift = seen["lift"]
+    assert lift["status"] == "completed", lift["error"]
+    assert lift["result"]["uid"] == pwd.getpwnam("nobody").pw_uid
+    assert lift["result"]["group"].startswith("/sys/fs/cgroup/taiat.service/job-")
+    assert lift["result"]["lift"] == errno.EACCES
+    assert lift["result"]["leave"] == errno.EACCES
