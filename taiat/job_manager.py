@@ -144,7 +144,10 @@ class JobManager:
         if not specs:
             return []
 
-        rows = self.run(lambda conn: state_machine.create(conn, specs, chosen_ids))
+        rows = self.run(
+            lambda conn: state_machine.create(conn, specs, chosen_ids),
+            single_statement=state_machine.in_one_statement(specs, chosen_ids),
+        )
         for spec in specs:
             log.debug("created job %s (%s)", spec.id, spec.name)
         return [Job.from_row(row) for row in rows]

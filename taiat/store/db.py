@@ -11,6 +11,7 @@ import math
 import os
 import re
 import sys
+import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -136,9 +137,41 @@ def engine_from_url(url: str | None = None, **kwargs: Any) -> Engine:
         engine = create_engine(parsed, **kwargs)
     else:
         _check_pg_options(parsed.query)
-        kwargs.setdefault("pool_pre_ping", True)
+        ping = kwargs.pop("pool_pre_ping", True)
         engine = create_engine(parsed, **kwargs)
+        if ping:
+            ping_after_idle(engine)
     return prepare_engine(engine)
+
+
+#: A pooled PostgreSQL connection idle this long (seconds) is pinged before it is used again.
+PING_AFTER_IDLE = 1.0
+
+
+def ping_after_idle(engine: Engine, idle: float = PING_AFTER_IDLE) -> None:
+    """Ping a pooled connection before it is used again only when it has been idle `idle`
+    seconds or more, and replace it when the ping fails (a server restarted, a connection cut):
+    SQLAlchemy's `pool_pre_ping` pings before every use, a round trip as long as the work of a
+    one-statement call (`create_job`). A connection used less than `idle` ago is taken to be
+    alive; should it not be, the call fails with `DatabaseUnavailable`, and the pool replaces
+    it for the next."""
+
+    def checked_in(_dbapi: Any, record: Any) -> None:
+        record.info["taiat_idle_since"] = time.monotonic()
+
+    def checked_out(dbapi: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("taiat_idle_since")
+        if since is None or time.monotonic() - since < idle:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi)
+        except Exception as exc:  # noqa: BLE001 - whatever the driver raises, it is gone
+            raise sqlalchemy.exc.DisconnectionError(str(exc)) from exc
+        if alive is False:
+            raise sqlalchemy.exc.DisconnectionError("the ping went unanswered")
+
+    event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "checkout", checked_out)
 
 
 def _check_pg_options(query: Mapping[str, Any]) -> None:

@@ -343,8 +343,9 @@ class JobSpec:
     agent: str | None = None
     limit_keys: tuple[str, ...] = ()
 
-    def row(self, unmet: int, now: datetime) -> dict[str, Any]:
-        """The job's whole row in `taiat_jobs`, as created."""
+    def row(self, unmet: int, now: datetime | None) -> dict[str, Any]:
+        """The job's whole row in `taiat_jobs`, as created (its times None without `now`:
+        the database's clock, for `queries.insert_ready_job`)."""
         row: dict[str, Any] = {
             "id": self.id,
             "job_type": self.job_type.value,

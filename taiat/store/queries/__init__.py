@@ -11,6 +11,7 @@ already holds the write lock (`BEGIN IMMEDIATE`), so the same statements are saf
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -93,6 +94,27 @@ def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         db.copy_rows(conn, jobs, rows)
     elif rows:
         conn.execute(insert(jobs), list(rows))
+
+
+def insert_ready_job(conn: Connection, row: Mapping[str, Any]) -> RowMapping:
+    """Insert one job with no dependency, stamped by the database's clock (`created_at`,
+    `updated_at`, and `run_at` unless given), and wake the listening supervisors, in one
+    statement (PostgreSQL, whose notification is sent when the statement's transaction
+    commits); returns its row as stored."""
+    return conn.execute(_insert_ready_job(), dict(row)).mappings().one()
+
+
+@functools.cache
+def _insert_ready_job() -> Any:
+    """`insert_ready_job`'s statement, built once: building one costs more than running it."""
+    now = utcnow()
+    stamped = {"created_at": now, "updated_at": now}
+    values: dict[str, Any] = {
+        c.name: stamped.get(c.name, bindparam(c.name, type_=c.type)) for c in jobs.c
+    }
+    values["run_at"] = func.coalesce(bindparam("run_at", type_=jobs.c.run_at.type), now)
+    created = insert(jobs).values(values).returning(*jobs.c).cte("created")
+    return select(created, func.pg_notify(CHANNEL, "ready").label("notified"))
 
 
 def insert_edges(conn: Connection, edges: Sequence[Mapping[str, str]]) -> None:
