@@ -1,10 +1,13 @@
-"""Enqueueing: `create_job` one call per job, and `create_jobs` in bulk."""
+"""Enqueueing: `create_job` one call per job, and `create_jobs` in bulk; the median of 3
+rounds, and PgQueuer's in the same run when the peers are set up (`bench.peers`)."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
+from bench import peers
 from bench.common import DATABASES, NOOP, fresh_database, manager
 
 
@@ -35,22 +38,34 @@ def in_bulk(url: str, count: int, batch: int) -> float:
 def run(quick: bool = False) -> list[dict[str, Any]]:
     single = 300 if quick else 2000
     bulk, batch = (10_000, 10_000) if quick else (50_000, 10_000)
+    rounds = 1 if quick else 3
+    # PgQueuer's in the same run, when the peers are set up: its `enqueue()` loop against our
+    # `create_job`, its list enqueue of one batch against our `create_jobs` of the same size.
+    peer = peers.pgqueuer_enqueue(single, batch, rounds)
     rows = []
     for kind, label in DATABASES.items():
-        with fresh_database(kind) as url:
-            cases = [
-                ("create_job, one by one", single, 1, one_by_one(url, single)),
-                ("create_jobs, in bulk", bulk, batch, in_bulk(url, bulk, batch)),
-            ]
-        for method, count, size, seconds in cases:
-            rows.append(
-                {
-                    "database": label,
-                    "method": method,
-                    "jobs": count,
-                    "batch": size,
-                    "seconds": round(seconds, 2),
-                    "jobs_per_s": round(count / seconds),
-                }
-            )
+        timings: dict[str, list[float]] = {"loop": [], "bulk": []}
+        for _ in range(rounds):  # a fresh database each round: no round on another's rows
+            with fresh_database(kind) as url:
+                timings["loop"].append(one_by_one(url, single))
+                timings["bulk"].append(in_bulk(url, bulk, batch))
+        cases = [
+            ("create_job, one by one", single, 1, "loop"),
+            ("create_jobs, in bulk", bulk, batch, "bulk"),
+        ]
+        for method, count, size, key in cases:
+            seconds = statistics.median(timings[key])
+            row: dict[str, Any] = {
+                "database": label,
+                "method": method,
+                "jobs": count,
+                "batch": size,
+                "seconds": round(seconds, 2),
+                "jobs_per_s": round(count / seconds),
+            }
+            if peer is not None and kind == "postgresql":
+                theirs = statistics.median(peer[key])
+                row["pgqueuer_jobs_per_s"] = round(theirs)
+                row["ratio_to_pgqueuer"] = round(count / seconds / theirs, 2)
+            rows.append(row)
     return rows

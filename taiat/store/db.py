@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import re
 import sys
@@ -455,10 +456,14 @@ def after_fork_in_child(engine: Engine) -> None:
 
 def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """COPY whole rows into a PostgreSQL table inside the connection's transaction; JSON
-    columns are sent as JSON text."""
+    columns are sent as JSON text (the values were checked: no cycle to look for)."""
     columns = list(table.c)
-    json_columns = {c.name for c in columns if isinstance(c.type.dialect_impl(conn.dialect), JSON)}
     names = [c.name for c in columns]
+    json_at = [
+        i for i, c in enumerate(columns) if isinstance(c.type.dialect_impl(conn.dialect), JSON)
+    ]
+    pick = operator.itemgetter(*names)
+    encode = _COPY_ENCODER.encode
     from psycopg import sql  # loaded already: the connection is psycopg's
 
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -467,12 +472,16 @@ def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]])
     )
     with translate_errors(conn.engine), cursor.copy(statement) as copy:
         for row in rows:
-            copy.write_row(
-                [
-                    json.dumps(row[n]) if n in json_columns and row[n] is not None else row[n]
-                    for n in names
-                ]
-            )
+            values = list(pick(row))
+            for i in json_at:
+                value = values[i]
+                if value is not None:
+                    values[i] = "[]" if value == [] else encode(value)
+            copy.write_row(values)
+
+
+#: JSON text for COPY: `json.dumps`'s output, without its check for cycles.
+_COPY_ENCODER = json.JSONEncoder(check_circular=False)
 
 
 class Listener:

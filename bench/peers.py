@@ -1,0 +1,64 @@
+"""The peers' figures in the same run, for ratios that mean something on a machine whose speed
+drifts within hours: when the peers' scripts (`../shared/peers/`, or `TAIAT_PEERS_DIR`) have
+been set up (their `setup.sh`: a venv at `PEERS_VENV`, /tmp/peersenv by default), their own
+functions are run in their venv, against the same PostgreSQL over the same TCP connection as
+ours (`PEERS_PG_HOST=127.0.0.1`). They are not a dependency of the project: without them, no
+peer figure is printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: PgQueuer's enqueue rates by its script's `enqueue`: an `enqueue()` loop of `single` jobs,
+#: and one list enqueue of `bulk`; the best of `rounds`, each on an emptied queue.
+_PGQUEUER_ENQUEUE = """
+import asyncio, json, sys
+import bench_pgqueuer as b
+single, bulk, rounds = (int(a) for a in sys.argv[1:4])
+b.setup()
+rates = {"loop": [], "bulk": []}
+for _ in range(rounds):
+    b.clear()
+    rates["loop"].append(asyncio.run(b.enqueue(single, bulk=False)))
+    b.clear()
+    rates["bulk"].append(asyncio.run(b.enqueue(bulk, bulk=True)))
+print(json.dumps(rates))
+"""
+
+
+def folder() -> Path | None:
+    """The peers' scripts and their venv's Python, or None when they are not set up."""
+    peers = Path(os.environ.get("TAIAT_PEERS_DIR", ROOT.parent / "shared" / "peers"))
+    python = Path(os.environ.get("PEERS_VENV", "/tmp/peersenv")) / "bin" / "python"
+    if (peers / "bench_pgqueuer.py").is_file() and python.is_file():
+        return peers
+    return None
+
+
+def pgqueuer_enqueue(single: int, bulk: int, rounds: int = 3) -> dict[str, list[float]] | None:
+    """PgQueuer's enqueue rates (jobs/s; "loop" and "bulk", one per round), or None when the
+    peers are not set up or their run failed (said on stderr)."""
+    peers = folder()
+    if peers is None:
+        return None
+    python = Path(os.environ.get("PEERS_VENV", "/tmp/peersenv")) / "bin" / "python"
+    env = {**os.environ, "PEERS_PG_HOST": os.environ.get("PEERS_PG_HOST", "127.0.0.1")}
+    done = subprocess.run(
+        [str(python), "-c", _PGQUEUER_ENQUEUE, str(single), str(bulk), str(rounds)],
+        cwd=peers,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        print(f"  (PgQueuer's enqueue failed: {done.stderr.strip()[-500:]})")
+        return None
+    rates: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return rates
