@@ -91,7 +91,7 @@ def create(
     """Insert checked jobs with their edges; returns their rows as stored, in order. One job
     with no dependency and an id of ours is one statement on PostgreSQL (`in_one_statement`)."""
     if conn.dialect.name == "postgresql" and in_one_statement(specs, chosen_ids):
-        return [dict(queries.insert_ready_job(conn, specs[0].row(0, None)))]
+        return [queries.insert_ready_job(conn, specs[0].row(0, None))]
     taken = queries.known_ids(conn, chosen_ids)
     if taken:
         raise DuplicateJob(f"job id {sorted(taken)[0]} is already taken")

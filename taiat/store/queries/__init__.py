@@ -96,12 +96,14 @@ def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         conn.execute(insert(jobs), list(rows))
 
 
-def insert_ready_job(conn: Connection, row: Mapping[str, Any]) -> RowMapping:
+def insert_ready_job(conn: Connection, row: Mapping[str, Any]) -> dict[str, Any]:
     """Insert one job with no dependency, stamped by the database's clock (`created_at`,
     `updated_at`, and `run_at` unless given), and wake the listening supervisors, in one
     statement (PostgreSQL, whose notification is sent when the statement's transaction
-    commits); returns its row as stored."""
-    return conn.execute(_insert_ready_job(), dict(row)).mappings().one()
+    commits); returns its row as stored (only the clock's reading comes back: the rest is
+    `row`'s)."""
+    now = conn.execute(_insert_ready_job(), dict(row)).scalar_one()
+    return {**row, "created_at": now, "updated_at": now, "run_at": row["run_at"] or now}
 
 
 @functools.cache
@@ -113,8 +115,8 @@ def _insert_ready_job() -> Any:
         c.name: stamped.get(c.name, bindparam(c.name, type_=c.type)) for c in jobs.c
     }
     values["run_at"] = func.coalesce(bindparam("run_at", type_=jobs.c.run_at.type), now)
-    created = insert(jobs).values(values).returning(*jobs.c).cte("created")
-    return select(created, func.pg_notify(CHANNEL, "ready").label("notified"))
+    created = insert(jobs).values(values).returning(jobs.c.created_at).cte("created")
+    return select(created.c.created_at, func.pg_notify(CHANNEL, "ready"))
 
 
 def insert_edges(conn: Connection, edges: Sequence[Mapping[str, str]]) -> None:
