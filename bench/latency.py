@@ -1,4 +1,5 @@
-"""Enqueue-to-start latency of an idle supervisor: with LISTEN/NOTIFY, and with polling only."""
+"""Enqueue-to-start latency of an idle supervisor: with LISTEN/NOTIFY, and with polling only;
+and PgQueuer's idle worker in the same run, when the peers are set up (`bench.peers`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import random
 import time
 from typing import Any
 
+from bench import peers
 from bench.common import fresh_database, manager, start_supervisor, stop, summary_ms, wait_for
 
 
@@ -53,6 +55,13 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 **measure(url, samples, "--poll-interval", "1", "--no-listen"),
             }
         )
+    theirs = peers.pgqueuer_latency(samples)
+    if theirs is not None:
+        pgqueuer = summary_ms(theirs)
+        rows.append({"case": "PgQueuer, LISTEN/NOTIFY (its own script)", **pgqueuer})
+        for key in ("p50_ms", "p99_ms"):
+            if key in rows[0] and key in pgqueuer:
+                rows[0][f"{key}_to_pgqueuer"] = round(rows[0][key] / pgqueuer[key], 2)
     with fresh_database("sqlite") as url:
         rows.append(
             {"case": "SQLite, polling every 1 s", **measure(url, samples, "--poll-interval", "1")}

@@ -32,6 +32,16 @@ print(json.dumps(rates))
 """
 
 
+#: PgQueuer's enqueue-to-start latencies (ms) by its script's `latency_once`: an idle worker
+#: woken by LISTEN/NOTIFY, `samples` jobs one at a time, each carrying its enqueue time.
+_PGQUEUER_LATENCY = """
+import json, sys
+import bench_pgqueuer as b
+b.setup()
+print(json.dumps(b.latency_once(int(sys.argv[1]))))
+"""
+
+
 def folder() -> Path | None:
     """The peers' scripts and their venv's Python, or None when they are not set up."""
     peers = Path(os.environ.get("TAIAT_PEERS_DIR", ROOT.parent / "shared" / "peers"))
@@ -43,14 +53,26 @@ def folder() -> Path | None:
 
 def pgqueuer_enqueue(single: int, bulk: int, rounds: int = 3) -> dict[str, list[float]] | None:
     """PgQueuer's enqueue rates (jobs/s; "loop" and "bulk", one per round), or None when the
-    peers are not set up or their run failed (said on stderr)."""
+    peers are not set up or their run failed (said on stdout)."""
+    return _run(_PGQUEUER_ENQUEUE, "enqueue", single, bulk, rounds)
+
+
+def pgqueuer_latency(samples: int) -> list[float] | None:
+    """PgQueuer's enqueue-to-start latencies (seconds), or None when the peers are not set up
+    or their run failed (said on stdout)."""
+    found = _run(_PGQUEUER_LATENCY, "latency", samples)
+    return None if found is None else [ms / 1000 for ms in found]
+
+
+def _run(script: str, what: str, *args: int) -> Any:
+    """`script`'s last line of output, as JSON, run in the peers' venv and folder."""
     peers = folder()
     if peers is None:
         return None
     python = Path(os.environ.get("PEERS_VENV", "/tmp/peersenv")) / "bin" / "python"
     env = {**os.environ, "PEERS_PG_HOST": os.environ.get("PEERS_PG_HOST", "127.0.0.1")}
     done = subprocess.run(
-        [str(python), "-c", _PGQUEUER_ENQUEUE, str(single), str(bulk), str(rounds)],
+        [str(python), "-c", script, *map(str, args)],
         cwd=peers,
         env=env,
         capture_output=True,
@@ -58,7 +80,6 @@ def pgqueuer_enqueue(single: int, bulk: int, rounds: int = 3) -> dict[str, list[
         timeout=600,
     )
     if done.returncode != 0:
-        print(f"  (PgQueuer's enqueue failed: {done.stderr.strip()[-500:]})")
+        print(f"  (PgQueuer's {what} failed: {done.stderr.strip()[-500:]})")
         return None
-    rates: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return rates
+    return json.loads(done.stdout.strip().splitlines()[-1])
