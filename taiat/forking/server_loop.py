@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from taiat.forking import child, posix, wire
 from taiat.forking.fast_fork import QuickFork
+from taiat.sandbox import cgroups
 
 
 def serve(fd: int, pid_fd: int) -> NoReturn:
@@ -151,10 +152,10 @@ def _follow(supervisor_pid: int) -> None:
 
 
 def _reap(sock: socket.socket, children: dict[int, int], kill_leftovers: bool = True) -> None:
-    """Reap what has ended and report the jobs' children; then kill every other child (unless
-    not `kill_leftovers`: the jobs' cgroups are killed whole by the supervisor): the server
-    forks only jobs, so any other child is what an ended job left behind, come to the server,
-    a subreaper, when the job's process ended."""
+    """Reap what has ended and report the jobs' children; then kill every other child (not
+    `kill_leftovers`: only those outside the jobs' cgroups, which the supervisor kills whole):
+    the server forks only jobs, so any other child is what an ended job left behind, come to
+    the server, a subreaper, when the job's process ended."""
     reaped = False
     while True:
         try:
@@ -169,16 +170,19 @@ def _reap(sock: socket.socket, children: dict[int, int], kill_leftovers: bool = 
             continue  # left behind by a job, and killed
         report = (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
         wire.send_message(sock, ("exited", token, status, *report))
-    if reaped and kill_leftovers:
-        _kill_leftovers(children)
+    if reaped:
+        _kill_leftovers(children, in_groups_too=kill_leftovers)
 
 
-def _kill_leftovers(children: dict[int, int]) -> list[int]:
+def _kill_leftovers(children: dict[int, int], in_groups_too: bool = True) -> list[int]:
     """SIGKILL the server's children that are not running jobs; returns their pids. (Once
-    they are reaped, what they left comes here in turn, and goes the same way.)"""
+    they are reaped, what they left comes here in turn, and goes the same way.) Not
+    `in_groups_too`: those still in a job's cgroup are left to the supervisor, which kills and
+    counts them with the group; one that left its group (a job as root may) is killed here."""
     leftovers = [pid for pid in posix.children_of_this_process() if pid not in children]
     for pid in leftovers:
-        posix.kill_tree(pid)
+        if in_groups_too or not cgroups.in_job_group(pid):
+            posix.kill_tree(pid)
     return leftovers
 
 

@@ -59,6 +59,16 @@ def parse_own_cgroups(text: str) -> dict[str, str]:
     return paths
 
 
+def in_job_group(pid: int) -> bool:
+    """Whether the process is in a job's cgroup (v1: under a supervisor's `taiat-<pid>`; v2: a
+    `job-...` group), where the supervisor kills and counts it when its job ends. False when
+    it is not, or is gone."""
+    for path in parse_own_cgroups(read(f"/proc/{pid}/cgroup")).values():
+        if "/taiat-" in path or path.rpartition("/")[2].startswith("job-"):
+            return True
+    return False
+
+
 def cpu_quota(cores: float, period_us: int = CPU_PERIOD_US) -> int:
     """The quota (microseconds per period) that gives `cores` CPUs: at least the kernel's
     smallest, 1 ms."""

@@ -34,6 +34,7 @@ from taiat.forking.launchers import Forking
 from taiat.forking.output import Forward, JobOutput
 from taiat.job_manager import CLEANUP_BATCH, JobManager
 from taiat.jobs import Job, Outcome
+from taiat.sandbox import cgroups
 from taiat.sandbox.detect import Sandbox, detect
 from taiat.store.port import Backlog, Listener, new_worker_id, supervisor_engine
 from taiat.supervisor import admission, publishing
@@ -696,17 +697,17 @@ class Supervisor:
         when it forks jobs itself, what their processes leave): it kills and reaps every child
         of its own that is neither a fork server, nor a job's process, nor the process storing
         a large result. (A job's process that outlived its server is reaped by `try_reap`.)
-        In a sandbox it only reaps them: what a job leaves is in its cgroup, killed and counted
+        In a sandbox it only reaps those still in a job's cgroup: they are killed and counted
         there as the job's ending is read (`JobGroup.kill_all`), which a kill from here first
         would race."""
         ours = {p.known_pid for p in self.children} | self.recorder.storer.pids
         if self.forking is not None:
             ours |= self.forking.server_pids()
-        kill = self.sandbox.kind == "none"
+        sandboxed = self.sandbox.kind != "none"
         for pid in posix.children_of_this_process():
             if pid not in ours:
-                if kill:
-                    posix.kill_tree(pid)
+                if not sandboxed or not cgroups.in_job_group(pid):
+                    posix.kill_tree(pid)  # outside a job's group: nothing else will
                 try:
                     os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:

@@ -438,3 +438,27 @@ def lift_limits() -> dict:
         "lift": attempt(limit, "-1" if "memory" in own else "max"),
         "leave": attempt(supervisors / "cgroup.procs", str(os.getpid())),
     }
+
+
+def leave_group(pid_file: str) -> dict:
+    """Leave a process behind (a double fork and setsid) that moves itself out of the job's
+    cgroups into its supervisor's (as root may, v1), tells its pid, and sleeps."""
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        if os.fork() == 0:
+            own = parse_own_cgroups(Path("/proc/self/cgroup").read_text())
+            for controller, path in own.items():
+                if controller and "/taiat-" in path:
+                    group = Path("/sys/fs/cgroup") / controller / path.lstrip("/")
+                    (group.parent.parent / "cgroup.procs").write_text("0")
+            Path(pid_file + ".tmp").write_text(str(os.getpid()))
+            os.rename(pid_file + ".tmp", pid_file)
+            time.sleep(300)
+        os._exit(0)
+    os.waitpid(middle, 0)
+    deadline = time.monotonic() + 30
+    while not Path(pid_file).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    left = int(Path(pid_file).read_text())
+    return {"left": left, "cgroup": Path(f"/proc/{left}/cgroup").read_text()}

@@ -59,6 +59,7 @@ AGENT_CONFIG = {
         "gobble",
         "fork_bomb",
         "lift_limits",
+        "leave_group",
     ]
 }
 

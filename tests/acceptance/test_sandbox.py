@@ -262,6 +262,25 @@ def test_a_running_job_is_in_its_group_with_its_limits(
     wait_until(lambda: not pid_alive(pid), 10, "the job's process to be gone")
 
 
+@pytest.mark.parametrize("forker", ["fork server", "supervisor"])
+def test_a_process_that_left_its_jobs_group_still_ends_with_its_job(
+    manager: JobManager, supervisor, tmp_path: Path, forker: str
+) -> None:
+    """A job as root can move a process out of its cgroup: the group's kill misses it, but as
+    an orphan of the fork server (or the supervisor) outside every job's group it is killed."""
+    pid_file = tmp_path / "left.pid"
+    job = manager.create_job(**agent_job("leave", "leave_group", pid_file=str(pid_file)))
+    extra = ["--no-fork-server"] if forker == "supervisor" else []
+    sup = supervisor("--sandbox", "cgroup", *extra)
+    try:
+        done = wait_until(lambda: finished(manager, job.id), 60, "the job", watch=sup)
+        assert done.status is JobStatus.COMPLETED, done.error_message
+        assert "/taiat-" not in done.result["cgroup"]  # it did leave
+        wait_until(lambda: not pid_alive(done.result["left"]), 10, "the process to be killed")
+    finally:
+        _kill_if_alive(pid_file)
+
+
 def test_a_job_run_as_another_user_can_neither_lift_its_limit_nor_leave_its_group(
     manager: JobManager, supervisor
 ) -> None:
