@@ -11,6 +11,7 @@ import math
 import operator
 import os
 import re
+import select
 import sys
 import time
 import weakref
@@ -149,20 +150,22 @@ def engine_from_url(url: str | None = None, **kwargs: Any) -> Engine:
 PING_AFTER_IDLE = 1.0
 
 
-def ping_after_idle(engine: Engine, idle: float = PING_AFTER_IDLE) -> None:
+def ping_after_idle(engine: Engine, idle: float | None = None) -> None:
     """Ping a pooled connection before it is used again only when it has been idle `idle`
-    seconds or more, and replace it when the ping fails (a server restarted, a connection cut):
-    SQLAlchemy's `pool_pre_ping` pings before every use, a round trip as long as the work of a
-    one-statement call (`create_job`). A connection used less than `idle` ago is taken to be
-    alive; should it not be, the call fails with `DatabaseUnavailable`, and the pool replaces
-    it for the next."""
+    seconds or more (`PING_AFTER_IDLE` when None), or when something came in on it while it
+    sat in the pool (a server that restarted or ended it says so, and closes it); replace it
+    when the ping fails. SQLAlchemy's `pool_pre_ping` pings before every use: a round trip as
+    long as the whole work of a one-statement call (`create_job`). A connection cut without a
+    word within that time is found dead by its next call, which fails (`DatabaseUnavailable`),
+    and the pool replaces it."""
 
     def checked_in(_dbapi: Any, record: Any) -> None:
         record.info["taiat_idle_since"] = time.monotonic()
 
     def checked_out(dbapi: Any, record: Any, _proxy: Any) -> None:
         since = record.info.get("taiat_idle_since")
-        if since is None or time.monotonic() - since < idle:
+        limit = PING_AFTER_IDLE if idle is None else idle
+        if since is None or (time.monotonic() - since < limit and not _has_input(dbapi)):
             return
         try:
             alive = engine.dialect.do_ping(dbapi)
@@ -173,6 +176,15 @@ def ping_after_idle(engine: Engine, idle: float = PING_AFTER_IDLE) -> None:
 
     event.listen(engine, "checkin", checked_in)
     event.listen(engine, "checkout", checked_out)
+
+
+def _has_input(dbapi: Any) -> bool:
+    """Whether the server sent something to an idle connection (nothing is due to one: a
+    notice of its end, as a rule); True when that cannot be told."""
+    try:
+        return bool(select.select([dbapi.fileno()], [], [], 0)[0])
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def _check_pg_options(query: Mapping[str, Any]) -> None:
