@@ -31,6 +31,11 @@ _V1_MARK = {
 }
 #: The v2 controllers enabled for the jobs' groups; memory and pids are needed.
 V2_CONTROLLERS = ("memory", "pids", "cpu")
+#: The numbers of this process's v2 groups (`job-<pid>-<n>`), whatever sandbox makes them.
+_NUMBERS = itertools.count(1)
+#: Whether this process made a sandbox: until it has, a group named by its pid is another's,
+#: whose process had the same pid and is gone.
+_made_here = False
 #: v1: the most memory an emptied group may still have charged to it (bytes) and serve a next
 #: job. A job's processes leave some (kernel objects, the charge cached for each CPU: under
 #: 1 MB on 2 CPUs), which goes into the next job's peak; a job that wrote or read files leaves
@@ -74,7 +79,10 @@ class CgroupSandbox(Sandbox):
         self.parents = parents
         #: Directories made at the start, removed at the end (v1: the `taiat-<pid>` parents).
         self.made = made
-        self._numbers = itertools.count(1)
+        global _made_here
+        _made_here = True
+        # One count for every sandbox of the process: v2 groups are named by the process.
+        self._numbers = _NUMBERS if version == 2 else itertools.count(1)
         self._prefix = f"job-{os.getpid()}-" if version == 2 else "job-"
         #: Groups whose processes were still being torn down when their job ended.
         self.leftover: list[JobGroup] = []
@@ -188,6 +196,11 @@ def _cgroup2(root: Path, own: dict[str, str]) -> CgroupSandbox | str:
         write(str(here / "cgroup.subtree_control"), enabled)
     except OSError as exc:
         others = read(str(here / "cgroup.procs")).split()
+        try:  # back where it was, and no leaf left behind
+            write(str(here / "cgroup.procs"), str(os.getpid()))
+            leaf.rmdir()
+        except OSError:
+            pass
         if others:
             return (
                 f"other processes share {here} (pids {', '.join(others[:5])}): give the "
@@ -257,7 +270,9 @@ def _prune_v2(here: Path) -> None:
 
 
 def _of_the_dead(folder: Path, prefix: str) -> list[Path]:
-    """The groups in `folder` named `<prefix><pid>...` whose supervisor's process is gone."""
+    """The groups in `folder` named `<prefix><pid>...` whose supervisor's process is gone: a
+    pid no process has, or this process's own before it made a sandbox (a process gone that
+    had the same pid)."""
     try:
         entries = list(folder.glob(prefix + "*"))
     except OSError:
@@ -265,7 +280,10 @@ def _of_the_dead(folder: Path, prefix: str) -> list[Path]:
     dead = []
     for entry in entries:
         number = entry.name.removeprefix(prefix).split("-", 1)[0]
-        if number.isdigit() and int(number) != os.getpid() and not _alive(int(number)):
+        if not number.isdigit():
+            continue
+        ours = int(number) == os.getpid()
+        if (ours and not _made_here) or (not ours and not _alive(int(number))):
             dead.append(entry)
     return dead
 

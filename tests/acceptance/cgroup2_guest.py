@@ -89,6 +89,8 @@ def main(tmp: Path) -> dict[str, Any]:
     )
     seen["shared"] = {
         "sandbox": status["sandbox"],
+        "supervisor_cgroup": own_cgroup(shared.pid),
+        "leaf_left": (SERVICE / "supervisor").exists(),
         "sharer_cgroup": own_cgroup(sharer.pid),
         "log": [line for line in shared.log().splitlines() if "sandbox:" in line],
     }

@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -26,11 +27,17 @@ from conftest import ROOT
 MiB = 1 << 20
 
 
+def _version(kernel: Path) -> list[tuple[int, str]]:
+    """A kernel's version as it sorts (6.1.0-10 after 6.1.0-9)."""
+    parts = re.split(r"[.-]", kernel.name.removeprefix("vmlinuz-"))
+    return [(int(p), "") if p.isdigit() else (-1, p) for p in parts]
+
+
 def _vm_command(folder: Path) -> list[str]:
     """The virtme-ng command that runs the guest script, its logs going to `folder`; fails
     (under CI, where all of it is installed) when a part is missing."""
     vng = shutil.which("vng") or str(Path(sys.executable).with_name("vng"))
-    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
+    kernels = sorted(Path("/boot").glob("vmlinuz-*"), key=_version)
     missing = [
         what
         for what, there in [
@@ -81,6 +88,8 @@ def test_the_sandbox_under_cgroup_v2(tmp_path: Path) -> None:
     # other process is left where it was.
     assert seen["shared"]["sandbox"] == "none"
     assert seen["shared"]["sharer_cgroup"] == "/taiat.service"
+    assert seen["shared"]["supervisor_cgroup"] == "/taiat.service"  # moved back
+    assert seen["shared"]["leaf_left"] is False
     assert "other processes share /sys/fs/cgroup/taiat.service" in seen["shared"]["log"][0]
     # Its own cgroup: the supervisor moves into its leaf, the jobs' groups are made beside it.
     assert seen["sandbox"] == "cgroup2"

@@ -13,6 +13,7 @@ from sqlalchemy import event
 from support import poll
 
 from taiat import JobManager, JobStatus
+from taiat.errors import DuplicateJob
 from taiat.store import db, queries
 
 NOOP = {"job_type": "agent", "name": "noop", "payload": {"agent_name": "noop"}}
@@ -89,7 +90,7 @@ def test_a_chosen_id_takes_a_transaction_and_is_checked(
     sent.clear()
     manager.create_job(**NOOP, id="mine")
     assert sent[0] == "BEGIN"
-    with pytest.raises(Exception, match="already taken"):
+    with pytest.raises(DuplicateJob, match="already taken"):
         manager.create_job(**NOOP, id="mine")
 
 

@@ -185,6 +185,7 @@ def test_claims_and_give_backs_at_once_take_back_every_start_once(database_url: 
         thread.start()
     for thread in threads:
         thread.join(120)
+    assert not any(thread.is_alive() for thread in threads), "a claimer is stuck (a deadlock?)"
     assert not errors, errors
     assert rounds  # something was claimed and given back
     assert manager.count_jobs() == {"pending": 6}
