@@ -38,10 +38,11 @@ _NUMBERS = itertools.count(1)
 _made_here = False
 #: v1: the most memory an emptied group may still have charged to it (bytes) and serve a next
 #: job. A job's processes leave some (kernel objects, the charge cached for each CPU: under
-#: 1 MB on 2 CPUs), which goes into the next job's peak; a job that wrote or read files leaves
+#: 1 MiB on 2 CPUs), which goes into the next job's peak; a job that wrote or read files leaves
 #: their page cache (and tmpfs files their pages, until deleted), which would go into the next
 #: job's peak and take up room under its limit: such a group is removed, and a new one made.
-REUSE_MAX_BYTES = 4 << 20
+#: Each CPU a job ran on may hold a batch of charge in reserve (64 pages), on top of it.
+REUSE_MAX_BYTES = (4 << 20) + (os.cpu_count() or 1) * (256 << 10)
 
 
 class Sandbox:
@@ -90,6 +91,8 @@ class CgroupSandbox(Sandbox):
         #: than the job's fork), unless its last job left more than `REUSE_MAX_BYTES` charged
         #: to it. v2 makes a group per job: its memory.peak cannot be reset on every kernel.
         self.free: list[JobGroup] = []
+        #: Groups to be removed that the kernel did not let go of at once.
+        self.unremoved: list[JobGroup] = []
 
     def new_group(self, limits: Limits) -> JobGroup:
         if self.leftover:
@@ -97,12 +100,12 @@ class CgroupSandbox(Sandbox):
         while self.free:
             group = self.free.pop()
             if group.memory_now() > REUSE_MAX_BYTES:  # another job's files: not in this one's peak
-                group.remove()
+                self._remove(group)
                 continue
             try:
                 group.begin(limits)
             except OSError:  # a limit lower than what the last job left charged: a new group
-                group.remove()
+                self._remove(group)
                 continue
             return group
         name = f"{self._prefix}{next(self._numbers)}"
@@ -113,6 +116,12 @@ class CgroupSandbox(Sandbox):
             group.remove()
             raise
         return group
+
+    def _remove(self, group: JobGroup) -> None:
+        """Remove a group that is not to serve again; one the kernel will not let go yet is
+        tried again at the end (`close`)."""
+        if not group.remove():
+            self.unremoved.append(group)
 
     def discard(self, group: JobGroup) -> None:
         if not self._settle(group):
@@ -129,11 +138,12 @@ class CgroupSandbox(Sandbox):
         return group.remove()
 
     def close(self) -> None:
-        for group in (*self.leftover, *self.free):
+        for group in (*self.leftover, *self.free, *self.unremoved):
             group.kill_all()
             group.remove()
         self.leftover.clear()
         self.free.clear()
+        self.unremoved.clear()
         for folder in reversed(self.made):
             try:
                 os.rmdir(folder)
