@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import taiat
 from taiat.sandbox.cgroups import parse_own_cgroups
@@ -240,23 +241,37 @@ def escape(pid_file: str, megabytes: int = 0, seconds: float = 0.0) -> dict:
     """Leave a process behind in a session of its own (fork, setsid, fork: a daemon's double
     fork) that tells its pid, then holds `megabytes`; return once it has told its pid, after
     `seconds` more."""
+
+    def hold() -> None:
+        block = bytearray(megabytes << 20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+
+    escaped = _daemon(pid_file, after=hold)
+    time.sleep(seconds)
+    return {"escaped": escaped}
+
+
+def _daemon(pid_file: str, before: Any = None, after: Any = None) -> int:
+    """Leave a process behind (fork, setsid, fork) that calls `before`, writes its pid to
+    `pid_file`, calls `after` and sleeps; its pid, once written."""
     middle = os.fork()
     if middle == 0:
         os.setsid()
         if os.fork() == 0:
+            if before is not None:
+                before()
             Path(pid_file + ".tmp").write_text(str(os.getpid()))
             os.rename(pid_file + ".tmp", pid_file)
-            block = bytearray(megabytes << 20)
-            for i in range(0, len(block), 4096):
-                block[i] = 1
+            if after is not None:
+                after()
             time.sleep(300)
         os._exit(0)
     os.waitpid(middle, 0)
     deadline = time.monotonic() + 30
     while not Path(pid_file).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(seconds)
-    return {"escaped": int(Path(pid_file).read_text())}
+    return int(Path(pid_file).read_text())
 
 
 def leave_behind(pid_file: str, count: int = 2, seconds: float = 0.0, zombies: int = 0) -> dict:
@@ -443,22 +458,13 @@ def lift_limits() -> dict:
 def leave_group(pid_file: str) -> dict:
     """Leave a process behind (a double fork and setsid) that moves itself out of the job's
     cgroups into its supervisor's (as root may, v1), tells its pid, and sleeps."""
-    middle = os.fork()
-    if middle == 0:
-        os.setsid()
-        if os.fork() == 0:
-            own = parse_own_cgroups(Path("/proc/self/cgroup").read_text())
-            for controller, path in own.items():
-                if controller and "/taiat-" in path:
-                    group = Path("/sys/fs/cgroup") / controller / path.lstrip("/")
-                    (group.parent.parent / "cgroup.procs").write_text("0")
-            Path(pid_file + ".tmp").write_text(str(os.getpid()))
-            os.rename(pid_file + ".tmp", pid_file)
-            time.sleep(300)
-        os._exit(0)
-    os.waitpid(middle, 0)
-    deadline = time.monotonic() + 30
-    while not Path(pid_file).exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    left = int(Path(pid_file).read_text())
+
+    def leave() -> None:
+        own = parse_own_cgroups(Path("/proc/self/cgroup").read_text())
+        for controller, path in own.items():
+            if controller and "/taiat-" in path:
+                group = Path("/sys/fs/cgroup") / controller / path.lstrip("/")
+                (group.parent.parent / "cgroup.procs").write_text("0")
+
+    left = _daemon(pid_file, before=leave)
     return {"left": left, "cgroup": Path(f"/proc/{left}/cgroup").read_text()}
