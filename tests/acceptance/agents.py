@@ -242,10 +242,11 @@ def escape(pid_file: str, megabytes: int = 0, seconds: float = 0.0) -> dict:
     fork) that tells its pid, then holds `megabytes`; return once it has told its pid, after
     `seconds` more."""
 
-    def hold() -> None:
+    def hold() -> bytearray:
         block = bytearray(megabytes << 20)
         for i in range(0, len(block), 4096):
             block[i] = 1
+        return block
 
     escaped = _daemon(pid_file, after=hold)
     time.sleep(seconds)
@@ -254,7 +255,8 @@ def escape(pid_file: str, megabytes: int = 0, seconds: float = 0.0) -> dict:
 
 def _daemon(pid_file: str, before: Any = None, after: Any = None) -> int:
     """Leave a process behind (fork, setsid, fork) that calls `before`, writes its pid to
-    `pid_file`, calls `after` and sleeps; its pid, once written."""
+    `pid_file`, calls `after` and sleeps, holding what `after` returned; its pid, once
+    written."""
     middle = os.fork()
     if middle == 0:
         os.setsid()
@@ -263,9 +265,9 @@ def _daemon(pid_file: str, before: Any = None, after: Any = None) -> int:
                 before()
             Path(pid_file + ".tmp").write_text(str(os.getpid()))
             os.rename(pid_file + ".tmp", pid_file)
-            if after is not None:
-                after()
+            held = after() if after is not None else None  # kept while it sleeps
             time.sleep(300)
+            del held
         os._exit(0)
     os.waitpid(middle, 0)
     deadline = time.monotonic() + 30
