@@ -42,11 +42,15 @@ print(json.dumps(b.latency_once(int(sys.argv[1]))))
 """
 
 
+def _python() -> Path:
+    """The peers' venv's Python."""
+    return Path(os.environ.get("PEERS_VENV", "/tmp/peersenv")) / "bin" / "python"
+
+
 def folder() -> Path | None:
-    """The peers' scripts and their venv's Python, or None when they are not set up."""
+    """The peers' scripts, or None when they (or their venv) are not set up."""
     peers = Path(os.environ.get("TAIAT_PEERS_DIR", ROOT.parent / "shared" / "peers"))
-    python = Path(os.environ.get("PEERS_VENV", "/tmp/peersenv")) / "bin" / "python"
-    if (peers / "bench_pgqueuer.py").is_file() and python.is_file():
+    if (peers / "bench_pgqueuer.py").is_file() and _python().is_file():
         return peers
     return None
 
@@ -69,10 +73,9 @@ def _run(script: str, what: str, *args: int) -> Any:
     peers = folder()
     if peers is None:
         return None
-    python = Path(os.environ.get("PEERS_VENV", "/tmp/peersenv")) / "bin" / "python"
     env = {**os.environ, "PEERS_PG_HOST": os.environ.get("PEERS_PG_HOST", "127.0.0.1")}
     done = subprocess.run(
-        [str(python), "-c", script, *map(str, args)],
+        [str(_python()), "-c", script, *map(str, args)],
         cwd=peers,
         env=env,
         capture_output=True,

@@ -30,13 +30,22 @@ def nobody() -> pwd.struct_passwd:
     return pwd.getpwnam("nobody")
 
 
+def _as_nobody(supervisor: Any, launcher: str, *args: str) -> Any:
+    """A supervisor whose jobs run as nobody, forked by `launcher`, the agents' folder (which
+    nobody can read) on their path."""
+    return supervisor("--job-user", "nobody", "--path", str(HERE), *LAUNCHERS[launcher], *args)
+
+
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_a_job_run_as_nobody_cannot_signal_its_supervisor_and_its_result_comes_back(
-    launcher: str, nobody: pwd.struct_passwd, database_url: str, supervisor: Any, tmp_path: Path
+    launcher: str,
+    nobody: pwd.struct_passwd,
+    manager: JobManager,
+    supervisor: Any,
+    tmp_path: Path,
 ) -> None:
-    manager = JobManager(database_url)
     # The agents' folder is readable by nobody; the test's own tmp_path (cwd) is not.
-    sup = supervisor("--job-user", "nobody", "--path", str(HERE), *LAUNCHERS[launcher])
+    sup = _as_nobody(supervisor, launcher)
     job = manager.create_job(
         **agent_job("probe", "try_the_supervisor", supervisor_pid=sup.pid,
                     status_file=str(sup.status_file))
@@ -71,16 +80,17 @@ def test_a_job_run_as_nobody_cannot_signal_its_supervisor_and_its_result_comes_b
     direct = "are forked from the supervisor, and carry a copy of its memory" in sup.log()
     assert direct == (launcher == "direct fork")
     assert sup.process.poll() is None  # the SIGTERM never reached it
-    manager.engine.dispose()
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_a_large_result_of_a_job_run_as_nobody_comes_back(
-    launcher: str, nobody: pwd.struct_passwd, database_url: str, supervisor: Any
+    launcher: str,
+    nobody: pwd.struct_passwd,
+    database_url: str,
+    manager: JobManager,
+    supervisor: Any,
 ) -> None:
-    manager = JobManager(database_url)
-    args = ("--job-user", "nobody", "--path", str(HERE), "--max-result-bytes", str(64 << 20))
-    sup = supervisor(*args, *LAUNCHERS[launcher])
+    sup = _as_nobody(supervisor, launcher, "--max-result-bytes", str(64 << 20))
     job = manager.create_job(**agent_job("large", "huge", megabytes=24))
     wait_until(lambda: finished(manager, job.id), 120, "the large result", watch=sup)
 
@@ -89,15 +99,13 @@ def test_a_large_result_of_a_job_run_as_nobody_comes_back(
     assert done.result == "x" * (24 << 20)
     if database_url.startswith("postgresql"):  # stored on the side, as it crossed
         assert "its large result is stored" in sup.log()
-    manager.engine.dispose()
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_a_job_run_as_nobody_dies_with_its_supervisor(
-    launcher: str, nobody: pwd.struct_passwd, database_url: str, supervisor: Any
+    launcher: str, nobody: pwd.struct_passwd, manager: JobManager, supervisor: Any
 ) -> None:
-    manager = JobManager(database_url)
-    sup = supervisor("--job-user", "nobody", "--path", str(HERE), *LAUNCHERS[launcher])
+    sup = _as_nobody(supervisor, launcher)
     manager.create_job(**agent_job("long", "sleep", seconds=120))
     running = wait_until(lambda: sup.status().get("running"), 30, "the running job", watch=sup)
     child = running[0]["pid"]
@@ -107,15 +115,13 @@ def test_a_job_run_as_nobody_dies_with_its_supervisor(
     sup.wait(10)
     # Death with the parent, which the kernel forgets when the user changes, was set again.
     wait_until(lambda: not pid_alive(child), 10, "the child to die with its supervisor")
-    manager.engine.dispose()
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_a_job_run_as_nobody_that_overruns_is_stopped_by_its_supervisor(
-    launcher: str, nobody: pwd.struct_passwd, database_url: str, supervisor: Any
+    launcher: str, nobody: pwd.struct_passwd, manager: JobManager, supervisor: Any
 ) -> None:
-    manager = JobManager(database_url)
-    sup = supervisor("--job-user", "nobody", "--path", str(HERE), *LAUNCHERS[launcher])
+    sup = _as_nobody(supervisor, launcher)
     spec = agent_job("overrun", "stubborn", seconds=120)  # ignores SIGTERM: SIGKILL it is
     job = manager.create_job(**{**spec, "timeout_seconds": 1, "max_retries": 0})
     wait_until(lambda: finished(manager, job.id), 60, "the job to time out", watch=sup)
@@ -126,7 +132,6 @@ def test_a_job_run_as_nobody_that_overruns_is_stopped_by_its_supervisor(
     (attempt,) = manager.get_attempts(job.id)
     assert attempt.outcome == "timed_out"
     assert attempt.exit_signal == signal.SIGKILL
-    manager.engine.dispose()
 
 
 def _uid_of(pid: int) -> int | None:
