@@ -136,8 +136,11 @@ def main(tmp: Path) -> dict[str, Any]:
     sleeper = manager.create_job(**spec, max_retries=0)
 
     def running_pid() -> int | None:
+        """The sleeper's pid once the status file shows it running (a file written before the
+        last job ended may still show that one)."""
         running = sup.status().get("running") or []
-        return running[0]["pid"] if running and running[0]["pid"] else None
+        pids = [r["pid"] for r in running if r["job_id"] == sleeper.id and r["pid"]]
+        return pids[0] if pids else None
 
     pid = wait_until(running_pid, WAIT, "the sleeper to run", watch=sup)
     group = CGROUP / own_cgroup(pid).lstrip("/")
