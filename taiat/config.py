@@ -205,6 +205,10 @@ class SupervisorConfig:
     #: Fork jobs from a small fork server rather than from the supervisor itself: forking a
     #: process that has not loaded the database stack is several times cheaper.
     fork_server: bool = True
+    #: Keep a child forked ahead by the fork server for each free slot, waiting for a job in
+    #: its cgroup: a claimed job starts without waiting for a fork (or for the move into its
+    #: cgroup). Each runs one job and is replaced. Only with the fork server.
+    waiting_children: bool = True
     #: Claim jobs ahead of free slots while jobs are short (see
     #: `taiat.supervisor.claim_ahead`): a freed slot is filled at once, and endings are
     #: written together.

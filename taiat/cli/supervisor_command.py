@@ -103,6 +103,8 @@ Options:
                                 supervisor that runs as root (TAIAT_JOB_USER).
   --no-fork-server              Fork jobs from the supervisor itself rather than from its small
                                 fork server (TAIAT_NO_FORK_SERVER=1); slower, for debugging.
+  --no-waiting-children         Fork each job's child when its job comes, rather than keep one
+                                forked ahead for each free slot (TAIAT_NO_WAITING_CHILDREN=1).
   --no-claim-ahead              Never claim a job before a slot is free for it
                                 (TAIAT_NO_CLAIM_AHEAD=1); see "Claiming ahead" in docs/internals.md.
   --burst                       Exit 0 once no job is ready, running, or due within the poll
@@ -252,6 +254,9 @@ def supervisor_config(args: dict) -> tuple[SupervisorConfig, str]:
         burst_wait_scheduled=wait_scheduled,
         listen=not (args.get("--no-listen") or _flag("TAIAT_NO_LISTEN")),
         fork_server=not (args.get("--no-fork-server") or _flag("TAIAT_NO_FORK_SERVER")),
+        waiting_children=not (
+            args.get("--no-waiting-children") or _flag("TAIAT_NO_WAITING_CHILDREN")
+        ),
         claim_ahead=not (args.get("--no-claim-ahead") or _flag("TAIAT_NO_CLAIM_AHEAD")),
         forward_output=bool(args.get("--forward-output")) or _flag("TAIAT_FORWARD_OUTPUT"),
         subreaper=True,  # the process is the supervisor's own

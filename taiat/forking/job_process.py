@@ -78,6 +78,15 @@ def unstarted(error: str, wall_seconds: float = 0.0) -> Ending:
     return Ending(False, None, error, Outcome.STOPPED, None, None, wall_seconds, 0.0, 0.0, 0)
 
 
+@dataclass(frozen=True)
+class WaitingChild:
+    """A child a fork server forked ahead, waiting for a job (`ForkServer.wait`): its id there,
+    and the cgroup it joined (None: no sandbox)."""
+
+    id: int
+    group: JobGroup | None
+
+
 class Launcher(Protocol):
     """Starts job children and learns how they ended: the fork server
     (`taiat.forking.server.ForkServer`), or the supervisor itself (`DirectLauncher`). A launch is
@@ -95,6 +104,7 @@ class Launcher(Protocol):
         catalogue: dict[str, Any] | None = None,
         stack_fd: int = -1,
         cgroup: Sequence[str] = (),
+        waiting: int = 0,
     ) -> int: ...
 
     def child_pid(self, handle: int, *, wait: bool = False) -> int | None: ...
@@ -135,7 +145,9 @@ class DirectLauncher:
         catalogue: dict[str, Any] | None = None,
         stack_fd: int = -1,
         cgroup: Sequence[str] = (),
+        waiting: int = 0,
     ) -> int:
+        """As `ForkServer.launch` (`waiting` is not for it: no child waits here)."""
         process = self._context.Process(
             target=child.run,
             args=(
@@ -271,9 +283,11 @@ class JobProcess:
         launcher: Launcher,
         dependency_results: dict[str, Any] | None = None,
         catalogue: dict[str, Any] | None = None,
+        waiting: WaitingChild | None = None,
     ) -> None:
         """Launch the child, with the job's dependency results and, for a query job, the
-        catalogue to plan it with."""
+        catalogue to plan it with; run by `waiting`, a child the launcher forked ahead, if
+        given (in its cgroup, where this job's limits are written first)."""
         read_fd, write_fd = os.pipe()
         try:
             output_fds = self.output.open()
@@ -288,7 +302,12 @@ class JobProcess:
             more: dict[str, Any] = {"stack_fd": stack_write}
             if catalogue is not None:
                 more["catalogue"] = catalogue
-            if self.sandbox is not None:
+            if waiting is not None:
+                more["waiting"] = waiting.id
+                self.group = waiting.group
+                if self.group is not None and not self._begin_in(self.group):
+                    del more["waiting"]
+            if self.sandbox is not None and self.group is None:
                 self.group = self.sandbox.new_group(self.limits)
             if self.group is not None:
                 more["cgroup"] = self.group.procs_files
@@ -310,6 +329,18 @@ class JobProcess:
         self.started = time.monotonic()
         if self.timeout is not None:
             self.deadline = self.started + self.timeout
+
+    def _begin_in(self, group: JobGroup) -> bool:
+        """Write the job's limits into the group of the child forked ahead to run it; False
+        (the child killed with its group, which is let go) when the kernel refuses them (a
+        memory limit below what the group holds already)."""
+        try:
+            group.begin(self.limits)
+            return True
+        except OSError as exc:
+            log.info("job %s: a child forked ahead cannot take its limits (%s)", self.job.id, exc)
+            self.release_group()
+            return False
 
     @property
     def launcher(self) -> Launcher | None:

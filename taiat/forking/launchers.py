@@ -13,9 +13,11 @@ from typing import Any
 
 from taiat.agents.executors import JobExecutor
 from taiat.errors import ForkServerError
-from taiat.forking.job_process import DirectLauncher, JobProcess, Launcher
+from taiat.forking.job_process import DirectLauncher, JobProcess, Launcher, WaitingChild
 from taiat.forking.job_user import JobUser
 from taiat.forking.server import ForkServer
+from taiat.sandbox.cgroups import Limits
+from taiat.sandbox.detect import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,18 @@ class Forking:
         fork_server: bool,
         after_fork: Callable[[], None] | None = None,
         job_user: JobUser | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         """`after_fork` runs first in a child the supervisor forks itself: it lets go of
         what the child inherited (the supervisor's database connections). `job_user`: the
-        user every child becomes before it runs its job, whoever forks it."""
+        user every child becomes before it runs its job, whoever forks it. `sandbox`: where
+        the groups of the children forked ahead are made."""
         self.executors = list(executors)
         self.after_fork = after_fork
         self.job_user = job_user
+        self.sandbox = sandbox
+        #: Children the fork server in use forked ahead, waiting for a job, oldest first.
+        self.waiting: list[WaitingChild] = []
         self.server: ForkServer | None = None
         #: The fork servers of the jobs that run alone, by job process.
         self.alone: dict[JobProcess, ForkServer] = {}
@@ -95,6 +102,7 @@ class Forking:
         elif not server.gone:
             return False
         why = server.end.why if server.end is not None else "lost"
+        self._drop_waiting()  # they died with it
         server.close()  # its sockets (it has been reaped: it said all it will)
         new = self._new_server(f"after the fork server (pid {server.pid}) was lost ({why}), ")
         if new is None:
@@ -127,12 +135,65 @@ class Forking:
                     return
         proc.alone = False
         self.replace_lost()
+        waiting = self.waiting.pop(0) if self.waiting else None
         try:
-            proc.start(self.launcher, dependency_results, catalogue)
+            proc.start(self.launcher, dependency_results, catalogue, waiting)
         except ForkServerError as exc:
             log.warning("%s", exc)
             self.replace_lost()
             proc.start(self.launcher, dependency_results, catalogue)
+
+    def keep_waiting(self, count: int) -> None:
+        """Have `count` children forked ahead by the fork server in use, each waiting for a job
+        in a cgroup of its own (in a sandbox); let those beyond `count` go. None while there is
+        no server in use (jobs are then forked when they come)."""
+        server = self.server_in_use
+        if server is None:
+            self._drop_waiting()
+            return
+        while len(self.waiting) > count:
+            extra = self.waiting.pop()
+            try:
+                server.retire(extra.id)
+            except ForkServerError:
+                pass  # its server is lost, and it with it
+            self._release(extra)
+        while len(self.waiting) < count:
+            group = None
+            try:
+                if self.sandbox is not None:
+                    group = self.sandbox.new_group(Limits())
+                waiting = WaitingChild(server.wait(group.procs_files if group else ()), group)
+            except (OSError, ForkServerError) as exc:
+                # No group to be had now (its job's start will say why), or no server.
+                log.debug("no child forked ahead: %s", exc)
+                if group is not None:
+                    self._release(WaitingChild(0, group))
+                return
+            self.waiting.append(waiting)
+
+    def waiting_pids(self) -> list[int]:
+        """The pids of the children forked ahead that wait for a job (those told so far)."""
+        server = self.server_in_use
+        if server is None:
+            return []
+        server.poll()  # their pids come on a socket the supervisor does not wait on
+        return [pid for w in self.waiting if (pid := server.waiting_pids.get(w.id))]
+
+    def _drop_waiting(self) -> None:
+        """Forget the children forked ahead (their server is gone, or let go of them) and
+        release their groups."""
+        for waiting in self.waiting:
+            self._release(waiting)
+        self.waiting.clear()
+
+    def _release(self, waiting: WaitingChild) -> None:
+        if waiting.group is not None and self.sandbox is not None:
+            try:
+                waiting.group.kill_all(wait=0)
+                self.sandbox.discard(waiting.group)
+            except OSError as exc:
+                log.warning("the cgroup of a child forked ahead could not be released: %s", exc)
 
     def ended(self, proc: JobProcess) -> None:
         """`proc`'s child has been reaped: its own fork server, if it had one, is closed. A
@@ -150,6 +211,7 @@ class Forking:
             if server is not None:
                 server.close()
         self.alone.clear()
+        self._drop_waiting()
 
     def _new_server(self, context: str, *, hold: bool = False) -> ForkServer | None:
         try:
@@ -162,6 +224,7 @@ class Forking:
 
     def _go_direct(self) -> None:
         """Fork the jobs from the supervisor for now; a fork server again in a while."""
+        self.keep_waiting(0)  # the server that could not fork lets those it has go
         self.launcher = self._direct()
         self.retry_server_at = time.monotonic() + RETRY_SERVER
 

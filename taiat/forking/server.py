@@ -128,6 +128,11 @@ class ForkServer:
         self._pids: dict[int, int] = {}
         self._failed: dict[int, str] = {}
         self._token = 0
+        #: Children forked ahead, waiting for a job (see `wait`): their pids by id, once told
+        #: (those the server could not fork, or found gone, are dropped).
+        self.waiting_pids: dict[int, int] = {}
+        self._asked: set[int] = set()  # the ids of those not yet given a job, nor let go
+        self._waiting_id = 0
 
     @classmethod
     def start(
@@ -205,27 +210,51 @@ class ForkServer:
         catalogue: dict[str, Any] | None = None,
         stack_fd: int = -1,
         cgroup: Sequence[str] = (),
+        waiting: int = 0,
     ) -> int:
         """Ask for a child for `job` writing its result to `result_fd`, its stdout and
         stderr to `output_fds` if given, and its stack dumps to `stack_fd` if given (the caller
         keeps and closes its own copies); returns
         the launch's handle at once, without waiting for the fork: `pid` and `reap` take it.
         `cgroup`: the `cgroup.procs` files the child joins first (see `taiat.sandbox`).
-        ForkServerError if the server has gone."""
-        if self.gone:
-            raise ForkServerError(f"the fork server (pid {self.pid}) is gone")
+        `waiting`: the child forked ahead to run it (see `wait`), if any: the job is forked
+        afresh should that child be gone. ForkServerError if the server has gone."""
         self._token += 1
         token = self._token
+        # Sealed: only the child opens it. Opened in the server, it would be written into
+        # pages that the next fork must copy.
+        sealed = wire.seal(job, dependency_results, catalogue)
+        self._asked.discard(waiting)
+        self.waiting_pids.pop(waiting, None)
+        message = ("run", token, sealed, max_result_bytes, tuple(cgroup), waiting)
+        self._send(message, [result_fd, *output_fds, *([stack_fd] if stack_fd >= 0 else [])])
+        return token
+
+    def wait(self, cgroup: Sequence[str] = ()) -> int:
+        """Ask for a child forked ahead, that joins `cgroup` (its `cgroup.procs` files) and
+        waits for a job (`launch(..., waiting=...)`); returns its id at once. It runs one job
+        only, and dies with the server. ForkServerError if the server has gone."""
+        self._waiting_id += 1
+        self._send(("wait", self._waiting_id, tuple(cgroup)))
+        self._asked.add(self._waiting_id)
+        return self._waiting_id
+
+    def retire(self, waiting: int) -> None:
+        """Let a child forked ahead go, without a job."""
+        self._asked.discard(waiting)
+        self.waiting_pids.pop(waiting, None)
+        self._send(("retire", waiting, None))
+
+    def _send(self, message: tuple[Any, ...], fds: Sequence[int] = ()) -> None:
+        """Send a message, and `fds` with it; ForkServerError if the server has gone, or is
+        given up because it cannot be reached."""
+        if self.gone:
+            raise ForkServerError(f"the fork server (pid {self.pid}) is gone")
         try:
-            # Sealed: only the child opens it. Opened in the server, it would be written into
-            # pages that the next fork must copy.
-            sealed = wire.seal(job, dependency_results, catalogue)
             # A job larger than the socket holds waits for the server to read it: a server
             # that never will (stopped, before the supervisor saw it) must not hold the loop.
             self.sock.settimeout(LAUNCH_TIMEOUT)
             try:
-                message = ("run", token, sealed, max_result_bytes, tuple(cgroup))
-                fds = [result_fd, *output_fds, *([stack_fd] if stack_fd >= 0 else [])]
                 wire.send_message(self.sock, message, fds)
             finally:
                 self.sock.settimeout(None)
@@ -233,7 +262,6 @@ class ForkServer:
             if self.end_if_stopped():
                 raise ForkServerError(f"the fork server (pid {self.pid}) was stopped") from None
             self._lose(f"cannot reach it: {exc}")
-        return token
 
     def child_pid(self, handle: int, *, wait: bool = False) -> int | None:
         """The pid of launch `handle`'s child; 0 when it never started (the fork failed, or the
@@ -394,6 +422,12 @@ class ForkServer:
                 self._exits[message[1]] = Exit(*message[2:])
             elif message[0] == "started":
                 self._pids[message[1]] = message[2]
+            elif message[0] == "waiting":  # a child forked ahead (pid 0: none, or gone)
+                if message[2] and message[1] in self._asked:
+                    self.waiting_pids[message[1]] = message[2]
+                else:
+                    self.waiting_pids.pop(message[1], None)
+                    self._asked.discard(message[1])
             elif message[0] == "failed" and message[1]:
                 self._failed[message[1]] = f"the fork server could not start it: {message[2]}"
             else:

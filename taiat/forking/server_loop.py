@@ -2,6 +2,11 @@
 tells their pids, reaps them, and ends with the supervisor. `taiat.forking.server` starts it and is
 the supervisor's handle on it; the framing of their messages is that module's.
 
+Children can also be forked ahead, while the supervisor has a slot free, to wait for a job
+(`Waiting`): a waiting child has joined its cgroup and done all it can before its job is known,
+so that the job, once claimed, starts without waiting for a fork. It runs one job and is never
+reused; the supervisor asks for another in its place.
+
 Like every module the server imports, this one must stay light: each fork copies the page tables
 of all the server has loaded.
 """
@@ -15,11 +20,17 @@ import select
 import signal
 import socket
 import sys
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import NoReturn
 
 from taiat.forking import child, posix, wire
 from taiat.forking.fast_fork import QuickFork
 from taiat.sandbox import cgroups
+
+#: How long a waiting child may take to take in its job before it is given up, and the job
+#: forked afresh (seconds): it reads at once, unless something stopped it.
+HAND_OVER_TIMEOUT = 2.0
 
 
 def serve(fd: int, pid_fd: int) -> NoReturn:
@@ -56,6 +67,7 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
     server_pid = os.getpid()
     wire.send_message(sock, ("ready", 0, server_pid))
     children: dict[int, int] = {}  # pid -> the launch's token
+    waiting = Waiting()
     # Jobs in cgroups: what they leave is the supervisor's to count and kill, through the
     # job's group (`JobGroup.kill_all`), which a kill from here first would race.
     sandboxed = False
@@ -63,8 +75,41 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
     inherited = (control, pid_fd, wake_read, wake_write)
 
     def forget_server() -> None:
-        for number in inherited:
+        """In a child: close what it holds of the server's (every waiting child's socket too)."""
+        for number in (*inherited, *waiting.fds()):
             os.close(number)
+
+    def run_job(
+        sealed: bytes, max_result_bytes: int, fds: Sequence[int], cgroup: Sequence[str]
+    ) -> NoReturn:
+        """In a child: run the job (`cgroup`: the group it joins first, if not in it yet)."""
+        child.run(
+            sealed,
+            executors,
+            fds[0],
+            server_pid,
+            max_result_bytes,
+            output_fds=fds[1:3] if len(fds) >= 3 else (),
+            stack_fd=fds[-1] if len(fds) in (2, 4) else -1,
+            job_user=job_user,
+            cgroup_procs=cgroup,
+        )
+
+    def fork(then: Callable[[], NoReturn]) -> int:
+        """Fork a child that leads its own process group and does `then`; its pid. OSError
+        if it cannot."""
+        # What is alive now is the server's: frozen, the collector leaves it alone in the
+        # child, whose pages then stay shared instead of being copied on the collector's writes.
+        gc.freeze()
+        pid = forker.fork()
+        if pid == 0:
+            forget_server()
+            then()
+        try:  # from here too, so that a kill that comes before the child's own setpgrp works
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
+        return pid
 
     while True:
         readable = select.select([control, wake_read], [], [])[0]
@@ -75,13 +120,22 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
                         break
                 except BlockingIOError:
                     break
-        _reap(sock, children, kill_leftovers=not sandboxed)
+        _reap(sock, pid_sock, children, waiting, kill_leftovers=not sandboxed)
         if control not in readable:
             continue
         message = wire.receive_message(sock)
         if message is None:
-            _shut_down(children)
-        (_, token, sealed, max_result_bytes, cgroup), fds = message
+            _shut_down(children, waiting)
+        (kind, token, *details), fds = message
+        if kind == "wait":  # fork a child ahead, to wait for a job
+            cgroup = tuple(details[0])
+            sandboxed = sandboxed or bool(cgroup)
+            waiting.fork(token, cgroup, fork, run_job, pid_sock)
+            continue
+        if kind == "retire":  # a waiting child no longer wanted
+            waiting.retire(token)
+            continue
+        sealed, max_result_bytes, cgroup, waiting_id = details
         sandboxed = sandboxed or bool(cgroup)
         # The result pipe; the stdout and stderr pipes, if any; the stack dumps' pipe, if any.
         if len(fds) not in (1, 2, 3, 4):
@@ -89,44 +143,160 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
                 os.close(number)
             wire.send_message(sock, ("failed", token, "no result pipe came with the job"))
             continue
-        # What is alive now is the server's: frozen, the collector leaves it alone in the child,
-        # whose pages then stay shared instead of being copied on the collector's writes.
-        gc.freeze()
+        pid = waiting.hand_over(waiting_id, (sealed, max_result_bytes), fds)
+        if pid:  # a child forked ahead runs it
+            for number in fds:
+                os.close(number)
+            children[pid] = token
+            wire.send_message(pid_sock, ("started", token, pid))
+            continue
         held = os.pipe() if hold else None
         try:
-            pid = forker.fork()
+            pid = fork(partial(_run_fresh, held, run_job, sealed, max_result_bytes, fds, cgroup))
         except OSError as exc:
             for number in (*fds, *(held or ())):
                 os.close(number)
             wire.send_message(sock, ("failed", token, f"cannot fork: {exc}"))
             continue
-        if pid == 0:
-            if held is not None:
-                _wait_until_told(*held)
-            child.run(
-                sealed,
-                executors,
-                fds[0],
-                server_pid,
-                max_result_bytes,
-                forget_server,
-                output_fds=fds[1:3] if len(fds) >= 3 else (),
-                stack_fd=fds[-1] if len(fds) in (2, 4) else -1,
-                job_user=job_user,
-                cgroup_procs=cgroup,
-            )
         for number in fds:
             os.close(number)
-        try:  # from here too, so that a kill that comes before the child's own setpgrp works
-            os.setpgid(pid, pid)
-        except OSError:
-            pass
         children[pid] = token
         wire.send_message(pid_sock, ("started", token, pid))
         if held is not None:
             os.close(held[0])
             os.write(held[1], b"\0")
             os.close(held[1])
+
+
+RunJob = Callable[[bytes, int, Sequence[int], Sequence[str]], NoReturn]
+
+
+class Waiting:
+    """The children forked ahead that wait for a job, by the id the supervisor gave each: the
+    pid of each, and the server's end of the socket its job comes through."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[int, socket.socket]] = {}
+        self._ids: dict[int, int] = {}  # pid -> id
+
+    def __contains__(self, pid: int) -> bool:
+        return pid in self._ids
+
+    def fds(self) -> list[int]:
+        """The server's ends of their sockets (which no child of the server may keep)."""
+        return [sock.fileno() for _, sock in self._by_id.values()]
+
+    def fork(
+        self,
+        waiting_id: int,
+        cgroup: tuple[str, ...],
+        fork: Callable[[Callable[[], NoReturn]], int],
+        run_job: RunJob,
+        pid_sock: socket.socket,
+    ) -> None:
+        """Fork a child that joins `cgroup` and waits for its job; tell its pid (0: none could
+        be forked; the job will be, when it comes)."""
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError:
+            wire.send_message(pid_sock, ("waiting", waiting_id, 0))
+            return
+
+        def wait_for_job() -> NoReturn:
+            ours.close()
+            _wait_for_job(theirs, cgroup, run_job)
+
+        try:
+            pid = fork(wait_for_job)
+        except OSError:
+            pid = 0
+            ours.close()
+        theirs.close()
+        if pid:
+            self._by_id[waiting_id] = (pid, ours)
+            self._ids[pid] = waiting_id
+        wire.send_message(pid_sock, ("waiting", waiting_id, pid))
+
+    def hand_over(self, waiting_id: int, job: tuple[bytes, int], fds: Sequence[int]) -> int:
+        """Send `job` and its descriptors to waiting child `waiting_id`; its pid, or 0 when
+        there is no such child (none was asked for, it could not be forked, or it has gone):
+        the job is then forked afresh."""
+        found = self._by_id.pop(waiting_id, None)
+        if found is None:
+            return 0
+        pid, sock = found
+        del self._ids[pid]
+        try:
+            if posix.is_stopped(pid):  # by a signal: it would hold its job
+                raise ProcessLookupError(pid)
+            sock.settimeout(HAND_OVER_TIMEOUT)
+            wire.send_message(sock, job, fds)
+        except OSError:  # gone, or stopped: given up, and reaped as a leftover
+            _kill(pid)
+            pid = 0
+        finally:
+            sock.close()
+        return pid
+
+    def retire(self, waiting_id: int) -> None:
+        """Let a waiting child go: at the end of its socket, it exits."""
+        found = self._by_id.pop(waiting_id, None)
+        if found is not None:
+            pid, sock = found
+            del self._ids[pid]
+            sock.close()
+
+    def gone(self, pid: int) -> int:
+        """A waiting child has been reaped: forget it; its id."""
+        waiting_id = self._ids.pop(pid)
+        self._by_id.pop(waiting_id)[1].close()
+        return waiting_id
+
+    def kill_all(self) -> list[int]:
+        """SIGKILL every waiting child; their pids."""
+        pids = list(self._ids)
+        for pid in pids:
+            _kill(pid)
+        return pids
+
+
+def _run_fresh(
+    held: tuple[int, int] | None,
+    run_job: RunJob,
+    sealed: bytes,
+    max_result_bytes: int,
+    fds: Sequence[int],
+    cgroup: Sequence[str],
+) -> NoReturn:
+    """A child forked for a job that came: wait to be told to go if `held`, then run it."""
+    if held is not None:
+        _wait_until_told(*held)
+    run_job(sealed, max_result_bytes, fds, cgroup)
+
+
+def _wait_for_job(sock: socket.socket, cgroup: tuple[str, ...], run_job: RunJob) -> NoReturn:
+    """A waiting child's life: die with the server, join the job's cgroup now (a move into a
+    cgroup can take milliseconds), then wait for the job, and run it; at the end of its socket
+    (the server let it go, or is gone), leave."""
+    posix.die_with_parent()
+    try:
+        if cgroup:
+            cgroups.join(cgroup)
+    except OSError:
+        os._exit(1)  # the server sees it gone, and forks the job afresh, which says why
+    message = wire.receive_message(sock)
+    if message is None:
+        os._exit(0)
+    (sealed, max_result_bytes), fds = message
+    sock.close()
+    run_job(sealed, max_result_bytes, fds, ())
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def _wait_until_told(read_end: int, write_end: int) -> None:
@@ -151,11 +321,18 @@ def _follow(supervisor_pid: int) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - {signal.SIGCHLD})
 
 
-def _reap(sock: socket.socket, children: dict[int, int], kill_leftovers: bool = True) -> None:
-    """Reap what has ended and report the jobs' children; then kill every other child (not
-    `kill_leftovers`: only those outside the jobs' cgroups, which the supervisor kills whole):
-    the server forks only jobs, so any other child is what an ended job left behind, come to
-    the server, a subreaper, when the job's process ended."""
+def _reap(
+    sock: socket.socket,
+    pid_sock: socket.socket,
+    children: dict[int, int],
+    waiting: Waiting,
+    kill_leftovers: bool = True,
+) -> None:
+    """Reap what has ended and report the jobs' children (and waiting children gone before
+    their job came); then kill every other child (not `kill_leftovers`: only those outside the
+    jobs' cgroups, which the supervisor kills whole): the server forks only jobs and waiting
+    children, so any other child is what an ended job left behind, come to the server, a
+    subreaper, when the job's process ended."""
     reaped = False
     while True:
         try:
@@ -167,33 +344,39 @@ def _reap(sock: socket.socket, children: dict[int, int], kill_leftovers: bool = 
         reaped = True
         token = children.pop(pid, None)
         if token is None:
-            continue  # left behind by a job, and killed
+            if pid in waiting:
+                wire.send_message(pid_sock, ("waiting", waiting.gone(pid), 0))
+            continue  # else left behind by a job, and killed
         report = (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
         wire.send_message(sock, ("exited", token, status, *report))
     if reaped:
-        _kill_leftovers(children, in_groups_too=kill_leftovers)
+        _kill_leftovers(children, waiting, in_groups_too=kill_leftovers)
 
 
-def _kill_leftovers(children: dict[int, int], in_groups_too: bool = True) -> list[int]:
-    """SIGKILL the server's children that are not running jobs; returns their pids. (Once
-    they are reaped, what they left comes here in turn, and goes the same way.) Not
-    `in_groups_too`: those still in a job's cgroup are left to the supervisor, which kills and
-    counts them with the group; one that left its group (a job as root may) is killed here."""
-    leftovers = [pid for pid in posix.children_of_this_process() if pid not in children]
+def _kill_leftovers(
+    children: dict[int, int], waiting: Waiting, in_groups_too: bool = True
+) -> list[int]:
+    """SIGKILL the server's children that are neither running jobs nor waiting for one;
+    returns their pids. (Once they are reaped, what they left comes here in turn, and goes
+    the same way.) Not `in_groups_too`: those still in a job's cgroup are left to the
+    supervisor, which kills and counts them with the group; one that left its group (a job as
+    root may) is killed here."""
+    found = posix.children_of_this_process()
+    leftovers = [pid for pid in found if pid not in children and pid not in waiting]
     for pid in leftovers:
         if in_groups_too or not cgroups.in_job_group(pid):
             posix.kill_tree(pid)
     return leftovers
 
 
-def _shut_down(children: dict[int, int]) -> NoReturn:
-    """The supervisor has gone: so do the children, by process group."""
+def _shut_down(children: dict[int, int], waiting: Waiting) -> NoReturn:
+    """The supervisor has gone: so do the children, by process group, and those waiting."""
     for pid in children:
         try:
             os.killpg(pid, signal.SIGKILL)
         except OSError:
             pass
-    for pid in children:
+    for pid in (*children, *waiting.kill_all()):
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:
@@ -201,7 +384,7 @@ def _shut_down(children: dict[int, int]) -> NoReturn:
     children.clear()
     # And what the jobs left behind, which comes here as each process above it ends.
     for _ in range(1000):
-        leftovers = _kill_leftovers(children)
+        leftovers = _kill_leftovers(children, Waiting())
         if not leftovers:
             break
         for pid in leftovers:

@@ -154,15 +154,19 @@ class JobGroup:
             self.begin(limits)
 
     def begin(self, limits: Limits) -> None:
-        """Make it ready for its next job (v1): the limits that differ from the last job's
-        written, its peak reset, its counters noted."""
-        self._limits_v1(limits)
+        """Make it ready for its next job: the limits that differ from the last job's written
+        (v2: a group made without limits, for a child forked ahead of its job), its peak reset
+        (v1), its counters noted."""
+        if self.version == 2:
+            self._limits_v2(limits)
+        else:
+            self._limits_v1(limits)
+            peak = self._file("memory", "memory.max_usage_in_bytes")
+            if peak is not None:
+                write(peak, "0")  # from the memory charged now
         self.limits = limits
         self.killed.clear()
         self.emptied = False
-        peak = self._file("memory", "memory.max_usage_in_bytes")
-        if peak is not None:
-            write(peak, "0")  # from the memory charged now
         self._base_oom = self._base_refused = 0
         self._base_cpu = (0.0, 0.0)
         self._base_oom = self.oom_kills()

@@ -198,6 +198,7 @@ class Supervisor:
             fork_server=self.config.fork_server,
             after_fork=self.port.after_fork,
             job_user=self.job_user,
+            sandbox=self.sandbox,
         )
         self.wakeup.install_signals()
         self.state = "running"
@@ -296,6 +297,7 @@ class Supervisor:
                         return
             if drain_deadline is not None and not self.children and not self.recorder.unwritten:
                 return
+            self._keep_waiting(draining=drain_deadline is not None)
             if watchdog is not None and timers.due("watchdog", now, watchdog):
                 publishing.notify("WATCHDOG=1")
             if timers.due("status", now, cfg.status_interval):
@@ -541,6 +543,14 @@ class Supervisor:
         exit never pile up."""
         finishing = sum(1 for p in self.children if p.delivered)
         return len(self.children) - finishing + max(0, finishing - self.config.max_concurrent_jobs)
+
+    def _keep_waiting(self, draining: bool) -> None:
+        """A child forked ahead for each free slot, and none once draining (see
+        `Forking.keep_waiting`)."""
+        assert self.forking is not None
+        if self.config.waiting_children:
+            free = self.config.max_concurrent_jobs - self._busy()
+            self.forking.keep_waiting(0 if draining else max(0, free))
 
     def _forget_held(self, job_ids: set[str]) -> None:
         """Drop held jobs whose claims are no longer current (cancelled, taken back)."""
@@ -931,6 +941,8 @@ class Supervisor:
             "claimed_ahead": len(self.ahead),
             "finishing": sum(1 for p in self.children if p.delivered),
             "fork_server_pid": server.pid if server is not None else None,
+            # The children forked ahead, waiting for a job (see `Forking.keep_waiting`).
+            "waiting_children": self.forking.waiting_pids() if self.forking else [],
             "job_user": None if self.job_user is None else self.job_user.name,
             "waiting_on_limit": self.limit_waits,
             # The agents whose jobs wait here for memory, with the memory they lately

@@ -140,6 +140,17 @@ def parent_pid() -> int:
     return os.getppid()
 
 
+def where() -> dict:
+    """The job's process, its parent, and its cgroup's memory limit (None outside a cgroup)."""
+    limit = None
+    for controller, path in parse_own_cgroups(Path("/proc/self/cgroup").read_text()).items():
+        folder = Path("/sys/fs/cgroup", "memory" if controller else "", path.lstrip("/"))
+        for name in ("memory.limit_in_bytes", "memory.max"):
+            if controller in ("memory", "") and (folder / name).is_file():
+                limit = (folder / name).read_text().strip()
+    return {"pid": os.getpid(), "ppid": os.getppid(), "memory_limit": limit}
+
+
 def db_stack_loaded() -> dict:
     """The job's dependency results, and whether reading them loaded the database stack."""
     results = taiat.current_job().dependency_results

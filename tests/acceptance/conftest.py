@@ -60,6 +60,7 @@ AGENT_CONFIG = {
         "fork_bomb",
         "lift_limits",
         "leave_group",
+        "where",
     ]
 }
 
