@@ -1,7 +1,8 @@
 """What one supervisor costs (4 slots, on PostgreSQL and on SQLite): resident memory and CPU when
 idle, and its peak resident memory while it drains a burst of no-op jobs. The supervisor process,
-and its fork server beside it; not the jobs' children. Each loads only its own database's
-driver, so the two differ."""
+and its fork server beside it; and the memory of each child forked ahead, waiting for a job (one
+per free slot): what is its own (USS), and its share of what it shares with the server (PSS).
+Not the jobs' children. Each loads only its own database's driver, so the two differ."""
 
 from __future__ import annotations
 
@@ -50,8 +51,10 @@ def _measure(kind: str, idle_seconds: float) -> dict[str, Any]:
             process = psutil.Process(sup.pid)
             time.sleep(SETTLE_SECONDS)
             rss_idle = process.memory_info().rss
-            server_pid = json.loads(status_file.read_text()).get("fork_server_pid")
+            status = json.loads(status_file.read_text())
+            server_pid = status.get("fork_server_pid")
             server_rss = psutil.Process(server_pid).memory_info().rss if server_pid else 0
+            waiting = [psutil.Process(pid).memory_full_info() for pid in status["waiting_children"]]
             before = _cpu_seconds(process)
             time.sleep(idle_seconds)
             idle_cpu = (_cpu_seconds(process) - before) / idle_seconds
@@ -77,12 +80,19 @@ def _measure(kind: str, idle_seconds: float) -> dict[str, Any]:
         "case": f"1 supervisor, {DATABASES[kind]}, 4 slots",
         "rss_idle_mb": round(rss_idle / MiB, 1),
         "fork_server_rss_idle_mb": round(server_rss / MiB, 1),
+        "waiting_children": len(waiting),
+        "waiting_child_uss_mb": _mean_mb([m.uss for m in waiting]),
+        "waiting_child_pss_mb": _mean_mb([m.pss for m in waiting]),
         "idle_cpu_percent": round(idle_cpu * 100, 2),
         "idle_seconds": idle_seconds,
         "rss_peak_under_load_mb": round(peak / MiB, 1),
         "load_jobs": LOAD_JOBS,
         "drain_s": round(drained, 1),
     }
+
+
+def _mean_mb(values: list[int]) -> float | None:
+    return round(sum(values) / len(values) / MiB, 2) if values else None
 
 
 def _completed(jobs: Any) -> int:
