@@ -1,5 +1,6 @@
-"""Enqueue-to-start latency of an idle supervisor: with LISTEN/NOTIFY, and with polling only;
-and PgQueuer's idle worker in the same run, when the peers are set up (`bench.peers`)."""
+"""Enqueue-to-start latency of an idle supervisor: with LISTEN/NOTIFY (with a child forked ahead
+for each free slot, as by default, and without), and with polling only; and PgQueuer's idle
+worker in the same run, when the peers are set up (`bench.peers`)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,12 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             {
                 "case": "PostgreSQL, LISTEN/NOTIFY (poll 60 s)",
                 **measure(url, samples, "--poll-interval", "60"),
+            }
+        )
+        rows.append(
+            {
+                "case": "PostgreSQL, LISTEN/NOTIFY, each child forked when its job comes",
+                **measure(url, samples, "--poll-interval", "60", "--no-waiting-children"),
             }
         )
         rows.append(

@@ -220,7 +220,11 @@ class SupervisorPort:
                 conn, worker_id, limit, self.lease, self.queues, self.agents, self.held_back
             )
 
-        return self.transactions.run(work)
+        # With nothing to record, a claim is one statement, atomic on its own (the limit-aware
+        # claim too: one function); what it reads after (the dependencies' results, the fleet's
+        # catalogue) does not change once written. On PostgreSQL it then runs in autocommit:
+        # no BEGIN and COMMIT round trips before a job can start.
+        return self.transactions.run(work, single_statement=not completions)
 
     def claim(self, worker_id: str, limit: int) -> Claimed:
         """Claim up to `limit` ready jobs for `worker_id`, with their dependency results."""

@@ -101,3 +101,20 @@ def test_a_far_run_at_is_not_a_reason_for_another_path(
     sent.clear()
     job = manager.create_job(**NOOP, run_at=datetime(2000, 1, 1) + timedelta(days=1))
     assert sent == ["WITH"] and job.run_at == datetime(2000, 1, 2)
+
+
+def test_a_claim_with_nothing_to_record_is_one_statement_in_autocommit(
+    watched: tuple[JobManager, list[str]],
+) -> None:
+    """The supervisor's claim, when no ending goes with it: no BEGIN, no COMMIT."""
+    manager, sent = watched
+    created = manager.create_job(**NOOP)
+    sent.clear()
+    claimed = {job.id: job for job in manager.port.claim("w", 10).jobs}
+    assert len(claimed) == 2 and claimed[created.id].status is JobStatus.RUNNING
+    assert sent == ["WITH"], sent
+    assert manager.get_job(created.id).status is JobStatus.RUNNING  # committed
+    sent.clear()
+    assert manager.port.settle([], "w", 1)[1].jobs == []  # nothing left: the limit-aware
+    assert sent[0] == "WITH" and "BEGIN" not in sent, sent  # claim is tried too, still
+    # without a transaction
