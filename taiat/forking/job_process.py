@@ -287,8 +287,16 @@ class JobProcess:
     ) -> None:
         """Launch the child, with the job's dependency results and, for a query job, the
         catalogue to plan it with; run by `waiting`, a child the launcher forked ahead, if
-        given (in its cgroup, where this job's limits are written first)."""
-        read_fd, write_fd = os.pipe()
+        given (in its cgroup, where this job's limits are written first). Should the launch
+        fail, its group is released (the waiting child in it killed); the caller lets the child
+        itself go."""
+        if waiting is not None:
+            self.group = waiting.group  # the job's from now on: released with it
+        try:
+            read_fd, write_fd = os.pipe()
+        except BaseException:
+            self.release_group()
+            raise
         try:
             output_fds = self.output.open()
             stack_read, stack_write = stacks.open_pipe()
@@ -296,6 +304,7 @@ class JobProcess:
             os.close(read_fd)
             os.close(write_fd)
             self.output.close()
+            self.release_group()
             raise
         os.set_blocking(read_fd, False)
         try:
@@ -304,7 +313,6 @@ class JobProcess:
                 more["catalogue"] = catalogue
             if waiting is not None:
                 more["waiting"] = waiting.id
-                self.group = waiting.group
                 if self.group is not None and not self._begin_in(self.group):
                     del more["waiting"]
             if self.sandbox is not None and self.group is None:

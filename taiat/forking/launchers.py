@@ -142,6 +142,10 @@ class Forking:
             log.warning("%s", exc)
             self.replace_lost()
             proc.start(self.launcher, dependency_results, catalogue)
+        except BaseException:
+            if waiting is not None and self.server_in_use is not None:
+                self._retire(self.server_in_use, waiting)  # its group went with the job
+            raise
 
     def keep_waiting(self, count: int) -> None:
         """Have `count` children forked ahead by the fork server in use, each waiting for a job
@@ -153,10 +157,7 @@ class Forking:
             return
         while len(self.waiting) > count:
             extra = self.waiting.pop()
-            try:
-                server.retire(extra.id)
-            except ForkServerError:
-                pass  # its server is lost, and it with it
+            self._retire(server, extra)
             self._release(extra)
         while len(self.waiting) < count:
             group = None
@@ -179,6 +180,14 @@ class Forking:
             return []
         server.poll()  # their pids come on a socket the supervisor does not wait on
         return [pid for w in self.waiting if (pid := server.waiting_pids.get(w.id))]
+
+    @staticmethod
+    def _retire(server: ForkServer, waiting: WaitingChild) -> None:
+        """Let a waiting child go, without a job."""
+        try:
+            server.retire(waiting.id)
+        except ForkServerError:
+            pass  # its server is lost, and it with it
 
     def _drop_waiting(self) -> None:
         """Forget the children forked ahead (their server is gone, or let go of them) and
