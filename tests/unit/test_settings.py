@@ -143,6 +143,18 @@ def test_switches_turn_off_the_fork_server_and_claiming_ahead(
     assert not config.claim_ahead and config.fork_server
 
 
+def test_a_switch_turns_off_the_children_forked_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TAIAT_NO_WAITING_CHILDREN", raising=False)
+    config, _ = supervisor_config({})
+    assert config.waiting_children
+    config, _ = supervisor_config({"--no-waiting-children": True})
+    assert not config.waiting_children and config.fork_server
+    monkeypatch.setenv("TAIAT_NO_WAITING_CHILDREN", "1")
+    config, _ = supervisor_config({})
+    assert not config.waiting_children
+    assert SupervisorConfig().waiting_children  # in code too, by default
+
+
 def test_a_burst_that_waits_for_scheduled_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     config, _ = supervisor_config({"--burst": True})
     assert config.burst and not config.burst_wait_scheduled
