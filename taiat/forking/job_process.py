@@ -339,11 +339,13 @@ class JobProcess:
             self.deadline = self.started + self.timeout
 
     def _begin_in(self, group: JobGroup) -> bool:
-        """Write the job's limits into the group of the child forked ahead to run it; False
-        (the child killed with its group, which is let go) when the kernel refuses them (a
-        memory limit below what the group holds already)."""
+        """Write the job's limits into the group of the child forked ahead to run it, where
+        they differ from those it waits under (its counters were noted when it was made: what
+        the child does while it waits is next to nothing); False (the child killed with its
+        group, which is let go) when the kernel refuses them (a memory limit below what the
+        group holds already)."""
         try:
-            group.begin(self.limits)
+            group.limit(self.limits)
             return True
         except OSError as exc:
             log.info("job %s: a child forked ahead cannot take its limits (%s)", self.job.id, exc)

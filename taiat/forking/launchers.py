@@ -40,15 +40,18 @@ class Forking:
         after_fork: Callable[[], None] | None = None,
         job_user: JobUser | None = None,
         sandbox: Sandbox | None = None,
+        waiting_limits: Limits | None = None,
     ) -> None:
         """`after_fork` runs first in a child the supervisor forks itself: it lets go of
         what the child inherited (the supervisor's database connections). `job_user`: the
         user every child becomes before it runs its job, whoever forks it. `sandbox`: where
-        the groups of the children forked ahead are made."""
+        the groups of the children forked ahead are made, with `waiting_limits` (those most
+        jobs run under: a job's own are written when it comes, where they differ)."""
         self.executors = list(executors)
         self.after_fork = after_fork
         self.job_user = job_user
         self.sandbox = sandbox
+        self.waiting_limits = waiting_limits or Limits()
         #: Children the fork server in use forked ahead, waiting for a job, oldest first.
         self.waiting: list[WaitingChild] = []
         self.server: ForkServer | None = None
@@ -163,7 +166,7 @@ class Forking:
             group = None
             try:
                 if self.sandbox is not None:
-                    group = self.sandbox.new_group(Limits())
+                    group = self.sandbox.new_group(self.waiting_limits)
                 waiting = WaitingChild(server.wait(group.procs_files if group else ()), group)
             except (OSError, ForkServerError) as exc:
                 # No group to be had now (its job's start will say why), or no server.

@@ -148,35 +148,34 @@ class JobGroup:
         for folder in dict.fromkeys(self.dirs.values()):
             os.mkdir(folder)
         if self.version == 2:
-            self._limits_v2(limits)
-            self.limits = limits
+            self.limit(limits)
         else:
             self.begin(limits)
 
     def begin(self, limits: Limits) -> None:
-        """Make it ready for its next job: the limits that differ from the last job's written
-        (v2: a group made without limits, for a child forked ahead of its job), its peak reset
-        (v1), its counters noted."""
-        if self.version == 2:
-            self._limits_v2(limits)
-        else:
-            self._limits_v1(limits)
-            peak = self._file("memory", "memory.max_usage_in_bytes")
-            if peak is not None:
-                write(peak, "0")  # from the memory charged now
-        self.limits = limits
+        """Make it ready for its next job (v1, whose groups serve one job after another): the
+        limits that differ from the last job's written, its peak reset, its counters noted."""
+        self.limit(limits)
         self.killed.clear()
         self.emptied = False
+        peak = self._file("memory", "memory.max_usage_in_bytes")
+        if peak is not None:
+            write(peak, "0")  # from the memory charged now
         self._base_oom = self._base_refused = 0
         self._base_cpu = (0.0, 0.0)
         self._base_oom = self.oom_kills()
         self._base_refused = self.forks_refused()
         self._base_cpu = self.cpu_seconds()
 
-    def _limits_v1(self, limits: Limits) -> None:
-        """Write the v1 limits that differ from those in force. (Swap is not capped here: the
+    def limit(self, limits: Limits) -> None:
+        """Write the limits that differ from those in force (OSError if the kernel refuses one:
+        a memory limit below what the group holds already). (Swap is not capped under v1: the
         memory+swap limit would have to be written in step with the memory one.)"""
         old = self.limits
+        if self.version == 2:
+            self._limits_v2(limits, old)
+            self.limits = limits
+            return
         memory = self._file("memory", "memory.limit_in_bytes")
         if memory is not None and limits.memory_bytes != old.memory_bytes:
             write(memory, str(limits.memory_bytes or -1))
@@ -188,19 +187,22 @@ class JobGroup:
             write(f"{self.dirs['cpu']}/cpu.cfs_period_us", str(CPU_PERIOD_US))
             cores = limits.cpu_cores
             write(quota, str(-1 if cores is None else cpu_quota(cores)))
+        self.limits = limits
 
-    def _limits_v2(self, limits: Limits) -> None:
+    def _limits_v2(self, limits: Limits, old: Limits) -> None:
         folder = self.dirs["memory"]
-        if limits.memory_bytes is not None:
-            write(f"{folder}/memory.max", str(limits.memory_bytes))
-            if os.path.exists(f"{folder}/memory.swap.max"):
-                write(f"{folder}/memory.swap.max", "0")
-            if os.path.exists(f"{folder}/memory.oom.group"):
-                write(f"{folder}/memory.oom.group", "1")  # the job dies whole, not in part
-        if limits.max_processes is not None and "pids" in self.dirs:
-            write(f"{folder}/pids.max", str(limits.max_processes))
-        if limits.cpu_cores is not None and "cpu" in self.dirs:
-            write(f"{folder}/cpu.max", f"{cpu_quota(limits.cpu_cores)} {CPU_PERIOD_US}")
+        if limits.memory_bytes != old.memory_bytes:
+            write(f"{folder}/memory.max", str(limits.memory_bytes or "max"))
+            if limits.memory_bytes is not None:
+                if os.path.exists(f"{folder}/memory.swap.max"):
+                    write(f"{folder}/memory.swap.max", "0")
+                if os.path.exists(f"{folder}/memory.oom.group"):
+                    write(f"{folder}/memory.oom.group", "1")  # the job dies whole, not in part
+        if limits.max_processes != old.max_processes and "pids" in self.dirs:
+            write(f"{folder}/pids.max", str(limits.max_processes or "max"))
+        if limits.cpu_cores != old.cpu_cores and "cpu" in self.dirs:
+            quota = "max" if limits.cpu_cores is None else cpu_quota(limits.cpu_cores)
+            write(f"{folder}/cpu.max", f"{quota} {CPU_PERIOD_US}")
 
     def remove(self) -> bool:
         """Remove its directories; False if one is still busy (a process not gone yet)."""

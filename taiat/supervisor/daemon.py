@@ -35,6 +35,7 @@ from taiat.forking.output import Forward, JobOutput
 from taiat.job_manager import CLEANUP_BATCH, JobManager
 from taiat.jobs import Job, Outcome
 from taiat.sandbox import cgroups
+from taiat.sandbox.cgroups import Limits
 from taiat.sandbox.detect import Sandbox, detect
 from taiat.store.port import Backlog, Listener, new_worker_id, supervisor_engine
 from taiat.supervisor import admission, publishing
@@ -199,6 +200,11 @@ class Supervisor:
             after_fork=self.port.after_fork,
             job_user=self.job_user,
             sandbox=self.sandbox,
+            waiting_limits=Limits(
+                memory_limit_bytes(self.config.memory_limit_mb),
+                lowest_whole(self.config.max_processes),
+                lowest(self.config.cpu_limit, MAX_CPU_LIMIT),
+            ),
         )
         self.wakeup.install_signals()
         self.state = "running"

@@ -250,8 +250,8 @@ def pipe_writer(body: str) -> None:
 
 def escape(pid_file: str, megabytes: int = 0, seconds: float = 0.0) -> dict:
     """Leave a process behind in a session of its own (fork, setsid, fork: a daemon's double
-    fork) that tells its pid, then holds `megabytes`; return once it has told its pid, after
-    `seconds` more."""
+    fork) that takes `megabytes`, then tells its pid and holds them; return once it has told
+    its pid (its memory all taken, however slow the machine), after `seconds` more."""
 
     def hold() -> bytearray:
         block = bytearray(megabytes << 20)
@@ -259,26 +259,25 @@ def escape(pid_file: str, megabytes: int = 0, seconds: float = 0.0) -> dict:
             block[i] = 1
         return block
 
-    escaped = _daemon(pid_file, after=hold)
+    escaped = _daemon(pid_file, before=hold)
     time.sleep(seconds)
     return {"escaped": escaped}
 
 
 def _daemon(pid_file: str, before: Any = None, after: Any = None) -> int:
     """Leave a process behind (fork, setsid, fork) that calls `before`, writes its pid to
-    `pid_file`, calls `after` and sleeps, holding what `after` returned; its pid, once
+    `pid_file`, calls `after` and sleeps, holding what both returned; its pid, once
     written."""
     middle = os.fork()
     if middle == 0:
         os.setsid()
         if os.fork() == 0:
-            if before is not None:
-                before()
+            taken = before() if before is not None else None  # kept while it sleeps
             Path(pid_file + ".tmp").write_text(str(os.getpid()))
             os.rename(pid_file + ".tmp", pid_file)
-            held = after() if after is not None else None  # kept while it sleeps
+            held = after() if after is not None else None  # kept too
             time.sleep(300)
-            del held
+            del taken, held
         os._exit(0)
     os.waitpid(middle, 0)
     deadline = time.monotonic() + 30

@@ -4,12 +4,21 @@ tests/acceptance/test_sandbox.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from taiat.cli.supervisor_command import supervisor_config
 from taiat.config import SupervisorConfig
 from taiat.errors import ConfigurationError
-from taiat.sandbox.cgroups import cpu_quota, parse_keyed, parse_own_cgroups, parse_procs
+from taiat.sandbox.cgroups import (
+    JobGroup,
+    Limits,
+    cpu_quota,
+    parse_keyed,
+    parse_own_cgroups,
+    parse_procs,
+)
 from taiat.sandbox.detect import detect
 from taiat.supervisor.daemon import lowest, lowest_whole
 
@@ -97,3 +106,45 @@ def test_a_payload_only_lowers_the_caps() -> None:
     assert lowest(None, None) is None
     assert lowest_whole(1024, 2000) == 1024
     assert lowest_whole(1024, 0.5) == 1
+
+
+def _group_files(tmp_path: Path, version: int, names: list[str]) -> JobGroup:
+    """A group whose files are plain empty files in `tmp_path` (what is written is kept)."""
+    for name in names:
+        (tmp_path / name).write_text("")
+    controllers = ("memory", "pids", "cpu", "cpuacct")
+    return JobGroup(version, {c: str(tmp_path) for c in controllers})
+
+
+def _written(tmp_path: Path) -> dict[str, str]:
+    found = {p.name: p.read_text() for p in tmp_path.iterdir() if p.read_text()}
+    for path in tmp_path.iterdir():
+        path.write_text("")
+    return found
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_groups_limits_are_written_where_they_differ(tmp_path: Path, version: int) -> None:
+    """A child forked ahead waits under the supervisor's limits; its job's own are written
+    when it comes, only those that differ, and a cap lifted is written as none."""
+    v1 = ["memory.limit_in_bytes", "pids.max", "cpu.cfs_quota_us", "cpu.cfs_period_us"]
+    v2 = ["memory.max", "pids.max", "cpu.max"]
+    group = _group_files(tmp_path, version, v1 if version == 1 else v2)
+    group.limit(Limits(300 << 20, 40, None))
+    first = _written(tmp_path)
+    memory = "memory.limit_in_bytes" if version == 1 else "memory.max"
+    assert first == {memory: str(300 << 20), "pids.max": "40"}
+    group.limit(Limits(300 << 20, 40, None))
+    assert _written(tmp_path) == {}  # nothing differs
+    group.limit(Limits(100 << 20, None, 0.5))
+    cpu = {"cpu.cfs_quota_us": "50000", "cpu.cfs_period_us": "100000"}
+    if version == 2:
+        cpu = {"cpu.max": "50000 100000"}
+    lifted = "-1" if version == 1 else "max"
+    assert _written(tmp_path) == {memory: str(100 << 20), "pids.max": "max", **cpu}
+    group.limit(Limits())
+    off = {"cpu.cfs_quota_us": "-1", "cpu.cfs_period_us": "100000"}
+    if version == 2:
+        off = {"cpu.max": "max 100000"}
+    assert _written(tmp_path) == {memory: lifted, **off}
+    assert group.limits == Limits()
