@@ -248,10 +248,13 @@ def pipe_writer(body: str) -> None:
     os._exit(0)
 
 
-def escape(pid_file: str, megabytes: int = 0, seconds: float = 0.0) -> dict:
+def escape(
+    pid_file: str, megabytes: int = 0, seconds: float = 0.0, memory_first: bool = False
+) -> dict:
     """Leave a process behind in a session of its own (fork, setsid, fork: a daemon's double
-    fork) that takes `megabytes`, then tells its pid and holds them; return once it has told
-    its pid (its memory all taken, however slow the machine), after `seconds` more."""
+    fork) that tells its pid, then holds `megabytes`; return once it has told its pid, after
+    `seconds` more. `memory_first`: it takes its memory before it tells its pid, so that the
+    job ends only once that memory is held, however slow the machine."""
 
     def hold() -> bytearray:
         block = bytearray(megabytes << 20)
@@ -259,7 +262,7 @@ def escape(pid_file: str, megabytes: int = 0, seconds: float = 0.0) -> dict:
             block[i] = 1
         return block
 
-    escaped = _daemon(pid_file, before=hold)
+    escaped = _daemon(pid_file, before=hold) if memory_first else _daemon(pid_file, after=hold)
     time.sleep(seconds)
     return {"escaped": escaped}
 

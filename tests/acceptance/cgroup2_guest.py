@@ -119,7 +119,9 @@ def main(tmp: Path) -> dict[str, Any]:
 
     pid_file = tmp / "escaped.pid"
     escape = manager.create_job(
-        **agent_job("escape", "escape", pid_file=str(pid_file), megabytes=100, seconds=1),
+        **agent_job(
+            "escape", "escape", pid_file=str(pid_file), megabytes=100, seconds=1, memory_first=True
+        ),
         max_retries=0,
     )
     seen["escape"] = ended(manager, escape.id, sup)

@@ -93,7 +93,9 @@ def test_an_escaped_grandchild_counts_and_ends_with_its_job(
     job ends, nothing of the job left."""
     pid_file = tmp_path / "escaped.pid"
     job = manager.create_job(
-        **agent_job("escape", "escape", pid_file=str(pid_file), megabytes=400, seconds=1),
+        **agent_job(
+            "escape", "escape", pid_file=str(pid_file), megabytes=400, seconds=1, memory_first=True
+        ),
         max_retries=0,
     )
     sup = supervisor("--memory-limit", "1000", "--sandbox", "cgroup")
