@@ -21,16 +21,30 @@ MAX_LIMIT_CONCURRENCY = 4
 DRAIN_TIMEOUT = 600.0
 
 
-def drain(url: str, jobs: int, supervisors: int, slots: int, *more: str) -> dict[str, float]:
+def drain(
+    url: str,
+    jobs: int,
+    supervisors: int,
+    slots: int,
+    *more: str,
+    agents: dict[str, str] | None = None,
+) -> dict[str, float]:
     """Enqueue `jobs` no-op jobs, then time `supervisors` burst-mode supervisors draining them
-    (with the options `more`)."""
+    (with the options `more`, and the agents `agents`: see `start_supervisor`)."""
     jobs_manager = manager(url)
     jobs_manager.create_jobs([NOOP] * jobs)
     jobs_manager.engine.dispose()
     started = time.monotonic()
     procs = [
         start_supervisor(
-            url, "--burst", "--poll-interval", "0.2", "--max-concurrent-jobs", str(slots), *more
+            url,
+            "--burst",
+            "--poll-interval",
+            "0.2",
+            "--max-concurrent-jobs",
+            str(slots),
+            *more,
+            agents=agents,
         )
         for _ in range(supervisors)
     ]
