@@ -14,7 +14,9 @@ concurrency, run in the same section:
   set up (`bench.peers`; their venv needs numpy).
 
 The drains take turns, configuration after configuration, and each figure is the median of
-the runs.
+the runs. Beside each drain, the CPU a job costs each process (an idle supervisor given the
+jobs, one run) and, beside each loop, the loop's: with the machine's cores busy, those decide
+the throughput.
 """
 
 from __future__ import annotations
@@ -30,12 +32,22 @@ from typing import Any
 import psutil
 
 from bench import latency, peers
-from bench.common import AGENTS, fresh_database, start_supervisor, stop, summary_ms, wait_for
+from bench.common import (
+    AGENTS,
+    NOOP,
+    fresh_database,
+    manager,
+    start_supervisor,
+    stop,
+    summary_ms,
+    wait_for,
+)
 from bench.limit import measure as fork_loop
 from bench.throughput import drain
 
 MiB = 1 << 20
 SLOTS = 2
+DRAIN_TIMEOUT = 600.0
 HEAVY = {"noop": "bench.heavy_agents:noop", "stamp": "bench.heavy_agents:stamp"}
 #: What each loop stands for: the light fork server, the heavy one, and a heavy supervisor.
 LOOP_LIGHT = "fork server's imports"
@@ -69,11 +81,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 "case": loop,
                 "jobs_per_s": round(figures["jobs_per_s"], 1),
                 "forking_rss_mb": round(figures["parent_rss_mb"], 1),
+                "cpu_ms_a_job": round(figures["cpu_ms_a_job"], 2),
             }
         )
     drains = _drains(jobs, repeats)
     for case, (agents, options, loop) in DRAINS.items():
-        supervisor_mb, server_mb = _sizes(agents, options)
         rate = drains[case]
         rows.append(
             {
@@ -82,9 +94,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                 "jobs": jobs,
                 "jobs_per_s": round(rate, 1),
                 "ratio_to_loop_of_same_size": round(rate / loops[loop, 2]["jobs_per_s"], 3),
-                "supervisor_rss_mb": supervisor_mb,
-                "fork_server_rss_mb": server_mb,
                 "runs": repeats,
+                **_idle_then_drain(agents, options, jobs),
             }
         )
     with fresh_database("postgresql") as url:
@@ -139,23 +150,59 @@ def _rate(url: str, jobs: int, agents: dict[str, str], options: tuple[str, ...])
     return jobs / figures["span"]
 
 
-def _sizes(agents: dict[str, str], options: tuple[str, ...]) -> tuple[float, float | None]:
-    """The resident MiB of an idle supervisor with `agents`, and of its fork server (None
-    without one)."""
+def _idle_then_drain(
+    agents: dict[str, str], options: tuple[str, ...], jobs: int
+) -> dict[str, float | None]:
+    """An idle supervisor with `agents` and `options`: its resident MiB and its fork server's
+    (None without one); then, as it drains `jobs` no-op jobs, the CPU ms a job of each: the
+    supervisor, the fork server, and the jobs' children (reaped by the server, or by the
+    supervisor without one). CPU depends much less than time on the machine's other work."""
     with fresh_database("postgresql") as url, tempfile.TemporaryDirectory() as folder:
         status_file = Path(folder) / "status.json"
         sup = start_supervisor(
-            url, "--status-file", str(status_file), "--poll-interval", "60", *options, agents=agents
+            url,
+            "--status-file",
+            str(status_file),
+            "--poll-interval",
+            "60",
+            "--max-concurrent-jobs",
+            str(SLOTS),
+            *options,
+            agents=agents,
         )
+        jobs_manager = manager(url)
         try:
             wait_for(lambda: _status(status_file).get("state") == "running", 60, "a supervisor")
             time.sleep(0.5)
-            supervisor = psutil.Process(sup.pid).memory_info().rss / MiB
+            supervisor = psutil.Process(sup.pid)
             server_pid = _status(status_file).get("fork_server_pid")
-            server = psutil.Process(server_pid).memory_info().rss / MiB if server_pid else None
+            server = psutil.Process(server_pid) if server_pid else None
+            figures: dict[str, float | None] = {
+                "supervisor_rss_mb": round(supervisor.memory_info().rss / MiB, 1),
+                "fork_server_rss_mb": round(server.memory_info().rss / MiB, 1) if server else None,
+            }
+            forker = server or supervisor
+            before = supervisor.cpu_times(), forker.cpu_times()
+            jobs_manager.create_jobs([NOOP] * jobs)
+            wait_for(lambda: _completed(status_file) >= jobs, DRAIN_TIMEOUT, "the drain")
+            after = supervisor.cpu_times(), forker.cpu_times()
         finally:
             stop(sup)
-    return round(supervisor, 1), None if server is None else round(server, 1)
+            jobs_manager.engine.dispose()
+    per_job = 1000 / jobs
+    own = (after[0].user + after[0].system - before[0].user - before[0].system) * per_job
+    children = after[1].children_user + after[1].children_system
+    children -= before[1].children_user + before[1].children_system
+    figures["cpu_ms_a_job_supervisor"] = round(own, 2)
+    if server is not None:
+        spent = after[1].user + after[1].system - before[1].user - before[1].system
+        figures["cpu_ms_a_job_fork_server"] = round(spent * per_job, 2)
+    figures["cpu_ms_a_job_children"] = round(children * per_job, 2)
+    return figures
+
+
+def _completed(status_file: Path) -> int:
+    return _status(status_file).get("counters", {}).get("completed", 0)
 
 
 def _status(path: Path) -> dict[str, Any]:

@@ -43,7 +43,8 @@ def limit_rate(at_once: int, variant: str, count: int) -> float:
 
 def measure(at_once: int, variant: str, count: int) -> dict[str, float]:
     """One run of the fork loop of `variant` (`VARIANTS` or `HEAVY_VARIANTS`), `count` jobs with
-    `at_once` in flight: its jobs/s, and the forking process's resident MiB."""
+    `at_once` in flight: its jobs/s, the forking process's resident MiB, and the CPU ms a job
+    of the loop and its children."""
     import subprocess  # here, not at the top: the worker must import as little as it can
 
     from bench.common import ROOT
@@ -111,8 +112,20 @@ def _worker(argv: list[str]) -> None:
         import bench.heavy_agents  # noqa: F401 - numpy and an array: about 150 MiB
 
     fork_loop(at_once, _WARM_UP)
+    before = os.times()
     seconds = fork_loop(at_once, count)
-    print(json.dumps({"jobs_per_s": count / seconds, "parent_rss_mb": _rss_mb()}))
+    after = os.times()
+    # The loop's and its children's, without the imports before it.
+    cpu = sum(after[:4]) - sum(before[:4])
+    print(
+        json.dumps(
+            {
+                "jobs_per_s": count / seconds,
+                "parent_rss_mb": _rss_mb(),
+                "cpu_ms_a_job": cpu * 1000 / count,
+            }
+        )
+    )
 
 
 def run(quick: bool = False) -> list[dict]:
