@@ -108,15 +108,17 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             "jobs_per_s": round(rate, 1),
         }
     )
-    ours = {}
-    for case, agents, loop in (("light agents", AGENTS, LOOP_LIGHT), ("heavy", HEAVY, LOOP_HEAVY)):
+    for case, agents, loop in (
+        ("light agents", AGENTS, LOOP_LIGHT),
+        ("heavy agents module", HEAVY, LOOP_HEAVY),
+    ):
         with fresh_database("postgresql") as url:
-            ours[case] = latency.measure(url, samples, "--poll-interval", "60", agents=agents)
+            figures = latency.measure(url, samples, "--poll-interval", "60", agents=agents)
         rows.append(
             {
                 "what": "start latency, LISTEN/NOTIFY",
-                "case": "heavy agents module" if case == "heavy" else case,
-                **ours[case],
+                "case": case,
+                **figures,
                 "loop_ms_a_job_1_at_once": round(1000 / loops[loop, 1]["jobs_per_s"], 2),
             }
         )
