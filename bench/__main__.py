@@ -8,7 +8,7 @@ Options:
   --quick        Fewer samples and smaller sizes, for a quick look.
   --only NAME    Run only this section (repeatable): limit, throughput, latency,
                  enqueue, scale, footprint, cpu,
-                 large, limits, sandbox.
+                 large, limits, sandbox, heavy.
   --json PATH    Where to write the figures [default: bench/results/latest.json].
   -h --help      Show this help.
 """
@@ -30,6 +30,7 @@ from bench import (
     cpu,
     enqueue,
     footprint,
+    heavy,
     large_result,
     latency,
     limit,
@@ -50,6 +51,7 @@ SECTIONS = {
     "large": large_result.run,
     "limits": limits.run,
     "sandbox": sandbox.run,
+    "heavy": heavy.run,
 }
 
 

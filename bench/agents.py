@@ -17,3 +17,9 @@ def stamp() -> float:
 def big(megabytes: int = 200) -> str:
     """A result of `megabytes` MiB of JSON text (and two quotes)."""
     return "x" * (megabytes << 20)
+
+
+def heavy_import() -> None:
+    """Imports the heavy agents module (`bench.heavy_agents`) in the job's own process, as an
+    agent that imports its libraries in its body does: every job pays for the import."""
+    import bench.heavy_agents  # noqa: F401

@@ -59,11 +59,15 @@ def _initialise(url: str) -> None:
     engine.dispose()
 
 
-def start_supervisor(url: str, *args: str, log: Path | None = None) -> subprocess.Popen:
+def start_supervisor(
+    url: str, *args: str, log: Path | None = None, agents: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """A supervisor of `url` with the options `args`, and the agents `agents` (name ->
+    "module:function"; `AGENTS` by default)."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "TAIAT_AGENT_CONFIG": json.dumps(AGENTS),
+        "TAIAT_AGENT_CONFIG": json.dumps(AGENTS if agents is None else agents),
         "TAIAT_LOG_LEVEL": os.environ.get("TAIAT_BENCH_LOG_LEVEL", "WARNING"),
     }
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - child keeps it

@@ -12,9 +12,14 @@ from bench import peers
 from bench.common import fresh_database, manager, start_supervisor, stop, summary_ms, wait_for
 
 
-def measure(url: str, samples: int, *args: str) -> dict[str, float]:
+def measure(
+    url: str, samples: int, *args: str, agents: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Enqueue-to-start latency of `samples` stamp jobs, one at a time, each after a random
+    idle while, run by a supervisor with the options `args` and the agents `agents` (see
+    `start_supervisor`)."""
     jobs = manager(url)
-    sup = start_supervisor(url, "--max-concurrent-jobs", "2", *args)
+    sup = start_supervisor(url, "--max-concurrent-jobs", "2", *args, agents=agents)
     try:
         # A first job proves the supervisor is up and serving before anything is timed.
         first = jobs.create_job("agent", "warm-up", payload={"agent_name": "noop"})

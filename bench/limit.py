@@ -6,8 +6,9 @@ the bigger the forking process is, so the loop runs in a fresh subprocess that f
 what the supervisor imports ("with taiat imported"), what the supervisor's fork server imports
 ("fork server's imports"), or nothing beyond what the interpreter loads at start-up ("bare").
 
-The subprocess is `python -m bench.limit --worker AT_ONCE COUNT [--taiat]`; this module imports
-only the standard library at the top so that the bare variant stays bare.
+The subprocess is `python -m bench.limit --worker AT_ONCE COUNT [--taiat] [--server] [--heavy]`
+(`--heavy`: the heavy agents module, `bench.heavy_agents`, for the heavy section); this module
+imports only the standard library at the top so that the bare variant stays bare.
 """
 
 from __future__ import annotations
@@ -25,23 +26,31 @@ CASES = {
     "with taiat imported": "fork loop, taiat imported",
     "fork server's imports": "fork loop, fork server's imports",
 }
+#: Loops of the size of the heavy section's processes (`bench.heavy`): the fork server that
+#: holds the heavy agents module, and a supervisor that does (what it forks from without one).
+HEAVY_VARIANTS = {
+    "fork server's imports, heavy agents module": "--server --heavy",
+    "with taiat imported, heavy agents module": "--taiat --heavy",
+}
 CONCURRENCY = (1, 2, 4)
 _WARM_UP = 20
 
 
 def limit_rate(at_once: int, variant: str, count: int) -> float:
     """Jobs per second of the bare fork loop with `at_once` children in flight."""
-    return _measure(at_once, variant, count)["jobs_per_s"]
+    return measure(at_once, variant, count)["jobs_per_s"]
 
 
-def _measure(at_once: int, variant: str, count: int) -> dict[str, float]:
+def measure(at_once: int, variant: str, count: int) -> dict[str, float]:
+    """One run of the fork loop of `variant` (`VARIANTS` or `HEAVY_VARIANTS`), `count` jobs with
+    `at_once` in flight: its jobs/s, the forking process's resident MiB, and the CPU ms a job
+    of the loop and its children."""
     import subprocess  # here, not at the top: the worker must import as little as it can
 
     from bench.common import ROOT
 
     command = [sys.executable, "-m", "bench.limit", "--worker", str(at_once), str(count)]
-    if VARIANTS[variant]:
-        command.append(VARIANTS[variant])
+    command += {**VARIANTS, **HEAVY_VARIANTS}[variant].split()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
@@ -99,10 +108,24 @@ def _worker(argv: list[str]) -> None:
     if "--server" in argv:
         import taiat.agents.examples  # noqa: F401 - the example agents, which the server holds
         import taiat.forking.server_loop  # noqa: F401 - what the fork server's process holds
+    if "--heavy" in argv:
+        import bench.heavy_agents  # noqa: F401 - numpy and an array: about 150 MiB
 
     fork_loop(at_once, _WARM_UP)
+    before = os.times()
     seconds = fork_loop(at_once, count)
-    print(json.dumps({"jobs_per_s": count / seconds, "parent_rss_mb": _rss_mb()}))
+    after = os.times()
+    # The loop's and its children's, without the imports before it.
+    cpu = sum(after[:4]) - sum(before[:4])
+    print(
+        json.dumps(
+            {
+                "jobs_per_s": count / seconds,
+                "parent_rss_mb": _rss_mb(),
+                "cpu_ms_a_job": cpu * 1000 / count,
+            }
+        )
+    )
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -111,7 +134,7 @@ def run(quick: bool = False) -> list[dict]:
     for variant in VARIANTS:
         for at_once in CONCURRENCY:
             figures = sorted(
-                (_measure(at_once, variant, count) for _ in range(repeats)),
+                (measure(at_once, variant, count) for _ in range(repeats)),
                 key=lambda f: f["jobs_per_s"],
             )
             median = figures[len(figures) // 2]
