@@ -16,7 +16,7 @@ from taiat.errors import ForkServerError
 from taiat.forking.job_process import DirectLauncher, JobProcess, Launcher, WaitingChild
 from taiat.forking.job_user import JobUser
 from taiat.forking.server import ForkServer
-from taiat.sandbox.cgroups import Limits
+from taiat.sandbox.cgroups import JobGroup, Limits
 from taiat.sandbox.detect import Sandbox
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 #: to be had, as under a job's fork bomb), a fork server is tried again this long after
 #: (seconds): a job's parent is then a server again, not the supervisor.
 RETRY_SERVER = 30.0
+#: A child forked ahead that could not be had (no cgroup to be made for it, or no server) is
+#: tried again this long after (seconds), not on every turn of the supervisor's loop.
+RETRY_WAITING = 1.0
 
 
 class Forking:
@@ -54,6 +57,8 @@ class Forking:
         self.waiting_limits = waiting_limits or Limits()
         #: Children the fork server in use forked ahead, waiting for a job, oldest first.
         self.waiting: list[WaitingChild] = []
+        #: When to try again to fork one ahead, after a try failed (monotonic seconds).
+        self._waiting_retry_at = 0.0
         self.server: ForkServer | None = None
         #: The fork servers of the jobs that run alone, by job process.
         self.alone: dict[JobProcess, ForkServer] = {}
@@ -161,7 +166,9 @@ class Forking:
         while len(self.waiting) > count:
             extra = self.waiting.pop()
             self._retire(server, extra)
-            self._release(extra)
+            self._release_group(extra.group)
+        if len(self.waiting) < count and time.monotonic() < self._waiting_retry_at:
+            return
         while len(self.waiting) < count:
             group = None
             try:
@@ -169,10 +176,11 @@ class Forking:
                     group = self.sandbox.new_group(self.waiting_limits)
                 waiting = WaitingChild(server.wait(group.procs_files if group else ()), group)
             except (OSError, ForkServerError) as exc:
-                # No group to be had now (its job's start will say why), or no server.
+                # No group to be had now (a job's start will say why), or no server (replaced
+                # on the next turn): tried again in a while.
                 log.debug("no child forked ahead: %s", exc)
-                if group is not None:
-                    self._release(WaitingChild(0, group))
+                self._release_group(group)
+                self._waiting_retry_at = time.monotonic() + RETRY_WAITING
                 return
             self.waiting.append(waiting)
 
@@ -196,14 +204,16 @@ class Forking:
         """Forget the children forked ahead (their server is gone, or let go of them) and
         release their groups."""
         for waiting in self.waiting:
-            self._release(waiting)
+            self._release_group(waiting.group)
         self.waiting.clear()
 
-    def _release(self, waiting: WaitingChild) -> None:
-        if waiting.group is not None and self.sandbox is not None:
+    def _release_group(self, group: JobGroup | None) -> None:
+        """Kill what is in the group of a child forked ahead, and remove it (or keep it for
+        another): it has no job."""
+        if group is not None and self.sandbox is not None:
             try:
-                waiting.group.kill_all(wait=0)
-                self.sandbox.discard(waiting.group)
+                group.kill_all(wait=0)
+                self.sandbox.discard(group)
             except OSError as exc:
                 log.warning("the cgroup of a child forked ahead could not be released: %s", exc)
 
