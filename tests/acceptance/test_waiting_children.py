@@ -127,7 +127,8 @@ def test_a_waiting_child_waits_in_its_cgroup_and_its_job_gets_its_own_limits(
         pytest.skip(f"no cgroup can be managed here: {sandbox.why}")
     sup = supervisor("--max-concurrent-jobs", "1", "--sandbox", "cgroup", "--memory-limit", "300")
     [waiting] = _waiting(sup, 1)
-    assert in_job_group(waiting)
+    # It joins its group once forked (its pid is told at once), and before it reads a job.
+    wait_until(lambda: in_job_group(waiting), 10, "the waiting child in its cgroup", watch=sup)
     ran = _run(manager, sup, memory_limit_mb=120)
     assert ran["pid"] == waiting
     assert int(ran["memory_limit"]) == 120 << 20
