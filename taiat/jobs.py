@@ -255,14 +255,14 @@ class Job:
     def from_plain(cls, values: tuple[Any, ...]) -> Job:
         """The job `to_plain` gave. Built as unpickling builds it, without `__init__`: a job's
         freshly forked child runs this, where every Python line run costs page copies."""
-        state = dict(zip(_JOB_FIELDS, values, strict=True))
+        job = cls.__new__(cls)
+        state = job.__dict__  # filled in place: no second dict of every field
+        state.update(zip(_JOB_FIELDS, values, strict=True))
         state["job_type"] = _JOB_TYPES[state["job_type"]]
         state["status"] = _JOB_STATUSES[state["status"]]
         for name in _JOB_TIMES:
             if state[name] is not None:
                 state[name] = datetime.fromisoformat(state[name])
-        job = cls.__new__(cls)
-        job.__dict__.update(state)
         return job
 
 

@@ -179,9 +179,11 @@ def complete(conn: Connection, completions: Sequence[Completion]) -> tuple[set[s
     """Record successes, several in one go: returns the ids recorded (the others' claims were
     stale, and nothing changed for them) and the dependents that became ready."""
     lock_queries(conn, [c.job_id for c in completions if c.in_plan is not False])
-    record_attempts(conn, [c.attempt for c in completions])
     results = {c.job_id: c.result for c in completions}
-    rows = _move_completed(conn, {c.job_id: c.claim_seq for c in completions}, results)
+    claims = {c.job_id: c.claim_seq for c in completions}
+    recorded, outputs = attempt_rows([c.attempt for c in completions])
+    rows = _move_completed(conn, claims, results, recorded)
+    queries.save_output(conn, outputs)
     done = {row["id"] for row in rows}
     ready = queries.release_dependents(conn, done)
     queries_done, also_ready = complete_queries(conn, rows, results)
@@ -193,11 +195,16 @@ def complete(conn: Connection, completions: Sequence[Completion]) -> tuple[set[s
 
 
 def _move_completed(
-    conn: Connection, claims: Mapping[str, int], results: Mapping[str, Any]
+    conn: Connection,
+    claims: Mapping[str, int],
+    results: Mapping[str, Any],
+    recorded: Sequence[Mapping[str, Any]] = (),
 ) -> list[RowMapping]:
     """Take the jobs (id -> claim_seq) whose claim is still the running one, and write their
-    history entries with their results. Their rows give at least `id`, `now` and, for a query's
-    goal-producing agent, `payload`: what `complete_queries` reads."""
+    history entries with their results; record the attempts `recorded` (rows as
+    `attempt_rows` makes them), on PostgreSQL in the same statement (a round trip less on the
+    hot path). Their rows give at least `id`, `now` and, for a query's goal-producing agent,
+    `payload`: what `complete_queries` reads."""
     if queries.completes_in_one_statement(conn):
         completed = [
             {
@@ -208,7 +215,8 @@ def _move_completed(
             }
             for job_id, claim_seq in claims.items()
         ]
-        return queries.complete_running(conn, completed)
+        return queries.complete_running(conn, completed, recorded)
+    queries.insert_attempts(conn, recorded)
     rows = queries.take_running(conn, claims)
     entries = [
         history_entry(row, JobStatus.COMPLETED, row["now"], result=results[row["id"]])
@@ -334,6 +342,16 @@ def record_attempt(conn: Connection, attempt: Attempt | None) -> None:
 def record_attempts(conn: Connection, attempts: Sequence[Attempt | None]) -> None:
     """Record attempts, and the output of those that wrote any (in place of what was written of
     it while they ran)."""
+    rows, outputs = attempt_rows(attempts)
+    queries.insert_attempts(conn, rows)
+    queries.save_output(conn, outputs)
+
+
+def attempt_rows(
+    attempts: Sequence[Attempt | None],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of `attempts` as `insert_attempts` takes them, and those of their output as
+    `save_output` does (of the attempts that wrote any)."""
     rows = []
     outputs = []
     for attempt in attempts:
@@ -347,8 +365,7 @@ def record_attempts(conn: Connection, attempts: Sequence[Attempt | None]) -> Non
             if written is not None and not written.empty:
                 outputs.append(output_row(written, final=True))
             rows.append(values)
-    queries.insert_attempts(conn, rows)
-    queries.save_output(conn, outputs)
+    return rows, outputs
 
 
 def output_row(output: AttemptOutput, *, final: bool) -> dict[str, Any]:

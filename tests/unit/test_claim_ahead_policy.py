@@ -29,14 +29,14 @@ def test_nothing_is_held_until_short_jobs_have_been_seen() -> None:
     for _ in range(20):
         ahead.observe(0.04)
     assert ahead.typical is not None and ahead.typical < 0.05
-    assert ahead.depth == 2  # short, but not so short that one slot's 50 ms holds two
-    assert ahead.wanted(running=2) == 2  # both slots busy: one ahead for each
+    assert ahead.depth == 4  # short, but not so short that one slot's 100 ms holds three
+    assert ahead.wanted(running=2) == 4  # both slots busy: two ahead for each
     ahead.put([job("a")], {"a": {"dep": 1}})
-    assert ahead.wanted(running=2) == 1
+    assert ahead.wanted(running=2) == 3
 
 
 def test_the_shorter_the_jobs_the_more_are_held_up_to_a_bound() -> None:
-    for typical, per_slot in [(0.04, 1), (0.03, 1), (0.02, 2), (0.01, 5), (0.005, 8), (0.0, 8)]:
+    for typical, per_slot in [(0.04, 2), (0.03, 3), (0.02, 5), (0.01, 10), (0.005, 16), (0.0, 16)]:
         ahead = ClaimAhead(slots=2)
         ahead.observe(typical)
         assert ahead.depth == 2 * per_slot, typical
@@ -79,7 +79,7 @@ def test_jobs_held_too_long_are_taken_out_and_holding_stops_until_a_job_ends() -
     assert [j.id for j in ahead.expired(since + 0.5)] == ["a", "b"]
     assert ahead.depth == 0 and ahead.typical is None and ahead.next_expiry is None
     ahead.observe(0.04)
-    assert ahead.depth == 1
+    assert ahead.depth == 2
 
 
 def test_dropping_and_releasing() -> None:

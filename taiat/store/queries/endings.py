@@ -79,11 +79,12 @@ CARRIED = (
 )
 
 
-def _complete_running_statement() -> Any:
+def _complete_running_statement(*, with_attempts: bool = False) -> Any:
     """PostgreSQL's `take_running` and `insert_history` of successes as one statement, the
     jobs' rows never leaving the server: :completed is a JSON array of objects with `job_id`,
-    `claim_seq`, `history_id` (the new entry's id) and `result` (JSON text). Built once: this is
-    the supervisor's hot path."""
+    `claim_seq`, `history_id` (the new entry's id) and `result` (JSON text); `with_attempts`,
+    and `insert_attempts` of their runs (:attempts) too. Built once: this is the supervisor's
+    hot path."""
     done = (
         func.jsonb_to_recordset(bindparam("completed", type_=JSONB))
         .table_valued(
@@ -126,12 +127,32 @@ def _complete_running_statement() -> Any:
     }
     kept = insert(history).from_select(list(entry), select(*entry.values())).cte("kept")
     producer = type_coerce(taken.c.payload, JSONB).has_key("goal_output")
-    return select(
+    stmt = select(
         taken.c.id, taken.c.now, case((producer, taken.c.payload)).label("payload")
     ).add_cte(kept)
+    if with_attempts:
+        # A statement's data-modifying parts all run to their end, whatever the rest finds:
+        # the attempts are recorded even for a claim found stale, as `insert_attempts` would.
+        stmt = stmt.add_cte(_insert_attempts_statement().cte("recorded"))
+    return stmt
+
+
+def _insert_attempts_statement() -> Any:
+    """PostgreSQL's insert of attempts: the rows as one JSON array (:attempts) that the server
+    takes apart, one statement whatever their number, where `executemany` sends each row."""
+    given = (
+        func.jsonb_to_recordset(bindparam("attempts", type_=JSONB))
+        .table_valued(*(column(c.name, c.type) for c in attempts.c))
+        .render_derived(name="given", with_types=True)
+    )
+    names = [c.name for c in attempts.c]
+    return pg_insert(attempts).from_select(names, select(*given.c)).on_conflict_do_nothing()
 
 
 _COMPLETE_RUNNING = _complete_running_statement()
+#: The same, recording the attempts of those runs too (:attempts, as `insert_attempts` takes
+#: them): one round trip fewer on the hot path.
+_COMPLETE_RUNNING_RECORDED = _complete_running_statement(with_attempts=True)
 
 
 def completes_in_one_statement(conn: Connection) -> bool:
@@ -139,18 +160,29 @@ def completes_in_one_statement(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
-def complete_running(conn: Connection, completed: Sequence[Mapping[str, Any]]) -> list[RowMapping]:
+def complete_running(
+    conn: Connection,
+    completed: Sequence[Mapping[str, Any]],
+    attempt_rows: Sequence[Mapping[str, Any]] = (),
+) -> list[RowMapping]:
     """Move the jobs whose claim is still the running one to history as completed, in one
     statement; `completed` as `_complete_running_statement` says, one item a job (a job twice
-    would leave which result is kept to the plan). Returns each moved job's `id`, the
-    database's time as `now`, and its `payload` when the job produces a query's goal
-    (`goal_output`), else None. PostgreSQL only."""
+    would leave which result is kept to the plan). In the same statement, record
+    `attempt_rows` as `insert_attempts` does. Returns each moved job's `id`, the database's
+    time as `now`, and its `payload` when the job produces a query's goal (`goal_output`),
+    else None. PostgreSQL only."""
     if not completed:
+        insert_attempts(conn, attempt_rows)
         return []
     # In id order, as every lock on jobs is taken, when the plan follows the array.
     ordered = sorted(completed, key=lambda item: item["job_id"])
     ids = [item["job_id"] for item in ordered]
-    return list(conn.execute(_COMPLETE_RUNNING, {"completed": ordered, "ids": ids}).mappings())
+    values: dict[str, Any] = {"completed": ordered, "ids": ids}
+    stmt = _COMPLETE_RUNNING
+    if attempt_rows:
+        values["attempts"] = [_as_json(row) for row in attempt_rows]
+        stmt = _COMPLETE_RUNNING_RECORDED
+    return list(conn.execute(stmt, values).mappings())
 
 
 def insert_history(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
@@ -166,18 +198,6 @@ def move_to_history(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> N
     conn.execute(insert(history), list(entries))
     conn.execute(delete(jobs).where(jobs.c.id.in_(ids)))
     conn.execute(delete(dependencies).where(dependencies.c.job_id.in_(ids)))
-
-
-def _insert_attempts_statement() -> Any:
-    """PostgreSQL's insert of attempts: the rows as one JSON array (:attempts) that the server
-    takes apart, one statement whatever their number, where `executemany` sends each row."""
-    given = (
-        func.jsonb_to_recordset(bindparam("attempts", type_=JSONB))
-        .table_valued(*(column(c.name, c.type) for c in attempts.c))
-        .render_derived(name="given", with_types=True)
-    )
-    names = [c.name for c in attempts.c]
-    return pg_insert(attempts).from_select(names, select(*given.c)).on_conflict_do_nothing()
 
 
 _INSERT_ATTEMPTS = _insert_attempts_statement()
