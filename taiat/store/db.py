@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy.exc
 from sqlalchemy import JSON, Table, create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.sql.base import Executable
 
 from taiat.config import url_from_environment
 from taiat.errors import (
@@ -382,6 +383,72 @@ def begin(engine: Engine, *, single_statement: bool = False) -> Iterator[Connect
         else:
             with engine.begin() as conn:
                 yield conn
+
+
+def first_row(engine: Engine, statement: Executable, params: Mapping[str, Any]) -> Any:
+    """The first row `statement` returns, run as one statement atomic on its own (PostgreSQL,
+    psycopg only): on a pooled connection, in autocommit for the time of the call, as a
+    prepared statement sent straight to the driver. Its text is SQLAlchemy's, compiled once
+    (`driver_text`); `params` are the driver's values (JSON as text: the statement casts it).
+    SQLAlchemy's own execution of it costs more than the statement's round trip: building
+    its parameters, setting and resetting the isolation level on each checkout, its result."""
+    text, constants = driver_text(engine, statement)
+    values = {**constants, **params}
+    with translate_errors(engine):
+        pooled = engine.raw_connection()  # the pool's checkout: `ping_after_idle` applies
+        try:
+            conn: Any = pooled.driver_connection
+            try:
+                # A flag of the driver's connection, set without a round trip: idle and in
+                # autocommit, it sends the statement without a BEGIN.
+                conn.autocommit = True
+                row = conn.execute(text, values, prepare=True).fetchone()
+                conn.autocommit = False
+                return row
+            except engine.dialect.loaded_dbapi.Error as exc:
+                raise _driver_error(engine, pooled, text, values, exc) from exc
+            except BaseException:
+                # Left in autocommit, or in the middle of the statement: not to be lent again.
+                pooled.invalidate()
+                raise
+        finally:
+            pooled.close()
+
+
+def _driver_error(
+    engine: Engine, pooled: Any, text: str, values: Mapping[str, Any], exc: Exception
+) -> sqlalchemy.exc.DBAPIError:
+    """The driver's error as SQLAlchemy wraps it when it runs a statement (for `translate`).
+    The connection is thrown away: it may be gone, or left in autocommit; an error is rare
+    here (the values were checked), a new connection cheap beside it."""
+    gone = engine.dialect.is_disconnect(exc, pooled.driver_connection, None)  # type: ignore[arg-type]
+    pooled.invalidate(exc)
+    return sqlalchemy.exc.DBAPIError.instance(  # type: ignore[return-value]
+        text,
+        values,
+        exc,
+        engine.dialect.loaded_dbapi.Error,
+        connection_invalidated=gone,
+        dialect=engine.dialect,
+    )
+
+
+#: Each statement's driver text and its constants, by dialect (see `driver_text`).
+_DRIVER_TEXTS: dict[tuple[Any, str], tuple[str, dict[str, Any]]] = {}
+
+
+def driver_text(engine: Engine, statement: Executable) -> tuple[str, dict[str, Any]]:
+    """`statement` compiled for `engine`'s dialect once: the driver's SQL text, with its
+    parameters by name, and the values of those given in the statement itself (literals).
+    The statement is one built once (module level, or `functools.cache`): it is known by its
+    identity."""
+    key = (statement, engine.dialect.name)
+    found = _DRIVER_TEXTS.get(key)
+    if found is None:
+        compiled = statement.compile(dialect=engine.dialect)  # type: ignore[attr-defined]
+        constants = {name: v for name, v in compiled.params.items() if v is not None}
+        found = _DRIVER_TEXTS[key] = (str(compiled), constants)
+    return found
 
 
 @contextmanager

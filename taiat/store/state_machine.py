@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import RowMapping
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from taiat.errors import DuplicateJob, InvalidDependency, InvalidTransition, JobNotFound
 from taiat.jobs import Attempt, AttemptOutput, JobStatus, JobType, Outcome
@@ -88,10 +88,8 @@ def history_entry(
 def create(
     conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]
 ) -> list[dict[str, Any]]:
-    """Insert checked jobs with their edges; returns their rows as stored, in order. One job
-    with no dependency and an id of ours is one statement on PostgreSQL (`in_one_statement`)."""
-    if conn.dialect.name == "postgresql" and in_one_statement(specs, chosen_ids):
-        return [queries.insert_ready_job(conn, specs[0].row(0, None))]
+    """Insert checked jobs with their edges; returns their rows as stored, in order. (One job
+    with no dependency and an id of ours is one statement on PostgreSQL: `create_ready`.)"""
     taken = queries.known_ids(conn, chosen_ids)
     if taken:
         raise DuplicateJob(f"job id {sorted(taken)[0]} is already taken")
@@ -116,6 +114,30 @@ def create(
     queries.insert_jobs(conn, rows)
     queries.insert_edges(conn, edges)
     return rows
+
+
+def create_ready(engine: Engine, spec: JobSpec) -> dict[str, Any]:
+    """Insert one job that `in_one_statement` takes on PostgreSQL, in one statement on its own
+    (`queries.insert_ready_job`); returns its row as stored."""
+    now = queries.insert_ready_job(
+        engine,
+        {
+            "id": spec.id,
+            "job_type": spec.job_type.value,
+            "name": spec.name,
+            "description": spec.description,
+            "payload": spec.payload_json,
+            "dependencies": "[]",
+            "max_retries": spec.max_retries,
+            "priority": spec.priority,
+            "timeout_seconds": spec.timeout_seconds,
+            "run_at": spec.run_at,
+            "queue": spec.queue,
+            "agent": spec.agent,
+            "limit_keys": json.dumps(spec.limit_keys) if spec.limit_keys else "[]",
+        },
+    )
+    return spec.row(0, now)
 
 
 def in_one_statement(specs: Sequence[JobSpec], chosen_ids: Collection[str]) -> bool:

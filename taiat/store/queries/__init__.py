@@ -27,7 +27,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from taiat.store import db
 from taiat.store.queries import limits as limit_queries
@@ -96,25 +96,43 @@ def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         conn.execute(insert(jobs), list(rows))
 
 
-def insert_ready_job(conn: Connection, row: Mapping[str, Any]) -> dict[str, Any]:
+#: The columns `insert_ready_job` sets; the others take their defaults (a new job's: pending,
+#: no retry, no claim, nothing unmet, no result, no stack).
+READY_JOB_COLUMNS = (
+    "id",
+    "job_type",
+    "name",
+    "description",
+    "payload",
+    "dependencies",
+    "max_retries",
+    "priority",
+    "timeout_seconds",
+    "run_at",
+    "queue",
+    "agent",
+    "limit_keys",
+)
+
+
+def insert_ready_job(engine: Engine, values: Mapping[str, Any]) -> datetime:
     """Insert one job with no dependency, stamped by the database's clock (`created_at`,
     `updated_at`, and `run_at` unless given), and wake the listening supervisors, in one
-    statement (PostgreSQL, whose notification is sent when the statement's transaction
-    commits); returns its row as stored (only the clock's reading comes back: the rest is
-    `row`'s)."""
-    now = conn.execute(_insert_ready_job(), dict(row)).scalar_one()
-    return {**row, "created_at": now, "updated_at": now, "run_at": row["run_at"] or now}
+    statement and one round trip (PostgreSQL, whose notification is sent when the statement
+    commits, in autocommit: `db.first_row`); returns the clock's reading. `values` holds the
+    driver's values of `READY_JOB_COLUMNS`, its JSON columns as JSON text."""
+    return db.first_row(engine, _insert_ready_job(), values)[0]
 
 
 @functools.cache
 def _insert_ready_job() -> Any:
     """`insert_ready_job`'s statement, built once: building one costs more than running it."""
     now = utcnow()
-    stamped = {"created_at": now, "updated_at": now}
     values: dict[str, Any] = {
-        c.name: stamped.get(c.name, bindparam(c.name, type_=c.type)) for c in jobs.c
+        name: bindparam(name, type_=jobs.c[name].type) for name in READY_JOB_COLUMNS
     }
-    values["run_at"] = func.coalesce(bindparam("run_at", type_=jobs.c.run_at.type), now)
+    values["run_at"] = func.coalesce(values["run_at"], now)
+    values |= {"created_at": now, "updated_at": now}
     created = insert(jobs).values(values).returning(jobs.c.created_at).cte("created")
     return select(created.c.created_at, func.pg_notify(CHANNEL, "ready"))
 
