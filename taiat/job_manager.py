@@ -147,13 +147,13 @@ class JobManager:
         if self.engine.dialect.name == "postgresql" and state_machine.in_one_statement(
             specs, chosen_ids
         ):
-            rows = [self._transactions.run_alone(lambda e: state_machine.create_ready(e, specs[0]))]
+            jobs = [self._transactions.run_alone(lambda e: state_machine.create_ready(e, specs[0]))]
         else:
-            rows = self.run(lambda conn: state_machine.create(conn, specs, chosen_ids))
+            jobs = self.run(lambda conn: state_machine.create(conn, specs, chosen_ids))
         if log.isEnabledFor(logging.DEBUG):
             for spec in specs:
                 log.debug("created job %s (%s)", spec.id, spec.name)
-        return [Job.from_row(row) for row in rows]
+        return jobs
 
     # -- limits ----------------------------------------------------------------------------
 

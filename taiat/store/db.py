@@ -6,23 +6,21 @@ when an engine for its database is made (psycopg adds about 9 MB to a process wi
 
 from __future__ import annotations
 
-import json
 import math
-import operator
 import os
 import re
 import select
 import sys
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy.exc
-from sqlalchemy import JSON, Table, create_engine, event
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.sql.base import Executable
 
@@ -533,34 +531,18 @@ def after_fork_in_child(engine: Engine) -> None:
     engine.dispose(close=False)
 
 
-def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """COPY whole rows into a PostgreSQL table inside the connection's transaction; JSON
-    columns are sent as JSON text (the values were checked: no cycle to look for)."""
-    columns = list(table.c)
-    names = [c.name for c in columns]
-    json_at = [
-        i for i, c in enumerate(columns) if isinstance(c.type.dialect_impl(conn.dialect), JSON)
-    ]
-    pick = operator.itemgetter(*names)
-    encode = _COPY_ENCODER.encode
+def copy_text(conn: Connection, table: str, columns: Sequence[str], chunks: Iterable[str]) -> None:
+    """COPY lines of PostgreSQL's text format, made by the caller and sent as they come, into
+    `table`'s `columns`, inside the connection's transaction."""
     from psycopg import sql  # loaded already: the connection is psycopg's
 
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(name) for name in names)
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(name) for name in columns)
     )
     with translate_errors(conn.engine), cursor.copy(statement) as copy:
-        for row in rows:
-            values = list(pick(row))
-            for i in json_at:
-                value = values[i]
-                if value is not None:
-                    values[i] = "[]" if value == [] else encode(value)
-            copy.write_row(values)
-
-
-#: JSON text for COPY: `json.dumps`'s output, without its check for cycles.
-_COPY_ENCODER = json.JSONEncoder(check_circular=False)
+        for chunk in chunks:
+            copy.write(chunk)
 
 
 class Listener:

@@ -12,7 +12,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from typing import Any, NamedTuple
 
 from taiat.errors import DuplicateJob, InvalidDependency, InvalidJob, InvalidLimit, NotJson
-from taiat.jobs import JobType
+from taiat.jobs import Job, JobStatus, JobType
 from taiat.query_plans import check_query_payload
 
 #: The keyword names `create_job` takes, which is also what a `create_jobs` item may hold.
@@ -158,6 +158,16 @@ def new_job_id() -> str:
         f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-"
         f"{_VARIANT[digits[16]]}{digits[17:20]}-{digits[20:]}"
     )
+
+
+def new_job_ids(count: int) -> list[str]:
+    """`count` new job ids (`new_job_id`'s), from one read of random bytes."""
+    digits = os.urandom(16 * count).hex()
+    return [
+        f"{digits[at : at + 8]}-{digits[at + 8 : at + 12]}-4{digits[at + 13 : at + 16]}-"
+        f"{_VARIANT[digits[at + 16]]}{digits[at + 17 : at + 20]}-{digits[at + 20 : at + 32]}"
+        for at in range(0, 32 * count, 32)
+    ]
 
 
 #: The first hex digit of a version 4 UUID's fourth group, by the random one it replaces: the
@@ -390,6 +400,35 @@ class JobSpec(NamedTuple):
     #: JSON text (`queries.insert_ready_job`, `queries.copy_jobs`).
     payload_json: str = "{}"
 
+    def job(self, unmet: int, now: datetime) -> Job:
+        """The job as created (what `row` stores), stamped `now`."""
+        return Job.from_fields(
+            {
+                "id": self.id,
+                "job_type": self.job_type,
+                "name": self.name,
+                "status": JobStatus.PENDING,
+                "description": self.description,
+                "payload": self.payload,
+                "dependencies": list(self.dependencies),
+                "max_retries": self.max_retries,
+                "retry_count": 0,
+                "error_message": None,
+                "result": None,
+                "started_at": None,
+                "completed_at": None,
+                "created_at": now,
+                "updated_at": now,
+                "priority": self.priority,
+                "run_at": self.run_at or now,
+                "timeout_seconds": self.timeout_seconds,
+                "unmet_dependencies": unmet,
+                "worker_id": None,
+                "claim_seq": 0,
+                "queue": self.queue,
+            }
+        )
+
     def row(self, unmet: int, now: datetime | None) -> dict[str, Any]:
         """The job's whole row in `taiat_jobs`, as created (its times None without `now`:
         the database's clock, for `queries.insert_ready_job`)."""
@@ -441,8 +480,10 @@ def build_spec(
     id: Any = None,  # noqa: A002 - the column's name
     queue: Any = DEFAULT_QUEUE,
     limit_keys: Any = None,
+    new_id: str | None = None,
 ) -> JobSpec:
     """Check every field; raise InvalidJob or InvalidDependency naming the first bad one.
+    `new_id` is the id the job takes when `id` is None (else a new one is made).
 
     Bulk creation checks every job of a batch: the common values (text, a dict, small whole
     numbers, no options) take a test of their type each, the others the full check."""
@@ -479,7 +520,7 @@ def build_spec(
         raise InvalidJob(f"a job id must be non-empty text, got {id!r}")
     if queue.__class__ is not str or queue != DEFAULT_QUEUE:
         check_queue(queue)
-    job_id = id or new_job_id()
+    job_id = id or new_id or new_job_id()
     return JobSpec(
         job_id,
         kind,
@@ -629,6 +670,8 @@ def _dependency_ids(job_id: str, dependencies: Any) -> tuple[str, ...]:
 
 def build_batch(items: Iterable[Mapping[str, Any]]) -> list[JobSpec]:
     """Check a DAG given as `create_job` keyword dicts: unique ids and no cycle among them."""
+    items = list(items)
+    new_ids = new_job_ids(len(items))
     specs: list[JobSpec] = []
     for index, item in enumerate(items):
         if item.__class__ is not dict and not isinstance(item, Mapping):
@@ -638,7 +681,7 @@ def build_batch(items: Iterable[Mapping[str, Any]]) -> list[JobSpec]:
             raise InvalidJob(f"job #{index} has unknown keys: {', '.join(sorted(unknown))}")
         if "job_type" not in item or "name" not in item:
             raise InvalidJob(f"job #{index} needs at least job_type and name")
-        specs.append(build_spec(**item))
+        specs.append(build_spec(**item, new_id=new_ids[index]))
     if len({spec.id for spec in specs}) < len(specs):
         seen: set[str] = set()
         for spec in specs:

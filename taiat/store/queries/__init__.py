@@ -12,7 +12,8 @@ already holds the write lock (`BEGIN IMMEDIATE`), so the same statements are saf
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Mapping, Sequence
+import json
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -70,6 +71,7 @@ from taiat.store.queries.reading import (
 )
 from taiat.store.schema import attempts, dependencies, history, jobs, output, utcnow
 from taiat.store.schema import limits as limits_table
+from taiat.store.validation import JobSpec
 
 
 def db_now(conn: Connection, *, notify_payload: str | None = None) -> datetime:
@@ -88,12 +90,89 @@ def db_now(conn: Connection, *, notify_payload: str | None = None) -> datetime:
 COPY_FROM_ROWS = 200
 
 
-def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert whole job rows (every column given)."""
-    if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS:
-        db.copy_rows(conn, jobs, rows)
-    elif rows:
-        conn.execute(insert(jobs), list(rows))
+def insert_jobs(
+    conn: Connection, specs: Sequence[JobSpec], unmet: Sequence[int], now: datetime
+) -> None:
+    """Insert new jobs, checked, with their counts of unmet dependencies, stamped `now`."""
+    if conn.dialect.name == "postgresql" and len(specs) >= COPY_FROM_ROWS:
+        db.copy_text(conn, jobs.name, COPIED_COLUMNS, _copy_lines(specs, unmet, now))
+    elif specs:
+        rows = [spec.row(count, now) for spec, count in zip(specs, unmet, strict=True)]
+        conn.execute(insert(jobs), rows)
+
+
+#: The columns `insert_jobs` sends by COPY; the others take their defaults (a new job's:
+#: pending, no retry, no claim, no result, no stack).
+COPIED_COLUMNS = (
+    "id",
+    "job_type",
+    "name",
+    "description",
+    "payload",
+    "dependencies",
+    "max_retries",
+    "priority",
+    "timeout_seconds",
+    "unmet_dependencies",
+    "run_at",
+    "created_at",
+    "updated_at",
+    "queue",
+    "agent",
+    "limit_keys",
+)
+
+#: Lines of COPY text sent at once: the server stores some while the next are made.
+COPY_CHUNK = 1000
+
+
+def _copy_lines(specs: Sequence[JobSpec], unmet: Sequence[int], now: datetime) -> Iterator[str]:
+    """The jobs as lines of COPY's text format, `COPIED_COLUMNS` in order, `COPY_CHUNK` at a
+    time: made from the checked values straight, a format string a line (the payload as the
+    JSON text its check made; queue names and limit keys, checked, have nothing to escape)."""
+    stamp = now.isoformat()
+    lines = []
+    for spec, count in zip(specs, unmet, strict=True):
+        payload = spec.payload_json
+        lines.append(
+            f"{_copy_text(spec.id)}\t{spec.job_type.value}\t{_copy_text(spec.name)}\t"
+            f"{_NULL if spec.description is None else _copy_text(spec.description)}\t"
+            f"{payload.replace(_BACKSLASH, _ESCAPED) if _BACKSLASH in payload else payload}\t"
+            f"{_copy_json(spec.dependencies)}\t{spec.max_retries:d}\t{spec.priority:d}\t"
+            f"{_NULL if spec.timeout_seconds is None else repr(spec.timeout_seconds)}\t"
+            f"{count:d}\t{stamp if spec.run_at is None else spec.run_at.isoformat()}\t"
+            f"{stamp}\t{stamp}\t{spec.queue}\t"
+            f"{_NULL if spec.agent is None else _copy_text(spec.agent)}\t"
+            f"{_copy_json(spec.limit_keys)}\n"
+        )
+        if len(lines) == COPY_CHUNK:
+            yield "".join(lines)
+            lines = []
+    if lines:
+        yield "".join(lines)
+
+
+_NULL = "\\N"
+_BACKSLASH, _ESCAPED = "\\", "\\\\"
+#: What COPY's text format escapes: the backslash, and the tab, newline and carriage return
+#: that would end a value or a line.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str) -> str:
+    """`value` as COPY's text format has it: as it is, unless it holds a backslash or a
+    character that is not printable (a tab, a line end...)."""
+    if _BACKSLASH in value or not value.isprintable():
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+def _copy_json(items: Sequence[str]) -> str:
+    """A list of text (ids, limit keys) as JSON in COPY's text format."""
+    if not items:
+        return "[]"
+    text = json.dumps(list(items))
+    return text.replace(_BACKSLASH, _ESCAPED) if _BACKSLASH in text else text
 
 
 #: The columns `insert_ready_job` sets; the others take their defaults (a new job's: pending,
