@@ -400,6 +400,10 @@ class JobSpec(NamedTuple):
     #: JSON text (`queries.insert_ready_job`, `queries.copy_jobs`).
     payload_json: str = "{}"
 
+    def again(self, new_id: str) -> JobSpec:
+        """The same job once more: another id, its own copy of the payload."""
+        return tuple.__new__(JobSpec, (new_id, *self[1:4], dict(self.payload), *self[5:]))
+
     def job(self, unmet: int, now: datetime) -> Job:
         """The job as created (what `row` stores), stamped `now`."""
         return Job.from_fields(
@@ -673,7 +677,13 @@ def build_batch(items: Iterable[Mapping[str, Any]]) -> list[JobSpec]:
     items = list(items)
     new_ids = new_job_ids(len(items))
     specs: list[JobSpec] = []
+    # A dict given more than once ([template] * 1000), with no id of its own, is checked once:
+    # its other jobs take its checked values, a new id each and a payload of their own.
+    checked: dict[int, JobSpec] = {}
     for index, item in enumerate(items):
+        if (spec := checked.get(id(item))) is not None:
+            specs.append(spec.again(new_ids[index]))
+            continue
         if item.__class__ is not dict and not isinstance(item, Mapping):
             raise InvalidJob(f"job #{index} must be a dict of create_job's keywords")
         if not SPEC_KEYS.issuperset(item):
@@ -681,7 +691,9 @@ def build_batch(items: Iterable[Mapping[str, Any]]) -> list[JobSpec]:
             raise InvalidJob(f"job #{index} has unknown keys: {', '.join(sorted(unknown))}")
         if "job_type" not in item or "name" not in item:
             raise InvalidJob(f"job #{index} needs at least job_type and name")
-        specs.append(build_spec(**item, new_id=new_ids[index]))
+        specs.append(spec := build_spec(**item, new_id=new_ids[index]))
+        if item.__class__ is dict and item.get("id") is None:
+            checked[id(item)] = spec
     if len({spec.id for spec in specs}) < len(specs):
         seen: set[str] = set()
         for spec in specs:
