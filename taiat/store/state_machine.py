@@ -97,12 +97,17 @@ def create(conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]) -> 
     else:
         unmet, counts = {}, [0] * len(specs)
     now = queries.db_now(conn, notify_payload="ready" if 0 in counts else None)
-    queries.insert_jobs(conn, specs, counts, now)
+    jobs: list[Job] = []
+
+    def build(positions: range) -> None:  # while the server stores them
+        jobs.extend([specs[at].job(counts[at], now) for at in positions])
+
+    queries.insert_jobs(conn, specs, counts, now, build)
     edges = [
         {"job_id": job_id, "depends_on": dep} for job_id, deps in unmet.items() for dep in deps
     ]
     queries.insert_edges(conn, edges)
-    return [spec.job(count, now) for spec, count in zip(specs, counts, strict=True)]
+    return jobs
 
 
 def _unmet_dependencies(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -91,14 +91,22 @@ COPY_FROM_ROWS = 200
 
 
 def insert_jobs(
-    conn: Connection, specs: Sequence[JobSpec], unmet: Sequence[int], now: datetime
+    conn: Connection,
+    specs: Sequence[JobSpec],
+    unmet: Sequence[int],
+    now: datetime,
+    sent: Callable[[range], None] = lambda _: None,
 ) -> None:
-    """Insert new jobs, checked, with their counts of unmet dependencies, stamped `now`."""
+    """Insert new jobs, checked, with their counts of unmet dependencies, stamped `now`.
+    `sent(positions)` is called once those of the jobs are on their way: by COPY, the server
+    stores them meanwhile, so work done then costs no time."""
     if conn.dialect.name == "postgresql" and len(specs) >= COPY_FROM_ROWS:
-        db.copy_text(conn, jobs.name, COPIED_COLUMNS, _copy_lines(specs, unmet, now))
+        lines = _copy_lines(specs, unmet, now, sent)
+        db.copy_text(conn, jobs.name, COPIED_COLUMNS, lines)
     elif specs:
         rows = [spec.row(count, now) for spec, count in zip(specs, unmet, strict=True)]
         conn.execute(insert(jobs), rows)
+        sent(range(len(specs)))
 
 
 #: The columns `insert_jobs` sends by COPY; the others take their defaults (a new job's:
@@ -126,12 +134,19 @@ COPIED_COLUMNS = (
 COPY_CHUNK = 1000
 
 
-def _copy_lines(specs: Sequence[JobSpec], unmet: Sequence[int], now: datetime) -> Iterator[str]:
+def _copy_lines(
+    specs: Sequence[JobSpec],
+    unmet: Sequence[int],
+    now: datetime,
+    sent: Callable[[range], None],
+) -> Iterator[str]:
     """The jobs as lines of COPY's text format, `COPIED_COLUMNS` in order, `COPY_CHUNK` at a
-    time: made from the checked values straight, a format string a line (the payload as the
-    JSON text its check made; queue names and limit keys, checked, have nothing to escape)."""
+    time (`sent` told of each once it is taken): made from the checked values straight, a
+    format string a line (the payload as the JSON text its check made; queue names and limit
+    keys, checked, have nothing to escape)."""
     stamp = now.isoformat()
     lines = []
+    first = 0
     for spec, count in zip(specs, unmet, strict=True):
         payload = spec.payload_json
         lines.append(
@@ -147,9 +162,12 @@ def _copy_lines(specs: Sequence[JobSpec], unmet: Sequence[int], now: datetime) -
         )
         if len(lines) == COPY_CHUNK:
             yield "".join(lines)
+            sent(range(first, first + COPY_CHUNK))
+            first += COPY_CHUNK
             lines = []
     if lines:
         yield "".join(lines)
+        sent(range(first, len(specs)))
 
 
 _NULL = "\\N"
