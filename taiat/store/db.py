@@ -398,10 +398,14 @@ def first_row(engine: Engine, statement: Executable, params: Mapping[str, Any]) 
             conn: Any = pooled.driver_connection
             try:
                 # A flag of the driver's connection, set without a round trip: idle and in
-                # autocommit, it sends the statement without a BEGIN.
-                conn.autocommit = True
+                # autocommit, it sends the statement without a BEGIN. Put back as it was (an
+                # engine made with isolation_level="AUTOCOMMIT" keeps its connections so).
+                was = conn.autocommit
+                if not was:
+                    conn.autocommit = True
                 row = conn.execute(text, values, prepare=True).fetchone()
-                conn.autocommit = False
+                if not was:
+                    conn.autocommit = False
                 return row
             except engine.dialect.loaded_dbapi.Error as exc:
                 raise _driver_error(engine, pooled, text, values, exc) from exc

@@ -171,3 +171,15 @@ def test_a_far_run_at_is_not_a_reason_for_another_path(watched: tuple[JobManager
     wire.clear()
     job = manager.create_job(**NOOP, run_at=datetime(2000, 1, 1) + timedelta(days=1))
     assert wire.statements() == ["WITH"] and job.run_at == datetime(2000, 1, 2)
+
+
+def test_an_engine_in_autocommit_keeps_its_connections_so(pg_database_url: str) -> None:
+    engine = db.engine_from_url(pg_database_url, isolation_level="AUTOCOMMIT")
+    try:
+        manager = JobManager(engine)
+        for _ in range(2):
+            manager.create_job(**NOOP)
+            with engine.connect() as conn:
+                assert conn.connection.driver_connection.autocommit  # type: ignore[union-attr]
+    finally:
+        engine.dispose()
