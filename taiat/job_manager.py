@@ -144,9 +144,7 @@ class JobManager:
         if not specs:
             return []
 
-        if self.engine.dialect.name == "postgresql" and state_machine.in_one_statement(
-            specs, chosen_ids
-        ):
+        if db.sends_alone(self.engine) and state_machine.in_one_statement(specs, chosen_ids):
             jobs = [self._transactions.run_alone(lambda e: state_machine.create_ready(e, specs[0]))]
         else:
             jobs = self.run(lambda conn: state_machine.create(conn, specs, chosen_ids))

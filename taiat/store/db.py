@@ -383,6 +383,12 @@ def begin(engine: Engine, *, single_statement: bool = False) -> Iterator[Connect
                 yield conn
 
 
+def sends_alone(engine: Engine) -> bool:
+    """Whether `first_row` can run statements on `engine`: PostgreSQL through psycopg (an
+    Engine given by a caller may use another driver; its statements take transactions)."""
+    return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+
+
 def first_row(engine: Engine, statement: Executable, params: Mapping[str, Any]) -> Any:
     """The first row `statement` returns, run as one statement atomic on its own (PostgreSQL,
     psycopg only): on a pooled connection, in autocommit for the time of the call, as a
@@ -430,6 +436,7 @@ def _driver_error(
         values,
         exc,
         engine.dialect.loaded_dbapi.Error,
+        hide_parameters=engine.hide_parameters,
         connection_invalidated=gone,
         dialect=engine.dialect,
     )

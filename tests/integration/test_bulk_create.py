@@ -38,8 +38,9 @@ def awkward_batch(count: int) -> list[dict]:
         "payload": {"agent_name": "noop"},
         "dependencies": [first["id"]],
     }
+    goal = {"inferred_goal_output": "x"}
     plain = [
-        {"job_type": "query", "name": f"plain {n}", "payload": {"inferred_goal_output": "x", "n": n}}
+        {"job_type": "query", "name": f"plain {n}", "payload": {**goal, "n": n}}
         for n in range(count - 2)
     ]
     return [first, second, *plain]
