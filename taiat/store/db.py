@@ -409,7 +409,10 @@ def first_row(engine: Engine, statement: Executable, params: Mapping[str, Any]) 
                 was = conn.autocommit
                 if not was:
                     conn.autocommit = True
-                row = conn.execute(text, values, prepare=True).fetchone()
+                cursor = pooled.info.get(_CURSOR)
+                if cursor is None or cursor.connection is not conn:
+                    cursor = pooled.info[_CURSOR] = conn.cursor()
+                row = cursor.execute(text, values, prepare=True).fetchone()
                 if not was:
                     conn.autocommit = False
                 return row
@@ -421,6 +424,11 @@ def first_row(engine: Engine, statement: Executable, params: Mapping[str, Any]) 
                 raise
         finally:
             pooled.close()
+
+
+#: The key in a pooled connection's `info` of the cursor `first_row` keeps on it: one made
+#: for each call costs as much as the rest of its work on the client.
+_CURSOR = "taiat_cursor"
 
 
 def _driver_error(
