@@ -144,13 +144,14 @@ class JobManager:
         if not specs:
             return []
 
-        rows = self.run(
-            lambda conn: state_machine.create(conn, specs, chosen_ids),
-            single_statement=state_machine.in_one_statement(specs, chosen_ids),
-        )
-        for spec in specs:
-            log.debug("created job %s (%s)", spec.id, spec.name)
-        return [Job.from_row(row) for row in rows]
+        if db.sends_alone(self.engine) and state_machine.in_one_statement(specs, chosen_ids):
+            jobs = [self._transactions.run_alone(lambda e: state_machine.create_ready(e, specs[0]))]
+        else:
+            jobs = self.run(lambda conn: state_machine.create(conn, specs, chosen_ids))
+        if log.isEnabledFor(logging.DEBUG):
+            for spec in specs:
+                log.debug("created job %s (%s)", spec.id, spec.name)
+        return jobs
 
     # -- limits ----------------------------------------------------------------------------
 

@@ -206,10 +206,16 @@ class Job:
         values = _pick(cls, row)
         if len(values) < len(_FIELDS[cls]):
             return cls(**values)  # the defaults of the fields the row lacks
-        # A whole row, as the jobs table gives it: built as unpickling builds it, without the
-        # frozen `__init__`'s call per field (claims and bulk creation build thousands).
+        return cls.from_fields(values)
+
+    @classmethod
+    def from_fields(cls, values: dict[str, Any]) -> Job:
+        """The job whose fields hold `values` (a dict it keeps), one for each field, as the
+        fields hold them (the type and status as members). Built as unpickling builds it,
+        without the frozen `__init__`'s call per field: claims and bulk creation build
+        thousands."""
         job = cls.__new__(cls)
-        job.__dict__.update(values)
+        object.__setattr__(job, "__dict__", values)
         return job
 
     @classmethod

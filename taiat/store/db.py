@@ -6,24 +6,23 @@ when an engine for its database is made (psycopg adds about 9 MB to a process wi
 
 from __future__ import annotations
 
-import json
 import math
-import operator
 import os
 import re
 import select
 import sys
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy.exc
-from sqlalchemy import JSON, Table, create_engine, event
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.sql.base import Executable
 
 from taiat.config import url_from_environment
 from taiat.errors import (
@@ -384,6 +383,91 @@ def begin(engine: Engine, *, single_statement: bool = False) -> Iterator[Connect
                 yield conn
 
 
+def sends_alone(engine: Engine) -> bool:
+    """Whether `first_row` can run statements on `engine`: PostgreSQL through psycopg (an
+    Engine given by a caller may use another driver; its statements take transactions)."""
+    return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+
+
+def first_row(engine: Engine, statement: Executable, params: Mapping[str, Any]) -> Any:
+    """The first row `statement` returns, run as one statement atomic on its own (PostgreSQL,
+    psycopg only): on a pooled connection, in autocommit for the time of the call, as a
+    prepared statement sent straight to the driver. Its text is SQLAlchemy's, compiled once
+    (`driver_text`); `params` are the driver's values (JSON as text: the statement casts it).
+    SQLAlchemy's own execution of it costs more than the statement's round trip: building
+    its parameters, setting and resetting the isolation level on each checkout, its result."""
+    text, constants = driver_text(engine, statement)
+    values = {**constants, **params}
+    with translate_errors(engine):
+        pooled = engine.raw_connection()  # the pool's checkout: `ping_after_idle` applies
+        try:
+            conn: Any = pooled.driver_connection
+            try:
+                # A flag of the driver's connection, set without a round trip: idle and in
+                # autocommit, it sends the statement without a BEGIN. Put back as it was (an
+                # engine made with isolation_level="AUTOCOMMIT" keeps its connections so).
+                was = conn.autocommit
+                if not was:
+                    conn.autocommit = True
+                cursor = pooled.info.get(_CURSOR)
+                if cursor is None or cursor.connection is not conn:
+                    cursor = pooled.info[_CURSOR] = conn.cursor()
+                row = cursor.execute(text, values, prepare=True).fetchone()
+                if not was:
+                    conn.autocommit = False
+                return row
+            except engine.dialect.loaded_dbapi.Error as exc:
+                raise _driver_error(engine, pooled, text, values, exc) from exc
+            except BaseException:
+                # Left in autocommit, or in the middle of the statement: not to be lent again.
+                pooled.invalidate()
+                raise
+        finally:
+            pooled.close()
+
+
+#: The key in a pooled connection's `info` of the cursor `first_row` keeps on it: one made
+#: for each call costs as much as the rest of its work on the client.
+_CURSOR = "taiat_cursor"
+
+
+def _driver_error(
+    engine: Engine, pooled: Any, text: str, values: Mapping[str, Any], exc: Exception
+) -> sqlalchemy.exc.DBAPIError:
+    """The driver's error as SQLAlchemy wraps it when it runs a statement (for `translate`).
+    The connection is thrown away: it may be gone, or left in autocommit; an error is rare
+    here (the values were checked), a new connection cheap beside it."""
+    gone = engine.dialect.is_disconnect(exc, pooled.driver_connection, None)  # type: ignore[arg-type]
+    pooled.invalidate(exc)
+    return sqlalchemy.exc.DBAPIError.instance(  # type: ignore[return-value]
+        text,
+        values,
+        exc,
+        engine.dialect.loaded_dbapi.Error,
+        hide_parameters=engine.hide_parameters,
+        connection_invalidated=gone,
+        dialect=engine.dialect,
+    )
+
+
+#: Each statement's driver text and its constants, by dialect (see `driver_text`).
+_DRIVER_TEXTS: dict[tuple[Any, str], tuple[str, dict[str, Any]]] = {}
+
+
+def driver_text(engine: Engine, statement: Executable) -> tuple[str, dict[str, Any]]:
+    """`statement` compiled for `engine`'s dialect once: the driver's SQL text, with its
+    parameters by name, and the values of those given in the statement itself (literals).
+    The statement is one built once (module level, or `functools.cache`): it is known by its
+    identity."""
+    key = (statement, engine.dialect.name)
+    found = _DRIVER_TEXTS.get(key)
+    if found is None:
+        compiled = statement.compile(dialect=engine.dialect)  # type: ignore[attr-defined]
+        constants = {name: v for name, v in compiled.params.items() if v is not None}
+        found = _DRIVER_TEXTS[key] = (str(compiled), constants)
+    return found
+
+
 @contextmanager
 def translate_errors(engine: Engine) -> Iterator[None]:
     try:
@@ -466,34 +550,18 @@ def after_fork_in_child(engine: Engine) -> None:
     engine.dispose(close=False)
 
 
-def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """COPY whole rows into a PostgreSQL table inside the connection's transaction; JSON
-    columns are sent as JSON text (the values were checked: no cycle to look for)."""
-    columns = list(table.c)
-    names = [c.name for c in columns]
-    json_at = [
-        i for i, c in enumerate(columns) if isinstance(c.type.dialect_impl(conn.dialect), JSON)
-    ]
-    pick = operator.itemgetter(*names)
-    encode = _COPY_ENCODER.encode
+def copy_text(conn: Connection, table: str, columns: Sequence[str], chunks: Iterable[str]) -> None:
+    """COPY lines of PostgreSQL's text format, made by the caller and sent as they come, into
+    `table`'s `columns`, inside the connection's transaction."""
     from psycopg import sql  # loaded already: the connection is psycopg's
 
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(name) for name in names)
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(name) for name in columns)
     )
     with translate_errors(conn.engine), cursor.copy(statement) as copy:
-        for row in rows:
-            values = list(pick(row))
-            for i in json_at:
-                value = values[i]
-                if value is not None:
-                    values[i] = "[]" if value == [] else encode(value)
-            copy.write_row(values)
-
-
-#: JSON text for COPY: `json.dumps`'s output, without its check for cycles.
-_COPY_ENCODER = json.JSONEncoder(check_circular=False)
+        for chunk in chunks:
+            copy.write(chunk)
 
 
 class Listener:

@@ -20,7 +20,6 @@ in `taiat.store.state_machine`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -75,7 +74,7 @@ def expand(
             limit_keys=row["limit_keys"],
         )
         # Each agent's job goes to the queue the agent declares, else to the query's.
-        specs.append(replace(spec, queue=step.queue or row["queue"]))
+        specs.append(spec._replace(queue=step.queue or row["queue"]))
     state_machine.create(conn, specs, set(ids.values()))
     record: list[dict[str, Any]] = [
         {"job_id": ids[s.agent], "agent": s.agent, "after": [ids[a] for a in s.after]}

@@ -28,10 +28,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import RowMapping
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from taiat.errors import DuplicateJob, InvalidDependency, InvalidTransition, JobNotFound
-from taiat.jobs import Attempt, AttemptOutput, JobStatus, JobType, Outcome
+from taiat.jobs import Attempt, AttemptOutput, Job, JobStatus, JobType, Outcome
 from taiat.query_plans import EXPANSION_KEYS
 from taiat.store import queries
 from taiat.store.queries import plans as plan_queries
@@ -85,16 +85,36 @@ def history_entry(
 # -- creating ------------------------------------------------------------------------------
 
 
-def create(
-    conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]
-) -> list[dict[str, Any]]:
-    """Insert checked jobs with their edges; returns their rows as stored, in order. One job
-    with no dependency and an id of ours is one statement on PostgreSQL (`in_one_statement`)."""
-    if conn.dialect.name == "postgresql" and in_one_statement(specs, chosen_ids):
-        return [queries.insert_ready_job(conn, specs[0].row(0, None))]
+def create(conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]) -> list[Job]:
+    """Insert checked jobs with their edges; returns them as stored, in order. (One job with
+    no dependency and an id of ours is one statement on PostgreSQL: `create_ready`.)"""
     taken = queries.known_ids(conn, chosen_ids)
     if taken:
         raise DuplicateJob(f"job id {sorted(taken)[0]} is already taken")
+    if any(spec.dependencies for spec in specs):
+        unmet = _unmet_dependencies(conn, specs, chosen_ids)
+        counts = [len(unmet[spec.id]) for spec in specs]
+    else:
+        unmet, counts = {}, [0] * len(specs)
+    now = queries.db_now(conn, notify_payload="ready" if 0 in counts else None)
+    jobs: list[Job] = []
+
+    def build(positions: range) -> None:  # while the server stores them
+        jobs.extend([specs[at].job(counts[at], now) for at in positions])
+
+    queries.insert_jobs(conn, specs, counts, now, build)
+    edges = [
+        {"job_id": job_id, "depends_on": dep} for job_id, deps in unmet.items() for dep in deps
+    ]
+    queries.insert_edges(conn, edges)
+    return jobs
+
+
+def _unmet_dependencies(
+    conn: Connection, specs: Sequence[JobSpec], chosen_ids: set[str]
+) -> dict[str, list[str]]:
+    """Each job's dependencies not yet met (in the batch, or active), by its id; an unknown,
+    failed or cancelled dependency is an error (`_active_dependencies`)."""
     batch = {spec.id for spec in specs}
     # The message names the job to be created by what its caller knows it by: its name, and
     # its id only when the caller chose it (a new one's was never created).
@@ -105,17 +125,34 @@ def create(
         if dep not in batch
     }
     active = _active_dependencies(conn, wanted)
-    unmet = {
+    return {
         spec.id: [dep for dep in spec.dependencies if dep in batch or dep in active]
         for spec in specs
     }
-    any_ready = not all(unmet.values())
-    now = queries.db_now(conn, notify_payload="ready" if any_ready else None)
-    rows = [spec.row(len(unmet[spec.id]), now) for spec in specs]
-    edges = [{"job_id": spec.id, "depends_on": dep} for spec in specs for dep in unmet[spec.id]]
-    queries.insert_jobs(conn, rows)
-    queries.insert_edges(conn, edges)
-    return rows
+
+
+def create_ready(engine: Engine, spec: JobSpec) -> Job:
+    """Insert one job that `in_one_statement` takes on PostgreSQL, in one statement on its own
+    (`queries.insert_ready_job`); returns it as stored."""
+    now = queries.insert_ready_job(
+        engine,
+        {
+            "id": spec.id,
+            "job_type": spec.job_type.value,
+            "name": spec.name,
+            "description": spec.description,
+            "payload": spec.payload_json,
+            "dependencies": "[]",
+            "max_retries": spec.max_retries,
+            "priority": spec.priority,
+            "timeout_seconds": spec.timeout_seconds,
+            "run_at": spec.run_at,
+            "queue": spec.queue,
+            "agent": spec.agent,
+            "limit_keys": json.dumps(spec.limit_keys) if spec.limit_keys else "[]",
+        },
+    )
+    return spec.job(0, now)
 
 
 def in_one_statement(specs: Sequence[JobSpec], chosen_ids: Collection[str]) -> bool:

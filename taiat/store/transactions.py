@@ -35,13 +35,28 @@ class Transactions:
                 self._schema_checked = True
             yield conn
 
+    def run_alone(self, work: Callable[[Engine], T]) -> T:
+        """`work(engine)`, whose one statement is atomic on its own (`db.first_row`), on a
+        schema this release understands, run again when PostgreSQL aborts it for a conflict."""
+        if not self._schema_checked:
+            with self.transaction():
+                pass
+        return self._again_on_conflict(lambda: work(self.engine))
+
     def run(self, work: Callable[[Connection], T], *, single_statement: bool = False) -> T:
         """`work(conn)` in a transaction, run again from the start when PostgreSQL aborts it
         for a deadlock or serialisation conflict with another transaction."""
+
+        def attempt() -> T:
+            with self.transaction(single_statement=single_statement) as conn:
+                return work(conn)
+
+        return self._again_on_conflict(attempt)
+
+    def _again_on_conflict(self, work: Callable[[], T]) -> T:
         for attempt in range(CONFLICT_RETRIES):
             try:
-                with self.transaction(single_statement=single_statement) as conn:
-                    return work(conn)
+                return work()
             except LockTimeout:
                 raise  # the holder is slow, or stopped: again at once would wait as long
             except TransientConflict:

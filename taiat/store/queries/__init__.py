@@ -12,7 +12,8 @@ already holds the write lock (`BEGIN IMMEDIATE`), so the same statements are saf
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Mapping, Sequence
+import json
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from taiat.store import db
 from taiat.store.queries import limits as limit_queries
@@ -73,6 +74,7 @@ from taiat.store.queries.reading import (
 )
 from taiat.store.schema import attempts, dependencies, history, jobs, output, utcnow
 from taiat.store.schema import limits as limits_table
+from taiat.store.validation import JobSpec
 
 
 def db_now(conn: Connection, *, notify_payload: str | None = None) -> datetime:
@@ -91,33 +93,146 @@ def db_now(conn: Connection, *, notify_payload: str | None = None) -> datetime:
 COPY_FROM_ROWS = 200
 
 
-def insert_jobs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert whole job rows (every column given)."""
-    if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS:
-        db.copy_rows(conn, jobs, rows)
-    elif rows:
-        conn.execute(insert(jobs), list(rows))
+def insert_jobs(
+    conn: Connection,
+    specs: Sequence[JobSpec],
+    unmet: Sequence[int],
+    now: datetime,
+    sent: Callable[[range], None] = lambda _: None,
+) -> None:
+    """Insert new jobs, checked, with their counts of unmet dependencies, stamped `now`.
+    `sent(positions)` is called once those of the jobs are on their way: by COPY, the server
+    stores them meanwhile, so work done then costs no time."""
+    if conn.dialect.name == "postgresql" and len(specs) >= COPY_FROM_ROWS:
+        lines = _copy_lines(specs, unmet, now, sent)
+        db.copy_text(conn, jobs.name, COPIED_COLUMNS, lines)
+    elif specs:
+        rows = [spec.row(count, now) for spec, count in zip(specs, unmet, strict=True)]
+        conn.execute(insert(jobs), rows)
+        sent(range(len(specs)))
 
 
-def insert_ready_job(conn: Connection, row: Mapping[str, Any]) -> dict[str, Any]:
+#: The columns `insert_jobs` sends by COPY; the others take their defaults (a new job's:
+#: pending, no retry, no claim, no result, no stack).
+COPIED_COLUMNS = (
+    "id",
+    "job_type",
+    "name",
+    "description",
+    "payload",
+    "dependencies",
+    "max_retries",
+    "priority",
+    "timeout_seconds",
+    "unmet_dependencies",
+    "run_at",
+    "created_at",
+    "updated_at",
+    "queue",
+    "agent",
+    "limit_keys",
+)
+
+#: Lines of COPY text sent at once: the server stores some while the next are made.
+COPY_CHUNK = 1000
+
+
+def _copy_lines(
+    specs: Sequence[JobSpec],
+    unmet: Sequence[int],
+    now: datetime,
+    sent: Callable[[range], None],
+) -> Iterator[str]:
+    """The jobs as lines of COPY's text format, `COPIED_COLUMNS` in order, `COPY_CHUNK` at a
+    time (`sent` told of each once it is taken): made from the checked values straight, a
+    format string a line (the payload as the JSON text its check made; queue names and limit
+    keys, checked, have nothing to escape)."""
+    stamp = now.isoformat()
+    lines = []
+    first = 0
+    for spec, count in zip(specs, unmet, strict=True):
+        payload = spec.payload_json
+        lines.append(
+            f"{_copy_text(spec.id)}\t{spec.job_type.value}\t{_copy_text(spec.name)}\t"
+            f"{_NULL if spec.description is None else _copy_text(spec.description)}\t"
+            f"{payload.replace(_BACKSLASH, _ESCAPED) if _BACKSLASH in payload else payload}\t"
+            f"{_copy_json(spec.dependencies)}\t{spec.max_retries:d}\t{spec.priority:d}\t"
+            f"{_NULL if spec.timeout_seconds is None else repr(spec.timeout_seconds)}\t"
+            f"{count:d}\t{stamp if spec.run_at is None else spec.run_at.isoformat()}\t"
+            f"{stamp}\t{stamp}\t{spec.queue}\t"
+            f"{_NULL if spec.agent is None else _copy_text(spec.agent)}\t"
+            f"{_copy_json(spec.limit_keys)}\n"
+        )
+        if len(lines) == COPY_CHUNK:
+            yield "".join(lines)
+            sent(range(first, first + COPY_CHUNK))
+            first += COPY_CHUNK
+            lines = []
+    if lines:
+        yield "".join(lines)
+        sent(range(first, len(specs)))
+
+
+_NULL = "\\N"
+_BACKSLASH, _ESCAPED = "\\", "\\\\"
+#: What COPY's text format escapes: the backslash, and the tab, newline and carriage return
+#: that would end a value or a line.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str) -> str:
+    """`value` as COPY's text format has it: as it is, unless it holds a backslash or a
+    character that is not printable (a tab, a line end...)."""
+    if _BACKSLASH in value or not value.isprintable():
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+def _copy_json(items: Sequence[str]) -> str:
+    """A list of text (ids, limit keys) as JSON in COPY's text format."""
+    if not items:
+        return "[]"
+    text = json.dumps(list(items))
+    return text.replace(_BACKSLASH, _ESCAPED) if _BACKSLASH in text else text
+
+
+#: The columns `insert_ready_job` sets; the others take their defaults (a new job's: pending,
+#: no retry, no claim, nothing unmet, no result, no stack).
+READY_JOB_COLUMNS = (
+    "id",
+    "job_type",
+    "name",
+    "description",
+    "payload",
+    "dependencies",
+    "max_retries",
+    "priority",
+    "timeout_seconds",
+    "run_at",
+    "queue",
+    "agent",
+    "limit_keys",
+)
+
+
+def insert_ready_job(engine: Engine, values: Mapping[str, Any]) -> datetime:
     """Insert one job with no dependency, stamped by the database's clock (`created_at`,
     `updated_at`, and `run_at` unless given), and wake the listening supervisors, in one
-    statement (PostgreSQL, whose notification is sent when the statement's transaction
-    commits); returns its row as stored (only the clock's reading comes back: the rest is
-    `row`'s)."""
-    now = conn.execute(_insert_ready_job(), dict(row)).scalar_one()
-    return {**row, "created_at": now, "updated_at": now, "run_at": row["run_at"] or now}
+    statement and one round trip (PostgreSQL, whose notification is sent when the statement
+    commits, in autocommit: `db.first_row`); returns the clock's reading. `values` holds the
+    driver's values of `READY_JOB_COLUMNS`, its JSON columns as JSON text."""
+    return db.first_row(engine, _insert_ready_job(), values)[0]
 
 
 @functools.cache
 def _insert_ready_job() -> Any:
     """`insert_ready_job`'s statement, built once: building one costs more than running it."""
     now = utcnow()
-    stamped = {"created_at": now, "updated_at": now}
     values: dict[str, Any] = {
-        c.name: stamped.get(c.name, bindparam(c.name, type_=c.type)) for c in jobs.c
+        name: bindparam(name, type_=jobs.c[name].type) for name in READY_JOB_COLUMNS
     }
-    values["run_at"] = func.coalesce(bindparam("run_at", type_=jobs.c.run_at.type), now)
+    values["run_at"] = func.coalesce(values["run_at"], now)
+    values |= {"created_at": now, "updated_at": now}
     created = insert(jobs).values(values).returning(jobs.c.created_at).cte("created")
     return select(created.c.created_at, func.pg_notify(CHANNEL, "ready"))
 
