@@ -214,17 +214,38 @@ class SupervisorPort:
         for completion in completions:
             check_result(completion.result)
 
-        def work(conn: Connection) -> tuple[set[str], Claimed]:
-            done, _ = state_machine.complete(conn, completions) if completions else (set(), [])
-            return done, _claim(
-                conn, worker_id, limit, self.lease, self.queues, self.agents, self.held_back
-            )
-
         # With nothing to record, a claim is one statement, atomic on its own (the limit-aware
         # claim too: one function); what it reads after (the dependencies' results, the fleet's
         # catalogue) does not change once written. On PostgreSQL it then runs in autocommit:
-        # no BEGIN and COMMIT round trips before a job can start.
-        return self.transactions.run(work, single_statement=not completions)
+        # no BEGIN and COMMIT round trips before a job can start. Should those reads fail, its
+        # jobs are given back at once, as a rollback would have left them (and, should that
+        # fail too, by the supervisor's next heartbeat, as claims whose reply was lost).
+        alone = not completions
+
+        def work(conn: Connection) -> tuple[set[str], Claimed]:
+            done, _ = state_machine.complete(conn, completions) if completions else (set(), [])
+            return done, _claim(
+                conn,
+                worker_id,
+                limit,
+                self.lease,
+                self.queues,
+                self.agents,
+                self.held_back,
+                on_failure=self._give_back_all if alone else None,
+            )
+
+        return self.transactions.run(work, single_statement=alone)
+
+    def _give_back_all(self, jobs: Sequence[Job]) -> None:
+        """Give back claimed jobs whose claim could not be completed; whatever fails here is
+        left to the heartbeat (see `leases.recover`)."""
+        try:
+            self.transactions.run(
+                lambda conn: [state_machine.give_back(conn, j.id, j.claim_seq) for j in jobs]
+            )
+        except Exception:  # noqa: BLE001 - the claim's own error is the one to raise
+            log.warning("%d claimed jobs could not be given back at once", len(jobs))
 
     def claim(self, worker_id: str, limit: int) -> Claimed:
         """Claim up to `limit` ready jobs for `worker_id`, with their dependency results."""
@@ -436,17 +457,26 @@ def _claim(
     queues: Collection[str] | None = None,
     agents: Collection[str] | None = None,
     held_back: Collection[str] = (),
+    on_failure: Callable[[Sequence[Job]], None] | None = None,
 ) -> Claimed:
+    """Claim up to `limit` jobs and read what they need: their dependencies' results, and
+    for a query job the fleet's catalogue. `on_failure`: called with the jobs claimed when
+    those reads fail (the claim committed already, in autocommit), before the error goes on."""
     if limit <= 0:
         return Claimed()
     rows = queries.claim_jobs(
         conn, worker_id, limit, queues=queues, agents=agents, excluded_agents=held_back
     )
     jobs = in_claim_order(rows)
-    catalogue = None
-    if any(job.job_type is JobType.QUERY for job in jobs):
-        catalogue = leases.live_catalogue(conn, lease)
-    return Claimed(jobs, dependency_results(conn, jobs), catalogue)
+    try:
+        catalogue = None
+        if any(job.job_type is JobType.QUERY for job in jobs):
+            catalogue = leases.live_catalogue(conn, lease)
+        return Claimed(jobs, dependency_results(conn, jobs), catalogue)
+    except BaseException:
+        if on_failure is not None and jobs:
+            on_failure(jobs)
+        raise
 
 
 def dependency_results(conn: Connection, jobs: Sequence[Job]) -> DependencyResults:
