@@ -165,6 +165,7 @@ class Forking:
             return
         while len(self.waiting) > count:
             extra = self.waiting.pop()
+            log.debug("a child forked ahead let go (%d wanted)", count)
             self._retire(server, extra)
             self._release_group(extra.group)
         if len(self.waiting) < count and time.monotonic() < self._waiting_retry_at:

@@ -28,9 +28,11 @@ and only what a job needs.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import select
+import signal
 import socket
 import sys
 import time
@@ -46,6 +48,8 @@ from taiat.jobs import Job
 if TYPE_CHECKING:  # the server has no use for it, and every fork would copy its pages
     import subprocess
 
+log = logging.getLogger(__name__)
+
 _CHUNK = 1 << 16
 #: How long the server may take to start and import the executors' modules.
 START_TIMEOUT = 60.0
@@ -53,6 +57,9 @@ START_TIMEOUT = 60.0
 LAUNCH_TIMEOUT = 10.0
 #: How long the server may take to end once its socket has closed.
 EXIT_TIMEOUT = 2.0
+#: How long a child forked ahead may take to take in its job before it is given up, and the
+#: job forked afresh (seconds): it reads at once, unless something holds it.
+HAND_OVER_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,8 @@ class ForkServer:
         #: (those the server could not fork, or found gone, are dropped).
         self.waiting_pids: dict[int, int] = {}
         self._asked: set[int] = set()  # the ids of those not yet given a job, nor let go
+        #: The supervisor's end of each one's socket, which its job is sent through.
+        self._waiting_socks: dict[int, socket.socket] = {}
         self._waiting_id = 0
 
     @classmethod
@@ -224,25 +233,61 @@ class ForkServer:
         # Sealed: only the child opens it. Opened in the server, it would be written into
         # pages that the next fork must copy.
         sealed = wire.seal(job, dependency_results, catalogue)
-        self._asked.discard(waiting)
-        self.waiting_pids.pop(waiting, None)
-        message = ("run", token, sealed, max_result_bytes, tuple(cgroup), waiting)
-        self._send(message, [result_fd, *output_fds, *([stack_fd] if stack_fd >= 0 else [])])
+        fds = [result_fd, *output_fds, *([stack_fd] if stack_fd >= 0 else [])]
+        if waiting and self._hand_over(waiting, (sealed, max_result_bytes), fds):
+            # The child has its job: the server, told, adopts it and says its pid.
+            self._send(("run", token, None, max_result_bytes, tuple(cgroup), waiting))
+        else:
+            self._send(("run", token, sealed, max_result_bytes, tuple(cgroup), 0), fds)
         return token
+
+    def _hand_over(self, waiting: int, job: tuple[bytes, int], fds: Sequence[int]) -> bool:
+        """Send a job straight to child `waiting`, forked ahead for it (the server need not
+        wake for it to start); False when it cannot have it (gone, or stopped by a signal:
+        killed), and the server is to fork the job afresh."""
+        sock = self._waiting_socks.pop(waiting, None)
+        self._asked.discard(waiting)
+        pid = self.waiting_pids.pop(waiting, None)
+        if sock is None:
+            return False
+        try:
+            if pid and posix.is_stopped(pid):  # it would hold its job
+                posix.killpg(pid, signal.SIGKILL)
+                raise ProcessLookupError(pid)
+            sock.settimeout(HAND_OVER_TIMEOUT)
+            wire.send_message(sock, job, fds)
+            return True
+        except OSError as exc:  # gone, or holding up its job (stopped): the server kills it
+            log.info("the child forked ahead (pid %s) cannot take its job: %s", pid, exc)
+            self._send(("retire", waiting, "kill"))
+            return False
+        finally:
+            sock.close()
 
     def wait(self, cgroup: Sequence[str] = ()) -> int:
         """Ask for a child forked ahead, that joins `cgroup` (its `cgroup.procs` files) and
         waits for a job (`launch(..., waiting=...)`); returns its id at once. It runs one job
         only, and dies with the server. ForkServerError if the server has gone."""
         self._waiting_id += 1
-        self._send(("wait", self._waiting_id, tuple(cgroup)))
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # OSError: none
+        try:
+            self._send(("wait", self._waiting_id, tuple(cgroup)), [theirs.fileno()])
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._waiting_socks[self._waiting_id] = ours
         self._asked.add(self._waiting_id)
         return self._waiting_id
 
     def retire(self, waiting: int) -> None:
-        """Let a child forked ahead go, without a job."""
+        """Let a child forked ahead go, without a job: at the end of its socket, it leaves."""
         self._asked.discard(waiting)
         self.waiting_pids.pop(waiting, None)
+        sock = self._waiting_socks.pop(waiting, None)
+        if sock is not None:
+            sock.close()
         self._send(("retire", waiting, None))
 
     def _send(self, message: tuple[Any, ...], fds: Sequence[int] = ()) -> None:
@@ -358,6 +403,9 @@ class ForkServer:
         self.sock.close()
         if self.pid_sock is not None:
             self.pid_sock.close()
+        for waiting in self._waiting_socks.values():
+            waiting.close()
+        self._waiting_socks.clear()
         try:
             self.process.wait(5)
         except subprocess.TimeoutExpired:
@@ -385,6 +433,9 @@ class ForkServer:
             chunk = self.sock.recv(_CHUNK, socket.MSG_DONTWAIT)
         except BlockingIOError:
             chunk = None  # nothing said yet
+        except ConnectionResetError:
+            chunk = b""  # it exited before it read all it was sent (a job sent straight to
+            # a child forked ahead may kill it before it is told of the job)
         except OSError as exc:
             self._lose(f"cannot read from it: {exc}")
         if chunk == b"":

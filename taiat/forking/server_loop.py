@@ -4,7 +4,9 @@ the supervisor's handle on it; the framing of their messages is that module's.
 
 Children can also be forked ahead, while the supervisor has a slot free, to wait for a job
 (`Waiting`): a waiting child has joined its cgroup and done all it can before its job is known,
-so that the job, once claimed, starts without waiting for a fork. It runs one job and is never
+so that the job, once claimed, starts without waiting for a fork. The supervisor sends it its
+job itself, over a socket of their own, and then tells the server, which adopts it as the job's
+child (or, should the child not be there, forks the job afresh). It runs one job and is never
 reused; the supervisor asks for another in its place.
 
 Like every module the server imports, this one must stay light: each fork copies the page tables
@@ -27,10 +29,6 @@ from typing import NoReturn
 from taiat.forking import child, posix, wire
 from taiat.forking.fast_fork import QuickFork
 from taiat.sandbox import cgroups
-
-#: How long a waiting child may take to take in its job before it is given up, and the job
-#: forked afresh (seconds): it reads at once, unless something stopped it.
-HAND_OVER_TIMEOUT = 2.0
 
 
 def serve(fd: int, pid_fd: int) -> NoReturn:
@@ -127,28 +125,41 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
         if message is None:
             _shut_down(children, waiting)
         (kind, token, *details), fds = message
-        if kind == "wait":  # fork a child ahead, to wait for a job
+        if kind == "wait":  # fork a child ahead, to wait for a job on the socket that came
             cgroup = tuple(details[0])
             sandboxed = sandboxed or bool(cgroup)
-            waiting.fork(token, cgroup, fork, run_job, pid_sock)
+            waiting.fork(token, cgroup, fds[0], fork, run_job, pid_sock)
             continue
-        if kind == "retire":  # a waiting child no longer wanted
-            waiting.retire(token)
+        if kind == "retire":  # a waiting child no longer wanted: it leaves at its socket's end
+            waiting.forget(token, kill=details[0] == "kill")
             continue
         sealed, max_result_bytes, cgroup, waiting_id = details
         sandboxed = sandboxed or bool(cgroup)
+        if waiting_id:  # the supervisor sent the job to this waiting child itself
+            adopted = waiting.adopt(waiting_id)
+            if isinstance(adopted, int):
+                children[adopted] = token
+                wire.send_message(pid_sock, ("started", token, adopted))
+                continue
+            if isinstance(adopted, tuple):  # it ended before it was adopted
+                pid, status, report = adopted
+                wire.send_message(pid_sock, ("started", token, pid))
+                wire.send_message(sock, ("exited", token, status, *report))
+                continue
+            # Never forked: the job is in the socket it would have read it from.
+            message = None
+            if adopted is not None:
+                message = wire.receive_message(adopted)
+                adopted.close()
+            if message is None:
+                wire.send_message(sock, ("failed", token, "its job did not come"))
+                continue
+            (sealed, max_result_bytes), fds = message
         # The result pipe; the stdout and stderr pipes, if any; the stack dumps' pipe, if any.
         if len(fds) not in (1, 2, 3, 4):
             for number in fds:
                 os.close(number)
             wire.send_message(sock, ("failed", token, "no result pipe came with the job"))
-            continue
-        pid = waiting.hand_over(waiting_id, (sealed, max_result_bytes), fds)
-        if pid:  # a child forked ahead runs it
-            for number in fds:
-                os.close(number)
-            children[pid] = token
-            wire.send_message(pid_sock, ("started", token, pid))
             continue
         held = os.pipe() if hold else None
         try:
@@ -172,84 +183,83 @@ RunJob = Callable[[bytes, int, Sequence[int], Sequence[str]], NoReturn]
 
 
 class Waiting:
-    """The children forked ahead that wait for a job, by the id the supervisor gave each: the
-    pid of each, and the server's end of the socket its job comes through."""
+    """The children forked ahead that wait for a job, by the id the supervisor gave each.
+    Each reads its job from a socket whose other end the supervisor holds: the server keeps
+    no end of it, unless the child could not be forked (the supervisor, which may send the job
+    there all the same, then has it forked afresh from it)."""
 
     def __init__(self) -> None:
-        self._by_id: dict[int, tuple[int, socket.socket]] = {}
-        self._ids: dict[int, int] = {}  # pid -> id
+        self._ids: dict[int, int] = {}  # pid -> id, while it waits
+        self._pids: dict[int, int] = {}  # id -> pid
+        #: Those reaped before they were adopted: their pid, exit status and figures.
+        self._ended: dict[int, tuple[int, int, tuple[float, float, int]]] = {}
+        #: The sockets of those that could not be forked.
+        self._unforked: dict[int, socket.socket] = {}
 
     def __contains__(self, pid: int) -> bool:
         return pid in self._ids
 
     def fds(self) -> list[int]:
-        """The server's ends of their sockets (which no child of the server may keep)."""
-        return [sock.fileno() for _, sock in self._by_id.values()]
+        """The sockets the server holds (which no child of the server may keep)."""
+        return [sock.fileno() for sock in self._unforked.values()]
 
     def fork(
         self,
         waiting_id: int,
         cgroup: tuple[str, ...],
+        job_fd: int,
         fork: Callable[[Callable[[], NoReturn]], int],
         run_job: RunJob,
         pid_sock: socket.socket,
     ) -> None:
-        """Fork a child that joins `cgroup` and waits for its job; tell its pid (0: none could
-        be forked; the job will be, when it comes)."""
+        """Fork a child that joins `cgroup` and waits for its job on socket `job_fd`; tell its
+        pid (0: none could be forked; the job will be, when it comes)."""
+        theirs = socket.socket(fileno=job_fd)
         try:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            pid = fork(partial(_wait_for_job, theirs, cgroup, run_job))
         except OSError:
+            self._unforked[waiting_id] = theirs
             wire.send_message(pid_sock, ("waiting", waiting_id, 0))
             return
-
-        def wait_for_job() -> NoReturn:
-            ours.close()
-            _wait_for_job(theirs, cgroup, run_job)
-
-        try:
-            pid = fork(wait_for_job)
-        except OSError:
-            pid = 0
-            ours.close()
         theirs.close()
-        if pid:
-            self._by_id[waiting_id] = (pid, ours)
-            self._ids[pid] = waiting_id
+        self._ids[pid] = waiting_id
+        self._pids[waiting_id] = pid
         wire.send_message(pid_sock, ("waiting", waiting_id, pid))
 
-    def hand_over(self, waiting_id: int, job: tuple[bytes, int], fds: Sequence[int]) -> int:
-        """Send `job` and its descriptors to waiting child `waiting_id`; its pid, or 0 when
-        there is no such child (none was asked for, it could not be forked, or it has gone):
-        the job is then forked afresh."""
-        found = self._by_id.pop(waiting_id, None)
-        if found is None:
-            return 0
-        pid, sock = found
-        del self._ids[pid]
-        try:
-            if posix.is_stopped(pid):  # by a signal: it would hold its job
-                raise ProcessLookupError(pid)
-            sock.settimeout(HAND_OVER_TIMEOUT)
-            wire.send_message(sock, job, fds)
-        except OSError:  # gone, or stopped: given up, and reaped as a leftover
-            _kill(pid)
-            pid = 0
-        finally:
-            sock.close()
-        return pid
-
-    def retire(self, waiting_id: int) -> None:
-        """Let a waiting child go: at the end of its socket, it exits."""
-        found = self._by_id.pop(waiting_id, None)
-        if found is not None:
-            pid, sock = found
+    def adopt(
+        self, waiting_id: int
+    ) -> int | tuple[int, int, tuple[float, float, int]] | socket.socket | None:
+        """The waiting child the supervisor sent a job to: its pid while it runs; its pid, exit
+        status and figures if it has ended already; or, if it was never forked, the socket the
+        job is in (None: no such child was asked for)."""
+        pid = self._pids.pop(waiting_id, None)
+        if pid is not None:
             del self._ids[pid]
-            sock.close()
+            return pid
+        ended = self._ended.pop(waiting_id, None)
+        if ended is not None:
+            return ended
+        return self._unforked.pop(waiting_id, None)
 
-    def gone(self, pid: int) -> int:
-        """A waiting child has been reaped: forget it; its id."""
+    def forget(self, waiting_id: int, kill: bool = False) -> None:
+        """A waiting child the supervisor let go (it leaves at the end of its socket), or could
+        not give its job to (`kill`: it is killed, should it be there still)."""
+        pid = self._pids.pop(waiting_id, None)
+        if pid is not None:
+            del self._ids[pid]
+            if kill:
+                _kill(pid)
+        self._ended.pop(waiting_id, None)
+        unforked = self._unforked.pop(waiting_id, None)
+        if unforked is not None:
+            unforked.close()
+
+    def gone(self, pid: int, status: int, report: tuple[float, float, int]) -> int:
+        """A waiting child has been reaped: kept for the job the supervisor may have sent it
+        just before; its id."""
         waiting_id = self._ids.pop(pid)
-        self._by_id.pop(waiting_id)[1].close()
+        del self._pids[waiting_id]
+        self._ended[waiting_id] = (pid, status, report)
         return waiting_id
 
     def kill_all(self) -> list[int]:
@@ -276,20 +286,22 @@ def _run_fresh(
 
 def _wait_for_job(sock: socket.socket, cgroup: tuple[str, ...], run_job: RunJob) -> NoReturn:
     """A waiting child's life: die with the server, join the job's cgroup now (a move into a
-    cgroup can take milliseconds), then wait for the job, and run it; at the end of its socket
-    (the server let it go, or is gone), leave."""
+    cgroup can take milliseconds), then wait for the job on `sock`, and run it; at the end of
+    its socket (the supervisor let it go, or is gone), leave. Should the join fail, the job
+    tries it again, and fails as a job forked afresh would, saying why."""
     posix.die_with_parent()
     try:
         if cgroup:
             cgroups.join(cgroup)
+        cgroup = ()
     except OSError:
-        os._exit(1)  # the server sees it gone, and forks the job afresh, which says why
+        pass
     message = wire.receive_message(sock)
     if message is None:
         os._exit(0)
     (sealed, max_result_bytes), fds = message
     sock.close()
-    run_job(sealed, max_result_bytes, fds, ())
+    run_job(sealed, max_result_bytes, fds, cgroup)
 
 
 def _kill(pid: int) -> None:
@@ -343,11 +355,11 @@ def _reap(
             break
         reaped = True
         token = children.pop(pid, None)
+        report = (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
         if token is None:
             if pid in waiting:
-                wire.send_message(pid_sock, ("waiting", waiting.gone(pid), 0))
+                wire.send_message(pid_sock, ("waiting", waiting.gone(pid, status, report), 0))
             continue  # else left behind by a job, and killed
-        report = (usage.ru_utime, usage.ru_stime, usage.ru_maxrss * 1024)
         wire.send_message(sock, ("exited", token, status, *report))
     if reaped:
         _kill_leftovers(children, waiting, in_groups_too=kill_leftovers)

@@ -132,7 +132,10 @@ def test_a_waiting_child_waits_in_its_cgroup_and_its_job_gets_its_own_limits(
     ran = _run(manager, sup, memory_limit_mb=120)
     assert ran["pid"] == waiting
     assert int(ran["memory_limit"]) == 120 << 20
-    [waiting] = _waiting(sup, 1)
+    # The one forked in its place (a status file written before the job may still list it).
+    [waiting] = wait_until(
+        lambda: (w := _waiting(sup, 1)) != [ran["pid"]] and w, 30, "another", watch=sup
+    )
     ran = _run(manager, sup)
     assert ran["pid"] == waiting
     assert int(ran["memory_limit"]) == 300 << 20  # the next job's own: the supervisor's
