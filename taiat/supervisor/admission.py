@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -135,9 +136,40 @@ class Memory:
 
 
 def host_memory(reserve: MemoryReserve, committed: int) -> Memory:
-    """The host's memory now (`psutil.virtual_memory`), with `reserve` and `committed`."""
-    memory = psutil.virtual_memory()
-    return Memory(memory.total, memory.available, reserve.of(memory.total), committed)
+    """The host's memory now, with `reserve` and `committed`: read before every claim, so from
+    the kernel's own two figures where it gives them (`MemTotal` and `MemAvailable` of
+    /proc/meminfo, which `psutil.virtual_memory` reads too, with a dozen more a claim does not
+    need: a tenth of its cost), else as psutil has them."""
+    found = _meminfo()
+    if found is None:
+        memory = psutil.virtual_memory()
+        found = memory.total, memory.available
+    total, available = found
+    return Memory(total, available, reserve.of(total), committed)
+
+
+def _meminfo() -> tuple[int, int] | None:
+    """(MemTotal, MemAvailable) in bytes from /proc/meminfo; None where it does not say."""
+    try:
+        fd = os.open("/proc/meminfo", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    figures = []
+    for name in (b"MemTotal:", b"MemAvailable:"):
+        start = text.find(name)
+        if start < 0:
+            return None
+        words = text[start + len(name) : text.find(b"\n", start)].split()
+        if len(words) != 2 or words[1] != b"kB" or not words[0].isdigit():
+            return None
+        figures.append(int(words[0]) * 1024)
+    return figures[0], figures[1]
 
 
 class Admission:
