@@ -37,6 +37,7 @@ def run(
     job_user: JobUser | None = None,
     stack_fd: int = -1,
     cgroup_procs: Sequence[str] = (),
+    independent: bool = False,
 ) -> NoReturn:
     """The child's whole life. Exit code 0 once the result message is sent.
 
@@ -51,7 +52,8 @@ def run(
     `stack_fd`, if given, is where the child dumps its stack when the supervisor asks
     (`stacks.listen`). `cgroup_procs`, in a sandbox: the `cgroup.procs` files of the job's
     cgroup, which the child joins before anything of the job runs (and before it becomes the
-    job user, which could not write them).
+    job user, which could not write them). `independent`: the child became independent of
+    its parent already (`posix.become_independent`), as one forked ahead does while it waits.
     """
     code = 70  # EX_SOFTWARE: something in this very function went wrong
     try:
@@ -59,7 +61,8 @@ def run(
             cgroups.join(cgroup_procs)
         if output_fds:
             _write_output_to(output_fds)
-        posix.become_independent(supervisor_pid)
+        if not independent:
+            posix.become_independent(supervisor_pid)
         if stack_fd >= 0:
             stacks.listen(stack_fd)
         if after_fork is not None:

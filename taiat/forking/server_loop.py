@@ -78,9 +78,14 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
             os.close(number)
 
     def run_job(
-        sealed: bytes, max_result_bytes: int, fds: Sequence[int], cgroup: Sequence[str]
+        sealed: bytes,
+        max_result_bytes: int,
+        fds: Sequence[int],
+        cgroup: Sequence[str],
+        independent: bool = False,
     ) -> NoReturn:
-        """In a child: run the job (`cgroup`: the group it joins first, if not in it yet)."""
+        """In a child: run the job (`cgroup`: the group it joins first, if not in it yet;
+        `independent`: see `child.run`)."""
         child.run(
             sealed,
             executors,
@@ -91,6 +96,7 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
             stack_fd=fds[-1] if len(fds) in (2, 4) else -1,
             job_user=job_user,
             cgroup_procs=cgroup,
+            independent=independent,
         )
 
     def fork(then: Callable[[], NoReturn]) -> int:
@@ -179,7 +185,7 @@ def serve(fd: int, pid_fd: int) -> NoReturn:
             os.close(held[1])
 
 
-RunJob = Callable[[bytes, int, Sequence[int], Sequence[str]], NoReturn]
+RunJob = Callable[[bytes, int, Sequence[int], Sequence[str], bool], NoReturn]
 
 
 class Waiting:
@@ -216,7 +222,7 @@ class Waiting:
         pid (0: none could be forked; the job will be, when it comes)."""
         theirs = socket.socket(fileno=job_fd)
         try:
-            pid = fork(partial(_wait_for_job, theirs, cgroup, run_job))
+            pid = fork(partial(_wait_for_job, theirs, cgroup, run_job, os.getpid()))
         except OSError:
             self._unforked[waiting_id] = theirs
             wire.send_message(pid_sock, ("waiting", waiting_id, 0))
@@ -281,27 +287,30 @@ def _run_fresh(
     """A child forked for a job that came: wait to be told to go if `held`, then run it."""
     if held is not None:
         _wait_until_told(*held)
-    run_job(sealed, max_result_bytes, fds, cgroup)
+    run_job(sealed, max_result_bytes, fds, cgroup, False)
 
 
-def _wait_for_job(sock: socket.socket, cgroup: tuple[str, ...], run_job: RunJob) -> NoReturn:
-    """A waiting child's life: die with the server, join the job's cgroup now (a move into a
-    cgroup can take milliseconds), then wait for the job on `sock`, and run it; at the end of
-    its socket (the supervisor let it go, or is gone), leave. Should the join fail, the job
-    tries it again, and fails as a job forked afresh would, saying why."""
-    posix.die_with_parent()
+def _wait_for_job(
+    sock: socket.socket, cgroup: tuple[str, ...], run_job: RunJob, server_pid: int
+) -> NoReturn:
+    """A waiting child's life: join the job's cgroup now (a move into a cgroup can take
+    milliseconds), become independent of the server (its own process group, default signals,
+    death with the server), then wait for the job on `sock`, and run it; at the end of its
+    socket (the supervisor let it go, or is gone), leave. Should the join fail, the job tries
+    it again, and fails as a job forked afresh would, saying why."""
     try:
         if cgroup:
             cgroups.join(cgroup)
         cgroup = ()
     except OSError:
         pass
+    posix.become_independent(server_pid)  # gone already: it goes too
     message = wire.receive_message(sock)
     if message is None:
         os._exit(0)
     (sealed, max_result_bytes), fds = message
     sock.close()
-    run_job(sealed, max_result_bytes, fds, cgroup)
+    run_job(sealed, max_result_bytes, fds, cgroup, True)
 
 
 def _kill(pid: int) -> None:
