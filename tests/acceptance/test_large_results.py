@@ -65,7 +65,9 @@ def test_a_large_result_keeps_the_loop_on_time_and_its_memory_small(
     (attempt,) = manager.get_attempts(short.id)
     assert attempt.outcome == "timed_out"
     assert attempt.wall_seconds is not None and attempt.wall_seconds < 2 + LEASE
-    assert "its large result is stored" in sup.log()
+    # Logged once the supervisor hears from the process that stored it: a moment after the
+    # database shows it.
+    wait_until(lambda: "its large result is stored" in sup.log(), 30, "the log line", watch=sup)
     manager.engine.dispose()
 
 
@@ -82,5 +84,7 @@ def test_a_stop_waits_for_a_large_result_being_stored(
     done = manager.get_job(large.id)
     assert done is not None and done.status == JobStatus.COMPLETED
     assert done.result == "x" * (MB << 20)
-    assert "its large result is stored" in sup.log()
+    # Logged once the supervisor hears from the process that stored it: a moment after the
+    # database shows it.
+    wait_until(lambda: "its large result is stored" in sup.log(), 30, "the log line", watch=sup)
     manager.engine.dispose()
