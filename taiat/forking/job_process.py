@@ -396,8 +396,7 @@ class JobProcess:
         group, self.group = self.group, None
         if group is not None and self.sandbox is not None:
             try:
-                group.kill_all(wait=0)
-                self.sandbox.discard(group)
+                self.sandbox.release(group)
             except OSError as exc:
                 log.warning("job %s: its cgroup could not be released: %s", self.job.id, exc)
 

@@ -213,8 +213,7 @@ class Forking:
         another): it has no job."""
         if group is not None and self.sandbox is not None:
             try:
-                group.kill_all(wait=0)
-                self.sandbox.discard(group)
+                self.sandbox.release(group)
             except OSError as exc:
                 log.warning("the cgroup of a child forked ahead could not be released: %s", exc)
 

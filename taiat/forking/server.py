@@ -138,7 +138,6 @@ class ForkServer:
         #: Children forked ahead, waiting for a job (see `wait`): their pids by id, once told
         #: (those the server could not fork, or found gone, are dropped).
         self.waiting_pids: dict[int, int] = {}
-        self._asked: set[int] = set()  # the ids of those not yet given a job, nor let go
         #: The supervisor's end of each one's socket, which its job is sent through.
         self._waiting_socks: dict[int, socket.socket] = {}
         self._waiting_id = 0
@@ -246,7 +245,6 @@ class ForkServer:
         wake for it to start); False when it cannot have it (gone, or stopped by a signal:
         killed), and the server is to fork the job afresh."""
         sock = self._waiting_socks.pop(waiting, None)
-        self._asked.discard(waiting)
         pid = self.waiting_pids.pop(waiting, None)
         if sock is None:
             return False
@@ -278,12 +276,10 @@ class ForkServer:
         finally:
             theirs.close()
         self._waiting_socks[self._waiting_id] = ours
-        self._asked.add(self._waiting_id)
         return self._waiting_id
 
     def retire(self, waiting: int) -> None:
         """Let a child forked ahead go, without a job: at the end of its socket, it leaves."""
-        self._asked.discard(waiting)
         self.waiting_pids.pop(waiting, None)
         sock = self._waiting_socks.pop(waiting, None)
         if sock is not None:
@@ -474,11 +470,10 @@ class ForkServer:
             elif message[0] == "started":
                 self._pids[message[1]] = message[2]
             elif message[0] == "waiting":  # a child forked ahead (pid 0: none, or gone)
-                if message[2] and message[1] in self._asked:
+                if message[2] and message[1] in self._waiting_socks:  # not given a job yet
                     self.waiting_pids[message[1]] = message[2]
                 else:
                     self.waiting_pids.pop(message[1], None)
-                    self._asked.discard(message[1])
             elif message[0] == "failed" and message[1]:
                 self._failed[message[1]] = f"the fork server could not start it: {message[2]}"
             else:

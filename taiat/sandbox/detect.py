@@ -63,6 +63,12 @@ class Sandbox:
         """Remove a job's group once its processes are gone (later, if some are still
         being torn down)."""
 
+    def release(self, group: JobGroup) -> None:
+        """Kill what is left in a group whose job has ended (or that has no job: a child
+        forked ahead let go), without waiting, and discard it (OSError as the kernel says)."""
+        group.kill_all(wait=0)
+        self.discard(group)
+
     def close(self) -> None:
         """Remove what is left of the groups (the supervisor is stopping)."""
 
